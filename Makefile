@@ -1,0 +1,130 @@
+# agate: one Makefile, plain GNU make.
+#
+#   make            release build -> build/agate
+#   make run        install what is missing, build, start agate on its defaults
+#   make test       install, build release + ASan/UBSan, run unit and integration tests
+#   make fuzz       libFuzzer targets, each for FUZZ_SECONDS
+#   make bench      agate against nginx on this machine, same run
+#   make V=1        show full command lines
+#
+# Object trees are kept apart per variant: build/rel (release, jemalloc) and
+# build/asan (ASan+UBSan, libc malloc so the sanitizer sees every allocation).
+
+SHELL := /bin/bash
+CC    ?= cc
+ifeq ($(origin CC),default)
+CC := cc
+endif
+CLANG ?= clang
+Q := $(if $(filter 1,$(V)),,@)
+
+LLHTTP_DIR  := /usr/share/llhttp
+LLHTTP_INC  := /usr/share/include/llhttp
+LLHTTP_SRCS := $(LLHTTP_DIR)/llhttp.c $(LLHTTP_DIR)/api.c $(LLHTTP_DIR)/http.c
+
+SRCS      := $(sort $(wildcard core/*.c net/*.c proto/*.c))
+LIB_SRCS  := $(filter-out core/main.c,$(SRCS))
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+
+WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter -Werror
+BASEFLAGS := -std=gnu11 -D_GNU_SOURCE -I. -I$(LLHTTP_INC) -MMD -MP -g
+LIBS      := -luring -ljansson -lyaml -lcrypto -lpthread
+
+REL_CFLAGS  := $(BASEFLAGS) -O2 -flto=auto -fno-plt
+REL_LDFLAGS := -flto=auto -O2
+REL_LIBS    := $(LIBS) -ljemalloc
+SAN_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ASAN_CFLAGS := $(BASEFLAGS) -O1 $(SAN_FLAGS) -DAGATE_SANITIZE=1
+ASAN_LDFLAGS:= $(SAN_FLAGS)
+ASAN_LIBS   := $(LIBS)
+
+.PHONY: all run test unit integration fuzz bench deps test-deps bench-deps clean check-warnings
+all: build/agate
+
+# --- dependencies ------------------------------------------------------------
+deps:
+	$(Q)deploy/install-deps.sh build
+test-deps:
+	$(Q)deploy/install-deps.sh build test
+bench-deps:
+	$(Q)deploy/install-deps.sh build bench
+
+# --- objects -----------------------------------------------------------------
+# $(1): variant name, $(2): CFLAGS
+define variant
+build/$(1)/%.o: %.c
+	@mkdir -p $$(@D)
+	$$(if $$(Q),@echo "  CC [$(1)] $$<")
+	$(Q)$$(CC) $(2) $(WARN) -c $$< -o $$@
+build/$(1)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $$(@D)
+	$$(if $$(Q),@echo "  CC [$(1)] llhttp/$$(<F)")
+	$(Q)$$(CC) $(2) -w -c $$< -o $$@
+$(1)_LIB_OBJS := $$(patsubst %.c,build/$(1)/%.o,$(LIB_SRCS)) \
+                 $$(patsubst $(LLHTTP_DIR)/%.c,build/$(1)/llhttp/%.o,$(LLHTTP_SRCS))
+$(1)_UNIT_BINS := $$(patsubst tests/unit/%.c,build/$(1)/tests/%,$(UNIT_SRCS))
+build/$(1)/tests/%: tests/unit/%.c $$($(1)_LIB_OBJS)
+	@mkdir -p $$(@D)
+	$$(if $$(Q),@echo "  LD [$(1)] $$@")
+	$(Q)$$(CC) $(2) $(WARN) -Wno-missing-prototypes $$< $$($(1)_LIB_OBJS) -o $$@ $$($(1)_LDFLAGS_) $$($(1)_LIBS_) -lcmocka
+-include $$(patsubst %.c,build/$(1)/%.d,$(SRCS)) $$(patsubst tests/unit/%.c,build/$(1)/tests/%.d,$(UNIT_SRCS))
+endef
+rel_LDFLAGS_  := $(REL_LDFLAGS)
+rel_LIBS_     := $(REL_LIBS)
+asan_LDFLAGS_ := $(ASAN_LDFLAGS)
+asan_LIBS_    := $(ASAN_LIBS)
+$(eval $(call variant,rel,$(REL_CFLAGS)))
+$(eval $(call variant,asan,$(ASAN_CFLAGS)))
+
+build/agate: build/rel/core/main.o $(rel_LIB_OBJS)
+	$(if $(Q),@echo "  LD $@")
+	$(Q)$(CC) $(REL_LDFLAGS) $^ -o $@ $(REL_LIBS)
+
+build/agate-asan: build/asan/core/main.o $(asan_LIB_OBJS)
+	$(if $(Q),@echo "  LD $@")
+	$(Q)$(CC) $(ASAN_LDFLAGS) $^ -o $@ $(ASAN_LIBS)
+
+# --- the two commands ----------------------------------------------------------
+run: deps
+	$(Q)$(MAKE) --no-print-directory build/agate
+	exec build/agate $(ARGS)
+
+test: test-deps
+	$(Q)$(MAKE) --no-print-directory build/agate build/agate-asan $(rel_UNIT_BINS) $(asan_UNIT_BINS)
+	$(Q)tests/run-all.sh
+
+unit: build/agate $(rel_UNIT_BINS) $(asan_UNIT_BINS)
+	$(Q)tests/run-unit.sh
+
+integration: build/agate build/agate-asan
+	$(Q)tests/run-integration.sh
+
+# --- fuzzing (clang + libFuzzer, with ASan/UBSan) ---------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS    := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_BINS    := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+FUZZ_CFLAGS  := $(BASEFLAGS) -O1 -fsanitize=fuzzer-no-link,address,undefined -DAGATE_FUZZ=1
+fuzz_LIB_OBJS := $(patsubst %.c,build/fuzz/%.o,$(LIB_SRCS)) \
+                 $(patsubst $(LLHTTP_DIR)/%.c,build/fuzz/llhttp/%.o,$(LLHTTP_SRCS))
+build/fuzz/%.o: %.c
+	@mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -Wall -Wextra -Wno-unused-parameter -c $< -o $@
+build/fuzz/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -w -c $< -o $@
+build/fuzz/fuzz_%: fuzz/fuzz_%.c $(fuzz_LIB_OBJS)
+	@mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $^ -o $@ $(LIBS)
+-include $(patsubst %.c,build/fuzz/%.d,$(LIB_SRCS))
+
+fuzz: deps
+	$(Q)$(MAKE) --no-print-directory $(FUZZ_BINS)
+	$(Q)fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
+
+# --- benchmarks --------------------------------------------------------------------
+bench: bench-deps
+	$(Q)$(MAKE) --no-print-directory build/agate
+	$(Q)bench/run.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages agate needs for the named purposes (build, test, bench).
+# Only what is missing is installed; as root it runs apt-get itself, otherwise it
+# prints the one command a non-root user runs (or uses sudo when that works without a password).
+set -euo pipefail
+
+build=(gcc make pkg-config liburing-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev)
+test=(libcmocka-dev clang libclang-rt-14-dev curl nodejs npm)
+bench=(wrk nginx-light curl)
+
+want=()
+for purpose in "$@"; do
+  case "$purpose" in
+    build) want+=("${build[@]}") ;;
+    test)  want+=("${test[@]}") ;;
+    bench) want+=("${bench[@]}") ;;
+    *) echo "install-deps: unknown purpose '$purpose'" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${want[@]}"; do
+  # nodejs may come from outside Debian's archive on a developer machine; a working node is enough.
+  if [ "$p" = nodejs ] && command -v node >/dev/null; then continue; fi
+  if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
+  st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$st" = "install ok installed" ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" = 0 ]; then as_root=(); elif sudo -n true 2>/dev/null; then as_root=(sudo -n); else
+  echo "install-deps: not root; run this once, then try again:" >&2
+  echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${as_root[@]}" apt-get update -qq
+"${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,37 @@
+/* runinput: parses and validates an AG-UI RunAgentInput request body.
+ *
+ * The schema is @ag-ui/core 1.0's RunAgentInputSchema: threadId and runId
+ * strings, messages an array of messages (discriminated by role), tools, context,
+ * state, forwardedProps, resume, all type-checked. A parsed input owns its jansson
+ * tree; runinput_free() releases it. Strings returned point into that tree. */
+#ifndef AGATE_RUNINPUT_H
+#define AGATE_RUNINPUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+typedef struct runinput {
+    void       *root;            /* json_t *, owned */
+    const char *thread_id;  size_t thread_id_len;
+    const char *run_id;     size_t run_id_len;
+    int64_t     token_interval_ms;   /* forwardedProps.agate.tokenIntervalMs, -1 when absent */
+    int         last_user_msg;       /* index into messages of the last role:"user" message, -1 when none */
+} runinput_t;
+
+typedef struct runinput_err {
+    char field[128];             /* JSON path of the offending field: "messages[2].content", "" for the body */
+    char message[256];           /* human text: "expected a string", "invalid JSON at line 1 column 9: ..." */
+} runinput_err_t;
+
+/* 0 on success, -EINVAL with err filled when the body is not a valid RunAgentInput. */
+int  runinput_parse(const char *body, size_t len, runinput_t *in, runinput_err_t *err);
+void runinput_free(runinput_t *in);
+
+/* Appends the text of the last user message to out: the string content, or the
+ * "text" parts of a content array concatenated in order (no separator).
+ * Returns 1 when there was a user message with text, 0 when none, -ENOMEM. */
+int  runinput_user_text(const runinput_t *in, buf_t *out);
+
+#endif
