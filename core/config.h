@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define CFG_MAX_AGENTS     64
 #define CFG_NAME_MAX       64
@@ -63,18 +64,28 @@ void cfg_defaults(cfg_t *c);
 /* Loads a YAML file over the current values. On error returns -EINVAL (or
  * -errno when the file cannot be read) and writes into err a message naming the
  * file, line and key, e.g.
- *   "/etc/agate.yaml:12: limits.max_body_bytes: expected a size (e.g. 1048576, 64KiB, 1MiB)" */
+ *   "/etc/agate.yaml:12: limits.max_body: expected a size (e.g. 1048576, 64KiB, 1MiB)"
+ * All or nothing: on error *c is left exactly as it was. An `agents:` mapping
+ * in the file replaces the whole agent list. */
 int cfg_load_file(cfg_t *c, const char *path, char *err, size_t errlen);
 
 /* Applies AGATE_* environment overrides (see cfg_env_help). Errors name the
- * variable: "AGATE_SHARDS: expected a whole number from 0 to 1024". */
+ * variable: "AGATE_SHARDS: expected a whole number from 0 to 1024". Empty
+ * variables are ignored; all or nothing like cfg_load_file. */
 int cfg_apply_env(cfg_t *c, char *err, size_t errlen);
 
 /* Cross-field checks after everything is applied (addresses parse, at least one
  * agent, unique agent names, ...). */
 int cfg_validate(const cfg_t *c, char *err, size_t errlen);
 
+/* name need not be NUL-terminated (a slice of a request path); NULL if absent. */
 const cfg_agent_t *cfg_find_agent(const cfg_t *c, const char *name, size_t len);
+
+/* Parses a listener address: "host:port", "[v6]:port" or ":port" (= 0.0.0.0).
+ * host is a numeric IPv4 address, a bracketed numeric IPv6 address or
+ * "localhost" (= 127.0.0.1); names are never resolved. port is 1..65535.
+ * Returns 0 or -EINVAL. */
+int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
 /* Text for --help: the environment variables and what they override. */
 const char *cfg_env_help(void);

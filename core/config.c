@@ -1,0 +1,950 @@
+/* config: builds the one cfg_t agate runs with (built-in defaults, then one
+ * YAML file, then AGATE_* environment variables) and checks it.
+ *
+ * Every scalar setting is one row of settings[]: YAML key, environment
+ * variable, default (as text) and range. cfg_defaults, the YAML loader, the
+ * environment overrides, cfg_validate and the --help text all walk that table
+ * and share setting_parse(), so a value is spelled the same everywhere and the
+ * documented default is the real default.
+ *
+ * Invariants: cfg_load_file and cfg_apply_env work on a copy and write *c only
+ * when the whole input was good. Cold path: nothing here runs after the shards
+ * start, so it favours plain code and precise messages over speed. */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#define CFG_FILE_MAX   (1u << 20)  /* a config is a few KiB; this stops /dev/zero */
+#define CFG_KEY_MAX    256         /* dotted key in messages; longer ones are cut */
+#define CFG_WHY_MAX    192
+#define AGENT_INTERVAL_MAX 3600000u
+
+enum kind {
+    K_ADDR,        /* char[CFG_ADDR_MAX], checked by cfg_parse_addr */
+    K_ADDR_OFF,    /* same, or "off" */
+    K_UINT,        /* uint32_t, plain decimal */
+    K_SIZE,        /* uint32_t bytes, decimal with optional unit */
+    K_DURATION,    /* uint32_t ms, decimal with a required unit */
+    K_BOOL,        /* bool */
+    K_LEVEL,       /* cfg_log_level_t */
+};
+
+struct setting {
+    const char *section;   /* NULL = top level */
+    const char *key;
+    const char *env;       /* NULL = file only */
+    const char *deflt;     /* parsed by cfg_defaults, shown by cfg_env_help */
+    enum kind   kind;
+    uint32_t    min, max;  /* K_UINT, K_SIZE, K_DURATION */
+    size_t      off;       /* into cfg_t (cfg_agent_t for agent_interval) */
+};
+
+#define F(field) offsetof(cfg_t, field)
+static const struct setting settings[] = {
+    { NULL,     "listen",             "AGATE_LISTEN",             "0.0.0.0:8080", K_ADDR,     0, 0,          F(listen) },
+    { NULL,     "admin_listen",       "AGATE_ADMIN_LISTEN",       "0.0.0.0:9090", K_ADDR_OFF, 0, 0,          F(admin_listen) },
+    { NULL,     "shards",             "AGATE_SHARDS",             "0",            K_UINT,     0, 1024,       F(shards) },
+    { "limits", "max_connections",    "AGATE_MAX_CONNECTIONS",    "10000",        K_UINT,     1, 1000000,    F(max_connections) },
+    { "limits", "max_body",           "AGATE_MAX_BODY",           "1MiB",         K_SIZE,     1, UINT32_MAX, F(max_body_bytes) },
+    { "limits", "max_header",         "AGATE_MAX_HEADER",         "16KiB",        K_SIZE,     1024, UINT32_MAX, F(max_header_bytes) },
+    { "limits", "header_timeout",     "AGATE_HEADER_TIMEOUT",     "10s",          K_DURATION, 1, UINT32_MAX, F(header_timeout_ms) },
+    { "limits", "body_timeout",       "AGATE_BODY_TIMEOUT",       "30s",          K_DURATION, 1, UINT32_MAX, F(body_timeout_ms) },
+    { "limits", "idle_timeout",       "AGATE_IDLE_TIMEOUT",       "60s",          K_DURATION, 1, UINT32_MAX, F(idle_timeout_ms) },
+    { "stream", "heartbeat",          "AGATE_HEARTBEAT",          "15s",          K_DURATION, 0, UINT32_MAX, F(heartbeat_ms) },
+    { "stream", "max_token_interval", "AGATE_MAX_TOKEN_INTERVAL", "1s",           K_DURATION, 0, UINT32_MAX, F(max_token_interval_ms) },
+    { "stream", "buffer",             "AGATE_STREAM_BUFFER",      "256KiB",       K_SIZE,     1, UINT32_MAX, F(stream_buffer_bytes) },
+    { "stream", "drain_timeout",      "AGATE_DRAIN_TIMEOUT",      "25s",          K_DURATION, 1, UINT32_MAX, F(drain_timeout_ms) },
+    { "log",    "requests",           "AGATE_LOG_REQUESTS",       "true",         K_BOOL,     0, 0,          F(log_requests) },
+    { "log",    "level",              "AGATE_LOG_LEVEL",          "info",         K_LEVEL,    0, 0,          F(log_level) },
+};
+#undef F
+#define N_SETTINGS (sizeof settings / sizeof settings[0])
+
+static const char *const sections[] = { "limits", "stream", "log" };
+
+static const struct setting agent_interval = {
+    "agents.*", "token_interval_ms", NULL, "0", K_UINT, 0, AGENT_INTERVAL_MAX,
+    offsetof(cfg_agent_t, token_interval_ms),
+};
+
+__attribute__((format(printf, 3, 4)))
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void setting_name(const struct setting *s, char *out, size_t n)
+{
+    if (s->section)
+        snprintf(out, n, "%s.%s", s->section, s->key);
+    else
+        snprintf(out, n, "%s", s->key);
+}
+
+/* ---- values: one parser for the file, the environment and the defaults ---- */
+
+/* Leading decimal digits of *p. No sign, no blanks; saturates at UINT64_MAX so
+ * an absurd number reads as "too large" rather than wrapping to a small one. */
+static bool take_digits(const char **p, uint64_t *v)
+{
+    const char *s = *p;
+    uint64_t n = 0;
+
+    if (*s < '0' || *s > '9')
+        return false;
+    for (; *s >= '0' && *s <= '9'; s++)
+        n = n > (UINT64_MAX - 9) / 10 ? UINT64_MAX : n * 10 + (uint64_t)(*s - '0');
+    *p = s;
+    *v = n;
+    return true;
+}
+
+struct unit { const char *name; uint64_t mult; };
+
+/* Case matters: "mb" or "Mib" is more likely a typo than a wish for either base. */
+static const struct unit size_units[] = {
+    { "", 1 }, { "B", 1 },
+    { "KB", 1000 }, { "MB", 1000000 }, { "GB", 1000000000 },
+    { "KiB", 1u << 10 }, { "MiB", 1u << 20 }, { "GiB", 1u << 30 },
+    { NULL, 0 },
+};
+static const struct unit duration_units[] = {
+    { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+    { NULL, 0 },
+};
+
+/* digits followed by exactly one of units; false if the text is anything else */
+static bool parse_with_unit(const char *text, const struct unit *units, uint64_t *v)
+{
+    const char *p = text;
+    uint64_t n;
+
+    if (!take_digits(&p, &n))
+        return false;
+    for (const struct unit *u = units; u->name; u++) {
+        if (strcmp(p, u->name) == 0) {
+            *v = n > UINT64_MAX / u->mult ? UINT64_MAX : n * u->mult;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* 0 if v is within s's range, else -EINVAL with the problem in why. */
+static int range_check(const struct setting *s, uint64_t v, char *why, size_t n)
+{
+    if (v >= s->min && v <= s->max)
+        return 0;
+    switch (s->kind) {
+    case K_SIZE:
+        if (v < s->min)
+            snprintf(why, n, "must be at least %" PRIu32 " byte%s", s->min, s->min == 1 ? "" : "s");
+        else
+            snprintf(why, n, "too large: at most %" PRIu32 " bytes", s->max);
+        break;
+    case K_DURATION:
+        if (v < s->min)
+            snprintf(why, n, "must be more than 0 (e.g. 10s)");
+        else
+            snprintf(why, n, "too long: at most %" PRIu32 "ms", s->max);
+        break;
+    default:
+        snprintf(why, n, "expected a whole number from %" PRIu32 " to %" PRIu32, s->min, s->max);
+        break;
+    }
+    return -EINVAL;
+}
+
+/* NULL on success, else what is wrong with s (for messages). */
+static const char *addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[INET6_ADDRSTRLEN];
+    const char *h, *port, *p;
+    size_t hlen;
+    uint64_t n;
+    bool v6 = *s == '[';
+
+    if (v6) {
+        const char *rb = strchr(s, ']');
+        if (!rb)
+            return "missing ] after the IPv6 address";
+        if (rb[1] != ':')
+            return "expected :port after ]";
+        h = s + 1;
+        hlen = (size_t)(rb - h);
+        port = rb + 2;
+    } else {
+        const char *colon = strchr(s, ':');
+        if (!colon)
+            return "expected host:port, [v6]:port or :port (e.g. 0.0.0.0:8080)";
+        if (strchr(colon + 1, ':'))
+            return "put an IPv6 address in brackets, e.g. [::1]:8080";
+        h = s;
+        hlen = (size_t)(colon - s);
+        port = colon + 1;
+    }
+    if (hlen >= sizeof host)
+        return "host is not a numeric IP address";
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+
+    p = port;
+    if (!take_digits(&p, &n) || *p || n < 1 || n > 65535)
+        return "port must be a number from 1 to 65535";
+
+    memset(ss, 0, sizeof *ss);
+    if (v6) {
+        struct sockaddr_in6 *sa6 = (struct sockaddr_in6 *)ss;
+        if (inet_pton(AF_INET6, host, &sa6->sin6_addr) != 1)
+            return "not a numeric IPv6 address inside [ ]";
+        sa6->sin6_family = AF_INET6;
+        sa6->sin6_port = htons((uint16_t)n);
+        *len = sizeof *sa6;
+    } else {
+        struct sockaddr_in *sa4 = (struct sockaddr_in *)ss;
+        if (hlen == 0)
+            sa4->sin_addr.s_addr = htonl(INADDR_ANY);
+        else if (strcmp(host, "localhost") == 0)
+            sa4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        else if (inet_pton(AF_INET, host, &sa4->sin_addr) != 1)
+            return "host must be a numeric IPv4 address, [IPv6] or localhost (names are not resolved)";
+        sa4->sin_family = AF_INET;
+        sa4->sin_port = htons((uint16_t)n);
+        *len = sizeof *sa4;
+    }
+    return NULL;
+}
+
+int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    return addr_parse(s, ss, len) ? -EINVAL : 0;
+}
+
+/* Parses text as setting s and stores it into base (a cfg_t, or a cfg_agent_t
+ * for agent_interval). Returns 0, or -EINVAL with the problem in why. */
+static int setting_parse(const struct setting *s, const char *text, void *base,
+                         char *why, size_t n)
+{
+    char *field = (char *)base + s->off;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    const char *bad, *p = text;
+    uint64_t v = 0;
+
+    switch (s->kind) {
+    case K_ADDR_OFF:
+        if (strcmp(text, "off") == 0) {
+            snprintf(field, CFG_ADDR_MAX, "off");
+            return 0;
+        }
+        /* fallthrough */
+    case K_ADDR:
+        if (strlen(text) >= CFG_ADDR_MAX) {
+            snprintf(why, n, "address too long");
+            return -EINVAL;
+        }
+        bad = addr_parse(text, &ss, &sslen);
+        if (bad) {
+            snprintf(why, n, "%s", bad);
+            return -EINVAL;
+        }
+        snprintf(field, CFG_ADDR_MAX, "%s", text);
+        return 0;
+    case K_UINT:
+        if (!take_digits(&p, &v) || *p)
+            v = UINT64_MAX;    /* not a number: report the range, which says what is wanted */
+        break;
+    case K_SIZE:
+        if (!parse_with_unit(text, size_units, &v)) {
+            snprintf(why, n, "expected a size (e.g. 1048576, 64KiB, 1MiB)");
+            return -EINVAL;
+        }
+        break;
+    case K_DURATION:
+        if (!parse_with_unit(text, duration_units, &v)) {
+            snprintf(why, n, "expected a duration with a unit (e.g. 10s, 250ms)");
+            return -EINVAL;
+        }
+        break;
+    case K_BOOL:
+        /* YAML 1.1 booleans; any case, as YAML 1.1 allows True and TRUE */
+        if (!strcasecmp(text, "true") || !strcasecmp(text, "yes") || !strcasecmp(text, "on")) {
+            *(bool *)field = true;
+        } else if (!strcasecmp(text, "false") || !strcasecmp(text, "no") || !strcasecmp(text, "off")) {
+            *(bool *)field = false;
+        } else {
+            snprintf(why, n, "expected true or false (or yes/no, on/off)");
+            return -EINVAL;
+        }
+        return 0;
+    case K_LEVEL: {
+        static const char *const names[] = { "debug", "info", "warn", "error" };
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            if (strcasecmp(text, names[i]) == 0) {
+                *(cfg_log_level_t *)field = (cfg_log_level_t)i;
+                return 0;
+            }
+        }
+        snprintf(why, n, "expected one of debug, info, warn, error");
+        return -EINVAL;
+    }
+    }
+    if (range_check(s, v, why, n))
+        return -EINVAL;
+    *(uint32_t *)field = (uint32_t)v;
+    return 0;
+}
+
+static bool agent_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len >= CFG_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '.' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+#define AGENT_NAME_RULE "agent names are 1 to 63 of A-Z a-z 0-9 _ . -"
+
+/* ---- defaults ---- */
+
+void cfg_defaults(cfg_t *c)
+{
+    char why[CFG_WHY_MAX];
+
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        int rc = setting_parse(&settings[i], settings[i].deflt, c, why, sizeof why);
+        assert(rc == 0);    /* a bad default in the table is a bug caught by any test */
+        (void)rc;
+    }
+    snprintf(c->agents[0].name, CFG_NAME_MAX, "echo");
+    c->agents[0].kind = CFG_AGENT_ECHO;
+    c->agents[0].token_interval_ms = 0;
+    c->n_agents = 1;
+}
+
+/* ---- the YAML file ---- */
+
+struct loader {
+    const char      *path;
+    yaml_document_t *doc;
+    cfg_t           *c;        /* the working copy, not the caller's */
+    char            *err;
+    size_t           errlen;
+};
+
+/* Reports "<path>:<line>: <key>: <why>" at node at; returns -EINVAL. */
+__attribute__((format(printf, 4, 5)))
+static int load_fail(const struct loader *ld, const yaml_node_t *at, const char *key,
+                     const char *fmt, ...)
+{
+    char why[CFG_WHY_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (key && *key)
+        errf(ld->err, ld->errlen, "%s:%zu: %s: %s", ld->path, at->start_mark.line + 1, key, why);
+    else
+        errf(ld->err, ld->errlen, "%s:%zu: %s", ld->path, at->start_mark.line + 1, why);
+    return -EINVAL;
+}
+
+static const yaml_node_t *node_at(const struct loader *ld, int i)
+{
+    return yaml_document_get_node(ld->doc, i);
+}
+
+/* An empty value, "~" or "null": what `limits:` with everything commented out gives. */
+static bool node_is_null(const yaml_node_t *n)
+{
+    const char *s;
+
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    s = (const char *)n->data.scalar.value;
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+}
+
+static const char *node_kind(const yaml_node_t *n)
+{
+    if (n->type == YAML_MAPPING_NODE)
+        return "a mapping";
+    if (n->type == YAML_SEQUENCE_NODE)
+        return "a list";
+    return node_is_null(n) ? "an empty value" : "a single value";
+}
+
+/* Text of scalar v (the value of key k, named key), or an error. A "\0" escape
+ * is refused so C string compares cannot disagree with what the file shows. */
+static int node_text(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
+                     const char *key, const char **out)
+{
+    if (v->type != YAML_SCALAR_NODE)
+        return load_fail(ld, k, key, "expected a single value, not %s", node_kind(v));
+    if (strlen((const char *)v->data.scalar.value) != v->data.scalar.length)
+        return load_fail(ld, v, key, "contains a NUL character");
+    *out = (const char *)v->data.scalar.value;
+    return 0;
+}
+
+static const char *key_text(const struct loader *ld, const yaml_node_pair_t *p)
+{
+    return (const char *)node_at(ld, p->key)->data.scalar.value;
+}
+
+/* Dotted key for messages; cutting an absurdly long one is fine, the line
+ * number still points at it. */
+static void join(char *out, size_t n, const char *prefix, const char *key)
+{
+    if (prefix && *prefix)
+        snprintf(out, n, "%s.%s", prefix, key);
+    else
+        snprintf(out, n, "%s", key);
+}
+
+/* Checks that map (the value of key k, named name) is a mapping whose keys are
+ * plain text and distinct; callers then walk its pairs freely. */
+static int map_check(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *map,
+                     const char *name, const char *what)
+{
+    char key[CFG_KEY_MAX];
+
+    if (map->type != YAML_MAPPING_NODE)
+        return load_fail(ld, k, name, "expected a mapping of %s, not %s", what, node_kind(map));
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *kn = node_at(ld, p->key);
+        const char *text = NULL;
+
+        if (kn->type != YAML_SCALAR_NODE)
+            return load_fail(ld, kn, name, "keys must be plain text, not %s", node_kind(kn));
+        if (node_text(ld, kn, kn, name, &text))
+            return -EINVAL;
+        for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+            if (strcmp(key_text(ld, q), text) == 0) {
+                join(key, sizeof key, name, text);
+                return load_fail(ld, kn, key, "duplicate key (first at line %zu)",
+                                 node_at(ld, q->key)->start_mark.line + 1);
+            }
+        }
+    }
+    return 0;
+}
+
+/* "unknown key (expected one of: a, b, c)" for the keys valid in section */
+static int unknown_key(const struct loader *ld, const yaml_node_t *k, const char *name,
+                       const char *section)
+{
+    char list[CFG_WHY_MAX] = "";
+    size_t used = 0;
+
+    for (size_t i = 0; i < N_SETTINGS && used < sizeof list; i++) {
+        const char *sec = settings[i].section;
+        if ((sec == NULL) != (section == NULL) || (sec && strcmp(sec, section)))
+            continue;
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", settings[i].key);
+    }
+    if (!section && used < sizeof list)
+        snprintf(list + used, sizeof list - used, ", limits, stream, log, agents");
+    return load_fail(ld, k, name, "unknown key (expected one of: %s)", list);
+}
+
+static int load_setting(const struct loader *ld, const struct setting *s, const yaml_node_t *k,
+                        const yaml_node_t *v, void *base, const char *name)
+{
+    char why[CFG_WHY_MAX];
+    const char *text = NULL;
+
+    if (node_text(ld, k, v, name, &text))
+        return -EINVAL;
+    if (!*text)
+        return load_fail(ld, k, name, "no value given");
+    if (setting_parse(s, text, base, why, sizeof why))
+        return load_fail(ld, k, name, "%s", why);
+    return 0;
+}
+
+/* section: NULL for the top level's scalar keys, else "limits" etc. */
+static int load_section(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *map,
+                        const char *section)
+{
+    char name[CFG_KEY_MAX];
+
+    if (node_is_null(map))
+        return 0;
+    if (map_check(ld, k, map, section, "settings"))
+        return -EINVAL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
+        const char *key = key_text(ld, p);
+        const struct setting *s = NULL;
+
+        join(name, sizeof name, section, key);
+        for (size_t i = 0; i < N_SETTINGS && !s; i++) {
+            if (settings[i].section && !strcmp(settings[i].section, section) && !strcmp(settings[i].key, key))
+                s = &settings[i];
+        }
+        if (!s)
+            return unknown_key(ld, kn, name, section);
+        if (load_setting(ld, s, kn, vn, ld->c, name))
+            return -EINVAL;
+    }
+    return 0;
+}
+
+static int load_agent(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
+                      const char *agent, cfg_agent_t *a)
+{
+    char base[sizeof "agents." + CFG_NAME_MAX], name[CFG_KEY_MAX];  /* agent is a checked name */
+    bool typed = false;
+
+    join(base, sizeof base, "agents", agent);
+    if (node_is_null(v))
+        return load_fail(ld, k, base, "expected a mapping with at least a type (e.g. type: echo)");
+    if (map_check(ld, k, v, base, "agent settings"))
+        return -EINVAL;
+    snprintf(a->name, sizeof a->name, "%s", agent);
+    a->token_interval_ms = 0;
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        const yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
+        const char *key = key_text(ld, p), *text = NULL;
+
+        join(name, sizeof name, base, key);
+        if (strcmp(key, "type") == 0) {
+            if (node_text(ld, kn, vn, name, &text))
+                return -EINVAL;
+            if (strcmp(text, "echo") != 0)
+                return load_fail(ld, kn, name, "unknown agent type \"%.64s\" (known: echo)", text);
+            a->kind = CFG_AGENT_ECHO;
+            typed = true;
+        } else if (strcmp(key, "token_interval_ms") == 0) {
+            if (load_setting(ld, &agent_interval, kn, vn, a, name))
+                return -EINVAL;
+        } else {
+            return load_fail(ld, kn, name, "unknown key (expected one of: type, token_interval_ms)");
+        }
+    }
+    if (!typed) {
+        join(name, sizeof name, base, "type");
+        return load_fail(ld, k, name, "missing; every agent needs a type (known: echo)");
+    }
+    return 0;
+}
+
+/* The file's agents replace the list, rather than adding to the defaults, so
+ * that a deployment can drop the echo agent. */
+static int load_agents(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *map)
+{
+    cfg_t *c = ld->c;
+
+    if (map_check(ld, k, map, "agents", "agent names to agents"))
+        return -EINVAL;
+    if (map->data.mapping.pairs.start == map->data.mapping.pairs.top)
+        return load_fail(ld, k, "agents", "at least one agent is required");
+    memset(c->agents, 0, sizeof c->agents);
+    c->n_agents = 0;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
+        const char *agent = key_text(ld, p);
+        char name[CFG_KEY_MAX];
+
+        if (!agent_name_ok(agent, strlen(agent))) {
+            join(name, sizeof name, "agents", agent);
+            return load_fail(ld, kn, name, AGENT_NAME_RULE);
+        }
+        if (c->n_agents == CFG_MAX_AGENTS)
+            return load_fail(ld, kn, "agents", "too many agents (at most %d)", CFG_MAX_AGENTS);
+        if (load_agent(ld, kn, vn, agent, &c->agents[c->n_agents]))
+            return -EINVAL;
+        c->n_agents++;
+    }
+    return 0;
+}
+
+static int load_root(const struct loader *ld, const yaml_node_t *root)
+{
+    if (node_is_null(root))
+        return 0;    /* "---" alone, or only comments after it */
+    if (root->type != YAML_MAPPING_NODE)
+        return load_fail(ld, root, NULL, "expected a mapping of settings at the top level "
+                         "(e.g. listen: 0.0.0.0:8080), not %s", node_kind(root));
+    if (map_check(ld, root, root, "", "settings"))
+        return -EINVAL;
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
+        const yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
+        const char *key = key_text(ld, p);
+        const struct setting *s = NULL;
+        bool section = false;
+        int rc;
+
+        for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+            section |= strcmp(key, sections[i]) == 0;
+        for (size_t i = 0; i < N_SETTINGS && !s; i++) {
+            if (!settings[i].section && !strcmp(settings[i].key, key))
+                s = &settings[i];
+        }
+        if (strcmp(key, "agents") == 0)
+            rc = load_agents(ld, kn, vn);
+        else if (section)
+            rc = load_section(ld, kn, vn, key);
+        else if (s)
+            rc = load_setting(ld, s, kn, vn, ld->c, key);
+        else
+            rc = unknown_key(ld, kn, key, NULL);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Whole file into memory, so that a reader error (bad UTF-8), which libyaml
+ * reports as a byte offset only, can still be given a line number. */
+static int read_all(const char *path, char **out, size_t *outlen, char *err, size_t errlen)
+{
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap), *grown;
+    int fd, rc;
+
+    if (!buf) {
+        errf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+        return -ENOMEM;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+        goto fail_open;
+    }
+    for (;;) {
+        ssize_t n;
+
+        if (len == cap) {
+            if (cap > CFG_FILE_MAX) {
+                rc = -EFBIG;
+                errf(err, errlen, "%s: file too large (a config is at most %u bytes)", path, CFG_FILE_MAX);
+                goto fail_read;
+            }
+            grown = realloc(buf, cap * 2);
+            if (!grown) {
+                rc = -ENOMEM;
+                goto fail_read;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+        n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;    /* EISDIR lands here: open() accepts a directory */
+            goto fail_read;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    *out = buf;
+    *outlen = len;
+    return 0;
+
+fail_read:
+    close(fd);
+fail_open:
+    free(buf);
+    if (rc != -EFBIG)
+        errf(err, errlen, "%s: %s", path, strerror(-rc));
+    return rc;
+}
+
+static int syntax_fail(const char *path, const yaml_parser_t *yp, const char *text, size_t len,
+                       char *err, size_t errlen)
+{
+    const char *problem = yp->problem ? yp->problem : "unknown error";
+    size_t line = yp->problem_mark.line + 1;
+
+    if (yp->error == YAML_MEMORY_ERROR) {
+        errf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+        return -ENOMEM;
+    }
+    if (yp->error == YAML_READER_ERROR) {
+        size_t end = yp->problem_offset < len ? yp->problem_offset : len;
+        line = 1;
+        for (size_t i = 0; i < end; i++)
+            line += text[i] == '\n';
+    }
+    if (yp->context)
+        errf(err, errlen, "%s:%zu: YAML syntax error: %s (%s at line %zu)", path, line, problem,
+             yp->context, yp->context_mark.line + 1);
+    else
+        errf(err, errlen, "%s:%zu: YAML syntax error: %s", path, line, problem);
+    return -EINVAL;
+}
+
+int cfg_load_file(cfg_t *c, const char *path, char *err, size_t errlen)
+{
+    yaml_parser_t parser;
+    yaml_document_t doc, more;
+    yaml_node_t *root, *extra;
+    struct loader ld;
+    cfg_t work;
+    char *text = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (strlen(path) >= CFG_PATH_MAX) {
+        errf(err, errlen, "%.64s...: path too long", path);
+        return -ENAMETOOLONG;
+    }
+    rc = read_all(path, &text, &len, err, errlen);
+    if (rc)
+        return rc;
+    if (!yaml_parser_initialize(&parser)) {
+        errf(err, errlen, "%s: %s", path, strerror(ENOMEM));
+        rc = -ENOMEM;
+        goto fail_parser;
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = syntax_fail(path, &parser, text, len, err, errlen);
+        goto fail_doc;
+    }
+    /* Parse to the end: a syntax error or a second document after the first
+     * must fail the load rather than be silently ignored. */
+    if (!yaml_parser_load(&parser, &more)) {
+        rc = syntax_fail(path, &parser, text, len, err, errlen);
+        goto fail_more;
+    }
+    extra = yaml_document_get_root_node(&more);
+    if (extra) {
+        errf(err, errlen, "%s:%zu: only one YAML document is allowed", path, extra->start_mark.line + 1);
+        rc = -EINVAL;
+        goto fail_extra;
+    }
+
+    memcpy(&work, c, sizeof work);
+    ld = (struct loader){ .path = path, .doc = &doc, .c = &work, .err = err, .errlen = errlen };
+    root = yaml_document_get_root_node(&doc);
+    rc = root ? load_root(&ld, root) : 0;
+    if (rc == 0) {
+        snprintf(work.path, sizeof work.path, "%s", path);
+        memcpy(c, &work, sizeof *c);
+    }
+
+fail_extra:
+    yaml_document_delete(&more);
+fail_more:
+    yaml_document_delete(&doc);
+fail_doc:
+    yaml_parser_delete(&parser);
+fail_parser:
+    free(text);
+    return rc;
+}
+
+/* ---- environment ---- */
+
+int cfg_apply_env(cfg_t *c, char *err, size_t errlen)
+{
+    char why[CFG_WHY_MAX];
+    cfg_t work;
+
+    memcpy(&work, c, sizeof work);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        const char *v = s->env ? getenv(s->env) : NULL;
+
+        if (!v || !*v)
+            continue;    /* `AGATE_X= agate` in a script means "not set" */
+        if (setting_parse(s, v, &work, why, sizeof why)) {
+            errf(err, errlen, "%s: %s", s->env, why);
+            return -EINVAL;
+        }
+    }
+    memcpy(c, &work, sizeof *c);
+    return 0;
+}
+
+/* ---- cross-field checks ---- */
+
+__attribute__((format(printf, 5, 6)))
+static int validate_fail(const cfg_t *c, char *err, size_t errlen, const char *key, const char *fmt, ...)
+{
+    char why[CFG_WHY_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (c->path[0])
+        errf(err, errlen, "%s: %s: %s", c->path, key, why);
+    else
+        errf(err, errlen, "%s: %s", key, why);
+    return -EINVAL;
+}
+
+static bool addr_is_any(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
+
+/* Would the two listeners collide? With SO_REUSEPORT a collision does not fail
+ * bind(); it silently splits connections between them, so check here. [::]
+ * is taken as dual-stack, which also covers every IPv4 address. */
+static bool addr_overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    const struct sockaddr_in *a4 = (const void *)a, *b4 = (const void *)b;
+    const struct sockaddr_in6 *a6 = (const void *)a, *b6 = (const void *)b;
+    uint16_t pa = a->ss_family == AF_INET ? a4->sin_port : a6->sin6_port;
+    uint16_t pb = b->ss_family == AF_INET ? b4->sin_port : b6->sin6_port;
+
+    if (pa != pb)
+        return false;
+    if (a->ss_family != b->ss_family)
+        return (a->ss_family == AF_INET6 && addr_is_any(a)) || (b->ss_family == AF_INET6 && addr_is_any(b));
+    if (addr_is_any(a) || addr_is_any(b))
+        return true;
+    if (a->ss_family == AF_INET)
+        return a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+    return IN6_ARE_ADDR_EQUAL(&a6->sin6_addr, &b6->sin6_addr);
+}
+
+int cfg_validate(const cfg_t *c, char *err, size_t errlen)
+{
+    struct sockaddr_storage main_ss, admin_ss;
+    char name[CFG_KEY_MAX], why[CFG_WHY_MAX];
+    bool admin_on = false;
+    socklen_t sslen;
+
+    memset(&main_ss, 0, sizeof main_ss);
+    memset(&admin_ss, 0, sizeof admin_ss);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        const char *field = (const char *)c + s->off;
+        const char *bad = NULL;
+
+        setting_name(s, name, sizeof name);
+        switch (s->kind) {
+        case K_ADDR:
+        case K_ADDR_OFF:
+            if (!memchr(field, '\0', CFG_ADDR_MAX))
+                return validate_fail(c, err, errlen, name, "address too long");
+            if (s->kind == K_ADDR_OFF && (!field[0] || !strcmp(field, "off")))
+                break;
+            if (s->kind == K_ADDR) {
+                bad = addr_parse(field, &main_ss, &sslen);
+            } else {
+                bad = addr_parse(field, &admin_ss, &sslen);
+                admin_on = true;
+            }
+            if (bad)
+                return validate_fail(c, err, errlen, name, "%s: %s", field, bad);
+            break;
+        case K_UINT:
+        case K_SIZE:
+        case K_DURATION:
+            if (range_check(s, *(const uint32_t *)(const void *)field, why, sizeof why))
+                return validate_fail(c, err, errlen, name, "%s", why);
+            break;
+        case K_BOOL:
+            break;
+        case K_LEVEL:
+            if ((unsigned)c->log_level > CFG_LOG_ERROR)
+                return validate_fail(c, err, errlen, name, "expected one of debug, info, warn, error");
+            break;
+        }
+    }
+    if (admin_on && addr_overlap(&main_ss, &admin_ss))
+        return validate_fail(c, err, errlen, "admin_listen",
+                             "%s overlaps listen %s (same port); use another port", c->admin_listen, c->listen);
+
+    if (c->n_agents == 0)
+        return validate_fail(c, err, errlen, "agents", "at least one agent is required");
+    if (c->n_agents > CFG_MAX_AGENTS)
+        return validate_fail(c, err, errlen, "agents", "too many agents (at most %d)", CFG_MAX_AGENTS);
+    for (uint32_t i = 0; i < c->n_agents; i++) {
+        const cfg_agent_t *a = &c->agents[i];
+        size_t len = strnlen(a->name, CFG_NAME_MAX);
+
+        snprintf(name, sizeof name, "agents.%.*s", (int)len, a->name);
+        if (!agent_name_ok(a->name, len))
+            return validate_fail(c, err, errlen, name, AGENT_NAME_RULE);
+        if (a->kind != CFG_AGENT_ECHO)
+            return validate_fail(c, err, errlen, name, "unknown agent type (known: echo)");
+        if (a->token_interval_ms > AGENT_INTERVAL_MAX)
+            return validate_fail(c, err, errlen, name, "token_interval_ms must be at most %u", AGENT_INTERVAL_MAX);
+        for (uint32_t j = 0; j < i; j++) {
+            if (strcmp(c->agents[j].name, a->name) == 0)
+                return validate_fail(c, err, errlen, name, "duplicate agent name");
+        }
+    }
+    return 0;
+}
+
+const cfg_agent_t *cfg_find_agent(const cfg_t *c, const char *name, size_t len)
+{
+    for (uint32_t i = 0; i < c->n_agents; i++) {
+        const cfg_agent_t *a = &c->agents[i];
+        if (strnlen(a->name, CFG_NAME_MAX) == len && memcmp(a->name, name, len) == 0)
+            return a;
+    }
+    return NULL;
+}
+
+/* ---- help ---- */
+
+static char env_help[2048];
+static pthread_once_t env_help_once = PTHREAD_ONCE_INIT;
+
+static void env_help_build(void)
+{
+    char name[CFG_KEY_MAX];
+    size_t used;
+
+    used = (size_t)snprintf(env_help, sizeof env_help,
+        "Environment (applied after the config file; empty variables are ignored):\n"
+        "  %-26s %s\n", "AGATE_CONFIG", "path of the YAML config file");
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        setting_name(&settings[i], name, sizeof name);
+        assert(used < sizeof env_help);
+        used += (size_t)snprintf(env_help + used, sizeof env_help - used, "  %-26s %-26s default %s\n",
+                                 settings[i].env, name, settings[i].deflt);
+    }
+    assert(used < sizeof env_help);
+    used += (size_t)snprintf(env_help + used, sizeof env_help - used,
+        "Values use the file's syntax: sizes 1048576, 64KiB, 1MiB, 1MB; durations 250ms, 10s,\n"
+        "2m, 1h; booleans true/false, yes/no, on/off; addresses host:port, [v6]:port, :port.\n");
+    assert(used < sizeof env_help);    /* the table grew: enlarge env_help */
+}
+
+const char *cfg_env_help(void)
+{
+    pthread_once(&env_help_once, env_help_build);
+    return env_help;
+}

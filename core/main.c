@@ -1,0 +1,226 @@
+/* main: start-up and shutdown. Reads the configuration (defaults, YAML file,
+ * environment), opens every shard's listeners, starts the shards and the log
+ * writer, then waits for a signal. SIGTERM/SIGINT begin a graceful drain; a
+ * second one cuts running streams; SIGHUP is reserved for reload.
+ *
+ * Exit codes: 0 after a clean stop, 1 when start-up fails (e.g. a port in
+ * use), 2 for bad configuration or arguments. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/shard.h"
+#include "proto/json.h"
+
+#define AGATE_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: agate [--config FILE] [--check-config] [--help] [--version]\n"
+            "\n"
+            "AG-UI event-stream gateway: streams agent runs over Server-Sent Events.\n"
+            "\n"
+            "  --config FILE    YAML configuration (default: $AGATE_CONFIG, else built-in defaults)\n"
+            "  --check-config   validate the configuration and exit (0 when valid, 2 when not)\n"
+            "  --help           this text\n"
+            "  --version        print the version\n"
+            "\n"
+            "Environment overrides (applied after the file):\n%s",
+            cfg_env_help());
+}
+
+static void log_main(const char *level, const char *msg, const cfg_t *c, unsigned nshards)
+{
+    buf_t b = {0};
+    log_begin(&b, level, msg);
+    if (c) {
+        buf_append_lit(&b, ",\"listen\":");
+        json_put_str(&b, c->listen, strlen(c->listen));
+        buf_append_lit(&b, ",\"admin_listen\":");
+        json_put_str(&b, c->admin_listen, strlen(c->admin_listen));
+        buf_append_lit(&b, ",\"shards\":");
+        buf_append_u64(&b, nshards);
+        buf_append_lit(&b, ",\"version\":\"" AGATE_VERSION "\"");
+    }
+    log_end(&b);
+    log_ring_t *r = log_ring(nshards);
+    if (r)
+        log_put(r, b.data, b.len);
+    buf_free(&b);
+}
+
+static int load_config(cfg_t *c, int argc, char **argv, bool *check_only)
+{
+    const char *path = getenv("AGATE_CONFIG");
+    char err[CFG_ERR_MAX];
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            path = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            path = argv[i] + 9;
+        } else if (!strcmp(argv[i], "--check-config")) {
+            *check_only = true;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("agate %s\n", AGATE_VERSION);
+            exit(0);
+        } else {
+            fprintf(stderr, "agate: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return -EINVAL;
+        }
+    }
+    cfg_defaults(c);
+    if (path && *path && cfg_load_file(c, path, err, sizeof err)) {
+        fprintf(stderr, "agate: %s\n", err);
+        return -EINVAL;
+    }
+    if (cfg_apply_env(c, err, sizeof err) || cfg_validate(c, err, sizeof err)) {
+        fprintf(stderr, "agate: %s\n", err);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static unsigned shard_count(const cfg_t *c)
+{
+    if (c->shards)
+        return c->shards;
+    cpu_set_t set;
+    if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+/* Waits for signals on this thread only; the shards never see them. */
+static void wait_for_stop(shard_t *shards, unsigned n, const cfg_t *cfg, const sigset_t *set)
+{
+    int stops = 0;
+    for (;;) {
+        int sig = sigwaitinfo(set, NULL);
+        if (sig < 0)
+            continue;
+        if (sig == SIGHUP) {
+            log_main("warn", "SIGHUP: configuration reload is not supported yet; ignored", NULL, n);
+            continue;
+        }
+        ++stops;
+        atomic_store(&g_agate_draining, true);
+        log_main("info", "draining", cfg, n);
+        for (unsigned i = 0; i < n; i++)
+            shard_wake(&shards[i]);
+        if (stops > 1)
+            return;
+        break;
+    }
+    /* Draining: keep listening for a second signal until every shard is done. */
+    struct timespec tick = {0, 100 * 1000 * 1000};
+    for (;;) {
+        unsigned done = 0;
+        for (unsigned i = 0; i < n; i++)
+            done += atomic_load(&shards[i].done);
+        if (done == n)
+            return;
+        int sig = sigtimedwait(set, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT) {
+            atomic_store(&g_agate_stop_now, true);
+            log_main("warn", "second signal: stopping now", cfg, n);
+            for (unsigned i = 0; i < n; i++)
+                shard_wake(&shards[i]);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static cfg_t cfg;
+    bool check_only = false;
+    if (load_config(&cfg, argc, argv, &check_only))
+        return 2;
+    if (check_only) {
+        printf("agate: configuration OK (%s)\n", cfg.path[0] ? cfg.path : "built-in defaults");
+        return 0;
+    }
+    unsigned n = shard_count(&cfg);
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);   /* inherited by every thread created below */
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = log_init(n + 1, 1u << 20, STDOUT_FILENO);
+    if (rc) {
+        fprintf(stderr, "agate: log: %s\n", strerror(-rc));
+        return 1;
+    }
+    shard_t *shards = calloc(n, sizeof *shards);
+    if (!shards) {
+        fprintf(stderr, "agate: out of memory\n");
+        return 1;
+    }
+    char err[256];
+    unsigned opened = 0;
+    for (; opened < n; opened++) {
+        if (shard_listen(&shards[opened], opened, &cfg, err, sizeof err)) {
+            fprintf(stderr, "agate: cannot listen on %s\n", err);
+            rc = 1;
+            goto fail_listen;
+        }
+    }
+    pthread_barrier_t ready;
+    pthread_barrier_init(&ready, NULL, n + 1);
+    for (unsigned i = 0; i < n; i++) {
+        if (shard_start(&shards[i], &ready)) {
+            fprintf(stderr, "agate: cannot start shard thread %u\n", i);
+            _exit(1);   /* a barrier with a missing party cannot be unwound */
+        }
+    }
+    pthread_barrier_wait(&ready);
+    pthread_barrier_destroy(&ready);
+    log_start();
+    for (unsigned i = 0; i < n; i++) {
+        if (shards[i].start_rc) {
+            fprintf(stderr, "agate: shard %u: io_uring set-up failed: %s\n", i, strerror(-shards[i].start_rc));
+            rc = 1;
+        }
+    }
+    if (rc) {
+        atomic_store(&g_agate_draining, true);
+        atomic_store(&g_agate_stop_now, true);
+        for (unsigned i = 0; i < n; i++)
+            shard_wake(&shards[i]);
+    } else {
+        log_main("info", "listening", &cfg, n);
+        wait_for_stop(shards, n, &cfg, &set);
+    }
+    for (unsigned i = 0; i < n; i++)
+        shard_join(&shards[i]);
+    if (!rc)
+        log_main("info", "stopped", NULL, n);
+    log_stop();
+    free(shards);
+    return rc;
+
+fail_listen:
+    for (unsigned i = 0; i < opened; i++) {
+        close(shards[i].listen_fd[0]);
+        if (shards[i].listen_fd[1] >= 0)
+            close(shards[i].listen_fd[1]);
+        close(shards[i].wake_fd);
+    }
+    free(shards);
+    log_stop();
+    return rc;
+}

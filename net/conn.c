@@ -1,0 +1,353 @@
+/* conn: connection lifecycle and I/O on the shard's io_uring.
+ *
+ * Input: one multishot recv per connection, using the shard's provided buffers.
+ * Each completion's bytes are parsed at once (http_feed) and the buffer goes
+ * straight back to the ring; bytes that must wait (a pipelined request behind a
+ * running stream) are copied into `pending`. While pending holds more than a
+ * request could legally be, recv is cancelled and re-armed after it drains.
+ *
+ * Output: two buffers per connection. Writers append to the fill buffer; once
+ * per loop turn the shard calls conn_flush(), which hands the fill buffer to the
+ * kernel as one send while the other becomes the new fill buffer. So a run that
+ * emits 40 events in a turn costs one send, and the kernel never reads memory we
+ * are appending to. */
+#include "net/conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proto/agent.h"
+
+#define CONN_LINGER_MS      2000
+#define CONN_KEEP_BUF_BYTES (16 * 1024)   /* output capacity a freed slot keeps for reuse */
+
+static void conn_timer_fired(agate_timer_t *t);
+
+static void arm_recv(conn_t *c)
+{
+    struct io_uring_sqe *sqe = shard_sqe(c->sh);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = c->sh->rbufs.bgid;
+    io_uring_sqe_set_data64(sqe, uring_ud(UD_RECV, c->gen, c->slot));
+    c->recv_armed = true;
+    c->inflight++;
+}
+
+/* Stops reading: the multishot recv completes with -ECANCELED. */
+static void pause_recv(conn_t *c)
+{
+    if (!c->recv_armed || c->recv_paused)
+        return;
+    c->recv_paused = true;
+    struct io_uring_sqe *sqe = shard_sqe(c->sh);
+    io_uring_prep_cancel64(sqe, uring_ud(UD_RECV, c->gen, c->slot), 0);
+    io_uring_sqe_set_data64(sqe, uring_ud(UD_IGNORE, 0, 0));
+}
+
+void conn_accept(shard_t *sh, int fd, bool admin)
+{
+    if (!sh->n_free) {
+        close(fd);   /* every slot, reserve included, is taken: refuse outright */
+        return;
+    }
+    uint32_t slot = sh->free_slots[--sh->n_free];
+    conn_t *c = &sh->conns[slot];
+    c->sh = sh;
+    c->slot = slot;
+    c->fd = fd;
+    c->state = CONN_OPEN;
+    c->admin = admin;
+    c->over_cap = !admin && sh->n_main >= sh->cfg->max_connections;
+    c->inflight = 0;
+    /* in_flush/in_reap are left alone: a reused slot may still be linked in this turn's lists. */
+    c->recv_armed = c->recv_paused = c->send_inflight = c->in_feed = false;
+    c->sending = 0;
+    c->sent = 0;
+    c->chunk_open = false;
+    c->run = NULL;
+    c->last_progress_ms = sh->now_ms;
+    c->timer.cb = conn_timer_fired;
+    c->timer_kind = CONN_T_NONE;
+    if (admin)
+        sh->n_admin++;
+    else
+        sh->n_main++;
+    http_conn_init(c);
+    arm_recv(c);
+    /* The first request must begin and finish its headers within header_timeout. */
+    conn_set_timer(c, CONN_T_HEADER, sh->cfg->header_timeout_ms);
+}
+
+void conn_set_timer(conn_t *c, conn_timer_kind_t kind, uint32_t ms)
+{
+    c->timer_kind = kind;
+    if (kind == CONN_T_NONE) {
+        timer_cancel(&c->sh->timers, &c->timer);
+        return;
+    }
+    if (timer_arm(&c->sh->timers, &c->timer, c->sh->now_ms + ms))
+        conn_abort(c);   /* no memory for a timer: a connection we cannot time out is unsafe */
+}
+
+static void conn_timer_fired(agate_timer_t *t)
+{
+    conn_t *c = (conn_t *)((char *)t - offsetof(conn_t, timer));
+    const cfg_t *cfg = c->sh->cfg;
+    switch (c->timer_kind) {
+    case CONN_T_HEADER:
+    case CONN_T_BODY: {
+        bool body = c->timer_kind == CONN_T_BODY;
+        c->timer_kind = CONN_T_NONE;
+        if (c->state != CONN_OPEN || c->http.req.responding)
+            return;
+        http_error(c, 408, "request_timeout",
+                   body ? "request body not received in time" : "request headers not received in time",
+                   NULL);
+        return;
+    }
+    case CONN_T_IDLE:
+    case CONN_T_LINGER:
+        conn_abort(c);
+        return;
+    case CONN_T_STALL:
+        /* Abort only a client that has output waiting and took none of it for a
+         * whole idle_timeout; a quiet stream with nothing queued is fine. */
+        if (conn_out_pending(c) && c->sh->now_ms - c->last_progress_ms >= cfg->idle_timeout_ms) {
+            conn_abort(c);
+            return;
+        }
+        conn_set_timer(c, CONN_T_STALL, cfg->idle_timeout_ms);
+        return;
+    case CONN_T_NONE:
+        return;
+    }
+}
+
+size_t conn_out_pending(const conn_t *c)
+{
+    return c->out[c->sending].len - c->sent + c->out[c->sending ^ 1].len;
+}
+
+void conn_mark_dirty(conn_t *c)
+{
+    if (c->in_flush)
+        return;
+    c->in_flush = true;
+    c->flush_next = c->sh->flush_head;
+    c->sh->flush_head = c;
+}
+
+void conn_body_open(conn_t *c)
+{
+    if (!c->http.req.chunked_resp || c->chunk_open)
+        return;
+    buf_t *b = conn_fill(c);
+    if (buf_reserve(b, 10))
+        return;
+    c->chunk_off = b->len;
+    memcpy(b->data + b->len, "00000000\r\n", 10);   /* size filled in at flush */
+    b->len += 10;
+    c->chunk_open = true;
+}
+
+/* Writes the open chunk's size into its placeholder (leading zeros are valid
+ * chunk-size syntax), or removes an empty placeholder. */
+void conn_body_close(conn_t *c)
+{
+    if (!c->chunk_open)
+        return;
+    buf_t *b = conn_fill(c);
+    c->chunk_open = false;
+    size_t size = b->len - c->chunk_off - 10;
+    if (!size) {
+        b->len = c->chunk_off;
+        return;
+    }
+    static const char hex[] = "0123456789abcdef";
+    char *p = b->data + c->chunk_off;
+    for (int i = 7; i >= 0; i--, size >>= 4)
+        p[i] = hex[size & 15];
+    buf_append_lit(b, "\r\n");
+}
+
+static void begin_linger(conn_t *c)
+{
+    c->state = CONN_LINGER;
+    shutdown(c->fd, SHUT_WR);
+    conn_set_timer(c, CONN_T_LINGER, CONN_LINGER_MS);
+    if (!c->recv_armed)
+        conn_abort(c);
+}
+
+void conn_flush(conn_t *c)
+{
+    c->in_flush = false;
+    if (c->send_inflight || c->state == CONN_ABORT || c->state == CONN_FREE)
+        return;
+    buf_t *s = &c->out[c->sending];
+    if (c->sent == s->len) {
+        s->len = 0;
+        c->sent = 0;
+        conn_body_close(c);
+        if (!conn_fill(c)->len) {
+            if (c->state == CONN_CLOSING)
+                begin_linger(c);
+            return;
+        }
+        c->sending ^= 1;
+        s = &c->out[c->sending];
+    }
+    struct io_uring_sqe *sqe = shard_sqe(c->sh);
+    io_uring_prep_send(sqe, c->fd, s->data + c->sent, s->len - c->sent, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, uring_ud(UD_SEND, c->gen, c->slot));
+    c->send_inflight = true;
+    c->inflight++;
+}
+
+void conn_on_send(conn_t *c, int res)
+{
+    c->inflight--;
+    c->send_inflight = false;
+    if (c->state == CONN_ABORT)
+        return;
+    if (res < 0) {
+        conn_abort(c);
+        return;
+    }
+    c->sent += (size_t)res;
+    c->last_progress_ms = c->sh->now_ms;
+    if (c->sent < c->out[c->sending].len || conn_fill(c)->len || c->state == CONN_CLOSING)
+        conn_mark_dirty(c);
+    if (c->run && c->run->blocked && conn_out_pending(c) <= c->sh->cfg->stream_buffer_bytes / 2)
+        agent_run_resume(c->run);
+}
+
+bool conn_is_idle(const conn_t *c)
+{
+    return c->state == CONN_OPEN && !c->http.req.responding && !c->http.req.in_message && !c->pending.len;
+}
+
+/* Parses what waited in `pending` once the response before it is done. */
+static void process_pending(conn_t *c)
+{
+    if (c->pending.len && c->state == CONN_OPEN)
+        http_feed(c, c->pending.data, c->pending.len, true);
+    if (c->state == CONN_OPEN && c->recv_paused && !c->recv_armed && !c->pending.len) {
+        c->recv_paused = false;
+        arm_recv(c);
+    }
+}
+
+void conn_response_finished(conn_t *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    if (c->sh->draining && !c->admin) {
+        conn_close_after_flush(c);
+        return;
+    }
+    if (!c->pending.len)
+        conn_set_timer(c, CONN_T_IDLE, c->sh->cfg->idle_timeout_ms);
+    if (!c->in_feed)
+        process_pending(c);
+}
+
+void conn_close_after_flush(conn_t *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    c->state = CONN_CLOSING;
+    conn_set_timer(c, CONN_T_STALL, c->sh->cfg->idle_timeout_ms);
+    conn_mark_dirty(c);
+}
+
+void conn_abort(conn_t *c)
+{
+    if (c->state == CONN_ABORT || c->state == CONN_FREE)
+        return;
+    c->state = CONN_ABORT;
+    timer_cancel(&c->sh->timers, &c->timer);
+    timer_cancel(&c->sh->timers, &c->hb_timer);
+    if (c->run) {
+        struct run *r = c->run;
+        c->run = NULL;
+        agent_run_abort(r);
+    }
+    /* A direct shutdown, not an SQE: it takes effect now, so the in-flight recv
+     * and send complete promptly and the fd cannot have been reused meanwhile. */
+    if (c->inflight)
+        shutdown(c->fd, SHUT_RDWR);
+    if (!c->in_reap) {
+        c->in_reap = true;
+        c->reap_next = c->sh->reap_head;
+        c->sh->reap_head = c;
+    }
+}
+
+void conn_reap(conn_t *c)
+{
+    if (c->state != CONN_ABORT || c->inflight)
+        return;
+    shard_t *sh = c->sh;
+    if (c->http.req.responding)
+        http_response_done(c);   /* logs the run that ended with the connection */
+    close(c->fd);
+    c->fd = -1;
+    for (int i = 0; i < 2; i++) {
+        c->out[i].len = 0;
+        if (c->out[i].cap > CONN_KEEP_BUF_BYTES)
+            buf_free(&c->out[i]);
+    }
+    buf_free(&c->pending);
+    http_conn_free(&c->http);
+    c->state = CONN_FREE;
+    c->gen++;
+    if (c->admin)
+        sh->n_admin--;
+    else
+        sh->n_main--;
+    sh->free_slots[sh->n_free++] = c->slot;
+}
+
+static void conn_input(conn_t *c, const char *data, size_t n)
+{
+    if (c->state != CONN_OPEN)
+        return;   /* CLOSING/LINGER: the peer's further bytes are discarded */
+    if (c->http.req.responding || c->pending.len) {
+        if (buf_append(&c->pending, data, n)) {
+            conn_abort(c);
+            return;
+        }
+        const cfg_t *cfg = c->sh->cfg;
+        if (c->pending.len > (size_t)cfg->max_header_bytes + cfg->max_body_bytes)
+            pause_recv(c);
+        return;
+    }
+    http_feed(c, data, n, false);
+}
+
+void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe)
+{
+    shard_t *sh = c->sh;
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        c->recv_armed = false;
+        c->inflight--;
+    }
+    if (cqe->res > 0) {
+        uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        conn_input(c, uring_bufs_addr(&sh->rbufs, bid), (size_t)cqe->res);
+        uring_bufs_recycle(&sh->rbufs, bid);
+    } else if (cqe->res == 0 || (cqe->res != -ENOBUFS && cqe->res != -ECANCELED)) {
+        conn_abort(c);   /* EOF or error: the client is gone, mid-stream or not */
+        return;
+    }
+    if (!c->recv_armed && !c->recv_paused && (c->state == CONN_OPEN || c->state == CONN_LINGER ||
+                                              c->state == CONN_CLOSING))
+        arm_recv(c);
+    if (c->state == CONN_LINGER && !c->recv_armed)
+        conn_abort(c);
+}

@@ -1,0 +1,79 @@
+/* conn: one client connection and its I/O, driven by io_uring completions.
+ *
+ * States (see docs/ARCHITECTURE.md):
+ *   OPEN     reading requests and writing responses (HTTP/1.1, keep-alive)
+ *   CLOSING  last response queued: flush it, then half-close (FIN)
+ *   LINGER   FIN sent; read and discard until EOF or a short timer, so the
+ *            client sees our last response instead of a reset
+ *   ABORT    shut down; the slot is freed once no operation is in flight
+ *   FREE     slot unused
+ * The conn owns its fd, its output buffers and its pending input. A slot is
+ * reused only after every SQE naming it has completed (inflight == 0), so a late
+ * completion can never touch another connection's memory. */
+#ifndef AGATE_CONN_H
+#define AGATE_CONN_H
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/shard.h"
+#include "core/timer.h"
+#include "net/http1.h"
+
+typedef enum conn_state { CONN_FREE, CONN_OPEN, CONN_CLOSING, CONN_LINGER, CONN_ABORT } conn_state_t;
+
+typedef enum conn_timer_kind {
+    CONN_T_NONE, CONN_T_HEADER, CONN_T_BODY, CONN_T_IDLE, CONN_T_STALL, CONN_T_LINGER
+} conn_timer_kind_t;
+
+typedef struct conn {
+    shard_t      *sh;
+    uint32_t      slot, gen;
+    int           fd;                 /* owned */
+    conn_state_t  state;
+    uint8_t       inflight;           /* SQEs naming this slot not yet completed */
+    bool          admin;              /* accepted on the admin listener */
+    bool          over_cap;           /* accepted past max_connections: answer 503 */
+    bool          recv_armed, recv_paused, send_inflight, in_flush, in_reap, in_feed;
+
+    http_conn_t   http;               /* parser and current request */
+    buf_t         pending;            /* input received while a response is running */
+
+    buf_t         out[2];             /* out[sending] is with the kernel, the other fills */
+    uint8_t       sending;
+    size_t        sent;               /* bytes of out[sending] the kernel has taken */
+    size_t        chunk_off;          /* start of the open chunk's size placeholder */
+    bool          chunk_open;
+    uint64_t      last_progress_ms;   /* last send completion, for stall detection */
+
+    agate_timer_t     timer;
+    conn_timer_kind_t timer_kind;
+    agate_timer_t     hb_timer;       /* SSE heartbeat */
+    uint64_t          last_event_ms;
+
+    struct run   *run;                /* the streaming run, owned while set */
+    struct conn  *flush_next;         /* shard flush list, linked while in_flush */
+    struct conn  *reap_next;          /* shard reap list, linked while in_reap */
+} conn_t;
+
+void conn_accept(shard_t *sh, int fd, bool admin);
+void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe);
+void conn_on_send(conn_t *c, int res);
+void conn_flush(conn_t *c);                   /* from the shard loop */
+
+/* Output side, for http1/sse. */
+static inline buf_t *conn_fill(conn_t *c) { return &c->out[c->sending ^ 1]; }
+size_t conn_out_pending(const conn_t *c);
+void conn_mark_dirty(conn_t *c);
+void conn_body_open(conn_t *c);               /* chunked: open a chunk if none is open */
+void conn_body_close(conn_t *c);              /* chunked: frame the open chunk */
+void conn_close_after_flush(conn_t *c);
+void conn_abort(conn_t *c);
+void conn_set_timer(conn_t *c, conn_timer_kind_t kind, uint32_t ms);
+void conn_response_finished(conn_t *c);      /* the current response is fully queued */
+bool conn_is_idle(const conn_t *c);
+void conn_reap(conn_t *c);                    /* frees an ABORT slot with nothing in flight */
+
+#endif

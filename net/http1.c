@@ -1,0 +1,484 @@
+/* http1: requests via llhttp, responses into the connection's output buffer.
+ *
+ * Parsing is incremental: llhttp calls back with slices of the receive buffer,
+ * and the slices that must outlive it are appended to req.raw. The parser is
+ * paused at the end of every message (on_message_complete returns HPE_PAUSED),
+ * so exactly one request is dispatched at a time and pipelined responses leave
+ * in request order. Limits are enforced inside the callbacks, before the bytes
+ * are kept, so an oversized request never costs more memory than the limit. */
+#include "net/http1.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/clock.h"
+#include "net/conn.h"
+#include "net/router.h"
+#include "proto/json.h"
+
+static inline conn_t *conn_of(llhttp_t *p) { return (conn_t *)p->data; }
+
+static int stop_with(http_req_t *r, int status, const char *code, const char *msg)
+{
+    r->err_status = status;
+    r->err_code = code;
+    r->err_msg = msg;
+    return -1;
+}
+
+static void req_reset(http_req_t *r)
+{
+    r->raw.len = 0;
+    r->body.len = 0;
+    r->url = r->path = (http_slice_t){0, 0};
+    r->n_hdrs = 0;
+    r->header_bytes = 0;
+    r->keep_alive = r->head = r->expect_continue = r->chunked_resp = false;
+    r->last_was_value = false;
+    r->head_done = false;
+    r->status = 0;
+    r->err_code = NULL;
+    r->err_status = 0;
+    r->err_msg = NULL;
+    r->bytes_out = 0;
+    r->events = 0;
+    r->id_len = 0;
+    r->method = 0;
+    r->major = 1;
+    r->minor = 1;
+}
+
+/* Counts request-head bytes against max_header and keeps them. */
+static int keep_head_bytes(conn_t *c, const char *at, size_t len)
+{
+    http_req_t *r = &c->http.req;
+    r->header_bytes += (uint32_t)len;
+    if (r->header_bytes > c->sh->cfg->max_header_bytes)
+        return stop_with(r, 431, "request_header_fields_too_large", "request line and headers exceed the limit");
+    if (buf_append(&r->raw, at, len))
+        return stop_with(r, 503, "out_of_memory", "out of memory");
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    conn_t *c = conn_of(p);
+    http_req_t *r = &c->http.req;
+    req_reset(r);
+    r->in_message = true;
+    r->start_us = clock_mono_us();
+    if (c->timer_kind != CONN_T_HEADER)
+        conn_set_timer(c, CONN_T_HEADER, c->sh->cfg->header_timeout_ms);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    http_req_t *r = &conn_of(p)->http.req;
+    if (!r->url.len)
+        r->url.off = (uint32_t)r->raw.len;
+    r->url.len += (uint32_t)len;
+    return keep_head_bytes(conn_of(p), at, len);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    http_req_t *r = &conn_of(p)->http.req;
+    if (r->n_hdrs && r->hdrs[r->n_hdrs - 1].value.off == UINT32_MAX) {
+        r->hdrs[r->n_hdrs - 1].name.len += (uint32_t)len;   /* field continued across reads */
+    } else {
+        if (r->n_hdrs == HTTP_MAX_HEADERS)
+            return stop_with(r, 431, "request_header_fields_too_large", "too many header fields");
+        http_hdr_t *h = &r->hdrs[r->n_hdrs++];
+        h->name = (http_slice_t){(uint32_t)r->raw.len, (uint32_t)len};
+        h->value = (http_slice_t){UINT32_MAX, 0};
+    }
+    r->last_was_value = false;
+    return keep_head_bytes(conn_of(p), at, len);
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    http_req_t *r = &conn_of(p)->http.req;
+    r->hdrs[r->n_hdrs - 1].value = (http_slice_t){(uint32_t)r->raw.len, 0};
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    http_req_t *r = &conn_of(p)->http.req;
+    r->hdrs[r->n_hdrs - 1].value.len += (uint32_t)len;
+    r->last_was_value = true;
+    return keep_head_bytes(conn_of(p), at, len);
+}
+
+bool http_header(const http_req_t *r, const char *name, const char **val, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (uint32_t i = 0; i < r->n_hdrs; i++) {
+        const http_hdr_t *h = &r->hdrs[i];
+        if (h->name.len == nl && !strncasecmp(http_str(r, h->name), name, nl)) {
+            *val = http_str(r, h->value);
+            *len = h->value.len;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* X-Request-ID is echoed when it is printable ASCII without spaces and short;
+ * anything else could smuggle bytes into our logs or headers, so we mint one. */
+static void set_request_id(conn_t *c)
+{
+    http_req_t *r = &c->http.req;
+    const char *v;
+    size_t n;
+    if (http_header(r, "x-request-id", &v, &n) && n && n <= HTTP_REQ_ID_MAX) {
+        size_t i = 0;
+        while (i < n && v[i] > ' ' && v[i] < 0x7f && v[i] != '"' && v[i] != '\\')
+            i++;
+        if (i == n) {
+            memcpy(r->id, v, n);
+            r->id_len = (uint8_t)n;
+            r->id[n] = 0;
+            return;
+        }
+    }
+    rand_hex128(&c->sh->rng, r->id);
+    r->id_len = 32;
+    r->id[32] = 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    conn_t *c = conn_of(p);
+    http_req_t *r = &c->http.req;
+    const cfg_t *cfg = c->sh->cfg;
+    r->head_done = true;
+    r->method = (uint8_t)llhttp_get_method(p);
+    r->major = llhttp_get_http_major(p);
+    r->minor = llhttp_get_http_minor(p);
+    r->keep_alive = llhttp_should_keep_alive(p);
+    r->head = r->method == HTTP_HEAD;
+    r->path = r->url;
+    const char *u = http_str(r, r->url), *q = memchr(u, '?', r->url.len);
+    if (q)
+        r->path.len = (uint32_t)(q - u);
+    set_request_id(c);
+
+    const char *v;
+    size_t n;
+    if (c->over_cap)
+        return stop_with(r, 503, "too_many_connections", "connection limit reached, retry later");
+    if (r->major == 1 && r->minor >= 1 && !http_header(r, "host", &v, &n))
+        return stop_with(r, 400, "bad_request", "missing Host header");
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_body_bytes)
+        return stop_with(r, 413, "payload_too_large", "request body exceeds the limit");
+    if (http_header(r, "expect", &v, &n)) {
+        if (n != 12 || strncasecmp(v, "100-continue", 12))
+            return stop_with(r, 417, "expectation_failed", "only Expect: 100-continue is supported");
+        if (r->major == 1 && r->minor >= 1) {
+            r->expect_continue = true;
+            buf_append_lit(conn_fill(c), "HTTP/1.1 100 Continue\r\n\r\n");
+            conn_mark_dirty(c);
+        }
+    }
+    bool has_body = (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)) && (p->content_length || (p->flags & F_CHUNKED));
+    conn_set_timer(c, has_body ? CONN_T_BODY : CONN_T_NONE,
+                   has_body ? cfg->body_timeout_ms : 0);
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    conn_t *c = conn_of(p);
+    http_req_t *r = &c->http.req;
+    if (r->body.len + len > c->sh->cfg->max_body_bytes)
+        return stop_with(r, 413, "payload_too_large", "request body exceeds the limit");
+    if (buf_append(&r->body, at, len))
+        return stop_with(r, 503, "out_of_memory", "out of memory");
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    conn_t *c = conn_of(p);
+    c->http.req.in_message = false;
+    if (c->timer_kind == CONN_T_HEADER || c->timer_kind == CONN_T_BODY)
+        conn_set_timer(c, CONN_T_NONE, 0);
+    return HPE_PAUSED;   /* one request at a time: responses leave in order */
+}
+
+static const llhttp_settings_t http_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void http_conn_init(conn_t *c)
+{
+    llhttp_init(&c->http.parser, HTTP_REQUEST, &http_settings);
+    c->http.parser.data = c;
+    req_reset(&c->http.req);
+    c->http.req.in_message = false;
+    c->http.req.responding = false;
+}
+
+void http_conn_free(http_conn_t *h)
+{
+    buf_free(&h->req.raw);
+    buf_free(&h->req.body);
+}
+
+static void bad_request(conn_t *c, llhttp_errno_t e)
+{
+    http_req_t *r = &c->http.req;
+    if (r->err_status) {
+        http_error(c, r->err_status, r->err_code, r->err_msg, NULL);
+        return;
+    }
+    char msg[160];
+    snprintf(msg, sizeof msg, "malformed HTTP request: %s", llhttp_get_error_reason(&c->http.parser));
+    http_error(c, 400, "bad_request", msg, NULL);
+}
+
+void http_feed(conn_t *c, const char *data, size_t len, bool from_pending)
+{
+    const char *p = data;
+    size_t n = len;
+    c->in_feed = true;
+    while (n && c->state == CONN_OPEN) {
+        llhttp_errno_t e = llhttp_execute(&c->http.parser, p, n);
+        if (e == HPE_OK) {
+            n = 0;
+            break;
+        }
+        if (e != HPE_PAUSED) {
+            bad_request(c, e);
+            n = 0;
+            break;
+        }
+        const char *stop = llhttp_get_error_pos(&c->http.parser);
+        n -= (size_t)(stop - p);
+        p = stop;
+        llhttp_resume(&c->http.parser);
+        c->http.req.responding = true;
+        router_dispatch(c);
+        if (c->http.req.responding)
+            break;   /* a stream: what follows waits in pending */
+    }
+    if (from_pending) {
+        memmove(c->pending.data, p, n);
+        c->pending.len = c->state == CONN_OPEN ? n : 0;
+    } else if (n && c->state == CONN_OPEN && buf_append(&c->pending, p, n)) {
+        conn_abort(c);
+    }
+    c->in_feed = false;
+}
+
+const char *http_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default:  return "Unknown";
+    }
+}
+
+/* Whether this response must end the connection. */
+static bool must_close(const conn_t *c, int status)
+{
+    const http_req_t *r = &c->http.req;
+    return !r->keep_alive || r->in_message || status == 408 || status == 503 ||
+           (c->sh->draining && !c->admin) || c->http.parser.error != HPE_OK;
+}
+
+static void write_head(conn_t *c, int status, const char *ctype, const char *extra, long content_length)
+{
+    http_req_t *r = &c->http.req;
+    buf_t *b = conn_fill(c);
+    size_t start = b->len;
+    char line[64];
+    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+    buf_append(b, line, (size_t)n);
+    buf_append_lit(b, "Date: ");
+    buf_append(b, c->sh->http_date, strlen(c->sh->http_date));
+    buf_append_lit(b, "\r\nServer: agate\r\n");
+    if (ctype) {
+        buf_append_lit(b, "Content-Type: ");
+        buf_append(b, ctype, strlen(ctype));
+        buf_append_lit(b, "\r\n");
+    }
+    if (r->id_len) {
+        buf_append_lit(b, "X-Request-ID: ");
+        buf_append(b, r->id, r->id_len);
+        buf_append_lit(b, "\r\n");
+    }
+    if (extra)
+        buf_append(b, extra, strlen(extra));
+    if (content_length >= 0 && status != 204) {
+        buf_append_lit(b, "Content-Length: ");
+        buf_append_u64(b, (uint64_t)content_length);
+        buf_append_lit(b, "\r\n");
+    } else if (r->chunked_resp) {
+        buf_append_lit(b, "Transfer-Encoding: chunked\r\n");
+    }
+    if (!r->keep_alive)
+        buf_append_lit(b, "Connection: close\r\n");
+    else if (r->major == 1 && r->minor == 0)
+        buf_append_lit(b, "Connection: keep-alive\r\n");
+    buf_append_lit(b, "\r\n");
+    r->status = status;
+    r->bytes_out += b->len - start;
+}
+
+void http_respond(conn_t *c, int status, const char *ctype, const char *body, size_t len, const char *extra)
+{
+    http_req_t *r = &c->http.req;
+    if (c->state != CONN_OPEN)
+        return;
+    if (!r->id_len)
+        set_request_id(c);
+    if (must_close(c, status))
+        r->keep_alive = false;
+    r->chunked_resp = false;
+    write_head(c, status, ctype, extra, (long)len);
+    if (!r->head && len) {
+        buf_append(conn_fill(c), body, len);
+        r->bytes_out += len;
+    }
+    conn_mark_dirty(c);
+    r->responding = true;
+    http_response_done(c);
+}
+
+static void error_body(buf_t *b, const char *code, const char *msg, const char *field)
+{
+    buf_reset(b);
+    buf_append_lit(b, "{\"error\":");
+    json_put_str(b, code, strlen(code));
+    buf_append_lit(b, ",\"message\":");
+    json_put_str(b, msg, strlen(msg));
+    if (field) {
+        buf_append_lit(b, ",\"field\":");
+        json_put_str(b, field, strlen(field));
+    }
+    buf_append_lit(b, "}\n");
+}
+
+void http_error(conn_t *c, int status, const char *code, const char *msg, const char *extra)
+{
+    buf_t *b = &c->sh->scratch;
+    error_body(b, code, msg, NULL);
+    http_respond(c, status, "application/json", b->data, b->len, extra);
+}
+
+void http_error_field(conn_t *c, int status, const char *code, const char *msg, const char *field)
+{
+    buf_t *b = &c->sh->scratch;
+    error_body(b, code, msg, field);
+    http_respond(c, status, "application/json", b->data, b->len, NULL);
+}
+
+void http_stream_begin(conn_t *c, int status, const char *ctype, const char *extra)
+{
+    http_req_t *r = &c->http.req;
+    /* HTTP/1.0 has no chunked encoding: the stream is delimited by closing. */
+    r->chunked_resp = r->major == 1 && r->minor >= 1;
+    if (!r->chunked_resp || must_close(c, status))
+        r->keep_alive = false;
+    write_head(c, status, ctype, extra, -1);
+    conn_mark_dirty(c);
+    conn_set_timer(c, CONN_T_STALL, c->sh->cfg->idle_timeout_ms);
+}
+
+void http_stream_end(conn_t *c)
+{
+    http_req_t *r = &c->http.req;
+    if (r->chunked_resp) {
+        conn_body_close(c);
+        buf_append_lit(conn_fill(c), "0\r\n\r\n");
+        r->bytes_out += 5;
+    }
+    conn_mark_dirty(c);
+    http_response_done(c);
+}
+
+static const char *method_name(const http_req_t *r)
+{
+    return r->head_done ? llhttp_method_name((llhttp_method_t)r->method) : "-";
+}
+
+static void log_request(conn_t *c)
+{
+    http_req_t *r = &c->http.req;
+    shard_t *sh = c->sh;
+    buf_t *b = &sh->scratch;
+    buf_reset(b);
+    log_begin(b, r->status >= 500 ? "error" : r->status >= 400 ? "warn" : "info", "request");
+    buf_append_lit(b, ",\"request_id\":");
+    json_put_str(b, r->id, r->id_len);
+    buf_append_lit(b, ",\"method\":");
+    const char *m = method_name(r);
+    json_put_str(b, m, strlen(m));
+    buf_append_lit(b, ",\"path\":");
+    json_put_str(b, http_str(r, r->path), r->path.len > 256 ? 256 : r->path.len);
+    buf_append_lit(b, ",\"status\":");
+    buf_append_u64(b, (uint64_t)r->status);
+    buf_append_lit(b, ",\"bytes\":");
+    buf_append_u64(b, r->bytes_out);
+    char dur[32];
+    uint64_t us = r->start_us ? clock_mono_us() - r->start_us : 0;
+    int n = snprintf(dur, sizeof dur, ",\"duration_ms\":%.3f", (double)us / 1000.0);
+    buf_append(b, dur, (size_t)n);
+    buf_append_lit(b, ",\"events\":");
+    buf_append_u64(b, r->events);
+    buf_append_lit(b, ",\"shard\":");
+    buf_append_u64(b, sh->id);
+    if (c->admin)
+        buf_append_lit(b, ",\"listener\":\"admin\"");
+    if (c->state == CONN_ABORT)
+        buf_append_lit(b, ",\"aborted\":true");
+    log_end(b);
+    shard_log_line(sh, b);
+}
+
+void http_response_done(conn_t *c)
+{
+    http_req_t *r = &c->http.req;
+    if (!r->responding)
+        return;
+    r->responding = false;
+    if (c->sh->cfg->log_requests)
+        log_request(c);
+    if (c->state != CONN_OPEN)
+        return;
+    conn_set_timer(c, CONN_T_NONE, 0);
+    if (!r->keep_alive)
+        conn_close_after_flush(c);
+    else
+        conn_response_finished(c);
+}

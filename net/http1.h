@@ -1,0 +1,81 @@
+/* http1: HTTP/1.1 requests parsed with llhttp, and responses written into a
+ * connection's output buffer.
+ *
+ * Request bytes that must outlive a receive buffer (URL, header names and
+ * values) are copied once into http_req_t.raw; headers are (offset, length)
+ * slices into it. The body is copied into http_req_t.body up to the limit.
+ * Responses are written in request order: the parser pauses after each complete
+ * request and resumes only when that request's response is fully queued. */
+#ifndef AGATE_HTTP1_H
+#define AGATE_HTTP1_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+#define HTTP_MAX_HEADERS 64
+#define HTTP_REQ_ID_MAX  128
+
+struct conn;
+
+typedef struct http_slice { uint32_t off, len; } http_slice_t;
+typedef struct http_hdr { http_slice_t name, value; } http_hdr_t;
+
+typedef struct http_req {
+    buf_t        raw;                 /* URL and header bytes, owned */
+    http_slice_t url, path;
+    http_hdr_t   hdrs[HTTP_MAX_HEADERS];
+    uint32_t     n_hdrs;
+    uint32_t     header_bytes;
+    buf_t        body;                /* owned */
+    uint8_t      method;              /* llhttp_method_t */
+    uint8_t      major, minor;
+    bool         keep_alive, head, expect_continue, chunked_resp;
+    bool         responding;          /* dispatched, response not yet complete */
+    bool         in_message;          /* first byte seen, message not complete */
+    bool         last_was_value;
+    bool         head_done;           /* request line and headers parsed */
+    int          status;              /* response status, for the log */
+    const char  *err_code;            /* set by a callback that stops the parser */
+    int          err_status;
+    const char  *err_msg;
+    uint64_t     start_us;
+    uint64_t     bytes_out;           /* response bytes queued */
+    uint32_t     events;              /* AG-UI events written */
+    char         id[HTTP_REQ_ID_MAX + 1];
+    uint8_t      id_len;
+} http_req_t;
+
+typedef struct http_conn {
+    llhttp_t   parser;
+    http_req_t req;
+} http_conn_t;
+
+void http_conn_init(struct conn *c);
+void http_conn_free(http_conn_t *h);
+
+/* Feeds received bytes; dispatches each complete request. `from_pending` says
+ * the bytes are the connection's own pending buffer. */
+void http_feed(struct conn *c, const char *data, size_t len, bool from_pending);
+
+/* Request accessors. */
+static inline const char *http_str(const http_req_t *r, http_slice_t s) { return r->raw.data + s.off; }
+bool http_header(const http_req_t *r, const char *name, const char **val, size_t *len);
+
+/* Responses. extra_headers is zero or more complete "Name: value\r\n" lines. */
+void http_respond(struct conn *c, int status, const char *ctype, const char *body, size_t len,
+                  const char *extra_headers);
+void http_error(struct conn *c, int status, const char *code, const char *msg, const char *extra_headers);
+void http_error_field(struct conn *c, int status, const char *code, const char *msg, const char *field);
+/* Starts a streamed response (chunked on HTTP/1.1, close-delimited on 1.0). */
+void http_stream_begin(struct conn *c, int status, const char *ctype, const char *extra_headers);
+void http_stream_end(struct conn *c);
+/* Called when the current response is fully queued: logs it, then keep-alive or close. */
+void http_response_done(struct conn *c);
+
+const char *http_status_text(int status);
+
+#endif

@@ -1,0 +1,114 @@
+/* router: the route table. Routes are few and fixed, so matching is a short
+ * list of exact paths plus one prefix (/v1/agents/{name}/run); no allocation,
+ * no regex. 404 for an unknown path, 405 with Allow for a known path and a
+ * method it does not take, 204 with Allow for OPTIONS. */
+#include "net/router.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "net/conn.h"
+#include "net/http1.h"
+#include "net/sse.h"
+
+#define M(x) (1u << (x))
+#define GET_HEAD (M(HTTP_GET) | M(HTTP_HEAD) | M(HTTP_OPTIONS))
+
+typedef void (*route_fn)(conn_t *c, const char *arg, size_t arg_len);
+
+static void health_live(conn_t *c, const char *a, size_t n)
+{
+    static const char body[] = "{\"status\":\"ok\"}\n";
+    http_respond(c, 200, "application/json", body, sizeof body - 1, NULL);
+}
+
+static void health_ready(conn_t *c, const char *a, size_t n)
+{
+    static const char ok[] = "{\"status\":\"ready\"}\n";
+    static const char draining[] = "{\"status\":\"draining\"}\n";
+    if (atomic_load_explicit(&g_agate_draining, memory_order_relaxed))
+        http_respond(c, 503, "application/json", draining, sizeof draining - 1, NULL);
+    else
+        http_respond(c, 200, "application/json", ok, sizeof ok - 1, NULL);
+}
+
+static void health_startup(conn_t *c, const char *a, size_t n)
+{
+    static const char body[] = "{\"status\":\"started\"}\n";
+    http_respond(c, 200, "application/json", body, sizeof body - 1, NULL);
+}
+
+static void agent_run(conn_t *c, const char *name, size_t len)
+{
+    const cfg_agent_t *agent = cfg_find_agent(c->sh->cfg, name, len);
+    if (!agent) {
+        http_error(c, 404, "agent_not_found", "no agent by that name is configured", NULL);
+        return;
+    }
+    sse_run(c, agent);
+}
+
+typedef struct route {
+    const char *path;
+    uint32_t    methods;
+    const char *allow;
+    bool        admin, main;
+    route_fn    fn;
+} route_t;
+
+static const route_t routes[] = {
+    {"/health/live", GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
+    {"/healthz", GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
+    {"/health/ready", GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_ready},
+    {"/health/startup", GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_startup},
+};
+static const route_t run_route = {NULL, M(HTTP_POST) | M(HTTP_OPTIONS), "POST, OPTIONS", false, true, agent_run};
+
+/* "/v1/agents/{name}/run" -> name; names are [A-Za-z0-9_.-]{1,63}. */
+static bool match_run(const char *p, size_t n, const char **name, size_t *name_len)
+{
+    static const char pre[] = "/v1/agents/", suf[] = "/run";
+    size_t pl = sizeof pre - 1, sl = sizeof suf - 1;
+    if (n <= pl + sl || memcmp(p, pre, pl) || memcmp(p + n - sl, suf, sl))
+        return false;
+    *name = p + pl;
+    *name_len = n - pl - sl;
+    for (size_t i = 0; i < *name_len; i++) {
+        char ch = (*name)[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '.' || ch == '-'))
+            return false;
+    }
+    return *name_len < 64;
+}
+
+void router_dispatch(conn_t *c)
+{
+    http_req_t *r = &c->http.req;
+    const char *p = http_str(r, r->path), *arg = NULL;
+    size_t n = r->path.len, arg_len = 0;
+    const route_t *rt = NULL;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strlen(routes[i].path) == n && !memcmp(routes[i].path, p, n)) {
+            rt = &routes[i];
+            break;
+        }
+    }
+    if (!rt && match_run(p, n, &arg, &arg_len))
+        rt = &run_route;
+    if (!rt || (c->admin ? !rt->admin : !rt->main)) {
+        http_error(c, 404, "not_found", "no route for this path", NULL);
+        return;
+    }
+    char allow[64];
+    snprintf(allow, sizeof allow, "Allow: %s\r\n", rt->allow);
+    if (r->method >= 32 || !(rt->methods & M(r->method))) {
+        http_error(c, 405, "method_not_allowed", "method not allowed for this path", allow);
+        return;
+    }
+    if (r->method == HTTP_OPTIONS) {
+        http_respond(c, 204, NULL, NULL, 0, allow);
+        return;
+    }
+    rt->fn(c, arg, arg_len);
+}

@@ -1,0 +1,107 @@
+/* sse: the SSE sink. Frames are written straight into the connection's fill
+ * buffer inside one open chunk, so a burst of events becomes one chunk and one
+ * send at the end of the loop turn. */
+#include "net/sse.h"
+
+#include <errno.h>
+#include <stdio.h>
+
+#include "net/http1.h"
+#include "proto/agent.h"
+
+static const char SSE_HEADERS[] = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
+
+static void heartbeat_fired(agate_timer_t *t);
+
+static inline conn_t *sink_conn(run_t *r) { return (conn_t *)r->sink_ctx; }
+
+static void heartbeat_arm(conn_t *c)
+{
+    uint32_t hb = c->sh->cfg->heartbeat_ms;
+    if (hb)
+        timer_arm(&c->sh->timers, &c->hb_timer, c->last_event_ms + hb);
+}
+
+static int sse_event(run_t *r, const agui_event_t *ev)
+{
+    conn_t *c = sink_conn(r);
+    buf_t *b = conn_fill(c);
+    conn_body_open(c);
+    size_t start = b->len;
+    if (buf_append_lit(b, "data: ") || agui_write_json(b, ev) || buf_append_lit(b, "\n\n")) {
+        conn_abort(c);   /* releases the run */
+        return -ENOMEM;
+    }
+    c->http.req.bytes_out += b->len - start;
+    c->http.req.events++;
+    c->last_event_ms = c->sh->now_ms;
+    conn_mark_dirty(c);
+    return 0;
+}
+
+static bool sse_writable(run_t *r)
+{
+    conn_t *c = sink_conn(r);
+    return conn_out_pending(c) < c->sh->cfg->stream_buffer_bytes;
+}
+
+static void sse_end(run_t *r)
+{
+    conn_t *c = sink_conn(r);
+    c->run = NULL;
+    agent_run_release(r);
+    timer_cancel(&c->sh->timers, &c->hb_timer);
+    http_stream_end(c);
+}
+
+static const run_sink_ops_t sse_sink = {
+    .event = sse_event,
+    .writable = sse_writable,
+    .end = sse_end,
+};
+
+/* Lazy re-arm: events do not touch the timer; when it fires early because events
+ * flowed, it moves to last_event + heartbeat. */
+static void heartbeat_fired(agate_timer_t *t)
+{
+    conn_t *c = (conn_t *)((char *)t - offsetof(conn_t, hb_timer));
+    if (c->state != CONN_OPEN || !c->run)
+        return;
+    if (c->sh->now_ms - c->last_event_ms >= c->sh->cfg->heartbeat_ms) {
+        conn_body_open(c);
+        buf_t *b = conn_fill(c);
+        if (buf_append_lit(b, ": ping\n\n")) {
+            conn_abort(c);
+            return;
+        }
+        c->http.req.bytes_out += 8;
+        c->last_event_ms = c->sh->now_ms;
+        conn_mark_dirty(c);
+    }
+    heartbeat_arm(c);
+}
+
+void sse_run(conn_t *c, const cfg_agent_t *agent)
+{
+    http_req_t *req = &c->http.req;
+    runinput_t in;
+    runinput_err_t err;
+    if (runinput_parse(req->body.data ? req->body.data : "", req->body.len, &in, &err)) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "invalid RunAgentInput: %s%s%s", err.field, err.field[0] ? ": " : "",
+                 err.message);
+        http_error_field(c, 400, "invalid_request", msg, err.field);
+        return;
+    }
+    run_t *r = agent_run_new(c->sh, agent, &in, &sse_sink, c);
+    if (!r) {
+        http_error(c, 503, "out_of_memory", "out of memory", NULL);
+        return;
+    }
+    c->run = r;
+    http_stream_begin(c, 200, "text/event-stream", SSE_HEADERS);
+    c->last_event_ms = c->sh->now_ms;
+    c->hb_timer.cb = heartbeat_fired;
+    heartbeat_arm(c);
+    agent_run_start(r);
+}

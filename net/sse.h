@@ -1,0 +1,16 @@
+/* sse: AG-UI over Server-Sent Events on an HTTP/1.1 connection.
+ *
+ * sse_run() answers POST /v1/agents/{name}/run: it validates the RunAgentInput,
+ * starts the response (text/event-stream, chunked) and the agent's run, and
+ * acts as the run's sink: each event becomes one "data: <json>\n\n" frame
+ * appended to the connection's output buffer. A quiet stream gets a ": ping"
+ * comment every heartbeat interval. */
+#ifndef AGATE_SSE_H
+#define AGATE_SSE_H
+
+#include "core/config.h"
+#include "net/conn.h"
+
+void sse_run(conn_t *c, const cfg_agent_t *agent);
+
+#endif

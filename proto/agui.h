@@ -1,0 +1,35 @@
+/* agui: the AG-UI events agate itself originates (built-in agents, errors), as
+ * one struct that every encoder reads: JSON for SSE and WebSocket here, the
+ * protobuf framing later. Strings are borrowed (pointer, length) slices. */
+#ifndef AGATE_AGUI_H
+#define AGATE_AGUI_H
+
+#include <stddef.h>
+
+#include "core/buf.h"
+
+typedef enum agui_type {
+    AGUI_RUN_STARTED,
+    AGUI_RUN_FINISHED,
+    AGUI_RUN_ERROR,
+    AGUI_TEXT_MESSAGE_START,
+    AGUI_TEXT_MESSAGE_CONTENT,
+    AGUI_TEXT_MESSAGE_END,
+    AGUI_TYPE_COUNT
+} agui_type_t;
+
+typedef struct agui_str { const char *p; size_t n; } agui_str_t;
+
+typedef struct agui_event {
+    agui_type_t type;
+    agui_str_t  thread_id, run_id;     /* RUN_* */
+    agui_str_t  message_id, role;      /* TEXT_MESSAGE_* */
+    agui_str_t  delta;                 /* TEXT_MESSAGE_CONTENT */
+    agui_str_t  message, code;         /* RUN_ERROR */
+} agui_event_t;
+
+const char *agui_type_name(agui_type_t t);
+/* Appends the event as one JSON object (no trailing newline). 0 or -ENOMEM. */
+int agui_write_json(buf_t *b, const agui_event_t *ev);
+
+#endif

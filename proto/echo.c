@@ -1,0 +1,171 @@
+/* echo: the built-in agent. It answers a run with the last user message's text,
+ * one TEXT_MESSAGE_CONTENT per word, so a deployment serves real AG-UI streams
+ * with no agent service behind it.
+ *
+ * The run is a small state machine stepped by agent_run_step(): it emits as many
+ * events as the sink will take, then waits for the pacing timer (token
+ * interval) or for the sink to drain (backpressure), and never blocks. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/agent.h"
+
+enum echo_phase { PH_START, PH_MSG_START, PH_WORDS, PH_MSG_END, PH_FINISH, PH_DONE };
+
+static void tick_fired(agate_timer_t *t);
+
+uint32_t agent_token_interval(const cfg_t *cfg, const cfg_agent_t *agent, const runinput_t *in)
+{
+    uint64_t ms = in->token_interval_ms >= 0 ? (uint64_t)in->token_interval_ms : agent->token_interval_ms;
+    return ms > cfg->max_token_interval_ms ? cfg->max_token_interval_ms : (uint32_t)ms;
+}
+
+run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
+                     const run_sink_ops_t *sink, void *sink_ctx)
+{
+    run_t *r = sh->run_pool;
+    if (r) {
+        sh->run_pool = r->next_free;
+    } else if (!(r = calloc(1, sizeof *r))) {
+        runinput_free(in);
+        return NULL;
+    }
+    r->sh = sh;
+    r->agent = agent;
+    r->in = *in;
+    r->sink = sink;
+    r->sink_ctx = sink_ctx;
+    r->tick.cb = tick_fired;
+    r->interval_ms = agent_token_interval(sh->cfg, agent, in);
+    r->blocked = false;
+    r->tick_due = true;
+    r->phase = PH_START;
+    r->pos = 0;
+    buf_reset(&r->text);
+    return r;
+}
+
+void agent_run_release(run_t *r)
+{
+    shard_t *sh = r->sh;
+    timer_cancel(&sh->timers, &r->tick);
+    runinput_free(&r->in);
+    if (r->text.cap > 64 * 1024)
+        buf_free(&r->text);   /* keep pooled runs small */
+    r->next_free = sh->run_pool;
+    sh->run_pool = r;
+}
+
+void agent_run_abort(run_t *r) { agent_run_release(r); }
+
+void agent_pool_free(shard_t *sh)
+{
+    while (sh->run_pool) {
+        run_t *r = sh->run_pool;
+        sh->run_pool = r->next_free;
+        buf_free(&r->text);
+        free(r);
+    }
+}
+
+/* One word: the first call takes leading whitespace too; each delta is a run of
+ * non-space bytes plus the whitespace after it, so deltas concatenate to the
+ * exact text. Whitespace is ASCII; UTF-8 continuation bytes are never split. */
+static size_t next_word(const char *s, size_t len, size_t pos)
+{
+    size_t j = pos;
+#define WS(ch) ((ch) == ' ' || (ch) == '\t' || (ch) == '\n' || (ch) == '\r' || (ch) == '\f' || (ch) == '\v')
+    if (pos == 0)
+        while (j < len && WS(s[j]))
+            j++;
+    while (j < len && !WS(s[j]))
+        j++;
+    while (j < len && WS(s[j]))
+        j++;
+#undef WS
+    return j;
+}
+
+static agui_str_t str(const char *p, size_t n) { return (agui_str_t){p, n}; }
+
+/* Emits the event for the current phase; returns false when the run stopped. */
+static bool emit(run_t *r, agui_type_t type, agui_str_t delta)
+{
+    agui_event_t ev = {.type = type};
+    ev.thread_id = str(r->in.thread_id, r->in.thread_id_len);
+    ev.run_id = str(r->in.run_id, r->in.run_id_len);
+    ev.message_id = str(r->message_id, sizeof r->message_id);
+    ev.role = str("assistant", 9);
+    ev.delta = delta;
+    return r->sink->event(r, &ev) == 0;
+}
+
+static void step(run_t *r)
+{
+    while (r->phase != PH_DONE) {
+        if (!r->sink->writable(r)) {
+            r->blocked = true;
+            return;
+        }
+        switch (r->phase) {
+        case PH_START: {
+            int has = runinput_user_text(&r->in, &r->text);
+            if (has < 0 || !emit(r, AGUI_RUN_STARTED, str(NULL, 0)))
+                return;
+            r->phase = has ? PH_MSG_START : PH_FINISH;
+            break;
+        }
+        case PH_MSG_START:
+            rand_uuid(&r->sh->rng, r->message_id);
+            if (!emit(r, AGUI_TEXT_MESSAGE_START, str(NULL, 0)))
+                return;
+            r->phase = PH_WORDS;
+            break;
+        case PH_WORDS: {
+            if (r->pos >= r->text.len) {
+                r->phase = PH_MSG_END;
+                break;
+            }
+            if (r->interval_ms && !r->tick_due) {
+                if (timer_arm(&r->sh->timers, &r->tick, r->sh->now_ms + r->interval_ms))
+                    r->interval_ms = 0;   /* no memory for a timer: finish unpaced rather than stall */
+                return;
+            }
+            size_t end = next_word(r->text.data, r->text.len, r->pos);
+            if (!emit(r, AGUI_TEXT_MESSAGE_CONTENT, str(r->text.data + r->pos, end - r->pos)))
+                return;
+            r->pos = end;
+            r->tick_due = false;
+            break;
+        }
+        case PH_MSG_END:
+            if (!emit(r, AGUI_TEXT_MESSAGE_END, str(NULL, 0)))
+                return;
+            r->phase = PH_FINISH;
+            break;
+        case PH_FINISH:
+            if (!emit(r, AGUI_RUN_FINISHED, str(NULL, 0)))
+                return;
+            r->phase = PH_DONE;
+            break;
+        }
+    }
+    r->sink->end(r);   /* the sink releases the run */
+}
+
+static void tick_fired(agate_timer_t *t)
+{
+    run_t *r = (run_t *)((char *)t - offsetof(run_t, tick));
+    r->tick_due = true;
+    step(r);
+}
+
+void agent_run_start(run_t *r) { step(r); }
+
+void agent_run_resume(run_t *r)
+{
+    r->blocked = false;
+    if (!timer_armed(&r->tick))
+        step(r);
+}
