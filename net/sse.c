@@ -87,7 +87,7 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
     runinput_t in;
     runinput_err_t err;
     if (runinput_parse(req->body.data ? req->body.data : "", req->body.len, &in, &err)) {
-        char msg[320];
+        char msg[sizeof err.field + sizeof err.message + 32];
         snprintf(msg, sizeof msg, "invalid RunAgentInput: %s%s%s", err.field, err.field[0] ? ": " : "",
                  err.message);
         http_error_field(c, 400, "invalid_request", msg, err.field);
