@@ -30,6 +30,8 @@ static inline int buf_reserve(buf_t *b, size_t need)
 
 static inline int buf_append(buf_t *b, const void *p, size_t n)
 {
+    if (!n)
+        return 0;
     if (buf_reserve(b, n))
         return -1;
     memcpy(b->data + b->len, p, n);

@@ -48,16 +48,9 @@ static void pause_recv(conn_t *c)
     io_uring_sqe_set_data64(sqe, uring_ud(UD_IGNORE, 0, 0));
 }
 
-void conn_accept(shard_t *sh, int fd, bool admin)
+void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
 {
-    if (!sh->n_free) {
-        close(fd);   /* every slot, reserve included, is taken: refuse outright */
-        return;
-    }
-    uint32_t slot = sh->free_slots[--sh->n_free];
-    conn_t *c = &sh->conns[slot];
     c->sh = sh;
-    c->slot = slot;
     c->fd = fd;
     c->state = CONN_OPEN;
     c->admin = admin;
@@ -77,9 +70,21 @@ void conn_accept(shard_t *sh, int fd, bool admin)
     else
         sh->n_main++;
     http_conn_init(c);
-    arm_recv(c);
     /* The first request must begin and finish its headers within header_timeout. */
     conn_set_timer(c, CONN_T_HEADER, sh->cfg->header_timeout_ms);
+}
+
+void conn_accept(shard_t *sh, int fd, bool admin)
+{
+    if (!sh->n_free) {
+        close(fd);   /* every slot, reserve included, is taken: refuse outright */
+        return;
+    }
+    uint32_t slot = sh->free_slots[--sh->n_free];
+    conn_t *c = &sh->conns[slot];
+    c->slot = slot;
+    conn_init_slot(sh, c, fd, admin);
+    arm_recv(c);
 }
 
 void conn_set_timer(conn_t *c, conn_timer_kind_t kind, uint32_t ms)
@@ -313,7 +318,7 @@ void conn_reap(conn_t *c)
     sh->free_slots[sh->n_free++] = c->slot;
 }
 
-static void conn_input(conn_t *c, const char *data, size_t n)
+void conn_input(conn_t *c, const char *data, size_t n)
 {
     if (c->state != CONN_OPEN)
         return;   /* CLOSING/LINGER: the peer's further bytes are discarded */

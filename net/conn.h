@@ -59,6 +59,10 @@ typedef struct conn {
 } conn_t;
 
 void conn_accept(shard_t *sh, int fd, bool admin);
+/* Initialises slot c (c->slot set by the caller) without arming I/O: conn_accept's
+ * first half, also used by tests and fuzzers that feed bytes directly. */
+void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin);
+void conn_input(conn_t *c, const char *data, size_t n);   /* received bytes */
 void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe);
 void conn_on_send(conn_t *c, int res);
 void conn_flush(conn_t *c);                   /* from the shard loop */

@@ -382,7 +382,7 @@ static void error_body(buf_t *b, const char *code, const char *msg, const char *
     json_put_str(b, code, strlen(code));
     buf_append_lit(b, ",\"message\":");
     json_put_str(b, msg, strlen(msg));
-    if (field) {
+    if (field && *field) {
         buf_append_lit(b, ",\"field\":");
         json_put_str(b, field, strlen(field));
     }
