@@ -111,7 +111,7 @@ static void begin_drain(shard_t *sh)
     for (uint32_t i = 0; i < sh->conn_cap; i++) {
         conn_t *c = &sh->conns[i];
         if (c->state == CONN_OPEN && !c->admin && conn_is_idle(c))
-            conn_abort(c);
+            conn_close_after_flush(c);   /* graceful: a response may still be in the send queue */
     }
     sh->drain_timer.cb = drain_deadline;
     timer_arm(&sh->timers, &sh->drain_timer, sh->now_ms + sh->cfg->drain_timeout_ms);
