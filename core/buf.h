@@ -6,6 +6,7 @@
 #ifndef AGATE_BUF_H
 #define AGATE_BUF_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -33,7 +34,7 @@ static inline int buf_append(buf_t *b, const void *p, size_t n)
     if (!n)
         return 0;
     if (buf_reserve(b, n))
-        return -1;
+        return -ENOMEM;
     memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;
@@ -44,7 +45,7 @@ static inline int buf_append(buf_t *b, const void *p, size_t n)
 static inline int buf_putc(buf_t *b, char c)
 {
     if (buf_reserve(b, 1))
-        return -1;
+        return -ENOMEM;
     b->data[b->len++] = c;
     return 0;
 }

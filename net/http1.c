@@ -432,6 +432,18 @@ static const char *method_name(const http_req_t *r)
     return r->head_done ? llhttp_method_name((llhttp_method_t)r->method) : "-";
 }
 
+/* The path as a JSON string, at most 256 bytes; bytes outside printable ASCII
+ * become '?', so a hostile URL cannot put invalid UTF-8 into a log line. */
+static void put_path(buf_t *b, const char *p, size_t n)
+{
+    char clean[256];
+    if (n > sizeof clean)
+        n = sizeof clean;
+    for (size_t i = 0; i < n; i++)
+        clean[i] = p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?';
+    json_put_str(b, clean, n);
+}
+
 static void log_request(conn_t *c)
 {
     http_req_t *r = &c->http.req;
@@ -445,7 +457,7 @@ static void log_request(conn_t *c)
     const char *m = method_name(r);
     json_put_str(b, m, strlen(m));
     buf_append_lit(b, ",\"path\":");
-    json_put_str(b, http_str(r, r->path), r->path.len > 256 ? 256 : r->path.len);
+    put_path(b, http_str(r, r->path), r->path.len);
     buf_append_lit(b, ",\"status\":");
     buf_append_u64(b, (uint64_t)r->status);
     buf_append_lit(b, ",\"bytes\":");

@@ -1,17 +1,19 @@
 /* runinput: parses a POST body with jansson and validates it as an AG-UI
  * RunAgentInput, the way @ag-ui/core 1.0.0's zod RunAgentInputSchema does.
  *
- * The schema below is a table transcribed from dist/schemas.mjs, in the same
- * key order zod checks, so "first error wins" names the field zod would name
- * first. Objects are loose (unknown keys pass), discriminated unions (message
- * role, content part type, part source type) report a bad discriminator at the
+ * The schema below is a table transcribed from dist/schemas.mjs, in zod's key
+ * order; validation stops at the first error, whose path is always one zod
+ * reports too (checked against zod on mutated bodies while writing this).
+ * Objects are loose (unknown keys pass); discriminated unions (message role,
+ * content part type, part source type) report a bad discriminator at the
  * discriminator's own path. Validation never recurses into free-form values
  * (state, forwardedProps, tool parameters, metadata), so its stack depth is fixed
  * by the schema; the body's nesting is capped before jansson sees it.
  *
  * Deliberate differences from JSON.parse + zod: duplicate keys are rejected, as
- * are lone UTF-16 surrogates and NUL in keys (jansson cannot represent them), and
- * nesting deeper than RUNINPUT_MAX_DEPTH. Error texts are always ASCII so they can
+ * are lone UTF-16 surrogates, NUL in keys and reals past double range such as
+ * 1e999 (jansson cannot represent them), and nesting deeper than
+ * RUNINPUT_MAX_DEPTH. Error texts are always ASCII so they can
  * be put into an event without re-validation.
  *
  * A runinput_t owns its jansson tree; every string it hands out points into it. */
@@ -235,6 +237,14 @@ static int ri_fail(ri_ctx_t *c, const char *msg)
 
 static int ri_check_shape(ri_ctx_t *c, json_t *v, const ri_shape_t *s);
 
+/* Exact string equality: JSON strings may hold NUL ("user\u0000x" is not "user"). */
+static bool ri_str_eq(const json_t *v, const char *lit)
+{
+    size_t n = strlen(lit);
+    return json_is_string(v) && json_string_length(v) == n &&
+           memcmp(json_string_value(v), lit, n) == 0;
+}
+
 static int ri_check_value(ri_ctx_t *c, json_t *v, const ri_field_t *f)
 {
     switch (f->kind) {
@@ -247,10 +257,9 @@ static int ri_check_value(ri_ctx_t *c, json_t *v, const ri_field_t *f)
     case RI_OBJ:
         return json_is_object(v) ? 0 : ri_fail(c, "expected an object");
     case RI_ENUM:
-        if (json_is_string(v))
-            for (const char *const *o = f->oneof; *o; o++)
-                if (strcmp(json_string_value(v), *o) == 0)
-                    return 0;
+        for (const char *const *o = f->oneof; *o; o++)
+            if (ri_str_eq(v, *o))
+                return 0;
         return ri_fail(c, f->oneof_msg);
     case RI_SHAPE:
         return ri_check_shape(c, v, f->shape);
@@ -304,12 +313,11 @@ static int ri_check_shape(ri_ctx_t *c, json_t *v, const ri_shape_t *s)
     size_t saved = ri_push_key(c, s->tag);
     if (!tag)
         return ri_fail(c, "required");
-    if (json_is_string(tag))
-        for (const ri_variant_t *o = s->variants; o->tag; o++)
-            if (strcmp(json_string_value(tag), o->tag) == 0) {
-                ri_pop(c, saved);
-                return ri_check_fields(c, v, o->fields);
-            }
+    for (const ri_variant_t *o = s->variants; o->tag; o++)
+        if (ri_str_eq(tag, o->tag)) {
+            ri_pop(c, saved);
+            return ri_check_fields(c, v, o->fields);
+        }
     return ri_fail(c, s->tag_msg);
 }
 
@@ -435,8 +443,7 @@ int runinput_parse(const char *body, size_t len, runinput_t *in, runinput_err_t 
 
     json_t *msgs = json_object_get(root, "messages");
     for (size_t i = json_array_size(msgs); i-- > 0; ) {
-        const char *role = json_string_value(json_object_get(json_array_get(msgs, i), "role"));
-        if (strcmp(role, "user") == 0) {
+        if (ri_str_eq(json_object_get(json_array_get(msgs, i), "role"), "user")) {
             in->last_user_msg = i <= (size_t)INT_MAX ? (int)i : -1;
             break;
         }
@@ -478,7 +485,7 @@ int runinput_user_text(const runinput_t *in, buf_t *out)
     size_t i, total = 0;
     json_t *part;
     json_array_foreach(content, i, part) {
-        if (strcmp(json_string_value(json_object_get(part, "type")), "text") == 0)
+        if (ri_str_eq(json_object_get(part, "type"), "text"))
             total += json_string_length(json_object_get(part, "text"));
     }
     if (!total)
@@ -486,7 +493,7 @@ int runinput_user_text(const runinput_t *in, buf_t *out)
     if (buf_reserve(out, total))
         return -ENOMEM;
     json_array_foreach(content, i, part) {
-        if (strcmp(json_string_value(json_object_get(part, "type")), "text") == 0) {
+        if (ri_str_eq(json_object_get(part, "type"), "text")) {
             json_t *t = json_object_get(part, "text");
             memcpy(out->data + out->len, json_string_value(t), json_string_length(t));
             out->len += json_string_length(t);

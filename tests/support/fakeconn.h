@@ -58,7 +58,8 @@ static inline void fake_flush(fakeconn_t *f)
         for (int i = 0; i < 2; i++) {
             buf_t *b = &c->out[(c->sending + i) % 2];
             size_t from = i == 0 ? c->sent : 0;
-            buf_append(&f->wire, b->data + from, b->len - from);
+            if (b->len > from)
+                buf_append(&f->wire, b->data + from, b->len - from);
             b->len = 0;
         }
         c->sent = 0;

@@ -1,0 +1,888 @@
+/* Unit tests for core/config: defaults, the YAML file (values, errors with file,
+ * line and key), environment overrides, cross-field validation, agent lookup.
+ * Each test gets its own temp file (mkstemp) and a clean AGATE_* environment. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+
+static const char *const env_names[] = {
+    "AGATE_LISTEN", "AGATE_ADMIN_LISTEN", "AGATE_SHARDS", "AGATE_MAX_CONNECTIONS",
+    "AGATE_MAX_BODY", "AGATE_MAX_HEADER", "AGATE_HEADER_TIMEOUT", "AGATE_BODY_TIMEOUT",
+    "AGATE_IDLE_TIMEOUT", "AGATE_HEARTBEAT", "AGATE_MAX_TOKEN_INTERVAL", "AGATE_STREAM_BUFFER",
+    "AGATE_DRAIN_TIMEOUT", "AGATE_LOG_REQUESTS", "AGATE_LOG_LEVEL",
+};
+#define N_ENV (sizeof env_names / sizeof env_names[0])
+
+struct fx {
+    char  path[64];
+    cfg_t c;
+    char  err[CFG_ERR_MAX];
+};
+
+static void clear_env(void)
+{
+    for (size_t i = 0; i < N_ENV; i++)
+        unsetenv(env_names[i]);
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    int fd;
+
+    if (!f)
+        return -1;
+    snprintf(f->path, sizeof f->path, "/tmp/agate-test-config-XXXXXX");
+    fd = mkstemp(f->path);
+    if (fd < 0) {
+        free(f);
+        return -1;
+    }
+    close(fd);
+    cfg_defaults(&f->c);
+    clear_env();
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+
+    unlink(f->path);
+    clear_env();
+    free(f);
+    return 0;
+}
+
+static void put(struct fx *f, const char *yaml)
+{
+    FILE *fp = fopen(f->path, "w");
+
+    assert_non_null(fp);
+    assert_int_equal(fputs(yaml, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* writes yaml and loads it over f->c */
+static int load(struct fx *f, const char *yaml)
+{
+    put(f, yaml);
+    f->err[0] = '\0';
+    return cfg_load_file(&f->c, f->path, f->err, sizeof f->err);
+}
+
+/* f->err must be exactly "<tmp path>:<line>: <rest>" */
+static void assert_err_at(const struct fx *f, int line, const char *rest)
+{
+    char want[CFG_ERR_MAX + 128];
+
+    snprintf(want, sizeof want, "%s:%d: %s", f->path, line, rest);
+    assert_string_equal(f->err, want);
+}
+
+/* f->err must start with "<tmp path>:<line>: <rest>" */
+static void assert_err_starts(const struct fx *f, int line, const char *rest)
+{
+    char want[CFG_ERR_MAX + 128];
+
+    snprintf(want, sizeof want, "%s:%d: %s", f->path, line, rest);
+    if (strncmp(f->err, want, strlen(want)) != 0) {
+        print_error("error:        %s\nwanted start: %s\n", f->err, want);
+        fail();
+    }
+}
+
+static void assert_same_cfg(const cfg_t *a, const cfg_t *b)
+{
+    assert_string_equal(a->listen, b->listen);
+    assert_string_equal(a->admin_listen, b->admin_listen);
+    assert_int_equal(a->shards, b->shards);
+    assert_int_equal(a->max_connections, b->max_connections);
+    assert_int_equal(a->max_body_bytes, b->max_body_bytes);
+    assert_int_equal(a->max_header_bytes, b->max_header_bytes);
+    assert_int_equal(a->header_timeout_ms, b->header_timeout_ms);
+    assert_int_equal(a->body_timeout_ms, b->body_timeout_ms);
+    assert_int_equal(a->idle_timeout_ms, b->idle_timeout_ms);
+    assert_int_equal(a->heartbeat_ms, b->heartbeat_ms);
+    assert_int_equal(a->max_token_interval_ms, b->max_token_interval_ms);
+    assert_int_equal(a->stream_buffer_bytes, b->stream_buffer_bytes);
+    assert_int_equal(a->drain_timeout_ms, b->drain_timeout_ms);
+    assert_int_equal(a->log_requests, b->log_requests);
+    assert_int_equal(a->log_level, b->log_level);
+    assert_int_equal(a->n_agents, b->n_agents);
+    for (uint32_t i = 0; i < a->n_agents; i++) {
+        assert_string_equal(a->agents[i].name, b->agents[i].name);
+        assert_int_equal(a->agents[i].kind, b->agents[i].kind);
+        assert_int_equal(a->agents[i].token_interval_ms, b->agents[i].token_interval_ms);
+    }
+}
+
+/* ---- defaults and whole files ---- */
+
+static void test_defaults(void **state)
+{
+    struct fx *f = *state;
+    cfg_t *c = &f->c;
+
+    assert_string_equal(c->path, "");
+    assert_string_equal(c->listen, "0.0.0.0:8080");
+    assert_string_equal(c->admin_listen, "0.0.0.0:9090");
+    assert_int_equal(c->shards, 0);
+    assert_int_equal(c->max_connections, 10000);
+    assert_int_equal(c->max_body_bytes, 1048576);
+    assert_int_equal(c->max_header_bytes, 16384);
+    assert_int_equal(c->header_timeout_ms, 10000);
+    assert_int_equal(c->body_timeout_ms, 30000);
+    assert_int_equal(c->idle_timeout_ms, 60000);
+    assert_int_equal(c->heartbeat_ms, 15000);
+    assert_int_equal(c->max_token_interval_ms, 1000);
+    assert_int_equal(c->stream_buffer_bytes, 262144);
+    assert_int_equal(c->drain_timeout_ms, 25000);
+    assert_true(c->log_requests);
+    assert_int_equal(c->log_level, CFG_LOG_INFO);
+    assert_int_equal(c->n_agents, 1);
+    assert_string_equal(c->agents[0].name, "echo");
+    assert_int_equal(c->agents[0].kind, CFG_AGENT_ECHO);
+    assert_int_equal(c->agents[0].token_interval_ms, 0);
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+}
+
+static void test_full_file(void **state)
+{
+    struct fx *f = *state;
+    cfg_t *c = &f->c;
+
+    assert_int_equal(load(f,
+        "# every key, none at its default\n"
+        "listen: 127.0.0.1:18080\n"
+        "admin_listen: \"[::1]:19090\"\n"
+        "shards: 3\n"
+        "limits:\n"
+        "  max_connections: 500\n"
+        "  max_body: 64KiB\n"
+        "  max_header: 8KiB\n"
+        "  header_timeout: 5s\n"
+        "  body_timeout: 2m\n"
+        "  idle_timeout: 1h\n"
+        "stream:\n"
+        "  heartbeat: 0s\n"
+        "  max_token_interval: 250ms\n"
+        "  buffer: 1MB\n"
+        "  drain_timeout: 3s\n"
+        "log: {requests: no, level: debug}\n"
+        "agents:\n"
+        "  fast:\n"
+        "    type: echo\n"
+        "  slow:\n"
+        "    type: echo\n"
+        "    token_interval_ms: 40\n"), 0);
+    assert_string_equal(c->path, f->path);
+    assert_string_equal(c->listen, "127.0.0.1:18080");
+    assert_string_equal(c->admin_listen, "[::1]:19090");
+    assert_int_equal(c->shards, 3);
+    assert_int_equal(c->max_connections, 500);
+    assert_int_equal(c->max_body_bytes, 65536);
+    assert_int_equal(c->max_header_bytes, 8192);
+    assert_int_equal(c->header_timeout_ms, 5000);
+    assert_int_equal(c->body_timeout_ms, 120000);
+    assert_int_equal(c->idle_timeout_ms, 3600000);
+    assert_int_equal(c->heartbeat_ms, 0);
+    assert_int_equal(c->max_token_interval_ms, 250);
+    assert_int_equal(c->stream_buffer_bytes, 1000000);
+    assert_int_equal(c->drain_timeout_ms, 3000);
+    assert_false(c->log_requests);
+    assert_int_equal(c->log_level, CFG_LOG_DEBUG);
+    assert_int_equal(c->n_agents, 2);
+    assert_string_equal(c->agents[0].name, "fast");
+    assert_int_equal(c->agents[0].token_interval_ms, 0);
+    assert_string_equal(c->agents[1].name, "slow");
+    assert_int_equal(c->agents[1].kind, CFG_AGENT_ECHO);
+    assert_int_equal(c->agents[1].token_interval_ms, 40);
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+}
+
+/* A file that only sets some keys leaves the rest alone. */
+static void test_partial_file_keeps_defaults(void **state)
+{
+    struct fx *f = *state;
+    cfg_t def;
+
+    cfg_defaults(&def);
+    assert_int_equal(load(f, "limits:\n  max_body: 2MiB\n"), 0);
+    assert_int_equal(f->c.max_body_bytes, 2u << 20);
+    def.max_body_bytes = 2u << 20;
+    assert_same_cfg(&f->c, &def);
+}
+
+static void test_empty_files(void **state)
+{
+    struct fx *f = *state;
+    cfg_t def;
+
+    cfg_defaults(&def);
+    assert_int_equal(load(f, ""), 0);
+    assert_string_equal(f->c.path, f->path);
+    assert_same_cfg(&f->c, &def);
+    assert_int_equal(load(f, "# only comments\n"), 0);
+    assert_int_equal(load(f, "---\n"), 0);
+    assert_int_equal(load(f, "limits:\n  # max_body: 1MiB\nstream: ~\n"), 0);
+    assert_same_cfg(&f->c, &def);
+}
+
+/* deploy/agate.yaml documents the defaults; it must stay equal to them. */
+static void test_deploy_example_is_defaults(void **state)
+{
+    struct fx *f = *state;
+    char path[512];
+    const char *slash = strstr(__FILE__, "tests/unit/");
+    cfg_t def;
+    int rc;
+
+    snprintf(path, sizeof path, "%.*sdeploy/agate.yaml", slash ? (int)(slash - __FILE__) : 0, __FILE__);
+    rc = cfg_load_file(&f->c, path, f->err, sizeof f->err);
+    if (rc == -ENOENT)
+        skip();    /* run from outside the source tree */
+    if (rc)
+        print_error("%s\n", f->err);
+    assert_int_equal(rc, 0);
+    cfg_defaults(&def);
+    assert_same_cfg(&f->c, &def);
+    assert_int_equal(cfg_validate(&f->c, f->err, sizeof f->err), 0);
+}
+
+/* ---- value kinds ---- */
+
+struct good { const char *text; uint32_t want; };
+struct bad  { const char *text; const char *problem; };
+
+/* "<section>:\n  <key>: <value>\n", or "<key>: <value>\n" at the top level;
+ * the key is on line 2 (or 1), which bad-value checks rely on. */
+static int load_kv(struct fx *f, const char *section, const char *key, const char *value)
+{
+    char yaml[512];
+
+    if (section)
+        snprintf(yaml, sizeof yaml, "%s:\n  %s: %s\n", section, key, value);
+    else
+        snprintf(yaml, sizeof yaml, "%s: %s\n", key, value);
+    return load(f, yaml);
+}
+
+static void check_bad(struct fx *f, const char *section, const char *key, const struct bad *b, size_t n)
+{
+    char rest[CFG_ERR_MAX];
+
+    for (size_t i = 0; i < n; i++) {
+        if (load_kv(f, section, key, b[i].text) != -EINVAL) {
+            print_error("%s.%s: %s was accepted\n", section ? section : "", key, b[i].text);
+            fail();
+        }
+        if (section)
+            snprintf(rest, sizeof rest, "%s.%s: %s", section, key, b[i].problem);
+        else
+            snprintf(rest, sizeof rest, "%s: %s", key, b[i].problem);
+        assert_err_at(f, section ? 2 : 1, rest);
+    }
+}
+
+#define SIZE_SYNTAX "expected a size (e.g. 1048576, 64KiB, 1MiB)"
+
+static void test_sizes(void **state)
+{
+    struct fx *f = *state;
+    static const struct good good[] = {
+        { "1048576", 1048576 }, { "1", 1 }, { "1B", 1 }, { "1KB", 1000 }, { "5MB", 5000000 },
+        { "3GB", 3000000000u }, { "64KiB", 65536 }, { "1MiB", 1048576 }, { "3GiB", 3221225472u },
+        { "4294967295", 4294967295u }, { "'2KiB'", 2048 },
+    };
+    static const struct bad bad[] = {
+        { "1.5MiB", SIZE_SYNTAX }, { "1 MiB", SIZE_SYNTAX }, { "10mb", SIZE_SYNTAX },
+        { "1Kib", SIZE_SYNTAX }, { "1k", SIZE_SYNTAX }, { "-1", SIZE_SYNTAX }, { "KiB", SIZE_SYNTAX },
+        { "1KiBx", SIZE_SYNTAX }, { "0x10", SIZE_SYNTAX }, { "1TiB", SIZE_SYNTAX },
+        { "''", "no value given" }, { "[1]", "expected a single value, not a list" },
+        { "{a: 1}", "expected a single value, not a mapping" },
+        { "0", "must be at least 1 byte" },
+        { "4GiB", "too large: at most 4294967295 bytes" },
+        { "4294967296", "too large: at most 4294967295 bytes" },
+        { "99999999999999999999999999", "too large: at most 4294967295 bytes" },
+        { "18446744073709551615GiB", "too large: at most 4294967295 bytes" },
+    };
+    static const struct bad bad_header[] = {
+        { "1000", "must be at least 1024 bytes" }, { "1KB", "must be at least 1024 bytes" },
+    };
+
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(load_kv(f, "limits", "max_body", good[i].text), 0);
+        assert_int_equal(f->c.max_body_bytes, good[i].want);
+    }
+    check_bad(f, "limits", "max_body", bad, sizeof bad / sizeof bad[0]);
+    check_bad(f, "limits", "max_header", bad_header, sizeof bad_header / sizeof bad_header[0]);
+    assert_int_equal(load_kv(f, "limits", "max_header", "1KiB"), 0);
+    assert_int_equal(f->c.max_header_bytes, 1024);
+    assert_int_equal(load_kv(f, "stream", "buffer", "512KiB"), 0);
+    assert_int_equal(f->c.stream_buffer_bytes, 512 * 1024);
+}
+
+#define DUR_SYNTAX "expected a duration with a unit (e.g. 10s, 250ms)"
+
+static void test_durations(void **state)
+{
+    struct fx *f = *state;
+    static const struct good good[] = {
+        { "250ms", 250 }, { "10s", 10000 }, { "2m", 120000 }, { "1h", 3600000 }, { "1ms", 1 },
+        { "4294967295ms", 4294967295u }, { "1193h", 1193u * 3600000u },
+    };
+    static const struct bad bad[] = {
+        { "10", DUR_SYNTAX }, { "0", DUR_SYNTAX }, { "10sec", DUR_SYNTAX }, { "1.5s", DUR_SYNTAX },
+        { "-1s", DUR_SYNTAX }, { "s", DUR_SYNTAX }, { "10 s", DUR_SYNTAX }, { "10S", DUR_SYNTAX },
+        { "1d", DUR_SYNTAX }, { "1m30s", DUR_SYNTAX },
+        { "0s", "must be more than 0 (e.g. 10s)" }, { "0ms", "must be more than 0 (e.g. 10s)" },
+        { "1194h", "too long: at most 4294967295ms" }, { "4294967296ms", "too long: at most 4294967295ms" },
+    };
+    static const struct bad bad_heartbeat[] = { { "15", DUR_SYNTAX } };
+
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(load_kv(f, "limits", "header_timeout", good[i].text), 0);
+        assert_int_equal(f->c.header_timeout_ms, good[i].want);
+    }
+    check_bad(f, "limits", "header_timeout", bad, sizeof bad / sizeof bad[0]);
+    check_bad(f, "stream", "heartbeat", bad_heartbeat, 1);
+    /* heartbeat and max_token_interval may be 0 (off / no pacing); the timeouts may not */
+    assert_int_equal(load_kv(f, "stream", "heartbeat", "0s"), 0);
+    assert_int_equal(f->c.heartbeat_ms, 0);
+    assert_int_equal(load_kv(f, "stream", "max_token_interval", "0ms"), 0);
+    assert_int_equal(f->c.max_token_interval_ms, 0);
+    assert_int_equal(load_kv(f, "stream", "drain_timeout", "0s"), -EINVAL);
+    assert_int_equal(load_kv(f, "limits", "idle_timeout", "0s"), -EINVAL);
+    assert_int_equal(load_kv(f, "limits", "body_timeout", "0s"), -EINVAL);
+}
+
+#define BOOL_SYNTAX "expected true or false (or yes/no, on/off)"
+
+static void test_booleans(void **state)
+{
+    struct fx *f = *state;
+    static const struct good good[] = {
+        { "true", 1 }, { "false", 0 }, { "yes", 1 }, { "no", 0 }, { "on", 1 }, { "off", 0 },
+        { "True", 1 }, { "FALSE", 0 }, { "YES", 1 }, { "Off", 0 },
+    };
+    static const struct bad bad[] = {
+        { "maybe", BOOL_SYNTAX }, { "1", BOOL_SYNTAX }, { "0", BOOL_SYNTAX }, { "y", BOOL_SYNTAX },
+        { "truee", BOOL_SYNTAX },
+    };
+
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        f->c.log_requests = !good[i].want;
+        assert_int_equal(load_kv(f, "log", "requests", good[i].text), 0);
+        assert_int_equal(f->c.log_requests, good[i].want);
+    }
+    check_bad(f, "log", "requests", bad, sizeof bad / sizeof bad[0]);
+}
+
+#define LEVEL_SYNTAX "expected one of debug, info, warn, error"
+
+static void test_levels(void **state)
+{
+    struct fx *f = *state;
+    static const struct good good[] = {
+        { "debug", CFG_LOG_DEBUG }, { "info", CFG_LOG_INFO }, { "warn", CFG_LOG_WARN },
+        { "error", CFG_LOG_ERROR }, { "DEBUG", CFG_LOG_DEBUG },
+    };
+    static const struct bad bad[] = {
+        { "verbose", LEVEL_SYNTAX }, { "warning", LEVEL_SYNTAX }, { "2", LEVEL_SYNTAX },
+    };
+
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(load_kv(f, "log", "level", good[i].text), 0);
+        assert_int_equal(f->c.log_level, good[i].want);
+    }
+    check_bad(f, "log", "level", bad, sizeof bad / sizeof bad[0]);
+}
+
+static void test_whole_numbers(void **state)
+{
+    struct fx *f = *state;
+    static const struct bad bad_shards[] = {
+        { "1025", "expected a whole number from 0 to 1024" }, { "-1", "expected a whole number from 0 to 1024" },
+        { "abc", "expected a whole number from 0 to 1024" }, { "1e3", "expected a whole number from 0 to 1024" },
+        { "+5", "expected a whole number from 0 to 1024" }, { "'4 '", "expected a whole number from 0 to 1024" },
+        { "0x10", "expected a whole number from 0 to 1024" },
+    };
+    static const struct bad bad_conns[] = {
+        { "0", "expected a whole number from 1 to 1000000" }, { "1000001", "expected a whole number from 1 to 1000000" },
+    };
+
+    assert_int_equal(load_kv(f, NULL, "shards", "1024"), 0);
+    assert_int_equal(f->c.shards, 1024);
+    assert_int_equal(load_kv(f, NULL, "shards", "0"), 0);
+    assert_int_equal(f->c.shards, 0);
+    /* plain-scalar trailing blanks are not part of the YAML value */
+    assert_int_equal(load_kv(f, NULL, "shards", "4 "), 0);
+    assert_int_equal(f->c.shards, 4);
+    check_bad(f, NULL, "shards", bad_shards, sizeof bad_shards / sizeof bad_shards[0]);
+    assert_int_equal(load_kv(f, "limits", "max_connections", "1000000"), 0);
+    assert_int_equal(f->c.max_connections, 1000000);
+    check_bad(f, "limits", "max_connections", bad_conns, 2);
+}
+
+static void test_parse_addr(void **state)
+{
+    static const char *const bad[] = {
+        "8080", "1.2.3.4", "1.2.3.4:0", "1.2.3.4:65536", "1.2.3.4:", "1.2.3.4:80x", "1.2.3.4:-1",
+        "example.com:80", "::1:80", "[::1]80", "[::1:80", "[1.2.3.4]:80", "1.2.3:80", ":", "[]:80",
+        "", " 1.2.3.4:80", "localhost", "256.1.1.1:80", "[fe80::1%lo]:80",
+    };
+    struct sockaddr_storage ss;
+    struct sockaddr_in *sa4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *sa6 = (struct sockaddr_in6 *)&ss;
+    socklen_t len = 0;
+    struct in6_addr lo6 = IN6ADDR_LOOPBACK_INIT;
+
+    assert_int_equal(cfg_parse_addr("10.1.2.3:8080", &ss, &len), 0);
+    assert_int_equal(ss.ss_family, AF_INET);
+    assert_int_equal(len, sizeof(struct sockaddr_in));
+    assert_int_equal(ntohs(sa4->sin_port), 8080);
+    assert_int_equal(ntohl(sa4->sin_addr.s_addr), 0x0a010203);
+
+    assert_int_equal(cfg_parse_addr(":80", &ss, &len), 0);
+    assert_int_equal(ss.ss_family, AF_INET);
+    assert_int_equal(sa4->sin_addr.s_addr, htonl(INADDR_ANY));
+    assert_int_equal(ntohs(sa4->sin_port), 80);
+
+    assert_int_equal(cfg_parse_addr("localhost:65535", &ss, &len), 0);
+    assert_int_equal(sa4->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+    assert_int_equal(ntohs(sa4->sin_port), 65535);
+
+    assert_int_equal(cfg_parse_addr("[::1]:9000", &ss, &len), 0);
+    assert_int_equal(ss.ss_family, AF_INET6);
+    assert_int_equal(len, sizeof(struct sockaddr_in6));
+    assert_true(IN6_ARE_ADDR_EQUAL(&sa6->sin6_addr, &lo6));
+    assert_int_equal(ntohs(sa6->sin6_port), 9000);
+
+    assert_int_equal(cfg_parse_addr("[::]:1", &ss, &len), 0);
+    assert_true(IN6_IS_ADDR_UNSPECIFIED(&sa6->sin6_addr));
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (cfg_parse_addr(bad[i], &ss, &len) != -EINVAL) {
+            print_error("address \"%s\" was accepted\n", bad[i]);
+            fail();
+        }
+    }
+}
+
+static void test_addresses_in_file(void **state)
+{
+    struct fx *f = *state;
+
+    assert_int_equal(load_kv(f, NULL, "admin_listen", "off"), 0);
+    assert_string_equal(f->c.admin_listen, "off");
+    assert_int_equal(cfg_validate(&f->c, f->err, sizeof f->err), 0);
+    assert_int_equal(load_kv(f, NULL, "listen", ":8081"), 0);
+    assert_string_equal(f->c.listen, ":8081");
+
+    assert_int_equal(load(f, "shards: 1\nlisten: example.com:80\n"), -EINVAL);
+    assert_err_at(f, 2, "listen: host must be a numeric IPv4 address, [IPv6] or localhost (names are not resolved)");
+    assert_int_equal(load(f, "listen: off\n"), -EINVAL);    /* only the admin listener can be off */
+    assert_err_at(f, 1, "listen: expected host:port, [v6]:port or :port (e.g. 0.0.0.0:8080)");
+    assert_int_equal(load(f, "admin_listen: 1.2.3.4:0\n"), -EINVAL);
+    assert_err_at(f, 1, "admin_listen: port must be a number from 1 to 65535");
+    assert_int_equal(load(f, "listen: ::1:80\n"), -EINVAL);
+    assert_err_at(f, 1, "listen: put an IPv6 address in brackets, e.g. [::1]:8080");
+}
+
+/* ---- structural errors ---- */
+
+static void test_unknown_key(void **state)
+{
+    struct fx *f = *state;
+
+    assert_int_equal(load(f,
+        "listen: 0.0.0.0:8080\n"
+        "# a comment\n"
+        "limits:\n"
+        "  max_connections: 10\n"
+        "\n"
+        "  max_body: 1MiB\n"
+        "  max_bodyy: 2MiB\n"
+        "  max_header: 16KiB\n"), -EINVAL);
+    assert_err_starts(f, 7, "limits.max_bodyy: unknown key (expected one of: max_connections, max_body,");
+    assert_non_null(strstr(f->err, f->path));
+
+    assert_int_equal(load(f, "shards: 1\nlisten: 0.0.0.0:1\nlisen: 0.0.0.0:2\n"), -EINVAL);
+    assert_err_starts(f, 3, "lisen: unknown key (expected one of: listen, admin_listen, shards, limits, stream, log, agents)");
+
+    assert_int_equal(load(f, "agents:\n  a:\n    type: echo\n    interval: 5\n"), -EINVAL);
+    assert_err_at(f, 4, "agents.a.interval: unknown key (expected one of: type, token_interval_ms)");
+
+    assert_int_equal(load(f, "log:\n  level: info\n  format: json\n"), -EINVAL);
+    assert_err_starts(f, 3, "log.format: unknown key");
+}
+
+/* A failed load changes nothing, even keys that parsed before the error. */
+static void test_failed_load_changes_nothing(void **state)
+{
+    struct fx *f = *state;
+    cfg_t def;
+
+    cfg_defaults(&def);
+    assert_int_equal(load(f, "listen: 1.2.3.4:5\nagents:\n  x: {type: echo}\nshards: many\n"), -EINVAL);
+    assert_err_at(f, 4, "shards: expected a whole number from 0 to 1024");
+    assert_same_cfg(&f->c, &def);
+    assert_string_equal(f->c.path, "");
+    assert_int_equal(cfg_load_file(&f->c, f->path, NULL, 0), -EINVAL);    /* no err buffer is fine */
+}
+
+static void test_duplicate_key(void **state)
+{
+    struct fx *f = *state;
+
+    assert_int_equal(load(f, "listen: 0.0.0.0:1\nshards: 2\nlisten: 0.0.0.0:2\n"), -EINVAL);
+    assert_err_at(f, 3, "listen: duplicate key (first at line 1)");
+    assert_int_equal(load(f, "stream:\n  heartbeat: 1s\n  'heartbeat': 2s\n"), -EINVAL);
+    assert_err_at(f, 3, "stream.heartbeat: duplicate key (first at line 2)");
+    assert_int_equal(load(f, "agents:\n  a: {type: echo}\n  b: {type: echo}\n  a: {type: echo}\n"), -EINVAL);
+    assert_err_at(f, 4, "agents.a: duplicate key (first at line 2)");
+    assert_int_equal(load(f, "limits: {}\nlimits: {}\n"), -EINVAL);
+    assert_err_at(f, 2, "limits: duplicate key (first at line 1)");
+}
+
+static void test_wrong_shapes(void **state)
+{
+    struct fx *f = *state;
+
+    assert_int_equal(load(f, "- listen: 0.0.0.0:80\n"), -EINVAL);
+    assert_err_at(f, 1, "expected a mapping of settings at the top level (e.g. listen: 0.0.0.0:8080), not a list");
+    assert_int_equal(load(f, "just text\n"), -EINVAL);
+    assert_err_starts(f, 1, "expected a mapping of settings at the top level");
+    assert_int_equal(load(f, "shards: 1\nlimits: 5\n"), -EINVAL);
+    assert_err_at(f, 2, "limits: expected a mapping of settings, not a single value");
+    assert_int_equal(load(f, "listen:\n  - 0.0.0.0:80\n"), -EINVAL);
+    assert_err_at(f, 1, "listen: expected a single value, not a list");
+    assert_int_equal(load(f, "listen:\n"), -EINVAL);
+    assert_err_at(f, 1, "listen: no value given");
+    assert_int_equal(load(f, "listen: \"0.0.0.0:80\\0junk\"\n"), -EINVAL);
+    assert_err_at(f, 1, "listen: contains a NUL character");
+    assert_int_equal(load(f, "? [a, b]\n: 1\n"), -EINVAL);
+    assert_err_at(f, 1, "keys must be plain text, not a list");
+    assert_int_equal(load(f, "agents:\n  - echo\n"), -EINVAL);
+    assert_err_at(f, 1, "agents: expected a mapping of agent names to agents, not a list");
+    assert_int_equal(load(f, "agents:\n"), -EINVAL);
+    assert_err_at(f, 1, "agents: expected a mapping of agent names to agents, not an empty value");
+    assert_int_equal(load(f, "agents: {}\n"), -EINVAL);
+    assert_err_at(f, 1, "agents: at least one agent is required");
+}
+
+static void test_yaml_syntax_error(void **state)
+{
+    struct fx *f = *state;
+
+    assert_int_equal(load(f, "listen: 0.0.0.0:80\nlimits:\n  max_body: 1MiB\n bad: x\n"), -EINVAL);
+    assert_err_starts(f, 4, "YAML syntax error: did not find expected key");
+    assert_int_equal(load(f, "shards: 1\n\nlisten: [1, 2\nlog: {}\n"), -EINVAL);
+    assert_err_starts(f, 4, "YAML syntax error: ");
+    assert_int_equal(load(f, "shards: 1\nlisten: *nope\n"), -EINVAL);
+    assert_err_at(f, 2, "YAML syntax error: found undefined alias");
+    /* bad UTF-8 is a reader error, which libyaml places by byte offset only */
+    assert_int_equal(load(f, "shards: 1\nlog: {}\n\xff: 2\n"), -EINVAL);
+    assert_err_starts(f, 3, "YAML syntax error: invalid leading UTF-8 octet");
+    assert_int_equal(load(f, "shards: 1\n---\nshards: 2\n"), -EINVAL);
+    assert_err_at(f, 3, "only one YAML document is allowed");
+}
+
+static void test_missing_file(void **state)
+{
+    struct fx *f = *state;
+    cfg_t def;
+
+    cfg_defaults(&def);
+    assert_int_equal(cfg_load_file(&f->c, "/nonexistent/agate.yaml", f->err, sizeof f->err), -ENOENT);
+    assert_string_equal(f->err, "/nonexistent/agate.yaml: No such file or directory");
+    assert_int_equal(cfg_load_file(&f->c, "/tmp", f->err, sizeof f->err), -EISDIR);
+    assert_string_equal(f->err, "/tmp: Is a directory");
+    assert_same_cfg(&f->c, &def);
+}
+
+/* ---- agents ---- */
+
+static void test_agents_replace_defaults(void **state)
+{
+    struct fx *f = *state;
+
+    assert_int_equal(load(f, "agents:\n  alpha:\n    type: echo\n    token_interval_ms: 3600000\n"
+                             "  b-2.x_y: {type: echo}\n"), 0);
+    assert_int_equal(f->c.n_agents, 2);
+    assert_null(cfg_find_agent(&f->c, "echo", 4));
+    assert_non_null(cfg_find_agent(&f->c, "alpha", 5));
+    assert_int_equal(cfg_find_agent(&f->c, "alpha", 5)->token_interval_ms, 3600000);
+    assert_non_null(cfg_find_agent(&f->c, "b-2.x_y", 7));
+
+    /* a file without agents: keeps the current list */
+    assert_int_equal(load(f, "shards: 2\n"), 0);
+    assert_int_equal(f->c.n_agents, 2);
+    assert_string_equal(f->c.agents[0].name, "alpha");
+}
+
+static void test_agent_errors(void **state)
+{
+    struct fx *f = *state;
+    char yaml[4096];
+    size_t used;
+
+    assert_int_equal(load(f, "agents:\n  ok: {type: echo}\n  a/b: {type: echo}\n"), -EINVAL);
+    assert_err_at(f, 3, "agents.a/b: agent names are 1 to 63 of A-Z a-z 0-9 _ . -");
+    assert_int_equal(load(f, "agents:\n  'has space': {type: echo}\n"), -EINVAL);
+    assert_err_at(f, 2, "agents.has space: agent names are 1 to 63 of A-Z a-z 0-9 _ . -");
+    assert_int_equal(load(f, "agents:\n  '': {type: echo}\n"), -EINVAL);
+    assert_err_starts(f, 2, "agents.: agent names are");
+    /* 63 characters is the longest name */
+    assert_int_equal(load(f, "agents:\n  aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: {type: echo}\n"), 0);
+    assert_int_equal(strlen(f->c.agents[0].name), 63);
+    assert_int_equal(load(f, "agents:\n  aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: {type: echo}\n"), -EINVAL);
+    assert_err_starts(f, 2, "agents.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: agent names are");
+
+    assert_int_equal(load(f, "agents:\n  x:\n    token_interval_ms: 5\n    type: llm\n"), -EINVAL);
+    assert_err_at(f, 4, "agents.x.type: unknown agent type \"llm\" (known: echo)");
+    assert_int_equal(load(f, "agents:\n  x:\n    token_interval_ms: 5\n"), -EINVAL);
+    assert_err_at(f, 2, "agents.x.type: missing; every agent needs a type (known: echo)");
+    assert_int_equal(load(f, "agents:\n  x:\n"), -EINVAL);
+    assert_err_at(f, 2, "agents.x: expected a mapping with at least a type (e.g. type: echo)");
+    assert_int_equal(load(f, "agents:\n  x:\n    type: echo\n    token_interval_ms: 3600001\n"), -EINVAL);
+    assert_err_at(f, 4, "agents.x.token_interval_ms: expected a whole number from 0 to 3600000");
+    assert_int_equal(load(f, "agents:\n  x: {type: echo, token_interval_ms: 5ms}\n"), -EINVAL);
+    assert_err_at(f, 2, "agents.x.token_interval_ms: expected a whole number from 0 to 3600000");
+
+    /* CFG_MAX_AGENTS fit, one more does not */
+    used = (size_t)snprintf(yaml, sizeof yaml, "agents:\n");
+    for (int i = 0; i < CFG_MAX_AGENTS; i++)
+        used += (size_t)snprintf(yaml + used, sizeof yaml - used, "  a%d: {type: echo}\n", i);
+    assert_int_equal(load(f, yaml), 0);
+    assert_int_equal(f->c.n_agents, CFG_MAX_AGENTS);
+    snprintf(yaml + used, sizeof yaml - used, "  extra: {type: echo}\n");
+    assert_int_equal(load(f, yaml), -EINVAL);
+    assert_err_at(f, CFG_MAX_AGENTS + 2, "agents: too many agents (at most 64)");
+}
+
+static void test_find_agent(void **state)
+{
+    struct fx *f = *state;
+    const char *path = "echoX/run";
+
+    assert_int_equal(load(f, "agents:\n  echo: {type: echo}\n  echo2: {type: echo, token_interval_ms: 7}\n"), 0);
+    assert_ptr_equal(cfg_find_agent(&f->c, path, 4), &f->c.agents[0]);    /* slice, not NUL-terminated */
+    assert_ptr_equal(cfg_find_agent(&f->c, "echo2", 5), &f->c.agents[1]);
+    assert_null(cfg_find_agent(&f->c, "ech", 3));
+    assert_null(cfg_find_agent(&f->c, "echo23", 6));
+    assert_null(cfg_find_agent(&f->c, "", 0));
+    assert_null(cfg_find_agent(&f->c, "ECHO", 4));
+}
+
+/* ---- environment ---- */
+
+static void test_env_overrides_file(void **state)
+{
+    struct fx *f = *state;
+    cfg_t *c = &f->c;
+
+    assert_int_equal(load(f, "shards: 2\nlisten: 127.0.0.1:7000\nlog:\n  level: warn\n"), 0);
+    setenv("AGATE_SHARDS", "4", 1);
+    setenv("AGATE_LISTEN", "", 1);    /* empty: ignored, the file's value stays */
+    assert_int_equal(cfg_apply_env(c, f->err, sizeof f->err), 0);
+    assert_int_equal(c->shards, 4);
+    assert_string_equal(c->listen, "127.0.0.1:7000");
+    assert_int_equal(c->log_level, CFG_LOG_WARN);
+    assert_string_equal(c->path, f->path);
+}
+
+static void test_env_every_variable(void **state)
+{
+    struct fx *f = *state;
+    cfg_t *c = &f->c;
+
+    setenv("AGATE_LISTEN", "[::1]:1234", 1);
+    setenv("AGATE_ADMIN_LISTEN", "off", 1);
+    setenv("AGATE_SHARDS", "7", 1);
+    setenv("AGATE_MAX_CONNECTIONS", "77", 1);
+    setenv("AGATE_MAX_BODY", "2MB", 1);
+    setenv("AGATE_MAX_HEADER", "4KiB", 1);
+    setenv("AGATE_HEADER_TIMEOUT", "1s", 1);
+    setenv("AGATE_BODY_TIMEOUT", "2s", 1);
+    setenv("AGATE_IDLE_TIMEOUT", "3m", 1);
+    setenv("AGATE_HEARTBEAT", "0s", 1);
+    setenv("AGATE_MAX_TOKEN_INTERVAL", "5ms", 1);
+    setenv("AGATE_STREAM_BUFFER", "100", 1);
+    setenv("AGATE_DRAIN_TIMEOUT", "1h", 1);
+    setenv("AGATE_LOG_REQUESTS", "off", 1);
+    setenv("AGATE_LOG_LEVEL", "error", 1);
+    assert_int_equal(cfg_apply_env(c, f->err, sizeof f->err), 0);
+    assert_string_equal(c->listen, "[::1]:1234");
+    assert_string_equal(c->admin_listen, "off");
+    assert_int_equal(c->shards, 7);
+    assert_int_equal(c->max_connections, 77);
+    assert_int_equal(c->max_body_bytes, 2000000);
+    assert_int_equal(c->max_header_bytes, 4096);
+    assert_int_equal(c->header_timeout_ms, 1000);
+    assert_int_equal(c->body_timeout_ms, 2000);
+    assert_int_equal(c->idle_timeout_ms, 180000);
+    assert_int_equal(c->heartbeat_ms, 0);
+    assert_int_equal(c->max_token_interval_ms, 5);
+    assert_int_equal(c->stream_buffer_bytes, 100);
+    assert_int_equal(c->drain_timeout_ms, 3600000);
+    assert_false(c->log_requests);
+    assert_int_equal(c->log_level, CFG_LOG_ERROR);
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+}
+
+static void test_env_errors_name_variable(void **state)
+{
+    struct fx *f = *state;
+    cfg_t def;
+
+    cfg_defaults(&def);
+    setenv("AGATE_LISTEN", "10.0.0.1:1", 1);    /* valid, but must not land: all or nothing */
+    setenv("AGATE_SHARDS", "abc", 1);
+    assert_int_equal(cfg_apply_env(&f->c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "AGATE_SHARDS: expected a whole number from 0 to 1024");
+    assert_same_cfg(&f->c, &def);
+    unsetenv("AGATE_SHARDS");
+
+    setenv("AGATE_HEARTBEAT", "10", 1);
+    assert_int_equal(cfg_apply_env(&f->c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "AGATE_HEARTBEAT: " DUR_SYNTAX);
+    unsetenv("AGATE_HEARTBEAT");
+
+    setenv("AGATE_MAX_BODY", "1 MiB", 1);
+    assert_int_equal(cfg_apply_env(&f->c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "AGATE_MAX_BODY: " SIZE_SYNTAX);
+    unsetenv("AGATE_MAX_BODY");
+
+    setenv("AGATE_LOG_REQUESTS", "maybe", 1);
+    assert_int_equal(cfg_apply_env(&f->c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "AGATE_LOG_REQUESTS: " BOOL_SYNTAX);
+    unsetenv("AGATE_LOG_REQUESTS");
+
+    setenv("AGATE_ADMIN_LISTEN", "9090", 1);
+    assert_int_equal(cfg_apply_env(&f->c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "AGATE_ADMIN_LISTEN: expected host:port, [v6]:port or :port (e.g. 0.0.0.0:8080)");
+    assert_same_cfg(&f->c, &def);
+}
+
+static void test_env_help(void **state)
+{
+    const char *help = cfg_env_help();
+
+    assert_non_null(strstr(help, "AGATE_CONFIG"));
+    for (size_t i = 0; i < N_ENV; i++) {
+        if (!strstr(help, env_names[i])) {
+            print_error("%s missing from cfg_env_help()\n", env_names[i]);
+            fail();
+        }
+    }
+    assert_non_null(strstr(help, "limits.max_body"));
+    assert_non_null(strstr(help, "default 1MiB"));
+    assert_non_null(strstr(help, "default 0.0.0.0:8080"));
+    assert_ptr_equal(help, cfg_env_help());
+    assert_int_equal(help[strlen(help) - 1], '\n');
+}
+
+/* ---- validation ---- */
+
+static void test_validate(void **state)
+{
+    struct fx *f = *state;
+    cfg_t *c = &f->c;
+
+    snprintf(c->listen, sizeof c->listen, "nope");
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "listen: nope: expected host:port, [v6]:port or :port (e.g. 0.0.0.0:8080)");
+    snprintf(c->path, sizeof c->path, "/etc/agate.yaml");
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "/etc/agate.yaml: listen: nope: expected host:port, [v6]:port or :port (e.g. 0.0.0.0:8080)");
+    c->path[0] = '\0';
+
+    snprintf(c->listen, sizeof c->listen, "0.0.0.0:8080");
+    snprintf(c->admin_listen, sizeof c->admin_listen, "0.0.0.0:8080");
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "admin_listen: 0.0.0.0:8080 overlaps listen 0.0.0.0:8080 (same port); use another port");
+    snprintf(c->admin_listen, sizeof c->admin_listen, "127.0.0.1:8080");    /* inside the wildcard */
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    snprintf(c->listen, sizeof c->listen, "[::]:8080");                     /* dual-stack wildcard */
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    snprintf(c->listen, sizeof c->listen, "10.0.0.1:8080");                 /* distinct addresses */
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+    snprintf(c->listen, sizeof c->listen, "127.0.0.1:8081");
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+    snprintf(c->admin_listen, sizeof c->admin_listen, "off");
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+    c->admin_listen[0] = '\0';
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+
+    c->max_header_bytes = 100;
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "limits.max_header: must be at least 1024 bytes");
+    c->max_header_bytes = 1024;
+    c->shards = 5000;
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "shards: expected a whole number from 0 to 1024");
+    c->shards = 0;
+
+    c->n_agents = 0;
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "agents: at least one agent is required");
+    c->n_agents = 2;
+    c->agents[1] = c->agents[0];
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "agents.echo: duplicate agent name");
+    snprintf(c->agents[1].name, sizeof c->agents[1].name, "bad name");
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "agents.bad name: agent names are 1 to 63 of A-Z a-z 0-9 _ . -");
+    snprintf(c->agents[1].name, sizeof c->agents[1].name, "other");
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_defaults),
+        T(test_full_file),
+        T(test_partial_file_keeps_defaults),
+        T(test_empty_files),
+        T(test_deploy_example_is_defaults),
+        T(test_sizes),
+        T(test_durations),
+        T(test_booleans),
+        T(test_levels),
+        T(test_whole_numbers),
+        T(test_parse_addr),
+        T(test_addresses_in_file),
+        T(test_unknown_key),
+        T(test_failed_load_changes_nothing),
+        T(test_duplicate_key),
+        T(test_wrong_shapes),
+        T(test_yaml_syntax_error),
+        T(test_missing_file),
+        T(test_agents_replace_defaults),
+        T(test_agent_errors),
+        T(test_find_agent),
+        T(test_env_overrides_file),
+        T(test_env_every_variable),
+        T(test_env_errors_name_variable),
+        T(test_env_help),
+        T(test_validate),
+    };
+#undef T
+    return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}
