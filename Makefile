@@ -38,6 +38,9 @@ ASAN_CFLAGS := $(BASEFLAGS) -O1 $(SAN_FLAGS) -DAGATE_SANITIZE=1
 ASAN_LDFLAGS:= $(SAN_FLAGS)
 ASAN_LIBS   := $(LIBS)
 
+# Keep intermediate objects (llhttp, fuzz) between runs.
+.SECONDARY:
+
 .PHONY: all run test unit integration fuzz bench deps test-deps bench-deps clean check-warnings
 all: build/agate
 

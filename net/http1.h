@@ -62,7 +62,10 @@ void http_conn_free(http_conn_t *h);
 void http_feed(struct conn *c, const char *data, size_t len, bool from_pending);
 
 /* Request accessors. */
-static inline const char *http_str(const http_req_t *r, http_slice_t s) { return r->raw.data + s.off; }
+static inline const char *http_str(const http_req_t *r, http_slice_t s)
+{
+    return r->raw.data ? r->raw.data + s.off : "";   /* no request line yet: an empty slice */
+}
 bool http_header(const http_req_t *r, const char *name, const char **val, size_t *len);
 
 /* Responses. extra_headers is zero or more complete "Name: value\r\n" lines. */
