@@ -27,6 +27,8 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "core/otlp.h"
+
 #define CFG_FILE_MAX   (1u << 20)  /* a config is a few KiB; this stops /dev/zero */
 #define CFG_KEY_MAX    256         /* dotted key in messages; longer ones are cut */
 #define CFG_WHY_MAX    192
@@ -40,6 +42,9 @@ enum kind {
     K_DURATION,    /* uint32_t ms, decimal with a required unit */
     K_BOOL,        /* bool */
     K_LEVEL,       /* cfg_log_level_t */
+    K_RATIO,       /* double 0..1, plain decimal */
+    K_TEXT,        /* char[max + 1], min..max printable ASCII characters */
+    K_URL,         /* char[CFG_URL_MAX], checked by otlp_parse_endpoint; "off" stores "" */
 };
 
 struct setting {
@@ -48,7 +53,7 @@ struct setting {
     const char *env;       /* NULL = file only */
     const char *deflt;     /* parsed by cfg_defaults, shown by cfg_env_help */
     enum kind   kind;
-    uint32_t    min, max;  /* K_UINT, K_SIZE, K_DURATION */
+    uint32_t    min, max;  /* K_UINT, K_SIZE, K_DURATION; length for K_TEXT */
     size_t      off;       /* into cfg_t (cfg_agent_t for agent_interval) */
 };
 
@@ -69,11 +74,18 @@ static const struct setting settings[] = {
     { "stream", "drain_timeout",      "AGATE_DRAIN_TIMEOUT",      "25s",          K_DURATION, 1, UINT32_MAX, F(drain_timeout_ms) },
     { "log",    "requests",           "AGATE_LOG_REQUESTS",       "true",         K_BOOL,     0, 0,          F(log_requests) },
     { "log",    "level",              "AGATE_LOG_LEVEL",          "info",         K_LEVEL,    0, 0,          F(log_level) },
+    { "log",    "sample",             "AGATE_LOG_SAMPLE",         "1",            K_RATIO,    0, 0,          F(log_sample) },
+    { "metrics", "enabled",           "AGATE_METRICS",            "true",         K_BOOL,     0, 0,          F(metrics_enabled) },
+    { "metrics", "on_main_listener",  "AGATE_METRICS_ON_MAIN",    "false",        K_BOOL,     0, 0,          F(metrics_on_main) },
+    { "trace",  "otlp_endpoint",      "AGATE_OTLP_ENDPOINT",      "off",          K_URL,      0, 0,          F(otlp_endpoint) },
+    { "trace",  "service_name",       "AGATE_SERVICE_NAME",       "agate",        K_TEXT,     1, CFG_NAME_MAX - 1, F(service_name) },
+    { "trace",  "export_interval",    "AGATE_OTLP_INTERVAL",      "1s",           K_DURATION, 1, 3600000,    F(otlp_interval_ms) },
+    { "trace",  "max_batch",          "AGATE_OTLP_MAX_BATCH",     "512",          K_UINT,     1, 10000,      F(otlp_max_batch) },
 };
 #undef F
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
-static const char *const sections[] = { "limits", "stream", "log" };
+static const char *const sections[] = { "limits", "stream", "log", "metrics", "trace" };
 
 static const struct setting agent_interval = {
     "agents.*", "token_interval_ms", NULL, "0", K_UINT, 0, AGENT_INTERVAL_MAX,
@@ -148,6 +160,47 @@ static bool parse_with_unit(const char *text, const struct unit *units, uint64_t
     }
     return false;
 }
+
+/* "0", "1", "0.25", "1.0": digits, then optionally '.' and digits. No sign,
+ * exponent or locale, so "0,5" is an error rather than a silent 0. Digits past
+ * the 18th after the point cannot change a double's value here; they are read
+ * and ignored. */
+static bool parse_ratio(const char *text, double *out)
+{
+    const char *p = text;
+    uint64_t whole, frac = 0, scale = 1;
+
+    if (!take_digits(&p, &whole))
+        return false;
+    if (*p == '.') {
+        if (*++p < '0' || *p > '9')
+            return false;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            if (scale < 1000000000000000000ull) {
+                frac = frac * 10 + (uint64_t)(*p - '0');
+                scale *= 10;
+            }
+        }
+    }
+    if (*p)
+        return false;
+    *out = (double)whole + (double)frac / (double)scale;
+    return true;
+}
+
+static bool text_ok(const struct setting *s, const char *text, size_t len)
+{
+    if (len < s->min || len > s->max)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] < 0x20 || text[i] > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+#define RATIO_RULE "expected a number from 0 to 1"
+#define URL_RULE   "expected http://host:port/path"
 
 /* 0 if v is within s's range, else -EINVAL with the problem in why. */
 static int range_check(const struct setting *s, uint64_t v, char *why, size_t n)
@@ -307,6 +360,37 @@ static int setting_parse(const struct setting *s, const char *text, void *base,
         snprintf(why, n, "expected one of debug, info, warn, error");
         return -EINVAL;
     }
+    case K_RATIO: {
+        double r;
+        if (!parse_ratio(text, &r) || r > 1) {
+            snprintf(why, n, RATIO_RULE);
+            return -EINVAL;
+        }
+        *(double *)(void *)field = r;
+        return 0;
+    }
+    case K_TEXT:
+        if (!text_ok(s, text, strlen(text))) {
+            snprintf(why, n, "expected %" PRIu32 " to %" PRIu32 " printable ASCII characters", s->min, s->max);
+            return -EINVAL;
+        }
+        snprintf(field, (size_t)s->max + 1, "%s", text);
+        return 0;
+    case K_URL:
+        if (strcmp(text, "off") == 0) {
+            field[0] = '\0';    /* "" is what the exporter reads as off */
+            return 0;
+        }
+        if (strlen(text) >= CFG_URL_MAX) {
+            snprintf(why, n, "too long: at most %d characters", CFG_URL_MAX - 1);
+            return -EINVAL;
+        }
+        if (otlp_parse_endpoint(text, NULL)) {
+            snprintf(why, n, URL_RULE);
+            return -EINVAL;
+        }
+        snprintf(field, CFG_URL_MAX, "%s", text);
+        return 0;
     }
     if (range_check(s, v, why, n))
         return -EINVAL;
@@ -469,8 +553,10 @@ static int unknown_key(const struct loader *ld, const yaml_node_t *k, const char
             continue;
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", settings[i].key);
     }
+    for (size_t i = 0; !section && i < sizeof sections / sizeof sections[0] && used < sizeof list; i++)
+        used += (size_t)snprintf(list + used, sizeof list - used, ", %s", sections[i]);
     if (!section && used < sizeof list)
-        snprintf(list + used, sizeof list - used, ", limits, stream, log, agents");
+        snprintf(list + used, sizeof list - used, ", agents");
     return load_fail(ld, k, name, "unknown key (expected one of: %s)", list);
 }
 
@@ -878,6 +964,23 @@ int cfg_validate(const cfg_t *c, char *err, size_t errlen)
             if ((unsigned)c->log_level > CFG_LOG_ERROR)
                 return validate_fail(c, err, errlen, name, "expected one of debug, info, warn, error");
             break;
+        case K_RATIO: {
+            double r = *(const double *)(const void *)field;
+            if (!(r >= 0 && r <= 1))    /* written so that NaN fails too */
+                return validate_fail(c, err, errlen, name, RATIO_RULE);
+            break;
+        }
+        case K_TEXT:
+            if (!memchr(field, '\0', (size_t)s->max + 1) || !text_ok(s, field, strlen(field)))
+                return validate_fail(c, err, errlen, name, "expected %" PRIu32 " to %" PRIu32
+                                     " printable ASCII characters", s->min, s->max);
+            break;
+        case K_URL:
+            if (!memchr(field, '\0', CFG_URL_MAX))
+                return validate_fail(c, err, errlen, name, "too long: at most %d characters", CFG_URL_MAX - 1);
+            if (field[0] && otlp_parse_endpoint(field, NULL))
+                return validate_fail(c, err, errlen, name, "%s: " URL_RULE, field);
+            break;
         }
     }
     if (admin_on && addr_overlap(&main_ss, &admin_ss))
@@ -919,7 +1022,7 @@ const cfg_agent_t *cfg_find_agent(const cfg_t *c, const char *name, size_t len)
 
 /* ---- help ---- */
 
-static char env_help[2048];
+static char env_help[4096];
 static pthread_once_t env_help_once = PTHREAD_ONCE_INIT;
 
 static void env_help_build(void)
@@ -939,7 +1042,8 @@ static void env_help_build(void)
     assert(used < sizeof env_help);
     used += (size_t)snprintf(env_help + used, sizeof env_help - used,
         "Values use the file's syntax: sizes 1048576, 64KiB, 1MiB, 1MB; durations 250ms, 10s,\n"
-        "2m, 1h; booleans true/false, yes/no, on/off; addresses host:port, [v6]:port, :port.\n");
+        "2m, 1h; booleans true/false, yes/no, on/off; addresses host:port, [v6]:port, :port;\n"
+        "ratios 0 to 1 (0.25); the OTLP endpoint http://host:port/path, or off.\n");
     assert(used < sizeof env_help);    /* the table grew: enlarge env_help */
 }
 

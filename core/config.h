@@ -15,6 +15,7 @@
 #define CFG_NAME_MAX       64
 #define CFG_ADDR_MAX       128
 #define CFG_PATH_MAX       512
+#define CFG_URL_MAX        256
 #define CFG_ERR_MAX        512
 
 typedef enum cfg_agent_kind {
@@ -50,6 +51,15 @@ typedef struct cfg {
 
     bool            log_requests;         /* one JSON line per request on stdout */
     cfg_log_level_t log_level;
+    double          log_sample;           /* fraction 0..1 of successful (< 400) request lines written; errors always */
+
+    bool     metrics_enabled;             /* count and serve /metrics */
+    bool     metrics_on_main;             /* also serve /metrics on the main listener */
+
+    char     otlp_endpoint[CFG_URL_MAX];  /* "http://host:port/path"; "" = no span export */
+    char     service_name[CFG_NAME_MAX];  /* OTLP resource service.name */
+    uint32_t otlp_interval_ms;            /* exporter wake-up period */
+    uint32_t otlp_max_batch;              /* spans per OTLP request */
 
     cfg_agent_t agents[CFG_MAX_AGENTS];
     uint32_t    n_agents;
@@ -58,7 +68,9 @@ typedef struct cfg {
 /* Built-in defaults: the listeners above, 1 MiB body, 16 KiB headers, 10 s header
  * timeout, 30 s body timeout, 60 s idle, 10000 connections per shard, 15 s
  * heartbeat, 1000 ms token interval cap, 256 KiB stream buffer, 25 s drain,
- * log_requests on, level info, and one agent: echo (kind echo, interval 0). */
+ * log_requests on, level info, log_sample 1, metrics on (admin listener only),
+ * no span export (service "agate", every 1 s, batches of 512), and one agent:
+ * echo (kind echo, interval 0). */
 void cfg_defaults(cfg_t *c);
 
 /* Loads a YAML file over the current values. On error returns -EINVAL (or

@@ -14,10 +14,11 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/otlp.h"
 #include "core/shard.h"
+#include "core/version.h"
 #include "proto/json.h"
 
-#define AGATE_VERSION "0.1.0"
 
 static void usage(FILE *f)
 {
@@ -179,6 +180,14 @@ int main(int argc, char **argv)
             goto fail_listen;
         }
     }
+    g_shards = shards;
+    g_nshards = n;
+    /* Before the shards start: they read otlp_enabled() without synchronisation. */
+    if (cfg.otlp_endpoint[0]) {
+        int orc = otlp_init(cfg.otlp_endpoint, cfg.service_name, n, 4096, cfg.otlp_interval_ms, cfg.otlp_max_batch);
+        if (orc || (orc = otlp_start()))
+            fprintf(stderr, "agate: OTLP export disabled: %s\n", strerror(-orc));
+    }
     pthread_barrier_t ready;
     pthread_barrier_init(&ready, NULL, n + 1);
     for (unsigned i = 0; i < n; i++) {
@@ -207,6 +216,7 @@ int main(int argc, char **argv)
     }
     for (unsigned i = 0; i < n; i++)
         shard_join(&shards[i]);
+    otlp_stop();   /* after the shards: they are its producers */
     if (!rc)
         log_main("info", "stopped", NULL, n);
     log_stop();

@@ -33,6 +33,8 @@
 
 _Atomic bool g_agate_draining;
 _Atomic bool g_agate_stop_now;
+shard_t     *g_shards;
+unsigned     g_nshards;
 
 struct io_uring_sqe *shard_sqe(shard_t *sh)
 {
@@ -68,7 +70,8 @@ static void update_clock(shard_t *sh)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    sh->now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    sh->now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    sh->now_ms = sh->now_us / 1000u;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     if (ts.tv_sec != sh->wall_sec) {
         sh->wall_sec = ts.tv_sec;
@@ -207,8 +210,8 @@ static void loop_turn(shard_t *sh, bool wait)
     }
     int rc = io_uring_submit_and_wait_timeout(&sh->ring, &cqe, wait ? 1 : 0,
                                               next == UINT64_MAX ? NULL : &ts, NULL);
-    (void)rc;
     update_clock(sh);
+    uint64_t woke_us = sh->now_us;
     unsigned head, n = 0;
     io_uring_for_each_cqe(&sh->ring, head, cqe) {
         handle_cqe(sh, cqe);
@@ -219,6 +222,11 @@ static void loop_turn(shard_t *sh, bool wait)
     flush_all(sh);
     reap_all(sh);
     maybe_stop(sh);
+    if (sh->m) {
+        metrics_add(&sh->m->loop_iterations, 1);
+        metrics_add(&sh->m->busy_ns, (clock_mono_us() - woke_us) * 1000u);
+        metrics_observe_batch(sh->m, rc > 0 ? (uint64_t)rc : 0);
+    }
 }
 
 static int shard_init_loop(shard_t *sh)
@@ -362,6 +370,7 @@ int shard_listen(shard_t *sh, unsigned id, const cfg_t *cfg, char *err, size_t e
         sh->listen_fd[SHARD_LISTEN_ADMIN] = fd;
     }
     sh->log = log_ring(id);
+    sh->m = cfg->metrics_enabled ? &sh->metrics : NULL;
     return 0;
 fail_main:
     close(sh->listen_fd[SHARD_LISTEN_MAIN]);

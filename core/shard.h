@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/rand.h"
 #include "core/timer.h"
 #include "core/uring.h"
@@ -29,6 +30,9 @@ enum { SHARD_LISTEN_MAIN = 0, SHARD_LISTEN_ADMIN = 1 };
 /* Set once by the main thread, read by every shard (readiness, stop). */
 extern _Atomic bool g_agate_draining;
 extern _Atomic bool g_agate_stop_now;   /* a second signal: cut running streams */
+/* All shards, for scrapes; set by the main thread before any shard starts. */
+extern struct shard *g_shards;
+extern unsigned      g_nshards;
 
 typedef struct shard {
     unsigned      id;
@@ -42,6 +46,7 @@ typedef struct shard {
     int           cpu;               /* pinned CPU, -1 when not pinned */
 
     uint64_t      now_ms;            /* cached monotonic time, once per loop turn */
+    uint64_t      now_us;            /* the same instant in microseconds */
     time_t        wall_sec;
     char          http_date[32];     /* Date header value for wall_sec */
     timer_heap_t  timers;
@@ -61,6 +66,9 @@ typedef struct shard {
     agate_timer_t drain_timer;
     int           start_rc;          /* start-up result for the main thread */
     _Atomic bool  done;              /* the thread has finished its teardown */
+
+    metrics_shard_t *m;              /* &metrics, or NULL when metrics are off */
+    metrics_shard_t  metrics;        /* written only by this shard; read by scrapes */
 } shard_t;
 
 /* Main thread: creates the shard's listeners (so bind errors surface before any

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build=(gcc make pkg-config liburing-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev)
-test=(libcmocka-dev clang libclang-rt-14-dev curl nodejs npm)
+test=(libcmocka-dev clang libclang-rt-14-dev curl nodejs npm prometheus)
 bench=(wrk nginx-light curl)
 
 want=()
@@ -35,5 +35,17 @@ if [ "$(id -u)" = 0 ]; then as_root=(); elif sudo -n true 2>/dev/null; then as_r
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Servers we install (nginx, prometheus) are started by the tests themselves on
+# loopback ports; their packages must not start a system-wide service on :80/:9090.
+# A policy-rc.d that says "no" (101) for the duration of the install does that.
+policy=/usr/sbin/policy-rc.d
+added_policy=false
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+  "${as_root[@]}" chmod +x "$policy"
+  added_policy=true
+fi
+cleanup() { if $added_policy; then "${as_root[@]}" rm -f "$policy"; fi; }
+trap cleanup EXIT
 "${as_root[@]}" apt-get update -qq
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net/sse.h"
 #include "proto/agent.h"
 
 #define CONN_LINGER_MS      2000
@@ -69,6 +70,8 @@ void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
         sh->n_admin++;
     else
         sh->n_main++;
+    if (sh->m)
+        metrics_gauge_add(&sh->m->connections[admin], 1);
     http_conn_init(c);
     /* The first request must begin and finish its headers within header_timeout. */
     conn_set_timer(c, CONN_T_HEADER, sh->cfg->header_timeout_ms);
@@ -109,6 +112,8 @@ static void conn_timer_fired(agate_timer_t *t)
         c->timer_kind = CONN_T_NONE;
         if (c->state != CONN_OPEN || c->http.req.responding)
             return;
+        if (c->sh->m)
+            metrics_add(&c->sh->m->rejected[MRJ_TIMEOUT], 1);
         http_error(c, 408, "request_timeout",
                    body ? "request body not received in time" : "request headers not received in time",
                    NULL);
@@ -225,6 +230,8 @@ void conn_on_send(conn_t *c, int res)
     }
     c->sent += (size_t)res;
     c->last_progress_ms = c->sh->now_ms;
+    if (c->sh->m)
+        metrics_add(&c->sh->m->bytes_out, (uint64_t)res);
     if (c->sent < c->out[c->sending].len || conn_fill(c)->len || c->state == CONN_CLOSING)
         conn_mark_dirty(c);
     if (c->run && c->run->blocked && conn_out_pending(c) <= c->sh->cfg->stream_buffer_bytes / 2)
@@ -280,6 +287,7 @@ void conn_abort(conn_t *c)
     if (c->run) {
         struct run *r = c->run;
         c->run = NULL;
+        sse_run_ended(c, r, c->sh->draining ? MO_CUT : MO_CLIENT_CLOSED);
         agent_run_abort(r);
     }
     /* A direct shutdown, not an SQE: it takes effect now, so the in-flight recv
@@ -315,6 +323,8 @@ void conn_reap(conn_t *c)
         sh->n_admin--;
     else
         sh->n_main--;
+    if (sh->m)
+        metrics_gauge_add(&sh->m->connections[c->admin], -1);
     sh->free_slots[sh->n_free++] = c->slot;
 }
 
@@ -344,6 +354,8 @@ void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe)
     }
     if (cqe->res > 0) {
         uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        if (sh->m)
+            metrics_add(&sh->m->bytes_in, (uint64_t)cqe->res);
         conn_input(c, uring_bufs_addr(&sh->rbufs, bid), (size_t)cqe->res);
         uring_bufs_recycle(&sh->rbufs, bid);
     } else if (cqe->res == 0 || (cqe->res != -ENOBUFS && cqe->res != -ECANCELED)) {

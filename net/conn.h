@@ -54,6 +54,7 @@ typedef struct conn {
     uint64_t          last_event_ms;
 
     struct run   *run;                /* the streaming run, owned while set */
+    const cfg_agent_t *run_agent;     /* agent of the current request's run, for its span */
     struct conn  *flush_next;         /* shard flush list, linked while in_flush */
     struct conn  *reap_next;          /* shard reap list, linked while in_reap */
 } conn_t;

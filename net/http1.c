@@ -15,6 +15,7 @@
 
 #include "core/clock.h"
 #include "net/conn.h"
+#include "core/otlp.h"
 #include "net/router.h"
 #include "proto/json.h"
 
@@ -46,6 +47,9 @@ static void req_reset(http_req_t *r)
     r->events = 0;
     r->id_len = 0;
     r->method = 0;
+    r->route = MR_NONE;
+    r->traced = false;
+    r->last_event_us = 0;
     r->major = 1;
     r->minor = 1;
 }
@@ -68,7 +72,7 @@ static int on_message_begin(llhttp_t *p)
     http_req_t *r = &c->http.req;
     req_reset(r);
     r->in_message = true;
-    r->start_us = clock_mono_us();
+    r->start_us = c->sh->now_us;
     if (c->timer_kind != CONN_T_HEADER)
         conn_set_timer(c, CONN_T_HEADER, c->sh->cfg->header_timeout_ms);
     return 0;
@@ -170,6 +174,9 @@ static int on_headers_complete(llhttp_t *p)
 
     const char *v;
     size_t n;
+    bool tp = http_header(r, "traceparent", &v, &n);
+    trace_begin(&r->trace, &c->sh->rng, tp ? v : NULL, tp ? n : 0);
+    r->traced = true;
     if (c->over_cap)
         return stop_with(r, 503, "too_many_connections", "connection limit reached, retry later");
     if (r->major == 1 && r->minor >= 1 && !http_header(r, "host", &v, &n))
@@ -237,9 +244,22 @@ void http_conn_free(http_conn_t *h)
     buf_free(&h->req.body);
 }
 
+static enum metrics_reject reject_reason(int status)
+{
+    switch (status) {
+    case 413: return MRJ_BODY_TOO_LARGE;
+    case 431: return MRJ_HEADERS_TOO_LARGE;
+    case 503: return MRJ_CONNECTION_LIMIT;
+    case 417: return MRJ_EXPECTATION;
+    default:  return MRJ_BAD_REQUEST;
+    }
+}
+
 static void bad_request(conn_t *c, llhttp_errno_t e)
 {
     http_req_t *r = &c->http.req;
+    if (c->sh->m)
+        metrics_add(&c->sh->m->rejected[reject_reason(r->err_status ? r->err_status : 400)], 1);
     if (r->err_status) {
         http_error(c, r->err_status, r->err_code, r->err_msg, NULL);
         return;
@@ -337,6 +357,12 @@ static void write_head(conn_t *c, int status, const char *ctype, const char *ext
         buf_append(b, r->id, r->id_len);
         buf_append_lit(b, "\r\n");
     }
+    if (r->traced && !buf_reserve(b, 13 + TRACEPARENT_LEN + 2)) {
+        buf_append_lit(b, "traceparent: ");
+        trace_format(&r->trace, b->data + b->len);
+        b->len += TRACEPARENT_LEN;
+        buf_append_lit(b, "\r\n");
+    }
     if (extra)
         buf_append(b, extra, strlen(extra));
     if (content_length >= 0 && status != 204) {
@@ -362,6 +388,10 @@ void http_respond(conn_t *c, int status, const char *ctype, const char *body, si
         return;
     if (!r->id_len)
         set_request_id(c);
+    if (!r->traced) {
+        trace_begin(&r->trace, &c->sh->rng, NULL, 0);   /* an error before the headers were read */
+        r->traced = true;
+    }
     if (must_close(c, status))
         r->keep_alive = false;
     r->chunked_resp = false;
@@ -444,15 +474,41 @@ static void put_path(buf_t *b, const char *p, size_t n)
     json_put_str(b, clean, n);
 }
 
+/* Whether this request's line is written: the level filter first, then, for
+ * successful requests only, sampling (errors are always kept). */
+static bool log_wanted(shard_t *sh, int status, cfg_log_level_t level)
+{
+    const cfg_t *cfg = sh->cfg;
+    if (level < cfg->log_level)
+        return false;
+    if (status >= 400 || cfg->log_sample >= 1.0)
+        return true;
+    return (double)(rand_next(&sh->rng) >> 11) * 0x1.0p-53 < cfg->log_sample;
+}
+
 static void log_request(conn_t *c)
 {
     http_req_t *r = &c->http.req;
     shard_t *sh = c->sh;
+    cfg_log_level_t level = r->status >= 500 ? CFG_LOG_ERROR : r->status >= 400 ? CFG_LOG_WARN : CFG_LOG_INFO;
+    if (!log_wanted(sh, r->status, level))
+        return;
+    static const char *const level_names[] = {"debug", "info", "warn", "error"};
     buf_t *b = &sh->scratch;
     buf_reset(b);
-    log_begin(b, r->status >= 500 ? "error" : r->status >= 400 ? "warn" : "info", "request");
+    log_begin(b, level_names[level], "request");
     buf_append_lit(b, ",\"request_id\":");
     json_put_str(b, r->id, r->id_len);
+    if (r->traced) {
+        char hex[32];
+        trace_hex(r->trace.trace_id, 16, hex);
+        buf_append_lit(b, ",\"trace_id\":\"");
+        buf_append(b, hex, 32);
+        trace_hex(r->trace.span_id, 8, hex);
+        buf_append_lit(b, "\",\"span_id\":\"");
+        buf_append(b, hex, 16);
+        buf_putc(b, '"');
+    }
     buf_append_lit(b, ",\"method\":");
     const char *m = method_name(r);
     json_put_str(b, m, strlen(m));
@@ -463,7 +519,7 @@ static void log_request(conn_t *c)
     buf_append_lit(b, ",\"bytes\":");
     buf_append_u64(b, r->bytes_out);
     char dur[32];
-    uint64_t us = r->start_us ? clock_mono_us() - r->start_us : 0;
+    uint64_t us = r->start_us ? clock_mono_us() - r->start_us : 0;   /* real time, not the turn-cached one */
     int n = snprintf(dur, sizeof dur, ",\"duration_ms\":%.3f", (double)us / 1000.0);
     buf_append(b, dur, (size_t)n);
     buf_append_lit(b, ",\"events\":");
@@ -478,14 +534,50 @@ static void log_request(conn_t *c)
     shard_log_line(sh, b);
 }
 
+/* One server span per request, to the OTLP exporter's ring for this shard. */
+static void export_span(conn_t *c)
+{
+    http_req_t *r = &c->http.req;
+    otlp_span_t s;
+    memset(&s, 0, sizeof s);
+    memcpy(s.trace_id, r->trace.trace_id, 16);
+    memcpy(s.span_id, r->trace.span_id, 8);
+    memcpy(s.parent_id, r->trace.parent_id, 8);
+    s.has_parent = r->trace.has_parent;
+    s.kind = OTLP_KIND_SERVER;
+    s.http_status = (uint16_t)r->status;
+    s.error = r->status >= 500 || c->state == CONN_ABORT;
+    s.events = r->events;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    s.end_unix_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    uint64_t dur_ns = r->start_us ? (c->sh->now_us - r->start_us) * 1000u : 0;
+    s.start_unix_ns = s.end_unix_ns - dur_ns;
+    const char *m = method_name(r), *route = router_template(r->route, http_str(r, r->path), r->path.len);
+    snprintf(s.method, sizeof s.method, "%s", m);
+    snprintf(s.route, sizeof s.route, "%s", route);
+    snprintf(s.name, sizeof s.name, "%s %s", m, route);
+    if (c->run_agent)
+        snprintf(s.agent, sizeof s.agent, "%s", c->run_agent->name);
+    snprintf(s.request_id, sizeof s.request_id, "%.*s", (int)r->id_len, r->id);
+    otlp_put(c->sh->id, &s);
+}
+
 void http_response_done(conn_t *c)
 {
     http_req_t *r = &c->http.req;
     if (!r->responding)
         return;
     r->responding = false;
+    metrics_shard_t *m = c->sh->m;
+    if (m && r->status >= 100 && r->status < 600)
+        metrics_add(&m->requests[c->admin][r->route][metrics_method_of(r->head_done ? r->method : -1)]
+                                [r->status / 100 - 1], 1);
     if (c->sh->cfg->log_requests)
         log_request(c);
+    if (r->traced && otlp_enabled())
+        export_span(c);
+    c->run_agent = NULL;
     if (c->state != CONN_OPEN)
         return;
     conn_set_timer(c, CONN_T_NONE, 0);

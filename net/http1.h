@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/trace.h"
 
 #define HTTP_MAX_HEADERS 64
 #define HTTP_REQ_ID_MAX  128
@@ -33,6 +34,7 @@ typedef struct http_req {
     buf_t        body;                /* owned */
     uint8_t      method;              /* llhttp_method_t */
     uint8_t      major, minor;
+    uint8_t      route;               /* enum metrics_route, set by the router */
     bool         keep_alive, head, expect_continue, chunked_resp;
     bool         responding;          /* dispatched, response not yet complete */
     bool         in_message;          /* first byte seen, message not complete */
@@ -42,9 +44,12 @@ typedef struct http_req {
     const char  *err_code;            /* set by a callback that stops the parser */
     int          err_status;
     const char  *err_msg;
-    uint64_t     start_us;
+    uint64_t     start_us;            /* monotonic, first byte of the request */
+    uint64_t     last_event_us;       /* last AG-UI event written, for gap metrics */
     uint64_t     bytes_out;           /* response bytes queued */
     uint32_t     events;              /* AG-UI events written */
+    trace_ctx_t  trace;               /* W3C trace context: caller's trace, our span */
+    bool         traced;              /* trace set up (headers parsed, or an early error) */
     char         id[HTTP_REQ_ID_MAX + 1];
     uint8_t      id_len;
 } http_req_t;

@@ -38,6 +38,24 @@ static void health_startup(conn_t *c, const char *a, size_t n)
     http_respond(c, 200, "application/json", body, sizeof body - 1, NULL);
 }
 
+static void metrics_page(conn_t *c, const char *a, size_t n)
+{
+    const char *v;
+    size_t len;
+    http_req_t *r = &c->http.req;
+    bool om = http_header(r, "accept", &v, &len) && memmem(v, len, "application/openmetrics-text", 28);
+    buf_t *b = &c->sh->scratch;
+    buf_reset(b);
+    if (metrics_render(b, g_shards, g_nshards, c->sh->cfg, om)) {
+        http_error(c, 503, "out_of_memory", "out of memory", NULL);
+        return;
+    }
+    http_respond(c, 200,
+                 om ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                    : "text/plain; version=0.0.4; charset=utf-8",
+                 b->data, b->len, NULL);
+}
+
 static void agent_run(conn_t *c, const char *name, size_t len)
 {
     const cfg_agent_t *agent = cfg_find_agent(c->sh->cfg, name, len);
@@ -50,6 +68,7 @@ static void agent_run(conn_t *c, const char *name, size_t len)
 
 typedef struct route {
     const char *path;
+    uint8_t     route;      /* enum metrics_route */
     uint32_t    methods;
     const char *allow;
     bool        admin, main;
@@ -57,12 +76,13 @@ typedef struct route {
 } route_t;
 
 static const route_t routes[] = {
-    {"/health/live", GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
-    {"/healthz", GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
-    {"/health/ready", GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_ready},
-    {"/health/startup", GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_startup},
+    {"/health/live", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
+    {"/healthz", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
+    {"/health/ready", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_ready},
+    {"/health/startup", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_startup},
+    {"/metrics", MR_METRICS, GET_HEAD, "GET, HEAD, OPTIONS", true, false, metrics_page},
 };
-static const route_t run_route = {NULL, M(HTTP_POST) | M(HTTP_OPTIONS), "POST, OPTIONS", false, true, agent_run};
+static const route_t run_route = {NULL, MR_RUN, M(HTTP_POST) | M(HTTP_OPTIONS), "POST, OPTIONS", false, true, agent_run};
 
 /* "/v1/agents/{name}/run" -> name; names are [A-Za-z0-9_.-]{1,63}. */
 static bool match_run(const char *p, size_t n, const char **name, size_t *name_len)
@@ -82,6 +102,21 @@ static bool match_run(const char *p, size_t n, const char **name, size_t *name_l
     return *name_len < 64;
 }
 
+const char *router_template(int route, const char *path, size_t len)
+{
+    switch (route) {
+    case MR_RUN: return "/v1/agents/{name}/run";
+    case MR_METRICS: return "/metrics";
+    case MR_HEALTH:
+        for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+            if (strlen(routes[i].path) == len && !memcmp(routes[i].path, path, len))
+                return routes[i].path;
+        return "/health";
+    case MR_NOT_FOUND: return "(not found)";
+    default: return "(none)";
+    }
+}
+
 void router_dispatch(conn_t *c)
 {
     http_req_t *r = &c->http.req;
@@ -96,10 +131,13 @@ void router_dispatch(conn_t *c)
     }
     if (!rt && match_run(p, n, &arg, &arg_len))
         rt = &run_route;
-    if (!rt || (c->admin ? !rt->admin : !rt->main)) {
+    bool on_main = rt && (rt->main || (rt->route == MR_METRICS && c->sh->cfg->metrics_on_main));
+    if (!rt || (c->admin ? !rt->admin : !on_main)) {
+        r->route = MR_NOT_FOUND;
         http_error(c, 404, "not_found", "no route for this path", NULL);
         return;
     }
+    r->route = rt->route;
     char allow[64];
     snprintf(allow, sizeof allow, "Allow: %s\r\n", rt->allow);
     if (r->method >= 32 || !(rt->methods & M(r->method))) {

@@ -22,6 +22,26 @@ static void heartbeat_arm(conn_t *c)
         timer_arm(&c->sh->timers, &c->hb_timer, c->last_event_ms + hb);
 }
 
+static inline unsigned agent_index(const conn_t *c, const run_t *r)
+{
+    return (unsigned)(r->agent - c->sh->cfg->agents);
+}
+
+/* Per-event metrics: type count, time to first event, gap since the last. */
+static void count_event(conn_t *c, run_t *r, agui_type_t type)
+{
+    metrics_shard_t *m = c->sh->m;
+    http_req_t *req = &c->http.req;
+    uint64_t now = c->sh->now_us;
+    unsigned a = agent_index(c, r);
+    metrics_add(&m->events[type], 1);
+    if (!req->last_event_us)
+        metrics_observe_us(&m->first_event[a], now - req->start_us);
+    else
+        metrics_observe_us(&m->gap[a], now - req->last_event_us);
+    req->last_event_us = now;
+}
+
 static int sse_event(run_t *r, const agui_event_t *ev)
 {
     conn_t *c = sink_conn(r);
@@ -34,6 +54,8 @@ static int sse_event(run_t *r, const agui_event_t *ev)
     }
     c->http.req.bytes_out += b->len - start;
     c->http.req.events++;
+    if (c->sh->m)
+        count_event(c, r, ev->type);
     c->last_event_ms = c->sh->now_ms;
     conn_mark_dirty(c);
     return 0;
@@ -45,9 +67,21 @@ static bool sse_writable(run_t *r)
     return conn_out_pending(c) < c->sh->cfg->stream_buffer_bytes;
 }
 
+void sse_run_ended(conn_t *c, run_t *r, enum metrics_outcome outcome)
+{
+    metrics_shard_t *m = c->sh->m;
+    if (!m)
+        return;
+    unsigned a = agent_index(c, r);
+    metrics_add(&m->runs_ended[a][MT_SSE][outcome], 1);
+    metrics_gauge_add(&m->streams[MT_SSE], -1);
+    metrics_observe_us(&m->duration[a], c->sh->now_us - c->http.req.start_us);
+}
+
 static void sse_end(run_t *r)
 {
     conn_t *c = sink_conn(r);
+    sse_run_ended(c, r, MO_FINISHED);
     c->run = NULL;
     agent_run_release(r);
     timer_cancel(&c->sh->timers, &c->hb_timer);
@@ -90,6 +124,8 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
         char msg[sizeof err.field + sizeof err.message + 32];
         snprintf(msg, sizeof msg, "invalid RunAgentInput: %s%s%s", err.field, err.field[0] ? ": " : "",
                  err.message);
+        if (c->sh->m)
+            metrics_add(&c->sh->m->rejected[MRJ_INVALID_INPUT], 1);
         http_error_field(c, 400, "invalid_request", msg, err.field);
         return;
     }
@@ -99,6 +135,11 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
         return;
     }
     c->run = r;
+    c->run_agent = agent;
+    if (c->sh->m) {
+        metrics_add(&c->sh->m->runs_started[agent_index(c, r)][MT_SSE], 1);
+        metrics_gauge_add(&c->sh->m->streams[MT_SSE], 1);
+    }
     http_stream_begin(c, 200, "text/event-stream", SSE_HEADERS);
     c->last_event_ms = c->sh->now_ms;
     c->hb_timer.cb = heartbeat_fired;

@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,9 @@ static const char *const env_names[] = {
     "AGATE_LISTEN", "AGATE_ADMIN_LISTEN", "AGATE_SHARDS", "AGATE_MAX_CONNECTIONS",
     "AGATE_MAX_BODY", "AGATE_MAX_HEADER", "AGATE_HEADER_TIMEOUT", "AGATE_BODY_TIMEOUT",
     "AGATE_IDLE_TIMEOUT", "AGATE_HEARTBEAT", "AGATE_MAX_TOKEN_INTERVAL", "AGATE_STREAM_BUFFER",
-    "AGATE_DRAIN_TIMEOUT", "AGATE_LOG_REQUESTS", "AGATE_LOG_LEVEL",
+    "AGATE_DRAIN_TIMEOUT", "AGATE_LOG_REQUESTS", "AGATE_LOG_LEVEL", "AGATE_LOG_SAMPLE",
+    "AGATE_METRICS", "AGATE_METRICS_ON_MAIN", "AGATE_OTLP_ENDPOINT", "AGATE_SERVICE_NAME",
+    "AGATE_OTLP_INTERVAL", "AGATE_OTLP_MAX_BATCH",
 };
 #define N_ENV (sizeof env_names / sizeof env_names[0])
 
@@ -122,6 +125,13 @@ static void assert_same_cfg(const cfg_t *a, const cfg_t *b)
     assert_int_equal(a->drain_timeout_ms, b->drain_timeout_ms);
     assert_int_equal(a->log_requests, b->log_requests);
     assert_int_equal(a->log_level, b->log_level);
+    assert_true(a->log_sample == b->log_sample);
+    assert_int_equal(a->metrics_enabled, b->metrics_enabled);
+    assert_int_equal(a->metrics_on_main, b->metrics_on_main);
+    assert_string_equal(a->otlp_endpoint, b->otlp_endpoint);
+    assert_string_equal(a->service_name, b->service_name);
+    assert_int_equal(a->otlp_interval_ms, b->otlp_interval_ms);
+    assert_int_equal(a->otlp_max_batch, b->otlp_max_batch);
     assert_int_equal(a->n_agents, b->n_agents);
     for (uint32_t i = 0; i < a->n_agents; i++) {
         assert_string_equal(a->agents[i].name, b->agents[i].name);
@@ -153,6 +163,13 @@ static void test_defaults(void **state)
     assert_int_equal(c->drain_timeout_ms, 25000);
     assert_true(c->log_requests);
     assert_int_equal(c->log_level, CFG_LOG_INFO);
+    assert_true(c->log_sample == 1.0);
+    assert_true(c->metrics_enabled);
+    assert_false(c->metrics_on_main);
+    assert_string_equal(c->otlp_endpoint, "");
+    assert_string_equal(c->service_name, "agate");
+    assert_int_equal(c->otlp_interval_ms, 1000);
+    assert_int_equal(c->otlp_max_batch, 512);
     assert_int_equal(c->n_agents, 1);
     assert_string_equal(c->agents[0].name, "echo");
     assert_int_equal(c->agents[0].kind, CFG_AGENT_ECHO);
@@ -182,7 +199,15 @@ static void test_full_file(void **state)
         "  max_token_interval: 250ms\n"
         "  buffer: 1MB\n"
         "  drain_timeout: 3s\n"
-        "log: {requests: no, level: debug}\n"
+        "log: {requests: no, level: debug, sample: 0.25}\n"
+        "metrics:\n"
+        "  enabled: false\n"
+        "  on_main_listener: true\n"
+        "trace:\n"
+        "  otlp_endpoint: http://127.0.0.1:4318/v1/traces\n"
+        "  service_name: agate-eu-1\n"
+        "  export_interval: 250ms\n"
+        "  max_batch: 100\n"
         "agents:\n"
         "  fast:\n"
         "    type: echo\n"
@@ -205,6 +230,13 @@ static void test_full_file(void **state)
     assert_int_equal(c->drain_timeout_ms, 3000);
     assert_false(c->log_requests);
     assert_int_equal(c->log_level, CFG_LOG_DEBUG);
+    assert_true(c->log_sample == 0.25);
+    assert_false(c->metrics_enabled);
+    assert_true(c->metrics_on_main);
+    assert_string_equal(c->otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+    assert_string_equal(c->service_name, "agate-eu-1");
+    assert_int_equal(c->otlp_interval_ms, 250);
+    assert_int_equal(c->otlp_max_batch, 100);
     assert_int_equal(c->n_agents, 2);
     assert_string_equal(c->agents[0].name, "fast");
     assert_int_equal(c->agents[0].token_interval_ms, 0);
@@ -438,6 +470,104 @@ static void test_whole_numbers(void **state)
     check_bad(f, "limits", "max_connections", bad_conns, 2);
 }
 
+#define RATIO_RULE "expected a number from 0 to 1"
+
+static void test_ratios(void **state)
+{
+    struct fx *f = *state;
+    static const struct { const char *text; double want; } good[] = {
+        { "0", 0 }, { "1", 1 }, { "0.25", 0.25 }, { "0.5", 0.5 }, { "1.0", 1 }, { "1.000", 1 },
+        { "0.001", 0.001 }, { "00.75", 0.75 }, { "'0.1'", 0.1 },
+        { "0.1234567890123456789012", 0.123456789012345678 },
+    };
+    static const struct bad bad[] = {
+        { "1.5", RATIO_RULE }, { "2", RATIO_RULE }, { "1.0000001", RATIO_RULE }, { "-0.5", RATIO_RULE },
+        { "-0", RATIO_RULE }, { ".5", RATIO_RULE }, { "0.", RATIO_RULE }, { "0,5", RATIO_RULE },
+        { "1e-1", RATIO_RULE }, { "50%", RATIO_RULE }, { "half", RATIO_RULE }, { "+1", RATIO_RULE },
+        { "nan", RATIO_RULE }, { "inf", RATIO_RULE }, { "0x1", RATIO_RULE }, { "0.5.1", RATIO_RULE },
+        { "99999999999999999999999", RATIO_RULE },
+        { "''", "no value given" }, { "[0.5]", "expected a single value, not a list" },
+    };
+
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        assert_int_equal(load_kv(f, "log", "sample", good[i].text), 0);
+        if (f->c.log_sample < good[i].want - 1e-12 || f->c.log_sample > good[i].want + 1e-12) {
+            print_error("log.sample %s read as %.17g\n", good[i].text, f->c.log_sample);
+            fail();
+        }
+    }
+    check_bad(f, "log", "sample", bad, sizeof bad / sizeof bad[0]);
+}
+
+#define URL_RULE "expected http://host:port/path"
+#define NAME_RULE "expected 1 to 63 printable ASCII characters"
+
+static void test_trace_settings(void **state)
+{
+    struct fx *f = *state;
+    static const struct bad bad_url[] = {
+        { "https://127.0.0.1:4318/v1/traces", URL_RULE }, { "http://collector:4318/v1/traces", URL_RULE },
+        { "http://127.0.0.1:4318", URL_RULE }, { "http://127.0.0.1/v1/traces", URL_RULE },
+        { "127.0.0.1:4318", URL_RULE }, { "\"http://[::1:4318/x\"", URL_RULE }, { "on", URL_RULE },
+        { "''", "no value given" },
+    };
+    static const struct bad bad_name[] = {
+        { "\"tab\\there\"", NAME_RULE }, { "\"caf\\u00e9\"", NAME_RULE },
+        { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", NAME_RULE },
+        { "''", "no value given" },
+    };
+    static const struct bad bad_batch[] = {
+        { "0", "expected a whole number from 1 to 10000" }, { "10001", "expected a whole number from 1 to 10000" },
+    };
+    static const struct bad bad_interval[] = {
+        { "0s", "must be more than 0 (e.g. 10s)" }, { "2h", "too long: at most 3600000ms" },
+        { "5", DUR_SYNTAX },
+    };
+    char longer[300];
+
+    assert_int_equal(load_kv(f, "trace", "otlp_endpoint", "http://[::1]:4318/v1/traces"), 0);
+    assert_string_equal(f->c.otlp_endpoint, "http://[::1]:4318/v1/traces");
+    assert_int_equal(cfg_validate(&f->c, f->err, sizeof f->err), 0);
+    assert_int_equal(load_kv(f, "trace", "otlp_endpoint", "off"), 0);    /* off again */
+    assert_string_equal(f->c.otlp_endpoint, "");
+    assert_int_equal(load_kv(f, "trace", "otlp_endpoint", "http://localhost:4318/v1/traces"), 0);
+    check_bad(f, "trace", "otlp_endpoint", bad_url, sizeof bad_url / sizeof bad_url[0]);
+    memset(longer, 'a', sizeof longer);
+    memcpy(longer, "http://127.0.0.1:1/", 19);
+    longer[256] = '\0';
+    assert_int_equal(load_kv(f, "trace", "otlp_endpoint", longer), -EINVAL);
+    assert_err_at(f, 2, "trace.otlp_endpoint: too long: at most 255 characters");
+
+    assert_int_equal(load_kv(f, "trace", "service_name", "'checkout api (eu)'"), 0);
+    assert_string_equal(f->c.service_name, "checkout api (eu)");
+    assert_int_equal(load_kv(f, "trace", "service_name", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), 0);
+    assert_int_equal(strlen(f->c.service_name), 63);
+    check_bad(f, "trace", "service_name", bad_name, sizeof bad_name / sizeof bad_name[0]);
+
+    assert_int_equal(load_kv(f, "trace", "max_batch", "1"), 0);
+    assert_int_equal(f->c.otlp_max_batch, 1);
+    assert_int_equal(load_kv(f, "trace", "max_batch", "10000"), 0);
+    assert_int_equal(f->c.otlp_max_batch, 10000);
+    check_bad(f, "trace", "max_batch", bad_batch, sizeof bad_batch / sizeof bad_batch[0]);
+
+    assert_int_equal(load_kv(f, "trace", "export_interval", "1h"), 0);
+    assert_int_equal(f->c.otlp_interval_ms, 3600000);
+    assert_int_equal(load_kv(f, "trace", "export_interval", "100ms"), 0);
+    assert_int_equal(f->c.otlp_interval_ms, 100);
+    check_bad(f, "trace", "export_interval", bad_interval, sizeof bad_interval / sizeof bad_interval[0]);
+
+    assert_int_equal(load(f, "metrics:\n  enabled: off\n  on_main_listener: yes\n"), 0);
+    assert_false(f->c.metrics_enabled);
+    assert_true(f->c.metrics_on_main);
+    assert_int_equal(load(f, "metrics:\n  enabled: sometimes\n"), -EINVAL);
+    assert_err_at(f, 2, "metrics.enabled: " BOOL_SYNTAX);
+    assert_int_equal(load(f, "metrics:\n  path: /m\n"), -EINVAL);
+    assert_err_at(f, 2, "metrics.path: unknown key (expected one of: enabled, on_main_listener)");
+    assert_int_equal(load(f, "trace:\n  sampler: always\n"), -EINVAL);
+    assert_err_at(f, 2, "trace.sampler: unknown key (expected one of: otlp_endpoint, service_name, "
+                        "export_interval, max_batch)");
+}
+
 static void test_parse_addr(void **state)
 {
     static const char *const bad[] = {
@@ -522,7 +652,7 @@ static void test_unknown_key(void **state)
     assert_non_null(strstr(f->err, f->path));
 
     assert_int_equal(load(f, "shards: 1\nlisten: 0.0.0.0:1\nlisen: 0.0.0.0:2\n"), -EINVAL);
-    assert_err_starts(f, 3, "lisen: unknown key (expected one of: listen, admin_listen, shards, limits, stream, log, agents)");
+    assert_err_starts(f, 3, "lisen: unknown key (expected one of: listen, admin_listen, shards, limits, stream, log, metrics, trace, agents)");
 
     assert_int_equal(load(f, "agents:\n  a:\n    type: echo\n    interval: 5\n"), -EINVAL);
     assert_err_at(f, 4, "agents.a.interval: unknown key (expected one of: type, token_interval_ms)");
@@ -726,6 +856,13 @@ static void test_env_every_variable(void **state)
     setenv("AGATE_DRAIN_TIMEOUT", "1h", 1);
     setenv("AGATE_LOG_REQUESTS", "off", 1);
     setenv("AGATE_LOG_LEVEL", "error", 1);
+    setenv("AGATE_LOG_SAMPLE", "0.1", 1);
+    setenv("AGATE_METRICS", "false", 1);
+    setenv("AGATE_METRICS_ON_MAIN", "true", 1);
+    setenv("AGATE_OTLP_ENDPOINT", "http://10.0.0.5:4318/v1/traces", 1);
+    setenv("AGATE_SERVICE_NAME", "gw", 1);
+    setenv("AGATE_OTLP_INTERVAL", "5s", 1);
+    setenv("AGATE_OTLP_MAX_BATCH", "64", 1);
     assert_int_equal(cfg_apply_env(c, f->err, sizeof f->err), 0);
     assert_string_equal(c->listen, "[::1]:1234");
     assert_string_equal(c->admin_listen, "off");
@@ -742,7 +879,19 @@ static void test_env_every_variable(void **state)
     assert_int_equal(c->drain_timeout_ms, 3600000);
     assert_false(c->log_requests);
     assert_int_equal(c->log_level, CFG_LOG_ERROR);
+    assert_true(c->log_sample == 0.1);
+    assert_false(c->metrics_enabled);
+    assert_true(c->metrics_on_main);
+    assert_string_equal(c->otlp_endpoint, "http://10.0.0.5:4318/v1/traces");
+    assert_string_equal(c->service_name, "gw");
+    assert_int_equal(c->otlp_interval_ms, 5000);
+    assert_int_equal(c->otlp_max_batch, 64);
     assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+
+    /* off from the environment turns off what the file set */
+    setenv("AGATE_OTLP_ENDPOINT", "off", 1);
+    assert_int_equal(cfg_apply_env(c, f->err, sizeof f->err), 0);
+    assert_string_equal(c->otlp_endpoint, "");
 }
 
 static void test_env_errors_name_variable(void **state)
@@ -773,6 +922,21 @@ static void test_env_errors_name_variable(void **state)
     assert_string_equal(f->err, "AGATE_LOG_REQUESTS: " BOOL_SYNTAX);
     unsetenv("AGATE_LOG_REQUESTS");
 
+    setenv("AGATE_LOG_SAMPLE", "25%", 1);
+    assert_int_equal(cfg_apply_env(&f->c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "AGATE_LOG_SAMPLE: " RATIO_RULE);
+    unsetenv("AGATE_LOG_SAMPLE");
+
+    setenv("AGATE_OTLP_ENDPOINT", "https://127.0.0.1:4318/v1/traces", 1);
+    assert_int_equal(cfg_apply_env(&f->c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "AGATE_OTLP_ENDPOINT: " URL_RULE);
+    unsetenv("AGATE_OTLP_ENDPOINT");
+
+    setenv("AGATE_SERVICE_NAME", "bad\nname", 1);
+    assert_int_equal(cfg_apply_env(&f->c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "AGATE_SERVICE_NAME: " NAME_RULE);
+    unsetenv("AGATE_SERVICE_NAME");
+
     setenv("AGATE_ADMIN_LISTEN", "9090", 1);
     assert_int_equal(cfg_apply_env(&f->c, f->err, sizeof f->err), -EINVAL);
     assert_string_equal(f->err, "AGATE_ADMIN_LISTEN: expected host:port, [v6]:port or :port (e.g. 0.0.0.0:8080)");
@@ -793,6 +957,8 @@ static void test_env_help(void **state)
     assert_non_null(strstr(help, "limits.max_body"));
     assert_non_null(strstr(help, "default 1MiB"));
     assert_non_null(strstr(help, "default 0.0.0.0:8080"));
+    assert_non_null(strstr(help, "trace.otlp_endpoint"));
+    assert_non_null(strstr(help, "default off"));
     assert_ptr_equal(help, cfg_env_help());
     assert_int_equal(help[strlen(help) - 1], '\n');
 }
@@ -850,6 +1016,29 @@ static void test_validate(void **state)
     assert_string_equal(f->err, "agents.bad name: agent names are 1 to 63 of A-Z a-z 0-9 _ . -");
     snprintf(c->agents[1].name, sizeof c->agents[1].name, "other");
     assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+
+    c->log_sample = 1.5;
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "log.sample: " RATIO_RULE);
+    c->log_sample = NAN;
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    c->log_sample = 0;
+    snprintf(c->otlp_endpoint, sizeof c->otlp_endpoint, "http://collector:4318/v1/traces");
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "trace.otlp_endpoint: http://collector:4318/v1/traces: " URL_RULE);
+    snprintf(c->otlp_endpoint, sizeof c->otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+    c->service_name[0] = '\0';
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "trace.service_name: " NAME_RULE);
+    memset(c->service_name, 'x', sizeof c->service_name);    /* no terminator */
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    snprintf(c->service_name, sizeof c->service_name, "agate");
+    c->otlp_max_batch = 0;
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    assert_string_equal(f->err, "trace.max_batch: expected a whole number from 1 to 10000");
+    c->otlp_max_batch = 512;
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
 }
 
 int main(void)
@@ -866,6 +1055,8 @@ int main(void)
         T(test_booleans),
         T(test_levels),
         T(test_whole_numbers),
+        T(test_ratios),
+        T(test_trace_settings),
         T(test_parse_addr),
         T(test_addresses_in_file),
         T(test_unknown_key),

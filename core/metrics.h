@@ -1,0 +1,78 @@
+/* metrics: per-shard counters, gauges and histograms, summed at scrape time.
+ *
+ * Each shard owns one metrics_shard_t and is its only writer. A write is a
+ * relaxed atomic load and store of the shard's own word: a plain add on x86, no
+ * lock prefix, no cache line shared with another writer. A scrape (on whichever
+ * shard serves GET /metrics) reads every shard's words with relaxed loads and
+ * sums them; a value may be one event stale, never torn. Label sets are
+ * bounded enums and configured agent names: no request ids, users or raw paths. */
+#ifndef AGATE_METRICS_H
+#define AGATE_METRICS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "proto/agui.h"
+
+enum metrics_listener { ML_MAIN, ML_ADMIN, ML_COUNT };
+enum metrics_route { MR_NONE, MR_RUN, MR_HEALTH, MR_METRICS, MR_NOT_FOUND, MR_COUNT };
+enum metrics_method { MM_GET, MM_HEAD, MM_POST, MM_OPTIONS, MM_OTHER, MM_COUNT };
+enum metrics_transport { MT_SSE, MT_COUNT };
+enum metrics_outcome { MO_FINISHED, MO_ERROR, MO_CLIENT_CLOSED, MO_CUT, MO_COUNT };
+enum metrics_reject {
+    MRJ_BAD_REQUEST,        /* malformed HTTP */
+    MRJ_INVALID_INPUT,      /* RunAgentInput failed validation */
+    MRJ_BODY_TOO_LARGE,
+    MRJ_HEADERS_TOO_LARGE,
+    MRJ_TIMEOUT,            /* header or body read timeout */
+    MRJ_CONNECTION_LIMIT,
+    MRJ_EXPECTATION,
+    MRJ_COUNT
+};
+
+#define METRICS_TIME_BUCKETS 18
+#define METRICS_BATCH_BUCKETS 10
+
+typedef struct metrics_hist {
+    uint64_t bucket[METRICS_TIME_BUCKETS + 1];   /* per bucket (not cumulative); last is +Inf */
+    uint64_t sum_us;
+} metrics_hist_t;
+
+typedef struct metrics_shard {
+    uint64_t requests[ML_COUNT][MR_COUNT][MM_COUNT][5];   /* by status class 1xx..5xx */
+    uint64_t rejected[MRJ_COUNT];
+    uint64_t runs_started[CFG_MAX_AGENTS][MT_COUNT];
+    uint64_t runs_ended[CFG_MAX_AGENTS][MT_COUNT][MO_COUNT];
+    uint64_t events[AGUI_TYPE_COUNT];
+    metrics_hist_t first_event[CFG_MAX_AGENTS];
+    metrics_hist_t duration[CFG_MAX_AGENTS];
+    metrics_hist_t gap[CFG_MAX_AGENTS];
+    int64_t  connections[ML_COUNT];                       /* gauges */
+    int64_t  streams[MT_COUNT];
+    uint64_t bytes_in, bytes_out;
+    uint64_t loop_iterations, busy_ns, sqes_submitted;
+    uint64_t sqes_per_loop[METRICS_BATCH_BUCKETS + 1];
+} metrics_shard_t;
+
+static inline void metrics_add(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+static inline void metrics_gauge_add(int64_t *p, int64_t v)
+{
+    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+
+void metrics_observe_us(metrics_hist_t *h, uint64_t us);
+void metrics_observe_batch(metrics_shard_t *m, uint64_t sqes);
+
+enum metrics_method metrics_method_of(int llhttp_method);
+
+struct shard;
+/* Renders every shard's metrics, summed, plus process metrics. openmetrics selects
+ * OpenMetrics 1.0 text instead of Prometheus text 0.0.4. 0 or -ENOMEM. */
+int metrics_render(buf_t *out, const struct shard *shards, unsigned n, const cfg_t *cfg, bool openmetrics);
+
+#endif

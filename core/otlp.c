@@ -1,0 +1,864 @@
+/* otlp: span export to an OpenTelemetry collector, OTLP/HTTP with JSON bodies.
+ *
+ * Owns the span rings (one per producer), the exporter thread, its one HTTP
+ * connection and its buffers, all from otlp_init to otlp_stop. Counters live
+ * outside that lifetime so otlp_get_stats still answers after otlp_stop.
+ *
+ * Invariants:
+ *  - A ring is single-producer, single-consumer: head is written only by its
+ *    producer, tail only by the exporter; each publishes with release and reads
+ *    the other's index with acquire. A slot between tail and head is never
+ *    written, so the exporter encodes straight from the slot and only then
+ *    moves tail on. A full ring drops the new span: a shard never waits.
+ *  - Every span taken from a ring is counted exactly once: exported (2xx),
+ *    or dropped (non-2xx, network error, encoding failure). A failed batch is
+ *    never retried, so a dead collector costs one bounded attempt per tick.
+ *  - Every socket operation is bounded (2 s connect/send/receive and 5 s per
+ *    request), so otlp_stop returns within a few seconds whatever the
+ *    collector does.
+ *  - otlp_put/otlp_init/otlp_stop ordering is the caller's: producers (and
+ *    otlp_get_stats callers) stop before otlp_stop frees the rings. */
+#include "core/otlp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/trace.h"
+#include "core/version.h"
+#include "proto/json.h"
+
+#define OTLP_IO_TIMEOUT_MS   2000    /* connect, and each send/receive */
+#define OTLP_REQ_TIMEOUT_MS  5000    /* one whole request: a trickling peer cannot hold us */
+#define OTLP_HEAD_MAX        8192    /* response status line + headers */
+#define OTLP_BODY_MAX        (1u << 20)  /* response body we read to keep the connection */
+#define OTLP_URL_MAX         255
+
+struct otlp_ring {
+    _Alignas(64) _Atomic uint64_t head;     /* producer */
+    _Alignas(64) _Atomic uint64_t tail;     /* exporter */
+    _Alignas(64) _Atomic uint64_t dropped;  /* producer: ring full */
+    otlp_span_t *slots;
+    uint64_t     mask;
+};
+
+static struct {
+    struct otlp_ring *rings;
+    unsigned          n_rings;
+    unsigned          next_ring;      /* first ring of the next batch, for fairness */
+    otlp_endpoint_t   ep;
+    char             *service;
+    uint32_t          interval_ms, max_batch;
+    int               fd;             /* kept-alive connection to the collector, or -1 */
+    buf_t             body, head;     /* reused for every batch */
+    char              rbuf[OTLP_HEAD_MAX];
+    pthread_t         thr;
+    bool              running;
+    pthread_mutex_t   mu;             /* with cv: the exporter's sleep, cut short by stop */
+    pthread_cond_t    cv;
+    _Atomic bool      stop;
+} g = { .fd = -1 };
+
+static _Atomic bool     g_enabled;
+static _Atomic uint64_t g_exported, g_dropped, g_failed;
+
+/* ---- endpoint ---- */
+
+int otlp_parse_endpoint(const char *url, otlp_endpoint_t *ep)
+{
+    static const char scheme[] = "http://";
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    char host[OTLP_HOST_MAX];
+    const char *auth, *path;
+    size_t hlen, plen;
+
+    if (!url || strlen(url) > OTLP_URL_MAX || strncasecmp(url, scheme, sizeof scheme - 1) != 0)
+        return -EINVAL;
+    auth = url + sizeof scheme - 1;
+    path = strchr(auth, '/');
+    if (!path)
+        return -EINVAL;    /* the path is where OTLP receivers route: no guessing it */
+    hlen = (size_t)(path - auth);
+    /* An empty host would read as 0.0.0.0 to cfg_parse_addr; "user@" is not ours. */
+    if (hlen == 0 || hlen >= sizeof host || auth[0] == ':' || memchr(auth, '@', hlen))
+        return -EINVAL;
+    memcpy(host, auth, hlen);
+    host[hlen] = '\0';
+    if (cfg_parse_addr(host, &ss, &sslen))
+        return -EINVAL;
+    plen = strlen(path);
+    for (size_t i = 0; i < plen; i++) {
+        /* the path goes into the request line verbatim */
+        if (path[i] <= 0x20 || path[i] > 0x7e || path[i] == '#')
+            return -EINVAL;
+    }
+    if (ep) {
+        memset(ep, 0, sizeof *ep);
+        ep->addr = ss;
+        ep->addr_len = sslen;
+        memcpy(ep->host, host, hlen + 1);
+        memcpy(ep->path, path, plen + 1);
+    }
+    return 0;
+}
+
+/* ---- set-up and the producer side ---- */
+
+static void free_all(void)
+{
+    if (g.rings) {
+        for (unsigned i = 0; i < g.n_rings; i++) {
+            /* fold the ring's drops into the totals that outlive it */
+            atomic_fetch_add_explicit(&g_dropped, atomic_load_explicit(&g.rings[i].dropped, memory_order_relaxed),
+                                      memory_order_relaxed);
+            free(g.rings[i].slots);
+        }
+    }
+    free(g.rings);
+    g.rings = NULL;
+    g.n_rings = 0;
+    free(g.service);
+    g.service = NULL;
+    buf_free(&g.body);
+    buf_free(&g.head);
+    if (g.fd >= 0)
+        close(g.fd);
+    g.fd = -1;
+}
+
+int otlp_init(const char *endpoint, const char *service_name, unsigned n_rings, size_t ring_spans,
+              uint32_t interval_ms, uint32_t max_batch)
+{
+    uint64_t cap = 1;
+
+    if (atomic_load(&g_enabled) || g.rings)
+        return -EALREADY;
+    if (!service_name || !*service_name || !n_rings || !ring_spans || !interval_ms || !max_batch ||
+        ring_spans > (1u << 24))
+        return -EINVAL;
+    if (otlp_parse_endpoint(endpoint, &g.ep))
+        return -EINVAL;
+    while (cap < ring_spans)
+        cap <<= 1;
+
+    g.service = strdup(service_name);
+    g.rings = calloc(n_rings, sizeof *g.rings);
+    if (!g.service || !g.rings)
+        goto fail;
+    g.n_rings = n_rings;
+    for (unsigned i = 0; i < n_rings; i++) {
+        g.rings[i].slots = calloc(cap, sizeof(otlp_span_t));
+        if (!g.rings[i].slots)
+            goto fail;
+        g.rings[i].mask = cap - 1;
+    }
+    g.next_ring = 0;
+    g.interval_ms = interval_ms;
+    g.max_batch = max_batch;
+    g.fd = -1;
+    atomic_store(&g.stop, false);
+    atomic_store(&g_exported, 0);
+    atomic_store(&g_dropped, 0);
+    atomic_store(&g_failed, 0);
+    /* release: a producer that sees enabled also sees the rings */
+    atomic_store_explicit(&g_enabled, true, memory_order_release);
+    return 0;
+
+fail:
+    free_all();
+    return -ENOMEM;
+}
+
+bool otlp_enabled(void)
+{
+    return atomic_load_explicit(&g_enabled, memory_order_acquire);
+}
+
+bool otlp_put(unsigned ring, const otlp_span_t *s)
+{
+    struct otlp_ring *r;
+    uint64_t head, tail;
+
+    if (!atomic_load_explicit(&g_enabled, memory_order_acquire) || ring >= g.n_rings)
+        return false;
+    r = &g.rings[ring];
+    head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+    if (head - tail > r->mask) {
+        /* only this producer writes dropped: no locked add on the request path */
+        atomic_store_explicit(&r->dropped, atomic_load_explicit(&r->dropped, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        return false;
+    }
+    r->slots[head & r->mask] = *s;
+    atomic_store_explicit(&r->head, head + 1, memory_order_release);
+    return true;
+}
+
+void otlp_get_stats(otlp_stats_t *out)
+{
+    uint64_t dropped = atomic_load_explicit(&g_dropped, memory_order_relaxed);
+
+    if (atomic_load_explicit(&g_enabled, memory_order_acquire)) {
+        for (unsigned i = 0; i < g.n_rings; i++)
+            dropped += atomic_load_explicit(&g.rings[i].dropped, memory_order_relaxed);
+    }
+    out->exported = atomic_load_explicit(&g_exported, memory_order_relaxed);
+    out->dropped = dropped;
+    out->failed_batches = atomic_load_explicit(&g_failed, memory_order_relaxed);
+}
+
+/* ---- OTLP/JSON encoding ---- */
+
+/* RFC 3629 well-formed? Collectors reject a whole batch over one bad string,
+ * and request ids come from clients. */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t len;
+        unsigned lo = 0x80, hi = 0xbf;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            len = 2;
+        else if (c >= 0xe0 && c <= 0xef)
+            len = 3;
+        else if (c >= 0xf0 && c <= 0xf4)
+            len = 4;
+        else
+            return false;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;    /* no surrogates */
+        else if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;    /* nothing above U+10FFFF */
+        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t k = 2; k < len; k++) {
+            if (s[i + k] < 0x80 || s[i + k] > 0xbf)
+                return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
+/* A fixed-size record field (NUL-terminated or full) as a JSON string; bytes
+ * of ill-formed UTF-8 become '?'. */
+static int put_field(buf_t *b, const char *s, size_t cap)
+{
+    size_t n = strnlen(s, cap);
+    char tmp[64];    /* the largest field in otlp_span_t */
+
+    if (utf8_ok((const unsigned char *)s, n))
+        return json_put_str(b, s, n);
+    if (n > sizeof tmp)
+        n = sizeof tmp;
+    for (size_t i = 0; i < n; i++)
+        tmp[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+    return json_put_str(b, tmp, n);
+}
+
+static int put_hex(buf_t *b, const uint8_t *id, size_t n)
+{
+    char hex[32];
+
+    trace_hex(id, n, hex);
+    if (buf_putc(b, '"') || buf_append(b, hex, 2 * n))
+        return -ENOMEM;
+    return buf_putc(b, '"');
+}
+
+/* "<decimal>": OTLP/JSON writes 64-bit integers as strings (JavaScript numbers
+ * stop being exact at 2^53). */
+static int put_u64_str(buf_t *b, uint64_t v)
+{
+    if (buf_putc(b, '"') || buf_append_u64(b, v))
+        return -ENOMEM;
+    return buf_putc(b, '"');
+}
+
+static int attr_str(buf_t *b, bool *first, const char *key, const char *s, size_t cap)
+{
+    int rc = 0;
+
+    if (!strnlen(s, cap))
+        return 0;
+    rc |= buf_append(b, *first ? "{\"key\":" : ",{\"key\":", *first ? 7 : 8);
+    rc |= json_put_str(b, key, strlen(key));
+    rc |= buf_append_lit(b, ",\"value\":{\"stringValue\":");
+    rc |= put_field(b, s, cap);
+    rc |= buf_append_lit(b, "}}");
+    *first = false;
+    return rc ? -ENOMEM : 0;
+}
+
+static int attr_int(buf_t *b, bool *first, const char *key, uint64_t v)
+{
+    int rc = 0;
+
+    rc |= buf_append(b, *first ? "{\"key\":" : ",{\"key\":", *first ? 7 : 8);
+    rc |= json_put_str(b, key, strlen(key));
+    rc |= buf_append_lit(b, ",\"value\":{\"intValue\":");
+    rc |= put_u64_str(b, v);
+    rc |= buf_append_lit(b, "}}");
+    *first = false;
+    return rc ? -ENOMEM : 0;
+}
+
+static int encode_span(buf_t *b, const otlp_span_t *s, bool first)
+{
+    bool a = true;
+    int rc = 0;
+    /* OTel HTTP semantics: a server span is ERROR for 5xx only; 4xx is the
+     * client's fault and stays UNSET. The producer may also flag a run error. */
+    unsigned code = s->error || s->http_status >= 500 ? 2 : 0;
+
+    rc |= buf_append(b, first ? "{\"traceId\":" : ",{\"traceId\":", first ? 11 : 12);
+    rc |= put_hex(b, s->trace_id, 16);
+    rc |= buf_append_lit(b, ",\"spanId\":");
+    rc |= put_hex(b, s->span_id, 8);
+    if (s->has_parent) {
+        rc |= buf_append_lit(b, ",\"parentSpanId\":");
+        rc |= put_hex(b, s->parent_id, 8);
+    }
+    rc |= buf_append_lit(b, ",\"name\":");
+    if (strnlen(s->name, sizeof s->name))
+        rc |= put_field(b, s->name, sizeof s->name);
+    else if (strnlen(s->method, sizeof s->method))
+        rc |= put_field(b, s->method, sizeof s->method);
+    else
+        rc |= buf_append_lit(b, "\"agate\"");
+    rc |= buf_append_lit(b, ",\"kind\":");
+    rc |= buf_append_u64(b, s->kind ? s->kind : OTLP_KIND_SERVER);
+    rc |= buf_append_lit(b, ",\"startTimeUnixNano\":");
+    rc |= put_u64_str(b, s->start_unix_ns);
+    rc |= buf_append_lit(b, ",\"endTimeUnixNano\":");
+    rc |= put_u64_str(b, s->end_unix_ns);
+    rc |= buf_append_lit(b, ",\"attributes\":[");
+    rc |= attr_str(b, &a, "http.request.method", s->method, sizeof s->method);
+    rc |= attr_str(b, &a, "http.route", s->route, sizeof s->route);
+    if (s->http_status)
+        rc |= attr_int(b, &a, "http.response.status_code", s->http_status);
+    rc |= attr_str(b, &a, "agate.agent", s->agent, sizeof s->agent);
+    rc |= attr_int(b, &a, "agate.events", s->events);
+    rc |= attr_str(b, &a, "agate.request_id", s->request_id, sizeof s->request_id);
+    rc |= buf_append_lit(b, "],\"status\":{\"code\":");
+    rc |= buf_append_u64(b, code);
+    rc |= buf_append_lit(b, "}}");
+    return rc ? -ENOMEM : 0;
+}
+
+/* Encodes up to max_batch queued spans into g.body and frees their slots.
+ * Returns how many were taken (on -ENOMEM they are counted dropped, and the
+ * body is left empty). */
+static size_t take_batch(void)
+{
+    buf_t *b = &g.body;
+    size_t n = 0;
+    int rc = 0;
+
+    buf_reset(b);
+    rc |= buf_append_lit(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service.name\","
+                            "\"value\":{\"stringValue\":");
+    rc |= json_put_str(b, g.service, strlen(g.service));
+    rc |= buf_append_lit(b, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"agate\",\"version\":\"" AGATE_VERSION
+                            "\"},\"spans\":[");
+    for (unsigned k = 0; k < g.n_rings && n < g.max_batch; k++) {
+        struct otlp_ring *r = &g.rings[(g.next_ring + k) % g.n_rings];
+        uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+
+        for (; tail != head && n < g.max_batch; tail++, n++)
+            rc |= encode_span(b, &r->slots[tail & r->mask], n == 0);
+        atomic_store_explicit(&r->tail, tail, memory_order_release);
+    }
+    /* rotate the start so one busy shard cannot starve the others' spans */
+    g.next_ring = (g.next_ring + 1) % g.n_rings;
+    rc |= buf_append_lit(b, "]}]}]}");
+    if (rc && n) {
+        atomic_fetch_add_explicit(&g_dropped, n, memory_order_relaxed);
+        buf_reset(b);
+        return 0;
+    }
+    return n;
+}
+
+/* Empties every ring into the dropped count (after a failed final attempt). */
+static void drop_queued(void)
+{
+    for (unsigned i = 0; i < g.n_rings; i++) {
+        struct otlp_ring *r = &g.rings[i];
+        uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+
+        atomic_fetch_add_explicit(&g_dropped, head - tail, memory_order_relaxed);
+        atomic_store_explicit(&r->tail, head, memory_order_release);
+    }
+}
+
+/* ---- the HTTP client: one blocking connection, every step bounded ---- */
+
+static void close_conn(void)
+{
+    if (g.fd >= 0)
+        close(g.fd);
+    g.fd = -1;
+}
+
+static int connect_ep(void)
+{
+    struct timeval tv = { OTLP_IO_TIMEOUT_MS / 1000, (OTLP_IO_TIMEOUT_MS % 1000) * 1000 };
+    struct pollfd pfd;
+    socklen_t elen = sizeof(int);
+    int fd, err = 0, one = 1, rc;
+
+    fd = socket(g.ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    /* non-blocking connect + poll: connect(2) alone may wait minutes for SYN retries */
+    if (connect(fd, (const struct sockaddr *)&g.ep.addr, g.ep.addr_len) < 0) {
+        if (errno != EINPROGRESS) {
+            rc = -errno;
+            goto fail;
+        }
+        pfd = (struct pollfd){ .fd = fd, .events = POLLOUT };
+        do
+            rc = poll(&pfd, 1, OTLP_IO_TIMEOUT_MS);
+        while (rc < 0 && errno == EINTR);
+        if (rc <= 0) {
+            rc = rc ? -errno : -ETIMEDOUT;
+            goto fail;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 || err) {
+            rc = err ? -err : -errno;
+            goto fail;
+        }
+    }
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);    /* best effort */
+    g.fd = fd;
+    return 0;
+
+fail:
+    close(fd);
+    return rc;
+}
+
+/* A kept connection the collector has closed (or written to unasked) shows as
+ * readable; catch that before sending rather than lose a batch to it. */
+static bool conn_usable(int fd)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLRDHUP };
+
+    return poll(&pfd, 1, 0) == 0;
+}
+
+static int send_all(int fd, struct iovec *iov, int cnt, uint64_t deadline)
+{
+    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
+
+    while (mh.msg_iovlen > 0) {
+        ssize_t w;
+
+        if (clock_mono_ms() > deadline)
+            return -ETIMEDOUT;
+        w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+        }
+        while (mh.msg_iovlen > 0 && (size_t)w >= mh.msg_iov->iov_len) {
+            w -= (ssize_t)mh.msg_iov->iov_len;
+            mh.msg_iov++;
+            mh.msg_iovlen--;
+        }
+        if (mh.msg_iovlen > 0) {
+            mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + w;
+            mh.msg_iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* One recv into buf; bytes read, 0 at EOF, or -errno (-ETIMEDOUT on timeout). */
+static ssize_t recv_some(int fd, char *buf, size_t cap, uint64_t deadline)
+{
+    for (;;) {
+        ssize_t r;
+
+        if (clock_mono_ms() > deadline)
+            return -ETIMEDOUT;
+        r = recv(fd, buf, cap, 0);
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+    }
+}
+
+struct resp {
+    int      status;
+    bool     keep;          /* the connection may carry the next request */
+    bool     chunked;
+    bool     has_length;
+    uint64_t length;
+};
+
+/* Does the comma-separated header value v (n bytes) list token? */
+static bool has_token(const char *v, size_t n, const char *token)
+{
+    size_t tl = strlen(token);
+
+    for (size_t i = 0; i < n;) {
+        size_t s, e;
+
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        s = i;
+        while (i < n && v[i] != ',')
+            i++;
+        e = i;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e - s == tl && strncasecmp(v + s, token, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Parses a response head (len bytes ending in CRLF CRLF). 0 or -EPROTO. */
+static int parse_head(const char *h, size_t len, struct resp *r)
+{
+    const char *p = h, *end = h + len, *eol;
+    bool http10;
+
+    if (len < 12 || memcmp(h, "HTTP/1.", 7) != 0 || (h[7] != '0' && h[7] != '1') || h[8] != ' ')
+        return -EPROTO;
+    for (int i = 9; i < 12; i++) {
+        if (h[i] < '0' || h[i] > '9')
+            return -EPROTO;
+    }
+    http10 = h[7] == '0';
+    *r = (struct resp){ .status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0'), .keep = !http10 };
+    eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+    p = eol + 2;
+    while (p < end) {
+        const char *colon, *v;
+        size_t nlen, vlen;
+
+        eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+        if (!eol || eol == p)
+            break;    /* the blank line that ends the head */
+        colon = memchr(p, ':', (size_t)(eol - p));
+        if (!colon)
+            return -EPROTO;
+        nlen = (size_t)(colon - p);
+        v = colon + 1;
+        while (v < eol && (*v == ' ' || *v == '\t'))
+            v++;
+        vlen = (size_t)(eol - v);
+        while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+            vlen--;
+        if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
+            uint64_t n = 0;
+            if (!vlen || r->has_length)
+                return -EPROTO;
+            for (size_t i = 0; i < vlen; i++) {
+                if (v[i] < '0' || v[i] > '9' || n > UINT64_MAX / 10 - 9)
+                    return -EPROTO;
+                n = n * 10 + (uint64_t)(v[i] - '0');
+            }
+            r->has_length = true;
+            r->length = n;
+        } else if (nlen == 17 && strncasecmp(p, "transfer-encoding", 17) == 0) {
+            r->chunked = true;    /* any coding: we cannot delimit it cheaply, so we close after */
+        } else if (nlen == 10 && strncasecmp(p, "connection", 10) == 0) {
+            if (has_token(v, vlen, "close"))
+                r->keep = false;
+            else if (http10 && has_token(v, vlen, "keep-alive"))
+                r->keep = true;
+        }
+        p = eol + 2;
+    }
+    return 0;
+}
+
+/* Reads one final response; *got is set once any byte arrived. Returns the
+ * status code, or -errno. Leaves g.fd open only if it can be reused. */
+static int read_response(uint64_t deadline, bool *got)
+{
+    size_t have = 0;
+    struct resp r;
+
+    for (;;) {
+        const char *end;
+        size_t hlen, extra;
+        ssize_t n;
+
+        end = have >= 4 ? memmem(g.rbuf, have, "\r\n\r\n", 4) : NULL;
+        if (!end) {
+            if (have == sizeof g.rbuf)
+                return -EPROTO;
+            n = recv_some(g.fd, g.rbuf + have, sizeof g.rbuf - have, deadline);
+            if (n < 0)
+                return (int)n;
+            if (n == 0)
+                return -ECONNRESET;
+            *got = true;
+            have += (size_t)n;
+            continue;
+        }
+        hlen = (size_t)(end - g.rbuf) + 4;
+        if (parse_head(g.rbuf, hlen, &r))
+            return -EPROTO;
+        extra = have - hlen;
+        if (r.status >= 100 && r.status < 200) {
+            /* an interim response (we never ask for one, but may get one) */
+            memmove(g.rbuf, g.rbuf + hlen, extra);
+            have = extra;
+            continue;
+        }
+        if (r.status == 204 || r.status == 304) {
+            r.has_length = true;
+            r.length = 0;
+            r.chunked = false;
+        }
+        if (r.chunked || (r.has_length && r.length > OTLP_BODY_MAX)) {
+            close_conn();    /* the status is all we need; the rest is not worth reading */
+            return r.status;
+        }
+        if (r.has_length) {
+            uint64_t left = r.length;
+            if (extra > left) {
+                close_conn();    /* bytes past the response: the connection is confused */
+                return r.status;
+            }
+            left -= extra;
+            while (left) {
+                n = recv_some(g.fd, g.rbuf, left < sizeof g.rbuf ? (size_t)left : sizeof g.rbuf, deadline);
+                if (n <= 0) {
+                    close_conn();
+                    return r.status;    /* the status line already said how it went */
+                }
+                left -= (uint64_t)n;
+            }
+            if (!r.keep)
+                close_conn();
+            return r.status;
+        }
+        /* no length: the body runs to the close */
+        for (uint64_t total = extra; total <= OTLP_BODY_MAX;) {
+            n = recv_some(g.fd, g.rbuf, sizeof g.rbuf, deadline);
+            if (n <= 0)
+                break;
+            total += (uint64_t)n;
+        }
+        close_conn();
+        return r.status;
+    }
+}
+
+/* One request over the current (or a new) connection: the HTTP status, or -errno.
+ * *got_any tells whether the collector answered anything at all. */
+static int post_once(uint64_t deadline, bool *got_any)
+{
+    struct iovec iov[2];
+    int rc;
+
+    *got_any = false;
+    if (g.fd < 0) {
+        rc = connect_ep();
+        if (rc)
+            return rc;
+    }
+    buf_reset(&g.head);
+    rc = buf_append_lit(&g.head, "POST ");
+    rc |= buf_append(&g.head, g.ep.path, strlen(g.ep.path));
+    rc |= buf_append_lit(&g.head, " HTTP/1.1\r\nHost: ");
+    rc |= buf_append(&g.head, g.ep.host, strlen(g.ep.host));
+    rc |= buf_append_lit(&g.head, "\r\nUser-Agent: agate/" AGATE_VERSION
+                                  "\r\nContent-Type: application/json\r\nContent-Length: ");
+    rc |= buf_append_u64(&g.head, g.body.len);
+    rc |= buf_append_lit(&g.head, "\r\nConnection: keep-alive\r\n\r\n");
+    if (rc)
+        return -ENOMEM;
+    iov[0] = (struct iovec){ g.head.data, g.head.len };
+    iov[1] = (struct iovec){ g.body.data, g.body.len };
+    rc = send_all(g.fd, iov, 2, deadline);
+    if (rc == 0)
+        rc = read_response(deadline, got_any);
+    if (rc < 0)
+        close_conn();
+    return rc;
+}
+
+/* POSTs g.body. 0 for a 2xx, else -errno (-EPROTO for another status). */
+static int post_batch(void)
+{
+    uint64_t deadline = clock_mono_ms() + OTLP_REQ_TIMEOUT_MS;
+    bool reused, got_any;
+    int rc;
+
+    if (g.fd >= 0 && !conn_usable(g.fd))
+        close_conn();
+    reused = g.fd >= 0;
+    rc = post_once(deadline, &got_any);
+    /* A kept connection the collector closed in the same instant we sent fails
+     * with no answer at all; one fresh attempt is then safe and worth it. */
+    if (rc < 0 && reused && !got_any && rc != -ETIMEDOUT)
+        rc = post_once(deadline, &got_any);
+    if (rc < 0)
+        return rc;
+    return rc >= 200 && rc < 300 ? 0 : -EPROTO;
+}
+
+/* ---- the exporter thread ---- */
+
+static bool stopping(void)
+{
+    return atomic_load_explicit(&g.stop, memory_order_acquire);
+}
+
+/* Sends what is queued, batch by batch. Normally it stops at the first failure
+ * (the rest waits for the next tick) or when asked to stop; the final pass
+ * (last) goes on until the rings are empty, and after a failure drops the rest
+ * rather than make otlp_stop wait on a collector that is not answering. */
+static void export_queued(bool last)
+{
+    for (;;) {
+        size_t n = take_batch();
+
+        if (!n)
+            return;
+        if (post_batch() == 0) {
+            atomic_fetch_add_explicit(&g_exported, n, memory_order_relaxed);
+        } else {
+            atomic_fetch_add_explicit(&g_failed, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&g_dropped, n, memory_order_relaxed);
+            if (last)
+                drop_queued();
+            return;
+        }
+        if (n < g.max_batch || (!last && stopping()))
+            return;
+    }
+}
+
+static void *exporter_main(void *arg)
+{
+    struct timespec at;
+
+    pthread_mutex_lock(&g.mu);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &at);
+        at.tv_sec += g.interval_ms / 1000;
+        at.tv_nsec += (long)(g.interval_ms % 1000) * 1000000L;
+        if (at.tv_nsec >= 1000000000L) {
+            at.tv_sec++;
+            at.tv_nsec -= 1000000000L;
+        }
+        while (!stopping() && pthread_cond_timedwait(&g.cv, &g.mu, &at) != ETIMEDOUT)
+            ;
+        if (stopping())
+            break;
+        pthread_mutex_unlock(&g.mu);
+        export_queued(false);
+        pthread_mutex_lock(&g.mu);
+    }
+    pthread_mutex_unlock(&g.mu);
+    export_queued(true);
+    close_conn();
+    return NULL;
+}
+
+int otlp_start(void)
+{
+    pthread_condattr_t ca;
+    sigset_t all, old;
+    int rc;
+
+    if (!otlp_enabled())
+        return -EINVAL;
+    if (g.running)
+        return -EALREADY;
+    /* CLOCK_MONOTONIC: a wall-clock step must not stretch or skip a tick */
+    rc = pthread_condattr_init(&ca);
+    if (rc)
+        return -rc;
+    rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (!rc)
+        rc = pthread_cond_init(&g.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc)
+        return -rc;
+    rc = pthread_mutex_init(&g.mu, NULL);
+    if (rc)
+        goto fail_mutex;
+    /* signals belong to the main thread: the exporter is created with all blocked */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&g.thr, NULL, exporter_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc)
+        goto fail_thread;
+    pthread_setname_np(g.thr, "agate-otlp");
+    g.running = true;
+    return 0;
+
+fail_thread:
+    pthread_mutex_destroy(&g.mu);
+fail_mutex:
+    pthread_cond_destroy(&g.cv);
+    return -rc;
+}
+
+void otlp_stop(void)
+{
+    if (!g.rings)
+        return;
+    if (g.running) {
+        pthread_mutex_lock(&g.mu);
+        atomic_store_explicit(&g.stop, true, memory_order_release);
+        pthread_cond_signal(&g.cv);
+        pthread_mutex_unlock(&g.mu);
+        pthread_join(g.thr, NULL);
+        pthread_cond_destroy(&g.cv);
+        pthread_mutex_destroy(&g.mu);
+        g.running = false;
+    } else {
+        drop_queued();    /* never started: nobody will send these */
+    }
+    atomic_store_explicit(&g_enabled, false, memory_order_release);
+    free_all();
+}
