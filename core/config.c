@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -767,6 +768,59 @@ fail_open:
     return rc;
 }
 
+/* The dotted key at a syntax error, so it is named like every other error. The
+ * document API stops without one, and the event API holds back a key until its
+ * value scans, so the key comes from the text: the key on the error line (or
+ * the nearest line above with one), then each less-indented key above it. */
+static bool line_key(const char *l, const char *end, int *indent, const char **k, size_t *kl)
+{
+    const char *p = l;
+    while (p < end && *p == ' ')
+        p++;
+    const char *ks = p;
+    while (p < end && (isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.'))
+        p++;
+    if (p == ks || p >= end || *p != ':')
+        return false;
+    *indent = (int)(ks - l);
+    *k = ks;
+    *kl = (size_t)(p - ks);
+    return true;
+}
+
+static void syntax_key(const char *text, size_t len, size_t line, char *out, size_t outlen)
+{
+    const char *starts[4096];
+    size_t n = 0;
+    for (size_t i = 0; i < len && n < 4096; i++)
+        if (i == 0 || text[i - 1] == '\n')
+            starts[n++] = text + i;
+    const char *keys[16];
+    size_t klens[16], nk = 0;
+    int want = INT32_MAX;
+    for (size_t i = line < n ? line : n; i-- > 0 && nk < 16;) {
+        const char *end = memchr(starts[i], '\n', (size_t)(text + len - starts[i]));
+        int indent;
+        const char *k;
+        size_t kl;
+        if (!line_key(starts[i], end ? end : text + len, &indent, &k, &kl) || indent >= want)
+            continue;
+        keys[nk] = k;
+        klens[nk++] = kl;
+        want = indent;
+        if (!indent)
+            break;
+    }
+    size_t o = 0;
+    out[0] = 0;
+    while (nk-- > 0) {
+        int w = snprintf(out + o, outlen - o, "%s%.*s", o ? "." : "", (int)klens[nk], keys[nk]);
+        if (w < 0 || (size_t)w >= outlen - o)
+            break;
+        o += (size_t)w;
+    }
+}
+
 static int syntax_fail(const char *path, const yaml_parser_t *yp, const char *text, size_t len,
                        char *err, size_t errlen)
 {
@@ -783,11 +837,17 @@ static int syntax_fail(const char *path, const yaml_parser_t *yp, const char *te
         for (size_t i = 0; i < end; i++)
             line += text[i] == '\n';
     }
+    char key[256], where[300] = "";
+    key[0] = 0;
+    if (yp->error != YAML_READER_ERROR)   /* an encoding error belongs to no key */
+        syntax_key(text, len, line, key, sizeof key);
+    if (key[0])
+        snprintf(where, sizeof where, " %s:", key);
     if (yp->context)
-        errf(err, errlen, "%s:%zu: YAML syntax error: %s (%s at line %zu)", path, line, problem,
+        errf(err, errlen, "%s:%zu:%s YAML syntax error: %s (%s at line %zu)", path, line, where, problem,
              yp->context, yp->context_mark.line + 1);
     else
-        errf(err, errlen, "%s:%zu: YAML syntax error: %s", path, line, problem);
+        errf(err, errlen, "%s:%zu:%s YAML syntax error: %s", path, line, where, problem);
     return -EINVAL;
 }
 

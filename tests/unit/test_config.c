@@ -720,16 +720,19 @@ static void test_yaml_syntax_error(void **state)
     struct fx *f = *state;
 
     assert_int_equal(load(f, "listen: 0.0.0.0:80\nlimits:\n  max_body: 1MiB\n bad: x\n"), -EINVAL);
-    assert_err_starts(f, 4, "YAML syntax error: did not find expected key");
+    assert_err_starts(f, 4, "limits.bad: YAML syntax error: did not find expected key");
     assert_int_equal(load(f, "shards: 1\n\nlisten: [1, 2\nlog: {}\n"), -EINVAL);
-    assert_err_starts(f, 4, "YAML syntax error: ");
+    assert_err_starts(f, 4, "log: YAML syntax error: ");
     assert_int_equal(load(f, "shards: 1\nlisten: *nope\n"), -EINVAL);
-    assert_err_at(f, 2, "YAML syntax error: found undefined alias");
+    assert_err_at(f, 2, "listen: YAML syntax error: found undefined alias");
     /* bad UTF-8 is a reader error, which libyaml places by byte offset only */
     assert_int_equal(load(f, "shards: 1\nlog: {}\n\xff: 2\n"), -EINVAL);
     assert_err_starts(f, 3, "YAML syntax error: invalid leading UTF-8 octet");
     assert_int_equal(load(f, "shards: 1\n---\nshards: 2\n"), -EINVAL);
     assert_err_at(f, 3, "only one YAML document is allowed");
+    /* the key on the failing line, with its parents by indentation */
+    assert_int_equal(load(f, "limits:\n  max_body: 1MiB\n  header_timeout: 10s: x\n"), -EINVAL);
+    assert_err_starts(f, 3, "limits.header_timeout: YAML syntax error: mapping values are not allowed");
 }
 
 static void test_missing_file(void **state)
