@@ -1,0 +1,329 @@
+// Observability against the real tools: Debian's Prometheus scrapes agate and its
+// HTTP API must report the traffic we drove; promtool lints the exposition; W3C
+// trace context is adopted, generated and echoed; spans reach an OTLP collector;
+// log levels and sampling hold; a stalled log reader costs lines, never requests.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  startAgate, stopClean, request, streamRun, runInput, freePort, sleep, RawConn, buildRequest, parseResponses,
+} from './lib/harness.mjs';
+
+const T = { timeout: 60000 };
+const TP_RE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+
+async function metricsText(port, accept) {
+  const res = await request(port, { path: '/metrics', headers: accept ? { Accept: accept } : {} });
+  assert.equal(res.statusCode, 200, res.text);
+  return res;
+}
+
+/** Value of one sample line in Prometheus text, or undefined. */
+function sampleValue(text, selector) {
+  const line = text.split('\n').find((l) => l.startsWith(`${selector} `));
+  return line === undefined ? undefined : Number(line.slice(selector.length + 1));
+}
+
+async function waitFor(fn, timeout, every = 200) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) return v;
+    await sleep(every);
+  }
+}
+
+describe('Prometheus scrapes agate', () => {
+  let agate;
+  let prom;
+  let promPort;
+  let dir;
+
+  before(async () => {
+    agate = await startAgate({ config: 'log: {requests: false}\n' });
+    promPort = await freePort();
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agate-prom-'));
+    fs.writeFileSync(path.join(dir, 'prometheus.yml'), [
+      'global: {scrape_interval: 1s, evaluation_interval: 1s}',
+      'scrape_configs:',
+      '  - job_name: agate',
+      '    static_configs:',
+      `      - targets: ['127.0.0.1:${agate.adminPort}']`,
+      '',
+    ].join('\n'));
+    prom = spawn('prometheus', [
+      `--config.file=${path.join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${path.join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${promPort}`,
+      '--log.level=warn',
+    ], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let promErr = '';
+    prom.stderr.on('data', (d) => { promErr += d; });
+    const ready = await waitFor(async () => {
+      try { return (await request(promPort, { path: '/-/ready' })).statusCode === 200; } catch { return false; }
+    }, 20000);
+    assert.ok(ready, `prometheus did not become ready: ${promErr}`);
+  });
+
+  after(async () => {
+    if (prom) { prom.kill('SIGTERM'); await new Promise((r) => prom.once('exit', r)); }
+    if (agate) await stopClean(agate);
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function query(q) {
+    const res = await request(promPort, { path: `/api/v1/query?query=${encodeURIComponent(q)}` });
+    assert.equal(res.statusCode, 200, res.text);
+    const body = JSON.parse(res.text);
+    assert.equal(body.status, 'success', res.text);
+    return body.data.result.length ? Number(body.data.result[0].value[1]) : undefined;
+  }
+
+  test('series arrive in Prometheus with the values of the traffic driven', T, async () => {
+    const runs = 7;
+    for (let i = 0; i < runs; i++) {
+      const r = await streamRun(agate.port, runInput('one two three'));
+      assert.equal(r.statusCode, 200);
+    }
+    for (let i = 0; i < 3; i++) assert.equal((await request(agate.port, { path: '/no/such/path' })).statusCode, 404);
+    assert.equal((await request(agate.port, { method: 'POST', path: '/v1/agents/echo/run', body: '{"threadId":1}' })).statusCode, 400);
+
+    const want = {
+      'sum(agate_runs_started_total{agent="echo",transport="sse"})': runs,
+      'sum(agate_runs_ended_total{agent="echo",outcome="finished"})': runs,
+      'agate_events_sent_total{type="TEXT_MESSAGE_CONTENT"}': runs * 3,
+      'agate_events_sent_total{type="RUN_STARTED"}': runs,
+      'sum(agate_http_requests_total{listener="main",route="not_found",code="4xx"})': 3,
+      'sum(agate_http_requests_total{listener="main",route="run",code="2xx"})': runs,
+      'agate_http_rejected_requests_total{reason="invalid_input"}': 1,
+      'agate_run_duration_seconds_count{agent="echo"}': runs,
+      'agate_run_first_event_seconds_count{agent="echo"}': runs,
+      'agate_run_event_gap_seconds_count{agent="echo"}': runs * 6,   // 7 events per run, 6 gaps
+      'up{job="agate"}': 1,
+    };
+    const got = {};
+    const ok = await waitFor(async () => {
+      for (const q of Object.keys(want)) got[q] = await query(q);
+      return Object.keys(want).every((q) => got[q] === want[q]);
+    }, 20000, 500);
+    assert.ok(ok, `Prometheus values differ:\n${Object.keys(want).map((q) => `${q}: got ${got[q]}, want ${want[q]}`).join('\n')}`);
+    // Gauges and engine series are there and plausible.
+    assert.ok((await query('sum(agate_shard_loop_iterations_total)')) > 0);
+    assert.ok((await query('agate_uring_sqes_per_loop_count')) > 0);
+    assert.ok((await query('process_resident_memory_bytes')) > 1e6);
+    assert.equal(await query('agate_draining'), 0);
+  });
+
+  test('promtool check metrics passes on the text exposition; OpenMetrics ends with # EOF', T, async () => {
+    const res = await metricsText(agate.adminPort);
+    assert.match(res.headers['content-type'], /^text\/plain; version=0\.0\.4/);
+    const r = spawnSync('promtool', ['check', 'metrics'], { input: res.body, encoding: 'utf8' });
+    assert.equal(r.status, 0, `promtool: ${r.stdout}${r.stderr}`);
+    assert.equal((r.stdout + r.stderr).trim(), '', `promtool found problems:\n${r.stdout}${r.stderr}`);
+
+    const om = await metricsText(agate.adminPort, 'application/openmetrics-text;version=1.0.0,text/plain;q=0.5');
+    assert.match(om.headers['content-type'], /^application\/openmetrics-text; version=1\.0\.0/);
+    assert.ok(om.text.endsWith('# EOF\n'));
+    assert.match(om.text, /^# TYPE agate_runs_started counter$/m);
+    assert.match(om.text, /^agate_runs_started_total\{agent="echo",transport="sse"\} \d+$/m);
+  });
+
+  test('/metrics is on the admin listener only by default; no request ids or raw paths as labels', T, async () => {
+    assert.equal((await request(agate.port, { path: '/metrics' })).statusCode, 404);
+    await request(agate.port, { path: '/secret-looking/path/42' });
+    const text = (await metricsText(agate.adminPort)).text;
+    assert.ok(!text.includes('secret-looking'), 'a raw path leaked into labels');
+    assert.ok(!/request_id=/.test(text));
+  });
+});
+
+describe('W3C trace context', () => {
+  let agate;
+  before(async () => { agate = await startAgate({ config: 'log: {requests: true}\n' }); });
+  after(async () => { if (agate) await stopClean(agate); });
+
+  const TRACE = '0af7651916cd43dd8448eb211c80319c';
+  const PARENT = 'b7ad6b7169203331';
+
+  test('a valid traceparent is adopted: same trace id, new span id, flags kept, logged', T, async () => {
+    const res = await request(agate.port, { path: '/healthz', headers: { traceparent: `00-${TRACE}-${PARENT}-01`, 'X-Request-ID': 'tp-valid' } });
+    const m = TP_RE.exec(res.headers.traceparent || '');
+    assert.ok(m, `traceparent echoed: ${res.headers.traceparent}`);
+    assert.equal(m[1], TRACE);
+    assert.notEqual(m[2], PARENT);
+    assert.equal(m[3], '01');
+    const line = await waitFor(() => agate.stdoutLines().map((l) => JSON.parse(l)).find((j) => j.request_id === 'tp-valid'), 3000, 50);
+    assert.ok(line, 'request line logged');
+    assert.equal(line.trace_id, TRACE);
+    assert.equal(line.span_id, m[2]);
+  });
+
+  test('an unknown higher version is parsed by its first 55 characters', T, async () => {
+    const res = await request(agate.port, { path: '/healthz', headers: { traceparent: `cc-${TRACE}-${PARENT}-01-future-stuff` } });
+    assert.equal(TP_RE.exec(res.headers.traceparent)[1], TRACE);
+  });
+
+  for (const [what, value] of [
+    ['uppercase hex', `00-${TRACE.toUpperCase()}-${PARENT}-01`],
+    ['all-zero trace id', `00-${'0'.repeat(32)}-${PARENT}-01`],
+    ['all-zero parent id', `00-${TRACE}-${'0'.repeat(16)}-01`],
+    ['version ff', `ff-${TRACE}-${PARENT}-01`],
+    ['too short', `00-${TRACE}-${PARENT}-1`],
+    ['version 00 with extra fields', `00-${TRACE}-${PARENT}-01-extra`],
+    ['garbage', 'not a traceparent'],
+  ]) {
+    test(`a malformed traceparent (${what}) starts a new trace`, T, async () => {
+      const res = await request(agate.port, { path: '/healthz', headers: { traceparent: value } });
+      const m = TP_RE.exec(res.headers.traceparent || '');
+      assert.ok(m, `a valid traceparent is generated: ${res.headers.traceparent}`);
+      assert.notEqual(m[1], TRACE);
+      assert.notEqual(m[1], '0'.repeat(32));
+    });
+  }
+
+  test('without traceparent each request gets its own trace', T, async () => {
+    const a = TP_RE.exec((await request(agate.port, { path: '/healthz' })).headers.traceparent);
+    const b = TP_RE.exec((await request(agate.port, { path: '/healthz' })).headers.traceparent);
+    assert.ok(a && b);
+    assert.notEqual(a[1], b[1]);
+    assert.equal(a[3], '01');
+  });
+});
+
+describe('OTLP span export', () => {
+  test('run spans reach a collector as OTLP/HTTP JSON with the caller as parent', T, async () => {
+    const bodies = [];
+    const collector = http.createServer((req, res) => {
+      let data = '';
+      req.on('data', (d) => { data += d; });
+      req.on('end', () => {
+        bodies.push({ path: req.url, type: req.headers['content-type'], body: JSON.parse(data) });
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{}');
+      });
+    });
+    await new Promise((r) => collector.listen(0, '127.0.0.1', r));
+    const cport = collector.address().port;
+    const agate = await startAgate({
+      config: `trace: {otlp_endpoint: "http://127.0.0.1:${cport}/v1/traces", export_interval: 100ms}\n`,
+    });
+    try {
+      const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+      const PARENT = '00f067aa0ba902b7';
+      const r = await streamRun(agate.port, runInput('span me'), { headers: { traceparent: `00-${TRACE}-${PARENT}-01` } });
+      assert.equal(r.statusCode, 200);
+      const span = await waitFor(() => {
+        for (const b of bodies) {
+          for (const rs of b.body.resourceSpans || []) {
+            for (const ss of rs.scopeSpans || []) {
+              const s = (ss.spans || []).find((x) => x.traceId === TRACE);
+              if (s) return { span: s, resource: rs.resource, path: b.path, type: b.type };
+            }
+          }
+        }
+        return null;
+      }, 5000, 50);
+      assert.ok(span, `no span with our trace id; got ${JSON.stringify(bodies).slice(0, 500)}`);
+      assert.equal(span.path, '/v1/traces');
+      assert.match(span.type, /^application\/json/);
+      const s = span.span;
+      assert.equal(s.parentSpanId, PARENT);
+      assert.match(s.spanId, /^[0-9a-f]{16}$/);
+      assert.equal(s.spanId, TP_RE.exec(r.headers.traceparent)[2], 'the span id is the one echoed to the client');
+      assert.equal(s.name, 'POST /v1/agents/{name}/run');
+      assert.equal(s.kind, 2);
+      assert.ok(BigInt(s.endTimeUnixNano) >= BigInt(s.startTimeUnixNano));
+      const attrs = Object.fromEntries(s.attributes.map((a) => [a.key, Object.values(a.value)[0]]));
+      assert.equal(attrs['agate.agent'], 'echo');
+      assert.equal(attrs['http.response.status_code'], '200');
+      assert.equal(attrs['agate.events'], String(r.events.length));
+      const svc = span.resource.attributes.find((a) => a.key === 'service.name');
+      assert.equal(svc.value.stringValue, 'agate');
+      const text = (await metricsText(agate.adminPort)).text;
+      assert.ok(sampleValue(text, 'agate_otlp_spans_exported_total') >= 1);
+    } finally {
+      await stopClean(agate);
+      collector.close();
+    }
+  });
+});
+
+describe('request logs', () => {
+  test('log.sample 0 drops successful lines, errors are always written', T, async () => {
+    const agate = await startAgate({ config: 'log: {requests: true, sample: 0}\n' });
+    try {
+      for (let i = 0; i < 5; i++) await request(agate.port, { path: '/healthz', headers: { 'X-Request-ID': `ok-${i}` } });
+      for (let i = 0; i < 2; i++) await request(agate.port, { path: '/missing', headers: { 'X-Request-ID': `bad-${i}` } });
+      const lines = await waitFor(() => {
+        const l = agate.stdoutLines().map((x) => JSON.parse(x)).filter((j) => j.msg === 'request');
+        return l.length >= 2 ? l : null;
+      }, 3000, 50);
+      assert.ok(lines, 'error lines written');
+      await sleep(200);
+      const ids = agate.stdoutLines().map((x) => JSON.parse(x)).filter((j) => j.msg === 'request').map((j) => j.request_id);
+      assert.deepEqual(ids.sort(), ['bad-0', 'bad-1']);
+      const line = lines[0];
+      assert.equal(line.level, 'warn');
+      assert.match(line.trace_id, /^[0-9a-f]{32}$/);
+      assert.match(line.span_id, /^[0-9a-f]{16}$/);
+    } finally {
+      await stopClean(agate);
+    }
+  });
+
+  test('log.level error hides 4xx lines', T, async () => {
+    const agate = await startAgate({ config: 'log: {requests: true, level: error}\n' });
+    try {
+      await request(agate.port, { path: '/missing' });
+      await request(agate.port, { path: '/healthz' });
+      await sleep(300);
+      assert.equal(agate.stdoutLines().map((x) => JSON.parse(x)).filter((j) => j.msg === 'request').length, 0);
+    } finally {
+      await stopClean(agate);
+    }
+  });
+
+  test('a log reader that stops reading costs log lines, never requests', T, async () => {
+    const agate = await startAgate({ config: 'log: {requests: true}\n', env: { AGATE_SHARDS: '1' } });
+    try {
+      agate.proc.stdout.pause();   // the pipe fills; the log writer thread blocks in write()
+      const conn = await RawConn.connect(agate.port);
+      const batch = 200;
+      const rounds = 60;           // 12000 lines: far more than the pipe and the 1 MiB ring hold
+      const one = buildRequest({ path: '/healthz', headers: { 'X-Request-ID': 'flood' } });
+      const t0 = Date.now();
+      for (let r = 0; r < rounds; r++) {
+        const before = conn.data.length;
+        await conn.write(Buffer.concat(Array(batch).fill(one)));
+        await conn.waitFor((c) => {
+          const n = (c.data.toString('latin1', before).match(/HTTP\/1\.1 200 OK/g) || []).length;
+          return n >= batch;
+        }, 10000);
+      }
+      const elapsed = Date.now() - t0;
+      const all = parseResponses(conn.data, { eof: false }).responses;
+      assert.equal(all.length, batch * rounds);
+      assert.ok(all.every((x) => x.statusCode === 200));
+      conn.destroy();
+      const text = (await metricsText(agate.adminPort)).text;
+      const dropped = sampleValue(text, 'agate_log_lines_dropped_total');
+      assert.ok(dropped > 0, `lines dropped while the reader was stalled: ${dropped} (elapsed ${elapsed} ms)`);
+      agate.proc.stdout.resume();  // the writer catches up and later lines flow again
+      // Lines made while the ring is still full are dropped too, so keep asking.
+      let n = 0;
+      const seen = await waitFor(async () => {
+        await request(agate.port, { path: '/healthz', headers: { 'X-Request-ID': `after-stall-${++n}` } });
+        return /"after-stall-\d+"/.test(agate.stdout());
+      }, 10000, 100);
+      assert.ok(seen, 'log lines flow again once the reader resumes');
+    } finally {
+      agate.proc.stdout.resume();
+      await stopClean(agate);
+    }
+  });
+});
