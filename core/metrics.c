@@ -134,6 +134,19 @@ static void hist_time(render_t *r, const char *name, const char *labels, const s
     sample_u(r, name, "_count", labels, cum);
 }
 
+/* One gauge sample with one label, summed over shards; `field` is the gauge's
+ * offset inside metrics_shard_t. */
+static void gauge_sum(render_t *r, const char *name, const char *label, const char *value, const shard_t *sh,
+                      unsigned n, size_t field)
+{
+    char lb[128];
+    int64_t v = 0;
+    for (unsigned s = 0; s < n; s++)
+        v += rdi((const int64_t *)((const char *)&sh[s].metrics + field));
+    snprintf(lb, sizeof lb, "%s=\"%s\"", label, value);
+    sample_i(r, name, lb, v);
+}
+
 #define SUM(expr)                                   \
     ({                                              \
         uint64_t acc_ = 0;                          \
@@ -165,13 +178,9 @@ static void render_http(render_t *r, const shard_t *sh, unsigned n)
         sample_u(r, "agate_http_rejected_requests", "_total", lb, SUM(m_->rejected[i]));
     }
     family(r, "agate_connections", "gauge", "Open client connections, by listener.");
-    for (int l = 0; l < ML_COUNT; l++) {
-        int64_t v = 0;
-        for (unsigned s = 0; s < n; s++)
-            v += rdi(&sh[s].metrics.connections[l]);
-        snprintf(lb, sizeof lb, "listener=\"%s\"", listener_names[l]);
-        sample_i(r, "agate_connections", lb, v);
-    }
+    for (int l = 0; l < ML_COUNT; l++)
+        gauge_sum(r, "agate_connections", "listener", listener_names[l], sh, n,
+                  offsetof(metrics_shard_t, connections) + (size_t)l * sizeof(int64_t));
     family(r, "agate_received_bytes", "counter", "Bytes received from clients.");
     sample_u(r, "agate_received_bytes", "_total", "", SUM(m_->bytes_in));
     family(r, "agate_sent_bytes", "counter", "Bytes sent to clients.");
@@ -197,13 +206,9 @@ static void render_runs(render_t *r, const shard_t *sh, unsigned n, const cfg_t 
                 sample_u(r, "agate_runs_ended", "_total", lb, SUM(m_->runs_ended[a][t][o]));
             }
     family(r, "agate_streams", "gauge", "Event streams in progress, by transport.");
-    for (int t = 0; t < MT_COUNT; t++) {
-        int64_t v = 0;
-        for (unsigned s = 0; s < n; s++)
-            v += rdi(&sh[s].metrics.streams[t]);
-        snprintf(lb, sizeof lb, "transport=\"%s\"", transport_names[t]);
-        sample_i(r, "agate_streams", lb, v);
-    }
+    for (int t = 0; t < MT_COUNT; t++)
+        gauge_sum(r, "agate_streams", "transport", transport_names[t], sh, n,
+                  offsetof(metrics_shard_t, streams) + (size_t)t * sizeof(int64_t));
     family(r, "agate_events_sent", "counter", "AG-UI events sent to clients, by event type.");
     for (int t = 0; t < AGUI_TYPE_COUNT; t++) {
         snprintf(lb, sizeof lb, "type=\"%s\"", agui_type_name((agui_type_t)t));
