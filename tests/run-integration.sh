@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Integration tests: the real agate binary against real clients (node --test).
+# Runs the whole suite once against build/agate-asan (ASan+UBSan) and once against
+# build/agate (release). Usage:
+#   tests/run-integration.sh                  # all files, both binaries
+#   tests/run-integration.sh http1 sse        # only tests/integration/{http1,sse}.test.mjs
+#   AGATE_BINS="build/agate" tests/run-integration.sh   # only the release binary
+# The output is TAP; each run ends with "# pass N" / "# fail N" lines.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Install the pinned npm packages when missing or older than the lock file.
+if [ ! -f tests/node_modules/.package-lock.json ] || [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; then
+  echo "run-integration: installing test packages (npm ci)"
+  (cd tests && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+files=()
+if [ $# -gt 0 ]; then
+  for name in "$@"; do
+    case "$name" in
+      */*) files+=("$name") ;;
+      *.test.mjs) files+=("tests/integration/$name") ;;
+      *) files+=("tests/integration/$name.test.mjs") ;;
+    esac
+  done
+else
+  for f in tests/integration/*.test.mjs; do files+=("$f"); done
+fi
+for f in "${files[@]}"; do
+  [ -f "$f" ] || { echo "run-integration: no such test file: $f" >&2; exit 2; }
+done
+
+# One file at a time (each file starts its own agate processes; timing checks want
+# a quiet machine). Node < 20.10 has no --test-concurrency: run the files one by one.
+serial=1
+node --help 2>/dev/null | grep -q -- '--test-concurrency' || serial=0
+
+read -r -a bins <<< "${AGATE_BINS:-build/agate-asan build/agate}"
+status=0
+for bin in "${bins[@]}"; do
+  echo "=== integration tests against $bin"
+  [ -x "$bin" ] || echo "run-integration: $bin is missing or not executable (make $bin); its tests will fail"
+  rc=0
+  if [ "$serial" -eq 1 ]; then
+    AGATE_BIN="$bin" node --test --test-concurrency=1 --test-reporter=tap "${files[@]}" || rc=$?
+  else
+    for f in "${files[@]}"; do
+      AGATE_BIN="$bin" node --test --test-reporter=tap "$f" || rc=$?
+    done
+  fi
+  if [ "$rc" -ne 0 ]; then
+    echo "run-integration: FAILED against $bin (exit $rc)"
+    status=1
+  else
+    echo "run-integration: passed against $bin"
+  fi
+done
+exit "$status"
