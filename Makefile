@@ -32,7 +32,9 @@ LIBS      := -luring -ljansson -lyaml -lcrypto -lpthread
 
 REL_CFLAGS  := $(BASEFLAGS) -O2 -flto=auto -fno-plt
 REL_LDFLAGS := -flto=auto -O2
-REL_LIBS    := $(LIBS) -ljemalloc
+# --no-as-needed: nothing calls jemalloc by name (it replaces malloc), so with
+# LTO the default --as-needed would drop it and leave glibc's malloc in place.
+REL_LIBS    := $(LIBS) -Wl,--push-state,--no-as-needed -ljemalloc -Wl,--pop-state
 SAN_FLAGS   := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ASAN_CFLAGS := $(BASEFLAGS) -O1 $(SAN_FLAGS) -DAGATE_SANITIZE=1
 ASAN_LDFLAGS:= $(SAN_FLAGS)

@@ -20,12 +20,52 @@
 
 typedef enum cfg_agent_kind {
     CFG_AGENT_ECHO = 1,           /* the built-in echo agent */
+    CFG_AGENT_PROXY,              /* an AG-UI HTTP agent service behind agate */
 } cfg_agent_kind_t;
+
+#define CFG_MAX_ENDPOINTS  8
+#define CFG_MAX_FORWARD    16
+#define CFG_HOST_MAX       128
+#define CFG_UPATH_MAX      256
+#define CFG_HEADER_MAX     64
+
+/* An upstream agent service: http://host:port/path (no https yet). The host may
+ * be a name; the upstream module resolves it off the shards' loops. */
+typedef struct cfg_endpoint {
+    char     host[CFG_HOST_MAX];
+    uint16_t port;                          /* default 80 */
+    char     path[CFG_UPATH_MAX];           /* "/" when the URL has none; query kept */
+} cfg_endpoint_t;
+
+typedef enum cfg_balance { CFG_BALANCE_ROUND_ROBIN, CFG_BALANCE_LEAST_OUTSTANDING } cfg_balance_t;
+typedef enum cfg_validation { CFG_VALIDATION_STRICT, CFG_VALIDATION_PASS } cfg_validation_t;
 
 typedef struct cfg_agent {
     char             name[CFG_NAME_MAX];   /* [A-Za-z0-9_.-]{1,63} */
     cfg_agent_kind_t kind;
-    uint32_t         token_interval_ms;    /* pacing between content events; 0 = as fast as possible */
+    uint32_t         token_interval_ms;    /* echo: pacing between content events; 0 = as fast as possible */
+
+    /* proxy agents (kind CFG_AGENT_PROXY) */
+    cfg_endpoint_t   endpoints[CFG_MAX_ENDPOINTS];
+    uint32_t         n_endpoints;
+    cfg_balance_t    balance;               /* default round_robin */
+    uint32_t         connect_timeout_ms;    /* default 2 s */
+    uint32_t         first_event_timeout_ms;/* request sent to first event, default 30 s */
+    uint32_t         idle_timeout_ms;       /* gap between events, default 120 s */
+    uint32_t         run_timeout_ms;        /* whole run, default 30 min */
+    uint32_t         retry_attempts;        /* extra attempts before the first event, default 2 */
+    uint32_t         retry_backoff_ms;      /* base of exponential backoff with full jitter, default 50 ms */
+    uint32_t         retry_backoff_max_ms;  /* cap, default 1 s */
+    uint32_t         breaker_failures;      /* consecutive failures that open it, default 5 */
+    double           breaker_error_rate;    /* or this failure ratio ... default 0.5 */
+    uint32_t         breaker_min_requests;  /* ... over at least this many recent attempts, default 20 */
+    uint32_t         breaker_open_ms;       /* open this long before half-open, default 10 s */
+    uint32_t         breaker_half_open;     /* trial runs admitted while half-open, default 3 */
+    cfg_validation_t validation;            /* default strict */
+    char             forward_headers[CFG_MAX_FORWARD][CFG_HEADER_MAX];   /* lower-case names */
+    uint32_t         n_forward;
+    uint32_t         pool_max_idle;         /* idle keep-alive connections per shard per endpoint, default 16 */
+    uint32_t         pool_idle_timeout_ms;  /* default 60 s */
 } cfg_agent_t;
 
 typedef enum cfg_log_level { CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_WARN, CFG_LOG_ERROR } cfg_log_level_t;

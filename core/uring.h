@@ -15,6 +15,9 @@ enum uring_op {
     UD_RECV,           /* multishot recv on a connection */
     UD_SEND,           /* one send of a connection's output buffer */
     UD_IGNORE,         /* completions nobody waits for */
+    UD_UP_CONNECT,     /* slot: upstream connection index */
+    UD_UP_SEND,
+    UD_UP_RECV,
 };
 
 static inline uint64_t uring_ud(enum uring_op op, uint32_t gen, uint32_t slot)

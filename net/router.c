@@ -138,14 +138,13 @@ void router_dispatch(conn_t *c)
         return;
     }
     r->route = rt->route;
-    char allow[64];
-    snprintf(allow, sizeof allow, "Allow: %s\r\n", rt->allow);
-    if (r->method >= 32 || !(rt->methods & M(r->method))) {
-        http_error(c, 405, "method_not_allowed", "method not allowed for this path", allow);
-        return;
-    }
-    if (r->method == HTTP_OPTIONS) {
-        http_respond(c, 204, NULL, NULL, 0, allow);
+    if (r->method >= 32 || !(rt->methods & M(r->method)) || r->method == HTTP_OPTIONS) {
+        char allow[64];
+        snprintf(allow, sizeof allow, "Allow: %s\r\n", rt->allow);
+        if (r->method == HTTP_OPTIONS)
+            http_respond(c, 204, NULL, NULL, 0, allow);
+        else
+            http_error(c, 405, "method_not_allowed", "method not allowed for this path", allow);
         return;
     }
     rt->fn(c, arg, arg_len);

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "net/http1.h"
 #include "proto/agent.h"
@@ -42,6 +43,17 @@ static void count_event(conn_t *c, run_t *r, agui_type_t type)
     req->last_event_us = now;
 }
 
+/* Book-keeping after a frame of `bytes` was appended. */
+static void sent_frame(conn_t *c, run_t *r, agui_type_t type, size_t bytes)
+{
+    c->http.req.bytes_out += bytes;
+    c->http.req.events++;
+    if (c->sh->m && type < AGUI_TYPE_COUNT)
+        count_event(c, r, type);
+    c->last_event_ms = c->sh->now_ms;
+    conn_mark_dirty(c);
+}
+
 static int sse_event(run_t *r, const agui_event_t *ev)
 {
     conn_t *c = sink_conn(r);
@@ -52,12 +64,34 @@ static int sse_event(run_t *r, const agui_event_t *ev)
         conn_abort(c);   /* releases the run */
         return -ENOMEM;
     }
-    c->http.req.bytes_out += b->len - start;
-    c->http.req.events++;
-    if (c->sh->m)
-        count_event(c, r, ev->type);
-    c->last_event_ms = c->sh->now_ms;
-    conn_mark_dirty(c);
+    sent_frame(c, r, ev->type, b->len - start);
+    return 0;
+}
+
+/* An upstream's event JSON, unchanged. SSE data cannot hold a raw line break,
+ * so JSON text that contains one (pretty-printed upstreams) becomes one data:
+ * line per text line, which the client's parser joins back with "\n". */
+static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len)
+{
+    conn_t *c = sink_conn(r);
+    buf_t *b = conn_fill(c);
+    conn_body_open(c);
+    size_t start = b->len;
+    int rc = buf_reserve(b, len + 16);
+    const char *p = json, *end = json + len;
+    while (!rc) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl ? nl : end;
+        rc = buf_append_lit(b, "data: ") || buf_append(b, p, (size_t)(stop - p)) || buf_putc(b, '\n');
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+    if (rc || buf_putc(b, '\n')) {
+        conn_abort(c);
+        return -ENOMEM;
+    }
+    sent_frame(c, r, type, b->len - start);
     return 0;
 }
 
@@ -81,17 +115,42 @@ void sse_run_ended(conn_t *c, run_t *r, enum metrics_outcome outcome)
 static void sse_end(run_t *r)
 {
     conn_t *c = sink_conn(r);
-    sse_run_ended(c, r, MO_FINISHED);
+    sse_run_ended(c, r, r->errored ? MO_ERROR : MO_FINISHED);
     c->run = NULL;
     agent_run_release(r);
     timer_cancel(&c->sh->timers, &c->hb_timer);
     http_stream_end(c);
 }
 
+static void sse_start(run_t *r)
+{
+    conn_t *c = sink_conn(r);
+    http_stream_begin(c, 200, "text/event-stream", SSE_HEADERS);
+    c->last_event_ms = c->sh->now_ms;
+    c->hb_timer.cb = heartbeat_fired;
+    heartbeat_arm(c);
+}
+
+/* Before start: the client gets an HTTP error instead of a stream. */
+static void sse_fail(run_t *r, int status, const char *code, const char *msg, uint32_t retry_after_s)
+{
+    conn_t *c = sink_conn(r);
+    sse_run_ended(c, r, MO_ERROR);
+    c->run = NULL;
+    agent_run_release(r);
+    char extra[48] = "";
+    if (retry_after_s)
+        snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry_after_s);
+    http_error(c, status, code, msg, extra[0] ? extra : NULL);
+}
+
 static const run_sink_ops_t sse_sink = {
+    .start = sse_start,
     .event = sse_event,
+    .raw = sse_raw,
     .writable = sse_writable,
     .end = sse_end,
+    .fail = sse_fail,
 };
 
 /* Lazy re-arm: events do not touch the timer; when it fires early because events
@@ -140,9 +199,5 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
         metrics_add(&c->sh->m->runs_started[agent_index(c, r)][MT_SSE], 1);
         metrics_gauge_add(&c->sh->m->streams[MT_SSE], 1);
     }
-    http_stream_begin(c, 200, "text/event-stream", SSE_HEADERS);
-    c->last_event_ms = c->sh->now_ms;
-    c->hb_timer.cb = heartbeat_fired;
-    heartbeat_arm(c);
     agent_run_start(r);
 }

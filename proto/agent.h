@@ -21,11 +21,20 @@
 
 struct run;
 
+/* What a run writes to. Before start() the client has seen nothing, so fail()
+ * can still answer with an HTTP error; after it, problems become RUN_ERROR
+ * events. end() and fail() release the run. */
 typedef struct run_sink_ops {
+    void (*start)(struct run *r);                            /* the stream's head (200) */
     int  (*event)(struct run *r, const agui_event_t *ev);   /* 0, or -errno: the run must stop */
+    /* An event that arrived as JSON text (from an upstream), passed through as is. */
+    int  (*raw)(struct run *r, agui_type_t type, const char *json, size_t len);
     bool (*writable)(struct run *r);                         /* under the buffer bound */
     void (*end)(struct run *r);                              /* last event emitted */
+    void (*fail)(struct run *r, int status, const char *code, const char *msg, uint32_t retry_after_s);
 } run_sink_ops_t;
+
+struct proxy_run;
 
 typedef struct run {
     shard_t            *sh;
@@ -44,6 +53,11 @@ typedef struct run {
     size_t              pos;
     char                message_id[36];
 
+    /* proxy agent state (net/proxy.c); allocated on first use, kept across reuse */
+    struct proxy_run   *px;
+    bool                started;      /* sink->start() done */
+    bool                errored;      /* ended with RUN_ERROR */
+
     struct run         *next_free;
 } run_t;
 
@@ -55,6 +69,15 @@ void agent_run_resume(run_t *r);     /* the sink drained below its bound */
 void agent_run_abort(run_t *r);      /* the client is gone: stop and release */
 void agent_run_release(run_t *r);    /* after sink->end */
 void agent_pool_free(shard_t *sh);
+
+/* What each kind of agent does with a run. */
+typedef struct agent_kind_ops {
+    void (*start)(run_t *r);
+    void (*resume)(run_t *r);
+    void (*stop)(run_t *r);          /* before release: drop what the kind holds */
+    void (*destroy)(run_t *r);       /* the pooled run is being freed */
+} agent_kind_ops_t;
+extern const agent_kind_ops_t echo_agent_ops, proxy_agent_ops;
 
 /* The effective pacing for a request: the agent's, overridden by the request,
  * capped by configuration. */

@@ -13,62 +13,6 @@
 
 enum echo_phase { PH_START, PH_MSG_START, PH_WORDS, PH_MSG_END, PH_FINISH, PH_DONE };
 
-static void tick_fired(agate_timer_t *t);
-
-uint32_t agent_token_interval(const cfg_t *cfg, const cfg_agent_t *agent, const runinput_t *in)
-{
-    uint64_t ms = in->token_interval_ms >= 0 ? (uint64_t)in->token_interval_ms : agent->token_interval_ms;
-    return ms > cfg->max_token_interval_ms ? cfg->max_token_interval_ms : (uint32_t)ms;
-}
-
-run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
-                     const run_sink_ops_t *sink, void *sink_ctx)
-{
-    run_t *r = sh->run_pool;
-    if (r) {
-        sh->run_pool = r->next_free;
-    } else if (!(r = calloc(1, sizeof *r))) {
-        runinput_free(in);
-        return NULL;
-    }
-    r->sh = sh;
-    r->agent = agent;
-    r->in = *in;
-    r->sink = sink;
-    r->sink_ctx = sink_ctx;
-    r->tick.cb = tick_fired;
-    r->interval_ms = agent_token_interval(sh->cfg, agent, in);
-    r->blocked = false;
-    r->tick_due = true;
-    r->phase = PH_START;
-    r->pos = 0;
-    buf_reset(&r->text);
-    return r;
-}
-
-void agent_run_release(run_t *r)
-{
-    shard_t *sh = r->sh;
-    timer_cancel(&sh->timers, &r->tick);
-    runinput_free(&r->in);
-    if (r->text.cap > 64 * 1024)
-        buf_free(&r->text);   /* keep pooled runs small */
-    r->next_free = sh->run_pool;
-    sh->run_pool = r;
-}
-
-void agent_run_abort(run_t *r) { agent_run_release(r); }
-
-void agent_pool_free(shard_t *sh)
-{
-    while (sh->run_pool) {
-        run_t *r = sh->run_pool;
-        sh->run_pool = r->next_free;
-        buf_free(&r->text);
-        free(r);
-    }
-}
-
 /* One word: the first call takes leading whitespace too; each delta is a run of
  * non-space bytes plus the whitespace after it, so deltas concatenate to the
  * exact text. Whitespace is ASCII; UTF-8 continuation bytes are never split. */
@@ -161,11 +105,21 @@ static void tick_fired(agate_timer_t *t)
     step(r);
 }
 
-void agent_run_start(run_t *r) { step(r); }
-
-void agent_run_resume(run_t *r)
+static void echo_start(run_t *r)
 {
-    r->blocked = false;
+    r->tick.cb = tick_fired;
+    r->sink->start(r);
+    r->started = true;
+    step(r);
+}
+
+static void echo_resume(run_t *r)
+{
     if (!timer_armed(&r->tick))
         step(r);
 }
+
+static void echo_stop(run_t *r) {}
+static void echo_destroy(run_t *r) {}
+
+const agent_kind_ops_t echo_agent_ops = {echo_start, echo_resume, echo_stop, echo_destroy};

@@ -201,29 +201,46 @@ typedef struct ri_ctx {
     char            path[sizeof(((runinput_err_t *)0)->field)];
 } ri_ctx_t;
 
-static size_t ri_push(ri_ctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static size_t ri_push(ri_ctx_t *c, const char *fmt, ...)
-{
-    size_t saved = c->len;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(c->path + c->len, sizeof c->path - c->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        c->len += (size_t)n < sizeof c->path - c->len ? (size_t)n : sizeof c->path - 1 - c->len;
-    return saved;
-}
-
 static void ri_pop(ri_ctx_t *c, size_t saved)
 {
     c->len = saved;
     c->path[saved] = '\0';
 }
 
+/* Appends raw bytes to the path, truncating at its capacity. */
+static size_t ri_push_raw(ri_ctx_t *c, const char *p, size_t n)
+{
+    size_t saved = c->len, room = sizeof c->path - 1 - c->len;
+    if (n > room)
+        n = room;
+    memcpy(c->path + c->len, p, n);
+    c->len += n;
+    c->path[c->len] = '\0';
+    return saved;
+}
+
+/* Path pushes run for every field of every valid body, so they avoid printf:
+ * the profile under load had vsnprintf at 2% of agate's time. */
 static size_t ri_push_key(ri_ctx_t *c, const char *key)
 {
-    return c->len ? ri_push(c, ".%s", key) : ri_push(c, "%s", key);
+    size_t saved = c->len;
+    if (c->len)
+        ri_push_raw(c, ".", 1);
+    ri_push_raw(c, key, strlen(key));
+    return saved;
+}
+
+static size_t ri_push_index(ri_ctx_t *c, size_t i)
+{
+    char tmp[24];
+    int n = 0;
+    tmp[sizeof tmp - 1 - n++] = ']';
+    do {
+        tmp[sizeof tmp - 1 - n++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    tmp[sizeof tmp - 1 - n++] = '[';
+    return ri_push_raw(c, tmp + sizeof tmp - n, (size_t)n);
 }
 
 /* Records the error at the current path; the caller returns at once, so the first
@@ -275,7 +292,7 @@ static int ri_check_value(ri_ctx_t *c, json_t *v, const ri_field_t *f)
         size_t i;
         json_t *e;
         json_array_foreach(v, i, e) {
-            size_t saved = ri_push(c, "[%zu]", i);
+            size_t saved = ri_push_index(c, i);
             int rc = ri_check_shape(c, e, f->shape);
             if (rc)
                 return rc;
