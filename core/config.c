@@ -1,15 +1,19 @@
 /* config: builds the one cfg_t agate runs with (built-in defaults, then one
  * YAML file, then AGATE_* environment variables) and checks it.
  *
- * Every scalar setting is one row of settings[]: YAML key, environment
- * variable, default (as text) and range. cfg_defaults, the YAML loader, the
- * environment overrides, cfg_validate and the --help text all walk that table
- * and share setting_parse(), so a value is spelled the same everywhere and the
- * documented default is the real default.
+ * Every scalar setting is one row of a table: YAML key, environment variable,
+ * default (as text) and range. settings[] holds the server's, echo_settings[]
+ * and proxy_settings[] an agent's (keyed relative to agents.<name>).
+ * cfg_defaults, the YAML loader, the environment overrides, cfg_validate and
+ * the --help text all walk those tables and share setting_parse() and
+ * setting_check(), so a value is spelled the same everywhere and the
+ * documented default is the real default. Only a proxy agent's two lists
+ * (endpoints, forward_headers) have parsers of their own.
  *
  * Invariants: cfg_load_file and cfg_apply_env work on a copy and write *c only
- * when the whole input was good. Cold path: nothing here runs after the shards
- * start, so it favours plain code and precise messages over speed. */
+ * when the whole input was good. Every agent, whatever its type, holds every
+ * agent default. Cold path: nothing here runs after the shards start, so it
+ * favours plain code and precise messages over speed. */
 #include "core/config.h"
 
 #include <arpa/inet.h>
@@ -42,20 +46,22 @@ enum kind {
     K_SIZE,        /* uint32_t bytes, decimal with optional unit */
     K_DURATION,    /* uint32_t ms, decimal with a required unit */
     K_BOOL,        /* bool */
-    K_LEVEL,       /* cfg_log_level_t */
-    K_RATIO,       /* double 0..1, plain decimal */
+    K_LEVEL,       /* cfg_log_level_t, one of level_names */
+    K_BALANCE,     /* cfg_balance_t, one of balance_names */
+    K_VALIDATION,  /* cfg_validation_t, one of validation_names */
+    K_RATIO,       /* double 0..1, plain decimal; min 1 leaves 0 out */
     K_TEXT,        /* char[max + 1], min..max printable ASCII characters */
     K_URL,         /* char[CFG_URL_MAX], checked by otlp_parse_endpoint; "off" stores "" */
 };
 
 struct setting {
-    const char *section;   /* NULL = top level */
+    const char *section;   /* NULL = top level (of the file, or of an agent) */
     const char *key;
     const char *env;       /* NULL = file only */
     const char *deflt;     /* parsed by cfg_defaults, shown by cfg_env_help */
     enum kind   kind;
-    uint32_t    min, max;  /* K_UINT, K_SIZE, K_DURATION; length for K_TEXT */
-    size_t      off;       /* into cfg_t (cfg_agent_t for agent_interval) */
+    uint32_t    min, max;  /* K_UINT, K_SIZE, K_DURATION; length for K_TEXT; K_RATIO min */
+    size_t      off;       /* into cfg_t, or cfg_agent_t for the agent tables */
 };
 
 #define F(field) offsetof(cfg_t, field)
@@ -88,9 +94,48 @@ static const struct setting settings[] = {
 
 static const char *const sections[] = { "limits", "stream", "log", "metrics", "trace" };
 
-static const struct setting agent_interval = {
-    "agents.*", "token_interval_ms", NULL, "0", K_UINT, 0, AGENT_INTERVAL_MAX,
-    offsetof(cfg_agent_t, token_interval_ms),
+/* An agent's settings, keyed relative to agents.<name>; no environment
+ * overrides. The type decides which table applies, and a key of the other
+ * type's is an error rather than a silent no-op. A proxy agent also has two
+ * lists, endpoints and forward_headers (load_endpoints, load_forward). Upper
+ * bounds not forced by the design only catch typos (an extra zero or three). */
+#define A(field) offsetof(cfg_agent_t, field)
+static const struct setting echo_settings[] = {
+    { NULL,       "token_interval_ms", NULL, "0",          K_UINT,       0, AGENT_INTERVAL_MAX, A(token_interval_ms) },
+};
+static const struct setting proxy_settings[] = {
+    { NULL,       "balance",          NULL, "round_robin", K_BALANCE,    0, 0,          A(balance) },
+    { "timeouts", "connect",          NULL, "2s",          K_DURATION,   1, UINT32_MAX, A(connect_timeout_ms) },
+    { "timeouts", "first_event",      NULL, "30s",         K_DURATION,   1, UINT32_MAX, A(first_event_timeout_ms) },
+    { "timeouts", "idle",             NULL, "120s",        K_DURATION,   1, UINT32_MAX, A(idle_timeout_ms) },
+    { "timeouts", "run",              NULL, "30m",         K_DURATION,   1, UINT32_MAX, A(run_timeout_ms) },
+    { "retry",    "attempts",         NULL, "2",           K_UINT,       0, 10,         A(retry_attempts) },
+    { "retry",    "backoff",          NULL, "50ms",        K_DURATION,   1, UINT32_MAX, A(retry_backoff_ms) },
+    { "retry",    "max_backoff",      NULL, "1s",          K_DURATION,   1, UINT32_MAX, A(retry_backoff_max_ms) },
+    { "breaker",  "failures",         NULL, "5",           K_UINT,       1, 10000,      A(breaker_failures) },
+    { "breaker",  "error_rate",       NULL, "0.5",         K_RATIO,      1, 0,          A(breaker_error_rate) },
+    { "breaker",  "min_requests",     NULL, "20",          K_UINT,       1, 100000,     A(breaker_min_requests) },
+    { "breaker",  "open",             NULL, "10s",         K_DURATION,   1, UINT32_MAX, A(breaker_open_ms) },
+    { "breaker",  "half_open_trials", NULL, "3",           K_UINT,       1, 1000,       A(breaker_half_open) },
+    { NULL,       "validation",       NULL, "strict",      K_VALIDATION, 0, 0,          A(validation) },
+    { "pool",     "max_idle",         NULL, "16",          K_UINT,       0, 1024,       A(pool_max_idle) },
+    { "pool",     "idle_timeout",     NULL, "60s",         K_DURATION,   1, UINT32_MAX, A(pool_idle_timeout_ms) },
+};
+#undef A
+#define N_ECHO  (sizeof echo_settings / sizeof echo_settings[0])
+#define N_PROXY (sizeof proxy_settings / sizeof proxy_settings[0])
+
+static const char *const proxy_sections[] = { "timeouts", "retry", "breaker", "pool" };
+
+/* Spellings of the enum kinds, indexed by the C enum so the two cannot drift. */
+static const char *const level_names[] = {
+    [CFG_LOG_DEBUG] = "debug", [CFG_LOG_INFO] = "info", [CFG_LOG_WARN] = "warn", [CFG_LOG_ERROR] = "error",
+};
+static const char *const balance_names[] = {
+    [CFG_BALANCE_ROUND_ROBIN] = "round_robin", [CFG_BALANCE_LEAST_OUTSTANDING] = "least_outstanding",
+};
+static const char *const validation_names[] = {
+    [CFG_VALIDATION_STRICT] = "strict", [CFG_VALIDATION_PASS] = "pass",
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -201,6 +246,7 @@ static bool text_ok(const struct setting *s, const char *text, size_t len)
 }
 
 #define RATIO_RULE "expected a number from 0 to 1"
+#define RATE_RULE  "expected a number more than 0, at most 1 (e.g. 0.5)"
 #define URL_RULE   "expected http://host:port/path"
 
 /* 0 if v is within s's range, else -EINVAL with the problem in why. */
@@ -293,8 +339,62 @@ int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
     return addr_parse(s, ss, len) ? -EINVAL : 0;
 }
 
+/* The names a K_LEVEL, K_BALANCE or K_VALIDATION value is spelled with. */
+static const char *const *choice_names(enum kind k, size_t *count)
+{
+    switch (k) {
+    case K_LEVEL:
+        *count = sizeof level_names / sizeof level_names[0];
+        return level_names;
+    case K_BALANCE:
+        *count = sizeof balance_names / sizeof balance_names[0];
+        return balance_names;
+    case K_VALIDATION:
+        *count = sizeof validation_names / sizeof validation_names[0];
+        return validation_names;
+    default:
+        *count = 0;
+        return NULL;
+    }
+}
+
+/* Each enum through its own type: their sizes are the compiler's business. */
+static unsigned choice_get(enum kind k, const void *field)
+{
+    if (k == K_LEVEL)
+        return (unsigned)*(const cfg_log_level_t *)field;
+    if (k == K_BALANCE)
+        return (unsigned)*(const cfg_balance_t *)field;
+    return (unsigned)*(const cfg_validation_t *)field;
+}
+
+static void choice_set(enum kind k, void *field, unsigned v)
+{
+    if (k == K_LEVEL)
+        *(cfg_log_level_t *)field = (cfg_log_level_t)v;
+    else if (k == K_BALANCE)
+        *(cfg_balance_t *)field = (cfg_balance_t)v;
+    else
+        *(cfg_validation_t *)field = (cfg_validation_t)v;
+}
+
+/* "expected one of debug, info, warn, error" */
+static void choice_rule(enum kind k, char *why, size_t n)
+{
+    size_t count, used = (size_t)snprintf(why, n, "expected one of");
+    const char *const *names = choice_names(k, &count);
+
+    for (size_t i = 0; i < count && used < n; i++)
+        used += (size_t)snprintf(why + used, n - used, "%s %s", i ? "," : "", names[i]);
+}
+
+static void ratio_rule(const struct setting *s, char *why, size_t n)
+{
+    snprintf(why, n, "%s", s->min ? RATE_RULE : RATIO_RULE);
+}
+
 /* Parses text as setting s and stores it into base (a cfg_t, or a cfg_agent_t
- * for agent_interval). Returns 0, or -EINVAL with the problem in why. */
+ * for the agent tables). Returns 0, or -EINVAL with the problem in why. */
 static int setting_parse(const struct setting *s, const char *text, void *base,
                          char *why, size_t n)
 {
@@ -350,21 +450,24 @@ static int setting_parse(const struct setting *s, const char *text, void *base,
             return -EINVAL;
         }
         return 0;
-    case K_LEVEL: {
-        static const char *const names[] = { "debug", "info", "warn", "error" };
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    case K_LEVEL:
+    case K_BALANCE:
+    case K_VALIDATION: {
+        size_t count;
+        const char *const *names = choice_names(s->kind, &count);
+        for (size_t i = 0; i < count; i++) {
             if (strcasecmp(text, names[i]) == 0) {
-                *(cfg_log_level_t *)field = (cfg_log_level_t)i;
+                choice_set(s->kind, field, (unsigned)i);
                 return 0;
             }
         }
-        snprintf(why, n, "expected one of debug, info, warn, error");
+        choice_rule(s->kind, why, n);
         return -EINVAL;
     }
     case K_RATIO: {
         double r;
-        if (!parse_ratio(text, &r) || r > 1) {
-            snprintf(why, n, RATIO_RULE);
+        if (!parse_ratio(text, &r) || r > 1 || (s->min && r == 0)) {
+            ratio_rule(s, why, n);
             return -EINVAL;
         }
         *(double *)(void *)field = r;
@@ -399,6 +502,229 @@ static int setting_parse(const struct setting *s, const char *text, void *base,
     return 0;
 }
 
+/* The other direction, for cfg_validate: 0 if the value of s stored in base is
+ * one setting_parse could have stored, else -EINVAL with the problem in why.
+ * A cfg_t can be built or changed by code, not only by this file. */
+static int setting_check(const struct setting *s, const void *base, char *why, size_t n)
+{
+    const char *field = (const char *)base + s->off;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    const char *bad;
+
+    switch (s->kind) {
+    case K_ADDR:
+    case K_ADDR_OFF:
+        if (!memchr(field, '\0', CFG_ADDR_MAX)) {
+            snprintf(why, n, "address too long");
+            return -EINVAL;
+        }
+        if (s->kind == K_ADDR_OFF && (!field[0] || !strcmp(field, "off")))
+            return 0;
+        bad = addr_parse(field, &ss, &sslen);
+        if (bad) {
+            snprintf(why, n, "%s: %s", field, bad);
+            return -EINVAL;
+        }
+        return 0;
+    case K_UINT:
+    case K_SIZE:
+    case K_DURATION:
+        return range_check(s, *(const uint32_t *)(const void *)field, why, n);
+    case K_BOOL:
+        return 0;
+    case K_LEVEL:
+    case K_BALANCE:
+    case K_VALIDATION: {
+        size_t count;
+        choice_names(s->kind, &count);
+        if (choice_get(s->kind, field) < count)
+            return 0;
+        choice_rule(s->kind, why, n);
+        return -EINVAL;
+    }
+    case K_RATIO: {
+        double r = *(const double *)(const void *)field;
+        if ((s->min ? r > 0 : r >= 0) && r <= 1)    /* written so that NaN fails too */
+            return 0;
+        ratio_rule(s, why, n);
+        return -EINVAL;
+    }
+    case K_TEXT:
+        if (memchr(field, '\0', (size_t)s->max + 1) && text_ok(s, field, strlen(field)))
+            return 0;
+        snprintf(why, n, "expected %" PRIu32 " to %" PRIu32 " printable ASCII characters", s->min, s->max);
+        return -EINVAL;
+    case K_URL:
+        if (!memchr(field, '\0', CFG_URL_MAX)) {
+            snprintf(why, n, "too long: at most %d characters", CFG_URL_MAX - 1);
+            return -EINVAL;
+        }
+        if (field[0] && otlp_parse_endpoint(field, NULL)) {
+            snprintf(why, n, "%s: " URL_RULE, field);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+/* ---- a proxy agent's lists: endpoint URLs and header names ---- */
+
+#define ENDPOINT_RULE "expected http://host[:port][/path] (e.g. http://127.0.0.1:8000/agent)"
+
+static bool is_hex(char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* NULL if host (hlen bytes, not bracketed) is a name or an IPv4 address. A
+ * name is checked only for its characters; the upstream module resolves it. */
+static const char *endpoint_host(const char *host, size_t hlen)
+{
+    bool numeric = true;
+
+    if (!isalnum((unsigned char)host[0]))
+        return "host must be a name, an IPv4 address or an [IPv6] address";
+    for (size_t i = 0; i < hlen; i++) {
+        char ch = host[i];
+        if (!isalnum((unsigned char)ch) && ch != '-' && ch != '.' && ch != '_')
+            return "host must be a name, an IPv4 address or an [IPv6] address";
+        numeric &= (ch >= '0' && ch <= '9') || ch == '.';
+    }
+    /* "10.1" or "1.2.3.256" would reach getaddrinfo as a legacy inet_aton
+     * form or a failing lookup; neither is what was meant. */
+    if (numeric) {
+        struct in_addr a4;
+        if (inet_pton(AF_INET, host, &a4) != 1)
+            return "not an IPv4 address (four numbers 0 to 255)";
+    }
+    return NULL;
+}
+
+/* Parses an agent endpoint: http only; host a name, an IPv4 address or an
+ * [IPv6] address, stored without the brackets; port 1..65535, default 80;
+ * path "/" when absent, the query kept. The path goes into the request line
+ * verbatim, so it must be printable ASCII with well-formed %XX escapes.
+ * NULL on success, else the problem (for messages); *ep is written only on
+ * success. */
+static const char *endpoint_parse(const char *url, cfg_endpoint_t *ep)
+{
+    static const char http[] = "http://", https[] = "https://";
+    cfg_endpoint_t out;
+    const char *h, *hend, *p, *bad;
+    size_t hlen, plen;
+    uint64_t port = 80;
+
+    if (strncasecmp(url, https, sizeof https - 1) == 0)
+        return "https is not supported yet (use http://)";
+    if (strncasecmp(url, http, sizeof http - 1) != 0)
+        return ENDPOINT_RULE;
+    if (strchr(url, '#'))
+        return "a #fragment is not allowed in an endpoint";
+    h = url + sizeof http - 1;
+    hend = h + strcspn(h, "/?");
+    if (memchr(h, '@', (size_t)(hend - h)))
+        return "user@ (userinfo) is not allowed in an endpoint";
+
+    memset(&out, 0, sizeof out);
+    if (*h == '[') {
+        const char *rb = memchr(h, ']', (size_t)(hend - h));
+        struct in6_addr a6;
+        if (!rb)
+            return "missing ] after the IPv6 address";
+        hlen = (size_t)(rb - h - 1);
+        if (hlen >= INET6_ADDRSTRLEN)
+            return "not a numeric IPv6 address inside [ ]";
+        memcpy(out.host, h + 1, hlen);
+        if (inet_pton(AF_INET6, out.host, &a6) != 1)
+            return "not a numeric IPv6 address inside [ ]";
+        p = rb + 1;
+    } else {
+        const char *colon = memchr(h, ':', (size_t)(hend - h));
+        if (colon && memchr(colon + 1, ':', (size_t)(hend - colon - 1)))
+            return "put an IPv6 address in brackets, e.g. http://[::1]:8000/agent";
+        p = h + strcspn(h, ":/?");
+        hlen = (size_t)(p - h);
+        if (hlen == 0)
+            return "missing host";
+        if (hlen >= CFG_HOST_MAX)
+            return "host too long (at most 127 characters)";
+        memcpy(out.host, h, hlen);
+        bad = endpoint_host(out.host, hlen);
+        if (bad)
+            return bad;
+    }
+    if (*p == ':') {
+        p++;
+        if (!take_digits(&p, &port) || port < 1 || port > 65535 || (*p && *p != '/' && *p != '?'))
+            return "port must be a number from 1 to 65535";
+    } else if (*p && *p != '/' && *p != '?') {
+        return ENDPOINT_RULE;    /* "[::1]x" */
+    }
+    out.port = (uint16_t)port;
+
+    plen = strlen(p);
+    if (plen + (*p != '/') >= CFG_UPATH_MAX)
+        return "path too long (at most 255 characters)";
+    for (size_t i = 0; i < plen; i++) {
+        if (p[i] <= 0x20 || p[i] > 0x7e)
+            return "path must be printable ASCII without spaces (percent-encode the rest, e.g. %20)";
+        if (p[i] == '%' && !(is_hex(p[i + 1]) && is_hex(p[i + 2])))
+            return "bad %-escape in the path (expected % and two hex digits)";
+    }
+    out.path[0] = '/';
+    memcpy(out.path + (*p != '/'), p, plen + 1);
+    *ep = out;
+    return NULL;
+}
+
+#define HOP_BY_HOP "it is hop-by-hop, meaningful for one connection only, so a proxy never forwards it"
+
+/* Headers a proxy must not pass on: the hop-by-hop ones (RFC 9110 7.6.1,
+ * plus the legacy keep-alive and proxy-*) and the two agate writes itself
+ * for the upstream request. Names lower-case. */
+static const struct { const char *name; const char *why; } unforwardable[] = {
+    { "connection", HOP_BY_HOP }, { "keep-alive", HOP_BY_HOP }, { "te", HOP_BY_HOP },
+    { "trailer", HOP_BY_HOP }, { "transfer-encoding", HOP_BY_HOP }, { "upgrade", HOP_BY_HOP },
+    { "proxy-*", HOP_BY_HOP },
+    { "host", "agate sets it to the endpoint's host" },
+    { "content-length", "agate sets it for the body it sends" },
+};
+
+/* Checks a header name (an RFC 9110 token, at most CFG_HEADER_MAX - 1
+ * characters, not in unforwardable[]) and writes it lower-case into out.
+ * 0, or -EINVAL with the problem in why. */
+static int header_parse(const char *text, char out[CFG_HEADER_MAX], char *why, size_t n)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+    size_t len = strlen(text);
+
+    if (len >= CFG_HEADER_MAX) {
+        snprintf(why, n, "header name too long (at most %d characters)", CFG_HEADER_MAX - 1);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (!isalnum((unsigned char)ch) && !strchr(tchar, ch)) {
+            snprintf(why, n, "not a header name (letters, digits and %s only)", tchar);
+            return -EINVAL;
+        }
+        out[i] = (char)tolower((unsigned char)ch);
+    }
+    out[len] = '\0';
+    for (size_t i = 0; i < sizeof unforwardable / sizeof unforwardable[0]; i++) {
+        const char *u = unforwardable[i].name;
+        size_t ul = strlen(u);
+        bool hit = u[ul - 1] == '*' ? strncmp(out, u, ul - 1) == 0 : strcmp(out, u) == 0;
+        if (hit) {
+            snprintf(why, n, "%s cannot be forwarded: %s", out, unforwardable[i].why);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 static bool agent_name_ok(const char *s, size_t len)
 {
     if (len == 0 || len >= CFG_NAME_MAX)
@@ -416,19 +742,33 @@ static bool agent_name_ok(const char *s, size_t len)
 
 /* ---- defaults ---- */
 
-void cfg_defaults(cfg_t *c)
+static void table_defaults(const struct setting *rows, size_t n, void *base)
 {
     char why[CFG_WHY_MAX];
 
-    memset(c, 0, sizeof *c);
-    for (size_t i = 0; i < N_SETTINGS; i++) {
-        int rc = setting_parse(&settings[i], settings[i].deflt, c, why, sizeof why);
-        assert(rc == 0);    /* a bad default in the table is a bug caught by any test */
+    for (size_t i = 0; i < n; i++) {
+        int rc = setting_parse(&rows[i], rows[i].deflt, base, why, sizeof why);
+        assert(rc == 0);    /* a bad default in a table is a bug caught by any test */
         (void)rc;
     }
+}
+
+/* Every agent default, of both types: a proxy agent given only its type and
+ * endpoints is complete, and an echo agent holds values cfg_validate accepts
+ * should its type ever change in code. Leaves name, kind and the lists alone. */
+static void agent_defaults(cfg_agent_t *a)
+{
+    table_defaults(echo_settings, N_ECHO, a);
+    table_defaults(proxy_settings, N_PROXY, a);
+}
+
+void cfg_defaults(cfg_t *c)
+{
+    memset(c, 0, sizeof *c);
+    table_defaults(settings, N_SETTINGS, c);
     snprintf(c->agents[0].name, CFG_NAME_MAX, "echo");
     c->agents[0].kind = CFG_AGENT_ECHO;
-    c->agents[0].token_interval_ms = 0;
+    agent_defaults(&c->agents[0]);
     c->n_agents = 1;
 }
 
@@ -504,13 +844,16 @@ static const char *key_text(const struct loader *ld, const yaml_node_pair_t *p)
 }
 
 /* Dotted key for messages; cutting an absurdly long one is fine, the line
- * number still points at it. */
-static void join(char *out, size_t n, const char *prefix, const char *key)
+ * number still points at it. False when it was cut. */
+static bool join(char *out, size_t n, const char *prefix, const char *key)
 {
+    int w;
+
     if (prefix && *prefix)
-        snprintf(out, n, "%s.%s", prefix, key);
+        w = snprintf(out, n, "%s.%s", prefix, key);
     else
-        snprintf(out, n, "%s", key);
+        w = snprintf(out, n, "%s", key);
+    return w >= 0 && (size_t)w < n;
 }
 
 /* Checks that map (the value of key k, named name) is a mapping whose keys are
@@ -541,23 +884,52 @@ static int map_check(const struct loader *ld, const yaml_node_t *k, const yaml_n
     return 0;
 }
 
-/* "unknown key (expected one of: a, b, c)" for the keys valid in section */
-static int unknown_key(const struct loader *ld, const yaml_node_t *k, const char *name,
-                       const char *section)
+/* Sections as the tables hold them: NULL for a level's own keys. */
+static bool same_section(const char *a, const char *b)
 {
-    char list[CFG_WHY_MAX] = "";
-    size_t used = 0;
+    return a && b ? strcmp(a, b) == 0 : a == b;
+}
 
-    for (size_t i = 0; i < N_SETTINGS && used < sizeof list; i++) {
-        const char *sec = settings[i].section;
-        if ((sec == NULL) != (section == NULL) || (sec && strcmp(sec, section)))
-            continue;
-        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", settings[i].key);
+/* The row of rows for key at the level section. */
+static const struct setting *find_setting(const struct setting *rows, size_t n, const char *section,
+                                          const char *key)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (same_section(rows[i].section, section) && strcmp(rows[i].key, key) == 0)
+            return &rows[i];
     }
-    for (size_t i = 0; !section && i < sizeof sections / sizeof sections[0] && used < sizeof list; i++)
-        used += (size_t)snprintf(list + used, sizeof list - used, ", %s", sections[i]);
-    if (!section && used < sizeof list)
-        snprintf(list + used, sizeof list - used, ", agents");
+    return NULL;
+}
+
+static bool in_list(const char *const *list, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i], key) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Appends word to the comma-separated list (*used bytes so far); a list that
+ * no longer fits is cut, which only shortens a message. */
+static void list_add(char *list, size_t size, size_t *used, const char *word)
+{
+    if (*used < size)
+        *used += (size_t)snprintf(list + *used, size - *used, "%s%s", *used ? ", " : "", word);
+}
+
+static void list_rows(char *list, size_t size, size_t *used, const struct setting *rows, size_t n,
+                      const char *section)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (same_section(rows[i].section, section))
+            list_add(list, size, used, rows[i].key);
+    }
+}
+
+/* "unknown key (expected one of: a, b, c)" */
+static int unknown_key(const struct loader *ld, const yaml_node_t *k, const char *name, const char *list)
+{
     return load_fail(ld, k, name, "unknown key (expected one of: %s)", list);
 }
 
@@ -576,39 +948,216 @@ static int load_setting(const struct loader *ld, const struct setting *s, const 
     return 0;
 }
 
-/* section: NULL for the top level's scalar keys, else "limits" etc. */
+/* A mapping of rows' section (e.g. "limits" of settings, "timeouts" of
+ * proxy_settings), named secname in messages, into base. */
 static int load_section(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *map,
-                        const char *section)
+                        const struct setting *rows, size_t n, const char *section,
+                        const char *secname, void *base)
 {
-    char name[CFG_KEY_MAX];
+    char name[2 * CFG_KEY_MAX], list[CFG_WHY_MAX] = "";    /* name: secname + "." + key */
+    size_t used = 0;
 
     if (node_is_null(map))
         return 0;
-    if (map_check(ld, k, map, section, "settings"))
+    if (map_check(ld, k, map, secname, "settings"))
         return -EINVAL;
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
         const yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
         const char *key = key_text(ld, p);
-        const struct setting *s = NULL;
+        const struct setting *s = find_setting(rows, n, section, key);
 
-        join(name, sizeof name, section, key);
-        for (size_t i = 0; i < N_SETTINGS && !s; i++) {
-            if (settings[i].section && !strcmp(settings[i].section, section) && !strcmp(settings[i].key, key))
-                s = &settings[i];
+        join(name, sizeof name, secname, key);
+        if (!s) {
+            list_rows(list, sizeof list, &used, rows, n, section);
+            return unknown_key(ld, kn, name, list);
         }
-        if (!s)
-            return unknown_key(ld, kn, name, section);
-        if (load_setting(ld, s, kn, vn, ld->c, name))
+        if (load_setting(ld, s, kn, vn, base, name))
             return -EINVAL;
     }
     return 0;
+}
+
+/* The key node of key in map, and its value; NULL when absent or when map is
+ * not a mapping (an empty section). map_check has vetted map's keys. */
+static const yaml_node_t *pair_find(const struct loader *ld, const yaml_node_t *map, const char *key,
+                                    const yaml_node_t **value)
+{
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+        if (strcmp(key_text(ld, p), key) == 0) {
+            if (value)
+                *value = node_at(ld, p->value);
+            return node_at(ld, p->key);
+        }
+    }
+    return NULL;
+}
+
+/* Text of item it, the i-th of the list named name: name[i] (from 0) in messages. */
+static int item_text(const struct loader *ld, const yaml_node_t *it, const char *name, size_t i,
+                     char *item, size_t itemlen, const char **text)
+{
+    snprintf(item, itemlen, "%s[%zu]", name, i);
+    if (node_text(ld, it, it, item, text))
+        return -EINVAL;
+    if (node_is_null(it) || !**text)    /* "- ~" is no header named "~" */
+        return load_fail(ld, it, item, "no value given");
+    return 0;
+}
+
+/* endpoints: a block or flow list of 1 to CFG_MAX_ENDPOINTS URLs */
+static int load_endpoints(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
+                          const char *name, cfg_agent_t *a)
+{
+    char item[CFG_KEY_MAX + 16];
+    const yaml_node_item_t *start, *top;
+
+    if (v->type != YAML_SEQUENCE_NODE)
+        return load_fail(ld, k, name, "expected a list of http:// URLs (e.g. [http://127.0.0.1:8000/agent]), "
+                         "not %s", node_kind(v));
+    start = v->data.sequence.items.start;
+    top = v->data.sequence.items.top;
+    if (start == top)
+        return load_fail(ld, k, name, "at least one endpoint is required");
+    a->n_endpoints = 0;
+    for (const yaml_node_item_t *it = start; it < top; it++) {
+        const yaml_node_t *in = node_at(ld, *it);
+        size_t i = (size_t)(it - start);
+        cfg_endpoint_t *ep;
+        const char *text = NULL, *bad;
+
+        if (i == CFG_MAX_ENDPOINTS)
+            return load_fail(ld, in, name, "too many endpoints (at most %d)", CFG_MAX_ENDPOINTS);
+        if (item_text(ld, in, name, i, item, sizeof item, &text))
+            return -EINVAL;
+        ep = &a->endpoints[i];
+        bad = endpoint_parse(text, ep);
+        if (bad)
+            return load_fail(ld, in, item, "%s", bad);
+        for (size_t j = 0; j < i; j++) {
+            const cfg_endpoint_t *e = &a->endpoints[j];
+            if (!strcasecmp(e->host, ep->host) && e->port == ep->port && !strcmp(e->path, ep->path))
+                return load_fail(ld, in, item, "repeats endpoints[%zu]", j);
+        }
+        a->n_endpoints++;
+    }
+    return 0;
+}
+
+/* forward_headers: a list of up to CFG_MAX_FORWARD header names, stored
+ * lower-case; empty or all commented out forwards none. */
+static int load_forward(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
+                        const char *name, cfg_agent_t *a)
+{
+    char item[CFG_KEY_MAX + 16], why[CFG_WHY_MAX];
+    const yaml_node_item_t *start, *top;
+
+    if (node_is_null(v))
+        return 0;
+    if (v->type != YAML_SEQUENCE_NODE)
+        return load_fail(ld, k, name, "expected a list of header names (e.g. [authorization, x-tenant-id]), "
+                         "not %s", node_kind(v));
+    start = v->data.sequence.items.start;
+    top = v->data.sequence.items.top;
+    a->n_forward = 0;
+    for (const yaml_node_item_t *it = start; it < top; it++) {
+        const yaml_node_t *in = node_at(ld, *it);
+        size_t i = (size_t)(it - start);
+        const char *text = NULL;
+
+        if (i == CFG_MAX_FORWARD)
+            return load_fail(ld, in, name, "too many headers (at most %d)", CFG_MAX_FORWARD);
+        if (item_text(ld, in, name, i, item, sizeof item, &text))
+            return -EINVAL;
+        if (header_parse(text, a->forward_headers[i], why, sizeof why))
+            return load_fail(ld, in, item, "%s", why);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(a->forward_headers[j], a->forward_headers[i]) == 0)
+                return load_fail(ld, in, item, "repeats forward_headers[%zu]", j);
+        }
+        a->n_forward++;
+    }
+    return 0;
+}
+
+#define AGENT_TYPES "known: echo, proxy"
+
+/* One key of an agent whose type is known: that type's keys are allowed, the
+ * other type's are named as such, anything else is unknown. */
+static int load_agent_key(const struct loader *ld, const yaml_node_t *kn, const yaml_node_t *vn,
+                          const char *key, const char *name, cfg_agent_t *a)
+{
+    const struct setting *es = find_setting(echo_settings, N_ECHO, NULL, key);
+    const struct setting *ps = find_setting(proxy_settings, N_PROXY, NULL, key);
+    bool section = in_list(proxy_sections, sizeof proxy_sections / sizeof proxy_sections[0], key);
+    bool endpoints = strcmp(key, "endpoints") == 0, forward = strcmp(key, "forward_headers") == 0;
+    bool proxy = a->kind == CFG_AGENT_PROXY;
+
+    if (!es && !ps && !section && !endpoints && !forward) {
+        char list[CFG_WHY_MAX] = "";
+        size_t used = 0;
+
+        list_add(list, sizeof list, &used, "type");
+        if (!proxy) {
+            list_rows(list, sizeof list, &used, echo_settings, N_ECHO, NULL);
+        } else {
+            list_add(list, sizeof list, &used, "endpoints");
+            list_rows(list, sizeof list, &used, proxy_settings, N_PROXY, NULL);
+            for (size_t i = 0; i < sizeof proxy_sections / sizeof proxy_sections[0]; i++)
+                list_add(list, sizeof list, &used, proxy_sections[i]);
+            list_add(list, sizeof list, &used, "forward_headers");
+        }
+        return unknown_key(ld, kn, name, list);
+    }
+    if (!proxy && !es)
+        return load_fail(ld, kn, name, "only for type: proxy");
+    if (proxy && es)
+        return load_fail(ld, kn, name, "only for type: echo");
+    if (es)
+        return load_setting(ld, es, kn, vn, a, name);
+    if (ps)
+        return load_setting(ld, ps, kn, vn, a, name);
+    if (section)
+        return load_section(ld, kn, vn, proxy_settings, N_PROXY, key, name, a);
+    if (endpoints)
+        return load_endpoints(ld, kn, vn, name, a);
+    return load_forward(ld, kn, vn, name, a);
+}
+
+/* What no single key shows: a proxy agent has endpoints, and its backoff cap is
+ * not below the base. Errors go to the key the user would change. */
+static int proxy_check(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
+                       const char *base, const cfg_agent_t *a)
+{
+    char name[CFG_KEY_MAX];
+    const yaml_node_t *rv = NULL, *rk, *at;
+
+    if (a->n_endpoints == 0) {
+        join(name, sizeof name, base, "endpoints");
+        return load_fail(ld, k, name, "missing; a proxy agent needs at least one "
+                         "(e.g. endpoints: [http://127.0.0.1:8000/agent])");
+    }
+    if (a->retry_backoff_max_ms >= a->retry_backoff_ms)
+        return 0;
+    rk = pair_find(ld, v, "retry", &rv);    /* the defaults agree, so retry set one */
+    at = pair_find(ld, rv, "max_backoff", NULL);
+    if (at) {
+        join(name, sizeof name, base, "retry.max_backoff");
+        return load_fail(ld, at, name, "must be at least retry.backoff (%" PRIu32 "ms)", a->retry_backoff_ms);
+    }
+    at = pair_find(ld, rv, "backoff", NULL);
+    join(name, sizeof name, base, "retry.backoff");
+    return load_fail(ld, at ? at : rk ? rk : k, name, "must be at most retry.max_backoff (%" PRIu32 "ms)",
+                     a->retry_backoff_max_ms);
 }
 
 static int load_agent(const struct loader *ld, const yaml_node_t *k, const yaml_node_t *v,
                       const char *agent, cfg_agent_t *a)
 {
     char base[sizeof "agents." + CFG_NAME_MAX], name[CFG_KEY_MAX];  /* agent is a checked name */
-    bool typed = false;
+    const yaml_node_t *tk, *tv = NULL;
+    const char *text = NULL;
 
     join(base, sizeof base, "agents", agent);
     if (node_is_null(v))
@@ -616,31 +1165,32 @@ static int load_agent(const struct loader *ld, const yaml_node_t *k, const yaml_
     if (map_check(ld, k, v, base, "agent settings"))
         return -EINVAL;
     snprintf(a->name, sizeof a->name, "%s", agent);
-    a->token_interval_ms = 0;
-    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
-        const yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
-        const char *key = key_text(ld, p), *text = NULL;
+    agent_defaults(a);
 
+    /* The type decides which keys are allowed, and it may come after them. */
+    join(name, sizeof name, base, "type");
+    tk = pair_find(ld, v, "type", &tv);
+    if (!tk)
+        return load_fail(ld, k, name, "missing; every agent needs a type (" AGENT_TYPES ")");
+    if (node_text(ld, tk, tv, name, &text))
+        return -EINVAL;
+    if (strcmp(text, "echo") == 0)
+        a->kind = CFG_AGENT_ECHO;
+    else if (strcmp(text, "proxy") == 0)
+        a->kind = CFG_AGENT_PROXY;
+    else
+        return load_fail(ld, tk, name, "unknown agent type \"%.64s\" (" AGENT_TYPES ")", text);
+
+    for (yaml_node_pair_t *p = v->data.mapping.pairs.start; p < v->data.mapping.pairs.top; p++) {
+        const char *key = key_text(ld, p);
+
+        if (strcmp(key, "type") == 0)
+            continue;
         join(name, sizeof name, base, key);
-        if (strcmp(key, "type") == 0) {
-            if (node_text(ld, kn, vn, name, &text))
-                return -EINVAL;
-            if (strcmp(text, "echo") != 0)
-                return load_fail(ld, kn, name, "unknown agent type \"%.64s\" (known: echo)", text);
-            a->kind = CFG_AGENT_ECHO;
-            typed = true;
-        } else if (strcmp(key, "token_interval_ms") == 0) {
-            if (load_setting(ld, &agent_interval, kn, vn, a, name))
-                return -EINVAL;
-        } else {
-            return load_fail(ld, kn, name, "unknown key (expected one of: type, token_interval_ms)");
-        }
+        if (load_agent_key(ld, node_at(ld, p->key), node_at(ld, p->value), key, name, a))
+            return -EINVAL;
     }
-    if (!typed) {
-        join(name, sizeof name, base, "type");
-        return load_fail(ld, k, name, "missing; every agent needs a type (known: echo)");
-    }
-    return 0;
+    return a->kind == CFG_AGENT_PROXY ? proxy_check(ld, k, v, base, a) : 0;
 }
 
 /* The file's agents replace the list, rather than adding to the defaults, so
@@ -685,24 +1235,24 @@ static int load_root(const struct loader *ld, const yaml_node_t *root)
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         const yaml_node_t *kn = node_at(ld, p->key), *vn = node_at(ld, p->value);
         const char *key = key_text(ld, p);
-        const struct setting *s = NULL;
-        bool section = false;
+        const struct setting *s = find_setting(settings, N_SETTINGS, NULL, key);
+        char list[CFG_WHY_MAX] = "";
+        size_t used = 0;
         int rc;
 
-        for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
-            section |= strcmp(key, sections[i]) == 0;
-        for (size_t i = 0; i < N_SETTINGS && !s; i++) {
-            if (!settings[i].section && !strcmp(settings[i].key, key))
-                s = &settings[i];
-        }
-        if (strcmp(key, "agents") == 0)
+        if (strcmp(key, "agents") == 0) {
             rc = load_agents(ld, kn, vn);
-        else if (section)
-            rc = load_section(ld, kn, vn, key);
-        else if (s)
+        } else if (in_list(sections, sizeof sections / sizeof sections[0], key)) {
+            rc = load_section(ld, kn, vn, settings, N_SETTINGS, key, key, ld->c);
+        } else if (s) {
             rc = load_setting(ld, s, kn, vn, ld->c, key);
-        else
-            rc = unknown_key(ld, kn, key, NULL);
+        } else {
+            list_rows(list, sizeof list, &used, settings, N_SETTINGS, NULL);
+            for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+                list_add(list, sizeof list, &used, sections[i]);
+            list_add(list, sizeof list, &used, "agents");
+            rc = unknown_key(ld, kn, key, list);
+        }
         if (rc)
             return rc;
     }
@@ -981,68 +1531,122 @@ static bool addr_overlap(const struct sockaddr_storage *a, const struct sockaddr
     return IN6_ARE_ADDR_EQUAL(&a6->sin6_addr, &b6->sin6_addr);
 }
 
+/* The checks of one table against base; on failure the dotted key (prefix,
+ * section, key) goes to key. */
+static int table_check(const struct setting *rows, size_t n, const void *base, const char *prefix,
+                       char *key, size_t keylen, char *why, size_t whylen)
+{
+    char name[CFG_KEY_MAX];
+
+    for (size_t i = 0; i < n; i++) {
+        if (setting_check(&rows[i], base, why, whylen) == 0)
+            continue;
+        setting_name(&rows[i], name, sizeof name);
+        join(key, keylen, prefix, name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* A proxy agent's lists and cross-field rule, as load_agent enforces them. An
+ * endpoint is checked by printing it back as a URL and parsing that. */
+static int proxy_validate(const cfg_agent_t *a, const char *base, char *key, size_t keylen,
+                          char *why, size_t whylen)
+{
+    char url[sizeof "http://[]:65535" + CFG_HOST_MAX + CFG_UPATH_MAX], lower[CFG_HEADER_MAX];
+    cfg_endpoint_t ep;
+    const char *bad;
+
+    if (a->n_endpoints == 0 || a->n_endpoints > CFG_MAX_ENDPOINTS) {
+        join(key, keylen, base, "endpoints");
+        snprintf(why, whylen, "a proxy agent needs 1 to %d endpoints", CFG_MAX_ENDPOINTS);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < a->n_endpoints; i++) {
+        const cfg_endpoint_t *e = &a->endpoints[i];
+        bool v6 = memchr(e->host, ':', CFG_HOST_MAX) != NULL;
+
+        snprintf(key, keylen, "%s.endpoints[%" PRIu32 "]", base, i);
+        if (!memchr(e->host, '\0', CFG_HOST_MAX) || !memchr(e->path, '\0', CFG_UPATH_MAX)) {
+            snprintf(why, whylen, "host or path too long");
+            return -EINVAL;
+        }
+        if (e->path[0] != '/') {
+            snprintf(why, whylen, "path must start with /");
+            return -EINVAL;
+        }
+        snprintf(url, sizeof url, "http://%s%s%s:%u%s", v6 ? "[" : "", e->host, v6 ? "]" : "",
+                 (unsigned)e->port, e->path);
+        bad = endpoint_parse(url, &ep);
+        if (bad) {
+            snprintf(why, whylen, "%s", bad);
+            return -EINVAL;
+        }
+    }
+    if (a->retry_backoff_max_ms < a->retry_backoff_ms) {
+        join(key, keylen, base, "retry.max_backoff");
+        snprintf(why, whylen, "must be at least retry.backoff (%" PRIu32 "ms)", a->retry_backoff_ms);
+        return -EINVAL;
+    }
+    if (a->n_forward > CFG_MAX_FORWARD) {
+        join(key, keylen, base, "forward_headers");
+        snprintf(why, whylen, "too many headers (at most %d)", CFG_MAX_FORWARD);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < a->n_forward; i++) {
+        const char *h = a->forward_headers[i];
+
+        snprintf(key, keylen, "%s.forward_headers[%" PRIu32 "]", base, i);
+        if (!memchr(h, '\0', CFG_HEADER_MAX) || !h[0]) {
+            snprintf(why, whylen, "expected 1 to %d characters", CFG_HEADER_MAX - 1);
+            return -EINVAL;
+        }
+        if (header_parse(h, lower, why, whylen))
+            return -EINVAL;
+        if (strcmp(lower, h) != 0) {
+            snprintf(why, whylen, "must be lower-case");
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* One agent as the file would have had to give it; key and why on failure. */
+static int agent_validate(const cfg_agent_t *a, const char *base, char *key, size_t keylen,
+                          char *why, size_t whylen)
+{
+    snprintf(key, keylen, "%s", base);
+    if (!agent_name_ok(a->name, strnlen(a->name, CFG_NAME_MAX))) {
+        snprintf(why, whylen, AGENT_NAME_RULE);
+        return -EINVAL;
+    }
+    if (a->kind == CFG_AGENT_ECHO)
+        return table_check(echo_settings, N_ECHO, a, base, key, keylen, why, whylen);
+    if (a->kind != CFG_AGENT_PROXY) {
+        snprintf(why, whylen, "unknown agent type (" AGENT_TYPES ")");
+        return -EINVAL;
+    }
+    if (table_check(proxy_settings, N_PROXY, a, base, key, keylen, why, whylen))
+        return -EINVAL;
+    return proxy_validate(a, base, key, keylen, why, whylen);
+}
+
 int cfg_validate(const cfg_t *c, char *err, size_t errlen)
 {
     struct sockaddr_storage main_ss, admin_ss;
-    char name[CFG_KEY_MAX], why[CFG_WHY_MAX];
-    bool admin_on = false;
+    char name[CFG_KEY_MAX], key[2 * CFG_KEY_MAX], why[CFG_WHY_MAX];    /* key: name + "." + a table key */
+    bool admin_on;
     socklen_t sslen;
 
+    if (table_check(settings, N_SETTINGS, c, NULL, key, sizeof key, why, sizeof why))
+        return validate_fail(c, err, errlen, key, "%s", why);
+    /* both are terminated and parse: the table check passed */
+    admin_on = c->admin_listen[0] && strcmp(c->admin_listen, "off") != 0;
     memset(&main_ss, 0, sizeof main_ss);
     memset(&admin_ss, 0, sizeof admin_ss);
-    for (size_t i = 0; i < N_SETTINGS; i++) {
-        const struct setting *s = &settings[i];
-        const char *field = (const char *)c + s->off;
-        const char *bad = NULL;
-
-        setting_name(s, name, sizeof name);
-        switch (s->kind) {
-        case K_ADDR:
-        case K_ADDR_OFF:
-            if (!memchr(field, '\0', CFG_ADDR_MAX))
-                return validate_fail(c, err, errlen, name, "address too long");
-            if (s->kind == K_ADDR_OFF && (!field[0] || !strcmp(field, "off")))
-                break;
-            if (s->kind == K_ADDR) {
-                bad = addr_parse(field, &main_ss, &sslen);
-            } else {
-                bad = addr_parse(field, &admin_ss, &sslen);
-                admin_on = true;
-            }
-            if (bad)
-                return validate_fail(c, err, errlen, name, "%s: %s", field, bad);
-            break;
-        case K_UINT:
-        case K_SIZE:
-        case K_DURATION:
-            if (range_check(s, *(const uint32_t *)(const void *)field, why, sizeof why))
-                return validate_fail(c, err, errlen, name, "%s", why);
-            break;
-        case K_BOOL:
-            break;
-        case K_LEVEL:
-            if ((unsigned)c->log_level > CFG_LOG_ERROR)
-                return validate_fail(c, err, errlen, name, "expected one of debug, info, warn, error");
-            break;
-        case K_RATIO: {
-            double r = *(const double *)(const void *)field;
-            if (!(r >= 0 && r <= 1))    /* written so that NaN fails too */
-                return validate_fail(c, err, errlen, name, RATIO_RULE);
-            break;
-        }
-        case K_TEXT:
-            if (!memchr(field, '\0', (size_t)s->max + 1) || !text_ok(s, field, strlen(field)))
-                return validate_fail(c, err, errlen, name, "expected %" PRIu32 " to %" PRIu32
-                                     " printable ASCII characters", s->min, s->max);
-            break;
-        case K_URL:
-            if (!memchr(field, '\0', CFG_URL_MAX))
-                return validate_fail(c, err, errlen, name, "too long: at most %d characters", CFG_URL_MAX - 1);
-            if (field[0] && otlp_parse_endpoint(field, NULL))
-                return validate_fail(c, err, errlen, name, "%s: " URL_RULE, field);
-            break;
-        }
-    }
+    addr_parse(c->listen, &main_ss, &sslen);
+    if (admin_on)
+        addr_parse(c->admin_listen, &admin_ss, &sslen);
     if (admin_on && addr_overlap(&main_ss, &admin_ss))
         return validate_fail(c, err, errlen, "admin_listen",
                              "%s overlaps listen %s (same port); use another port", c->admin_listen, c->listen);
@@ -1053,15 +1657,10 @@ int cfg_validate(const cfg_t *c, char *err, size_t errlen)
         return validate_fail(c, err, errlen, "agents", "too many agents (at most %d)", CFG_MAX_AGENTS);
     for (uint32_t i = 0; i < c->n_agents; i++) {
         const cfg_agent_t *a = &c->agents[i];
-        size_t len = strnlen(a->name, CFG_NAME_MAX);
 
-        snprintf(name, sizeof name, "agents.%.*s", (int)len, a->name);
-        if (!agent_name_ok(a->name, len))
-            return validate_fail(c, err, errlen, name, AGENT_NAME_RULE);
-        if (a->kind != CFG_AGENT_ECHO)
-            return validate_fail(c, err, errlen, name, "unknown agent type (known: echo)");
-        if (a->token_interval_ms > AGENT_INTERVAL_MAX)
-            return validate_fail(c, err, errlen, name, "token_interval_ms must be at most %u", AGENT_INTERVAL_MAX);
+        snprintf(name, sizeof name, "agents.%.*s", (int)strnlen(a->name, CFG_NAME_MAX), a->name);
+        if (agent_validate(a, name, key, sizeof key, why, sizeof why))
+            return validate_fail(c, err, errlen, key, "%s", why);
         for (uint32_t j = 0; j < i; j++) {
             if (strcmp(c->agents[j].name, a->name) == 0)
                 return validate_fail(c, err, errlen, name, "duplicate agent name");

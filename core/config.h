@@ -32,6 +32,8 @@ typedef enum cfg_agent_kind {
 /* An upstream agent service: http://host:port/path (no https yet). The host may
  * be a name; the upstream module resolves it off the shards' loops. */
 typedef struct cfg_endpoint {
+    /* A name, an IPv4 address or an IPv6 address without its [ ] (add them
+     * back for the Host header); from the file, never empty. */
     char     host[CFG_HOST_MAX];
     uint16_t port;                          /* default 80 */
     char     path[CFG_UPATH_MAX];           /* "/" when the URL has none; query kept */

@@ -17,6 +17,7 @@
 #include "core/otlp.h"
 #include "core/shard.h"
 #include "core/version.h"
+#include "net/upstream.h"
 #include "proto/json.h"
 
 
@@ -152,6 +153,11 @@ int main(int argc, char **argv)
         return 0;
     }
     unsigned n = shard_count(&cfg);
+    char rerr[CFG_ERR_MAX + 64];
+    if (ups_resolve_all(&cfg, rerr, sizeof rerr)) {
+        fprintf(stderr, "agate: %s\n", rerr);
+        return 2;
+    }
 
     sigset_t set;
     sigemptyset(&set);

@@ -231,6 +231,53 @@ static void render_runs(render_t *r, const shard_t *sh, unsigned n, const cfg_t 
     }
 }
 
+static const char *const upfail_names[MUF_COUNT] = {"connect", "reset", "timeout", "status", "content_type", "protocol"};
+
+static void render_upstreams(render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    char lb[320];
+    bool any = false;
+    for (uint32_t a = 0; a < cfg->n_agents; a++)
+        any |= cfg->agents[a].kind == CFG_AGENT_PROXY;
+    if (!any)
+        return;
+#define FOR_ENDPOINTS                                                                      \
+    for (uint32_t a = 0; a < cfg->n_agents; a++)                                           \
+        for (uint32_t e = 0; e < (cfg->agents[a].kind == CFG_AGENT_PROXY ? cfg->agents[a].n_endpoints : 0); e++)
+#define EP_LABELS(extra_fmt, ...)                                                          \
+    snprintf(lb, sizeof lb, "agent=\"%s\",endpoint=\"%s:%u\"" extra_fmt, cfg->agents[a].name,   \
+             cfg->agents[a].endpoints[e].host, cfg->agents[a].endpoints[e].port, ##__VA_ARGS__)
+    family(r, "agate_upstream_attempts", "counter", "Requests sent to upstream agents, by agent and endpoint.");
+    FOR_ENDPOINTS {
+        EP_LABELS("");
+        sample_u(r, "agate_upstream_attempts", "_total", lb, SUM(m_->up_attempts[a][e]));
+    }
+    family(r, "agate_upstream_failures", "counter", "Failed upstream attempts, by agent, endpoint and kind.");
+    FOR_ENDPOINTS {
+        for (int k = 0; k < MUF_COUNT; k++) {
+            EP_LABELS(",kind=\"%s\"", upfail_names[k]);
+            sample_u(r, "agate_upstream_failures", "_total", lb, SUM(m_->up_failures[a][e][k]));
+        }
+    }
+    family(r, "agate_upstream_breaker_open", "gauge", "Shards on which the endpoint's circuit breaker is open.");
+    FOR_ENDPOINTS {
+        EP_LABELS("");
+        int64_t v = 0;
+        for (unsigned s = 0; s < n; s++)
+            v += rdi(&sh[s].metrics.up_breaker_open[a][e]);
+        sample_i(r, "agate_upstream_breaker_open", lb, v);
+    }
+#undef EP_LABELS
+#undef FOR_ENDPOINTS
+    family(r, "agate_upstream_retries", "counter", "Upstream attempts retried on another endpoint, by agent.");
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        if (cfg->agents[a].kind != CFG_AGENT_PROXY)
+            continue;
+        snprintf(lb, sizeof lb, "agent=\"%s\"", cfg->agents[a].name);
+        sample_u(r, "agate_upstream_retries", "_total", lb, SUM(m_->up_retries[a]));
+    }
+}
+
 static void render_engine(render_t *r, const shard_t *sh, unsigned n)
 {
     char lb[64];
@@ -341,6 +388,7 @@ int metrics_render(buf_t *out, const shard_t *sh, unsigned n, const cfg_t *cfg, 
     sample_u(&r, "agate_draining", "", "", atomic_load_explicit(&g_agate_draining, memory_order_relaxed));
     render_http(&r, sh, n);
     render_runs(&r, sh, n, cfg);
+    render_upstreams(&r, sh, n, cfg);
     render_engine(&r, sh, n);
     render_process(&r);
     if (om)

@@ -32,6 +32,8 @@ enum metrics_reject {
     MRJ_COUNT
 };
 
+enum metrics_upfail { MUF_CONNECT, MUF_RESET, MUF_TIMEOUT, MUF_STATUS, MUF_CONTENT_TYPE, MUF_PROTOCOL, MUF_COUNT };
+
 #define METRICS_TIME_BUCKETS 18
 #define METRICS_BATCH_BUCKETS 10
 
@@ -52,6 +54,10 @@ typedef struct metrics_shard {
     int64_t  connections[ML_COUNT];                       /* gauges */
     int64_t  streams[MT_COUNT];
     uint64_t bytes_in, bytes_out;
+    uint64_t up_attempts[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
+    uint64_t up_failures[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS][MUF_COUNT];
+    uint64_t up_retries[CFG_MAX_AGENTS];
+    int64_t  up_breaker_open[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];   /* 1 while this shard's breaker is open */
     uint64_t loop_iterations, busy_ns, sqes_submitted;
     uint64_t sqes_per_loop[METRICS_BATCH_BUCKETS + 1];
 } metrics_shard_t;

@@ -23,6 +23,8 @@
 #include "core/clock.h"
 #include "net/conn.h"
 #include "net/listener.h"
+#include "net/proxy.h"
+#include "net/upstream.h"
 #include "proto/agent.h"
 
 #define SHARD_RING_ENTRIES   4096
@@ -171,6 +173,11 @@ static void handle_cqe(shard_t *sh, struct io_uring_cqe *cqe)
             conn_reap(c);
         }
         break;
+    case UD_UP_CONNECT:
+    case UD_UP_SEND:
+    case UD_UP_RECV:
+        ups_on_cqe(sh, cqe);
+        break;
     default:
         break;
     }
@@ -252,6 +259,9 @@ static int shard_init_loop(shard_t *sh)
     rc = rand_seed(&sh->rng);
     if (rc)
         goto fail_bufs;
+    rc = proxy_shard_init(sh);
+    if (rc)
+        goto fail_bufs;
     update_clock(sh);
     return 0;
 fail_bufs:
@@ -274,8 +284,9 @@ static void shard_teardown(shard_t *sh)
     for (uint32_t i = 0; i < sh->conn_cap; i++)
         if (sh->conns[i].state != CONN_FREE)
             conn_abort(&sh->conns[i]);
+    ups_abort_all(sh);
     uint64_t deadline = sh->now_ms + 2000;
-    while ((sh->n_main || sh->n_admin) && sh->now_ms < deadline) {
+    while ((sh->n_main || sh->n_admin || ups_busy(sh)) && sh->now_ms < deadline) {
         timer_arm(&sh->timers, &sh->drain_timer, sh->now_ms + 50);
         loop_turn(sh, true);
     }
@@ -288,6 +299,7 @@ static void shard_teardown(shard_t *sh)
         http_conn_free(&c->http);
     }
     agent_pool_free(sh);
+    proxy_shard_free(sh);
     uring_bufs_free(&sh->ring, &sh->rbufs);
     io_uring_queue_exit(&sh->ring);
     close(sh->wake_fd);

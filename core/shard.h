@@ -61,6 +61,8 @@ typedef struct shard {
     struct conn  *flush_head;        /* connections with output to send this turn */
     struct conn  *reap_head;         /* aborted connections to free once idle */
     struct run   *run_pool;          /* free runs, reused */
+    void         *ups;               /* upstream connections (net/upstream.c), NULL without proxy agents */
+    void         *px;                /* per-endpoint balancer and breaker state (net/proxy.c) */
 
     bool          draining, stopping;
     agate_timer_t drain_timer;

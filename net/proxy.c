@@ -1,0 +1,615 @@
+/* proxy: runs of AG-UI agents that live behind agate.
+ *
+ * A run picks an endpoint (round-robin or least outstanding runs, skipping
+ * endpoints whose circuit breaker is open), POSTs the client's RunAgentInput
+ * unchanged, and passes the upstream's SSE events through to the client sink
+ * after validating them (strict) or as they are (pass).
+ *
+ * Failure rules: before the first event, a failed attempt (refused, reset,
+ * timeout, 5xx, wrong content type) is retried on another endpoint after an
+ * exponential backoff with full jitter, up to the agent's retry attempts;
+ * after the first event nothing can be retried and the client gets a
+ * RUN_ERROR (upstream_failed) and the end of the stream, never a silent cut.
+ * The client's response head is sent when an upstream answers 2xx with an
+ * event stream; until then failures can still be proper HTTP errors.
+ *
+ * Breakers and balancer state are per shard: each shard sees its share of the
+ * traffic and decides alone, with no shared state on the request path. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+
+#include "core/trace.h"
+#include "net/conn.h"
+#include "net/http1.h"
+#include "net/proxy.h"
+#include "net/upstream.h"
+#include "proto/agent.h"
+#include "proto/sseread.h"
+#include "proto/validate.h"
+
+#define PX_MAX_EVENT (4u << 20)   /* one upstream event may not exceed 4 MiB */
+
+enum br_state { BR_CLOSED, BR_OPEN, BR_HALF_OPEN };
+enum px_phase { PX_ATTEMPT, PX_BACKOFF, PX_DONE };
+
+typedef struct px_endpoint {
+    uint32_t outstanding;        /* runs on this endpoint now */
+    uint8_t  state;              /* enum br_state */
+    uint32_t consecutive;        /* failures in a row */
+    uint64_t window;             /* recent outcomes, bit set = failure, newest in bit 0 */
+    uint32_t window_n;
+    uint64_t open_until_ms;
+    uint32_t trials, trial_ok;   /* half-open: admitted, succeeded */
+    int64_t *metric;             /* this shard's breaker-open gauge, NULL without metrics */
+} px_endpoint_t;
+
+typedef struct px_shard {
+    px_endpoint_t ep[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
+    uint32_t      rr[CFG_MAX_AGENTS];
+} px_shard_t;
+
+typedef struct proxy_run {
+    run_t      *r;               /* NULL once the run is stopped */
+    ups_t      *u;
+    int         ep;              /* endpoint of the current attempt, -1 when none */
+    uint32_t    attempts;
+    uint64_t    tried;           /* endpoints tried, as bits */
+    uint64_t    start_ms, sent_ms, last_event_ms, backoff_until_ms;
+    uint8_t     phase;
+    bool        head_ok, first_event;
+    agui_type_t last_type;
+    sseread_t   sse;
+    validate_t *val;
+} proxy_run_t;
+
+static inline px_endpoint_t *EP(const shard_t *sh, unsigned a, int e) { return &((px_shard_t *)sh->px)->ep[a][e]; }
+static inline unsigned agent_idx(const run_t *r) { return (unsigned)(r->agent - r->sh->cfg->agents); }
+
+/* --- circuit breaker ------------------------------------------------------------ */
+
+static bool br_available(const cfg_agent_t *ag, px_endpoint_t *e, uint64_t now)
+{
+    if (e->state == BR_OPEN && now >= e->open_until_ms) {
+        e->state = BR_HALF_OPEN;
+        if (e->metric)
+            metrics_gauge_add(e->metric, -1);
+        e->trials = e->trial_ok = 0;
+    }
+    return e->state == BR_CLOSED || (e->state == BR_HALF_OPEN && e->trials < ag->breaker_half_open);
+}
+
+static void br_open(const cfg_agent_t *ag, px_endpoint_t *e, uint64_t now)
+{
+    e->state = BR_OPEN;
+    if (e->metric)
+        metrics_gauge_add(e->metric, 1);
+    e->open_until_ms = now + ag->breaker_open_ms;
+    e->consecutive = 0;
+    e->window = 0;
+    e->window_n = 0;
+}
+
+static void br_record(const cfg_agent_t *ag, px_endpoint_t *e, bool failed, uint64_t now)
+{
+    uint32_t span = ag->breaker_min_requests < 64 ? ag->breaker_min_requests : 64;
+    e->window = e->window << 1 | failed;
+    if (e->window_n < span)
+        e->window_n++;
+    if (e->state == BR_HALF_OPEN) {
+        if (failed)
+            br_open(ag, e, now);
+        else if (++e->trial_ok >= ag->breaker_half_open)
+            e->state = BR_CLOSED;   /* recovered: the window starts clean */
+        return;
+    }
+    if (!failed) {
+        e->consecutive = 0;
+        return;
+    }
+    e->consecutive++;
+    uint64_t mask = span >= 64 ? ~0ull : (1ull << span) - 1;
+    double rate = (double)__builtin_popcountll(e->window & mask) / (double)e->window_n;
+    if (e->consecutive >= ag->breaker_failures || (e->window_n >= span && rate >= ag->breaker_error_rate))
+        br_open(ag, e, now);
+}
+
+/* --- balancer ------------------------------------------------------------------ */
+
+/* Picks an endpoint not tried yet if one is available, else any available one;
+ * -1 when every endpoint's breaker is open (retry_after_s: when one may reopen). */
+static int pick(run_t *r, uint64_t tried, uint32_t *retry_after_s)
+{
+    shard_t *sh = r->sh;
+    const cfg_agent_t *ag = r->agent;
+    unsigned a = agent_idx(r), n = ag->n_endpoints;
+    px_shard_t *ps = sh->px;
+    int best = -1;
+    uint64_t soonest = UINT64_MAX;
+    for (int pass = 0; pass < 2 && best < 0; pass++) {
+        for (unsigned k = 0; k < n; k++) {
+            unsigned e = (ps->rr[a] + k) % n;
+            px_endpoint_t *pe = EP(sh, a, (int)e);
+            if (pass == 0 && (tried >> e & 1))
+                continue;
+            if (!br_available(ag, pe, sh->now_ms)) {
+                if (pe->open_until_ms < soonest)
+                    soonest = pe->open_until_ms;
+                continue;
+            }
+            if (best < 0 || (ag->balance == CFG_BALANCE_LEAST_OUTSTANDING &&
+                             pe->outstanding < EP(sh, a, best)->outstanding))
+                best = (int)e;
+            if (ag->balance == CFG_BALANCE_ROUND_ROBIN)
+                break;
+        }
+    }
+    if (best < 0) {
+        uint64_t wait = soonest > sh->now_ms && soonest != UINT64_MAX ? soonest - sh->now_ms : 1000;
+        *retry_after_s = (uint32_t)((wait + 999) / 1000);
+        return -1;
+    }
+    ps->rr[a] = (unsigned)(best + 1) % n;
+    px_endpoint_t *pe = EP(sh, a, best);
+    if (pe->state == BR_HALF_OPEN)
+        pe->trials++;
+    return best;
+}
+
+/* --- the run ------------------------------------------------------------------- */
+
+static void attempt(proxy_run_t *px);
+static void schedule_timer(proxy_run_t *px);
+
+static const char *const ctype_sse = "text/event-stream";
+
+/* Ends the current attempt's hold on its endpoint and connection. */
+static void drop_attempt(proxy_run_t *px, bool reusable)
+{
+    if (px->u) {
+        if (reusable)
+            ups_release(px->u, true);
+        else
+            ups_abort(px->u);
+        px->u = NULL;
+    }
+    if (px->ep >= 0) {
+        EP(px->r->sh, agent_idx(px->r), px->ep)->outstanding--;
+        px->ep = -1;
+    }
+}
+
+/* After the head was sent: a RUN_ERROR event, then the end of the stream. */
+static void run_error(proxy_run_t *px, const char *code, const char *msg)
+{
+    run_t *r = px->r;
+    drop_attempt(px, false);
+    px->phase = PX_DONE;
+    agui_event_t ev = {.type = AGUI_RUN_ERROR};
+    ev.message = (agui_str_t){msg, strlen(msg)};
+    ev.code = (agui_str_t){code, strlen(code)};
+    r->errored = true;
+    if (r->sink->event(r, &ev) == 0)
+        r->sink->end(r);
+}
+
+/* No attempt left: an HTTP error when the client has seen nothing yet. */
+static void give_up(proxy_run_t *px, int status, const char *code, const char *msg, uint32_t retry_after_s)
+{
+    run_t *r = px->r;
+    drop_attempt(px, false);
+    px->phase = PX_DONE;
+    if (r->started)
+        run_error(px, code, msg);
+    else
+        r->sink->fail(r, status, code, msg, retry_after_s);
+}
+
+/* An attempt failed before any event: retry elsewhere, or give up. */
+static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count_in_breaker, bool retryable,
+                           int status, const char *code, const char *msg)
+{
+    run_t *r = px->r;
+    const cfg_agent_t *ag = r->agent;
+    if (r->sh->m && px->ep >= 0)
+        metrics_add(&r->sh->m->up_failures[agent_idx(r)][px->ep][kind], 1);
+    if (px->ep >= 0 && count_in_breaker)
+        br_record(ag, EP(r->sh, agent_idx(r), px->ep), true, r->sh->now_ms);
+    drop_attempt(px, false);
+    if (px->first_event) {
+        run_error(px, "upstream_failed", msg);
+        return;
+    }
+    if (!retryable || px->attempts > ag->retry_attempts) {
+        give_up(px, status, code, msg, 0);
+        return;
+    }
+    /* Full jitter: uniform in [0, min(max, base * 2^attempt)). */
+    uint64_t cap = (uint64_t)ag->retry_backoff_ms << (px->attempts < 20 ? px->attempts - 1 : 20);
+    if (cap > ag->retry_backoff_max_ms)
+        cap = ag->retry_backoff_max_ms;
+    uint64_t delay = cap ? rand_next(&r->sh->rng) % cap : 0;
+    px->phase = PX_BACKOFF;
+    px->backoff_until_ms = r->sh->now_ms + delay;
+    if (r->sh->m)
+        metrics_add(&r->sh->m->up_retries[agent_idx(r)], 1);
+    schedule_timer(px);
+}
+
+static void tick_fired(agate_timer_t *t)
+{
+    run_t *r = (run_t *)((char *)t - offsetof(run_t, tick));
+    proxy_run_t *px = r->px;
+    const cfg_agent_t *ag = r->agent;
+    uint64_t now = r->sh->now_ms;
+    char msg[128];
+    if (now >= px->start_ms + ag->run_timeout_ms) {
+        snprintf(msg, sizeof msg, "the run exceeded %u ms", ag->run_timeout_ms);
+        give_up(px, 504, "upstream_timeout", msg, 0);
+        return;
+    }
+    if (px->phase == PX_BACKOFF) {
+        if (now >= px->backoff_until_ms)
+            attempt(px);
+        else
+            schedule_timer(px);
+        return;
+    }
+    if (!px->first_event && now >= px->sent_ms + ag->first_event_timeout_ms) {
+        snprintf(msg, sizeof msg, "no event from the upstream within %u ms", ag->first_event_timeout_ms);
+        attempt_failed(px, MUF_TIMEOUT, true, true, 504, "upstream_timeout", msg);
+        return;
+    }
+    if (px->first_event && now >= px->last_event_ms + ag->idle_timeout_ms) {
+        snprintf(msg, sizeof msg, "no event from the upstream for %u ms", ag->idle_timeout_ms);
+        run_error(px, "upstream_timeout", msg);
+        return;
+    }
+    schedule_timer(px);
+}
+
+/* Arms the run's one timer at its nearest deadline; events never touch it, a
+ * firing that finds the deadline moved just re-arms. */
+static void schedule_timer(proxy_run_t *px)
+{
+    run_t *r = px->r;
+    const cfg_agent_t *ag = r->agent;
+    uint64_t at = px->start_ms + ag->run_timeout_ms;
+    uint64_t d = px->phase == PX_BACKOFF ? px->backoff_until_ms
+               : !px->first_event       ? px->sent_ms + ag->first_event_timeout_ms
+                                        : px->last_event_ms + ag->idle_timeout_ms;
+    if (d < at)
+        at = d;
+    r->tick.cb = tick_fired;
+    if (timer_arm(&r->sh->timers, &r->tick, at))
+        give_up(px, 503, "out_of_memory", "out of memory", 0);
+}
+
+/* The type of an event, for metrics, when validation is off: the value of its
+ * first "type" key, found by a scan instead of a parse. */
+static agui_type_t sniff_type(const char *json, size_t len)
+{
+    const char *k = memmem(json, len, "\"type\"", 6);
+    if (!k)
+        return AGUI_TYPE_COUNT;
+    const char *p = k + 6, *end = json + len;
+    while (p < end && (*p == ' ' || *p == ':' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    if (p >= end || *p != '"')
+        return AGUI_TYPE_COUNT;
+    const char *q = memchr(p + 1, '"', (size_t)(end - p - 1));
+    return q ? agui_type_from_name(p + 1, (size_t)(q - p - 1)) : AGUI_TYPE_COUNT;
+}
+
+static int on_sse_event(void *ctx, const sseread_event_t *ev)
+{
+    proxy_run_t *px = ctx;
+    run_t *r = px->r;
+    if (ev->type_len && !(ev->type_len == 7 && !memcmp(ev->type, "message", 7)))
+        return 0;   /* named events are not AG-UI events */
+    agui_type_t type;
+    if (r->agent->validation == CFG_VALIDATION_STRICT) {
+        char msg[VALIDATE_MSG_MAX];
+        if (validate_event(px->val, ev->data, ev->data_len, &type, msg)) {
+            char full[VALIDATE_MSG_MAX + 48];
+            snprintf(full, sizeof full, "upstream broke the AG-UI protocol: %s", msg);
+            run_error(px, "upstream_protocol_error", full);
+            return 1;
+        }
+    } else {
+        type = sniff_type(ev->data, ev->data_len);
+    }
+    if (!px->first_event) {
+        px->first_event = true;
+        br_record(r->agent, EP(r->sh, agent_idx(r), px->ep), false, r->sh->now_ms);
+    }
+    px->last_event_ms = r->sh->now_ms;
+    px->last_type = type;
+    if (r->sink->raw(r, type, ev->data, ev->data_len))
+        return 1;   /* the client connection is gone; the run was stopped */
+    if (!r->sink->writable(r)) {
+        r->blocked = true;
+        ups_pause(px->u);
+    }
+    return 0;
+}
+
+static void up_head(void *owner, int status, const char *ctype, size_t ctype_len)
+{
+    proxy_run_t *px = owner;
+    run_t *r = px->r;
+    char msg[160];
+    if (status >= 200 && status < 300) {
+        size_t n = strlen(ctype_sse);
+        if (ctype_len < n || strncasecmp(ctype, ctype_sse, n)) {
+            snprintf(msg, sizeof msg, "upstream answered %d with Content-Type \"%.*s\", not %s", status,
+                     (int)(ctype_len > 60 ? 60 : ctype_len), ctype, ctype_sse);
+            attempt_failed(px, MUF_CONTENT_TYPE, true, true, 502, "upstream_failed", msg);
+            return;
+        }
+        px->head_ok = true;
+        if (!r->started) {
+            r->sink->start(r);
+            r->started = true;
+        }
+        return;
+    }
+    snprintf(msg, sizeof msg, "upstream answered %d %s", status, http_status_text(status));
+    if (status >= 500)
+        attempt_failed(px, MUF_STATUS, true, true, 502, "upstream_failed", msg);
+    else if (status == 429)
+        attempt_failed(px, MUF_STATUS, false, false, 429, "upstream_rate_limited", msg);
+    else if (status == 400 || status == 422)
+        attempt_failed(px, MUF_STATUS, false, false, 400, "upstream_rejected", msg);
+    else
+        attempt_failed(px, MUF_STATUS, false, false, 502, "upstream_error", msg);
+}
+
+static void up_body(void *owner, const char *p, size_t n)
+{
+    proxy_run_t *px = owner;
+    if (!px->head_ok)
+        return;
+    int rc = sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
+    if (rc == -EMSGSIZE && px->r)
+        run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
+}
+
+static bool run_closed(const proxy_run_t *px)
+{
+    if (px->r->agent->validation == CFG_VALIDATION_STRICT)
+        return validate_run_closed(px->val);
+    return px->last_type == AGUI_RUN_FINISHED || px->last_type == AGUI_RUN_ERROR;
+}
+
+static void up_done(void *owner, bool keep_alive)
+{
+    proxy_run_t *px = owner;
+    run_t *r = px->r;
+    if (!px->head_ok)
+        return;
+    drop_attempt(px, keep_alive);
+    if (!px->first_event) {
+        attempt_failed(px, MUF_PROTOCOL, true, true, 502, "upstream_failed", "upstream ended the stream without an event");
+        return;
+    }
+    if (!run_closed(px)) {
+        run_error(px, "upstream_failed", "upstream ended the stream before the run finished");
+        return;
+    }
+    px->phase = PX_DONE;
+    r->sink->end(r);
+}
+
+static void up_fail(void *owner, ups_fail_t why, int err)
+{
+    proxy_run_t *px = owner;
+    px->u = NULL;   /* the connection is already gone */
+    char msg[160];
+    snprintf(msg, sizeof msg, "upstream %s: %s",
+             why == UPS_FAIL_CONNECT ? "connection failed" : why == UPS_FAIL_RESET ? "connection broke" : "sent an invalid HTTP response",
+             strerror(-err));
+    bool timeout = err == -ETIMEDOUT;
+    enum metrics_upfail kind = timeout ? MUF_TIMEOUT : why == UPS_FAIL_CONNECT ? MUF_CONNECT
+                             : why == UPS_FAIL_RESET ? MUF_RESET : MUF_PROTOCOL;
+    attempt_failed(px, kind, true, true, timeout ? 504 : 502, timeout ? "upstream_timeout" : "upstream_failed", msg);
+}
+
+static const ups_ops_t px_ups_ops = {up_head, up_body, up_done, up_fail};
+
+/* Headers agate writes itself; an allow-list entry naming one is ignored. */
+static bool agate_sets(const char *name)
+{
+    static const char *const own[] = {"content-type", "accept", "x-request-id", "x-forwarded-for",
+                                       "x-forwarded-proto", "x-forwarded-host", "traceparent", "tracestate"};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (!strcmp(name, own[i]))
+            return true;
+    return false;
+}
+
+/* The upstream request: the client's body unchanged, with forwarding headers. */
+static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
+{
+    run_t *r = px->r;
+    conn_t *c = r->sink_ctx;
+    http_req_t *req = &c->http.req;
+    const cfg_agent_t *ag = r->agent;
+    bool v6 = strchr(ep->host, ':') != NULL;   /* stored without brackets */
+    buf_append_lit(b, "POST ");
+    buf_append(b, ep->path, strlen(ep->path));
+    buf_append_lit(b, " HTTP/1.1\r\nHost: ");
+    if (v6)
+        buf_putc(b, '[');
+    buf_append(b, ep->host, strlen(ep->host));
+    if (v6)
+        buf_putc(b, ']');
+    if (ep->port != 80) {
+        buf_putc(b, ':');
+        buf_append_u64(b, ep->port);
+    }
+    buf_append_lit(b, "\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: ");
+    buf_append_u64(b, req->body.len);
+    buf_append_lit(b, "\r\nX-Request-ID: ");
+    buf_append(b, req->id, req->id_len);
+    /* X-Forwarded-For: what came in, plus our client's address. */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char ip[INET6_ADDRSTRLEN] = "unknown";
+    if (!getpeername(c->fd, (struct sockaddr *)&ss, &sl)) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
+    }
+    const char *v;
+    size_t vl;
+    buf_append_lit(b, "\r\nX-Forwarded-For: ");
+    if (http_header(req, "x-forwarded-for", &v, &vl) && vl) {
+        buf_append(b, v, vl);
+        buf_append_lit(b, ", ");
+    }
+    buf_append(b, ip, strlen(ip));
+    buf_append_lit(b, "\r\nX-Forwarded-Proto: http");
+    if (http_header(req, "host", &v, &vl)) {
+        buf_append_lit(b, "\r\nX-Forwarded-Host: ");
+        buf_append(b, v, vl);
+    }
+    /* traceparent: our trace, a new span id for this attempt. */
+    char tp[TRACEPARENT_LEN];
+    uint8_t child[8];
+    trace_child(&req->trace, &r->sh->rng, child, tp);
+    buf_append_lit(b, "\r\ntraceparent: ");
+    buf_append(b, tp, TRACEPARENT_LEN);
+    if (http_header(req, "tracestate", &v, &vl) && trace_state_valid(v, vl)) {
+        buf_append_lit(b, "\r\ntracestate: ");
+        buf_append(b, v, vl);
+    }
+    for (uint32_t i = 0; i < ag->n_forward; i++) {
+        if (agate_sets(ag->forward_headers[i]) || !http_header(req, ag->forward_headers[i], &v, &vl))
+            continue;
+        buf_append_lit(b, "\r\n");
+        buf_append(b, ag->forward_headers[i], strlen(ag->forward_headers[i]));
+        buf_append_lit(b, ": ");
+        buf_append(b, v, vl);
+    }
+    buf_append_lit(b, "\r\n\r\n");
+    buf_append(b, req->body.data, req->body.len);
+}
+
+static void attempt(proxy_run_t *px)
+{
+    run_t *r = px->r;
+    uint32_t retry_after = 0;
+    int ep = pick(r, px->tried, &retry_after);
+    if (ep < 0) {
+        give_up(px, 503, "upstream_unavailable", "every upstream endpoint is failing; try again later", retry_after);
+        return;
+    }
+    px->attempts++;
+    px->tried |= 1ull << ep;
+    px->phase = PX_ATTEMPT;
+    px->head_ok = false;
+    sseread_reset(&px->sse);
+    ups_t *u = ups_acquire(r->sh, agent_idx(r), (unsigned)ep, px, &px_ups_ops);
+    if (!u) {
+        px->ep = -1;
+        attempt_failed(px, MUF_CONNECT, false, true, 503, "upstream_failed", "no upstream connection available on this shard");
+        return;
+    }
+    px->u = u;
+    px->ep = ep;
+    if (r->sh->m)
+        metrics_add(&r->sh->m->up_attempts[agent_idx(r)][ep], 1);
+    EP(r->sh, agent_idx(r), ep)->outstanding++;
+    build_request(px, ups_out(u), &r->agent->endpoints[ep]);
+    ups_send(u);
+    px->sent_ms = r->sh->now_ms;
+    schedule_timer(px);
+}
+
+static void px_start(run_t *r)
+{
+    if (!r->px) {
+        r->px = calloc(1, sizeof *r->px);
+        if (!r->px) {
+            r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
+            return;
+        }
+        sseread_init(&r->px->sse, PX_MAX_EVENT);
+    }
+    proxy_run_t *px = r->px;
+    px->r = r;
+    px->u = NULL;
+    px->ep = -1;
+    px->attempts = 0;
+    px->tried = 0;
+    px->first_event = false;
+    px->last_type = AGUI_TYPE_COUNT;
+    px->start_ms = r->sh->now_ms;
+    if (r->agent->validation == CFG_VALIDATION_STRICT && !(px->val = validate_new())) {
+        r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
+        return;
+    }
+    attempt(px);
+}
+
+static void px_resume(run_t *r)
+{
+    proxy_run_t *px = r->px;
+    if (px && px->u)
+        ups_resume(px->u);
+}
+
+/* The run ends (normally, by error, or because the client left): drop the
+ * upstream connection at once so the agent sees the cancel. */
+static void px_stop(run_t *r)
+{
+    proxy_run_t *px = r->px;
+    if (!px || !px->r)
+        return;
+    drop_attempt(px, false);
+    if (px->val) {
+        validate_free(px->val);
+        px->val = NULL;
+    }
+    px->r = NULL;
+}
+
+static void px_destroy(run_t *r)
+{
+    sseread_free(&r->px->sse);
+    free(r->px);
+    r->px = NULL;
+}
+
+const agent_kind_ops_t proxy_agent_ops = {px_start, px_resume, px_stop, px_destroy};
+
+int proxy_shard_init(shard_t *sh)
+{
+    bool any = false;
+    for (uint32_t a = 0; a < sh->cfg->n_agents; a++)
+        any |= sh->cfg->agents[a].kind == CFG_AGENT_PROXY;
+    if (!any)
+        return 0;
+    px_shard_t *ps = calloc(1, sizeof *ps);
+    if (!ps)
+        return -ENOMEM;
+    if (sh->m)
+        for (unsigned a = 0; a < CFG_MAX_AGENTS; a++)
+            for (unsigned e = 0; e < CFG_MAX_ENDPOINTS; e++)
+                ps->ep[a][e].metric = &sh->m->up_breaker_open[a][e];
+    sh->px = ps;
+    return ups_shard_init(sh);
+}
+
+void proxy_shard_free(shard_t *sh)
+{
+    ups_shard_free(sh);
+    free(sh->px);
+    sh->px = NULL;
+}

@@ -1,0 +1,479 @@
+/* upstream: client connections to agent services on the shard's io_uring.
+ *
+ * Ownership: the shard owns the slab; a connection's owner (a proxied run) holds
+ * it from ups_acquire() until ups_release()/ups_abort(), after which the owner
+ * pointer is NULL and no callback fires. A slot is freed only when no SQE
+ * naming it is in flight (inflight == 0), as for client connections.
+ *
+ * Addresses are resolved once by the main thread before the shards start (a
+ * resolver on a refresh interval is the next step); shards only read them. */
+#include "net/upstream.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define UPS_SLOTS 4096   /* upstream connections per shard */
+
+typedef struct ups_addr {
+    struct sockaddr_storage ss;
+    socklen_t               len;
+} ups_addr_t;
+
+static ups_addr_t g_addrs[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
+
+/* Per-shard slab and pools, hung off shard_t.ups. */
+typedef struct ups_shard {
+    ups_t    slots[UPS_SLOTS];
+    uint32_t free[UPS_SLOTS];
+    uint32_t n_free;
+    uint32_t n_live;
+    ups_t   *pool[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
+    uint32_t pool_len[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
+} ups_shard_t;
+
+static void pool_timer_fired(agate_timer_t *t);
+static void ups_free_slot(ups_t *u);
+
+int ups_resolve_all(const cfg_t *cfg, char *err, size_t errlen)
+{
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        const cfg_agent_t *ag = &cfg->agents[a];
+        if (ag->kind != CFG_AGENT_PROXY)
+            continue;
+        for (uint32_t e = 0; e < ag->n_endpoints; e++) {
+            const cfg_endpoint_t *ep = &ag->endpoints[e];
+            struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+            char port[8];
+            snprintf(port, sizeof port, "%u", ep->port);
+            int rc = getaddrinfo(ep->host, port, &hints, &res);
+            if (rc || !res) {
+                snprintf(err, errlen, "agents.%s.endpoints[%u]: cannot resolve %s: %s", ag->name, e, ep->host,
+                         rc ? gai_strerror(rc) : "no address");
+                return -EINVAL;
+            }
+            memcpy(&g_addrs[a][e].ss, res->ai_addr, res->ai_addrlen);
+            g_addrs[a][e].len = res->ai_addrlen;
+            freeaddrinfo(res);
+        }
+    }
+    return 0;
+}
+
+const struct sockaddr_storage *ups_addr(unsigned agent, unsigned ep, socklen_t *len)
+{
+    *len = g_addrs[agent][ep].len;
+    return &g_addrs[agent][ep].ss;
+}
+
+static inline ups_shard_t *US(const shard_t *sh) { return (ups_shard_t *)sh->ups; }
+
+int ups_shard_init(shard_t *sh)
+{
+    ups_shard_t *us = calloc(1, sizeof *us);
+    if (!us)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < UPS_SLOTS; i++) {
+        us->slots[i].fd = -1;
+        us->slots[i].slot = i;
+        us->free[i] = UPS_SLOTS - 1 - i;
+    }
+    us->n_free = UPS_SLOTS;
+    sh->ups = us;
+    return 0;
+}
+
+void ups_shard_free(shard_t *sh)
+{
+    ups_shard_t *us = US(sh);
+    if (!us)
+        return;
+    for (uint32_t i = 0; i < UPS_SLOTS; i++)
+        buf_free(&us->slots[i].out);
+    free(us);
+    sh->ups = NULL;
+}
+
+bool ups_busy(const shard_t *sh) { return US(sh) && US(sh)->n_live; }
+
+void ups_abort_all(shard_t *sh)
+{
+    ups_shard_t *us = US(sh);
+    if (!us)
+        return;
+    for (uint32_t i = 0; i < UPS_SLOTS; i++)
+        if (us->slots[i].state != UPS_FREE)
+            ups_abort(&us->slots[i]);
+}
+
+/* --- response parsing ------------------------------------------------------ */
+
+static inline ups_t *ups_of(llhttp_t *p) { return (ups_t *)p->data; }
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    ups_t *u = ups_of(p);
+    /* Field names arrive whole in practice; a split name simply is not matched,
+     * which only costs the Content-Type check on that response. */
+    u->hdr = len == 12 && !strncasecmp(at, "content-type", 12);
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    ups_t *u = ups_of(p);
+    if (u->hdr && u->ctype_len + len < sizeof u->ctype) {
+        memcpy(u->ctype + u->ctype_len, at, len);
+        u->ctype_len += (uint32_t)len;
+    }
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    ups_t *u = ups_of(p);
+    u->got_head = true;
+    if (u->owner)
+        u->ops->head(u->owner, llhttp_get_status_code(p), u->ctype, u->ctype_len);
+    return u->owner ? 0 : -1;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    ups_t *u = ups_of(p);
+    if (u->owner)
+        u->ops->body(u->owner, at, len);
+    return u->owner ? 0 : -1;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    ups_t *u = ups_of(p);
+    bool keep = llhttp_should_keep_alive(p);
+    if (u->owner)
+        u->ops->done(u->owner, keep);
+    return HPE_PAUSED;   /* nothing may follow a response we did not ask for */
+}
+
+static const llhttp_settings_t ups_settings = {
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static void reset_parser(ups_t *u)
+{
+    llhttp_init(&u->parser, HTTP_RESPONSE, &ups_settings);
+    u->parser.data = u;
+    u->ctype_len = 0;
+    u->hdr = 0;
+    u->got_head = false;
+}
+
+/* --- I/O ------------------------------------------------------------------- */
+
+static void arm_recv(ups_t *u)
+{
+    struct io_uring_sqe *sqe = shard_sqe(u->sh);
+    io_uring_prep_recv(sqe, u->fd, NULL, u->sh->rbufs.size, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = u->sh->rbufs.bgid;
+    io_uring_sqe_set_data64(sqe, uring_ud(UD_UP_RECV, u->gen, u->slot));
+    u->recv_armed = true;
+    u->inflight++;
+}
+
+static void arm_send(ups_t *u)
+{
+    struct io_uring_sqe *sqe = shard_sqe(u->sh);
+    io_uring_prep_send(sqe, u->fd, u->out.data + u->sent, u->out.len - u->sent, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, uring_ud(UD_UP_SEND, u->gen, u->slot));
+    u->send_inflight = true;
+    u->inflight++;
+}
+
+/* Tells the owner (once) and detaches it. */
+static void fail(ups_t *u, ups_fail_t why, int err)
+{
+    void *owner = u->owner;
+    u->owner = NULL;
+    ups_abort(u);
+    if (owner)
+        u->ops->fail(owner, why, err);
+}
+
+static void pool_remove(ups_t *u)
+{
+    ups_shard_t *us = US(u->sh);
+    ups_t **pp = &us->pool[u->agent][u->ep];
+    while (*pp && *pp != u)
+        pp = &(*pp)->pool_next;
+    if (*pp) {
+        *pp = u->pool_next;
+        us->pool_len[u->agent][u->ep]--;
+    }
+    u->in_pool_list = false;
+    timer_cancel(&u->sh->timers, &u->timer);
+}
+
+ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const ups_ops_t *ops)
+{
+    ups_shard_t *us = US(sh);
+    ups_t *u = us->pool[agent][ep];
+    if (u) {
+        pool_remove(u);
+        u->state = UPS_ACTIVE;
+        u->reused = true;
+    } else {
+        if (!us->n_free)
+            return NULL;
+        socklen_t alen;
+        const struct sockaddr_storage *ss = ups_addr(agent, ep, &alen);
+        int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return NULL;
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        u = &us->slots[us->free[--us->n_free]];
+        us->n_live++;
+        u->sh = sh;
+        u->fd = fd;
+        u->agent = (uint16_t)agent;
+        u->ep = (uint16_t)ep;
+        u->inflight = 0;
+        u->recv_armed = u->send_inflight = u->paused = u->reused = u->in_pool_list = false;
+        u->timer.cb = pool_timer_fired;
+        u->state = UPS_CONNECTING;
+        /* connect with a linked timeout: the kernel cancels the connect when the
+         * agent's connect timeout passes, no timer of ours involved. */
+        const cfg_agent_t *ag = &sh->cfg->agents[agent];
+        struct io_uring_sqe *sqe = shard_sqe(sh);
+        io_uring_prep_connect(sqe, fd, (const struct sockaddr *)ss, alen);
+        io_uring_sqe_set_data64(sqe, uring_ud(UD_UP_CONNECT, u->gen, u->slot));
+        sqe->flags |= IOSQE_IO_LINK;
+        u->inflight++;
+        u->connect_ts.tv_sec = ag->connect_timeout_ms / 1000;
+        u->connect_ts.tv_nsec = (long long)(ag->connect_timeout_ms % 1000) * 1000000;
+        sqe = shard_sqe(sh);
+        io_uring_prep_link_timeout(sqe, &u->connect_ts, 0);
+        io_uring_sqe_set_data64(sqe, uring_ud(UD_IGNORE, 0, 0));
+    }
+    u->owner = owner;
+    u->ops = ops;
+    u->out.len = 0;
+    u->sent = 0;
+    reset_parser(u);
+    return u;
+}
+
+void ups_send(ups_t *u)
+{
+    u->sent = 0;
+    if (u->state == UPS_ACTIVE)
+        arm_send(u);   /* a connecting socket sends when the connect completes */
+}
+
+void ups_pause(ups_t *u) { u->paused = true; }
+
+void ups_resume(ups_t *u)
+{
+    if (!u->paused)
+        return;
+    u->paused = false;
+    if (u->state == UPS_ACTIVE && !u->recv_armed && !u->send_inflight && u->sent == u->out.len)
+        arm_recv(u);
+}
+
+static void pool_timer_fired(agate_timer_t *t)
+{
+    ups_t *u = (ups_t *)((char *)t - offsetof(ups_t, timer));
+    ups_abort(u);
+}
+
+void ups_release(ups_t *u, bool reusable)
+{
+    u->owner = NULL;
+    if (u->state != UPS_ACTIVE)
+        return;
+    const cfg_agent_t *ag = &u->sh->cfg->agents[u->agent];
+    ups_shard_t *us = US(u->sh);
+    if (!reusable || u->send_inflight || us->pool_len[u->agent][u->ep] >= ag->pool_max_idle) {
+        ups_abort(u);
+        return;
+    }
+    u->state = UPS_IDLE;
+    u->paused = false;
+    u->pool_next = us->pool[u->agent][u->ep];
+    us->pool[u->agent][u->ep] = u;
+    us->pool_len[u->agent][u->ep]++;
+    u->in_pool_list = true;
+    timer_arm(&u->sh->timers, &u->timer, u->sh->now_ms + ag->pool_idle_timeout_ms);
+    if (!u->recv_armed)
+        arm_recv(u);   /* so a close by the server while idle is noticed */
+}
+
+void ups_abort(ups_t *u)
+{
+    if (u->state == UPS_FREE || u->state == UPS_ABORT)
+        return;
+    u->owner = NULL;
+    if (u->in_pool_list)
+        pool_remove(u);
+    timer_cancel(&u->sh->timers, &u->timer);
+    u->state = UPS_ABORT;
+    /* A direct shutdown so in-flight operations complete now; the agent sees
+     * the connection close, which is how it learns the run was cancelled. */
+    if (u->inflight)
+        shutdown(u->fd, SHUT_RDWR);
+    else
+        ups_free_slot(u);
+}
+
+static void ups_free_slot(ups_t *u)
+{
+    ups_shard_t *us = US(u->sh);
+    close(u->fd);
+    u->fd = -1;
+    u->state = UPS_FREE;
+    u->gen++;
+    if (u->out.cap > 64 * 1024)
+        buf_free(&u->out);
+    us->free[us->n_free++] = u->slot;
+    us->n_live--;
+}
+
+static void on_connect(ups_t *u, int res)
+{
+    if (u->state != UPS_CONNECTING)
+        return;
+    if (res < 0) {
+        fail(u, UPS_FAIL_CONNECT, res == -ECANCELED ? -ETIMEDOUT : res);
+        return;
+    }
+    u->state = UPS_ACTIVE;
+    if (u->out.len)
+        arm_send(u);
+}
+
+static void on_send(ups_t *u, int res)
+{
+    u->send_inflight = false;
+    if (u->state != UPS_ACTIVE)
+        return;
+    if (res < 0) {
+        fail(u, UPS_FAIL_RESET, res);
+        return;
+    }
+    u->sent += (size_t)res;
+    if (u->sent < u->out.len)
+        arm_send(u);
+    else if (!u->recv_armed && !u->paused)
+        arm_recv(u);
+}
+
+static void on_data(ups_t *u, const char *p, size_t n)
+{
+    if (u->state == UPS_IDLE) {
+        ups_abort(u);   /* bytes nobody asked for, on a pooled connection */
+        return;
+    }
+    llhttp_errno_t e = llhttp_execute(&u->parser, p, n);
+    if (e == HPE_OK)
+        return;
+    if (e == HPE_PAUSED && u->owner == NULL) {
+        if (llhttp_get_error_pos(&u->parser) != p + n)
+            ups_abort(u);   /* bytes after the response: not safe to reuse */
+        return;
+    }
+    if (e == HPE_PAUSED) {
+        /* The owner did not release in done(): treat further bytes as a protocol error. */
+        fail(u, UPS_FAIL_PROTOCOL, -EPROTO);
+        return;
+    }
+    if (u->owner)
+        fail(u, UPS_FAIL_PROTOCOL, -EPROTO);
+    else if (u->state == UPS_ACTIVE)
+        ups_abort(u);
+}
+
+static void on_eof(ups_t *u)
+{
+    if (u->state != UPS_ACTIVE) {
+        ups_abort(u);
+        return;
+    }
+    /* A close-delimited body ends here; anything else was cut short. */
+    if (u->got_head && llhttp_finish(&u->parser) == HPE_OK && !u->owner) {
+        ups_abort(u);
+        return;
+    }
+    if (u->owner)
+        fail(u, UPS_FAIL_RESET, -ECONNRESET);
+    else
+        ups_abort(u);
+}
+
+static void on_recv(ups_t *u, struct io_uring_cqe *cqe)
+{
+    shard_t *sh = u->sh;
+    u->recv_armed = false;
+    int res = cqe->res;
+    if (res > 0) {
+        uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        if (u->state == UPS_ACTIVE || u->state == UPS_IDLE)
+            on_data(u, uring_bufs_addr(&sh->rbufs, bid), (size_t)res);
+        uring_bufs_recycle(&sh->rbufs, bid);
+    } else if (res == 0) {
+        on_eof(u);
+        return;
+    } else if (res != -ENOBUFS) {
+        if (u->state == UPS_ACTIVE && u->owner)
+            fail(u, UPS_FAIL_RESET, res);
+        else
+            ups_abort(u);
+        return;
+    }
+    if ((u->state == UPS_ACTIVE && !u->paused && u->owner) || u->state == UPS_IDLE) {
+        if (!u->recv_armed)
+            arm_recv(u);
+    }
+}
+
+void ups_on_cqe(shard_t *sh, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    uint32_t slot = uring_ud_slot(ud);
+    ups_shard_t *us = US(sh);
+    if (!us || slot >= UPS_SLOTS)
+        return;
+    ups_t *u = &us->slots[slot];
+    if ((u->gen & 0xffffffu) != uring_ud_gen(ud) || u->state == UPS_FREE) {
+        if (cqe->flags & IORING_CQE_F_BUFFER)
+            uring_bufs_recycle(&sh->rbufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+        return;
+    }
+    u->inflight--;
+    switch (uring_ud_op(ud)) {
+    case UD_UP_CONNECT:
+        on_connect(u, cqe->res);
+        break;
+    case UD_UP_SEND:
+        on_send(u, cqe->res);
+        break;
+    case UD_UP_RECV:
+        on_recv(u, cqe);
+        break;
+    default:
+        break;
+    }
+    if (u->state == UPS_ABORT && !u->inflight)
+        ups_free_slot(u);
+}

@@ -1,0 +1,85 @@
+/* upstream: HTTP/1.1 client connections from a shard to agent services.
+ *
+ * Connections live in a per-shard slab and run on the shard's io_uring like
+ * client connections: connect (with a linked timeout), one send per request,
+ * single-shot receives into the shard's provided buffers. Single-shot, not
+ * multishot, because not re-arming a receive is how a slow client's stream
+ * pushes back on its agent: agate stops reading, TCP's window does the rest.
+ * Responses are parsed with llhttp (content-length, chunked, close-delimited).
+ * After a clean keep-alive response a connection goes to a per-shard,
+ * per-endpoint idle pool with a receive armed, so a server-side close is seen. */
+#ifndef AGATE_UPSTREAM_H
+#define AGATE_UPSTREAM_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/buf.h"
+#include "core/shard.h"
+#include "core/timer.h"
+
+typedef enum ups_state { UPS_FREE, UPS_CONNECTING, UPS_ACTIVE, UPS_IDLE, UPS_ABORT } ups_state_t;
+
+typedef enum ups_fail {
+    UPS_FAIL_CONNECT,    /* refused, unreachable, or the connect timed out */
+    UPS_FAIL_RESET,      /* the connection broke or closed before the response ended */
+    UPS_FAIL_PROTOCOL,   /* the bytes are not an HTTP/1.1 response */
+} ups_fail_t;
+
+/* What the owner (a proxied run) hears. Callbacks run inside the completion
+ * handler; the owner may call ups_release() or ups_abort() from any of them. */
+typedef struct ups_ops {
+    void (*head)(void *owner, int status, const char *ctype, size_t ctype_len);
+    void (*body)(void *owner, const char *p, size_t n);
+    void (*done)(void *owner, bool keep_alive);   /* the response ended cleanly */
+    void (*fail)(void *owner, ups_fail_t why, int err);
+} ups_ops_t;
+
+typedef struct ups {
+    shard_t        *sh;
+    uint32_t        slot, gen;
+    int             fd;                    /* owned */
+    ups_state_t     state;
+    uint8_t         inflight;              /* SQEs naming this slot not yet completed */
+    bool            recv_armed, paused, send_inflight, reused, got_head, in_pool_list;
+    uint16_t        agent, ep;             /* indexes into cfg agents and their endpoints */
+    llhttp_t        parser;
+    buf_t           out;                   /* the request, owned */
+    size_t          sent;
+    char            ctype[96];
+    uint32_t        ctype_len;
+    uint8_t         hdr;                   /* header being read: 1 = Content-Type */
+    void           *owner;                 /* NULL once released */
+    const ups_ops_t *ops;
+    agate_timer_t   timer;                 /* idle timeout while pooled */
+    struct __kernel_timespec connect_ts;   /* the linked connect timeout; read by the kernel at submit */
+    struct ups     *pool_next;
+} ups_t;
+
+/* Per-shard state: the slab and the idle pools. */
+int  ups_shard_init(shard_t *sh);
+void ups_shard_free(shard_t *sh);
+void ups_on_cqe(shard_t *sh, struct io_uring_cqe *cqe);
+bool ups_busy(const shard_t *sh);          /* any connection not yet freed */
+void ups_abort_all(shard_t *sh);
+
+/* The address an endpoint resolved to. Set by the main thread before shards
+ * start (and by the resolver thread later); shards only read it. */
+int ups_resolve_all(const cfg_t *cfg, char *err, size_t errlen);
+const struct sockaddr_storage *ups_addr(unsigned agent, unsigned ep, socklen_t *len);
+
+/* A connection for endpoint ep of agent, from the idle pool or newly
+ * connecting. NULL when the shard has no free slot or the socket fails. */
+ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const ups_ops_t *ops);
+static inline buf_t *ups_out(ups_t *u) { return &u->out; }
+void ups_send(ups_t *u);                   /* sends what the owner put in ups_out() */
+void ups_pause(ups_t *u);                  /* stop reading (backpressure) */
+void ups_resume(ups_t *u);
+/* The owner is done: a connection whose response ended cleanly with keep-alive
+ * goes to the pool, any other is closed. */
+void ups_release(ups_t *u, bool reusable);
+void ups_abort(ups_t *u);                  /* close now; the owner hears nothing more */
+
+#endif

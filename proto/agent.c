@@ -1,0 +1,77 @@
+/* agent: the life of a run, whatever its kind. Runs come from a per-shard free
+ * list; each kind (echo here, proxy in net/proxy.c) supplies start, resume and
+ * stop through agent_kind_ops_t. */
+#include "proto/agent.h"
+
+#include <stdlib.h>
+
+static const agent_kind_ops_t *kind_ops(const run_t *r)
+{
+    return r->agent->kind == CFG_AGENT_PROXY ? &proxy_agent_ops : &echo_agent_ops;
+}
+
+uint32_t agent_token_interval(const cfg_t *cfg, const cfg_agent_t *agent, const runinput_t *in)
+{
+    uint64_t ms = in->token_interval_ms >= 0 ? (uint64_t)in->token_interval_ms : agent->token_interval_ms;
+    return ms > cfg->max_token_interval_ms ? cfg->max_token_interval_ms : (uint32_t)ms;
+}
+
+run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
+                     const run_sink_ops_t *sink, void *sink_ctx)
+{
+    run_t *r = sh->run_pool;
+    if (r) {
+        sh->run_pool = r->next_free;
+    } else if (!(r = calloc(1, sizeof *r))) {
+        runinput_free(in);
+        return NULL;
+    }
+    r->sh = sh;
+    r->agent = agent;
+    r->in = *in;
+    r->sink = sink;
+    r->sink_ctx = sink_ctx;
+    r->interval_ms = agent_token_interval(sh->cfg, agent, in);
+    r->blocked = false;
+    r->tick_due = true;
+    r->started = false;
+    r->errored = false;
+    r->phase = 0;
+    r->pos = 0;
+    buf_reset(&r->text);
+    return r;
+}
+
+void agent_run_start(run_t *r) { kind_ops(r)->start(r); }
+
+void agent_run_resume(run_t *r)
+{
+    r->blocked = false;
+    kind_ops(r)->resume(r);
+}
+
+void agent_run_release(run_t *r)
+{
+    shard_t *sh = r->sh;
+    kind_ops(r)->stop(r);
+    timer_cancel(&sh->timers, &r->tick);
+    runinput_free(&r->in);
+    if (r->text.cap > 64 * 1024)
+        buf_free(&r->text);   /* keep pooled runs small */
+    r->next_free = sh->run_pool;
+    sh->run_pool = r;
+}
+
+void agent_run_abort(run_t *r) { agent_run_release(r); }
+
+void agent_pool_free(shard_t *sh)
+{
+    while (sh->run_pool) {
+        run_t *r = sh->run_pool;
+        sh->run_pool = r->next_free;
+        if (r->px)
+            proxy_agent_ops.destroy(r);
+        buf_free(&r->text);
+        free(r);
+    }
+}
