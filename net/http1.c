@@ -518,10 +518,12 @@ static void log_request(conn_t *c)
     buf_append_u64(b, (uint64_t)r->status);
     buf_append_lit(b, ",\"bytes\":");
     buf_append_u64(b, r->bytes_out);
-    char dur[32];
     uint64_t us = r->start_us ? clock_mono_us() - r->start_us : 0;   /* real time, not the turn-cached one */
-    int n = snprintf(dur, sizeof dur, ",\"duration_ms\":%.3f", (double)us / 1000.0);
-    buf_append(b, dur, (size_t)n);
+    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10), 0};
+    buf_append_lit(b, ",\"duration_ms\":");
+    buf_append_u64(b, us / 1000);
+    buf_putc(b, '.');
+    buf_append(b, frac, 3);
     buf_append_lit(b, ",\"events\":");
     buf_append_u64(b, r->events);
     buf_append_lit(b, ",\"shard\":");
