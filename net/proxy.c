@@ -323,11 +323,12 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
     } else {
         type = sniff_type(ev->data, ev->data_len);
     }
+    px->last_event_ms = r->sh->now_ms;
     if (!px->first_event) {
         px->first_event = true;
         br_record(r->agent, EP(r->sh, agent_idx(r), px->ep), false, r->sh->now_ms);
+        schedule_timer(px);   /* the idle deadline may be earlier than the first-event one */
     }
-    px->last_event_ms = r->sh->now_ms;
     px->last_type = type;
     if (r->sink->raw(r, type, ev->data, ev->data_len))
         return 1;   /* the client connection is gone; the run was stopped */
