@@ -88,11 +88,12 @@ static const struct setting settings[] = {
     { "trace",  "service_name",       "AGATE_SERVICE_NAME",       "agate",        K_TEXT,     1, CFG_NAME_MAX - 1, F(service_name) },
     { "trace",  "export_interval",    "AGATE_OTLP_INTERVAL",      "1s",           K_DURATION, 1, 3600000,    F(otlp_interval_ms) },
     { "trace",  "max_batch",          "AGATE_OTLP_MAX_BATCH",     "512",          K_UINT,     1, 10000,      F(otlp_max_batch) },
+    { "upstream", "dns_refresh",      "AGATE_DNS_REFRESH",        "30s",          K_DURATION, 0, 86400000,   F(dns_refresh_ms) },
 };
 #undef F
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
-static const char *const sections[] = { "limits", "stream", "log", "metrics", "trace" };
+static const char *const sections[] = { "limits", "stream", "log", "metrics", "trace", "upstream" };
 
 /* An agent's settings, keyed relative to agents.<name>; no environment
  * overrides. The type decides which table applies, and a key of the other

@@ -167,7 +167,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);   /* inherited by every thread created below */
     signal(SIGPIPE, SIG_IGN);
 
-    int rc = log_init(n + 1, 1u << 20, STDOUT_FILENO);
+    int rc = log_init(n + 2, 1u << 20, STDOUT_FILENO);   /* a ring per shard, main's, the resolver's */
     if (rc) {
         fprintf(stderr, "agate: log: %s\n", strerror(-rc));
         return 1;
@@ -205,6 +205,8 @@ int main(int argc, char **argv)
     pthread_barrier_wait(&ready);
     pthread_barrier_destroy(&ready);
     log_start();
+    if (ups_resolver_start(&cfg, log_ring(n + 1)))
+        fprintf(stderr, "agate: DNS refresh thread not started; upstream addresses stay as resolved at start\n");
     for (unsigned i = 0; i < n; i++) {
         if (shards[i].start_rc) {
             fprintf(stderr, "agate: shard %u: io_uring set-up failed: %s\n", i, strerror(-shards[i].start_rc));
@@ -223,6 +225,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < n; i++)
         shard_join(&shards[i]);
     otlp_stop();   /* after the shards: they are its producers */
+    ups_resolver_stop();
     if (!rc)
         log_main("info", "stopped", NULL, n);
     log_stop();

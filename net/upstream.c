@@ -9,10 +9,16 @@
  * resolver on a refresh interval is the next step); shards only read them. */
 #include "net/upstream.h"
 
+#include "core/log.h"
+#include "proto/json.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +27,77 @@
 
 #define UPS_SLOTS 4096   /* upstream connections per shard */
 
+/* One endpoint's address under a seqlock: the resolver thread is the only
+ * writer (seq odd while it writes); shards copy and retry if seq moved. */
 typedef struct ups_addr {
+    _Atomic uint32_t        seq;
     struct sockaddr_storage ss;
     socklen_t               len;
 } ups_addr_t;
 
 static ups_addr_t g_addrs[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
+
+static struct {
+    pthread_t       thr;
+    pthread_mutex_t mu;
+    pthread_cond_t  cv;
+    bool            running, stop;
+    const cfg_t    *cfg;
+    log_ring_t     *log;
+} g_resolver = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void addr_store(ups_addr_t *a, const struct sockaddr *sa, socklen_t len)
+{
+    uint32_t s = atomic_load_explicit(&a->seq, memory_order_relaxed);
+    atomic_store_explicit(&a->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    memcpy(&a->ss, sa, len);
+    a->len = len;
+    atomic_store_explicit(&a->seq, s + 2, memory_order_release);
+}
+
+socklen_t ups_addr(unsigned agent, unsigned ep, struct sockaddr_storage *out, uint32_t *seq)
+{
+    ups_addr_t *a = &g_addrs[agent][ep];
+    for (;;) {
+        uint32_t s1 = atomic_load_explicit(&a->seq, memory_order_acquire);
+        if (s1 & 1)
+            continue;
+        memcpy(out, &a->ss, sizeof *out);
+        socklen_t len = a->len;
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&a->seq, memory_order_relaxed) == s1) {
+            if (seq)
+                *seq = s1;
+            return len;
+        }
+    }
+}
+
+/* 0 and one address, or a getaddrinfo error code. An IPv4 address is preferred
+ * when the name has both: "localhost" lists ::1 first, and most agent services
+ * listen on IPv4 only. */
+static int resolve(const cfg_endpoint_t *ep, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    char port[8];
+    snprintf(port, sizeof port, "%u", ep->port);
+    int rc = getaddrinfo(ep->host, port, &hints, &res);
+    if (rc)
+        return rc;
+    if (!res)
+        return EAI_NONAME;
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET) {
+            pick = ai;
+            break;
+        }
+    memcpy(ss, pick->ai_addr, pick->ai_addrlen);
+    *len = pick->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
 
 /* Per-shard slab and pools, hung off shard_t.ups. */
 typedef struct ups_shard {
@@ -48,28 +119,127 @@ int ups_resolve_all(const cfg_t *cfg, char *err, size_t errlen)
         if (ag->kind != CFG_AGENT_PROXY)
             continue;
         for (uint32_t e = 0; e < ag->n_endpoints; e++) {
-            const cfg_endpoint_t *ep = &ag->endpoints[e];
-            struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
-            char port[8];
-            snprintf(port, sizeof port, "%u", ep->port);
-            int rc = getaddrinfo(ep->host, port, &hints, &res);
-            if (rc || !res) {
-                snprintf(err, errlen, "agents.%s.endpoints[%u]: cannot resolve %s: %s", ag->name, e, ep->host,
-                         rc ? gai_strerror(rc) : "no address");
+            struct sockaddr_storage ss;
+            socklen_t len;
+            int rc = resolve(&ag->endpoints[e], &ss, &len);
+            if (rc) {
+                snprintf(err, errlen, "agents.%s.endpoints[%u]: cannot resolve %s: %s", ag->name, e,
+                         ag->endpoints[e].host, gai_strerror(rc));
                 return -EINVAL;
             }
-            memcpy(&g_addrs[a][e].ss, res->ai_addr, res->ai_addrlen);
-            g_addrs[a][e].len = res->ai_addrlen;
-            freeaddrinfo(res);
+            addr_store(&g_addrs[a][e], (struct sockaddr *)&ss, len);
         }
     }
     return 0;
 }
 
-const struct sockaddr_storage *ups_addr(unsigned agent, unsigned ep, socklen_t *len)
+static void resolver_log(const char *level, const char *msg, const cfg_agent_t *ag, unsigned e, const char *detail)
 {
-    *len = g_addrs[agent][ep].len;
-    return &g_addrs[agent][ep].ss;
+    if (!g_resolver.log)
+        return;
+    buf_t b = {0};
+    log_begin(&b, level, msg);
+    char line[CFG_HOST_MAX + CFG_NAME_MAX + 160];
+    int n = snprintf(line, sizeof line, ",\"agent\":\"%s\",\"endpoint\":%u,\"host\":\"%s\",\"detail\":", ag->name, e,
+                     ag->endpoints[e].host);
+    buf_append(&b, line, (size_t)n);
+    json_put_str(&b, detail, strlen(detail));
+    log_end(&b);
+    log_put(g_resolver.log, b.data, b.len);
+    buf_free(&b);
+}
+
+/* One pass over every named (non-numeric) endpoint; a failure keeps the last
+ * good address, since a DNS hiccup must not take an agent down. */
+static void refresh_once(const cfg_t *cfg)
+{
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        const cfg_agent_t *ag = &cfg->agents[a];
+        if (ag->kind != CFG_AGENT_PROXY)
+            continue;
+        for (uint32_t e = 0; e < ag->n_endpoints; e++) {
+            unsigned char tmp[sizeof(struct in6_addr)];
+            const char *h = ag->endpoints[e].host;
+            if (inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1)
+                continue;
+            struct sockaddr_storage ss, cur;
+            socklen_t len;
+            int rc = resolve(&ag->endpoints[e], &ss, &len);
+            if (rc) {
+                resolver_log("warn", "dns refresh failed; keeping the last address", ag, e, gai_strerror(rc));
+                continue;
+            }
+            socklen_t clen = ups_addr(a, e, &cur, NULL);
+            if (clen == len && !memcmp(&cur, &ss, len))
+                continue;
+            addr_store(&g_addrs[a][e], (struct sockaddr *)&ss, len);
+            char text[INET6_ADDRSTRLEN] = "?";
+            if (ss.ss_family == AF_INET)
+                inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, text, sizeof text);
+            else if (ss.ss_family == AF_INET6)
+                inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, text, sizeof text);
+            resolver_log("info", "upstream address changed", ag, e, text);
+        }
+    }
+}
+
+static void *resolver_main(void *arg)
+{
+    const cfg_t *cfg = g_resolver.cfg;
+    pthread_mutex_lock(&g_resolver.mu);
+    while (!g_resolver.stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += cfg->dns_refresh_ms / 1000;
+        until.tv_nsec += (long)(cfg->dns_refresh_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!g_resolver.stop && pthread_cond_timedwait(&g_resolver.cv, &g_resolver.mu, &until) != ETIMEDOUT)
+            ;
+        if (g_resolver.stop)
+            break;
+        pthread_mutex_unlock(&g_resolver.mu);
+        refresh_once(cfg);
+        pthread_mutex_lock(&g_resolver.mu);
+    }
+    pthread_mutex_unlock(&g_resolver.mu);
+    return NULL;
+}
+
+int ups_resolver_start(const cfg_t *cfg, log_ring_t *log_ring)
+{
+    bool named = false;
+    for (uint32_t a = 0; a < cfg->n_agents; a++)
+        for (uint32_t e = 0; cfg->agents[a].kind == CFG_AGENT_PROXY && e < cfg->agents[a].n_endpoints; e++) {
+            unsigned char tmp[sizeof(struct in6_addr)];
+            const char *h = cfg->agents[a].endpoints[e].host;
+            named |= inet_pton(AF_INET, h, tmp) != 1 && inet_pton(AF_INET6, h, tmp) != 1;
+        }
+    if (!named || !cfg->dns_refresh_ms)
+        return 0;
+    g_resolver.cfg = cfg;
+    g_resolver.log = log_ring;
+    g_resolver.stop = false;
+    int rc = pthread_create(&g_resolver.thr, NULL, resolver_main, NULL);
+    if (rc)
+        return -rc;
+    pthread_setname_np(g_resolver.thr, "agate-dns");
+    g_resolver.running = true;
+    return 0;
+}
+
+void ups_resolver_stop(void)
+{
+    if (!g_resolver.running)
+        return;
+    pthread_mutex_lock(&g_resolver.mu);
+    g_resolver.stop = true;
+    pthread_cond_signal(&g_resolver.cv);
+    pthread_mutex_unlock(&g_resolver.mu);
+    pthread_join(g_resolver.thr, NULL);
+    g_resolver.running = false;
 }
 
 static inline ups_shard_t *US(const shard_t *sh) { return (ups_shard_t *)sh->ups; }
@@ -227,7 +397,12 @@ static void pool_remove(ups_t *u)
 ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const ups_ops_t *ops)
 {
     ups_shard_t *us = US(sh);
-    ups_t *u = us->pool[agent][ep];
+    /* Pooled connections to an address the resolver has since replaced are
+     * closed rather than reused: new runs must follow the name. */
+    uint32_t seq = atomic_load_explicit(&g_addrs[agent][ep].seq, memory_order_acquire);
+    ups_t *u;
+    while ((u = us->pool[agent][ep]) && u->addr_seq != seq)
+        ups_abort(u);
     if (u) {
         pool_remove(u);
         u->state = UPS_ACTIVE;
@@ -235,9 +410,10 @@ ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const 
     } else {
         if (!us->n_free)
             return NULL;
-        socklen_t alen;
-        const struct sockaddr_storage *ss = ups_addr(agent, ep, &alen);
-        int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_storage ss;
+        uint32_t addr_seq;
+        socklen_t alen = ups_addr(agent, ep, &ss, &addr_seq);
+        int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return NULL;
         int one = 1;
@@ -256,7 +432,9 @@ ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const 
          * agent's connect timeout passes, no timer of ours involved. */
         const cfg_agent_t *ag = &sh->cfg->agents[agent];
         struct io_uring_sqe *sqe = shard_sqe(sh);
-        io_uring_prep_connect(sqe, fd, (const struct sockaddr *)ss, alen);
+        u->addr = ss;
+        u->addr_seq = addr_seq;
+        io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&u->addr, alen);
         io_uring_sqe_set_data64(sqe, uring_ud(UD_UP_CONNECT, u->gen, u->slot));
         sqe->flags |= IOSQE_IO_LINK;
         u->inflight++;

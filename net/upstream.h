@@ -55,6 +55,8 @@ typedef struct ups {
     const ups_ops_t *ops;
     agate_timer_t   timer;                 /* idle timeout while pooled */
     struct __kernel_timespec connect_ts;   /* the linked connect timeout; read by the kernel at submit */
+    struct sockaddr_storage  addr;         /* the connect's target; read by the kernel at submit */
+    uint32_t        addr_seq;              /* generation of the endpoint address it connected to */
     struct ups     *pool_next;
 } ups_t;
 
@@ -68,7 +70,12 @@ void ups_abort_all(shard_t *sh);
 /* The address an endpoint resolved to. Set by the main thread before shards
  * start (and by the resolver thread later); shards only read it. */
 int ups_resolve_all(const cfg_t *cfg, char *err, size_t errlen);
-const struct sockaddr_storage *ups_addr(unsigned agent, unsigned ep, socklen_t *len);
+/* Copies endpoint ep's current address (lock-free: a seqlock the resolver writes). */
+socklen_t ups_addr(unsigned agent, unsigned ep, struct sockaddr_storage *out, uint32_t *seq);
+/* Re-resolves host names every cfg->dns_refresh_ms on a thread of its own, so a
+ * slow DNS server never stalls a shard. log_ring: where it reports changes. */
+int  ups_resolver_start(const cfg_t *cfg, struct log_ring *log_ring);
+void ups_resolver_stop(void);
 
 /* A connection for endpoint ep of agent, from the idle pool or newly
  * connecting. NULL when the shard has no free slot or the socket fails. */
