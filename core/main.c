@@ -19,6 +19,7 @@
 #include "core/version.h"
 #include "net/upstream.h"
 #include "proto/json.h"
+#include "proto/validate.h"
 
 
 static void usage(FILE *f)
@@ -194,6 +195,7 @@ int main(int argc, char **argv)
         if (orc || (orc = otlp_start()))
             fprintf(stderr, "agate: OTLP export disabled: %s\n", strerror(-orc));
     }
+    validate_init();   /* jansson's allocator hooks are process-wide: set them before any shard parses */
     pthread_barrier_t ready;
     pthread_barrier_init(&ready, NULL, n + 1);
     for (unsigned i = 0; i < n; i++) {

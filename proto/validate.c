@@ -139,7 +139,7 @@ static void vd_arena_destroy(void *p)
     free(a);
 }
 
-static void vd_init_once(void)
+static void vd_init_arena(void)
 {
     vd_key_ok = pthread_key_create(&vd_key, vd_arena_destroy) == 0;
     json_set_alloc_funcs(vd_malloc, vd_free);
@@ -175,9 +175,18 @@ static void vd_arena_rewind(vd_arena_t *a)
     a->next = (char *)a->lo;
     a->spilled = 0;
 }
-#else
-static void vd_init_once(void) {}
 #endif
+
+static uint8_t vd_type_len[AGUI_TYPE_COUNT];
+
+static void vd_init_once(void)
+{
+    for (int t = 0; t < AGUI_TYPE_COUNT; t++)
+        vd_type_len[t] = (uint8_t)strlen(agui_type_name((agui_type_t)t));
+#if VALIDATE_ARENA
+    vd_init_arena();
+#endif
+}
 
 void validate_init(void)
 {
@@ -583,43 +592,49 @@ static const vs_field_t *const vs_events[AGUI_TYPE_COUNT] = {
 
 /* ---- stage 1: the checker ------------------------------------------------------ */
 
-/* The path of the value being checked, grown and cut back while descending;
- * recursion depth is fixed by the schema (free-form values are not entered). */
+/* The path of the value being checked, kept as frames (a key, or an index when
+ * key is NULL) and formatted only when a check fails: the success path, every
+ * event, does no formatting. Depth is fixed by the schema (free-form values are
+ * not entered), well under VS_DEPTH. */
+#define VS_DEPTH 12
+
 typedef struct vs_ctx {
     vd_msg_t   *m;
     const char *type;
-    size_t      len;
-    char        path[96];
+    int         depth;
+    struct { const char *key; size_t index; } at[VS_DEPTH];
 } vs_ctx_t;
 
-static size_t vs_push(vs_ctx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static size_t vs_push(vs_ctx_t *c, const char *fmt, ...)
+static void vs_push_key(vs_ctx_t *c, const char *key)
 {
-    size_t saved = c->len;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(c->path + c->len, sizeof c->path - c->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        c->len += (size_t)n < sizeof c->path - c->len ? (size_t)n : sizeof c->path - 1 - c->len;
-    return saved;
+    assert(c->depth < VS_DEPTH);
+    c->at[c->depth].key = key;
+    c->depth++;
 }
 
-static void vs_pop(vs_ctx_t *c, size_t saved)
+static void vs_push_index(vs_ctx_t *c, size_t i)
 {
-    c->len = saved;
-    c->path[saved] = '\0';
-}
-
-static size_t vs_push_key(vs_ctx_t *c, const char *key)
-{
-    return c->len ? vs_push(c, ".%s", key) : vs_push(c, "%s", key);
+    assert(c->depth < VS_DEPTH);
+    c->at[c->depth].key = NULL;
+    c->at[c->depth].index = i;
+    c->depth++;
 }
 
 static int vs_fail(vs_ctx_t *c, const char *problem)
 {
-    m_fmt(c->m, "%s: %s: %s", c->type, c->path, problem);
-    return -EPROTO;
+    m_str(c->m, c->type);
+    m_str(c->m, ": ");
+    for (int i = 0; i < c->depth; i++) {
+        if (c->at[i].key) {
+            if (i)
+                m_str(c->m, ".");
+            m_str(c->m, c->at[i].key);
+        } else {
+            m_fmt(c->m, "[%zu]", c->at[i].index);
+        }
+    }
+    m_str(c->m, ": ");
+    return m_fail(c->m, problem);
 }
 
 /* Exact equality: JSON strings may hold NUL ("user\u0000x" is not "user"). */
@@ -703,12 +718,12 @@ static int vs_check_value(vs_ctx_t *c, json_t *v, const vs_field_t *f)
     size_t i;
     json_t *e;
     json_array_foreach(v, i, e) {
-        size_t saved = vs_push(c, "[%zu]", i);
+        vs_push_index(c, i);
         int rc = f->kind == VS_STR_ARRAY ? (json_is_string(e) ? 0 : vs_fail(c, "expected a string"))
                                          : vs_check_shape(c, e, f->shape);
         if (rc)
             return rc;
-        vs_pop(c, saved);
+        c->depth--;
     }
     return 0;
 }
@@ -719,11 +734,11 @@ static int vs_check_fields(vs_ctx_t *c, json_t *obj, const vs_field_t *f)
         json_t *v = json_object_get(obj, f->key);
         if (!v && !f->required)
             continue;
-        size_t saved = vs_push_key(c, f->key);
+        vs_push_key(c, f->key);
         int rc = v ? vs_check_value(c, v, f) : vs_fail(c, "required");
         if (rc)
             return rc;
-        vs_pop(c, saved);
+        c->depth--;
     }
     return 0;
 }
@@ -735,12 +750,12 @@ static int vs_check_shape(vs_ctx_t *c, json_t *v, const vs_shape_t *s)
     if (!s->tag)
         return vs_check_fields(c, v, s->fields);
     json_t *tag = json_object_get(v, s->tag);
-    size_t saved = vs_push_key(c, s->tag);
+    vs_push_key(c, s->tag);
     if (!tag)
         return vs_fail(c, "required");
     for (const vs_variant_t *o = s->variants; o->tag; o++)
         if (vs_str_eq(tag, o->tag)) {
-            vs_pop(c, saved);
+            c->depth--;
             return vs_check_fields(c, v, o->fields);
         }
     return vs_fail(c, s->tag_msg);
@@ -1697,6 +1712,13 @@ static int vx_event(validate_t *v, json_t *root, const vd_ev_t *e, vd_msg_t *m)
  * jansson rejects it anyway (its own limit is 2048). */
 static bool vd_too_deep(const char *p, size_t n)
 {
+    /* Fast path: with at most VALIDATE_MAX_DEPTH opening brackets anywhere, the
+     * nesting cannot be deeper ('[' | 0x20 == '{'; the count vectorises). */
+    size_t opens = 0;
+    for (size_t i = 0; i < n; i++)
+        opens += (p[i] | 0x20) == '{';
+    if (opens <= VALIDATE_MAX_DEPTH)
+        return false;
     int depth = 0;
     bool in_str = false;
     for (size_t i = 0; i < n; i++) {
@@ -1782,6 +1804,17 @@ static void vd_extract(json_t *root, agui_type_t t, vd_ev_t *e)
     }
 }
 
+/* agui_type_from_name without a strlen per candidate: lengths (set once, in
+ * vd_init_once) are compared first. */
+
+static agui_type_t vd_type(const char *s, size_t n)
+{
+    for (int t = 0; t < AGUI_TYPE_COUNT; t++)
+        if (vd_type_len[t] == n && !memcmp(agui_type_name((agui_type_t)t), s, n))
+            return (agui_type_t)t;
+    return AGUI_TYPE_COUNT;
+}
+
 static int vd_check(validate_t *v, json_t *root, agui_type_t *type, vd_msg_t *m)
 {
     if (!json_is_object(root))
@@ -1791,7 +1824,7 @@ static int vd_check(validate_t *v, json_t *root, agui_type_t *type, vd_msg_t *m)
         return m_fail(m, "type: required");
     if (!json_is_string(jt))
         return m_fail(m, "type: expected a string");
-    agui_type_t t = agui_type_from_name(json_string_value(jt), json_string_length(jt));
+    agui_type_t t = vd_type(json_string_value(jt), json_string_length(jt));
     if (t == AGUI_TYPE_COUNT) {
         m_str(m, "unknown event type ");
         m_id(m, json_string_value(jt), json_string_length(jt));
@@ -1799,7 +1832,7 @@ static int vd_check(validate_t *v, json_t *root, agui_type_t *type, vd_msg_t *m)
     }
     *type = t;
 
-    vs_ctx_t c = { .m = m, .type = agui_type_name(t), .len = 0, .path = "" };
+    vs_ctx_t c = { .m = m, .type = agui_type_name(t), .depth = 0 };
     int rc = vs_check_fields(&c, root, vs_events[t]);
     if (rc)
         return rc;
