@@ -4,8 +4,8 @@
 # prints the one command a non-root user runs (or uses sudo when that works without a password).
 set -euo pipefail
 
-build=(gcc make pkg-config liburing-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev)
-test=(libcmocka-dev clang libclang-rt-14-dev curl nodejs npm prometheus)
+build=(gcc make pkg-config liburing-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler)
+test=(libcmocka-dev clang libclang-rt-14-dev curl nodejs npm prometheus chromium)
 bench=(wrk nginx-light curl)
 
 want=()
