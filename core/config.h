@@ -66,7 +66,7 @@ typedef struct cfg_agent {
     cfg_validation_t validation;            /* default strict */
     char             forward_headers[CFG_MAX_FORWARD][CFG_HEADER_MAX];   /* lower-case names */
     uint32_t         n_forward;
-    uint32_t         pool_max_idle;         /* idle keep-alive connections per shard per endpoint, default 16 */
+    uint32_t         pool_max_idle;         /* idle keep-alive connections per shard per endpoint, default 256 */
     uint32_t         pool_idle_timeout_ms;  /* default 60 s */
 } cfg_agent_t;
 

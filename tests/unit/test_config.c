@@ -187,7 +187,7 @@ static void assert_proxy_defaults_but_forward(const cfg_agent_t *a)
     assert_int_equal(a->breaker_open_ms, 10000);
     assert_int_equal(a->breaker_half_open, 3);
     assert_int_equal(a->validation, CFG_VALIDATION_STRICT);
-    assert_int_equal(a->pool_max_idle, 16);
+    assert_int_equal(a->pool_max_idle, 256);
     assert_int_equal(a->pool_idle_timeout_ms, 60000);
 }
 
@@ -1077,7 +1077,7 @@ static void test_proxy_values(void **state)
         { "breaker", "open", "250ms", offsetof(cfg_agent_t, breaker_open_ms), 250 },
         { "breaker", "half_open_trials", "1", offsetof(cfg_agent_t, breaker_half_open), 1 },
         { "pool", "max_idle", "0", offsetof(cfg_agent_t, pool_max_idle), 0 },
-        { "pool", "max_idle", "1024", offsetof(cfg_agent_t, pool_max_idle), 1024 },
+        { "pool", "max_idle", "4096", offsetof(cfg_agent_t, pool_max_idle), 4096 },
         { "pool", "idle_timeout", "5s", offsetof(cfg_agent_t, pool_idle_timeout_ms), 5000 },
     };
     static const struct bad bad_timeout[] = {
@@ -1092,7 +1092,7 @@ static void test_proxy_values(void **state)
     static const struct bad bad_failures[] = { { "0", "expected a whole number from 1 to 10000" } };
     static const struct bad bad_min_requests[] = { { "0", "expected a whole number from 1 to 100000" } };
     static const struct bad bad_half_open[] = { { "0", "expected a whole number from 1 to 1000" } };
-    static const struct bad bad_max_idle[] = { { "1025", "expected a whole number from 0 to 1024" } };
+    static const struct bad bad_max_idle[] = { { "4097", "expected a whole number from 0 to 4096" } };
     static const struct bad bad_rate[] = {
         { "0", RATE_RULE }, { "0.0", RATE_RULE }, { "1.5", RATE_RULE }, { "-0.5", RATE_RULE },
         { "50%", RATE_RULE }, { "''", "no value given" },
@@ -1403,9 +1403,9 @@ static void test_proxy_and_echo_keys(void **state)
 
     /* all or nothing: a bad proxy agent leaves the list as it was */
     cfg_defaults(&def);
-    assert_int_equal(load(f, "agents:\n  lg:\n    type: proxy\n    endpoints: [http://h/]\n    pool: {max_idle: 2000}\n"),
+    assert_int_equal(load(f, "agents:\n  lg:\n    type: proxy\n    endpoints: [http://h/]\n    pool: {max_idle: 5000}\n"),
                      -EINVAL);
-    assert_err_at(f, 5, "agents.lg.pool.max_idle: expected a whole number from 0 to 1024");
+    assert_err_at(f, 5, "agents.lg.pool.max_idle: expected a whole number from 0 to 4096");
     assert_same_cfg(&f->c, &def);
 }
 
