@@ -43,6 +43,11 @@ static void metrics_page(conn_t *c, const char *a, size_t n)
     const char *v;
     size_t len;
     http_req_t *r = &c->http.req;
+    if (!c->sh->cfg->metrics_enabled) {
+        /* Zeros would look like an idle gateway on a dashboard; say it is off instead. */
+        http_error(c, 404, "metrics_disabled", "metrics are disabled (metrics.enabled: false)", NULL);
+        return;
+    }
     bool om = http_header(r, "accept", &v, &len) && memmem(v, len, "application/openmetrics-text", 28);
     buf_t *b = &c->sh->scratch;
     buf_reset(b);

@@ -142,6 +142,19 @@ describe('Prometheus scrapes agate', () => {
   });
 });
 
+test('metrics.enabled false: /metrics says so with a 404 instead of serving zeros', T, async () => {
+  const agate = await startAgate({ env: { AGATE_METRICS: 'false' } });
+  try {
+    await streamRun(agate.port, 'echo', runInput('hi there'));
+    const res = await request(agate.adminPort, { path: '/metrics' });
+    assert.equal(res.statusCode, 404);
+    assert.equal(JSON.parse(res.text).error, 'metrics_disabled');
+    assert.ok(!res.text.includes('agate_'), 'no series when disabled');
+  } finally {
+    await stopClean(agate);
+  }
+});
+
 describe('W3C trace context', () => {
   let agate;
   before(async () => { agate = await startAgate({ config: 'log: {requests: true}\n' }); });
