@@ -4,7 +4,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startAgate, stopClean, assertCleanExit, request, streamRun, runInput, paced, RawConn, buildRequest,
-  probeConnect, assertEchoEvents, assertError, assertCommonHeaders, sleep, uid,
+  probeConnect, assertEchoEvents, assertError, assertCommonHeaders, sleep, uid, waitFor,
 } from './lib/harness.mjs';
 
 const T = { timeout: 15000 };
@@ -20,16 +20,6 @@ function backgroundRun(port, input, opts = {}) {
   });
   done.catch(() => resolveFirst(null));
   return { firstContent, done };
-}
-
-async function waitFor(fn, timeout, every = 20) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) return v;
-    await sleep(every);
-  }
 }
 
 describe('health endpoints', () => {

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   startAgate, stopClean, request, streamRun, runInput, freePort, sleep, RawConn, buildRequest, parseResponses,
+  waitFor,
 } from './lib/harness.mjs';
 
 const T = { timeout: 60000 };
@@ -26,16 +27,6 @@ async function metricsText(port, accept) {
 function sampleValue(text, selector) {
   const line = text.split('\n').find((l) => l.startsWith(`${selector} `));
   return line === undefined ? undefined : Number(line.slice(selector.length + 1));
-}
-
-async function waitFor(fn, timeout, every = 200) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) return v;
-    await sleep(every);
-  }
 }
 
 describe('Prometheus scrapes agate', () => {

@@ -34,6 +34,18 @@ export function agateEnv(extra = {}) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Calls fn every `every` ms until it returns something truthy or `timeout` ms pass;
+ * returns the last value (falsy on timeout). */
+export async function waitFor(fn, timeout, every = 20) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) return v;
+    await sleep(every);
+  }
+}
+
 let tmpDir;
 let tmpSeq = 0;
 /** Writes text to a fresh file in this process's temp directory; returns its path. */
