@@ -1,7 +1,7 @@
 /* otlp: span export to an OpenTelemetry collector, OTLP/HTTP with JSON bodies.
  *
- * Owns the span rings (one per producer), the exporter thread, its one HTTP
- * connection and its buffers, all from otlp_init to otlp_stop. Counters live
+ * Owns the span rings (one per producer), the exporter thread, its connection
+ * to the collector (an httpc_t, core/httpc.c) and its buffers, all from otlp_init to otlp_stop. Counters live
  * outside that lifetime so otlp_get_stats still answers after otlp_stop.
  *
  * Invariants:
@@ -21,10 +21,6 @@
 #include "core/otlp.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -32,21 +28,18 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/httpc.h"
 #include "core/trace.h"
 #include "core/version.h"
 #include "proto/json.h"
 
 #define OTLP_IO_TIMEOUT_MS   2000    /* connect, and each send/receive */
 #define OTLP_REQ_TIMEOUT_MS  5000    /* one whole request: a trickling peer cannot hold us */
-#define OTLP_HEAD_MAX        8192    /* response status line + headers */
-#define OTLP_BODY_MAX        (1u << 20)  /* response body we read to keep the connection */
 #define OTLP_URL_MAX         255
 
 struct otlp_ring {
@@ -64,15 +57,14 @@ static struct {
     otlp_endpoint_t   ep;
     char             *service;
     uint32_t          interval_ms, max_batch;
-    int               fd;             /* kept-alive connection to the collector, or -1 */
-    buf_t             body, head;     /* reused for every batch */
-    char              rbuf[OTLP_HEAD_MAX];
+    httpc_t           http;           /* the kept-alive connection to the collector */
+    buf_t             body;           /* reused for every batch */
     pthread_t         thr;
     bool              running;
     pthread_mutex_t   mu;             /* with cv: the exporter's sleep, cut short by stop */
     pthread_cond_t    cv;
     _Atomic bool      stop;
-} g = { .fd = -1 };
+} g = { .http.fd = -1 };
 
 static _Atomic bool     g_enabled;
 static _Atomic uint64_t g_exported, g_dropped, g_failed;
@@ -136,10 +128,7 @@ static void free_all(void)
     free(g.service);
     g.service = NULL;
     buf_free(&g.body);
-    buf_free(&g.head);
-    if (g.fd >= 0)
-        close(g.fd);
-    g.fd = -1;
+    httpc_free(&g.http);
 }
 
 int otlp_init(const char *endpoint, const char *service_name, unsigned n_rings, size_t ring_spans,
@@ -171,7 +160,7 @@ int otlp_init(const char *endpoint, const char *service_name, unsigned n_rings, 
     g.next_ring = 0;
     g.interval_ms = interval_ms;
     g.max_batch = max_batch;
-    g.fd = -1;
+    httpc_init(&g.http, &g.ep.addr, g.ep.addr_len, g.ep.host, OTLP_IO_TIMEOUT_MS);
     atomic_store(&g.stop, false);
     atomic_store(&g_exported, 0);
     atomic_store(&g_dropped, 0);
@@ -420,324 +409,10 @@ static void drop_queued(void)
     }
 }
 
-/* ---- the HTTP client: one blocking connection, every step bounded ---- */
-
-static void close_conn(void)
-{
-    if (g.fd >= 0)
-        close(g.fd);
-    g.fd = -1;
-}
-
-static int connect_ep(void)
-{
-    struct timeval tv = { OTLP_IO_TIMEOUT_MS / 1000, (OTLP_IO_TIMEOUT_MS % 1000) * 1000 };
-    struct pollfd pfd;
-    socklen_t elen = sizeof(int);
-    int fd, err = 0, one = 1, rc;
-
-    fd = socket(g.ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    /* non-blocking connect + poll: connect(2) alone may wait minutes for SYN retries */
-    if (connect(fd, (const struct sockaddr *)&g.ep.addr, g.ep.addr_len) < 0) {
-        if (errno != EINPROGRESS) {
-            rc = -errno;
-            goto fail;
-        }
-        pfd = (struct pollfd){ .fd = fd, .events = POLLOUT };
-        do
-            rc = poll(&pfd, 1, OTLP_IO_TIMEOUT_MS);
-        while (rc < 0 && errno == EINTR);
-        if (rc <= 0) {
-            rc = rc ? -errno : -ETIMEDOUT;
-            goto fail;
-        }
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 || err) {
-            rc = err ? -err : -errno;
-            goto fail;
-        }
-    }
-    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);    /* best effort */
-    g.fd = fd;
-    return 0;
-
-fail:
-    close(fd);
-    return rc;
-}
-
-/* A kept connection the collector has closed (or written to unasked) shows as
- * readable; catch that before sending rather than lose a batch to it. */
-static bool conn_usable(int fd)
-{
-    struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLRDHUP };
-
-    return poll(&pfd, 1, 0) == 0;
-}
-
-static int send_all(int fd, struct iovec *iov, int cnt, uint64_t deadline)
-{
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)cnt };
-
-    while (mh.msg_iovlen > 0) {
-        ssize_t w;
-
-        if (clock_mono_ms() > deadline)
-            return -ETIMEDOUT;
-        w = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
-        }
-        while (mh.msg_iovlen > 0 && (size_t)w >= mh.msg_iov->iov_len) {
-            w -= (ssize_t)mh.msg_iov->iov_len;
-            mh.msg_iov++;
-            mh.msg_iovlen--;
-        }
-        if (mh.msg_iovlen > 0) {
-            mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + w;
-            mh.msg_iov->iov_len -= (size_t)w;
-        }
-    }
-    return 0;
-}
-
-/* One recv into buf; bytes read, 0 at EOF, or -errno (-ETIMEDOUT on timeout). */
-static ssize_t recv_some(int fd, char *buf, size_t cap, uint64_t deadline)
-{
-    for (;;) {
-        ssize_t r;
-
-        if (clock_mono_ms() > deadline)
-            return -ETIMEDOUT;
-        r = recv(fd, buf, cap, 0);
-        if (r >= 0)
-            return r;
-        if (errno == EINTR)
-            continue;
-        return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
-    }
-}
-
-struct resp {
-    int      status;
-    bool     keep;          /* the connection may carry the next request */
-    bool     chunked;
-    bool     has_length;
-    uint64_t length;
-};
-
-/* Does the comma-separated header value v (n bytes) list token? */
-static bool has_token(const char *v, size_t n, const char *token)
-{
-    size_t tl = strlen(token);
-
-    for (size_t i = 0; i < n;) {
-        size_t s, e;
-
-        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        s = i;
-        while (i < n && v[i] != ',')
-            i++;
-        e = i;
-        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-            e--;
-        if (e - s == tl && strncasecmp(v + s, token, tl) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* Parses a response head (len bytes ending in CRLF CRLF). 0 or -EPROTO. */
-static int parse_head(const char *h, size_t len, struct resp *r)
-{
-    const char *p = h, *end = h + len, *eol;
-    bool http10;
-
-    if (len < 12 || memcmp(h, "HTTP/1.", 7) != 0 || (h[7] != '0' && h[7] != '1') || h[8] != ' ')
-        return -EPROTO;
-    for (int i = 9; i < 12; i++) {
-        if (h[i] < '0' || h[i] > '9')
-            return -EPROTO;
-    }
-    http10 = h[7] == '0';
-    *r = (struct resp){ .status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0'), .keep = !http10 };
-    eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-    p = eol + 2;
-    while (p < end) {
-        const char *colon, *v;
-        size_t nlen, vlen;
-
-        eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (!eol || eol == p)
-            break;    /* the blank line that ends the head */
-        colon = memchr(p, ':', (size_t)(eol - p));
-        if (!colon)
-            return -EPROTO;
-        nlen = (size_t)(colon - p);
-        v = colon + 1;
-        while (v < eol && (*v == ' ' || *v == '\t'))
-            v++;
-        vlen = (size_t)(eol - v);
-        while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-            vlen--;
-        if (nlen == 14 && strncasecmp(p, "content-length", 14) == 0) {
-            uint64_t n = 0;
-            if (!vlen || r->has_length)
-                return -EPROTO;
-            for (size_t i = 0; i < vlen; i++) {
-                if (v[i] < '0' || v[i] > '9' || n > UINT64_MAX / 10 - 9)
-                    return -EPROTO;
-                n = n * 10 + (uint64_t)(v[i] - '0');
-            }
-            r->has_length = true;
-            r->length = n;
-        } else if (nlen == 17 && strncasecmp(p, "transfer-encoding", 17) == 0) {
-            r->chunked = true;    /* any coding: we cannot delimit it cheaply, so we close after */
-        } else if (nlen == 10 && strncasecmp(p, "connection", 10) == 0) {
-            if (has_token(v, vlen, "close"))
-                r->keep = false;
-            else if (http10 && has_token(v, vlen, "keep-alive"))
-                r->keep = true;
-        }
-        p = eol + 2;
-    }
-    return 0;
-}
-
-/* Reads one final response; *got is set once any byte arrived. Returns the
- * status code, or -errno. Leaves g.fd open only if it can be reused. */
-static int read_response(uint64_t deadline, bool *got)
-{
-    size_t have = 0;
-    struct resp r;
-
-    for (;;) {
-        const char *end;
-        size_t hlen, extra;
-        ssize_t n;
-
-        end = have >= 4 ? memmem(g.rbuf, have, "\r\n\r\n", 4) : NULL;
-        if (!end) {
-            if (have == sizeof g.rbuf)
-                return -EPROTO;
-            n = recv_some(g.fd, g.rbuf + have, sizeof g.rbuf - have, deadline);
-            if (n < 0)
-                return (int)n;
-            if (n == 0)
-                return -ECONNRESET;
-            *got = true;
-            have += (size_t)n;
-            continue;
-        }
-        hlen = (size_t)(end - g.rbuf) + 4;
-        if (parse_head(g.rbuf, hlen, &r))
-            return -EPROTO;
-        extra = have - hlen;
-        if (r.status >= 100 && r.status < 200) {
-            /* an interim response (we never ask for one, but may get one) */
-            memmove(g.rbuf, g.rbuf + hlen, extra);
-            have = extra;
-            continue;
-        }
-        if (r.status == 204 || r.status == 304) {
-            r.has_length = true;
-            r.length = 0;
-            r.chunked = false;
-        }
-        if (r.chunked || (r.has_length && r.length > OTLP_BODY_MAX)) {
-            close_conn();    /* the status is all we need; the rest is not worth reading */
-            return r.status;
-        }
-        if (r.has_length) {
-            uint64_t left = r.length;
-            if (extra > left) {
-                close_conn();    /* bytes past the response: the connection is confused */
-                return r.status;
-            }
-            left -= extra;
-            while (left) {
-                n = recv_some(g.fd, g.rbuf, left < sizeof g.rbuf ? (size_t)left : sizeof g.rbuf, deadline);
-                if (n <= 0) {
-                    close_conn();
-                    return r.status;    /* the status line already said how it went */
-                }
-                left -= (uint64_t)n;
-            }
-            if (!r.keep)
-                close_conn();
-            return r.status;
-        }
-        /* no length: the body runs to the close */
-        for (uint64_t total = extra; total <= OTLP_BODY_MAX;) {
-            n = recv_some(g.fd, g.rbuf, sizeof g.rbuf, deadline);
-            if (n <= 0)
-                break;
-            total += (uint64_t)n;
-        }
-        close_conn();
-        return r.status;
-    }
-}
-
-/* One request over the current (or a new) connection: the HTTP status, or -errno.
- * *got_any tells whether the collector answered anything at all. */
-static int post_once(uint64_t deadline, bool *got_any)
-{
-    struct iovec iov[2];
-    int rc;
-
-    *got_any = false;
-    if (g.fd < 0) {
-        rc = connect_ep();
-        if (rc)
-            return rc;
-    }
-    buf_reset(&g.head);
-    rc = buf_append_lit(&g.head, "POST ");
-    rc |= buf_append(&g.head, g.ep.path, strlen(g.ep.path));
-    rc |= buf_append_lit(&g.head, " HTTP/1.1\r\nHost: ");
-    rc |= buf_append(&g.head, g.ep.host, strlen(g.ep.host));
-    rc |= buf_append_lit(&g.head, "\r\nUser-Agent: agate/" AGATE_VERSION
-                                  "\r\nContent-Type: application/json\r\nContent-Length: ");
-    rc |= buf_append_u64(&g.head, g.body.len);
-    rc |= buf_append_lit(&g.head, "\r\nConnection: keep-alive\r\n\r\n");
-    if (rc)
-        return -ENOMEM;
-    iov[0] = (struct iovec){ g.head.data, g.head.len };
-    iov[1] = (struct iovec){ g.body.data, g.body.len };
-    rc = send_all(g.fd, iov, 2, deadline);
-    if (rc == 0)
-        rc = read_response(deadline, got_any);
-    if (rc < 0)
-        close_conn();
-    return rc;
-}
-
 /* POSTs g.body. 0 for a 2xx, else -errno (-EPROTO for another status). */
 static int post_batch(void)
 {
-    uint64_t deadline = clock_mono_ms() + OTLP_REQ_TIMEOUT_MS;
-    bool reused, got_any;
-    int rc;
-
-    if (g.fd >= 0 && !conn_usable(g.fd))
-        close_conn();
-    reused = g.fd >= 0;
-    rc = post_once(deadline, &got_any);
-    /* A kept connection the collector closed in the same instant we sent fails
-     * with no answer at all; one fresh attempt is then safe and worth it. */
-    if (rc < 0 && reused && !got_any && rc != -ETIMEDOUT)
-        rc = post_once(deadline, &got_any);
+    int rc = httpc_post(&g.http, g.ep.path, "application/json", g.body.data, g.body.len, OTLP_REQ_TIMEOUT_MS);
     if (rc < 0)
         return rc;
     return rc >= 200 && rc < 300 ? 0 : -EPROTO;
@@ -798,7 +473,7 @@ static void *exporter_main(void *arg)
     }
     pthread_mutex_unlock(&g.mu);
     export_queued(true);
-    close_conn();
+    httpc_close(&g.http);
     return NULL;
 }
 
