@@ -437,7 +437,7 @@ static bool agate_sets(const char *name)
 static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
 {
     run_t *r = px->r;
-    conn_t *c = r->sink_ctx;
+    conn_t *c = r->conn;   /* SSE or WebSocket: the client's connection */
     http_req_t *req = &c->http.req;
     const cfg_agent_t *ag = r->agent;
     bool v6 = strchr(ep->host, ':') != NULL;   /* stored without brackets */
@@ -454,7 +454,7 @@ static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
         buf_append_u64(b, ep->port);
     }
     buf_append_lit(b, "\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: ");
-    buf_append_u64(b, req->body.len);
+    buf_append_u64(b, r->body_len);
     buf_append_lit(b, "\r\nX-Request-ID: ");
     buf_append(b, req->id, req->id_len);
     /* X-Forwarded-For: what came in, plus our client's address. */
@@ -499,7 +499,7 @@ static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
         buf_append(b, v, vl);
     }
     buf_append_lit(b, "\r\n\r\n");
-    buf_append(b, req->body.data, req->body.len);
+    buf_append(b, r->body, r->body_len);
 }
 
 static void attempt(proxy_run_t *px)

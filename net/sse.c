@@ -193,6 +193,9 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
         http_error(c, 503, "out_of_memory", "out of memory", NULL);
         return;
     }
+    r->conn = c;
+    r->body = req->body.data;
+    r->body_len = req->body.len;
     c->run = r;
     c->run_agent = agent;
     if (c->sh->m) {

@@ -41,7 +41,10 @@ typedef struct run {
     const cfg_agent_t  *agent;
     runinput_t          in;           /* owned */
     const run_sink_ops_t *sink;
-    void               *sink_ctx;     /* the sink's connection */
+    void               *sink_ctx;     /* the sink's per-run context (SSE: the connection) */
+    struct conn        *conn;         /* the client's connection: request headers, trace, peer */
+    const char         *body;         /* the RunAgentInput as the client sent it (proxies forward */
+    size_t              body_len;     /* it); owned by the sink, valid until the run is released */
     agate_timer_t       tick;
     uint32_t            interval_ms;
     bool                blocked;      /* waiting for the sink to drain */
