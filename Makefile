@@ -27,8 +27,16 @@ LIB_SRCS  := $(filter-out core/main.c,$(SRCS))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter -Werror
-BASEFLAGS := -std=gnu11 -D_GNU_SOURCE -I. -I$(LLHTTP_INC) -MMD -MP -g
-LIBS      := -luring -ljansson -lyaml -lcrypto -lpthread
+BASEFLAGS := -std=gnu11 -D_GNU_SOURCE -I. -Ibuild/gen -I$(LLHTTP_INC) -MMD -MP -g
+LIBS      := -luring -ljansson -lyaml -lcrypto -lprotobuf-c -lurcu-cds -lurcu-memb -lurcu-common -lpthread
+
+# AG-UI's protobuf encoding: proto/agui.proto and the well-known struct.proto it
+# imports (from libprotobuf-dev) compiled by protoc-c into build/gen; generated code
+# is never committed. Every object waits for the headers (order-only), so a clean
+# tree builds in any order under -j.
+PROTO_INC := /usr/include
+PB_GEN_C  := build/gen/agui.pb-c.c build/gen/google/protobuf/struct.pb-c.c
+PB_GEN_H  := $(PB_GEN_C:.c=.h)
 
 REL_CFLAGS  := $(BASEFLAGS) -O2 -flto=auto -fno-plt
 REL_LDFLAGS := -flto=auto -O2
@@ -54,10 +62,16 @@ test-deps:
 bench-deps:
 	$(Q)deploy/install-deps.sh build bench
 
+# --- generated protobuf code --------------------------------------------------
+$(PB_GEN_C) $(PB_GEN_H) &: proto/agui.proto
+	@mkdir -p build/gen
+	$(if $(Q),@echo "  PROTOC-C proto/agui.proto")
+	$(Q)protoc-c -Iproto -I$(PROTO_INC) --c_out=build/gen agui.proto google/protobuf/struct.proto
+
 # --- objects -----------------------------------------------------------------
 # $(1): variant name, $(2): CFLAGS
 define variant
-build/$(1)/%.o: %.c
+build/$(1)/%.o: %.c | $(PB_GEN_H)
 	@mkdir -p $$(@D)
 	$$(if $$(Q),@echo "  CC [$(1)] $$<")
 	$(Q)$$(CC) $(2) $(WARN) -c $$< -o $$@
@@ -65,7 +79,12 @@ build/$(1)/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $$(@D)
 	$$(if $$(Q),@echo "  CC [$(1)] llhttp/$$(<F)")
 	$(Q)$$(CC) $(2) -w -c $$< -o $$@
+build/$(1)/gen/%.o: build/gen/%.c $(PB_GEN_H)
+	@mkdir -p $$(@D)
+	$$(if $$(Q),@echo "  CC [$(1)] gen/$$*.c")
+	$(Q)$$(CC) $(2) -w -c $$< -o $$@
 $(1)_LIB_OBJS := $$(patsubst %.c,build/$(1)/%.o,$(LIB_SRCS)) \
+                 $$(patsubst build/gen/%.c,build/$(1)/gen/%.o,$(PB_GEN_C)) \
                  $$(patsubst $(LLHTTP_DIR)/%.c,build/$(1)/llhttp/%.o,$(LLHTTP_SRCS))
 $(1)_UNIT_BINS := $$(patsubst tests/unit/%.c,build/$(1)/tests/%,$(UNIT_SRCS))
 build/$(1)/tests/%: tests/unit/%.c $$($(1)_LIB_OBJS)
@@ -110,10 +129,14 @@ FUZZ_SRCS    := $(sort $(wildcard fuzz/fuzz_*.c))
 FUZZ_BINS    := $(patsubst fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
 FUZZ_CFLAGS  := $(BASEFLAGS) -O1 -fsanitize=fuzzer-no-link,address,undefined -DAGATE_FUZZ=1
 fuzz_LIB_OBJS := $(patsubst %.c,build/fuzz/%.o,$(LIB_SRCS)) \
+                 $(patsubst build/gen/%.c,build/fuzz/gen/%.o,$(PB_GEN_C)) \
                  $(patsubst $(LLHTTP_DIR)/%.c,build/fuzz/llhttp/%.o,$(LLHTTP_SRCS))
-build/fuzz/%.o: %.c
+build/fuzz/%.o: %.c | $(PB_GEN_H)
 	@mkdir -p $(@D)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -Wall -Wextra -Wno-unused-parameter -c $< -o $@
+build/fuzz/gen/%.o: build/gen/%.c $(PB_GEN_H)
+	@mkdir -p $(@D)
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -w -c $< -o $@
 build/fuzz/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(@D)
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -w -c $< -o $@

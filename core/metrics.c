@@ -35,7 +35,7 @@ static const uint64_t batch_bounds[METRICS_BATCH_BUCKETS] = {0, 1, 2, 4, 8, 16, 
 static const char *const listener_names[ML_COUNT] = {"main", "admin"};
 static const char *const route_names[MR_COUNT] = {"none", "run", "health", "metrics", "not_found"};
 static const char *const method_names[MM_COUNT] = {"GET", "HEAD", "POST", "OPTIONS", "OTHER"};
-static const char *const transport_names[MT_COUNT] = {"sse"};
+static const char *const transport_names[MT_COUNT] = {[MT_SSE] = "sse", [MT_PROTO] = "proto"};
 static const char *const outcome_names[MO_COUNT] = {"finished", "error", "client_closed", "cut"};
 static const char *const reject_names[MRJ_COUNT] = {
     "bad_request", "invalid_input", "body_too_large", "headers_too_large",

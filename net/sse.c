@@ -1,14 +1,25 @@
-/* sse: the SSE sink. Frames are written straight into the connection's fill
- * buffer inside one open chunk, so a burst of events becomes one chunk and one
- * send at the end of the loop turn. */
+/* sse: the HTTP streaming sink, in two encodings. Frames are written straight
+ * into the connection's fill buffer inside one open chunk, so a burst of events
+ * becomes one chunk and one send at the end of the loop turn.
+ *
+ * SSE ("data: <json>\n\n") is the default. A request whose Accept prefers
+ * application/vnd.ag-ui.event+proto gets the protobuf encoding instead: each
+ * event one length-prefixed ag_ui.Event (proto/pbjson.c), the same chunked
+ * stream, buffer bound, backpressure and stall detection. Heartbeats are off
+ * for protobuf: the encoding has no comment frame, and any frame is an event
+ * to @ag-ui/client (an empty or unknown one fails or warns), so a quiet
+ * protobuf stream stays quiet. */
 #include "net/sse.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "net/http1.h"
 #include "proto/agent.h"
+#include "proto/pbjson.h"
 
 static const char SSE_HEADERS[] = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
@@ -101,14 +112,17 @@ static bool sse_writable(run_t *r)
     return conn_out_pending(c) < c->sh->cfg->stream_buffer_bytes;
 }
 
+static const run_sink_ops_t pb_sink;
+static inline enum metrics_transport transport_of(const run_t *r) { return r->sink == &pb_sink ? MT_PROTO : MT_SSE; }
+
 void sse_run_ended(conn_t *c, run_t *r, enum metrics_outcome outcome)
 {
     metrics_shard_t *m = c->sh->m;
     if (!m)
         return;
     unsigned a = agent_index(c, r);
-    metrics_add(&m->runs_ended[a][MT_SSE][outcome], 1);
-    metrics_gauge_add(&m->streams[MT_SSE], -1);
+    metrics_add(&m->runs_ended[a][transport_of(r)][outcome], 1);
+    metrics_gauge_add(&m->streams[transport_of(r)], -1);
     metrics_observe_us(&m->duration[a], c->sh->now_us - c->http.req.start_us);
 }
 
@@ -153,6 +167,116 @@ static const run_sink_ops_t sse_sink = {
     .fail = sse_fail,
 };
 
+/* ---- the protobuf encoding ---- */
+
+static int pb_event(run_t *r, const agui_event_t *ev)
+{
+    conn_t *c = sink_conn(r);
+    buf_t *b = conn_fill(c);
+    conn_body_open(c);
+    size_t start = b->len;
+    if (pbjson_frame_event(b, ev)) {
+        conn_abort(c);   /* releases the run */
+        return -ENOMEM;
+    }
+    sent_frame(c, r, ev->type, b->len - start);
+    return 0;
+}
+
+/* An upstream's JSON event, transcoded. One the schema cannot carry (only in
+ * validation: pass, or a string holding U+0000) is left out rather than sent
+ * half-encoded; the rest of the stream goes on. */
+static int pb_raw(run_t *r, agui_type_t type, const char *json, size_t len)
+{
+    conn_t *c = sink_conn(r);
+    buf_t *b = conn_fill(c);
+    conn_body_open(c);
+    size_t start = b->len;
+    char msg[PBJSON_MSG_MAX];
+    int rc = pbjson_frame_json(b, json, len, msg);
+    if (rc == -ENOMEM) {
+        conn_abort(c);
+        return -ENOMEM;
+    }
+    if (rc)
+        return 0;
+    sent_frame(c, r, type, b->len - start);
+    return 0;
+}
+
+static void pb_start(run_t *r)
+{
+    conn_t *c = sink_conn(r);
+    http_stream_begin(c, 200, PBJSON_MEDIA_TYPE, SSE_HEADERS);
+    c->last_event_ms = c->sh->now_ms;
+}
+
+static const run_sink_ops_t pb_sink = {
+    .start = pb_start,
+    .event = pb_event,
+    .raw = pb_raw,
+    .writable = sse_writable,
+    .end = sse_end,
+    .fail = sse_fail,
+};
+
+/* Whether the Accept header prefers the protobuf encoding to SSE, the way
+ * content negotiation ranks media ranges: each type takes the q of the most
+ * specific range matching it; protobuf wins on a higher q, or on an equal q
+ * from a more specific range, or when both are named with the same q and
+ * protobuf comes first. No Accept, or only a wildcard, means SSE. */
+static bool accept_prefers_proto(const char *v, size_t n)
+{
+    static const char *const types[2][2] = {{"text", "event-stream"}, {"application", "vnd.ag-ui.event+proto"}};
+    double q[2] = {0, 0};
+    int spec[2] = {-1, -1}, pos[2] = {0, 0}, idx = 0;
+    const char *p = v, *end = v + n;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p)), *e = comma ? comma : end;
+        const char *semi = memchr(p, ';', (size_t)(e - p)), *te = semi ? semi : e;
+        while (p < te && (*p == ' ' || *p == '\t'))
+            p++;
+        while (te > p && (te[-1] == ' ' || te[-1] == '\t'))
+            te--;
+        const char *slash = memchr(p, '/', (size_t)(te - p));
+        double qv = 1;
+        for (const char *s = semi; s && s < e;) {
+            s++;
+            while (s < e && (*s == ' ' || *s == '\t'))
+                s++;
+            if (e - s > 2 && (s[0] == 'q' || s[0] == 'Q') && s[1] == '=') {
+                char num[16];
+                size_t k = 0;
+                for (const char *t = s + 2; t < e && k < sizeof num - 1 && *t != ';' && *t != ' '; t++)
+                    num[k++] = *t;
+                num[k] = 0;
+                qv = strtod(num, NULL);
+                break;
+            }
+            s = memchr(s, ';', (size_t)(e - s));
+        }
+        if (slash) {
+            size_t tl = (size_t)(slash - p), sl = (size_t)(te - slash - 1);
+            for (int t = 0; t < 2; t++) {
+                bool type_star = tl == 1 && *p == '*', sub_star = sl == 1 && slash[1] == '*';
+                bool type_ok = type_star || (tl == strlen(types[t][0]) && !strncasecmp(p, types[t][0], tl));
+                bool sub_ok = sub_star || (sl == strlen(types[t][1]) && !strncasecmp(slash + 1, types[t][1], sl));
+                int sp = type_star ? 0 : sub_star ? 1 : 2;
+                if (type_ok && sub_ok && (type_star ? sub_star : true) && sp > spec[t]) {
+                    spec[t] = sp, q[t] = qv, pos[t] = idx;
+                }
+            }
+        }
+        idx++;
+        p = comma ? comma + 1 : end;
+    }
+    if (q[1] <= 0)
+        return false;
+    if (q[1] != q[0])
+        return q[1] > q[0];
+    return spec[1] > spec[0] || (spec[1] == 2 && spec[0] == 2 && pos[1] < pos[0]);
+}
+
 /* Lazy re-arm: events do not touch the timer; when it fires early because events
  * flowed, it moves to last_event + heartbeat. */
 static void heartbeat_fired(agate_timer_t *t)
@@ -188,7 +312,10 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
         http_error_field(c, 400, "invalid_request", msg, err.field);
         return;
     }
-    run_t *r = agent_run_new(c->sh, agent, &in, &sse_sink, c);
+    const char *accept;
+    size_t accept_len;
+    bool pb = http_header(req, "accept", &accept, &accept_len) && accept_prefers_proto(accept, accept_len);
+    run_t *r = agent_run_new(c->sh, agent, &in, pb ? &pb_sink : &sse_sink, c);
     if (!r) {
         http_error(c, 503, "out_of_memory", "out of memory", NULL);
         return;
@@ -199,8 +326,8 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
     c->run = r;
     c->run_agent = agent;
     if (c->sh->m) {
-        metrics_add(&c->sh->m->runs_started[agent_index(c, r)][MT_SSE], 1);
-        metrics_gauge_add(&c->sh->m->streams[MT_SSE], 1);
+        metrics_add(&c->sh->m->runs_started[agent_index(c, r)][transport_of(r)], 1);
+        metrics_gauge_add(&c->sh->m->streams[transport_of(r)], 1);
     }
     agent_run_start(r);
 }
