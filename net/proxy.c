@@ -29,6 +29,9 @@
 #include "net/proxy.h"
 #include "net/upstream.h"
 #include "proto/agent.h"
+#include "net/sse.h"
+#include "proto/pbjson.h"
+#include "proto/pbread.h"
 #include "proto/sseread.h"
 #include "proto/validate.h"
 
@@ -65,6 +68,9 @@ typedef struct proxy_run {
     agui_type_t last_type;
     sseread_t   sse;
     validate_t *val;
+    bool        proto;           /* this attempt's upstream answers in protobuf */
+    pbread_t    pb;              /* its frames */
+    buf_t       pbjson;          /* one frame as JSON text, capacity kept across events */
 } proxy_run_t;
 
 static inline px_endpoint_t *EP(const shard_t *sh, unsigned a, int e) { return &((px_shard_t *)sh->px)->ep[a][e]; }
@@ -166,6 +172,13 @@ static void attempt(proxy_run_t *px);
 static void schedule_timer(proxy_run_t *px);
 
 static const char *const ctype_sse = "text/event-stream";
+
+/* Whether a Content-Type is AG-UI's binary encoding (parameters allowed). */
+static bool ctype_is_proto(const char *ctype, size_t len)
+{
+    size_t n = strlen(PBJSON_MEDIA_TYPE);
+    return len >= n && !strncasecmp(ctype, PBJSON_MEDIA_TYPE, n) && (len == n || ctype[n] == ';' || ctype[n] == ' ');
+}
 
 /* Ends the current attempt's hold on its endpoint and connection. */
 static void drop_attempt(proxy_run_t *px, bool reusable)
@@ -339,6 +352,30 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
     return 0;
 }
 
+/* A protobuf upstream's frame: decoded to the event's JSON form and passed to
+ * on_sse_event, so validation, metrics and the sink see what an SSE upstream's
+ * event would give them. Bytes that are no event end the run as a protocol
+ * error; an event of a kind newer than agate's schema is a violation under
+ * strict validation and skipped under pass (as @ag-ui/client drops it). */
+static int on_pb_frame(void *ctx, const uint8_t *msg, size_t len)
+{
+    proxy_run_t *px = ctx;
+    agui_type_t type;
+    char why[PBJSON_MSG_MAX];
+    buf_reset(&px->pbjson);
+    int rc = pbjson_to_json(&px->pbjson, msg, len, &type, why);
+    if (rc == -ENOENT && px->r->agent->validation != CFG_VALIDATION_STRICT)
+        return 0;
+    if (rc) {
+        char full[PBJSON_MSG_MAX + 48];
+        snprintf(full, sizeof full, "upstream broke the AG-UI protocol: %s", rc == -ENOMEM ? "out of memory" : why);
+        run_error(px, "upstream_protocol_error", full);
+        return 1;
+    }
+    sseread_event_t ev = {.data = px->pbjson.data, .data_len = px->pbjson.len, .type = "", .id = "", .retry_ms = -1};
+    return on_sse_event(px, &ev);
+}
+
 static void up_head(void *owner, int status, const char *ctype, size_t ctype_len)
 {
     proxy_run_t *px = owner;
@@ -346,7 +383,8 @@ static void up_head(void *owner, int status, const char *ctype, size_t ctype_len
     char msg[160];
     if (status >= 200 && status < 300) {
         size_t n = strlen(ctype_sse);
-        if (ctype_len < n || strncasecmp(ctype, ctype_sse, n)) {
+        px->proto = ctype_is_proto(ctype, ctype_len);
+        if (!px->proto && (ctype_len < n || strncasecmp(ctype, ctype_sse, n))) {
             snprintf(msg, sizeof msg, "upstream answered %d with Content-Type \"%.*s\", not %s", status,
                      (int)(ctype_len > 60 ? 60 : ctype_len), ctype, ctype_sse);
             attempt_failed(px, MUF_CONTENT_TYPE, true, true, 502, "upstream_failed", msg);
@@ -375,6 +413,14 @@ static void up_body(void *owner, const char *p, size_t n)
     proxy_run_t *px = owner;
     if (!px->head_ok)
         return;
+    if (px->proto) {
+        int rc = pbread_feed(&px->pb, p, n, on_pb_frame, px);
+        if (rc == -EMSGSIZE && px->r)
+            run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
+        else if (rc == -ENOMEM && px->r)
+            run_error(px, "upstream_failed", "out of memory");
+        return;
+    }
     int rc = sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
     if (rc == -EMSGSIZE && px->r)
         run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
@@ -453,7 +499,12 @@ static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
         buf_putc(b, ':');
         buf_append_u64(b, ep->port);
     }
-    buf_append_lit(b, "\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: ");
+    /* Ask for the client's encoding first, so the common case passes events
+     * through; either answer is read and transcoded as needed. */
+    if (sse_run_is_proto(r))
+        buf_append_lit(b, "\r\nContent-Type: application/json\r\nAccept: " PBJSON_MEDIA_TYPE ", text/event-stream;q=0.5\r\nContent-Length: ");
+    else
+        buf_append_lit(b, "\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: ");
     buf_append_u64(b, r->body_len);
     buf_append_lit(b, "\r\nX-Request-ID: ");
     buf_append(b, req->id, req->id_len);
@@ -516,6 +567,8 @@ static void attempt(proxy_run_t *px)
     px->phase = PX_ATTEMPT;
     px->head_ok = false;
     sseread_reset(&px->sse);
+    pbread_reset(&px->pb);
+    px->proto = false;
     ups_t *u = ups_acquire(r->sh, agent_idx(r), (unsigned)ep, px, &px_ups_ops);
     if (!u) {
         px->ep = -1;
@@ -542,6 +595,7 @@ static void px_start(run_t *r)
             return;
         }
         sseread_init(&r->px->sse, PX_MAX_EVENT);
+        pbread_init(&r->px->pb, PX_MAX_EVENT);
     }
     proxy_run_t *px = r->px;
     px->r = r;
@@ -584,6 +638,8 @@ static void px_stop(run_t *r)
 static void px_destroy(run_t *r)
 {
     sseread_free(&r->px->sse);
+    pbread_free(&r->px->pb);
+    buf_free(&r->px->pbjson);
     free(r->px);
     r->px = NULL;
 }

@@ -114,6 +114,7 @@ static bool sse_writable(run_t *r)
 
 static const run_sink_ops_t pb_sink;
 static inline enum metrics_transport transport_of(const run_t *r) { return r->sink == &pb_sink ? MT_PROTO : MT_SSE; }
+bool sse_run_is_proto(const run_t *r) { return r->sink == &pb_sink; }
 
 void sse_run_ended(conn_t *c, run_t *r, enum metrics_outcome outcome)
 {
@@ -238,7 +239,7 @@ static bool accept_prefers_proto(const char *v, size_t n)
             p++;
         while (te > p && (te[-1] == ' ' || te[-1] == '\t'))
             te--;
-        const char *slash = memchr(p, '/', (size_t)(te - p));
+        const char *slash = te > p ? memchr(p, '/', (size_t)(te - p)) : NULL;
         double qv = 1;
         for (const char *s = semi; s && s < e;) {
             s++;
@@ -253,7 +254,7 @@ static bool accept_prefers_proto(const char *v, size_t n)
                 qv = strtod(num, NULL);
                 break;
             }
-            s = memchr(s, ';', (size_t)(e - s));
+            s = s < e ? memchr(s, ';', (size_t)(e - s)) : NULL;
         }
         if (slash) {
             size_t tl = (size_t)(slash - p), sl = (size_t)(te - slash - 1);

@@ -16,5 +16,8 @@ void sse_run(conn_t *c, const cfg_agent_t *agent);
 struct run;
 /* Accounts for a run's end (metrics); called once per run, however it ends. */
 void sse_run_ended(conn_t *c, struct run *r, enum metrics_outcome outcome);
+/* Whether the run streams in the protobuf encoding (its client asked for it);
+ * the proxy then asks its upstream for protobuf first. */
+bool sse_run_is_proto(const struct run *r);
 
 #endif
