@@ -113,6 +113,7 @@ void cfg_defaults(cfg_t *c)
     c->agents[0].kind = CFG_AGENT_ECHO;
     cfg_agent_defaults(&c->agents[0]);
     c->n_agents = 1;
+    cfg_access_defaults(&c->access);
 }
 
 /* ---- the YAML file ---- */
@@ -321,6 +322,8 @@ static int load_root(const struct cfg_loader *ld, const yaml_node_t *root)
 
         if (strcmp(key, "agents") == 0) {
             rc = cfg_load_agents(ld, kn, vn);
+        } else if (cfg_access_owns(key)) {
+            rc = cfg_load_access(ld, key, kn, vn);
         } else if (cfg_in_list(sections, sizeof sections / sizeof sections[0], key)) {
             rc = cfg_load_section(ld, kn, vn, settings, N_SETTINGS, key, key, ld->c);
         } else if (s) {
@@ -330,6 +333,7 @@ static int load_root(const struct cfg_loader *ld, const yaml_node_t *root)
             for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
                 cfg_list_add(list, sizeof list, &used, sections[i]);
             cfg_list_add(list, sizeof list, &used, "agents");
+            cfg_list_add(list, sizeof list, &used, "auth, cors, security_headers, rate_limit");
             rc = cfg_unknown_key(ld, kn, key, list);
         }
         if (rc)
@@ -560,6 +564,8 @@ int cfg_apply_env(cfg_t *c, char *err, size_t errlen)
             return -EINVAL;
         }
     }
+    if (cfg_access_env(&work, err, errlen))
+        return -EINVAL;
     memcpy(c, &work, sizeof *c);
     return 0;
 }
@@ -662,6 +668,8 @@ int cfg_validate(const cfg_t *c, char *err, size_t errlen)
                 return validate_fail(c, err, errlen, name, "duplicate agent name");
         }
     }
+    if (cfg_access_validate(c, key, sizeof key, why, sizeof why))
+        return validate_fail(c, err, errlen, key, "%s", why);
     return 0;
 }
 

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/config_auth.h"
+
 #define CFG_MAX_AGENTS     64
 #define CFG_NAME_MAX       64
 #define CFG_ADDR_MAX       128
@@ -106,6 +108,8 @@ typedef struct cfg {
 
     cfg_agent_t agents[CFG_MAX_AGENTS];
     uint32_t    n_agents;
+
+    cfg_access_t access;                  /* auth, cors, security_headers, rate_limit (core/config_auth.c) */
 } cfg_t;
 
 /* Built-in defaults: the listeners above, 1 MiB body, 16 KiB headers, 10 s header

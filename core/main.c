@@ -1,7 +1,8 @@
 /* main: start-up and shutdown. Reads the configuration (defaults, YAML file,
  * environment), opens every shard's listeners, starts the shards and the log
  * writer, then waits for a signal. SIGTERM/SIGINT begin a graceful drain; a
- * second one cuts running streams; SIGHUP is reserved for reload.
+ * second one cuts running streams; SIGHUP reloads the access sections of the
+ * configuration (core/reload.c).
  *
  * Exit codes: 0 after a clean stop, 1 when start-up fails (e.g. a port in
  * use), 2 for bad configuration or arguments. */
@@ -15,6 +16,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/otlp.h"
+#include "core/reload.h"
 #include "core/shard.h"
 #include "core/version.h"
 #include "net/upstream.h"
@@ -109,11 +111,14 @@ static void wait_for_stop(shard_t *shards, unsigned n, const cfg_t *cfg, const s
 {
     int stops = 0;
     for (;;) {
-        int sig = sigwaitinfo(set, NULL);
-        if (sig < 0)
+        struct timespec second = {1, 0};
+        int sig = sigtimedwait(set, NULL, &second);
+        if (sig < 0) {
+            reload_tick(n, log_ring(n));   /* JWKS file changes; free retired access policies */
             continue;
+        }
         if (sig == SIGHUP) {
-            log_main("warn", "SIGHUP: configuration reload is not supported yet; ignored", NULL, n);
+            reload_config(cfg, log_ring(n));   /* access sections; logs a "reload" line */
             continue;
         }
         ++stops;
@@ -149,6 +154,11 @@ int main(int argc, char **argv)
     bool check_only = false;
     if (load_config(&cfg, argc, argv, &check_only))
         return 2;
+    char aerr[CFG_ERR_MAX + 64];
+    if (reload_init(&cfg, aerr, sizeof aerr)) {   /* access policy: reads key files, so a bad one is a config error */
+        fprintf(stderr, "agate: %s\n", aerr);
+        return 2;
+    }
     if (check_only) {
         printf("agate: configuration OK (%s)\n", cfg.path[0] ? cfg.path : "built-in defaults");
         return 0;
@@ -230,6 +240,7 @@ int main(int argc, char **argv)
     ups_resolver_stop();
     if (!rc)
         log_main("info", "stopped", NULL, n);
+    reload_shutdown();   /* after the shards: no policy pointer or limiter cell is in use */
     log_stop();
     free(shards);
     return rc;

@@ -29,6 +29,9 @@ enum metrics_reject {
     MRJ_TIMEOUT,            /* header or body read timeout */
     MRJ_CONNECTION_LIMIT,
     MRJ_EXPECTATION,
+    MRJ_UNAUTHORIZED,       /* 401: missing or bad credentials (net/access.c) */
+    MRJ_FORBIDDEN,          /* 403: scope missing */
+    MRJ_RATE_LIMITED,       /* 429: a rate or concurrency limit */
     MRJ_COUNT
 };
 

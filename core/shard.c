@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "net/access.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "net/proxy.h"
@@ -218,6 +219,7 @@ static void loop_turn(shard_t *sh, bool wait)
     int rc = io_uring_submit_and_wait_timeout(&sh->ring, &cqe, wait ? 1 : 0,
                                               next == UINT64_MAX ? NULL : &ts, NULL);
     update_clock(sh);
+    access_quiescent(sh->id);   /* no access policy pointer is held across turns */
     uint64_t woke_us = sh->now_us;
     unsigned head, n = 0;
     io_uring_for_each_cqe(&sh->ring, head, cqe) {

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/ratelimit.h"
 #include "core/shard.h"
 #include "core/timer.h"
 #include "net/http1.h"
@@ -54,6 +55,7 @@ typedef struct conn {
     uint64_t          last_event_ms;
 
     struct run   *run;                /* the streaming run, owned while set */
+    rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access.c) */
     const cfg_agent_t *run_agent;     /* agent of the current request's run, for its span */
     struct conn  *flush_next;         /* shard flush list, linked while in_flush */
     struct conn  *reap_next;          /* shard reap list, linked while in_reap */

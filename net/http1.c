@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "core/clock.h"
+#include "net/access.h"
 #include "net/conn.h"
 #include "core/otlp.h"
 #include "net/router.h"
@@ -363,6 +364,7 @@ static void write_head(conn_t *c, int status, const char *ctype, const char *ext
         b->len += TRACEPARENT_LEN;
         buf_append_lit(b, "\r\n");
     }
+    access_head_headers(c, b, ctype);   /* security headers, CORS, RateLimit-* */
     if (extra)
         buf_append(b, extra, strlen(extra));
     if (content_length >= 0 && status != 204) {

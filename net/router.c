@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "net/access.h"
 #include "net/conn.h"
 #include "net/http1.h"
 #include "net/sse.h"
@@ -48,6 +49,8 @@ static void metrics_page(conn_t *c, const char *a, size_t n)
         http_error(c, 404, "metrics_disabled", "metrics are disabled (metrics.enabled: false)", NULL);
         return;
     }
+    if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
+        return;
     bool om = http_header(r, "accept", &v, &len) && memmem(v, len, "application/openmetrics-text", 28);
     buf_t *b = &c->sh->scratch;
     buf_reset(b);
@@ -68,7 +71,10 @@ static void agent_run(conn_t *c, const char *name, size_t len)
         http_error(c, 404, "agent_not_found", "no agent by that name is configured", NULL);
         return;
     }
+    if (!access_http_run(c, agent))   /* 401, 403 or 429 answered */
+        return;
     sse_run(c, agent);
+    access_drop_pending();            /* slots no run took (the request failed first) */
 }
 
 typedef struct route {
@@ -146,8 +152,10 @@ void router_dispatch(conn_t *c)
     if (r->method >= 32 || !(rt->methods & M(r->method)) || r->method == HTTP_OPTIONS) {
         char allow[64];
         snprintf(allow, sizeof allow, "Allow: %s\r\n", rt->allow);
-        if (r->method == HTTP_OPTIONS)
+        if (r->method == HTTP_OPTIONS && !access_http_preflight(c, allow))
             http_respond(c, 204, NULL, NULL, 0, allow);
+        else if (r->method == HTTP_OPTIONS)
+            ;   /* a CORS preflight, answered */
         else
             http_error(c, 405, "method_not_allowed", "method not allowed for this path", allow);
         return;

@@ -16,6 +16,7 @@
 #include "core/config.h"
 #include "core/shard.h"
 #include "core/timer.h"
+#include "net/access.h"
 #include "proto/agui.h"
 #include "proto/runinput.h"
 
@@ -60,6 +61,7 @@ typedef struct run {
     struct proxy_run   *px;
     bool                started;      /* sink->start() done */
     bool                errored;      /* ended with RUN_ERROR */
+    access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
 
     struct run         *next_free;
 } run_t;

@@ -1,0 +1,94 @@
+/* ratelimit: a lock-free table of limiter cells shared by every shard.
+ *
+ * A cell is two 64-bit words: the key (a 64-bit hash of rule identity, limit
+ * and client key; 0 = never used) and the state (8-bit generation | 56-bit
+ * value). For a rate limit the value is the GCRA "theoretical arrival time" in
+ * nanoseconds since the table was made; for a concurrency limit it is the
+ * number of runs holding a slot. Every change is one compare-and-swap of the
+ * state word; no mutex anywhere. The table has a fixed number of cells (bounded
+ * memory); a cell whose state is idle (TAT in the past, or no slot held) is
+ * indistinguishable from an absent one, so it may be taken over by another key
+ * at any time: that is the eviction. See docs/ARCHITECTURE.md, "Rate limiting",
+ * for why this is correct under concurrent shards. */
+#ifndef AGATE_RATELIMIT_H
+#define AGATE_RATELIMIT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RL_PROBE 16                 /* cells examined per lookup */
+
+typedef struct rl_cell {
+    _Atomic uint64_t key;
+    _Atomic uint64_t state;
+} rl_cell_t;
+
+typedef struct rl_table {
+    rl_cell_t       *cells;
+    uint64_t         mask;          /* capacity - 1 (a power of two) */
+    _Atomic uint64_t claims;        /* cells taken for a key */
+    _Atomic uint64_t evictions;     /* of those, cells that held another key */
+    _Atomic uint64_t full;          /* lookups that found no cell: allowed, counted */
+} rl_table_t;
+
+/* A rate: `count` requests per `period_ns`, with up to `burst` at once. */
+typedef struct rl_rate {
+    uint64_t interval_ns;           /* period / count: the emission interval T */
+    uint64_t burst_ns;              /* burst * T: how far ahead of now the TAT may run */
+} rl_rate_t;
+
+/* What one decision says about its limit, for the RateLimit-* headers. */
+typedef struct rl_result {
+    bool     allowed;
+    uint32_t remaining;             /* requests still allowed right now */
+    uint64_t reset_ns;              /* until the limit is back to full */
+    uint64_t retry_ns;              /* refused: until one request would pass */
+} rl_result_t;
+
+/* RateLimit-* header values for one response: the limit that is closest to
+ * refusing (fewest remaining). */
+typedef struct rl_quota {
+    bool     set;
+    uint32_t limit, remaining;
+    uint32_t reset_s;               /* seconds until the quota is full again */
+    uint32_t retry_s;               /* refused: Retry-After */
+} rl_quota_t;
+
+/* A held concurrency slot or a rate charge, undone by rl_release/rl_refund. */
+typedef struct rl_hold {
+    uint32_t cell;                  /* index; UINT32_MAX = nothing held */
+    uint8_t  gen;                   /* generation when charged (refunds check it) */
+    uint64_t amount;                /* rate: T charged; concurrency: 1 */
+} rl_hold_t;
+
+/* capacity is rounded up to a power of two (at least 2 * RL_PROBE). 0 or -ENOMEM. */
+int  rl_table_init(rl_table_t *t, uint64_t capacity);
+void rl_table_free(rl_table_t *t);
+
+/* Nanoseconds on the table's clock (CLOCK_MONOTONIC). */
+uint64_t rl_now_ns(void);
+
+/* The key of (rule identity, limit index, client key bytes); never 0. The low
+ * bit is 1 for a concurrency limit so an idle test knows how to read the state. */
+uint64_t rl_key(uint64_t rule_id, unsigned limit, const void *client, size_t len, bool concurrency);
+uint64_t rl_hash(const void *p, size_t n, uint64_t seed);
+
+/* GCRA: one request against `rate` for `key` at `now`. On allow, *hold records
+ * the charge so that a later refusal by another rule can give it back. */
+rl_result_t rl_rate_take(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uint64_t now, rl_hold_t *hold);
+/* Gives back a charge made by rl_rate_take (the request was refused elsewhere). */
+void rl_refund(rl_table_t *t, rl_hold_t *hold);
+
+/* Concurrency: takes one of `max` slots for `key`. */
+rl_result_t rl_conc_take(rl_table_t *t, uint64_t key, uint32_t max, rl_hold_t *hold);
+/* Releases a slot taken by rl_conc_take; idempotent (clears the hold). */
+void rl_release(rl_table_t *t, rl_hold_t *hold);
+
+/* Cells holding a key at the moment (a scan: for metrics, not the hot path). */
+uint64_t rl_table_used(rl_table_t *t, uint64_t now);
+
+static inline void rl_hold_clear(rl_hold_t *h) { h->cell = UINT32_MAX; h->amount = 0; }
+
+#endif

@@ -1,0 +1,127 @@
+/* access: who is calling, may they run this agent, and is it within their
+ * limits. Identity (JWT > API key > client address), authorization by scope,
+ * CORS, security headers, and rate/concurrency limits on the shared lock-free
+ * table (core/ratelimit.c).
+ *
+ * The policy is compiled from cfg_t.access on the main thread (start-up,
+ * SIGHUP, JWKS file change) and published with one atomic pointer store.
+ * Shards load the pointer per request and never keep it across loop turns; an
+ * old policy is freed once every shard has started a turn after the swap
+ * (quiescent-state reclamation, access_quiescent), so readers take no lock and
+ * no reference count. Limiter state lives in the table, keyed by a hash of each
+ * rule's definition: a reload that keeps a rule keeps its state.
+ *
+ * Transports: access_identify once per request (HTTP) or per connection
+ * (WebSocket upgrade), then access_admit per run. A run's concurrency slots
+ * ride in run_t.acc and are released by agent_run_release, however the run
+ * ends. */
+#ifndef AGATE_ACCESS_H
+#define AGATE_ACCESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/ratelimit.h"
+
+struct conn;
+struct http_req;
+
+#define ACCESS_MAX_HOLDS  8
+#define ACCESS_MAX_CLAIMS 4
+#define ACCESS_VAL_MAX    128
+
+typedef enum access_kind { ACCESS_ANON, ACCESS_API_KEY, ACCESS_JWT } access_kind_t;
+
+/* Who is calling. Self-contained (no pointers into the request), so a WebSocket
+ * connection can keep the one made at its upgrade. Holds no secret. */
+typedef struct access_ident {
+    access_kind_t kind;
+    char     name[ACCESS_VAL_MAX];          /* API key name, or the JWT's sub */
+    uint8_t  name_len;
+    char     client[48];                    /* client address as text (X-Forwarded-For aware) */
+    uint8_t  client_len;
+    char     scopes[512];                   /* space-separated */
+    uint16_t scopes_len;
+    char     claims[ACCESS_MAX_CLAIMS][ACCESS_VAL_MAX];   /* the claims rate-limit rules name */
+    uint8_t  claim_len[ACCESS_MAX_CLAIMS];
+    bool     claim_set[ACCESS_MAX_CLAIMS];
+} access_ident_t;
+
+/* Concurrency slots held by one run. */
+typedef struct access_holds {
+    rl_hold_t h[ACCESS_MAX_HOLDS];
+    uint8_t   n;
+} access_holds_t;
+
+typedef enum access_verdict {
+    ACCESS_ALLOW = 0,
+    ACCESS_UNAUTHORIZED,                    /* 401: missing or bad credentials */
+    ACCESS_FORBIDDEN,                       /* 403: authenticated, scope missing */
+    ACCESS_RATE_LIMITED,                    /* 429 */
+} access_verdict_t;
+
+/* The outcome of access_identify/access_admit, enough for any transport to
+ * answer: HTTP writes a 401/403/429, WebSocket a RUN_ERROR (code rate_limited). */
+typedef struct access_decision {
+    access_verdict_t verdict;
+    const char *error;                      /* "invalid_token", "insufficient_scope", ... */
+    const char *message;
+    char        scope[96];                  /* the scope that would have been enough (403) */
+    rl_quota_t  quota;                      /* RateLimit-* numbers; quota.set when any rule applied */
+} access_decision_t;
+
+/* ---- main thread ---- */
+
+/* Compiles and publishes the policy for cfg (keys read from files now). The
+ * limiter table is made on the first call. 0, or -errno with err filled; on
+ * error the published policy is unchanged. */
+int  access_publish(const cfg_t *cfg, char *err, size_t errlen);
+/* Frees policies no shard can still see; call now and then (1 s tick). */
+void access_reclaim(unsigned nshards);
+/* True when the configured JWKS file changed since the policy was built. */
+bool access_jwks_changed(void);
+/* Frees everything at exit (after the shards stopped). */
+void access_shutdown(void);
+
+/* ---- shards ---- */
+
+/* Top of each loop turn: this shard holds no policy pointer from before. */
+void access_quiescent(unsigned shard_id);
+
+/* Identity of the request from its headers and peer. ACCESS_UNAUTHORIZED
+ * when credentials were given and are bad. */
+access_verdict_t access_identify(struct conn *c, const struct http_req *r, access_ident_t *id,
+                                 access_decision_t *d);
+/* Authorization and limits for one run of agent. On ACCESS_ALLOW, *holds has
+ * the concurrency slots taken (release with access_release). */
+access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const cfg_agent_t *agent,
+                              access_holds_t *holds, access_decision_t *d);
+void access_release(access_holds_t *holds);
+
+/* HTTP: identify + admit for POST /v1/agents/{name}/run. Answers 401/403/429
+ * itself and returns false; on true the slots wait in this thread's hand-off
+ * (access_take_pending, called by agent_run_new) and the quota is noted on the
+ * connection for the response head. */
+bool access_http_run(struct conn *c, const cfg_agent_t *agent);
+/* After the route handler: slots not taken by a run (the request failed
+ * before one started) go back. */
+void access_drop_pending(void);
+/* Moves the hand-off's slots into a run's holds. */
+void access_take_pending(access_holds_t *into);
+/* HTTP: /metrics on the main listener when auth is on: needs scope admin. */
+bool access_http_admin(struct conn *c);
+/* HTTP OPTIONS: a CORS preflight is answered here (204, or 403 for an origin
+ * not allowed); returns false when the request is not a preflight. */
+bool access_http_preflight(struct conn *c, const char *allow);
+/* Writes 401/403/429 for d (JSON body, WWW-Authenticate, Retry-After, RateLimit-*). */
+void access_http_refuse(struct conn *c, const access_decision_t *d);
+/* Response-head lines every response gets: security headers, CORS, quota. */
+void access_head_headers(struct conn *c, buf_t *b, const char *ctype);
+
+/* For /metrics. */
+void access_table_stats(uint64_t *capacity, uint64_t *used, uint64_t *evictions, uint64_t *full);
+
+#endif
