@@ -99,6 +99,8 @@ asan_LDFLAGS_ := $(ASAN_LDFLAGS)
 asan_LIBS_    := $(ASAN_LIBS)
 $(eval $(call variant,rel,$(REL_CFLAGS)))
 $(eval $(call variant,asan,$(ASAN_CFLAGS)))
+# net/demo.c embeds the page with .incbin, which -MMD does not see.
+build/rel/net/demo.o build/asan/net/demo.o build/fuzz/net/demo.o: net/demo.html
 
 build/agate: build/rel/core/main.o $(rel_LIB_OBJS)
 	$(if $(Q),@echo "  LD $@")

@@ -56,6 +56,12 @@ static const struct cfg_setting settings[] = {
     { "stream", "max_token_interval", "AGATE_MAX_TOKEN_INTERVAL", "1s",           CFG_K_DURATION, 0, UINT32_MAX, F(max_token_interval_ms) },
     { "stream", "buffer",             "AGATE_STREAM_BUFFER",      "256KiB",       CFG_K_SIZE,     1, UINT32_MAX, F(stream_buffer_bytes) },
     { "stream", "drain_timeout",      "AGATE_DRAIN_TIMEOUT",      "25s",          CFG_K_DURATION, 1, UINT32_MAX, F(drain_timeout_ms) },
+    { "ws",     "max_message",        "AGATE_WS_MAX_MESSAGE",     "1MiB",         CFG_K_SIZE,     16, 1u << 30,  F(ws_max_message_bytes) },
+    { "ws",     "ping_interval",      "AGATE_WS_PING_INTERVAL",   "30s",          CFG_K_DURATION, 0, UINT32_MAX, F(ws_ping_interval_ms) },
+    { "ws",     "pong_timeout",       "AGATE_WS_PONG_TIMEOUT",    "10s",          CFG_K_DURATION, 1, UINT32_MAX, F(ws_pong_timeout_ms) },
+    { "ws",     "stall_timeout",      "AGATE_WS_STALL_TIMEOUT",   "30s",          CFG_K_DURATION, 1, UINT32_MAX, F(ws_stall_timeout_ms) },
+    { "ws",     "max_runs",           "AGATE_WS_MAX_RUNS",        "16",           CFG_K_UINT,     1, 1024,       F(ws_max_runs) },
+    { NULL,     "demo",               "AGATE_DEMO",               "true",         CFG_K_BOOL,     0, 0,          F(demo) },
     { "log",    "requests",           "AGATE_LOG_REQUESTS",       "true",         CFG_K_BOOL,     0, 0,          F(log_requests) },
     { "log",    "level",              "AGATE_LOG_LEVEL",          "info",         CFG_K_LEVEL,    0, 0,          F(log_level) },
     { "log",    "sample",             "AGATE_LOG_SAMPLE",         "1",            CFG_K_RATIO,    0, 0,          F(log_sample) },
@@ -70,7 +76,7 @@ static const struct cfg_setting settings[] = {
 #undef F
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
-static const char *const sections[] = { "limits", "stream", "log", "metrics", "trace", "upstream" };
+static const char *const sections[] = { "limits", "stream", "log", "metrics", "trace", "upstream", "ws" };
 
 __attribute__((format(printf, 3, 4)))
 static void errf(char *err, size_t errlen, const char *fmt, ...)

@@ -33,9 +33,9 @@ static const char *const time_bounds_txt[METRICS_TIME_BUCKETS] = {
 static const uint64_t batch_bounds[METRICS_BATCH_BUCKETS] = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256};
 
 static const char *const listener_names[ML_COUNT] = {"main", "admin"};
-static const char *const route_names[MR_COUNT] = {"none", "run", "health", "metrics", "not_found"};
+static const char *const route_names[MR_COUNT] = {"none", "run", "health", "metrics", "not_found", "ws", "demo"};
 static const char *const method_names[MM_COUNT] = {"GET", "HEAD", "POST", "OPTIONS", "OTHER"};
-static const char *const transport_names[MT_COUNT] = {[MT_SSE] = "sse", [MT_PROTO] = "proto"};
+static const char *const transport_names[MT_COUNT] = {[MT_SSE] = "sse", [MT_PROTO] = "proto", [MT_WS] = "ws"};
 static const char *const outcome_names[MO_COUNT] = {"finished", "error", "client_closed", "cut"};
 static const char *const reject_names[MRJ_COUNT] = {
     "bad_request", "invalid_input", "body_too_large", "headers_too_large",
@@ -185,6 +185,14 @@ static void render_http(render_t *r, const shard_t *sh, unsigned n)
     sample_u(r, "agate_received_bytes", "_total", "", SUM(m_->bytes_in));
     family(r, "agate_sent_bytes", "counter", "Bytes sent to clients.");
     sample_u(r, "agate_sent_bytes", "_total", "", SUM(m_->bytes_out));
+    family(r, "agate_ws_connections", "gauge", "Open WebSocket connections.");
+    gauge_sum(r, "agate_ws_connections", "listener", "main", sh, n, offsetof(metrics_shard_t, ws_connections));
+    family(r, "agate_ws_frames", "counter", "WebSocket frames (data messages and control frames), by direction.");
+    sample_u(r, "agate_ws_frames", "_total", "direction=\"in\"", SUM(m_->ws_messages[0]));
+    sample_u(r, "agate_ws_frames", "_total", "direction=\"out\"", SUM(m_->ws_messages[1]));
+    family(r, "agate_ws_bytes", "counter", "WebSocket bytes on the wire after the upgrade, by direction.");
+    sample_u(r, "agate_ws_bytes", "_total", "direction=\"in\"", SUM(m_->ws_bytes[0]));
+    sample_u(r, "agate_ws_bytes", "_total", "direction=\"out\"", SUM(m_->ws_bytes[1]));
 }
 
 static void render_runs(render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)

@@ -17,9 +17,9 @@
 #include "proto/agui.h"
 
 enum metrics_listener { ML_MAIN, ML_ADMIN, ML_COUNT };
-enum metrics_route { MR_NONE, MR_RUN, MR_HEALTH, MR_METRICS, MR_NOT_FOUND, MR_COUNT };
+enum metrics_route { MR_NONE, MR_RUN, MR_HEALTH, MR_METRICS, MR_NOT_FOUND, MR_WS, MR_DEMO, MR_COUNT };
 enum metrics_method { MM_GET, MM_HEAD, MM_POST, MM_OPTIONS, MM_OTHER, MM_COUNT };
-enum metrics_transport { MT_SSE, MT_PROTO, MT_COUNT };   /* proto: SSE's HTTP stream in the protobuf encoding */
+enum metrics_transport { MT_SSE, MT_PROTO, MT_WS, MT_COUNT };   /* proto: SSE's HTTP stream in the protobuf encoding */
 enum metrics_outcome { MO_FINISHED, MO_ERROR, MO_CLIENT_CLOSED, MO_CUT, MO_COUNT };
 enum metrics_reject {
     MRJ_BAD_REQUEST,        /* malformed HTTP */
@@ -56,6 +56,8 @@ typedef struct metrics_shard {
     metrics_hist_t gap[CFG_MAX_AGENTS];
     int64_t  connections[ML_COUNT];                       /* gauges */
     int64_t  streams[MT_COUNT];
+    int64_t  ws_connections;                              /* gauge: upgraded connections */
+    uint64_t ws_messages[2], ws_bytes[2];                 /* WebSocket frames/bytes: [0] in, [1] out */
     uint64_t bytes_in, bytes_out;
     uint64_t up_attempts[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
     uint64_t up_failures[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS][MUF_COUNT];

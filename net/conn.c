@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "net/sse.h"
+#include "net/ws.h"
 #include "proto/agent.h"
 
 #define CONN_LINGER_MS      2000
@@ -63,6 +64,7 @@ void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
     c->sent = 0;
     c->chunk_open = false;
     c->run = NULL;
+    c->ws = NULL;
     c->last_progress_ms = sh->now_ms;
     c->timer.cb = conn_timer_fired;
     c->timer_kind = CONN_T_NONE;
@@ -236,6 +238,8 @@ void conn_on_send(conn_t *c, int res)
         conn_mark_dirty(c);
     if (c->run && c->run->blocked && conn_out_pending(c) <= c->sh->cfg->stream_buffer_bytes / 2)
         agent_run_resume(c->run);
+    if (c->ws)
+        ws_on_sent(c);
 }
 
 bool conn_is_idle(const conn_t *c)
@@ -246,8 +250,9 @@ bool conn_is_idle(const conn_t *c)
 /* Parses what waited in `pending` once the response before it is done. */
 static void process_pending(conn_t *c)
 {
-    if (c->pending.len && c->state == CONN_OPEN)
+    if (c->pending.len && c->state == CONN_OPEN && !c->ws)
         http_feed(c, c->pending.data, c->pending.len, true);
+    ws_take_pending(c);   /* an upgrade was pipelined: what followed it is frames */
     if (c->state == CONN_OPEN && c->recv_paused && !c->recv_armed && !c->pending.len) {
         c->recv_paused = false;
         arm_recv(c);
@@ -290,6 +295,8 @@ void conn_abort(conn_t *c)
         sse_run_ended(c, r, c->sh->draining ? MO_CUT : MO_CLIENT_CLOSED);
         agent_run_abort(r);
     }
+    if (c->ws)
+        ws_abort(c);
     /* A direct shutdown, not an SQE: it takes effect now, so the in-flight recv
      * and send complete promptly and the fd cannot have been reused meanwhile. */
     if (c->inflight)
@@ -316,6 +323,8 @@ void conn_reap(conn_t *c)
             buf_free(&c->out[i]);
     }
     buf_free(&c->pending);
+    if (c->ws)
+        ws_free(c);
     http_conn_free(&c->http);
     c->state = CONN_FREE;
     c->gen++;
@@ -332,6 +341,10 @@ void conn_input(conn_t *c, const char *data, size_t n)
 {
     if (c->state != CONN_OPEN)
         return;   /* CLOSING/LINGER: the peer's further bytes are discarded */
+    if (c->ws) {
+        ws_input(c, data, n);
+        return;
+    }
     if (c->http.req.responding || c->pending.len) {
         if (buf_append(&c->pending, data, n)) {
             conn_abort(c);
@@ -343,6 +356,7 @@ void conn_input(conn_t *c, const char *data, size_t n)
         return;
     }
     http_feed(c, data, n, false);
+    ws_take_pending(c);   /* frames that came in the same read as the upgrade request */
 }
 
 void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe)

@@ -308,6 +308,7 @@ const char *http_status_text(int status)
 {
     switch (status) {
     case 100: return "Continue";
+    case 101: return "Switching Protocols";
     case 200: return "OK";
     case 204: return "No Content";
     case 400: return "Bad Request";
@@ -319,6 +320,7 @@ const char *http_status_text(int status)
     case 413: return "Content Too Large";
     case 415: return "Unsupported Media Type";
     case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -445,6 +447,15 @@ void http_stream_begin(conn_t *c, int status, const char *ctype, const char *ext
     write_head(c, status, ctype, extra, -1);
     conn_mark_dirty(c);
     conn_set_timer(c, CONN_T_STALL, c->sh->cfg->idle_timeout_ms);
+}
+
+void http_upgrade(conn_t *c, const char *extra)
+{
+    http_req_t *r = &c->http.req;
+    r->keep_alive = true;       /* no Connection: close; the caller's extra says Upgrade */
+    r->chunked_resp = false;
+    write_head(c, 101, NULL, extra, -1);
+    conn_mark_dirty(c);
 }
 
 void http_stream_end(conn_t *c)

@@ -81,6 +81,10 @@ void http_error_field(struct conn *c, int status, const char *code, const char *
 /* Starts a streamed response (chunked on HTTP/1.1, close-delimited on 1.0). */
 void http_stream_begin(struct conn *c, int status, const char *ctype, const char *extra_headers);
 void http_stream_end(struct conn *c);
+/* 101 Switching Protocols with extra's headers (Upgrade, Connection, ...). The
+ * request stays "responding" until the connection ends, so its log line and
+ * span cover the whole upgraded session. */
+void http_upgrade(struct conn *c, const char *extra);
 /* Called when the current response is fully queued: logs it, then keep-alive or close. */
 void http_response_done(struct conn *c);
 

@@ -11,6 +11,8 @@
 #include "net/conn.h"
 #include "net/http1.h"
 #include "net/sse.h"
+#include "net/demo.h"
+#include "net/ws.h"
 
 #define M(x) (1u << (x))
 #define GET_HEAD (M(HTTP_GET) | M(HTTP_HEAD) | M(HTTP_OPTIONS))
@@ -77,6 +79,26 @@ static void agent_run(conn_t *c, const char *name, size_t len)
     access_drop_pending();            /* slots no run took (the request failed first) */
 }
 
+static void agent_ws(conn_t *c, const char *name, size_t len)
+{
+    const cfg_agent_t *agent = cfg_find_agent(c->sh->cfg, name, len);
+    if (!agent) {
+        c->http.req.keep_alive = false;   /* llhttp may have taken it as an upgrade: no more HTTP after it */
+        http_error(c, 404, "agent_not_found", "no agent by that name is configured", NULL);
+        return;
+    }
+    ws_upgrade(c, agent);
+}
+
+static void demo(conn_t *c, const char *a, size_t n)
+{
+    if (!c->sh->cfg->demo) {
+        http_error(c, 404, "not_found", "no route for this path", NULL);
+        return;
+    }
+    demo_page(c);
+}
+
 typedef struct route {
     const char *path;
     uint8_t     route;      /* enum metrics_route */
@@ -92,14 +114,16 @@ static const route_t routes[] = {
     {"/health/ready", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_ready},
     {"/health/startup", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_startup},
     {"/metrics", MR_METRICS, GET_HEAD, "GET, HEAD, OPTIONS", true, false, metrics_page},
+    {"/", MR_DEMO, GET_HEAD, "GET, HEAD, OPTIONS", false, true, demo},
 };
 static const route_t run_route = {NULL, MR_RUN, M(HTTP_POST) | M(HTTP_OPTIONS), "POST, OPTIONS", false, true, agent_run};
+static const route_t ws_route = {NULL, MR_WS, M(HTTP_GET) | M(HTTP_OPTIONS), "GET, OPTIONS", false, true, agent_ws};
 
-/* "/v1/agents/{name}/run" -> name; names are [A-Za-z0-9_.-]{1,63}. */
-static bool match_run(const char *p, size_t n, const char **name, size_t *name_len)
+/* "/v1/agents/{name}<suf>" -> name; names are [A-Za-z0-9_.-]{1,63}. */
+static bool match_agent(const char *p, size_t n, const char *suf, const char **name, size_t *name_len)
 {
-    static const char pre[] = "/v1/agents/", suf[] = "/run";
-    size_t pl = sizeof pre - 1, sl = sizeof suf - 1;
+    static const char pre[] = "/v1/agents/";
+    size_t pl = sizeof pre - 1, sl = strlen(suf);
     if (n <= pl + sl || memcmp(p, pre, pl) || memcmp(p + n - sl, suf, sl))
         return false;
     *name = p + pl;
@@ -117,6 +141,8 @@ const char *router_template(int route, const char *path, size_t len)
 {
     switch (route) {
     case MR_RUN: return "/v1/agents/{name}/run";
+    case MR_WS: return "/v1/agents/{name}/ws";
+    case MR_DEMO: return "/";
     case MR_METRICS: return "/metrics";
     case MR_HEALTH:
         for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
@@ -140,8 +166,10 @@ void router_dispatch(conn_t *c)
             break;
         }
     }
-    if (!rt && match_run(p, n, &arg, &arg_len))
+    if (!rt && match_agent(p, n, "/run", &arg, &arg_len))
         rt = &run_route;
+    else if (!rt && match_agent(p, n, "/ws", &arg, &arg_len))
+        rt = &ws_route;
     bool on_main = rt && (rt->main || (rt->route == MR_METRICS && c->sh->cfg->metrics_on_main));
     if (!rt || (c->admin ? !rt->admin : !on_main)) {
         r->route = MR_NOT_FOUND;

@@ -1,0 +1,37 @@
+/* ws: AG-UI over WebSocket (RFC 6455) on an upgraded HTTP/1.1 connection.
+ *
+ * GET /v1/agents/{name}/ws upgrades (version 13, subprotocol "ag-ui" when the
+ * client offers it). The client then sends RunAgentInput objects as text
+ * messages; each starts a run, and each of the run's events comes back as one
+ * text frame holding the event's JSON (the same JSON the SSE sink sends) with a
+ * "runId" member added to events that do not carry one, so concurrent runs on
+ * one connection can be told apart. {"type":"CANCEL","runId":"..."} ends a run
+ * (it gets RUN_ERROR code "cancelled"). A message that is not a JSON object
+ * closes the connection with 1007; an object that is not a valid RunAgentInput
+ * gets RUN_ERROR code "invalid_input" and the connection stays open.
+ *
+ * The connection keeps its conn_t (net/conn.c): same output buffers, one send
+ * per loop turn, same slot lifecycle. conn.c hands a WebSocket connection's
+ * input, send completions, abort and reap to the functions below. */
+#ifndef AGATE_WS_H
+#define AGATE_WS_H
+
+#include <stddef.h>
+
+#include "core/config.h"
+#include "net/conn.h"
+
+struct ws_conn;
+
+/* GET /v1/agents/{name}/ws: the handshake; 101 and WebSocket mode, or an HTTP
+ * error (400, 426, 503) and close. */
+void ws_upgrade(conn_t *c, const cfg_agent_t *agent);
+
+void ws_input(conn_t *c, const char *data, size_t n);   /* bytes received in WS mode */
+void ws_take_pending(conn_t *c);                         /* frames that came with the upgrade request */
+void ws_on_sent(conn_t *c);                              /* a send completed: resume blocked runs */
+void ws_drain(conn_t *c);                                /* shutdown: no new runs, close when idle */
+void ws_abort(conn_t *c);                                /* the connection is gone: stop every run */
+void ws_free(conn_t *c);                                 /* the slot is being reaped */
+
+#endif
