@@ -2,8 +2,9 @@
  *
  * The schema is @ag-ui/core 1.0's RunAgentInputSchema: threadId and runId
  * strings, messages an array of messages (discriminated by role), tools, context,
- * state, forwardedProps, resume, all type-checked. A parsed input owns its jansson
- * tree; runinput_free() releases it. Strings returned point into that tree. */
+ * state, forwardedProps, resume, all type-checked. A parsed input owns one
+ * block holding what it hands out (ids decoded, the last user message's content
+ * as JSON text), independent of the body; runinput_free() releases it. */
 #ifndef AGATE_RUNINPUT_H
 #define AGATE_RUNINPUT_H
 
@@ -13,7 +14,9 @@
 #include "core/buf.h"
 
 typedef struct runinput {
-    void       *root;            /* json_t *, owned */
+    char       *root;            /* owned block: ids, then user_content; NULL when none */
+    const char *user_content;    /* JSON text of the last user message's content, in root */
+    size_t      user_content_len;
     const char *thread_id;  size_t thread_id_len;
     const char *run_id;     size_t run_id_len;
     int64_t     token_interval_ms;   /* forwardedProps.agate.tokenIntervalMs, -1 when absent */

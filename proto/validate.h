@@ -26,9 +26,9 @@ typedef struct validate validate_t;   /* opaque; see validate.c */
 #define VALIDATE_MAX_IDS      16384       /* ids (and subagent tags) kept for one run */
 #define VALIDATE_MAX_ID_BYTES (1u << 20)  /* their total size */
 
-/* Installs jansson's allocator hooks, process-wide and once (validate_new calls
- * it too). Call it from main before starting threads that use jansson, so the
- * hooks are not swapped while another thread is inside jansson. */
+/* Process-wide set-up, once (validate_new calls it too): the type-name table
+ * and the key that frees each thread's parse tape when the thread exits. Call
+ * it from main before starting the shards. */
 void validate_init(void);
 
 validate_t *validate_new(void);

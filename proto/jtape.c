@@ -1,0 +1,567 @@
+/* jtape: single-pass JSON onto a reusable tape (see jtape.h).
+ *
+ * Why not a library. The validators need what jansson accepts, checked in one
+ * pass and with no allocation per value. Debian 12 has no yyjson; simdjson is
+ * C++; yajl (libyajl-dev) is a SAX parser, but it allocates a handle per
+ * document (no reset in 2.1) and its callbacks still leave the key matching and
+ * the schema to us. bench/validate_bench.c measures on the same 44-event run:
+ * yajl with no-op callbacks costs more than this whole validator (see the
+ * numbers there), jansson's json_loadb + json_decref about 10x more.
+ *
+ * Invariants. Strings are scanned 16 bytes at a time for '"', '\\', control
+ * bytes and non-ASCII (one signed compare finds both); non-ASCII is then checked
+ * as strict UTF-8, as jansson does (no overlongs, surrogates or > U+10FFFF).
+ * Escapes are checked when scanned and decoded only when a string is read; a
+ * decoded string goes to the scratch area at its own input offset (decoding
+ * never lengthens), so strings never overlap and decoding never moves earlier
+ * results. Numbers are checked for the
+ * one thing beyond syntax jansson refuses, a real that overflows a double
+ * (integers past int64 are re-read as reals, as the callers' retry does). */
+#include "proto/jtape.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+typedef struct jt_p {
+    jtape_t             *t;
+    const unsigned char *s, *end;
+    unsigned             max_depth;
+    unsigned             flags;
+} jt_p_t;
+
+static int jt_push(jt_p_t *p, uint8_t kind, const unsigned char *at, uint32_t len, uint8_t flags)
+{
+    jtape_t *t = p->t;
+    if (t->n == t->cap) {
+        uint32_t cap = t->cap ? t->cap * 2 : 64;
+        jtape_node_t *nn = realloc(t->nodes, cap * sizeof *nn);
+        if (!nn)
+            return -ENOMEM;
+        t->nodes = nn;
+        t->cap = cap;
+    }
+    jtape_node_t *nd = &t->nodes[t->n];
+    nd->kind = kind;
+    nd->flags = flags;
+    nd->off = (uint32_t)(at - (const unsigned char *)t->src);
+    nd->len = len;
+    nd->aux = 0;
+    nd->next = ++t->n;
+    return 0;
+}
+
+static inline const unsigned char *jt_ws(const unsigned char *s, const unsigned char *end)
+{
+    while (s < end && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t'))
+        s++;
+    return s;
+}
+
+static int jt_hex4(const unsigned char *s, const unsigned char *end, uint32_t *out)
+{
+    if (end - s < 4)
+        return -1;
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = s[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= c - '0';
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            v |= (c | 0x20) - 'a' + 10;
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (first byte >= 0x80), 0 if invalid. */
+static size_t jt_utf8(const unsigned char *s, const unsigned char *end)
+{
+    unsigned c = s[0];
+    size_t n;
+    uint32_t v;
+    if (c < 0xC2)
+        return 0;
+    else if (c < 0xE0) { n = 2; v = c & 0x1F; }
+    else if (c < 0xF0) { n = 3; v = c & 0x0F; }
+    else if (c < 0xF5) { n = 4; v = c & 0x07; }
+    else
+        return 0;
+    if ((size_t)(end - s) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) || v > 0x10FFFF ||
+        (v >= 0xD800 && v <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* After the opening quote. Leaves p->s after the closing quote. */
+static int jt_string(jt_p_t *p, bool key)
+{
+    const unsigned char *s = p->s, *end = p->end, *start = s;
+    uint8_t flags = 0;
+    for (;;) {
+#ifdef __SSE2__
+        const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), sp = _mm_set1_epi8(0x20);
+        while (end - s >= 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+            /* signed: bytes >= 0x80 are negative, so one compare finds them and controls */
+            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, q), _mm_cmpeq_epi8(x, b)),
+                                     _mm_cmplt_epi8(x, sp));
+            unsigned mask = (unsigned)_mm_movemask_epi8(m);
+            if (mask) {
+                s += __builtin_ctz(mask);
+                goto special;
+            }
+            s += 16;
+        }
+#endif
+        while (s < end && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
+            s++;
+#ifdef __SSE2__
+special:
+#endif
+        if (s >= end)
+            return -EINVAL;
+        unsigned c = *s;
+        if (c == '"')
+            break;
+        if (c == '\\') {
+            flags |= JT_F_ESC;
+            if (end - s < 2)
+                return -EINVAL;
+            switch (s[1]) {
+            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+                s += 2;
+                continue;
+            case 'u':
+                break;
+            default:
+                return -EINVAL;
+            }
+            uint32_t v, v2;
+            if (jt_hex4(s + 2, end, &v))
+                return -EINVAL;
+            s += 6;
+            if (v >= 0xDC00 && v <= 0xDFFF)
+                return -EINVAL;
+            if (v >= 0xD800 && v <= 0xDBFF) {
+                if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || jt_hex4(s + 2, end, &v2) ||
+                    v2 < 0xDC00 || v2 > 0xDFFF)
+                    return -EINVAL;
+                s += 6;
+            } else if (v == 0 && key) {
+                return -EINVAL;   /* jansson: "NUL byte in object key not supported" */
+            }
+            continue;
+        }
+        if (c < 0x20)
+            return -EINVAL;
+        size_t n = jt_utf8(s, end);
+        if (!n)
+            return -EINVAL;
+        s += n;
+    }
+    if (s - start > UINT32_MAX)
+        return -EINVAL;
+    p->s = s + 1;
+    return jt_push(p, JT_STR, start, (uint32_t)(s - start), flags);
+}
+
+/* A real jansson would read: refused only when strtod overflows. */
+static int jt_real_ok(const unsigned char *s, size_t n)
+{
+    char tmp[128], *buf = tmp;
+    if (n >= sizeof tmp && !(buf = malloc(n + 1)))
+        return -ENOMEM;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    double d = strtod(buf, NULL);
+    if (buf != tmp)
+        free(buf);
+    return isinf(d) ? -EINVAL : 0;
+}
+
+static int jt_number(jt_p_t *p)
+{
+    const unsigned char *s = p->s, *end = p->end, *start = s;
+    if (s < end && *s == '-')
+        s++;
+    const unsigned char *digits = s;
+    if (s < end && *s == '0')
+        s++;
+    else if (s < end && *s >= '1' && *s <= '9')
+        while (s < end && *s >= '0' && *s <= '9')
+            s++;
+    else
+        return -EINVAL;
+    size_t int_digits = (size_t)(s - digits);
+    bool is_int = true, exp = false;
+    if (s < end && *s == '.') {
+        is_int = false;
+        s++;
+        if (s >= end || *s < '0' || *s > '9')
+            return -EINVAL;
+        while (s < end && *s >= '0' && *s <= '9')
+            s++;
+    }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        is_int = false;
+        exp = true;
+        s++;
+        if (s < end && (*s == '+' || *s == '-'))
+            s++;
+        if (s >= end || *s < '0' || *s > '9')
+            return -EINVAL;
+        while (s < end && *s >= '0' && *s <= '9')
+            s++;
+    }
+    /* At most 300 integer digits and no exponent cannot overflow a double. */
+    if (exp || int_digits > 300) {
+        int rc = jt_real_ok(start, (size_t)(s - start));
+        if (rc)
+            return rc;
+    }
+    p->s = s;
+    return jt_push(p, JT_NUM, start, (uint32_t)(s - start),
+                   is_int && int_digits <= 18 ? JT_F_INT : 0);
+}
+
+static bool jt_lit(jt_p_t *p, const char *lit, size_t n)
+{
+    if ((size_t)(p->end - p->s) < n || memcmp(p->s, lit, n))
+        return false;
+    p->s += n;
+    return true;
+}
+
+static int jt_check_dups(jtape_t *t, uint32_t o);
+
+static int jt_value(jt_p_t *p, unsigned depth)
+{
+    const unsigned char *s = p->s;
+    if (s >= p->end)
+        return -EINVAL;
+    switch (*s) {
+    case '"':
+        p->s = s + 1;
+        return jt_string(p, false);
+    case 't':
+        return jt_lit(p, "true", 4) ? jt_push(p, JT_TRUE, s, 4, 0) : -EINVAL;
+    case 'f':
+        return jt_lit(p, "false", 5) ? jt_push(p, JT_FALSE, s, 5, 0) : -EINVAL;
+    case 'n':
+        return jt_lit(p, "null", 4) ? jt_push(p, JT_NULL, s, 4, 0) : -EINVAL;
+    case '{': case '[':
+        break;
+    default:
+        return jt_number(p);
+    }
+    if (depth >= p->max_depth)
+        return -EINVAL;
+    bool obj = *s == '{';
+    uint32_t me = p->t->n, count = 0;
+    int rc = jt_push(p, obj ? JT_OBJ : JT_ARR, s, 0, 0);
+    if (rc)
+        return rc;
+    p->s = jt_ws(s + 1, p->end);
+    if (p->s < p->end && *p->s == (obj ? '}' : ']')) {
+        p->s++;
+        p->t->nodes[me].len = (uint32_t)(p->s - s);
+        return 0;
+    }
+    for (;;) {
+        if (obj) {
+            if (p->s >= p->end || *p->s != '"')
+                return -EINVAL;
+            p->s++;
+            if ((rc = jt_string(p, true)))
+                return rc;
+            p->s = jt_ws(p->s, p->end);
+            if (p->s >= p->end || *p->s != ':')
+                return -EINVAL;
+            p->s = jt_ws(p->s + 1, p->end);
+        }
+        if ((rc = jt_value(p, depth + 1)))
+            return rc;
+        count++;
+        p->s = jt_ws(p->s, p->end);
+        if (p->s >= p->end)
+            return -EINVAL;
+        if (*p->s == ',') {
+            p->s = jt_ws(p->s + 1, p->end);
+            continue;
+        }
+        if (*p->s != (obj ? '}' : ']'))
+            return -EINVAL;
+        p->s++;
+        break;
+    }
+    jtape_node_t *nd = &p->t->nodes[me];
+    nd->len = (uint32_t)(p->s - s);
+    nd->aux = count;
+    nd->next = p->t->n;
+    if (obj && (p->flags & JTAPE_REJECT_DUPLICATES) && count > 1)
+        return jt_check_dups(p->t, me);
+    return 0;
+}
+
+int jtape_parse(jtape_t *t, const char *src, size_t n, unsigned max_depth, unsigned flags)
+{
+    t->src = src;
+    t->n = 0;
+    if (n > UINT32_MAX - 1)
+        return -EINVAL;
+    if (t->scratch_cap < n) {
+        size_t cap = n < 1024 ? 1024 : n;
+        char *s = realloc(t->scratch, cap);
+        if (!s)
+            return -ENOMEM;
+        t->scratch = s;
+        t->scratch_cap = cap;
+    }
+    jt_p_t p = { t, (const unsigned char *)src, (const unsigned char *)src + n, max_depth, flags };
+    p.s = jt_ws(p.s, p.end);
+    int rc = jt_value(&p, 0);
+    if (rc)
+        return rc;
+    p.s = jt_ws(p.s, p.end);
+    return p.s == p.end ? 0 : -EINVAL;
+}
+
+void jtape_free(jtape_t *t)
+{
+    free(t->nodes);
+    free(t->scratch);
+    free(t->dup);
+    memset(t, 0, sizeof *t);
+}
+
+/* ---- reading ---------------------------------------------------------------- */
+
+/* Decodes the escapes of string node i into the scratch area (once). */
+static void jt_decode(jtape_t *t, uint32_t i)
+{
+    jtape_node_t *nd = &t->nodes[i];
+    const unsigned char *s = (const unsigned char *)t->src + nd->off, *end = s + nd->len;
+    char *out = t->scratch + nd->off, *o = out;
+    while (s < end) {
+        if (*s != '\\') {
+            *o++ = (char)*s++;
+            continue;
+        }
+        unsigned c = s[1];
+        s += 2;
+        switch (c) {
+        case 'b': *o++ = '\b'; continue;
+        case 'f': *o++ = '\f'; continue;
+        case 'n': *o++ = '\n'; continue;
+        case 'r': *o++ = '\r'; continue;
+        case 't': *o++ = '\t'; continue;
+        case 'u': break;
+        default: *o++ = (char)c; continue;
+        }
+        uint32_t v = 0, v2 = 0xDC00;
+        jt_hex4(s, end, &v);   /* checked when parsed */
+        s += 4;
+        if (v >= 0xD800 && v <= 0xDBFF) {
+            jt_hex4(s + 2, end, &v2);
+            s += 6;
+            v = 0x10000 + ((v - 0xD800) << 10) + (v2 - 0xDC00);
+        }
+        /* UTF-8 is never longer than the escape it came from (6 or 12 bytes). */
+        if (v < 0x80) {
+            *o++ = (char)v;
+        } else if (v < 0x800) {
+            *o++ = (char)(0xC0 | v >> 6);
+            *o++ = (char)(0x80 | (v & 0x3F));
+        } else if (v < 0x10000) {
+            *o++ = (char)(0xE0 | v >> 12);
+            *o++ = (char)(0x80 | (v >> 6 & 0x3F));
+            *o++ = (char)(0x80 | (v & 0x3F));
+        } else {
+            *o++ = (char)(0xF0 | v >> 18);
+            *o++ = (char)(0x80 | (v >> 12 & 0x3F));
+            *o++ = (char)(0x80 | (v >> 6 & 0x3F));
+            *o++ = (char)(0x80 | (v & 0x3F));
+        }
+    }
+    nd->aux = (uint32_t)(o - out);
+    nd->flags |= JT_F_DEC;
+}
+
+const char *jtape_str(jtape_t *t, uint32_t i, size_t *len)
+{
+    jtape_node_t *nd = &t->nodes[i];
+    if (!(nd->flags & JT_F_ESC)) {
+        *len = nd->len;
+        return t->src + nd->off;
+    }
+    if (!(nd->flags & JT_F_DEC))
+        jt_decode(t, i);
+    *len = nd->aux;
+    return t->scratch + nd->off;
+}
+
+bool jtape_str_eq(jtape_t *t, uint32_t i, const char *lit, size_t n)
+{
+    if (t->nodes[i].kind != JT_STR)
+        return false;
+    size_t len;
+    const char *s = jtape_str(t, i, &len);
+    return len == n && jtape_bytes_eq(s, lit, n);
+}
+
+uint32_t jtape_get(jtape_t *t, uint32_t o, const char *key, size_t klen)
+{
+    uint32_t found = 0, end = t->nodes[o].next;
+    for (uint32_t k = o + 1; k < end; k = t->nodes[k + 1].next) {
+        const jtape_node_t *nd = &t->nodes[k];
+        if (nd->flags & JT_F_ESC) {
+            if (jtape_str_eq(t, k, key, klen))
+                found = k + 1;
+        } else if (nd->len == klen && jtape_bytes_eq(t->src + nd->off, key, klen)) {
+            found = k + 1;
+        }
+    }
+    return found;
+}
+
+bool jtape_safe_int(const jtape_t *t, uint32_t i, bool nonneg, int64_t *out)
+{
+    const jtape_node_t *nd = &t->nodes[i];
+    if (nd->kind != JT_NUM)
+        return false;
+    const char *s = t->src + nd->off;
+    const int64_t max = 9007199254740991;
+    if (nd->flags & JT_F_INT) {
+        bool neg = *s == '-';
+        int64_t v = 0;
+        for (uint32_t k = neg; k < nd->len; k++)
+            v = v * 10 + (s[k] - '0');
+        if (neg)
+            v = -v;
+        if (v > max || v < (nonneg ? 0 : -max))
+            return false;
+        *out = v;
+        return true;
+    }
+    char tmp[128], *buf = tmp;
+    if (nd->len >= sizeof tmp && !(buf = malloc(nd->len + 1u)))
+        return false;   /* cold: numbers spelled with over 127 characters */
+    memcpy(buf, s, nd->len);
+    buf[nd->len] = '\0';
+    double d = strtod(buf, NULL);
+    if (buf != tmp)
+        free(buf);
+    double lo = nonneg ? 0.0 : -9007199254740991.0;
+    if (!(d >= lo && d <= 9007199254740991.0 && d == (double)(int64_t)d))
+        return false;
+    *out = (int64_t)d;
+    return true;
+}
+
+/* ---- duplicate keys (JTAPE_REJECT_DUPLICATES) ---------------------------------- */
+
+static uint32_t jt_hash(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+static int jt_check_dups(jtape_t *t, uint32_t o)
+{
+    uint32_t count = t->nodes[o].aux, end = t->nodes[o].next;
+    if (count <= 8) {
+        for (uint32_t a = o + 1; a < end; a = t->nodes[a + 1].next) {
+            size_t la;
+            const char *ka = jtape_str(t, a, &la);
+            for (uint32_t b = t->nodes[a + 1].next; b < end; b = t->nodes[b + 1].next)
+                if (jtape_str_eq(t, b, ka, la))
+                    return -EINVAL;
+        }
+        return 0;
+    }
+    size_t cap = 16;
+    while (cap < (size_t)count * 2)
+        cap *= 2;
+    if (t->dup_cap < cap) {
+        uint32_t *d = realloc(t->dup, cap * sizeof *d);
+        if (!d)
+            return -ENOMEM;
+        t->dup = d;
+        t->dup_cap = cap;
+    }
+    memset(t->dup, 0, cap * sizeof *t->dup);
+    for (uint32_t k = o + 1; k < end; k = t->nodes[k + 1].next) {
+        size_t n;
+        const char *key = jtape_str(t, k, &n);
+        for (size_t j = jt_hash(key, n) & (cap - 1);; j = (j + 1) & (cap - 1)) {
+            if (!t->dup[j]) {
+                t->dup[j] = k + 1;
+                break;
+            }
+            if (jtape_str_eq(t, t->dup[j] - 1, key, n))
+                return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* ---- the per-thread tape -------------------------------------------------------- */
+
+static pthread_once_t jt_once = PTHREAD_ONCE_INIT;
+static pthread_key_t  jt_key;
+static bool           jt_key_ok;
+static __thread jtape_t *jt_tls;
+
+static void jt_destroy(void *p)
+{
+    jtape_t *t = p;
+    if (jt_tls == t)
+        jt_tls = NULL;
+    jtape_free(t);
+    free(t);
+}
+
+static void jt_init(void)
+{
+    jt_key_ok = pthread_key_create(&jt_key, jt_destroy) == 0;
+}
+
+void jtape_init(void)
+{
+    pthread_once(&jt_once, jt_init);
+}
+
+jtape_t *jtape_thread(void)
+{
+    jtape_t *t = jt_tls;
+    if (t)
+        return t;
+    pthread_once(&jt_once, jt_init);
+    if (!jt_key_ok || !(t = calloc(1, sizeof *t)))
+        return NULL;
+    if (pthread_setspecific(jt_key, t)) {
+        free(t);
+        return NULL;
+    }
+    jt_tls = t;
+    return t;
+}
