@@ -480,13 +480,18 @@ static void part_from_json(conv_t *cv, AgUi__InputContent *ic, json_t *obj)
                     : json_is_string(id) && json_string_length(id) ? id : NULL;
         if (!val)
             return;
-        json_t *src = json_pack("{s:s,s:O,s:O*}", "type", val == data ? "data" : "url", val, "mimeType", mime);
-        json_t *meta = json_pack("{s:b,s:O*,s:O*}", "legacyBinary", 1, "filename", json_object_get(obj, "filename"), "id", id);
-        json_t *doc = src && meta ? json_pack("{s:o,s:o}", "source", src, "metadata", meta) : NULL;
-        if (!doc) {
+        json_t *src = json_object(), *meta = json_object(), *doc = json_object();
+        if (!src || !meta || !doc || json_object_set_new(src, "type", json_string(val == data ? "data" : "url")) ||
+            json_object_set(src, "value", val) || (mime && json_object_set(src, "mimeType", mime)) ||
+            json_object_set_new(meta, "legacyBinary", json_true()) ||
+            (json_object_get(obj, "filename") && json_object_set(meta, "filename", json_object_get(obj, "filename"))) ||
+            (id && json_object_set(meta, "id", id)) || json_object_set(doc, "source", src) ||
+            json_object_set(doc, "metadata", meta)) {
+            json_decref(src), json_decref(meta), json_decref(doc);
             fail(cv, -ENOMEM, "out of memory");
             return;
         }
+        json_decref(src), json_decref(meta);
         ic->document = (AgUi__DocumentInputPart *)msg_from_json(cv, &ag_ui__document_input_part__descriptor, doc);
         ic->part_case = AG_UI__INPUT_CONTENT__PART_DOCUMENT;
         json_decref(doc);

@@ -1,0 +1,354 @@
+/* Unit tests for proto/pbjson.c: agate's own events as frames, JSON -> protobuf
+ * -> JSON for the shapes where AG-UI's JSON and its protobuf schema differ
+ * (the expected JSON is what @ag-ui/proto 1.0.0's decode returns, with the
+ * defaults of implicit fields), and every refusal on both sides. The
+ * integration test tests/integration/protobuf.test.mjs checks the same against
+ * @ag-ui/proto itself for every event type. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "agui.pb-c.h"
+#include "core/buf.h"
+#include "proto/pbjson.h"
+
+/* JSON in -> frame -> JSON out; asserts the output equals `want` as JSON values. */
+static void roundtrip(const char *in, const char *want)
+{
+    buf_t f = {0}, j = {0};
+    char msg[PBJSON_MSG_MAX];
+    int rc = pbjson_frame_json(&f, in, strlen(in), msg);
+    if (rc)
+        fail_msg("frame_json(%s): %d %s", in, rc, msg);
+    assert_true(f.len >= 4);
+    uint32_t n = (uint32_t)(unsigned char)f.data[0] << 24 | (uint32_t)(unsigned char)f.data[1] << 16 |
+                 (uint32_t)(unsigned char)f.data[2] << 8 | (unsigned char)f.data[3];
+    assert_int_equal(n, f.len - 4);
+    agui_type_t t;
+    rc = pbjson_to_json(&j, (const uint8_t *)f.data + 4, n, &t, msg);
+    if (rc)
+        fail_msg("to_json(%s): %d %s", in, rc, msg);
+    json_t *got = json_loadb(j.data, j.len, 0, NULL), *exp = json_loads(want, 0, NULL);
+    assert_non_null(exp);
+    if (!got || !json_equal(got, exp))
+        fail_msg("%s\n  got  %.*s\n  want %s", in, (int)j.len, j.data, want);
+    assert_int_equal(pbjson_sniff_type((const uint8_t *)f.data + 4, n), t);
+    json_decref(got);
+    json_decref(exp);
+    buf_free(&f);
+    buf_free(&j);
+}
+
+static void test_agate_events(void **state)
+{
+    buf_t b = {0}, j = {0};
+    agui_type_t t;
+    char msg[PBJSON_MSG_MAX];
+    agui_event_t evs[] = {
+        {.type = AGUI_RUN_STARTED, .thread_id = {"t", 1}, .run_id = {"r", 1}},
+        {.type = AGUI_TEXT_MESSAGE_START, .message_id = {"m1", 2}, .role = {"assistant", 9}},
+        {.type = AGUI_TEXT_MESSAGE_CONTENT, .message_id = {"m1", 2}, .delta = {"hi there", 2}},
+        {.type = AGUI_TEXT_MESSAGE_END, .message_id = {"m1", 2}},
+        {.type = AGUI_RUN_ERROR, .message = {"bad", 3}, .code = {"upstream_failed", 15}},
+        {.type = AGUI_RUN_FINISHED, .thread_id = {"t", 1}, .run_id = {"r", 1}},
+    };
+    const char *want[] = {
+        "{\"type\":\"RUN_STARTED\",\"threadId\":\"t\",\"runId\":\"r\"}",
+        "{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}",
+        "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"hi\"}",
+        "{\"type\":\"TEXT_MESSAGE_END\",\"messageId\":\"m1\"}",
+        "{\"type\":\"RUN_ERROR\",\"code\":\"upstream_failed\",\"message\":\"bad\"}",
+        "{\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\"}",
+    };
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
+        buf_reset(&b);
+        buf_reset(&j);
+        assert_int_equal(pbjson_frame_event(&b, &evs[i]), 0);
+        /* the wire is protobuf-c's own: it unpacks to the arm the type names */
+        AgUi__Event *e = ag_ui__event__unpack(NULL, b.len - 4, (const uint8_t *)b.data + 4);
+        assert_non_null(e);
+        assert_int_not_equal(e->event_case, AG_UI__EVENT__EVENT__NOT_SET);
+        ag_ui__event__free_unpacked(e, NULL);
+        assert_int_equal(pbjson_to_json(&j, (const uint8_t *)b.data + 4, b.len - 4, &t, msg), 0);
+        assert_int_equal(t, evs[i].type);
+        json_t *got = json_loadb(j.data, j.len, 0, NULL), *exp = json_loads(want[i], 0, NULL);
+        if (!json_equal(got, exp))
+            fail_msg("got %.*s want %s", (int)j.len, j.data, want[i]);
+        json_decref(got);
+        json_decref(exp);
+    }
+    /* A RUN_ERROR without a code has none on the wire either. */
+    agui_event_t nocode = {.type = AGUI_RUN_ERROR, .message = {"m", 1}};
+    buf_reset(&b);
+    assert_int_equal(pbjson_frame_event(&b, &nocode), 0);
+    buf_reset(&j);
+    assert_int_equal(pbjson_to_json(&j, (const uint8_t *)b.data + 4, b.len - 4, &t, msg), 0);
+    assert_null(memmem(j.data, j.len, "code", 4));
+    /* Pass-through types are never built by agate. */
+    agui_event_t raw = {.type = AGUI_RAW};
+    size_t len = b.len;
+    assert_int_equal(pbjson_frame_event(&b, &raw), -EINVAL);
+    assert_int_equal(b.len, len);
+    buf_free(&b);
+    buf_free(&j);
+}
+
+static void test_envelope_fields(void **state)
+{
+    roundtrip("{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m\",\"delta\":\"x\",\"timestamp\":1700000000123,"
+              "\"rawEvent\":{\"a\":[1,\"b\",null]},\"metadata\":{\"k\":\"v\"},\"unknownKey\":5}",
+              "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m\",\"delta\":\"x\",\"timestamp\":1700000000123,"
+              "\"rawEvent\":{\"a\":[1,\"b\",null]},\"metadata\":{\"k\":\"v\"}}");
+    /* metadata that is no object is dropped; optional nulls are dropped; implicit fields get defaults */
+    roundtrip("{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m\",\"metadata\":[1],\"rawEvent\":null,\"subagentRunId\":null}",
+              "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m\",\"delta\":\"\"}");
+    /* optional strings keep presence, even when empty */
+    roundtrip("{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\",\"role\":\"\"}",
+              "{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\",\"role\":\"\"}");
+    roundtrip("{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\"}", "{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\"}");
+}
+
+static void test_values(void **state)
+{
+    roundtrip("{\"type\":\"STATE_SNAPSHOT\",\"snapshot\":{\"i\":12345678901234,\"f\":2.5,\"n\":-0.000123,\"big\":1e300,"
+              "\"t\":true,\"z\":null,\"s\":\"\\u00e9\\ud83d\\ude00\",\"l\":[[],{}]}}",
+              "{\"type\":\"STATE_SNAPSHOT\",\"snapshot\":{\"i\":12345678901234,\"f\":2.5,\"n\":-0.000123,\"big\":1e300,"
+              "\"t\":true,\"z\":null,\"s\":\"\\u00e9\\ud83d\\ude00\",\"l\":[[],{}]}}");
+    roundtrip("{\"type\":\"CUSTOM\",\"name\":\"n\",\"value\":null}", "{\"type\":\"CUSTOM\",\"name\":\"n\",\"value\":null}");
+    roundtrip("{\"type\":\"STATE_SNAPSHOT\",\"snapshot\":0.1}", "{\"type\":\"STATE_SNAPSHOT\",\"snapshot\":0.1}");
+    roundtrip("{\"type\":\"RAW\",\"event\":\"s\",\"source\":\"x\"}", "{\"type\":\"RAW\",\"event\":\"s\",\"source\":\"x\"}");
+}
+
+static void test_patch_ops(void **state)
+{
+    roundtrip("{\"type\":\"STATE_DELTA\",\"delta\":[{\"op\":\"add\",\"path\":\"/a\",\"value\":1},{\"op\":\"remove\",\"path\":\"/b\"},"
+              "{\"op\":\"move\",\"from\":\"/c\",\"path\":\"/d\"},{\"op\":\"test\",\"path\":\"\",\"value\":null}]}",
+              "{\"type\":\"STATE_DELTA\",\"delta\":[{\"op\":\"add\",\"path\":\"/a\",\"value\":1},{\"op\":\"remove\",\"path\":\"/b\"},"
+              "{\"op\":\"move\",\"from\":\"/c\",\"path\":\"/d\"},{\"op\":\"test\",\"path\":\"\",\"value\":null}]}");
+    roundtrip("{\"type\":\"STATE_DELTA\"}", "{\"type\":\"STATE_DELTA\",\"delta\":[]}");
+}
+
+static void test_outcomes(void **state)
+{
+    roundtrip("{\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\",\"outcome\":{\"type\":\"success\",\"pendingToolCallIds\":[\"c\"]},"
+              "\"result\":{\"ok\":1},\"usage\":[{\"provider\":\"p\",\"inputTokens\":3}]}",
+              "{\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\",\"outcome\":{\"type\":\"success\",\"pendingToolCallIds\":[\"c\"]},"
+              "\"result\":{\"ok\":1},\"usage\":[{\"provider\":\"p\",\"inputTokens\":3}]}");
+    roundtrip("{\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\",\"outcome\":{\"type\":\"interrupt\",\"interrupts\":[{\"id\":\"i\",\"reason\":\"x\",\"metadata\":[1]}]}}",
+              "{\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\",\"outcome\":{\"type\":\"interrupt\",\"interrupts\":[{\"id\":\"i\",\"reason\":\"x\",\"metadata\":[1]}]}}");
+    /* no outcome: top-level lists are dropped, as @ag-ui/proto's encode does */
+    roundtrip("{\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\",\"pendingToolCallIds\":[\"c\"]}",
+              "{\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\"}");
+    roundtrip("{\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\",\"outcome\":{\"type\":\"cancelled\"}}",
+              "{\"type\":\"RUN_FINISHED\",\"threadId\":\"t\",\"runId\":\"r\",\"outcome\":{\"type\":\"cancelled\"}}");
+    roundtrip("{\"type\":\"SUBAGENT_FINISHED\",\"subagentRunId\":\"s\",\"outcome\":{\"type\":\"suspended\",\"interruptIds\":[\"i\"]}}",
+              "{\"type\":\"SUBAGENT_FINISHED\",\"subagentRunId\":\"s\",\"outcome\":{\"type\":\"suspended\",\"interruptIds\":[\"i\"]}}");
+    roundtrip("{\"type\":\"RUN_ERROR\",\"message\":\"m\",\"usage\":[]}", "{\"type\":\"RUN_ERROR\",\"message\":\"m\"}");
+}
+
+static void test_content(void **state)
+{
+    roundtrip("{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m\",\"toolCallId\":\"c\",\"content\":\"x\"}",
+              "{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m\",\"toolCallId\":\"c\",\"content\":\"x\"}");
+    roundtrip("{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m\",\"toolCallId\":\"c\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+              "{\"type\":\"image\",\"source\":{\"type\":\"url\",\"value\":\"u\"}},{\"type\":\"hologram\"}]}",
+              "{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m\",\"toolCallId\":\"c\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+              "{\"type\":\"image\",\"source\":{\"type\":\"url\",\"value\":\"u\"}}]}");
+    roundtrip("{\"type\":\"MESSAGES_SNAPSHOT\",\"messages\":["
+              "{\"id\":\"u\",\"role\":\"user\"},"
+              "{\"id\":\"a\",\"role\":\"activity\",\"activityType\":\"plan\"},"
+              "{\"id\":\"b\",\"role\":\"assistant\",\"content\":\"x\",\"toolCalls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+              "{\"id\":\"d\",\"role\":\"user\",\"content\":[{\"type\":\"document\",\"source\":{\"type\":\"file\",\"value\":\"f\",\"provider\":\"p\"}},"
+              "{\"type\":\"audio\",\"source\":{\"type\":\"data\",\"value\":\"AA==\",\"mimeType\":\"audio/wav\"}}]},"
+              "{\"id\":\"e\",\"role\":\"tool\",\"toolCallId\":\"c\",\"content\":\"r\"}]}",
+              "{\"type\":\"MESSAGES_SNAPSHOT\",\"messages\":["
+              "{\"id\":\"u\",\"role\":\"user\",\"content\":[]},"
+              "{\"id\":\"a\",\"role\":\"activity\",\"activityType\":\"plan\",\"content\":{}},"
+              "{\"id\":\"b\",\"role\":\"assistant\",\"content\":\"x\",\"toolCalls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+              "{\"id\":\"d\",\"role\":\"user\",\"content\":[{\"type\":\"document\",\"source\":{\"type\":\"file\",\"value\":\"f\",\"provider\":\"p\"}},"
+              "{\"type\":\"audio\",\"source\":{\"type\":\"data\",\"value\":\"AA==\",\"mimeType\":\"audio/wav\"}}]},"
+              "{\"id\":\"e\",\"role\":\"tool\",\"toolCallId\":\"c\",\"content\":\"r\"}]}");
+    /* the retired binary part rides as a marked document part */
+    roundtrip("{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m\",\"toolCallId\":\"c\",\"content\":[{\"type\":\"binary\",\"mimeType\":\"a/b\",\"data\":\"AA==\",\"filename\":\"f\"}]}",
+              "{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m\",\"toolCallId\":\"c\",\"content\":[{\"type\":\"document\","
+              "\"source\":{\"type\":\"data\",\"value\":\"AA==\",\"mimeType\":\"a/b\"},\"metadata\":{\"legacyBinary\":true,\"filename\":\"f\"}}]}");
+}
+
+static void test_run_started_input(void **state)
+{
+    roundtrip("{\"type\":\"RUN_STARTED\",\"threadId\":\"t\",\"runId\":\"r\",\"input\":{\"threadId\":\"t\",\"runId\":\"r\",\"state\":{},"
+              "\"messages\":[{\"id\":\"u\",\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[{\"name\":\"f\",\"parameters\":{}}],"
+              "\"forwardedProps\":{\"a\":1}}}",
+              "{\"type\":\"RUN_STARTED\",\"threadId\":\"t\",\"runId\":\"r\",\"input\":{\"threadId\":\"t\",\"runId\":\"r\",\"state\":{},"
+              "\"messages\":[{\"id\":\"u\",\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[{\"name\":\"f\",\"description\":\"\",\"parameters\":{}}],"
+              "\"context\":[],\"forwardedProps\":{\"a\":1},\"resume\":[]}}");
+}
+
+static void test_json_refusals(void **state)
+{
+    buf_t b = {0};
+    char msg[PBJSON_MSG_MAX];
+    const char *bad[] = {
+        "not json", "[1]", "{\"type\":\"NOPE\"}", "{\"delta\":\"x\"}",
+        "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":5}",
+        "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"a\\u0000b\"}",
+        "{\"type\":\"STATE_DELTA\",\"delta\":[{\"op\":\"frobnicate\",\"path\":\"/\"}]}",
+        "{\"type\":\"STATE_DELTA\",\"delta\":{}}",
+    };
+    buf_append_lit(&b, "keep");
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(pbjson_frame_json(&b, bad[i], strlen(bad[i]), msg), -EINVAL);
+        assert_int_equal(b.len, 4);   /* untouched on error */
+        assert_true(msg[0] != 0);
+    }
+    /* nesting past PBJSON_MAX_DEPTH */
+    buf_t deep = {0};
+    buf_append_lit(&deep, "{\"type\":\"STATE_SNAPSHOT\",\"snapshot\":");
+    for (int i = 0; i < PBJSON_MAX_DEPTH + 2; i++)
+        buf_putc(&deep, '[');
+    for (int i = 0; i < PBJSON_MAX_DEPTH + 2; i++)
+        buf_putc(&deep, ']');
+    buf_putc(&deep, '}');
+    assert_int_equal(pbjson_frame_json(&b, deep.data, deep.len, msg), -EINVAL);
+    assert_non_null(strstr(msg, "nested"));
+    buf_free(&deep);
+    buf_free(&b);
+}
+
+static int to_json(const uint8_t *p, size_t n, buf_t *out, char *msg)
+{
+    agui_type_t t;
+    buf_reset(out);
+    return pbjson_to_json(out, p, n, &t, msg);
+}
+
+static void test_wire_refusals(void **state)
+{
+    buf_t j = {0};
+    char msg[PBJSON_MSG_MAX];
+    /* arm 1 (TEXT_MESSAGE_START) whose base event declares RUN_STARTED (11) */
+    static const uint8_t mismatch[] = {0x0a, 0x04, 0x0a, 0x02, 0x08, 0x0b};
+    assert_int_equal(to_json(mismatch, sizeof mismatch, &j, msg), -EPROTO);
+    assert_non_null(strstr(msg, "declares"));
+    /* an arm without its base event */
+    static const uint8_t nobase[] = {0x0a, 0x03, 0x12, 0x01, 'm'};
+    assert_int_equal(to_json(nobase, sizeof nobase, &j, msg), -EPROTO);
+    /* two arms */
+    static const uint8_t two[] = {0x0a, 0x02, 0x0a, 0x00, 0x12, 0x02, 0x0a, 0x00};
+    assert_int_equal(to_json(two, sizeof two, &j, msg), -EPROTO);
+    /* empty envelope, truncated bytes, a group */
+    assert_int_equal(to_json((const uint8_t *)"", 0, &j, msg), -EPROTO);
+    static const uint8_t trunc[] = {0x0a, 0x09, 0x0a};
+    assert_int_equal(to_json(trunc, sizeof trunc, &j, msg), -EPROTO);
+    static const uint8_t group[] = {0x0b, 0x0c};
+    assert_int_equal(to_json(group, sizeof group, &j, msg), -EPROTO);
+    /* only a field from a later protocol */
+    static const uint8_t future[] = {0xa2, 0x06, 0x02, 0x08, 0x01};
+    assert_int_equal(to_json(future, sizeof future, &j, msg), -ENOENT);
+    assert_int_equal(pbjson_sniff_type(future, sizeof future), AGUI_TYPE_COUNT);
+    /* MESSAGES_SNAPSHOT (arm 9) { base {type 8}, messages { role "user", activity_content {} } }:
+     * a user message carrying activity content */
+    static const uint8_t cbuf[] = {0x4a, 0x0e, 0x0a, 0x02, 0x08, 0x08, 0x12, 0x08,
+                                   0x12, 0x04, 'u', 's', 'e', 'r', 0x6a, 0x00};
+    const size_t k = sizeof cbuf;
+    assert_int_equal(to_json(cbuf, k, &j, msg), -EPROTO);
+    assert_non_null(strstr(msg, "content form"));
+    assert_int_equal(j.len, 0);
+    buf_free(&j);
+}
+
+/* Builds STATE_SNAPSHOT whose snapshot is `depth` nested lists, with protobuf-c. */
+static void deep_snapshot(buf_t *out, int depth)
+{
+    Google__Protobuf__Value *vals = calloc((size_t)depth + 1, sizeof *vals);
+    Google__Protobuf__ListValue *lists = calloc((size_t)depth, sizeof *lists);
+    for (int i = 0; i <= depth; i++)
+        google__protobuf__value__init(&vals[i]);
+    for (int i = 0; i < depth; i++) {
+        google__protobuf__list_value__init(&lists[i]);
+        lists[i].n_values = 1;
+        vals[i].kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
+        vals[i].list_value = &lists[i];
+    }
+    Google__Protobuf__Value **ptrs = calloc((size_t)depth, sizeof *ptrs);
+    for (int i = 0; i < depth; i++) {
+        ptrs[i] = &vals[i + 1];
+        lists[i].values = &ptrs[i];
+    }
+    vals[depth].kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+    vals[depth].number_value = 1;
+    AgUi__BaseEvent be = AG_UI__BASE_EVENT__INIT;
+    be.type = AG_UI__EVENT_TYPE__STATE_SNAPSHOT;
+    AgUi__StateSnapshotEvent ss = AG_UI__STATE_SNAPSHOT_EVENT__INIT;
+    ss.base_event = &be;
+    ss.snapshot = &vals[0];
+    AgUi__Event ev = AG_UI__EVENT__INIT;
+    ev.event_case = AG_UI__EVENT__EVENT_STATE_SNAPSHOT;
+    ev.state_snapshot = &ss;
+    size_t n = ag_ui__event__get_packed_size(&ev);
+    buf_reset(out);
+    buf_reserve(out, n);
+    out->len = ag_ui__event__pack(&ev, (uint8_t *)out->data);
+    free(ptrs);
+    free(lists);
+    free(vals);
+}
+
+static void test_depth_and_text(void **state)
+{
+    buf_t pb = {0}, j = {0};
+    char msg[PBJSON_MSG_MAX];
+    deep_snapshot(&pb, 20);
+    assert_int_equal(to_json((uint8_t *)pb.data, pb.len, &j, msg), 0);
+    deep_snapshot(&pb, 5000);   /* would overflow a recursive decoder's stack without the bound */
+    assert_int_equal(to_json((uint8_t *)pb.data, pb.len, &j, msg), -EPROTO);
+    assert_non_null(strstr(msg, "nested"));
+
+    /* invalid UTF-8 becomes U+FFFD per maximal subpart; NaN has no JSON form */
+    AgUi__BaseEvent be = AG_UI__BASE_EVENT__INIT;
+    be.type = AG_UI__EVENT_TYPE__CUSTOM;
+    Google__Protobuf__Value v = GOOGLE__PROTOBUF__VALUE__INIT;
+    v.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+    v.number_value = __builtin_nan("");
+    AgUi__CustomEvent ce = AG_UI__CUSTOM_EVENT__INIT;
+    ce.base_event = &be;
+    ce.name = (char *)"a\xC3" "b\xE2\x82" "c\xF0\x9F\x98\x80";
+    ce.value = &v;
+    AgUi__Event ev = AG_UI__EVENT__INIT;
+    ev.event_case = AG_UI__EVENT__EVENT_CUSTOM;
+    ev.custom = &ce;
+    buf_reset(&pb);
+    buf_reserve(&pb, ag_ui__event__get_packed_size(&ev));
+    pb.len = ag_ui__event__pack(&ev, (uint8_t *)pb.data);
+    assert_int_equal(to_json((uint8_t *)pb.data, pb.len, &j, msg), 0);
+    const char *want = "{\"type\":\"CUSTOM\",\"name\":\"a\xEF\xBF\xBD" "b\xEF\xBF\xBD" "c\xF0\x9F\x98\x80\",\"value\":null}";
+    assert_int_equal(j.len, strlen(want));
+    assert_memory_equal(j.data, want, j.len);
+    buf_free(&pb);
+    buf_free(&j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_agate_events),
+        cmocka_unit_test(test_envelope_fields),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_patch_ops),
+        cmocka_unit_test(test_outcomes),
+        cmocka_unit_test(test_content),
+        cmocka_unit_test(test_run_started_input),
+        cmocka_unit_test(test_json_refusals),
+        cmocka_unit_test(test_wire_refusals),
+        cmocka_unit_test(test_depth_and_text),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
