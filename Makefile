@@ -153,8 +153,14 @@ fuzz: deps
 
 # --- benchmarks --------------------------------------------------------------------
 bench: bench-deps
-	$(Q)$(MAKE) --no-print-directory build/agate
+	$(Q)$(MAKE) --no-print-directory build/agate build/ratelimit_bench
+	$(Q)build/ratelimit_bench
 	$(Q)bench/run.sh
+
+# The rate limiter alone (core/ratelimit.c): ns per decision, 1 and N threads.
+build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
+	@mkdir -p $(@D)
+	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(WARN) -Wno-missing-prototypes bench/ratelimit_bench.c core/ratelimit.c -lpthread -o $@
 
 clean:
 	rm -rf build

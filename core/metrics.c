@@ -39,7 +39,7 @@ static const char *const transport_names[MT_COUNT] = {[MT_SSE] = "sse", [MT_PROT
 static const char *const outcome_names[MO_COUNT] = {"finished", "error", "client_closed", "cut"};
 static const char *const reject_names[MRJ_COUNT] = {
     "bad_request", "invalid_input", "body_too_large", "headers_too_large",
-    "timeout", "connection_limit", "expectation", "unauthorized", "forbidden", "rate_limited", "unauthorized", "forbidden", "rate_limited",
+    "timeout", "connection_limit", "expectation", "unauthorized", "forbidden", "rate_limited", "unauthorized", "forbidden", "rate_limited", "unauthorized", "forbidden", "rate_limited",
 };
 
 void metrics_observe_us(metrics_hist_t *h, uint64_t us)

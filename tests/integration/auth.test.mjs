@@ -1,0 +1,244 @@
+// Access control against the real binary: API keys (Bearer and X-API-Key), JWTs
+// signed at test time with node:crypto (HS256 from config, RS256 from a PEM file,
+// ES256 from a JWKS file), every refusal path (missing, expired, wrong signature,
+// wrong audience, alg none, algorithm confusion, bad key, wrong scope), CORS
+// preflight and headers, security headers, /metrics needing `admin`, SIGHUP
+// reload of keys, and that no credential ever reaches the log.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import {
+  startAgate, stopClean, request, runInput, assertError, writeTemp, waitFor, streamRun, sleep,
+} from './lib/harness.mjs';
+
+const T = { timeout: 20000 };
+const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
+const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+const HS_SECRET = crypto.randomBytes(32).toString('hex');
+const KEY_RUN = `k-run-${crypto.randomBytes(12).toString('hex')}`;
+const KEY_ECHO_ONLY = `k-echo-${crypto.randomBytes(12).toString('hex')}`;
+const KEY_NONE = `k-none-${crypto.randomBytes(12).toString('hex')}`;
+const KEY_ADMIN = `k-admin-${crypto.randomBytes(12).toString('hex')}`;
+const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const RSA_PEM = rsa.publicKey.export({ type: 'spki', format: 'pem' });
+const now = () => Math.floor(Date.now() / 1000);
+
+function sign(header, claims, key) {
+  const input = `${b64(header)}.${b64(claims)}`;
+  let sig;
+  if (header.alg === 'HS256') sig = crypto.createHmac('sha256', key).update(input).digest();
+  else if (header.alg === 'RS256') sig = crypto.sign('sha256', Buffer.from(input), key);
+  else if (header.alg === 'ES256') sig = crypto.sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+  else sig = Buffer.alloc(0);
+  return `${input}.${sig.toString('base64url')}`;
+}
+const claims = (extra = {}) => ({ sub: 'user-1', iss: 'https://issuer.test', aud: 'agate', exp: now() + 300, scope: 'agents:run', ...extra });
+const hs = (c = claims(), h = {}) => sign({ alg: 'HS256', kid: 'hs1', ...h }, c, HS_SECRET);
+const rs = (c = claims()) => sign({ alg: 'RS256', kid: 'rs1' }, c, rsa.privateKey);
+const es = (c = claims()) => sign({ alg: 'ES256', kid: 'ec1' }, c, ec.privateKey);
+
+function config({ jwksPath, pemPath, keys = [KEY_RUN, KEY_ECHO_ONLY, KEY_NONE, KEY_ADMIN] }) {
+  const [run, echoOnly, none, admin] = keys;
+  return [
+    'metrics: {on_main_listener: true}',
+    'agents:',
+    '  echo: {type: echo}',
+    '  other: {type: echo}',
+    '  open: {type: echo}',
+    'auth:',
+    '  anonymous: false',
+    '  agents:',
+    '    open: {anonymous: true}',
+    '  api_keys:',
+    `    - {name: ci, sha256: ${sha(run)}, scopes: [agents:run]}`,
+    `    - {name: echo-only, sha256: ${sha(echoOnly)}, scopes: ["agents:run:echo"]}`,
+    `    - {name: no-scope, sha256: ${sha(none)}}`,
+    `    - {name: ops, sha256: ${sha(admin)}, scopes: [admin]}`,
+    '  jwt:',
+    '    issuer: https://issuer.test',
+    '    audience: agate',
+    '    leeway: 5s',
+    `    jwks_file: ${jwksPath}`,
+    '    keys:',
+    `      - {kid: hs1, secret: "${HS_SECRET}"}`,
+    `      - {kid: rs1, public_key_file: ${pemPath}}`,
+    'cors:',
+    '  allowed_origins: [https://app.example]',
+    '  allow_credentials: true',
+    '  max_age: 2m',
+  ].join('\n') + '\n';
+}
+
+const BODY = () => runInput('hello auth');
+const run = (agate, headers = {}, agent = 'echo') =>
+  request(agate.port, { method: 'POST', path: `/v1/agents/${agent}/run`, headers: { 'Content-Type': 'application/json', ...headers }, body: BODY() });
+const bearer = (t) => ({ Authorization: `Bearer ${t}` });
+
+describe('auth', () => {
+  let agate;
+  let jwksPath;
+  before(async () => {
+    jwksPath = writeTemp(JSON.stringify({ keys: [{ ...ec.publicKey.export({ format: 'jwk' }), kid: 'ec1', use: 'sig', alg: 'ES256' }] }), 'jwks.json');
+    const pemPath = writeTemp(RSA_PEM, 'rsa.pem');
+    agate = await startAgate({ config: config({ jwksPath, pemPath }) });
+  });
+  after(async () => { if (agate) await stopClean(agate); });
+
+  test('no credentials: 401 with WWW-Authenticate Bearer', T, async () => {
+    const res = await run(agate);
+    assertError(res, 401, 'unauthorized');
+    assert.match(res.headers['www-authenticate'], /^Bearer realm="agate"/);
+  });
+
+  test('API key as Bearer and as X-API-Key streams the run', T, async () => {
+    for (const h of [bearer(KEY_RUN), { 'X-API-Key': KEY_RUN }]) {
+      const res = await run(agate, h);
+      assert.equal(res.statusCode, 200, res.text);
+      assert.match(res.headers['content-type'], /text\/event-stream/);
+      assert.match(res.text, /RUN_FINISHED/);
+    }
+  });
+
+  test('a wrong API key is 401 invalid_token', T, async () => {
+    const res = await run(agate, bearer('not-a-key'));
+    assertError(res, 401, 'invalid_token');
+    assert.match(res.headers['www-authenticate'], /error="invalid_token"/);
+  });
+
+  test('scopes: agents:run:<name> allows that agent only; no scope is 403; admin allows all', T, async () => {
+    assert.equal((await run(agate, bearer(KEY_ECHO_ONLY), 'echo')).statusCode, 200);
+    const other = await run(agate, bearer(KEY_ECHO_ONLY), 'other');
+    const body = assertError(other, 403, 'insufficient_scope');
+    assert.equal(body.scope, 'agents:run:other');
+    assert.match(other.headers['www-authenticate'], /error="insufficient_scope", scope="agents:run:other"/);
+    assertError(await run(agate, bearer(KEY_NONE)), 403, 'insufficient_scope');
+    assert.equal((await run(agate, bearer(KEY_ADMIN), 'other')).statusCode, 200);
+  });
+
+  test('anonymous where the config allows it, for that agent only', T, async () => {
+    assert.equal((await run(agate, {}, 'open')).statusCode, 200);
+    assertError(await run(agate, {}, 'other'), 401, 'unauthorized');
+  });
+
+  test('JWT HS256, RS256 (PEM file) and ES256 (JWKS file) verify', T, async () => {
+    for (const tok of [hs(), rs(), es()]) {
+      const res = await run(agate, bearer(tok));
+      assert.equal(res.statusCode, 200, `${res.statusCode} ${res.text}`);
+    }
+  });
+
+  test('JWT refusals: expired, wrong signature, wrong audience, wrong issuer, not yet valid, none, confusion', T, async () => {
+    const cases = {
+      expired: hs(claims({ exp: now() - 60 })),
+      'wrong signature': sign({ alg: 'HS256', kid: 'hs1' }, claims(), 'some-other-secret-some-other-secret'),
+      'wrong audience': hs(claims({ aud: 'somebody-else' })),
+      'wrong issuer': hs(claims({ iss: 'https://evil.test' })),
+      'not yet valid': hs(claims({ nbf: now() + 120 })),
+      'alg none': `${b64({ alg: 'none' })}.${b64(claims())}.`,
+      'alg none signed': sign({ alg: 'none' }, claims(), ''),
+      // HS256 keyed with the RSA public key's PEM text: the RSA key pins RS256
+      'algorithm confusion': sign({ alg: 'HS256', kid: 'rs1' }, claims(), RSA_PEM),
+      'algorithm confusion, no kid': sign({ alg: 'HS256' }, claims(), RSA_PEM),
+      'tampered payload': (() => { const [h, , s] = hs().split('.'); return `${h}.${b64(claims({ scope: 'admin' }))}.${s}`; })(),
+      'unknown kid': hs(claims(), { kid: 'nope' }),
+    };
+    for (const [name, tok] of Object.entries(cases)) {
+      const res = await run(agate, bearer(tok));
+      assert.equal(res.statusCode, 401, `${name}: ${res.statusCode} ${res.text}`);
+      assert.equal(JSON.parse(res.text).error, 'invalid_token', name);
+      assert.match(res.headers['www-authenticate'], /error="invalid_token"/, name);
+    }
+  });
+
+  test('JWT scope claim decides: no scope is 403, scope array works', T, async () => {
+    assertError(await run(agate, bearer(hs(claims({ scope: 'profile' })))), 403, 'insufficient_scope');
+    assert.equal((await run(agate, bearer(hs(claims({ scope: ['agents:run:other'] }))), 'other')).statusCode, 200);
+  });
+
+  test('CORS preflight is answered without credentials and without running an agent', T, async () => {
+    const res = await request(agate.port, {
+      method: 'OPTIONS', path: '/v1/agents/echo/run',
+      headers: { Origin: 'https://app.example', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization, content-type' },
+    });
+    assert.equal(res.statusCode, 204);
+    assert.equal(res.headers['access-control-allow-origin'], 'https://app.example');
+    assert.equal(res.headers['access-control-allow-credentials'], 'true');
+    assert.match(res.headers['access-control-allow-methods'], /POST/);
+    assert.match(res.headers['access-control-allow-headers'], /Authorization/i);
+    assert.equal(res.headers['access-control-max-age'], '120');
+    assert.match(res.headers.vary, /Origin/);
+    const bad = await request(agate.port, {
+      method: 'OPTIONS', path: '/v1/agents/echo/run', headers: { Origin: 'https://evil.example', 'Access-Control-Request-Method': 'POST' },
+    });
+    assertError(bad, 403, 'origin_not_allowed');
+    assert.equal(bad.headers['access-control-allow-origin'], undefined);
+    // an actual request from the allowed origin carries the CORS headers
+    const ok = await run(agate, { ...bearer(KEY_RUN), Origin: 'https://app.example' });
+    assert.equal(ok.headers['access-control-allow-origin'], 'https://app.example');
+    assert.match(ok.headers['access-control-expose-headers'], /RateLimit-Remaining/);
+    const runs = (await request(agate.adminPort, { path: '/metrics' })).text;
+    assert.match(runs, /agate_http_requests_total\{listener="main",route="run",method="OPTIONS",code="2xx"\} [1-9]/);
+  });
+
+  test('security headers on every response', T, async () => {
+    for (const res of [await request(agate.port, { path: '/healthz' }), await run(agate), await run(agate, bearer(KEY_RUN))]) {
+      assert.equal(res.headers['x-content-type-options'], 'nosniff');
+      assert.equal(res.headers['referrer-policy'], 'no-referrer');
+      assert.equal(res.headers['x-frame-options'], 'DENY');
+      assert.match(res.headers['content-security-policy'], /frame-ancestors 'none'/);
+    }
+    assert.equal((await request(agate.port, { path: '/healthz' })).headers['cache-control'], 'no-store');
+  });
+
+  test('/metrics on the main listener needs scope admin; the admin listener does not', T, async () => {
+    assertError(await request(agate.port, { path: '/metrics' }), 401, 'unauthorized');
+    assertError(await request(agate.port, { path: '/metrics', headers: bearer(KEY_RUN) }), 403, 'insufficient_scope');
+    assert.equal((await request(agate.port, { path: '/metrics', headers: bearer(KEY_ADMIN) })).statusCode, 200);
+    const m = await request(agate.adminPort, { path: '/metrics' });
+    assert.equal(m.statusCode, 200);
+    assert.match(m.text, /agate_http_rejected_requests_total\{reason="unauthorized"\} [1-9]/);
+    assert.match(m.text, /agate_http_rejected_requests_total\{reason="forbidden"\} [1-9]/);
+  });
+
+  test('no secret in the log', T, async () => {
+    const out = agate.stdout();
+    for (const s of [KEY_RUN, KEY_ECHO_ONLY, KEY_NONE, KEY_ADMIN, HS_SECRET, hs().split('.')[2]]) assert.ok(!out.includes(s), 'a credential in the log');
+  });
+});
+
+describe('auth reload', () => {
+  test('SIGHUP swaps API keys and JWKS changes are picked up without a restart', T, async () => {
+    const jwksPath = writeTemp(JSON.stringify({ keys: [] }), 'jwks.json');
+    const pemPath = writeTemp(RSA_PEM, 'rsa.pem');
+    const agate = await startAgate({ config: config({ jwksPath, pemPath }) });
+    try {
+      assert.equal((await run(agate, bearer(KEY_RUN))).statusCode, 200);
+      assert.equal((await run(agate, bearer(es()))).statusCode, 401);
+      // JWKS: the file gains the EC key; agate notices within a couple of seconds
+      fs.writeFileSync(jwksPath, JSON.stringify({ keys: [{ ...ec.publicKey.export({ format: 'jwk' }), kid: 'ec1' }] }));
+      await waitFor(async () => (await run(agate, bearer(es()))).statusCode === 200, 5000);
+      assert.ok(agate.stdoutLines().some((l) => /"msg":"reload","what":"jwks","status":"ok"/.test(l)));
+      // SIGHUP: the ci key is replaced by a new one (keep a long stream open across it)
+      const NEW = `k-new-${crypto.randomBytes(8).toString('hex')}`;
+      const streaming = streamRun(agate.port, runInput('one two three four five six', { forwardedProps: { agate: { tokenIntervalMs: 150 } } }), { headers: bearer(KEY_RUN) });
+      await sleep(200);
+      fs.writeFileSync(agate.configPath, config({ jwksPath, pemPath, keys: [NEW, KEY_ECHO_ONLY, KEY_NONE, KEY_ADMIN] }));
+      agate.signal('SIGHUP');
+      await waitFor(() => agate.stdoutLines().some((l) => /"msg":"reload","what":"config","status":"ok"/.test(l)), 5000);
+      assertError(await run(agate, bearer(KEY_RUN)), 401, 'invalid_token');
+      assert.equal((await run(agate, bearer(NEW))).statusCode, 200);
+      const s = await streaming;   // the stream begun before the reload was not dropped
+      assert.equal(s.statusCode ?? s.head?.statusCode ?? 200, 200);
+      assert.ok(s.events.some((e) => e.type === 'RUN_FINISHED'), 'the open stream finished');
+      // a broken file is refused and the running keys stay
+      fs.writeFileSync(agate.configPath, 'auth: [not, a, mapping]\n');
+      agate.signal('SIGHUP');
+      await waitFor(() => agate.stdoutLines().some((l) => /"msg":"reload","what":"config","status":"failed"/.test(l)), 5000);
+      assert.equal((await run(agate, bearer(NEW))).statusCode, 200);
+    } finally {
+      await stopClean(agate);
+    }
+  });
+});
