@@ -26,6 +26,7 @@
 #include "net/access.h"
 #include "net/conn.h"
 #include "net/listener.h"
+#include "net/ws.h"
 #include "net/proxy.h"
 #include "net/upstream.h"
 #include "proto/agent.h"
@@ -120,6 +121,8 @@ static void begin_drain(shard_t *sh)
         conn_t *c = &sh->conns[i];
         if (c->state == CONN_OPEN && !c->admin && conn_is_idle(c))
             conn_close_after_flush(c);   /* graceful: a response may still be in the send queue */
+        else if (c->ws)
+            ws_drain(c);                 /* WebSocket: no new runs; close 1001 once its runs end */
     }
     sh->drain_timer.cb = drain_deadline;
     timer_arm(&sh->timers, &sh->drain_timer, sh->now_ms + sh->cfg->drain_timeout_ms);

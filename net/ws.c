@@ -378,9 +378,11 @@ static bool ws_sink_writable(run_t *r)
         return true;
     if (!ws->blocked_since_ms) {
         ws->blocked_since_ms = c->sh->now_ms;
-        /* With pings off the timer may be idle; it must watch for a stall now. */
-        if (!timer_armed(&ws->timer))
-            timer_arm(&c->sh->timers, &ws->timer, c->sh->now_ms + c->sh->cfg->ws_stall_timeout_ms);
+        /* The timer may be idle (pings off) or set for a later ping: it must
+         * look at the stall by its deadline. */
+        uint64_t due = c->sh->now_ms + c->sh->cfg->ws_stall_timeout_ms;
+        if (!timer_armed(&ws->timer) || ws->timer.at > due)
+            timer_arm(&c->sh->timers, &ws->timer, due);
     }
     return false;
 }
