@@ -3,12 +3,18 @@
  * Feeds arbitrary bytes as a request body through parse, user-text extraction
  * and free, and checks the promises callers rely on: errors are NUL-terminated
  * ASCII, a failed parse leaves nothing to free, a successful one hands out
- * strings inside the body's tree, and user text is only ever appended. */
+ * strings in its own block (the body is an exact-size copy, freed before they
+ * are read, so ASan sees any pointer into it), and user text is only ever
+ * appended. Also differential: the body is valid for runinput only if jansson
+ * (with JSON_REJECT_DUPLICATES) reads it. */
 #include <assert.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <jansson.h>
+#include <stdlib.h>
 
 #include "core/buf.h"
 #include "proto/runinput.h"
@@ -27,7 +33,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     runinput_t in;
     runinput_err_t err;
-    int rc = runinput_parse((const char *)data, size, &in, &err);
+    char *body = malloc(size ? size : 1);
+    assert(body);
+    memcpy(body, data, size);
+    int rc = runinput_parse(body, size, &in, &err);
+    free(body);
+    if (!rc) {
+        const size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL;
+        json_error_t je;
+        json_t *j = json_loadb((const char *)data, size, flags, &je);
+        if (!j && json_error_code(&je) == json_error_numeric_overflow)
+            j = json_loadb((const char *)data, size, flags | JSON_DECODE_INT_AS_REAL, &je);
+        assert(j);
+        json_decref(j);
+    }
     if (rc) {
         assert(rc == -EINVAL);
         assert(in.root == NULL);

@@ -6,7 +6,11 @@
  * NUL-terminated printable ASCII, empty on success and not on failure; the type
  * is set when an event passes; a failed stream stays failed; and
  * validate_run_closed agrees with the run events that passed. ASan and LSan
- * watch the parse arena (poisoned between allocations) and the id tables. */
+ * watch the tape and the id tables.
+ *
+ * Differential: proto/jtape.c must accept exactly what jansson accepts (with the
+ * flags validate.c's error path uses) and read the same strings, since jansson
+ * is only asked to word the errors now. Every piece is parsed by both. */
 #include <assert.h>
 #include <errno.h>
 #include <stddef.h>
@@ -14,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
+#include "proto/jtape.h"
 #include "proto/validate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -24,6 +31,66 @@ static void fuzz_check_ascii(const char *s)
     assert(n < VALIDATE_MSG_MAX);
     for (size_t i = 0; i < n; i++)
         assert(s[i] >= 0x20 && s[i] < 0x7f);
+}
+
+/* Compares every member of jansson object j with tape object o, recursively. */
+static void fuzz_same(jtape_t *t, uint32_t o, json_t *j)
+{
+    size_t n;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        assert(jtape_kind(t, o) == JT_OBJ);
+        assert(jtape_count(t, o) >= json_object_size(j));   /* duplicates collapse */
+        const char *key;
+        json_t *val;
+        json_object_foreach(j, key, val) {
+            uint32_t x = jtape_get(t, o, key, strlen(key));
+            assert(x);
+            fuzz_same(t, x, val);
+        }
+        break;
+    }
+    case JSON_ARRAY: {
+        assert(jtape_kind(t, o) == JT_ARR && jtape_count(t, o) == json_array_size(j));
+        uint32_t e = o + 1;
+        for (size_t i = 0; i < json_array_size(j); i++, e = jtape_end(t, e))
+            fuzz_same(t, e, json_array_get(j, i));
+        break;
+    }
+    case JSON_STRING: {
+        const char *s = jtape_str(t, o, &n);
+        assert(jtape_kind(t, o) == JT_STR && n == json_string_length(j));
+        assert(!memcmp(s, json_string_value(j), n));
+        break;
+    }
+    case JSON_INTEGER:
+    case JSON_REAL:
+        assert(jtape_kind(t, o) == JT_NUM);
+        break;
+    case JSON_TRUE:  assert(jtape_kind(t, o) == JT_TRUE); break;
+    case JSON_FALSE: assert(jtape_kind(t, o) == JT_FALSE); break;
+    case JSON_NULL:  assert(jtape_kind(t, o) == JT_NULL); break;
+    }
+}
+
+static void fuzz_differential(const char *p, size_t len, size_t flags, unsigned tflags)
+{
+    static jtape_t t;   /* not the thread's: validate_event uses that one */
+    size_t opens = 0;
+    for (size_t i = 0; i < len; i++)
+        opens += (p[i] | 0x20) == '{';
+    if (opens > 1000)
+        return;   /* near jansson's depth limit, which counts scalars too */
+    json_error_t je;
+    json_t *j = json_loadb(p, len, flags, &je);
+    if (!j && json_error_code(&je) == json_error_numeric_overflow)
+        j = json_loadb(p, len, flags | JSON_DECODE_INT_AS_REAL, &je);
+    int rc = jtape_parse(&t, p, len, 2048, tflags);
+    assert(rc != -ENOMEM);
+    assert((rc == 0) == (j != NULL));
+    if (j && !(tflags & JTAPE_REJECT_DUPLICATES))
+        fuzz_same(&t, 0, j);
+    json_decref(j);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -40,6 +107,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *ev = malloc(len ? len : 1);
         assert(ev);
         memcpy(ev, p, len);
+        fuzz_differential(ev, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, 0);
+        fuzz_differential(ev, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES,
+                          JTAPE_REJECT_DUPLICATES);
         char msg[VALIDATE_MSG_MAX];
         agui_type_t type;
         memset(msg, 'x', sizeof msg);   /* the callee must terminate it */

@@ -65,6 +65,7 @@ void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
     c->chunk_open = false;
     c->run = NULL;
     c->ws = NULL;
+    c->peer_len = 0;
     c->last_progress_ms = sh->now_ms;
     c->timer.cb = conn_timer_fired;
     c->timer_kind = CONN_T_NONE;

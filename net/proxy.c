@@ -306,6 +306,14 @@ static void schedule_timer(proxy_run_t *px)
  * first "type" key, found by a scan instead of a parse. */
 static agui_type_t sniff_type(const char *json, size_t len)
 {
+    /* Every AG-UI encoder writes type first, so try there before scanning
+     * (memmem per event was 5% of agate's CPU in pass mode). */
+    if (len > 9 && !memcmp(json, "{\"type\":\"", 9)) {
+        const char *q = memchr(json + 9, '"', len - 9);
+        agui_type_t t = q ? agui_type_from_name(json + 9, (size_t)(q - json - 9)) : AGUI_TYPE_COUNT;
+        if (t != AGUI_TYPE_COUNT)
+            return t;
+    }
     const char *k = memmem(json, len, "\"type\"", 6);
     if (!k)
         return AGUI_TYPE_COUNT;
@@ -479,6 +487,28 @@ static bool agate_sets(const char *name)
     return false;
 }
 
+/* The client's address as text, looked up once per connection: getpeername()
+ * per run was 2.5% of agate's CPU in the proxy bench (keep-alive clients run
+ * many times on one connection). */
+static void peer_addr(conn_t *c)
+{
+    if (c->peer_len)
+        return;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    _Static_assert(sizeof c->peer >= INET6_ADDRSTRLEN, "conn_t.peer holds any address");
+    const char *ok = NULL;
+    if (!getpeername(c->fd, (struct sockaddr *)&ss, &sl)) {
+        if (ss.ss_family == AF_INET)
+            ok = inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer, sizeof c->peer);
+        else if (ss.ss_family == AF_INET6)
+            ok = inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer, sizeof c->peer);
+    }
+    if (!ok)
+        memcpy(c->peer, "unknown", 8);
+    c->peer_len = (uint8_t)strlen(c->peer);
+}
+
 /* The upstream request: the client's body unchanged, with forwarding headers. */
 static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
 {
@@ -509,15 +539,6 @@ static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
     buf_append_lit(b, "\r\nX-Request-ID: ");
     buf_append(b, req->id, req->id_len);
     /* X-Forwarded-For: what came in, plus our client's address. */
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char ip[INET6_ADDRSTRLEN] = "unknown";
-    if (!getpeername(c->fd, (struct sockaddr *)&ss, &sl)) {
-        if (ss.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
-        else if (ss.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
-    }
     const char *v;
     size_t vl;
     buf_append_lit(b, "\r\nX-Forwarded-For: ");
@@ -525,7 +546,8 @@ static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
         buf_append(b, v, vl);
         buf_append_lit(b, ", ");
     }
-    buf_append(b, ip, strlen(ip));
+    peer_addr(c);
+    buf_append(b, c->peer, c->peer_len);
     buf_append_lit(b, "\r\nX-Forwarded-Proto: http");
     if (http_header(req, "host", &v, &vl)) {
         buf_append_lit(b, "\r\nX-Forwarded-Host: ");
