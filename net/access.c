@@ -842,8 +842,10 @@ bool access_http_preflight(conn_t *c, const char *allow)
 static const char SECURITY_HEADERS[] =
     "X-Content-Type-Options: nosniff\r\n"
     "Referrer-Policy: no-referrer\r\n"
-    "X-Frame-Options: DENY\r\n"
-    "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n";
+    "X-Frame-Options: DENY\r\n";
+/* For the API; an HTML page (the demo, net/demo.c) sends its own, which lets
+ * exactly its inline script and style run. */
+static const char API_CSP[] = "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n";
 
 static void put_quota(buf_t *b, const char *prefix, size_t pl, const rl_quota_t *q)
 {
@@ -873,6 +875,8 @@ void access_head_headers(conn_t *c, buf_t *b, const char *ctype)
         return;
     if (p->cfg.security_headers) {
         buf_append(b, SECURITY_HEADERS, sizeof SECURITY_HEADERS - 1);
+        if (!ctype || strncmp(ctype, "text/html", 9))
+            buf_append(b, API_CSP, sizeof API_CSP - 1);
         if (ctype && strncmp(ctype, "text/event-stream", 17))
             buf_append_lit(b, "Cache-Control: no-store\r\n");
     }
