@@ -71,12 +71,13 @@ static const struct cfg_setting settings[] = {
     { "trace",  "service_name",       "AGATE_SERVICE_NAME",       "agate",        CFG_K_TEXT,     1, CFG_NAME_MAX - 1, F(service_name) },
     { "trace",  "export_interval",    "AGATE_OTLP_INTERVAL",      "1s",           CFG_K_DURATION, 1, 3600000,    F(otlp_interval_ms) },
     { "trace",  "max_batch",          "AGATE_OTLP_MAX_BATCH",     "512",          CFG_K_UINT,     1, 10000,      F(otlp_max_batch) },
+    { "cache",  "max_bytes",          "AGATE_CACHE_MAX_BYTES",    "64MiB",        CFG_K_SIZE,     0, UINT32_MAX, F(cache_max_bytes) },
     { "upstream", "dns_refresh",      "AGATE_DNS_REFRESH",        "30s",          CFG_K_DURATION, 0, 86400000,   F(dns_refresh_ms) },
 };
 #undef F
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
-static const char *const sections[] = { "limits", "stream", "log", "metrics", "trace", "upstream", "ws" };
+static const char *const sections[] = { "limits", "stream", "log", "metrics", "trace", "upstream", "cache", "ws" };
 
 __attribute__((format(printf, 3, 4)))
 static void errf(char *err, size_t errlen, const char *fmt, ...)

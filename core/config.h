@@ -30,6 +30,8 @@ typedef enum cfg_agent_kind {
 #define CFG_HOST_MAX       128
 #define CFG_UPATH_MAX      256
 #define CFG_HEADER_MAX     64
+#define CFG_MAX_CACHE_IGNORE 16
+#define CFG_CACHE_PATH_MAX 64
 
 /* An upstream agent service: http://host:port/path (no https yet). The host may
  * be a name; the upstream module resolves it off the shards' loops. */
@@ -70,6 +72,15 @@ typedef struct cfg_agent {
     uint32_t         n_forward;
     uint32_t         pool_max_idle;         /* idle keep-alive connections per shard per endpoint, default 256 */
     uint32_t         pool_idle_timeout_ms;  /* default 60 s */
+
+    /* proxy agents: the response cache (core/config_cache.c); off while cache_ttl_ms is 0 */
+    uint32_t         cache_ttl_ms;          /* how long a stored run is served, default 0 = off */
+    uint32_t         cache_max_entry;       /* largest run stored, bytes, default 1 MiB */
+    uint32_t         cache_max_lag;         /* bytes a coalesced follower may fall further behind, default 8 MiB */
+    bool             cache_pace;            /* replay with the original gaps between events, default false */
+    bool             cache_coalesce;        /* identical requests share one in-flight run, default true */
+    char             cache_ignore[CFG_MAX_CACHE_IGNORE][CFG_CACHE_PATH_MAX];   /* left out of the key */
+    uint32_t         n_cache_ignore;
 } cfg_agent_t;
 
 typedef enum cfg_log_level { CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_WARN, CFG_LOG_ERROR } cfg_log_level_t;
@@ -111,6 +122,7 @@ typedef struct cfg {
     char     service_name[CFG_NAME_MAX];  /* OTLP resource service.name */
     uint32_t otlp_interval_ms;            /* exporter wake-up period */
     uint32_t otlp_max_batch;
+    uint32_t cache_max_bytes;             /* response cache, process-wide; 0 = stores nothing */
     uint32_t dns_refresh_ms;              /* re-resolve upstream host names this often; 0 = only at start */              /* spans per OTLP request */
 
     cfg_agent_t agents[CFG_MAX_AGENTS];

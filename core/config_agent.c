@@ -234,6 +234,7 @@ void cfg_agent_defaults(cfg_agent_t *a)
 {
     cfg_table_defaults(echo_settings, N_ECHO, a);
     cfg_table_defaults(proxy_settings, N_PROXY, a);
+    cfg_cache_defaults(a);
 }
 
 /* ---- the agents: part of the YAML file ---- */
@@ -355,6 +356,8 @@ static int load_agent_key(const struct cfg_loader *ld, const yaml_node_t *kn, co
     bool endpoints = strcmp(key, "endpoints") == 0, forward = strcmp(key, "forward_headers") == 0;
     bool proxy = a->kind == CFG_AGENT_PROXY;
 
+    if (strcmp(key, "cache") == 0)
+        return proxy ? cfg_load_cache(ld, kn, vn, name, a) : cfg_load_fail(ld, kn, name, "only for type: proxy");
     if (!es && !ps && !section && !endpoints && !forward) {
         char list[CFG_WHY_MAX] = "";
         size_t used = 0;
@@ -368,6 +371,7 @@ static int load_agent_key(const struct cfg_loader *ld, const yaml_node_t *kn, co
             for (size_t i = 0; i < sizeof proxy_sections / sizeof proxy_sections[0]; i++)
                 cfg_list_add(list, sizeof list, &used, proxy_sections[i]);
             cfg_list_add(list, sizeof list, &used, "forward_headers");
+            cfg_list_add(list, sizeof list, &used, "cache");
         }
         return cfg_unknown_key(ld, kn, name, list);
     }
@@ -566,5 +570,7 @@ int cfg_agent_validate(const cfg_agent_t *a, const char *base, char *key, size_t
     }
     if (cfg_table_check(proxy_settings, N_PROXY, a, base, key, keylen, why, whylen))
         return -EINVAL;
-    return proxy_validate(a, base, key, keylen, why, whylen);
+    if (proxy_validate(a, base, key, keylen, why, whylen))
+        return -EINVAL;
+    return cfg_cache_validate(a, base, key, keylen, why, whylen);
 }

@@ -114,6 +114,14 @@ int cfg_load_agents(const struct cfg_loader *ld, const yaml_node_t *k, const yam
 int cfg_agent_validate(const cfg_agent_t *a, const char *base, char *key, size_t keylen,
                        char *why, size_t whylen);
 
+/* ---- an agent's response cache (config_cache.c) ---- */
+
+void cfg_cache_defaults(cfg_agent_t *a);
+/* agents.<name>.cache: a mapping of cache settings and the ignore_fields list. */
+int cfg_load_cache(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, const char *name,
+                   cfg_agent_t *a);
+int cfg_cache_validate(const cfg_agent_t *a, const char *base, char *key, size_t keylen, char *why, size_t whylen);
+
 /* ---- access control (config_auth.c) ---- */
 
 void cfg_access_defaults(cfg_access_t *a);

@@ -13,12 +13,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/cache.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/otlp.h"
 #include "core/reload.h"
 #include "core/reload.h"
 #include "core/reload.h"
+#include "net/coalesce.h"
 #include "core/shard.h"
 #include "core/version.h"
 #include "net/upstream.h"
@@ -206,6 +208,10 @@ int main(int argc, char **argv)
         if (shard_listen(&shards[opened], opened, &cfg, err, sizeof err)) {
             fprintf(stderr, "agate: cannot listen on %s\n", err);
             rc = 1;
+    if (cache_init(cfg.cache_max_bytes) || coalesce_init()) {   /* shared by every shard */
+        fprintf(stderr, "agate: response cache: out of memory\n");
+        _exit(1);
+    }
             goto fail_listen;
         }
     }
@@ -238,6 +244,8 @@ int main(int argc, char **argv)
         }
     }
     if (rc) {
+    coalesce_shutdown();   /* after the shards: every flight and entry reference is gone */
+    cache_shutdown();
         atomic_store(&g_agate_draining, true);
         atomic_store(&g_agate_stop_now, true);
         for (unsigned i = 0; i < n; i++)

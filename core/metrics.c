@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cache.h"
 #include "core/log.h"
 #include "core/otlp.h"
 #include "core/shard.h"
@@ -33,7 +34,7 @@ static const char *const time_bounds_txt[METRICS_TIME_BUCKETS] = {
 static const uint64_t batch_bounds[METRICS_BATCH_BUCKETS] = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256};
 
 static const char *const listener_names[ML_COUNT] = {"main", "admin"};
-static const char *const route_names[MR_COUNT] = {"none", "run", "health", "metrics", "not_found", "ws", "demo"};
+static const char *const route_names[MR_COUNT] = {"none", "run", "health", "metrics", "not_found", "ws", "demo", "admin"};
 static const char *const method_names[MM_COUNT] = {"GET", "HEAD", "POST", "OPTIONS", "OTHER"};
 static const char *const transport_names[MT_COUNT] = {[MT_SSE] = "sse", [MT_PROTO] = "proto", [MT_WS] = "ws"};
 static const char *const outcome_names[MO_COUNT] = {"finished", "error", "client_closed", "cut"};
@@ -287,6 +288,61 @@ static void render_upstreams(render_t *r, const shard_t *sh, unsigned n, const c
 }
 
 static void render_engine(render_t *r, const shard_t *sh, unsigned n)
+/* The response cache: per-agent results from the shards, the store's own
+ * process-wide counters from core/cache.c. */
+static void render_cache(render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    static const char *const result_names[MC_COUNT] = {"hit", "miss", "coalesced"};
+    char lb[CFG_NAME_MAX + 32];
+    cache_stats_t cs;
+    family(r, "agate_cache_requests", "counter", "Runs of cached agents, by agent and X-Cache result.");
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        if (!cfg->agents[a].cache_ttl_ms)
+            continue;
+        for (int k = 0; k < MC_COUNT; k++) {
+            snprintf(lb, sizeof lb, "agent=\"%s\",result=\"%s\"", cfg->agents[a].name, result_names[k]);
+            sample_u(r, "agate_cache_requests", "_total", lb, SUM(m_->cache_results[a][k]));
+        }
+    }
+    family(r, "agate_cache_followers_detached", "counter", "Coalesced clients cut off for lagging behind the shared run.");
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        if (!cfg->agents[a].cache_ttl_ms)
+            continue;
+        snprintf(lb, sizeof lb, "agent=\"%s\"", cfg->agents[a].name);
+        sample_u(r, "agate_cache_followers_detached", "_total", lb, SUM(m_->cache_detached[a]));
+    }
+    cache_get_stats(&cs);
+    family(r, "agate_cache_bytes", "gauge", "Bytes held by the response cache (entries and their headers).");
+    sample_i(r, "agate_cache_bytes", "", (int64_t)cs.bytes);
+    family(r, "agate_cache_max_bytes", "gauge", "The response cache's cap, cache.max_bytes.");
+    sample_i(r, "agate_cache_max_bytes", "", (int64_t)cs.max_bytes);
+    family(r, "agate_cache_entries", "gauge", "Runs held by the response cache.");
+    sample_i(r, "agate_cache_entries", "", (int64_t)cs.entries);
+    family(r, "agate_cache_inserts", "counter", "Runs stored in the response cache.");
+    sample_u(r, "agate_cache_inserts", "_total", "", cs.inserts);
+    family(r, "agate_cache_evictions", "counter", "Entries evicted to stay under cache.max_bytes (S3-FIFO).");
+    sample_u(r, "agate_cache_evictions", "_total", "", cs.evictions);
+    family(r, "agate_cache_expirations", "counter", "Entries removed because their ttl passed.");
+    sample_u(r, "agate_cache_expirations", "_total", "", cs.expirations);
+    family(r, "agate_cache_purged", "counter", "Entries removed by DELETE /admin/cache.");
+    sample_u(r, "agate_cache_purged", "_total", "", cs.purged);
+}
+
+/* The shared rate-limit table (net/access.c): its size, cells in use (a scan),
+ * cells taken over from idle keys, and lookups that found no cell (allowed). */
+static void render_ratelimit(render_t *r)
+{
+    uint64_t cap, used, evictions, full;
+    access_table_stats(&cap, &used, &evictions, &full);
+    family(r, "agate_ratelimit_cells", "gauge", "Rate-limit table cells, by state (capacity, used).");
+    sample_u(r, "agate_ratelimit_cells", "", "state=\"capacity\"", cap);
+    sample_u(r, "agate_ratelimit_cells", "", "state=\"used\"", used);
+    family(r, "agate_ratelimit_evictions", "counter", "Rate-limit cells taken over from an idle key.");
+    sample_u(r, "agate_ratelimit_evictions", "_total", "", evictions);
+    family(r, "agate_ratelimit_table_full", "counter", "Rate-limit lookups that found no free cell (allowed, not counted against a limit).");
+    sample_u(r, "agate_ratelimit_table_full", "_total", "", full);
+}
+
 {
     char lb[64];
     family(r, "agate_shard_busy_seconds", "counter", "Time each shard's loop spent working rather than waiting for I/O.");
@@ -341,6 +397,7 @@ static void render_process(render_t *r)
                 continue;
             snprintf(lb, sizeof lb, "kind=\"%s\"", kinds[i]);
             sample_u(r, "agate_memory_bytes", "", lb, v);
+    render_cache(&r, sh, n, cfg);
         }
     }
     /* The standard process_* metrics, from /proc/self/stat. */

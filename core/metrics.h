@@ -17,7 +17,7 @@
 #include "proto/agui.h"
 
 enum metrics_listener { ML_MAIN, ML_ADMIN, ML_COUNT };
-enum metrics_route { MR_NONE, MR_RUN, MR_HEALTH, MR_METRICS, MR_NOT_FOUND, MR_WS, MR_DEMO, MR_COUNT };
+enum metrics_route { MR_NONE, MR_RUN, MR_HEALTH, MR_METRICS, MR_NOT_FOUND, MR_WS, MR_DEMO, MR_ADMIN, MR_COUNT };
 enum metrics_method { MM_GET, MM_HEAD, MM_POST, MM_OPTIONS, MM_OTHER, MM_COUNT };
 enum metrics_transport { MT_SSE, MT_PROTO, MT_WS, MT_COUNT };   /* proto: SSE's HTTP stream in the protobuf encoding */
 enum metrics_outcome { MO_FINISHED, MO_ERROR, MO_CLIENT_CLOSED, MO_CUT, MO_COUNT };
@@ -34,6 +34,8 @@ enum metrics_reject {
     MRJ_RATE_LIMITED,       /* 429: a rate or concurrency limit */
     MRJ_COUNT
 };
+
+enum metrics_cache { MC_HIT, MC_MISS, MC_COALESCED, MC_COUNT };   /* X-Cache of a cached agent's run */
 
 enum metrics_upfail { MUF_CONNECT, MUF_RESET, MUF_TIMEOUT, MUF_STATUS, MUF_CONTENT_TYPE, MUF_PROTOCOL, MUF_COUNT };
 
@@ -63,6 +65,8 @@ typedef struct metrics_shard {
     uint64_t up_failures[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS][MUF_COUNT];
     uint64_t up_retries[CFG_MAX_AGENTS];
     int64_t  up_breaker_open[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];   /* 1 while this shard's breaker is open */
+    uint64_t cache_results[CFG_MAX_AGENTS][MC_COUNT];
+    uint64_t cache_detached[CFG_MAX_AGENTS];              /* coalesced followers cut for lagging */
     uint64_t loop_iterations, busy_ns, sqes_submitted;
     uint64_t sqes_per_loop[METRICS_BATCH_BUCKETS + 1];
 } metrics_shard_t;

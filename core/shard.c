@@ -23,6 +23,7 @@
 #include "core/clock.h"
 #include "net/access.h"
 #include "net/access.h"
+#include "net/coalesce.h"
 #include "net/access.h"
 #include "net/conn.h"
 #include "net/listener.h"
@@ -157,8 +158,9 @@ static void handle_cqe(shard_t *sh, struct io_uring_cqe *cqe)
     case UD_ACCEPT:
         on_accept(sh, cqe, (int)uring_ud_slot(ud));
         break;
-    case UD_WAKE:
-        begin_drain(sh);
+    case UD_WAKE:   /* drain, or a shared run this shard follows moved on (net/coalesce.c) */
+        if (atomic_load(&g_agate_draining))
+            begin_drain(sh);
         if (atomic_load(&g_agate_stop_now))
             drain_deadline(&sh->drain_timer);
         arm_wake(sh);
@@ -231,6 +233,7 @@ static void loop_turn(shard_t *sh, bool wait)
         handle_cqe(sh, cqe);
         n++;
     }
+    coalesce_shard_poll(sh);
     io_uring_cq_advance(&sh->ring, n);
     timer_run(&sh->timers, sh->now_ms);
     flush_all(sh);
@@ -267,8 +270,13 @@ static int shard_init_loop(shard_t *sh)
     if (rc)
         goto fail_bufs;
     rc = proxy_shard_init(sh);
+    rc = coalesce_shard_init(sh);
+    if (rc)
+        goto fail_proxy;
     if (rc)
         goto fail_bufs;
+fail_proxy:
+    proxy_shard_free(sh);
     update_clock(sh);
     return 0;
 fail_bufs:
@@ -304,6 +312,7 @@ static void shard_teardown(shard_t *sh)
         buf_free(&c->out[1]);
         buf_free(&c->pending);
         http_conn_free(&c->http);
+    coalesce_shard_free(sh);
     }
     agent_pool_free(sh);
     proxy_shard_free(sh);

@@ -63,6 +63,7 @@ typedef struct shard {
     struct run   *run_pool;          /* free runs, reused */
     void         *ups;               /* upstream connections (net/upstream.c), NULL without proxy agents */
     void         *px;                /* per-endpoint balancer and breaker state (net/proxy.c) */
+    void         *coal;              /* followers of shared runs (net/coalesce.c) */
 
     bool          draining, stopping;
     agate_timer_t drain_timer;
@@ -77,7 +78,7 @@ typedef struct shard {
  * thread starts) and its thread. 0 or -errno with err filled. */
 int  shard_listen(shard_t *sh, unsigned id, const cfg_t *cfg, char *err, size_t errlen);
 int  shard_start(shard_t *sh, pthread_barrier_t *ready);
-void shard_wake(shard_t *sh);            /* from the main thread: begin drain */
+void shard_wake(shard_t *sh);            /* any thread: make the shard turn its loop (drain, shared runs) */
 void shard_join(shard_t *sh);
 
 /* Shard thread only. */

@@ -4,7 +4,7 @@
 # prints the one command a non-root user runs (or uses sudo when that works without a password).
 set -euo pipefail
 
-build=(gcc make pkg-config liburing-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev)
+build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev)
 test=(libcmocka-dev clang libclang-rt-14-dev curl nodejs npm prometheus chromium)
 bench=(wrk nginx-light curl)
 

@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 
 #include "core/trace.h"
+#include "net/coalesce.h"
 #include "net/conn.h"
 #include "net/http1.h"
 #include "net/proxy.h"
@@ -206,6 +207,8 @@ static void run_error(proxy_run_t *px, const char *code, const char *msg)
     ev.message = (agui_str_t){msg, strlen(msg)};
     ev.code = (agui_str_t){code, strlen(code)};
     r->errored = true;
+    if (r->co)
+        coalesce_leader_failed(r, 502, code, msg);
     if (r->sink->event(r, &ev) == 0)
         r->sink->end(r);
 }
@@ -216,10 +219,13 @@ static void give_up(proxy_run_t *px, int status, const char *code, const char *m
     run_t *r = px->r;
     drop_attempt(px, false);
     px->phase = PX_DONE;
-    if (r->started)
+    if (r->started) {
         run_error(px, code, msg);
-    else
+    } else {
+        if (r->co)
+            coalesce_leader_failed(r, status, code, msg);
         r->sink->fail(r, status, code, msg, retry_after_s);
+    }
 }
 
 /* An attempt failed before any event: retry elsewhere, or give up. */
@@ -351,6 +357,8 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
         schedule_timer(px);   /* the idle deadline may be earlier than the first-event one */
     }
     px->last_type = type;
+    if (r->co)
+        coalesce_record(r, type, ev->data, ev->data_len);   /* cached agent: for the cache and the followers */
     if (r->sink->raw(r, type, ev->data, ev->data_len))
         return 1;   /* the client connection is gone; the run was stopped */
     if (!r->sink->writable(r)) {
@@ -457,6 +465,8 @@ static void up_done(void *owner, bool keep_alive)
         return;
     }
     px->phase = PX_DONE;
+    if (r->co)
+        coalesce_leader_done(r, px->last_type == AGUI_RUN_FINISHED);   /* only a finished run is stored */
     r->sink->end(r);
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/cache.h"
 #include "net/access.h"
 #include "net/access.h"
 #include "net/access.h"
@@ -90,6 +91,34 @@ static void agent_ws(conn_t *c, const char *name, size_t len)
     const cfg_agent_t *agent = cfg_find_agent(c->sh->cfg, name, len);
     if (!agent) {
         c->http.req.keep_alive = false;   /* llhttp may have taken it as an upgrade: no more HTTP after it */
+/* DELETE /admin/cache[?agent=name]: drops every stored run, or one agent's.
+ * Runs streaming now are not affected. */
+static void cache_purge_route(conn_t *c, const char *a, size_t n)
+{
+    http_req_t *r = &c->http.req;
+    if (!access_http_admin(c))   /* auth on: scope admin */
+        return;
+    const char *url = http_str(r, r->url), *q = memchr(url, '?', r->url.len);
+    char agent[CFG_NAME_MAX] = "";
+    if (q) {
+        size_t ql = r->url.len - (size_t)(q + 1 - url);
+        if (ql < 6 || memcmp(q + 1, "agent=", 6) || ql - 6 == 0 || ql - 6 >= sizeof agent) {
+            http_error(c, 400, "bad_request", "expected no query or ?agent=<name>", NULL);
+            return;
+        }
+        memcpy(agent, q + 7, ql - 6);
+        agent[ql - 6] = '\0';
+        if (!cfg_find_agent(c->sh->cfg, agent, ql - 6)) {
+            http_error(c, 404, "agent_not_found", "no agent by that name is configured", NULL);
+            return;
+        }
+    }
+    size_t purged = cache_purge(agent[0] ? agent : NULL);
+    char body[96];
+    int len = snprintf(body, sizeof body, "{\"purged\":%zu}\n", purged);
+    http_respond(c, 200, "application/json", body, (size_t)len, NULL);
+}
+
         http_error(c, 404, "agent_not_found", "no agent by that name is configured", NULL);
         return;
     }
@@ -115,6 +144,7 @@ typedef struct route {
 } route_t;
 
 static const route_t routes[] = {
+    {"/admin/cache", MR_ADMIN, M(HTTP_DELETE) | M(HTTP_OPTIONS), "DELETE, OPTIONS", true, false, cache_purge_route},
     {"/health/live", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
     {"/healthz", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
     {"/health/ready", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_ready},
@@ -143,6 +173,7 @@ static bool match_agent(const char *p, size_t n, const char *suf, const char **n
     return *name_len < 64;
 }
 
+    case MR_ADMIN: return "/admin/cache";
 const char *router_template(int route, const char *path, size_t len)
 {
     switch (route) {

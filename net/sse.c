@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "net/coalesce.h"
 #include "net/http1.h"
 #include "proto/agent.h"
 #include "proto/pbjson.h"
@@ -24,6 +25,15 @@
 static const char SSE_HEADERS[] = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
 static void heartbeat_fired(agate_timer_t *t);
+
+/* The stream's head lines: SSE_HEADERS plus the run's own (X-Cache, Age). */
+static const char *head_lines(const run_t *r, char *buf, size_t n)
+{
+    if (!r->head_extra)
+        return SSE_HEADERS;
+    snprintf(buf, n, "%s%s", SSE_HEADERS, r->head_extra);
+    return buf;
+}
 
 static inline conn_t *sink_conn(run_t *r) { return (conn_t *)r->sink_ctx; }
 
@@ -140,7 +150,8 @@ static void sse_end(run_t *r)
 static void sse_start(run_t *r)
 {
     conn_t *c = sink_conn(r);
-    http_stream_begin(c, 200, "text/event-stream", SSE_HEADERS);
+    char head[256];
+    http_stream_begin(c, 200, "text/event-stream", head_lines(r, head, sizeof head));
     c->last_event_ms = c->sh->now_ms;
     c->hb_timer.cb = heartbeat_fired;
     heartbeat_arm(c);
@@ -208,7 +219,8 @@ static int pb_raw(run_t *r, agui_type_t type, const char *json, size_t len)
 static void pb_start(run_t *r)
 {
     conn_t *c = sink_conn(r);
-    http_stream_begin(c, 200, PBJSON_MEDIA_TYPE, SSE_HEADERS);
+    char head[256];
+    http_stream_begin(c, 200, PBJSON_MEDIA_TYPE, head_lines(r, head, sizeof head));
     c->last_event_ms = c->sh->now_ms;
 }
 
@@ -330,5 +342,6 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
         metrics_add(&c->sh->m->runs_started[agent_index(c, r)][transport_of(r)], 1);
         metrics_gauge_add(&c->sh->m->streams[transport_of(r)], 1);
     }
+    coalesce_prepare(r, req);   /* cached agents: HIT, COALESCED or MISS; ENOMEM just means uncached */
     agent_run_start(r);
 }

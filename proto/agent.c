@@ -5,8 +5,12 @@
 
 #include <stdlib.h>
 
+#include "net/coalesce.h"
+
 static const agent_kind_ops_t *kind_ops(const run_t *r)
 {
+    if (r->replay)
+        return &coalesce_replay_ops;
     return r->agent->kind == CFG_AGENT_PROXY ? &proxy_agent_ops : &echo_agent_ops;
 }
 
@@ -37,6 +41,8 @@ run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
     r->interval_ms = agent_token_interval(sh->cfg, agent, in);
     r->blocked = false;
     r->tick_due = true;
+    r->replay = false;
+    r->head_extra = NULL;
     r->started = false;
     r->errored = false;
     r->phase = 0;
@@ -54,6 +60,8 @@ void agent_run_resume(run_t *r)
 }
 
 void agent_run_release(run_t *r)
+    if (r->co)
+        coalesce_run_stop(r);
 {
     shard_t *sh = r->sh;
     kind_ops(r)->stop(r);
@@ -73,6 +81,8 @@ void agent_run_abort(run_t *r) { agent_run_release(r); }
 void agent_pool_free(shard_t *sh)
 {
     while (sh->run_pool) {
+        if (r->co)
+            coalesce_run_destroy(r);
         run_t *r = sh->run_pool;
         sh->run_pool = r->next_free;
         if (r->px)

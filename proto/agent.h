@@ -67,6 +67,11 @@ typedef struct run {
     access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
     access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
 
+    /* response cache (net/coalesce.c); allocated on first use, kept across reuse */
+    struct coal_run    *co;
+    bool                replay;       /* served from the cache or a shared run, not by its agent */
+    const char         *head_extra;   /* more head lines for start() ("Name: value\r\n"...), or NULL */
+
     struct run         *next_free;
 } run_t;
 
@@ -86,7 +91,7 @@ typedef struct agent_kind_ops {
     void (*stop)(run_t *r);          /* before release: drop what the kind holds */
     void (*destroy)(run_t *r);       /* the pooled run is being freed */
 } agent_kind_ops_t;
-extern const agent_kind_ops_t echo_agent_ops, proxy_agent_ops;
+extern const agent_kind_ops_t echo_agent_ops, proxy_agent_ops, coalesce_replay_ops;
 
 /* The effective pacing for a request: the agent's, overridden by the request,
  * capped by configuration. */

@@ -1,0 +1,764 @@
+/* coalesce: cache hits, shared in-flight runs and the recording of misses
+ * (see coalesce.h).
+ *
+ * Ownership and invariants:
+ *  - A flight is reference-counted: one ref for the flights table (dropped by
+ *    an RCU callback after it is unpublished), one for its leader, one per
+ *    follower. Its chunks are freed with it, so a follower reads them for as
+ *    long as it holds its ref, whatever the leader does.
+ *  - Only the leader writes a flight's log, `tail` and the runrec_ids; a
+ *    chunk's bytes below its published length never change again.
+ *  - `state` leaves FL_RUNNING once, after the last publication (release);
+ *    the failure fields are written before it.
+ *  - A follower lives on its own shard's list (coal_shard_t) from attach to
+ *    release; only that shard touches it. Other shards reach a shard only
+ *    through its `pending` flag and eventfd.
+ *  - Joining is Dekker-style on two seq_cst pairs: the follower increments
+ *    refs then re-reads `joinable`; the leader clears `joinable` then reads
+ *    refs. Likewise a follower sets its shard's bit in `mask` then reads the
+ *    log, and the leader publishes then reads `mask` (both behind seq_cst
+ *    fences), so no event is missed and no wake-up is lost. */
+#include "net/coalesce.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <jansson.h>
+#include <urcu/urcu-memb.h>
+#include <urcu/rculfhash.h>
+
+#include "core/cache.h"
+#include "proto/canon.h"
+#include "proto/runrec.h"
+
+#define LOG_CHUNK   (64u * 1024)
+#define MASK_WORDS  16                  /* shards tracked per flight: 1024 */
+
+enum { FL_RUNNING, FL_DONE, FL_FAILED };
+enum { ROLE_NONE, ROLE_LEADER, ROLE_HIT, ROLE_FOLLOWER };
+
+typedef struct log_chunk {
+    _Atomic(struct log_chunk *) next;
+    _Atomic size_t pub;                 /* bytes readers may read */
+    size_t cap;
+    char   data[];
+} log_chunk_t;
+
+typedef struct flight {
+    struct cds_lfht_node node;
+    struct rcu_head      rcu;
+    uint8_t              key[CANON_KEY_LEN];
+    _Atomic uint32_t     refs;
+    _Atomic uint8_t      state;
+    _Atomic bool         joinable;
+    _Atomic uint32_t     joined;        /* followers that ever attached (or tried) */
+    _Atomic uint64_t     total;         /* bytes logged, for followers' lag */
+    _Atomic uint64_t     mask[MASK_WORDS];
+    log_chunk_t         *head;
+    uint64_t             start_ms;
+    int                  status;        /* failure, written before state */
+    char                 code[40], msg[200];
+    /* leader only */
+    log_chunk_t         *tail;
+    runrec_ids_t         ids;
+    buf_t                rec;
+    uint64_t             last_ms;
+    bool                 recording, storable, in_table;
+} flight_t;
+
+/* Reads records from a flight's chunks or an entry's blob. */
+typedef struct reader {
+    const log_chunk_t *ch;
+    const char        *blob;
+    size_t             blob_len, off;
+    uint64_t           pos;             /* bytes consumed */
+} reader_t;
+
+typedef struct coal_run {
+    run_t          *r;
+    uint8_t         role;
+    bool            store;              /* leader: store a clean end */
+    bool            on_list;
+    flight_t       *f;                  /* leader's or follower's (a ref) */
+    cache_entry_t  *e;                  /* hit (a ref) */
+    reader_t        rd;
+    buf_t           ids;                /* fresh ids, RUNREC_ID_LEN each */
+    buf_t           out;                /* rendered event; the canonical body at prepare */
+    uint64_t        last_emit_ms;       /* paced replay */
+    uint64_t        best_lag;           /* follower: the least it was ever behind */
+    char            head[64];
+    struct coal_run *prev, *next;       /* shard follower list */
+} coal_run_t;
+
+typedef struct coal_shard {
+    _Atomic bool  pending;              /* a followed flight moved on */
+    coal_run_t   *followers;
+    uint64_t      next_sweep_ms;
+} coal_shard_t;
+
+static struct cds_lfht *g_flights;
+
+/* --- flights ------------------------------------------------------------------------ */
+
+static int fl_match(struct cds_lfht_node *n, const void *key)
+{
+    return !memcmp(caa_container_of(n, flight_t, node)->key, key, CANON_KEY_LEN);
+}
+
+static inline uint64_t key_hash(const uint8_t *k)
+{
+    uint64_t h;
+    memcpy(&h, k, sizeof h);
+    return h;
+}
+
+int coalesce_init(void)
+{
+    g_flights = cds_lfht_new_flavor(256, 256, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, &urcu_memb_flavor, NULL);
+    return g_flights ? 0 : -ENOMEM;
+}
+
+void coalesce_shutdown(void)
+{
+    if (!g_flights)
+        return;
+    urcu_memb_barrier();   /* every flight's table ref dropped (the shards removed them) */
+    cds_lfht_destroy(g_flights, NULL);
+    g_flights = NULL;
+}
+
+static void flight_put(flight_t *f)
+{
+    if (atomic_fetch_sub(&f->refs, 1) != 1)
+        return;
+    for (log_chunk_t *c = f->head, *n; c; c = n) {
+        n = atomic_load_explicit(&c->next, memory_order_relaxed);
+        free(c);
+    }
+    runrec_ids_free(&f->ids);
+    buf_free(&f->rec);
+    free(f);
+}
+
+static void drop_table_ref(struct rcu_head *h) { flight_put(caa_container_of(h, flight_t, rcu)); }
+
+static log_chunk_t *chunk_new(size_t need)
+{
+    size_t cap = need > LOG_CHUNK ? need : LOG_CHUNK;
+    log_chunk_t *c = malloc(sizeof *c + cap);
+    if (c) {
+        atomic_init(&c->next, NULL);
+        atomic_init(&c->pub, 0);
+        c->cap = cap;
+    }
+    return c;
+}
+
+static flight_t *flight_new(const uint8_t key[CANON_KEY_LEN], uint64_t now_ms)
+{
+    flight_t *f = calloc(1, sizeof *f);
+    if (!f || !(f->head = chunk_new(0))) {
+        free(f);
+        return NULL;
+    }
+    memcpy(f->key, key, CANON_KEY_LEN);
+    cds_lfht_node_init(&f->node);
+    atomic_init(&f->refs, 1);   /* the leader's */
+    atomic_init(&f->state, FL_RUNNING);
+    atomic_init(&f->joinable, true);
+    f->tail = f->head;
+    f->start_ms = f->last_ms = now_ms;
+    f->recording = f->storable = true;
+    return f;
+}
+
+/* Leader: no one can find the flight any more; followers keep their refs. */
+static void flight_unpublish(flight_t *f)
+{
+    atomic_store(&f->joinable, false);
+    if (!f->in_table)
+        return;
+    f->in_table = false;
+    urcu_memb_read_lock();
+    int rc = cds_lfht_del(g_flights, &f->node);
+    urcu_memb_read_unlock();
+    if (rc == 0)
+        urcu_memb_call_rcu(&f->rcu, drop_table_ref);
+}
+
+/* Leader: tell every shard with followers (self included, without a syscall). */
+static void flight_wake(flight_t *f, shard_t *self)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    for (unsigned w = 0; w < MASK_WORDS; w++) {
+        uint64_t m = atomic_load_explicit(&f->mask[w], memory_order_relaxed);
+        while (m) {
+            unsigned s = w * 64 + (unsigned)__builtin_ctzll(m);
+            m &= m - 1;
+            if (s >= g_nshards)
+                continue;
+            shard_t *t = &g_shards[s];
+            coal_shard_t *cs = t->coal;
+            if (cs && !atomic_exchange(&cs->pending, true) && t != self)
+                shard_wake(t);
+        }
+    }
+}
+
+/* --- reading ------------------------------------------------------------------------- */
+
+enum { RD_REC, RD_NONE, RD_END, RD_FAILED };
+
+static void reader_flight(reader_t *rd, const flight_t *f) { *rd = (reader_t){.ch = f->head}; }
+static void reader_blob(reader_t *rd, cache_view_t v) { *rd = (reader_t){.blob = v.data, .blob_len = v.len}; }
+
+/* The next record without consuming it; *size for reader_advance. */
+static int reader_peek(reader_t *rd, const flight_t *f, runrec_t *rec, size_t *size)
+{
+    if (rd->blob) {
+        if (rd->off >= rd->blob_len)
+            return RD_END;
+        *size = runrec_parse(rd->blob + rd->off, rd->blob_len - rd->off, rec);
+        return *size ? RD_REC : RD_END;
+    }
+    for (;;) {
+        size_t pub = atomic_load_explicit(&rd->ch->pub, memory_order_acquire);
+        if (rd->off < pub) {
+            *size = runrec_parse(rd->ch->data + rd->off, pub - rd->off, rec);
+            return *size ? RD_REC : RD_FAILED;
+        }
+        const log_chunk_t *next = atomic_load_explicit(&rd->ch->next, memory_order_acquire);
+        if (next) {
+            if (rd->off < atomic_load_explicit(&rd->ch->pub, memory_order_acquire))
+                continue;   /* the chunk was sealed after our first look */
+            rd->ch = next;
+            rd->off = 0;
+            continue;
+        }
+        int st = atomic_load_explicit(&f->state, memory_order_acquire);
+        if (st == FL_RUNNING)
+            return RD_NONE;
+        if (rd->off < atomic_load_explicit(&rd->ch->pub, memory_order_acquire) ||
+            atomic_load_explicit(&rd->ch->next, memory_order_acquire))
+            continue;
+        return st == FL_DONE ? RD_END : RD_FAILED;
+    }
+}
+
+static inline void reader_advance(reader_t *rd, size_t size)
+{
+    rd->off += size;
+    rd->pos += size;
+}
+
+/* --- per-shard follower lists ------------------------------------------------------- */
+
+int coalesce_shard_init(shard_t *sh)
+{
+    coal_shard_t *cs = calloc(1, sizeof *cs);
+    if (!cs)
+        return -ENOMEM;
+    sh->coal = cs;
+    cache_thread_online();
+    return 0;
+}
+
+void coalesce_shard_free(shard_t *sh)
+{
+    if (!sh->coal)
+        return;
+    cache_thread_offline();
+    free(sh->coal);
+    sh->coal = NULL;
+}
+
+static void list_add(coal_run_t *co)
+{
+    coal_shard_t *cs = co->r->sh->coal;
+    co->prev = NULL;
+    co->next = cs->followers;
+    if (cs->followers)
+        cs->followers->prev = co;
+    cs->followers = co;
+    co->on_list = true;
+}
+
+static void list_del(coal_run_t *co)
+{
+    coal_shard_t *cs = co->r->sh->coal;
+    if (!co->on_list)
+        return;
+    if (co->prev)
+        co->prev->next = co->next;
+    else
+        cs->followers = co->next;
+    if (co->next)
+        co->next->prev = co->prev;
+    co->on_list = false;
+}
+
+/* --- replay ------------------------------------------------------------------------- */
+
+static inline unsigned agent_idx(const run_t *r) { return (unsigned)(r->agent - r->sh->cfg->agents); }
+
+static void replay_error(run_t *r, const char *code, const char *msg)
+{
+    agui_event_t ev = {.type = AGUI_RUN_ERROR};
+    ev.code = (agui_str_t){code, strlen(code)};
+    ev.message = (agui_str_t){msg, strlen(msg)};
+    r->errored = true;
+    if (r->sink->event(r, &ev) == 0)
+        r->sink->end(r);
+}
+
+static void pump(run_t *r);
+
+static void tick_fired(agate_timer_t *t)
+{
+    pump((run_t *)((char *)t - offsetof(run_t, tick)));
+}
+
+/* Emits what can go now. May release the run (end, error, a failed write):
+ * callers touch nothing of it afterwards. */
+static void pump(run_t *r)
+{
+    coal_run_t *co = r->co;
+    shard_t *sh = r->sh;
+    bool pace = co->role == ROLE_HIT && r->agent->cache_pace;
+    while (!r->blocked) {
+        runrec_t rec;
+        size_t size = 0;
+        int st = reader_peek(&co->rd, co->f, &rec, &size);
+        if (st == RD_NONE)
+            return;
+        if (st == RD_FAILED) {
+            const flight_t *f = co->f;
+            const char *code = f && f->code[0] ? f->code : "upstream_failed";
+            const char *msg = f && f->msg[0] ? f->msg : "the shared upstream run failed";
+            if (r->started)
+                replay_error(r, code, msg);
+            else
+                r->sink->fail(r, f && f->status ? f->status : 502, code, msg, 0);
+            return;
+        }
+        if (!r->started) {
+            r->sink->start(r);
+            r->started = true;
+        }
+        if (st == RD_END) {
+            r->sink->end(r);
+            return;
+        }
+        if (pace && rec.gap_ms && sh->now_ms < co->last_emit_ms + rec.gap_ms) {
+            r->tick.cb = tick_fired;
+            if (timer_arm(&sh->timers, &r->tick, co->last_emit_ms + rec.gap_ms))
+                replay_error(r, "out_of_memory", "out of memory");
+            return;
+        }
+        const char *json = rec.json;
+        size_t len = rec.json_len;
+        if (rec.n_patch) {
+            runrec_subst_t s = {r->in.thread_id, r->in.run_id, r->in.thread_id_len, r->in.run_id_len, &co->ids,
+                                &sh->rng};
+            if (runrec_render(&co->out, &rec, &s)) {
+                replay_error(r, "out_of_memory", "out of memory");
+                return;
+            }
+            json = co->out.data;
+            len = co->out.len;
+        }
+        reader_advance(&co->rd, size);
+        co->last_emit_ms = pace ? co->last_emit_ms + rec.gap_ms : sh->now_ms;
+        if (r->sink->raw(r, (agui_type_t)rec.type, json, len))
+            return;   /* the client is gone; the run was released */
+        if (!r->sink->writable(r))
+            r->blocked = true;
+    }
+}
+
+static void replay_start(run_t *r)
+{
+    coal_run_t *co = r->co;
+    co->last_emit_ms = r->sh->now_ms;
+    if (co->role == ROLE_FOLLOWER) {
+        flight_t *f = co->f;
+        unsigned s = r->sh->id;
+        list_add(co);
+        co->best_lag = atomic_load_explicit(&f->total, memory_order_acquire);   /* its backlog at attach */
+        if (s < MASK_WORDS * 64)
+            atomic_fetch_or(&f->mask[s / 64], 1ull << (s % 64));
+        atomic_thread_fence(memory_order_seq_cst);
+    }
+    pump(r);
+}
+
+static void replay_resume(run_t *r) { pump(r); }
+static void replay_stop(run_t *r) { (void)r; }   /* coalesce_run_stop does it, whatever the role */
+static void replay_destroy(run_t *r) { (void)r; }
+
+const agent_kind_ops_t coalesce_replay_ops = {replay_start, replay_resume, replay_stop, replay_destroy};
+
+void coalesce_shard_poll(shard_t *sh)
+{
+    coal_shard_t *cs = sh->coal;
+    if (!cs)
+        return;
+    if (sh->now_ms >= cs->next_sweep_ms) {
+        cs->next_sweep_ms = sh->now_ms + 1000;
+        cache_expire(sh->now_ms);
+    }
+    if (!cs->followers || !atomic_exchange(&cs->pending, false))
+        return;
+    atomic_thread_fence(memory_order_seq_cst);
+    for (coal_run_t *co = cs->followers, *next; co; co = next) {
+        next = co->next;
+        run_t *r = co->r;
+        /* Lag is measured from the least this follower was ever behind: a late
+         * joiner's backlog is not its fault, falling further behind is. */
+        uint64_t lag = atomic_load_explicit(&co->f->total, memory_order_acquire) - co->rd.pos;
+        if (lag < co->best_lag)
+            co->best_lag = lag;
+        if (lag - co->best_lag > r->agent->cache_max_lag) {
+            if (sh->m)
+                metrics_add(&sh->m->cache_detached[agent_idx(r)], 1);
+            replay_error(r, "client_too_slow",
+                         "this client fell too far behind the shared upstream run and was detached");
+            continue;
+        }
+        if (!r->blocked)
+            pump(r);
+    }
+}
+
+/* --- deciding ------------------------------------------------------------------------ */
+
+static coal_run_t *co_of(run_t *r)
+{
+    if (!r->co) {
+        r->co = calloc(1, sizeof *r->co);
+        if (!r->co)
+            return NULL;
+    }
+    coal_run_t *co = r->co;
+    co->r = r;
+    co->role = ROLE_NONE;
+    co->store = false;
+    co->f = NULL;
+    co->e = NULL;
+    buf_reset(&co->ids);
+    return co;
+}
+
+/* Cache-Control request directives that matter here. */
+static void cache_control(const http_req_t *req, bool *no_cache, bool *no_store)
+{
+    const char *v;
+    size_t n;
+    *no_cache = *no_store = false;
+    if (!req || !http_header(req, "cache-control", &v, &n))
+        return;
+    for (size_t i = 0; i < n;) {
+        while (i < n && (v[i] == ' ' || v[i] == ',' || v[i] == '\t'))
+            i++;
+        size_t b = i;
+        while (i < n && v[i] != ',' && v[i] != ' ' && v[i] != '\t' && v[i] != '=')
+            i++;
+        if (i - b == 8 && !strncasecmp(v + b, "no-cache", 8))
+            *no_cache = true;
+        if (i - b == 8 && !strncasecmp(v + b, "no-store", 8))
+            *no_store = true;
+        while (i < n && v[i] != ',')
+            i++;
+    }
+}
+
+static int request_key(run_t *r, coal_run_t *co, const http_req_t *req, uint8_t key[CANON_KEY_LEN])
+{
+    const cfg_agent_t *ag = r->agent;
+    const char *paths[CFG_MAX_CACHE_IGNORE];
+    canon_part_t parts[CFG_MAX_FORWARD];
+    for (uint32_t i = 0; i < ag->n_cache_ignore; i++)
+        paths[i] = ag->cache_ignore[i];
+    canon_omit_t omit = {paths, ag->n_cache_ignore};
+    /* The body again, as a tree: runinput keeps none. Flags as runinput's, so
+     * whatever it accepted parses here the same way. */
+    const size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL;
+    json_error_t je;
+    json_t *root = json_loadb(r->body ? r->body : "", r->body_len, flags, &je);
+    if (!root && json_error_code(&je) == json_error_numeric_overflow)
+        root = json_loadb(r->body ? r->body : "", r->body_len, flags | JSON_DECODE_INT_AS_REAL, &je);
+    if (!root)
+        return -EINVAL;
+    buf_reset(&co->out);
+    int rc = canon_write(&co->out, root, &omit);
+    json_decref(root);
+    if (rc)
+        return rc;
+    for (uint32_t i = 0; i < ag->n_forward; i++) {
+        const char *v = NULL;
+        size_t n = 0;
+        if (!req || !http_header(req, ag->forward_headers[i], &v, &n))
+            v = NULL;
+        parts[i] = (canon_part_t){v, n};
+    }
+    return canon_key(ag->name, parts, ag->n_forward, co->out.data ? co->out.data : "", co->out.len, key);
+}
+
+/* A ref on the running flight for key, if one can be joined. */
+static flight_t *flight_join(const uint8_t key[CANON_KEY_LEN])
+{
+    struct cds_lfht_iter it;
+    flight_t *f = NULL;
+    urcu_memb_read_lock();
+    cds_lfht_lookup(g_flights, key_hash(key), fl_match, key, &it);
+    struct cds_lfht_node *n = cds_lfht_iter_get_node(&it);
+    if (n) {
+        f = caa_container_of(n, flight_t, node);
+        if (atomic_load(&f->joinable))
+            atomic_fetch_add(&f->refs, 1);
+        else
+            f = NULL;
+    }
+    urcu_memb_read_unlock();
+    if (f)
+        atomic_fetch_add(&f->joined, 1);
+    if (f && !atomic_load(&f->joinable)) {   /* the leader closed it meanwhile */
+        flight_put(f);
+        f = NULL;
+    }
+    return f;
+}
+
+static void count(run_t *r, enum metrics_cache what)
+{
+    if (r->sh->m)
+        metrics_add(&r->sh->m->cache_results[agent_idx(r)][what], 1);
+}
+
+static void set_head(coal_run_t *co, const char *what, uint64_t age_ms)
+{
+    snprintf(co->head, sizeof co->head, "X-Cache: %s\r\nAge: %llu\r\n", what,
+             (unsigned long long)(age_ms / 1000));
+    co->r->head_extra = co->head;
+}
+
+int coalesce_prepare(run_t *r, const http_req_t *req)
+{
+    const cfg_agent_t *ag = r->agent;
+    shard_t *sh = r->sh;
+    if (!ag->cache_ttl_ms || !g_flights)
+        return 0;
+    coal_run_t *co = co_of(r);
+    if (!co)
+        return -ENOMEM;
+    bool no_cache, no_store;
+    cache_control(req, &no_cache, &no_store);
+    set_head(co, "MISS", 0);
+    uint8_t key[CANON_KEY_LEN];
+    if (no_store || request_key(r, co, req, key)) {
+        count(r, MC_MISS);
+        return 0;   /* neither looked up nor stored nor shared */
+    }
+
+    if (!no_cache) {
+        cache_entry_t *e = cache_get(key, sh->now_ms);
+        if (e) {
+            cache_view_t v = cache_view(e);
+            co->role = ROLE_HIT;
+            co->e = e;
+            reader_blob(&co->rd, v);
+            r->replay = true;
+            set_head(co, "HIT", sh->now_ms - v.stored_ms);
+            count(r, MC_HIT);
+            return 0;
+        }
+    }
+    flight_t *f = NULL;
+    if (!no_cache && ag->cache_coalesce && (f = flight_join(key))) {
+follow:
+        co->role = ROLE_FOLLOWER;
+        co->f = f;
+        reader_flight(&co->rd, f);
+        r->replay = true;
+        set_head(co, "COALESCED", sh->now_ms > f->start_ms ? sh->now_ms - f->start_ms : 0);
+        count(r, MC_COALESCED);
+        return 0;
+    }
+    f = flight_new(key, sh->now_ms);
+    if (!f) {
+        count(r, MC_MISS);
+        return 0;   /* uncached, not an error for the client */
+    }
+    if (ag->cache_coalesce) {
+        atomic_fetch_add(&f->refs, 1);   /* the table's */
+        urcu_memb_read_lock();
+        struct cds_lfht_node *old = cds_lfht_add_unique(g_flights, key_hash(key), fl_match, key, &f->node);
+        urcu_memb_read_unlock();
+        if (old == &f->node) {
+            f->in_table = true;
+        } else {
+            atomic_fetch_sub(&f->refs, 1);
+            flight_t *other = no_cache ? NULL : flight_join(key);
+            if (other) {   /* another shard's identical request won the race: follow it */
+                flight_put(f);
+                f = other;
+                goto follow;
+            }
+        }
+    }
+    count(r, MC_MISS);
+    co->role = ROLE_LEADER;
+    co->store = true;
+    co->f = f;
+    return 0;
+}
+
+/* --- the leader ---------------------------------------------------------------------- */
+
+/* The run will not be stored and no one else may join. The log is still
+ * written for followers already attached; with none, it stops. */
+static void leader_close(flight_t *f)
+{
+    f->storable = false;
+    flight_unpublish(f);   /* clears joinable, then: */
+    if (atomic_load(&f->joined) == 0)
+        f->recording = false;
+}
+
+/* The log cannot go on (an event that cannot be recorded, no memory): the
+ * followers get a RUN_ERROR; the leader's own client is not affected. */
+static void leader_abandon(flight_t *f, shard_t *sh, const char *code, const char *msg)
+{
+    leader_close(f);
+    if (!f->recording && atomic_load(&f->joined) == 0)
+        return;
+    f->recording = false;
+    f->status = 502;
+    snprintf(f->code, sizeof f->code, "%s", code);
+    snprintf(f->msg, sizeof f->msg, "%s", msg);
+    atomic_store_explicit(&f->state, FL_FAILED, memory_order_release);
+    flight_wake(f, sh);
+}
+
+void coalesce_record(run_t *r, agui_type_t type, const char *json, size_t len)
+{
+    coal_run_t *co = r->co;
+    flight_t *f = co ? co->f : NULL;
+    if (!f || co->role != ROLE_LEADER || !f->recording)
+        return;
+    shard_t *sh = r->sh;
+    uint64_t gap = sh->now_ms - f->last_ms;
+    f->last_ms = sh->now_ms;
+    buf_reset(&f->rec);
+    if (runrec_build(&f->rec, &f->ids, type, json, len, gap > UINT32_MAX ? UINT32_MAX : (uint32_t)gap)) {
+        leader_abandon(f, sh, "upstream_failed", "the shared run could not be recorded");
+        return;
+    }
+    size_t size = f->rec.len;
+    log_chunk_t *t = f->tail;
+    size_t used = atomic_load_explicit(&t->pub, memory_order_relaxed);
+    if (t->cap - used < size) {
+        log_chunk_t *c = chunk_new(size);
+        if (!c) {
+            leader_abandon(f, sh, "out_of_memory", "out of memory");
+            return;
+        }
+        atomic_store_explicit(&t->next, c, memory_order_release);   /* seals t at its pub */
+        f->tail = t = c;
+        used = 0;
+    }
+    memcpy(t->data + used, f->rec.data, size);
+    atomic_store_explicit(&t->pub, used + size, memory_order_release);
+    uint64_t total = atomic_load_explicit(&f->total, memory_order_relaxed) + size;
+    atomic_store_explicit(&f->total, total, memory_order_release);
+    if (total > r->agent->cache_max_entry && f->storable)
+        leader_close(f);   /* too big to store or to join */
+    flight_wake(f, sh);
+}
+
+/* The log as one contiguous blob in a new cache entry. */
+static void store(run_t *r, flight_t *f)
+{
+    uint64_t total = atomic_load_explicit(&f->total, memory_order_relaxed);
+    char *data;
+    cache_entry_t *e = cache_entry_new(total, &data);
+    if (!e)
+        return;
+    size_t at = 0;
+    for (log_chunk_t *c = f->head; c; c = atomic_load_explicit(&c->next, memory_order_relaxed)) {
+        size_t n = atomic_load_explicit(&c->pub, memory_order_relaxed);
+        memcpy(data + at, c->data, n);
+        at += n;
+    }
+    cache_insert(e, f->key, r->agent->name, r->agent->cache_ttl_ms, r->sh->now_ms);
+}
+
+void coalesce_leader_done(run_t *r, bool finished)
+{
+    coal_run_t *co = r->co;
+    if (!co || co->role != ROLE_LEADER || !co->f)
+        return;
+    flight_t *f = co->f;
+    if (finished && f->recording && f->storable && co->store)
+        store(r, f);   /* before unpublishing: a request in between finds one or the other */
+    atomic_store_explicit(&f->state, FL_DONE, memory_order_release);
+    flight_wake(f, r->sh);
+    flight_unpublish(f);
+}
+
+void coalesce_leader_failed(run_t *r, int status, const char *code, const char *msg)
+{
+    coal_run_t *co = r->co;
+    if (!co || co->role != ROLE_LEADER || !co->f)
+        return;
+    flight_t *f = co->f;
+    if (atomic_load_explicit(&f->state, memory_order_relaxed) != FL_RUNNING)
+        return;
+    f->status = status;
+    snprintf(f->code, sizeof f->code, "%s", code);
+    snprintf(f->msg, sizeof f->msg, "%s", msg);
+    atomic_store_explicit(&f->state, FL_FAILED, memory_order_release);
+    flight_wake(f, r->sh);
+    flight_unpublish(f);
+}
+
+/* --- release ------------------------------------------------------------------------- */
+
+void coalesce_run_stop(run_t *r)
+{
+    coal_run_t *co = r->co;
+    switch (co->role) {
+    case ROLE_LEADER:
+        coalesce_leader_failed(r, 502, "upstream_failed", "the request that led this shared run was cancelled");
+        flight_put(co->f);
+        break;
+    case ROLE_FOLLOWER:
+        list_del(co);
+        flight_put(co->f);
+        break;
+    case ROLE_HIT:
+        cache_put(co->e);
+        break;
+    default:
+        break;
+    }
+    co->role = ROLE_NONE;
+    co->f = NULL;
+    co->e = NULL;
+    r->replay = false;
+    if (co->out.cap > 64 * 1024)
+        buf_free(&co->out);   /* keep pooled runs small */
+    if (co->ids.cap > 64 * 1024)
+        buf_free(&co->ids);
+}
+
+void coalesce_run_destroy(run_t *r)
+{
+    buf_free(&r->co->out);
+    buf_free(&r->co->ids);
+    free(r->co);
+    r->co = NULL;
+}

@@ -1,0 +1,68 @@
+/* runrec: one AG-UI event of a stored or shared run, as a record that can be
+ * replayed under new ids by splicing.
+ *
+ * Layout (host byte order, unaligned; records follow each other):
+ *   u32 json_len, u32 gap_ms, u16 n_patch, u8 type, u8 0,
+ *   n_patch x { u32 off, u32 len, u32 id },   the id strings in the JSON
+ *   json_len bytes of event JSON, as the upstream sent it
+ * A patch's id is 0 for the threadId, 1 for the runId, and 2 + k for the k-th
+ * distinct message / tool-call id of the run (k counts first appearances, so
+ * a replayer can mint fresh ids lazily and in order). gap_ms is the time since
+ * the previous event (since the request, for the first), for paced replay. */
+#ifndef AGATE_RUNREC_H
+#define AGATE_RUNREC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/rand.h"
+#include "proto/agui.h"
+#include "proto/evids.h"
+
+#define RUNREC_HDR   12u
+#define RUNREC_PATCH 12u
+#define RUNREC_ID_LEN 36u          /* a fresh id: an RFC 9562 v4 UUID */
+
+/* The recorder's side: old id text -> k. Grows; kept by one writer. */
+typedef struct runrec_ids {
+    buf_t     text;               /* the old ids, back to back */
+    struct runrec_id { uint64_t h; uint32_t off, len; } *ents;
+    uint32_t *slots;              /* open addressing, ents index + 1, 0 = empty */
+    uint32_t  n, cap;             /* cap: slots (power of two) */
+    evids_span_t *spans;          /* scan scratch */
+    size_t    spans_cap;
+} runrec_ids_t;
+
+void runrec_ids_reset(runrec_ids_t *ids);
+void runrec_ids_free(runrec_ids_t *ids);
+
+/* Appends the record of one event to out. 0, -ENOMEM, or -EINVAL when the
+ * JSON is not an object evids can scan (nothing appended). */
+int runrec_build(buf_t *out, runrec_ids_t *ids, agui_type_t type, const char *json, size_t len, uint32_t gap_ms);
+
+typedef struct runrec {
+    const char *json;
+    uint32_t    json_len, gap_ms;
+    uint16_t    n_patch;
+    uint8_t     type;
+    const char *patches;
+} runrec_t;
+
+/* Reads the record at p (avail bytes). Its size, or 0 when avail holds no
+ * whole record (a corrupt or cut log). */
+size_t runrec_parse(const char *p, size_t avail, runrec_t *rec);
+
+/* What a replay puts in place of the recorded ids. */
+typedef struct runrec_subst {
+    const char   *thread, *run;
+    size_t        thread_len, run_len;
+    buf_t        *ids;            /* fresh ids by k, RUNREC_ID_LEN bytes each; minted on demand */
+    rand_state_t *rng;
+} runrec_subst_t;
+
+/* The event's JSON with every patch replaced, into out (reset first). A
+ * record without patches needs no render: use rec->json as is. 0 or -ENOMEM. */
+int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
+
+#endif

@@ -1,0 +1,390 @@
+// Response caching and request coalescing (issue 7): a cached proxy agent in
+// front of a real @ag-ui/encoder server (lib/agui-server.mjs), whose recorded
+// requests count what reached the upstream.
+//
+// MISS then HIT (event for event the original, with the new request's run ids
+// and fresh, consistent message and tool-call ids, checked with @ag-ui/client's
+// HttpAgent), TTL expiry, eviction under cache.max_bytes, Cache-Control
+// no-cache / no-store, failed runs not cached, 100 identical concurrent
+// requests on one upstream run, the cache shared by two shards, a slow
+// follower detached, and DELETE /admin/cache.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { HttpAgent } from '@ag-ui/client';
+import {
+  startAgate, stopClean, streamRun, runInput, uid, sleep, request, buildRequest, waitFor,
+} from './lib/harness.mjs';
+import { startAguiServer } from './lib/agui-server.mjs';
+
+const T = { timeout: 60000 };
+const flow = (o) => `{${Object.entries(o).map(([k, v]) => `${k}: ${v}`).join(', ')}}`;
+
+function cacheConfig(url, { cache = {}, top = '', stream = {}, shards } = {}) {
+  return [
+    `stream: ${flow({ drain_timeout: '3s', ...stream })}`,
+    top,
+    'agents:',
+    '  up:',
+    '    type: proxy',
+    `    endpoints: [${url}]`,
+    '    timeouts: {connect: 2s, first_event: 10s, idle: 10s, run: 60s}',
+    '    retry: {attempts: 0}',
+    `    cache: ${flow({ ttl: '60s', ...cache })}`,
+    '  plain:',
+    '    type: proxy',
+    `    endpoints: [${url}]`,
+    '    retry: {attempts: 0}',
+  ].filter((l) => l !== '').join('\n') + '\n';
+}
+
+async function useServer(t, opts) {
+  const srv = await startAguiServer(opts);
+  t.after(() => srv.close());
+  return srv;
+}
+async function useAgate(t, opts) {
+  const agate = await startAgate(opts);
+  t.after(async () => { if (!agate.exitInfo) await agate.stop(5000); });
+  return agate;
+}
+
+/** A run that exercises every kind of id the cache rewrites. */
+function richRun(input) {
+  const { threadId, runId } = input;
+  return [
+    { type: 'RUN_STARTED', threadId, runId },
+    { type: 'TEXT_MESSAGE_START', messageId: 'm-1', role: 'assistant' },
+    { type: 'TEXT_MESSAGE_CONTENT', messageId: 'm-1', delta: 'the answer ' },
+    { type: 'TEXT_MESSAGE_CONTENT', messageId: 'm-1', delta: 'is 42' },
+    { type: 'TEXT_MESSAGE_END', messageId: 'm-1' },
+    { type: 'TOOL_CALL_START', toolCallId: 'tc-1', toolCallName: 'lookup', parentMessageId: 'm-1' },
+    { type: 'TOOL_CALL_ARGS', toolCallId: 'tc-1', delta: '{"q":"x"}' },
+    { type: 'TOOL_CALL_END', toolCallId: 'tc-1' },
+    { type: 'TOOL_CALL_RESULT', messageId: 'm-2', toolCallId: 'tc-1', content: 'found', role: 'tool' },
+    { type: 'STATE_SNAPSHOT', snapshot: { id: 'm-1', messageId: 'keep-me' } },
+    { type: 'RUN_FINISHED', threadId, runId },
+  ];
+}
+
+const post = (agate, input, headers = {}, opts = {}) => streamRun(agate.port, input, { agent: 'up', headers, timeout: 20000, ...opts });
+const sameQuestion = (text = 'what is the answer?') => (extra = {}) => runInput(text, {
+  messages: [{ id: 'user-1', role: 'user', content: text }], ...extra,
+});
+
+async function metrics(agate) {
+  const r = await request(agate.adminPort, { path: '/metrics' });
+  return r.body.toString('utf8');
+}
+function metric(text, name) {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`) && !l.includes('#'));
+  return line ? Number(line.split(' ').pop()) : undefined;
+}
+
+describe('response cache', () => {
+  test('MISS then HIT: the same events with the new run ids and fresh, consistent message/tool ids (HttpAgent)', T, async (t) => {
+    const srv = await useServer(t, { script: { events: richRun } });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const url = `http://127.0.0.1:${agate.port}/v1/agents/up/run`;
+    const question = [{ id: 'user-1', role: 'user', content: 'cache me' }];
+
+    const viaClient = async () => {
+      const threadId = uid('thread');
+      const runId = uid('run');
+      const agent = new HttpAgent({ url, threadId, initialMessages: question });
+      const events = [];
+      const failures = [];
+      await agent.runAgent({ runId }, {
+        onEvent: ({ event }) => { events.push(event); },
+        onRunFailed: ({ error }) => { failures.push(error); },
+      });
+      assert.deepEqual(failures, []);
+      return { threadId, runId, events, agent };
+    };
+    const miss = await viaClient();
+    assert.equal(srv.requests.length, 1);
+    const original = srv.requests[0].sent;
+    assert.equal(miss.events.length, original.length);
+    // the same body again, raw, to see the head
+    const first = await post(agate, srv.requests[0].body);
+    assert.equal(first.statusCode, 200);
+    assert.equal(first.headers['x-cache'], 'HIT');
+    assert.match(first.headers.age, /^\d+$/);
+    const direct = await post(agate, runInput('cache me', { messages: question }));
+    assert.equal(direct.headers['x-cache'], 'MISS', 'without HttpAgent\'s protocolVersion it is another question');
+    assert.equal(direct.headers.age, '0');
+    assert.equal(srv.requests.length, 2);
+
+    // A HIT through the official client: validated by its verifier, ids rewritten.
+    const runs = [await viaClient(), await viaClient()];
+    assert.equal(srv.requests.length, 2, 'both hits were answered from memory');
+    for (const { threadId, runId, events } of runs) {
+      assert.equal(events.length, original.length, 'event for event');
+      const ids = new Map();
+      const fresh = (orig, got) => {
+        if (!ids.has(orig)) ids.set(orig, got);
+        assert.equal(got, ids.get(orig), `old id ${orig} always becomes the same new id`);
+        assert.notEqual(got, orig, 'a fresh id');
+      };
+      events.forEach((ev, i) => {
+        const o = original[i];
+        const { rawEvent, timestamp, ...e } = ev;   // fields HttpAgent may add
+        assert.equal(e.type, o.type);
+        for (const [k, v] of Object.entries(o)) {
+          if (k === 'threadId') assert.equal(e[k], threadId);
+          else if (k === 'runId') assert.equal(e[k], runId);
+          else if (['messageId', 'toolCallId', 'parentMessageId'].includes(k)) fresh(v, e[k]);
+          else assert.deepEqual(e[k], v, `${o.type}.${k} unchanged`);
+        }
+      });
+      assert.equal(ids.size, 3, 'm-1, m-2 and tc-1 each mapped');
+      assert.equal(events[9].snapshot.id, 'm-1', 'state is the agent\'s data: never rewritten');
+    }
+    assert.notEqual(runs[0].events[1].messageId, runs[1].events[1].messageId, 'each hit mints its own ids');
+
+    const m = await metrics(agate);
+    assert.equal(metric(m, 'agate_cache_requests_total{agent="up",result="hit"}'), 3);
+    assert.equal(metric(m, 'agate_cache_requests_total{agent="up",result="miss"}'), 2);
+    assert.equal(metric(m, 'agate_cache_entries'), 2);
+    await stopClean(agate);
+  });
+
+  test('ttl: an entry expires and the next request goes upstream again', T, async (t) => {
+    const srv = await useServer(t, {});
+    const agate = await useAgate(t, { config: cacheConfig(srv.url, { cache: { ttl: '1s' } }) });
+    const q = sameQuestion();
+    assert.equal((await post(agate, q())).headers['x-cache'], 'MISS');
+    assert.equal((await post(agate, q())).headers['x-cache'], 'HIT');
+    await sleep(1300);
+    const again = await post(agate, q());
+    assert.equal(again.headers['x-cache'], 'MISS');
+    assert.equal(srv.requests.length, 2);
+    assert.ok(metric(await metrics(agate), 'agate_cache_expirations_total') >= 1);
+    await stopClean(agate);
+  });
+
+  test('eviction keeps the cache under cache.max_bytes', T, async (t) => {
+    // ~20 KiB runs; a 128 KiB cap holds a few (one entry may use at most a quarter).
+    const big = (input) => {
+      const { threadId, runId } = input;
+      const text = input.messages[0].content;
+      return [
+        { type: 'RUN_STARTED', threadId, runId },
+        { type: 'TEXT_MESSAGE_START', messageId: 'm', role: 'assistant' },
+        ...Array.from({ length: 20 }, () => ({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm', delta: `${text} `.repeat(100).slice(0, 1000) })),
+        { type: 'TEXT_MESSAGE_END', messageId: 'm' },
+        { type: 'RUN_FINISHED', threadId, runId },
+      ];
+    };
+    const srv = await useServer(t, { script: { events: big } });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url, { top: 'cache: {max_bytes: 128KiB}' }) });
+    for (let i = 0; i < 12; i++) {
+      const r = await post(agate, sameQuestion(`question ${i}`)());
+      assert.equal(r.headers['x-cache'], 'MISS');
+      assert.equal(r.events.length, 24);
+    }
+    const m = await metrics(agate);
+    const bytes = metric(m, 'agate_cache_bytes');
+    assert.ok(bytes <= 128 * 1024, `cache holds ${bytes} bytes, cap 131072`);
+    assert.ok(metric(m, 'agate_cache_evictions_total') >= 5, `older entries were evicted: ${m.split('\n').filter((l) => l.startsWith('agate_cache')).join(' ')}`);
+    assert.ok(metric(m, 'agate_cache_entries') >= 3);
+    // The newest is still there; the oldest is gone.
+    assert.equal((await post(agate, sameQuestion('question 11')())).headers['x-cache'], 'HIT');
+    assert.equal((await post(agate, sameQuestion('question 0')())).headers['x-cache'], 'MISS');
+    await stopClean(agate);
+  });
+
+  test('Cache-Control: no-cache skips the lookup but stores; no-store skips both', T, async (t) => {
+    const srv = await useServer(t, {});
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion();
+    assert.equal((await post(agate, q(), { 'Cache-Control': 'no-store' })).headers['x-cache'], 'MISS');
+    assert.equal((await post(agate, q())).headers['x-cache'], 'MISS', 'no-store stored nothing');
+    assert.equal((await post(agate, q())).headers['x-cache'], 'HIT');
+    assert.equal((await post(agate, q(), { 'Cache-Control': 'max-age=0, no-cache' })).headers['x-cache'], 'MISS');
+    assert.equal((await post(agate, q(), { 'Cache-Control': 'no-store' })).headers['x-cache'], 'MISS');
+    assert.equal(srv.requests.length, 4);
+    const hit = await post(agate, q());
+    assert.equal(hit.headers['x-cache'], 'HIT');
+    assert.equal(srv.requests.length, 4);
+    // threadId/runId are not part of the key, a different question is
+    assert.equal((await post(agate, sameQuestion('another')())).headers['x-cache'], 'MISS');
+    // an agent without a cache says nothing
+    const plain = await streamRun(agate.port, q(), { agent: 'plain' });
+    assert.equal(plain.headers['x-cache'], undefined);
+    await stopClean(agate);
+  });
+
+  test('failed runs are not cached: an upstream RUN_ERROR, a broken stream, an HTTP error', T, async (t) => {
+    let mode = 'run_error';
+    const srv = await useServer(t, {
+      script: (rec) => {
+        const { threadId, runId } = rec.json;
+        if (mode === 'run_error') return { events: [{ type: 'RUN_STARTED', threadId, runId }, { type: 'RUN_ERROR', message: 'model overloaded' }] };
+        if (mode === 'cut') return { events: [{ type: 'RUN_STARTED', threadId, runId }, { destroy: true }] };
+        if (mode === 'status') return { mode: 'status', status: 500 };
+        return {};
+      },
+    });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion();
+    for (const m of ['run_error', 'run_error', 'cut', 'status']) {
+      mode = m;
+      const r = await post(agate, q());
+      assert.notEqual(r.headers['x-cache'], 'HIT', `${m}: not from the cache`);
+    }
+    assert.equal(srv.requests.length, 4);
+    mode = 'ok';
+    assert.equal((await post(agate, q())).headers['x-cache'], 'MISS');
+    assert.equal((await post(agate, q())).headers['x-cache'], 'HIT');
+    await stopClean(agate);
+  });
+
+  test('100 identical concurrent requests: one upstream run, everyone gets it all with their own run ids', T, async (t) => {
+    const srv = await useServer(t, { script: { events: richRun, interval: 40 } });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const inputs = Array.from({ length: 100 }, () => sameQuestion('together')());
+    const results = await Promise.all(inputs.map((inp) => post(agate, inp, {}, { timeout: 30000 })));
+    assert.equal(srv.requests.length, 1, 'exactly one upstream request');
+    const verdicts = { MISS: 0, COALESCED: 0, HIT: 0 };
+    results.forEach((r, i) => {
+      assert.equal(r.statusCode, 200);
+      assert.ok(r.complete, 'the stream ended properly');
+      verdicts[r.headers['x-cache']]++;
+      assert.equal(r.events.length, 11, `client ${i} got every event`);
+      assert.deepEqual(r.events.map((e) => e.type), srv.requests[0].sent.map((e) => e.type));
+      assert.equal(r.events[0].runId, inputs[i].runId);
+      assert.equal(r.events[0].threadId, inputs[i].threadId);
+      assert.equal(r.events[10].runId, inputs[i].runId);
+    });
+    assert.equal(verdicts.MISS, 1, JSON.stringify(verdicts));
+    assert.ok(verdicts.COALESCED >= 50, `most joined the run in flight: ${JSON.stringify(verdicts)}`);
+    const m = await metrics(agate);
+    assert.equal(metric(m, 'agate_cache_requests_total{agent="up",result="coalesced"}'), verdicts.COALESCED);
+    await stopClean(agate);
+  });
+
+  test('upstream failure mid-run: every coalesced client gets the RUN_ERROR, nothing is cached', T, async (t) => {
+    let fail = true;
+    const srv = await useServer(t, {
+      script: (rec) => {
+        const { threadId, runId } = rec.json;
+        if (!fail) return {};
+        return { events: [{ type: 'RUN_STARTED', threadId, runId }, { delay: 400 }, { destroy: true }] };
+      },
+    });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion('doomed');
+    const results = await Promise.all(Array.from({ length: 10 }, () => post(agate, q())));
+    assert.equal(srv.requests.length, 1);
+    for (const r of results) {
+      const last = r.events[r.events.length - 1];
+      assert.equal(last.type, 'RUN_ERROR', JSON.stringify(r.events));
+    }
+    assert.ok(results.filter((r) => r.headers['x-cache'] === 'COALESCED').length >= 5);
+    fail = false;
+    assert.equal((await post(agate, q())).headers['x-cache'], 'MISS', 'nothing was cached');
+    await stopClean(agate);
+  });
+
+  test('the cache is shared by the shards: hits served by both', T, async (t) => {
+    const srv = await useServer(t, {});
+    const agate = await useAgate(t, { config: cacheConfig(srv.url), env: { AGATE_SHARDS: '2' } });
+    const q = sameQuestion();
+    assert.equal((await post(agate, q())).headers['x-cache'], 'MISS');
+    const seen = new Set();
+    for (let i = 0; i < 40 && seen.size < 2; i++) {
+      const r = await post(agate, q());
+      assert.equal(r.headers['x-cache'], 'HIT');
+      await waitFor(() => agate.stdoutLines().some((l) => l.includes(r.headers['x-request-id'])), 2000);
+      const line = agate.stdoutLines().find((l) => l.includes(r.headers['x-request-id']));
+      seen.add(JSON.parse(line).shard);
+    }
+    assert.deepEqual([...seen].sort(), [0, 1], 'hits on shard 0 and shard 1');
+    assert.equal(srv.requests.length, 1);
+    await stopClean(agate);
+  });
+
+  test('a slow coalesced client is detached with a RUN_ERROR; the others finish', T, async (t) => {
+    // 24 MB of events: more than the kernel buffers hold for a client that reads nothing.
+    // Paced by the upstream (a step per ms), so a reading client keeps up whatever
+    // the kernel's socket buffers do, and only the one that stops falls behind.
+    const pad = 'x'.repeat(8000);
+    const flood = ({ threadId, runId }) => [
+      { type: 'RUN_STARTED', threadId, runId },
+      { type: 'TEXT_MESSAGE_START', messageId: 'm', role: 'assistant' },
+      ...Array.from({ length: 3000 }, (_, i) => ({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm', delta: `${i}:${pad}` })),
+      { type: 'TEXT_MESSAGE_END', messageId: 'm' },
+      { type: 'RUN_FINISHED', threadId, runId },
+    ];
+    const srv = await useServer(t, { script: { events: flood, interval: 1 } });
+    const agate = await useAgate(t, {
+      config: cacheConfig(srv.url, { cache: { max_lag: '4MiB', max_entry: '64MiB' }, stream: { buffer: '64KiB' } }),
+    });
+    const body = () => JSON.stringify(sameQuestion('flood')());
+    // Reads a whole response with no per-chunk parsing (a 24 MB stream).
+    const bulk = (port, { paused = false } = {}) => new Promise((resolve, reject) => {
+      const sock = net.connect(port, '127.0.0.1');
+      const chunks = [];
+      sock.on('connect', () => {
+        if (paused) sock.pause();
+        sock.write(buildRequest({
+          method: 'POST', path: '/v1/agents/up/run',
+          headers: { 'Content-Type': 'application/json', Connection: 'close' }, body: body(),
+        }));
+      });
+      sock.on('data', (d) => chunks.push(d));
+      sock.on('error', reject);
+      sock.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      bulk.socks.push(sock);
+    });
+    bulk.socks = [];
+    const summary = (text) => ({
+      cache: /\r\nX-Cache: (\w+)/i.exec(text)?.[1],
+      events: (text.match(/\ndata: /g) ?? []).length + (text.includes('\r\n\r\ndata: ') ? 0 : 0),
+      finished: text.includes('"RUN_FINISHED"'),
+      detached: text.includes('client_too_slow'),
+    });
+    const leader = bulk(agate.port);
+    await srv.waitRequests(1);
+    const slow = bulk(agate.port, { paused: true });
+    await sleep(50);
+    const fast = bulk(agate.port);
+    const [l, f] = (await Promise.all([leader, fast])).map(summary);
+    assert.equal(l.cache, 'MISS');
+    assert.ok(l.finished && f.finished, `the leader and the fast follower got the whole run: ${JSON.stringify([l, f])}`);
+    assert.equal(f.cache, 'COALESCED');
+    assert.ok(await waitFor(async () => metric(await metrics(agate), 'agate_cache_followers_detached_total{agent="up"}') === 1, 10000),
+      'the slow follower was detached');
+    bulk.socks[1].resume();
+    const s = summary(await slow);
+    assert.equal(s.cache, 'COALESCED');
+    assert.ok(s.detached, 'its stream ends with RUN_ERROR client_too_slow');
+    assert.ok(!s.finished);
+    assert.equal(srv.requests.length, 1);
+    await stopClean(agate);
+  });
+
+  test('DELETE /admin/cache drops every entry, or one agent\'s', T, async (t) => {
+    const srv = await useServer(t, {});
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion();
+    await post(agate, q());
+    assert.equal((await post(agate, q())).headers['x-cache'], 'HIT');
+    let r = await request(agate.adminPort, { method: 'DELETE', path: '/admin/cache?agent=plain' });
+    assert.equal(r.statusCode, 200);
+    assert.deepEqual(JSON.parse(r.body.toString()), { purged: 0 });
+    assert.equal((await post(agate, q())).headers['x-cache'], 'HIT');
+    r = await request(agate.adminPort, { method: 'DELETE', path: '/admin/cache?agent=up' });
+    assert.deepEqual(JSON.parse(r.body.toString()), { purged: 1 });
+    assert.equal((await post(agate, q())).headers['x-cache'], 'MISS');
+    r = await request(agate.adminPort, { method: 'DELETE', path: '/admin/cache' });
+    assert.deepEqual(JSON.parse(r.body.toString()), { purged: 1 });
+    assert.equal((await post(agate, q())).headers['x-cache'], 'MISS');
+    r = await request(agate.adminPort, { method: 'DELETE', path: '/admin/cache?agent=nope' });
+    assert.equal(r.statusCode, 404);
+    r = await request(agate.port, { method: 'DELETE', path: '/admin/cache' });
+    assert.equal(r.statusCode, 404, 'not on the main listener');
+    await stopClean(agate);
+  });
+});
