@@ -25,6 +25,7 @@
 #include "net/access.h"
 #include "net/coalesce.h"
 #include "net/access.h"
+#include "net/access.h"
 #include "net/conn.h"
 #include "net/listener.h"
 #include "net/ws.h"

@@ -19,6 +19,7 @@
 #include "net/access.h"
 #include "net/access.h"
 #include "net/access.h"
+#include "net/access.h"
 #include "proto/agui.h"
 #include "proto/runinput.h"
 
@@ -63,6 +64,7 @@ typedef struct run {
     struct proxy_run   *px;
     bool                started;      /* sink->start() done */
     bool                errored;      /* ended with RUN_ERROR */
+    access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
     access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
     access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
     access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
