@@ -18,12 +18,9 @@
 #include "core/log.h"
 #include "core/otlp.h"
 #include "core/reload.h"
-#include "core/reload.h"
-#include "core/reload.h"
-#include "core/reload.h"
-#include "net/coalesce.h"
 #include "core/shard.h"
 #include "core/version.h"
+#include "net/coalesce.h"
 #include "net/upstream.h"
 #include "proto/json.h"
 #include "proto/validate.h"
@@ -164,21 +161,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "agate: %s\n", aerr);
         return 2;
     }
-    char aerr[CFG_ERR_MAX + 64];
-    if (reload_init(&cfg, aerr, sizeof aerr)) {   /* access policy: reads key files, so a bad one is a config error */
-        fprintf(stderr, "agate: %s\n", aerr);
-        return 2;
-    }
-    char aerr[CFG_ERR_MAX + 64];
-    if (reload_init(&cfg, aerr, sizeof aerr)) {   /* access policy: reads key files, so a bad one is a config error */
-        fprintf(stderr, "agate: %s\n", aerr);
-        return 2;
-    }
-    char aerr[CFG_ERR_MAX + 64];
-    if (reload_init(&cfg, aerr, sizeof aerr)) {   /* access policy: reads key files, so a bad one is a config error */
-        fprintf(stderr, "agate: %s\n", aerr);
-        return 2;
-    }
     if (check_only) {
         printf("agate: configuration OK (%s)\n", cfg.path[0] ? cfg.path : "built-in defaults");
         return 0;
@@ -214,10 +196,6 @@ int main(int argc, char **argv)
         if (shard_listen(&shards[opened], opened, &cfg, err, sizeof err)) {
             fprintf(stderr, "agate: cannot listen on %s\n", err);
             rc = 1;
-    if (cache_init(cfg.cache_max_bytes) || coalesce_init()) {   /* shared by every shard */
-        fprintf(stderr, "agate: response cache: out of memory\n");
-        _exit(1);
-    }
             goto fail_listen;
         }
     }
@@ -230,6 +208,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "agate: OTLP export disabled: %s\n", strerror(-orc));
     }
     validate_init();   /* jansson's allocator hooks are process-wide: set them before any shard parses */
+    if (cache_init(cfg.cache_max_bytes) || coalesce_init()) {   /* shared by every shard */
+        fprintf(stderr, "agate: response cache: out of memory\n");
+        _exit(1);
+    }
     pthread_barrier_t ready;
     pthread_barrier_init(&ready, NULL, n + 1);
     for (unsigned i = 0; i < n; i++) {
@@ -250,8 +232,6 @@ int main(int argc, char **argv)
         }
     }
     if (rc) {
-    coalesce_shutdown();   /* after the shards: every flight and entry reference is gone */
-    cache_shutdown();
         atomic_store(&g_agate_draining, true);
         atomic_store(&g_agate_stop_now, true);
         for (unsigned i = 0; i < n; i++)
@@ -264,6 +244,8 @@ int main(int argc, char **argv)
         shard_join(&shards[i]);
     otlp_stop();   /* after the shards: they are its producers */
     ups_resolver_stop();
+    coalesce_shutdown();   /* after the shards: every flight and entry reference is gone */
+    cache_shutdown();
     if (!rc)
         log_main("info", "stopped", NULL, n);
     reload_shutdown();   /* after the shards: no policy pointer or limiter cell is in use */

@@ -22,11 +22,8 @@
 
 #include "core/clock.h"
 #include "net/access.h"
-#include "net/access.h"
-#include "net/coalesce.h"
-#include "net/access.h"
-#include "net/access.h"
 #include "net/conn.h"
+#include "net/coalesce.h"
 #include "net/listener.h"
 #include "net/ws.h"
 #include "net/proxy.h"
@@ -234,9 +231,9 @@ static void loop_turn(shard_t *sh, bool wait)
         handle_cqe(sh, cqe);
         n++;
     }
-    coalesce_shard_poll(sh);
     io_uring_cq_advance(&sh->ring, n);
     timer_run(&sh->timers, sh->now_ms);
+    coalesce_shard_poll(sh);
     flush_all(sh);
     reap_all(sh);
     maybe_stop(sh);
@@ -271,15 +268,15 @@ static int shard_init_loop(shard_t *sh)
     if (rc)
         goto fail_bufs;
     rc = proxy_shard_init(sh);
+    if (rc)
+        goto fail_bufs;
     rc = coalesce_shard_init(sh);
     if (rc)
         goto fail_proxy;
-    if (rc)
-        goto fail_bufs;
-fail_proxy:
-    proxy_shard_free(sh);
     update_clock(sh);
     return 0;
+fail_proxy:
+    proxy_shard_free(sh);
 fail_bufs:
     free(sh->conns);
     free(sh->free_slots);
@@ -313,9 +310,9 @@ static void shard_teardown(shard_t *sh)
         buf_free(&c->out[1]);
         buf_free(&c->pending);
         http_conn_free(&c->http);
-    coalesce_shard_free(sh);
     }
     agent_pool_free(sh);
+    coalesce_shard_free(sh);
     proxy_shard_free(sh);
     uring_bufs_free(&sh->ring, &sh->rbufs);
     io_uring_queue_exit(&sh->ring);

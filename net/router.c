@@ -9,9 +9,6 @@
 
 #include "core/cache.h"
 #include "net/access.h"
-#include "net/access.h"
-#include "net/access.h"
-#include "net/access.h"
 #include "net/conn.h"
 #include "net/http1.h"
 #include "net/sse.h"
@@ -57,12 +54,6 @@ static void metrics_page(conn_t *c, const char *a, size_t n)
     }
     if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
         return;
-    if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
-        return;
-    if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
-        return;
-    if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
-        return;
     bool om = http_header(r, "accept", &v, &len) && memmem(v, len, "application/openmetrics-text", 28);
     buf_t *b = &c->sh->scratch;
     buf_reset(b);
@@ -94,6 +85,12 @@ static void agent_ws(conn_t *c, const char *name, size_t len)
     const cfg_agent_t *agent = cfg_find_agent(c->sh->cfg, name, len);
     if (!agent) {
         c->http.req.keep_alive = false;   /* llhttp may have taken it as an upgrade: no more HTTP after it */
+        http_error(c, 404, "agent_not_found", "no agent by that name is configured", NULL);
+        return;
+    }
+    ws_upgrade(c, agent);
+}
+
 /* DELETE /admin/cache[?agent=name]: drops every stored run, or one agent's.
  * Runs streaming now are not affected. */
 static void cache_purge_route(conn_t *c, const char *a, size_t n)
@@ -122,12 +119,6 @@ static void cache_purge_route(conn_t *c, const char *a, size_t n)
     http_respond(c, 200, "application/json", body, (size_t)len, NULL);
 }
 
-        http_error(c, 404, "agent_not_found", "no agent by that name is configured", NULL);
-        return;
-    }
-    ws_upgrade(c, agent);
-}
-
 static void demo(conn_t *c, const char *a, size_t n)
 {
     if (!c->sh->cfg->demo) {
@@ -147,13 +138,13 @@ typedef struct route {
 } route_t;
 
 static const route_t routes[] = {
-    {"/admin/cache", MR_ADMIN, M(HTTP_DELETE) | M(HTTP_OPTIONS), "DELETE, OPTIONS", true, false, cache_purge_route},
     {"/health/live", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
     {"/healthz", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_live},
     {"/health/ready", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_ready},
     {"/health/startup", MR_HEALTH, GET_HEAD, "GET, HEAD, OPTIONS", true, true, health_startup},
     {"/metrics", MR_METRICS, GET_HEAD, "GET, HEAD, OPTIONS", true, false, metrics_page},
     {"/", MR_DEMO, GET_HEAD, "GET, HEAD, OPTIONS", false, true, demo},
+    {"/admin/cache", MR_ADMIN, M(HTTP_DELETE) | M(HTTP_OPTIONS), "DELETE, OPTIONS", true, false, cache_purge_route},
 };
 static const route_t run_route = {NULL, MR_RUN, M(HTTP_POST) | M(HTTP_OPTIONS), "POST, OPTIONS", false, true, agent_run};
 static const route_t ws_route = {NULL, MR_WS, M(HTTP_GET) | M(HTTP_OPTIONS), "GET, OPTIONS", false, true, agent_ws};
@@ -176,13 +167,13 @@ static bool match_agent(const char *p, size_t n, const char *suf, const char **n
     return *name_len < 64;
 }
 
-    case MR_ADMIN: return "/admin/cache";
 const char *router_template(int route, const char *path, size_t len)
 {
     switch (route) {
     case MR_RUN: return "/v1/agents/{name}/run";
     case MR_WS: return "/v1/agents/{name}/ws";
     case MR_DEMO: return "/";
+    case MR_ADMIN: return "/admin/cache";
     case MR_METRICS: return "/metrics";
     case MR_HEALTH:
         for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)

@@ -36,16 +36,13 @@ run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
     r->sink = sink;
     r->sink_ctx = sink_ctx;
     access_take_pending(&r->acc);   /* the slots access_http_run/admit took for this run */
-    access_take_pending(&r->acc);   /* the slots access_http_run/admit took for this run */
-    access_take_pending(&r->acc);   /* the slots access_http_run/admit took for this run */
-    access_take_pending(&r->acc);   /* the slots access_http_run/admit took for this run */
     r->interval_ms = agent_token_interval(sh->cfg, agent, in);
     r->blocked = false;
     r->tick_due = true;
-    r->replay = false;
-    r->head_extra = NULL;
     r->started = false;
     r->errored = false;
+    r->replay = false;
+    r->head_extra = NULL;
     r->phase = 0;
     r->pos = 0;
     buf_reset(&r->text);
@@ -61,15 +58,12 @@ void agent_run_resume(run_t *r)
 }
 
 void agent_run_release(run_t *r)
-    if (r->co)
-        coalesce_run_stop(r);
 {
     shard_t *sh = r->sh;
     kind_ops(r)->stop(r);
     access_release(&r->acc);   /* every end of a run comes here: finished, error, abort, upstream failure */
-    access_release(&r->acc);   /* every end of a run comes here: finished, error, abort, upstream failure */
-    access_release(&r->acc);   /* every end of a run comes here: finished, error, abort, upstream failure */
-    access_release(&r->acc);   /* every end of a run comes here: finished, error, abort, upstream failure */
+    if (r->co)
+        coalesce_run_stop(r);
     timer_cancel(&sh->timers, &r->tick);
     runinput_free(&r->in);
     if (r->text.cap > 64 * 1024)
@@ -83,12 +77,12 @@ void agent_run_abort(run_t *r) { agent_run_release(r); }
 void agent_pool_free(shard_t *sh)
 {
     while (sh->run_pool) {
-        if (r->co)
-            coalesce_run_destroy(r);
         run_t *r = sh->run_pool;
         sh->run_pool = r->next_free;
         if (r->px)
             proxy_agent_ops.destroy(r);
+        if (r->co)
+            coalesce_run_destroy(r);
         buf_free(&r->text);
         free(r);
     }
