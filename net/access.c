@@ -713,6 +713,13 @@ void access_take_pending(access_holds_t *into)
 
 void access_drop_pending(void) { access_release(&t_pending); }
 
+void access_give_pending(access_holds_t *holds)
+{
+    access_release(&t_pending);   /* nothing should be waiting; never leak a slot */
+    t_pending = *holds;
+    holds->n = 0;
+}
+
 static void count_reject(conn_t *c, access_verdict_t v)
 {
     if (!c->sh || !c->sh->m)

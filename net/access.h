@@ -109,6 +109,9 @@ bool access_http_run(struct conn *c, const cfg_agent_t *agent);
 /* After the route handler: slots not taken by a run (the request failed
  * before one started) go back. */
 void access_drop_pending(void);
+/* Puts slots from access_admit into the hand-off (transports other than HTTP,
+ * right before agent_run_new). */
+void access_give_pending(access_holds_t *holds);
 /* Moves the hand-off's slots into a run's holds. */
 void access_take_pending(access_holds_t *into);
 /* HTTP: /metrics on the main listener when auth is on: needs scope admin. */

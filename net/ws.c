@@ -36,6 +36,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "net/access.h"
 #include "net/http1.h"
 #include "net/wsframe.h"
 #include "proto/agent.h"
@@ -63,6 +64,7 @@ typedef struct ws_conn {
     uint64_t           blocked_since_ms;   /* output went over the bound, 0 when under */
     uint64_t           close_at_ms;    /* after our close frame: abort at this time */
     bool               closing;        /* close frame queued: nothing else goes out */
+    access_ident_t     ident;          /* who upgraded (net/access.c); each run is admitted against it */
     uint32_t           n_runs, cap, next_resume;
     ws_slot_t          slots[];
 } ws_conn_t;
@@ -180,6 +182,13 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
         refuse(c, 503, "draining", "the server is shutting down", NULL);
         return;
     }
+    access_ident_t ident;
+    access_decision_t ad;
+    if (access_identify(c, r, &ident, &ad)) {   /* bad credentials: 401 instead of the upgrade */
+        c->http.req.keep_alive = false;
+        access_http_refuse(c, &ad);
+        return;
+    }
     ws_conn_t *ws = calloc(1, sizeof *ws + cfg->ws_max_runs * sizeof(ws_slot_t));
     if (!ws) {
         refuse(c, 503, "out_of_memory", "out of memory", NULL);
@@ -187,6 +196,7 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
     }
     ws->c = c;
     ws->agent = agent;
+    ws->ident = ident;
     ws->cap = cfg->ws_max_runs;
     for (uint32_t i = 0; i < ws->cap; i++)
         ws->slots[i].ws = ws;
@@ -437,6 +447,8 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     conn_t *c = ws->c;
     shard_t *sh = c->sh;
     const char *err_code = NULL, *err_msg = NULL;
+    access_decision_t ad;
+    access_holds_t holds = {0};
     if (sh->draining) {
         err_code = "shutting_down";
         err_msg = "the server is shutting down";
@@ -446,6 +458,9 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     } else if (ws->n_runs == ws->cap) {
         err_code = "too_many_runs";
         err_msg = "too many concurrent runs on this connection (ws.max_runs)";
+    } else if (access_admit(&ws->ident, sh->cfg, ws->agent, &holds, &ad)) {   /* scopes and rate limits */
+        err_code = ad.verdict == ACCESS_RATE_LIMITED ? "rate_limited" : ad.error;
+        err_msg = ad.message;
     }
     if (err_code) {
         int rc = put_error(ws, NULL, in->run_id, in->run_id_len, err_code, err_msg);
@@ -460,12 +475,16 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     buf_reset(&s->rid);
     if (buf_append(&s->body, text, len) || buf_append_lit(&s->rid, "\"runId\":") ||
         json_put_str(&s->rid, in->run_id, in->run_id_len) || buf_putc(&s->rid, ',')) {
+        access_release(&holds);
         runinput_free(in);
         return -ENOMEM;
     }
+    access_give_pending(&holds);   /* agent_run_new moves the slots into the run */
     run_t *r = agent_run_new(sh, ws->agent, in, &ws_sink, s);
-    if (!r)
+    if (!r) {
+        access_drop_pending();
         return -ENOMEM;
+    }
     r->conn = c;
     r->body = s->body.data;
     r->body_len = s->body.len;

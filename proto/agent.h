@@ -17,6 +17,7 @@
 #include "core/shard.h"
 #include "core/timer.h"
 #include "net/access.h"
+#include "net/access.h"
 #include "proto/agui.h"
 #include "proto/runinput.h"
 
@@ -61,6 +62,7 @@ typedef struct run {
     struct proxy_run   *px;
     bool                started;      /* sink->start() done */
     bool                errored;      /* ended with RUN_ERROR */
+    access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
     access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
 
     /* response cache (net/coalesce.c); allocated on first use, kept across reuse */

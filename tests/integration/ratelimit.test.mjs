@@ -14,6 +14,7 @@ import {
   parseResponses,
 } from './lib/harness.mjs';
 import { startAguiServer } from './lib/agui-server.mjs';
+import WebSocket from 'ws';
 
 const T = { timeout: 30000 };
 const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
@@ -228,6 +229,33 @@ describe('rate limits', () => {
       agate.signal('SIGHUP');
       await waitFor(() => agate.stdoutLines().filter((l) => /"msg":"reload".*"status":"ok"/.test(l)).length === 2, 5000);
       assert.equal((await run(agate, { headers: auth(KEY_A) })).statusCode, 200);
+    } finally { await stopClean(agate); }
+  });
+
+  test('WebSocket: a refused run is a RUN_ERROR rate_limited and the connection stays open', T, async () => {
+    const agate = await startAgate({ config: config(['{name: ws, key: api_key, per_minute: 1}']) });
+    try {
+      const ws = new WebSocket(`ws://127.0.0.1:${agate.port}/v1/agents/echo/ws`, { headers: auth(KEY_A) });
+      const msgs = [];
+      ws.on('message', (d) => msgs.push(JSON.parse(d.toString())));
+      await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+      const a = runInput('first'), b = runInput('second');
+      ws.send(JSON.stringify(a));
+      await waitFor(() => msgs.some((m) => m.type === 'RUN_FINISHED' && m.runId === a.runId), 5000);
+      ws.send(JSON.stringify(b));
+      await waitFor(() => msgs.some((m) => m.type === 'RUN_ERROR' && m.runId === b.runId), 5000);
+      const err = msgs.find((m) => m.type === 'RUN_ERROR' && m.runId === b.runId);
+      assert.equal(err.code, 'rate_limited');
+      assert.equal(ws.readyState, WebSocket.OPEN, 'the connection stays open');
+      // and a bad key is refused before the upgrade
+      const bad = new WebSocket(`ws://127.0.0.1:${agate.port}/v1/agents/echo/ws`, { headers: auth('wrong-key') });
+      const status = await new Promise((resolve) => {
+        bad.once('unexpected-response', (_req, res) => resolve(res.statusCode));
+        bad.once('open', () => resolve('open'));
+        bad.once('error', () => resolve('error'));
+      });
+      assert.equal(status, 401);
+      ws.close();
     } finally { await stopClean(agate); }
   });
 });
