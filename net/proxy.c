@@ -389,7 +389,11 @@ static int on_pb_frame(void *ctx, const uint8_t *msg, size_t len)
         return 1;
     }
     sseread_event_t ev = {.data = px->pbjson.data, .data_len = px->pbjson.len, .type = "", .id = "", .retry_ms = -1};
-    return on_sse_event(px, &ev);
+    run_t *r = px->r;
+    r->raw_pb = msg, r->raw_pb_len = len;
+    rc = on_sse_event(px, &ev);
+    r->raw_pb = NULL;   /* (r may be back in the pool by now; NULL is what it needs there too) */
+    return rc;
 }
 
 static void up_head(void *owner, int status, const char *ctype, size_t ctype_len)

@@ -205,7 +205,14 @@ static int pb_raw(run_t *r, agui_type_t type, const char *json, size_t len)
     conn_body_open(c);
     size_t start = b->len;
     char msg[PBJSON_MSG_MAX];
-    int rc = pbjson_frame_json(b, json, len, msg);
+    int rc;
+    if (r->raw_pb) {   /* a protobuf upstream's frame: relayed as it came, like SSE's data */
+        uint32_t n = (uint32_t)r->raw_pb_len;
+        unsigned char h[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8), (unsigned char)n};
+        rc = buf_append(b, h, 4) || buf_append(b, r->raw_pb, r->raw_pb_len) ? -ENOMEM : 0;
+    } else {
+        rc = pbjson_frame_json(b, json, len, msg);
+    }
     if (rc == -ENOMEM) {
         conn_abort(c);
         return -ENOMEM;

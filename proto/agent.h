@@ -62,6 +62,10 @@ typedef struct run {
     struct proxy_run   *px;
     bool                started;      /* sink->start() done */
     bool                errored;      /* ended with RUN_ERROR */
+    /* A protobuf upstream's frame for the event being passed to sink->raw (NULL
+     * otherwise), so a protobuf sink relays it instead of re-encoding the JSON. */
+    const uint8_t      *raw_pb;
+    size_t              raw_pb_len;
     access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
     access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
 
