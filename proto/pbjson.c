@@ -621,13 +621,14 @@ static void conv_init(conv_t *cv, pb_arena_t *a, buf_t *b, char *msg)
         msg[0] = 0;
 }
 
-/* Wraps an arm into the envelope and frames it. */
+/* Wraps an arm into the envelope and frames it. Every arm's field 1 is its
+ * base_event (looked up by number: by name costs a bsearch of strcmps). */
 static int frame_arm(conv_t *cv, buf_t *b, agui_type_t type, void *arm, AgUi__BaseEvent *be)
 {
     AgUi__Event env = AG_UI__EVENT__INIT;
     pbf_t *af = protobuf_c_message_descriptor_get_field(&ag_ui__event__descriptor, (unsigned)type_arm[type]);
     be->type = (AgUi__EventType)type_pb[type];
-    *(AgUi__BaseEvent **)member(arm, fld(af->descriptor, "base_event")->offset) = be;
+    *(AgUi__BaseEvent **)member(arm, protobuf_c_message_descriptor_get_field(af->descriptor, 1)->offset) = be;
     *(void **)member(&env, af->offset) = arm;
     env.event_case = (AgUi__Event__EventCase)af->id;
     int rc = frame_pack(b, &env.base);
@@ -1328,7 +1329,7 @@ int pbjson_to_json(buf_t *b, const uint8_t *pb, size_t len, agui_type_t *type, c
     if (!cv.err) {
         pbf_t *af = protobuf_c_message_descriptor_get_field(&ag_ui__event__descriptor, env->event_case);
         const ProtobufCMessage *arm = *(void *const *)member(env, af->offset);
-        const AgUi__BaseEvent *be = *(AgUi__BaseEvent *const *)member((void *)arm, fld(af->descriptor, "base_event")->offset);
+        const AgUi__BaseEvent *be = *(AgUi__BaseEvent *const *)member((void *)arm, protobuf_c_message_descriptor_get_field(af->descriptor, 1)->offset);
         agui_type_t t = AGUI_TYPE_COUNT;
         for (int k = 0; k < AGUI_TYPE_COUNT; k++)
             if ((unsigned)type_arm[k] == af->id)

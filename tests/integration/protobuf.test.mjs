@@ -239,6 +239,8 @@ describe('protobuf transcoding, every event type', () => {
       assert.equal(pb.status, 200);
       assert.equal(pb.contentType, AGUI_MEDIA_TYPE);
       assertSameEvents(decodeFrames(pb.body), want, 'protobuf client');
+      // protobuf to protobuf: the upstream's frames are relayed as they came
+      assert.ok(pb.body.equals(Buffer.concat(events.map(frameOf))), 'frames relayed byte for byte');
     });
 
     test(`${name}: SSE upstream -> protobuf client, event by event`, T, async (t) => {
