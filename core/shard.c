@@ -23,6 +23,7 @@
 #include "core/clock.h"
 #include "net/access.h"
 #include "net/access.h"
+#include "net/access.h"
 #include "net/conn.h"
 #include "net/coalesce.h"
 #include "net/listener.h"

@@ -16,6 +16,7 @@
 #include "core/clock.h"
 #include "net/access.h"
 #include "net/access.h"
+#include "net/access.h"
 #include "net/conn.h"
 #include "core/otlp.h"
 #include "net/router.h"
@@ -367,6 +368,7 @@ static void write_head(conn_t *c, int status, const char *ctype, const char *ext
         b->len += TRACEPARENT_LEN;
         buf_append_lit(b, "\r\n");
     }
+    access_head_headers(c, b, ctype);   /* security headers, CORS, RateLimit-* */
     access_head_headers(c, b, ctype);   /* security headers, CORS, RateLimit-* */
     access_head_headers(c, b, ctype);   /* security headers, CORS, RateLimit-* */
     if (extra)

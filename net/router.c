@@ -10,6 +10,7 @@
 #include "core/cache.h"
 #include "net/access.h"
 #include "net/access.h"
+#include "net/access.h"
 #include "net/conn.h"
 #include "net/http1.h"
 #include "net/sse.h"
@@ -53,6 +54,8 @@ static void metrics_page(conn_t *c, const char *a, size_t n)
         http_error(c, 404, "metrics_disabled", "metrics are disabled (metrics.enabled: false)", NULL);
         return;
     }
+    if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
+        return;
     if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
         return;
     if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */

@@ -18,6 +18,7 @@
 #include "core/timer.h"
 #include "net/access.h"
 #include "net/access.h"
+#include "net/access.h"
 #include "proto/agui.h"
 #include "proto/runinput.h"
 
@@ -62,6 +63,7 @@ typedef struct run {
     struct proxy_run   *px;
     bool                started;      /* sink->start() done */
     bool                errored;      /* ended with RUN_ERROR */
+    access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
     /* A protobuf upstream's frame for the event being passed to sink->raw (NULL
      * otherwise), so a protobuf sink relays it instead of re-encoding the JSON. */
     const uint8_t      *raw_pb;
