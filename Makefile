@@ -162,20 +162,5 @@ build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
 	@mkdir -p $(@D)
 	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(WARN) -Wno-missing-prototypes bench/ratelimit_bench.c core/ratelimit.c -lpthread -o $@
 
-# The rate limiter alone (core/ratelimit.c): ns per decision, 1 and N threads.
-build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
-	@mkdir -p $(@D)
-	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(WARN) -Wno-missing-prototypes bench/ratelimit_bench.c core/ratelimit.c -lpthread -o $@
-
-# The rate limiter alone (core/ratelimit.c): ns per decision, 1 and N threads.
-build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
-	@mkdir -p $(@D)
-	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(WARN) -Wno-missing-prototypes bench/ratelimit_bench.c core/ratelimit.c -lpthread -o $@
-
-# The rate limiter alone (core/ratelimit.c): ns per decision, 1 and N threads.
-build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
-	@mkdir -p $(@D)
-	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(WARN) -Wno-missing-prototypes bench/ratelimit_bench.c core/ratelimit.c -lpthread -o $@
-
 clean:
 	rm -rf build

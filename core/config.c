@@ -331,10 +331,6 @@ static int load_root(const struct cfg_loader *ld, const yaml_node_t *root)
             rc = cfg_load_agents(ld, kn, vn);
         } else if (cfg_access_owns(key)) {
             rc = cfg_load_access(ld, key, kn, vn);
-        } else if (cfg_access_owns(key)) {
-            rc = cfg_load_access(ld, key, kn, vn);
-        } else if (cfg_access_owns(key)) {
-            rc = cfg_load_access(ld, key, kn, vn);
         } else if (cfg_in_list(sections, sizeof sections / sizeof sections[0], key)) {
             rc = cfg_load_section(ld, kn, vn, settings, N_SETTINGS, key, key, ld->c);
         } else if (s) {
@@ -344,8 +340,6 @@ static int load_root(const struct cfg_loader *ld, const yaml_node_t *root)
             for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
                 cfg_list_add(list, sizeof list, &used, sections[i]);
             cfg_list_add(list, sizeof list, &used, "agents");
-            cfg_list_add(list, sizeof list, &used, "auth, cors, security_headers, rate_limit");
-            cfg_list_add(list, sizeof list, &used, "auth, cors, security_headers, rate_limit");
             cfg_list_add(list, sizeof list, &used, "auth, cors, security_headers, rate_limit");
             rc = cfg_unknown_key(ld, kn, key, list);
         }

@@ -129,10 +129,6 @@ typedef struct cfg {
     uint32_t    n_agents;
 
     cfg_access_t access;                  /* auth, cors, security_headers, rate_limit (core/config_auth.c) */
-
-    cfg_access_t access;                  /* auth, cors, security_headers, rate_limit (core/config_auth.c) */
-
-    cfg_access_t access;                  /* auth, cors, security_headers, rate_limit (core/config_auth.c) */
 } cfg_t;
 
 /* Built-in defaults: the listeners above, 1 MiB body, 16 KiB headers, 10 s header

@@ -132,24 +132,4 @@ int cfg_load_access(const struct cfg_loader *ld, const char *key, const yaml_nod
 int cfg_access_env(cfg_t *c, char *err, size_t errlen);
 int cfg_access_validate(const cfg_t *c, char *key, size_t keylen, char *why, size_t whylen);
 
-/* ---- access control (config_auth.c) ---- */
-
-void cfg_access_defaults(cfg_access_t *a);
-/* True when key is one of the top-level keys config_auth.c owns. */
-bool cfg_access_owns(const char *key);
-/* The file's auth:, cors:, security_headers: or rate_limit: value. */
-int cfg_load_access(const struct cfg_loader *ld, const char *key, const yaml_node_t *k, const yaml_node_t *v);
-int cfg_access_env(cfg_t *c, char *err, size_t errlen);
-int cfg_access_validate(const cfg_t *c, char *key, size_t keylen, char *why, size_t whylen);
-
-/* ---- access control (config_auth.c) ---- */
-
-void cfg_access_defaults(cfg_access_t *a);
-/* True when key is one of the top-level keys config_auth.c owns. */
-bool cfg_access_owns(const char *key);
-/* The file's auth:, cors:, security_headers: or rate_limit: value. */
-int cfg_load_access(const struct cfg_loader *ld, const char *key, const yaml_node_t *k, const yaml_node_t *v);
-int cfg_access_env(cfg_t *c, char *err, size_t errlen);
-int cfg_access_validate(const cfg_t *c, char *key, size_t keylen, char *why, size_t whylen);
-
 #endif

@@ -18,8 +18,6 @@
 #include "core/log.h"
 #include "core/otlp.h"
 #include "core/reload.h"
-#include "core/reload.h"
-#include "core/reload.h"
 #include "core/shard.h"
 #include "core/version.h"
 #include "net/coalesce.h"
@@ -158,16 +156,6 @@ int main(int argc, char **argv)
     bool check_only = false;
     if (load_config(&cfg, argc, argv, &check_only))
         return 2;
-    char aerr[CFG_ERR_MAX + 64];
-    if (reload_init(&cfg, aerr, sizeof aerr)) {   /* access policy: reads key files, so a bad one is a config error */
-        fprintf(stderr, "agate: %s\n", aerr);
-        return 2;
-    }
-    char aerr[CFG_ERR_MAX + 64];
-    if (reload_init(&cfg, aerr, sizeof aerr)) {   /* access policy: reads key files, so a bad one is a config error */
-        fprintf(stderr, "agate: %s\n", aerr);
-        return 2;
-    }
     char aerr[CFG_ERR_MAX + 64];
     if (reload_init(&cfg, aerr, sizeof aerr)) {   /* access policy: reads key files, so a bad one is a config error */
         fprintf(stderr, "agate: %s\n", aerr);

@@ -16,8 +16,6 @@
 #include "core/cache.h"
 #include "core/log.h"
 #include "net/access.h"
-#include "net/access.h"
-#include "net/access.h"
 #include "core/otlp.h"
 #include "core/shard.h"
 #include "core/version.h"
@@ -43,7 +41,7 @@ static const char *const transport_names[MT_COUNT] = {[MT_SSE] = "sse", [MT_PROT
 static const char *const outcome_names[MO_COUNT] = {"finished", "error", "client_closed", "cut"};
 static const char *const reject_names[MRJ_COUNT] = {
     "bad_request", "invalid_input", "body_too_large", "headers_too_large",
-    "timeout", "connection_limit", "expectation", "unauthorized", "forbidden", "rate_limited", "unauthorized", "forbidden", "rate_limited", "unauthorized", "forbidden", "rate_limited",
+    "timeout", "connection_limit", "expectation", "unauthorized", "forbidden", "rate_limited",
 };
 
 void metrics_observe_us(metrics_hist_t *h, uint64_t us)
@@ -345,36 +343,6 @@ static void render_ratelimit(render_t *r)
     sample_u(r, "agate_ratelimit_table_full", "_total", "", full);
 }
 
-/* The shared rate-limit table (net/access.c): its size, cells in use (a scan),
- * cells taken over from idle keys, and lookups that found no cell (allowed). */
-static void render_ratelimit(render_t *r)
-{
-    uint64_t cap, used, evictions, full;
-    access_table_stats(&cap, &used, &evictions, &full);
-    family(r, "agate_ratelimit_cells", "gauge", "Rate-limit table cells, by state (capacity, used).");
-    sample_u(r, "agate_ratelimit_cells", "", "state=\"capacity\"", cap);
-    sample_u(r, "agate_ratelimit_cells", "", "state=\"used\"", used);
-    family(r, "agate_ratelimit_evictions", "counter", "Rate-limit cells taken over from an idle key.");
-    sample_u(r, "agate_ratelimit_evictions", "_total", "", evictions);
-    family(r, "agate_ratelimit_table_full", "counter", "Rate-limit lookups that found no free cell (allowed, not counted against a limit).");
-    sample_u(r, "agate_ratelimit_table_full", "_total", "", full);
-}
-
-/* The shared rate-limit table (net/access.c): its size, cells in use (a scan),
- * cells taken over from idle keys, and lookups that found no cell (allowed). */
-static void render_ratelimit(render_t *r)
-{
-    uint64_t cap, used, evictions, full;
-    access_table_stats(&cap, &used, &evictions, &full);
-    family(r, "agate_ratelimit_cells", "gauge", "Rate-limit table cells, by state (capacity, used).");
-    sample_u(r, "agate_ratelimit_cells", "", "state=\"capacity\"", cap);
-    sample_u(r, "agate_ratelimit_cells", "", "state=\"used\"", used);
-    family(r, "agate_ratelimit_evictions", "counter", "Rate-limit cells taken over from an idle key.");
-    sample_u(r, "agate_ratelimit_evictions", "_total", "", evictions);
-    family(r, "agate_ratelimit_table_full", "counter", "Rate-limit lookups that found no free cell (allowed, not counted against a limit).");
-    sample_u(r, "agate_ratelimit_table_full", "_total", "", full);
-}
-
 static void render_engine(render_t *r, const shard_t *sh, unsigned n)
 {
     char lb[64];
@@ -487,8 +455,6 @@ int metrics_render(buf_t *out, const shard_t *sh, unsigned n, const cfg_t *cfg, 
     render_runs(&r, sh, n, cfg);
     render_upstreams(&r, sh, n, cfg);
     render_cache(&r, sh, n, cfg);
-    render_ratelimit(&r);
-    render_ratelimit(&r);
     render_ratelimit(&r);
     render_engine(&r, sh, n);
     render_process(&r);

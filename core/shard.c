@@ -22,8 +22,6 @@
 
 #include "core/clock.h"
 #include "net/access.h"
-#include "net/access.h"
-#include "net/access.h"
 #include "net/conn.h"
 #include "net/coalesce.h"
 #include "net/listener.h"

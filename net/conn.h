@@ -55,9 +55,6 @@ typedef struct conn {
     uint64_t          last_event_ms;
 
     struct run   *run;                /* the streaming run, owned while set */
-    rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access.c) */
-    rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access.c) */
-    rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access.c) */
     struct ws_conn *ws;               /* WebSocket state once upgraded (net/ws.c), owned */
     rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access.c) */
     const cfg_agent_t *run_agent;     /* agent of the current request's run, for its span */

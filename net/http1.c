@@ -15,8 +15,6 @@
 
 #include "core/clock.h"
 #include "net/access.h"
-#include "net/access.h"
-#include "net/access.h"
 #include "net/conn.h"
 #include "core/otlp.h"
 #include "net/router.h"
@@ -368,8 +366,6 @@ static void write_head(conn_t *c, int status, const char *ctype, const char *ext
         b->len += TRACEPARENT_LEN;
         buf_append_lit(b, "\r\n");
     }
-    access_head_headers(c, b, ctype);   /* security headers, CORS, RateLimit-* */
-    access_head_headers(c, b, ctype);   /* security headers, CORS, RateLimit-* */
     access_head_headers(c, b, ctype);   /* security headers, CORS, RateLimit-* */
     if (extra)
         buf_append(b, extra, strlen(extra));

@@ -9,8 +9,6 @@
 
 #include "core/cache.h"
 #include "net/access.h"
-#include "net/access.h"
-#include "net/access.h"
 #include "net/conn.h"
 #include "net/http1.h"
 #include "net/sse.h"
@@ -54,10 +52,6 @@ static void metrics_page(conn_t *c, const char *a, size_t n)
         http_error(c, 404, "metrics_disabled", "metrics are disabled (metrics.enabled: false)", NULL);
         return;
     }
-    if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
-        return;
-    if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
-        return;
     if (!c->admin && !access_http_admin(c))   /* main listener with auth on: scope admin */
         return;
     bool om = http_header(r, "accept", &v, &len) && memmem(v, len, "application/openmetrics-text", 28);

@@ -36,8 +36,6 @@ run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
     r->sink = sink;
     r->sink_ctx = sink_ctx;
     access_take_pending(&r->acc);   /* the slots access_http_run/admit took for this run */
-    access_take_pending(&r->acc);   /* the slots access_http_run/admit took for this run */
-    access_take_pending(&r->acc);   /* the slots access_http_run/admit took for this run */
     r->interval_ms = agent_token_interval(sh->cfg, agent, in);
     r->blocked = false;
     r->tick_due = true;
@@ -63,8 +61,6 @@ void agent_run_release(run_t *r)
 {
     shard_t *sh = r->sh;
     kind_ops(r)->stop(r);
-    access_release(&r->acc);   /* every end of a run comes here: finished, error, abort, upstream failure */
-    access_release(&r->acc);   /* every end of a run comes here: finished, error, abort, upstream failure */
     access_release(&r->acc);   /* every end of a run comes here: finished, error, abort, upstream failure */
     if (r->co)
         coalesce_run_stop(r);

@@ -17,8 +17,6 @@
 #include "core/shard.h"
 #include "core/timer.h"
 #include "net/access.h"
-#include "net/access.h"
-#include "net/access.h"
 #include "proto/agui.h"
 #include "proto/runinput.h"
 
@@ -63,12 +61,10 @@ typedef struct run {
     struct proxy_run   *px;
     bool                started;      /* sink->start() done */
     bool                errored;      /* ended with RUN_ERROR */
-    access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
     /* A protobuf upstream's frame for the event being passed to sink->raw (NULL
      * otherwise), so a protobuf sink relays it instead of re-encoding the JSON. */
     const uint8_t      *raw_pb;
     size_t              raw_pb_len;
-    access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
     access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
 
     /* response cache (net/coalesce.c); allocated on first use, kept across reuse */
