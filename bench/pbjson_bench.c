@@ -3,8 +3,8 @@
  * build/gen):
  *
  *   cc -O2 -std=gnu11 -D_GNU_SOURCE -I. -Ibuild/gen bench/pbjson_bench.c \
- *      proto/pbjson.c proto/agui.c proto/json.c core/buf.c build/gen/agui.pb-c.c \
- *      build/gen/google/protobuf/struct.pb-c.c -lprotobuf-c -ljansson -lpthread -lm \
+ *      proto/pbjson.c proto/jtape.c proto/agui.c proto/json.c core/buf.c build/gen/agui.pb-c.c \
+ *      build/gen/google/protobuf/struct.pb-c.c -lprotobuf-c -lpthread -lm \
  *      -o build/pbjson_bench && build/pbjson_bench
  *
  * Rows, each over the echo agent's event mix (RUN_STARTED, TEXT_MESSAGE_START,
@@ -12,11 +12,15 @@
  *   sse      agui_write_json, what the SSE sink writes for an agate event
  *   proto    pbjson_frame_event, what the protobuf sink writes for it
  *   json2pb  pbjson_frame_json on the same events as JSON text (an SSE
- *            upstream's event for a protobuf client: a jansson parse + pack)
+ *            upstream's event for a protobuf client: a jtape read + pack)
  *   pb2json  pbjson_to_json on the frames (a protobuf upstream's event, before
  *            validation and the sink)
  * Prints ns per event, best of several rounds, and the mallocs per event seen
- * through a counting hook (glibc's __libc_malloc underneath). */
+ * through a counting hook (glibc's __libc_malloc underneath).
+ *
+ * Measured on the shared 2-core development machine (ns vary by 2x run to run
+ * there; the ratios hold): sse 28, proto 200, json2pb 404 (4000 with 18
+ * mallocs/event when it used jansson), pb2json 340-990; 0 mallocs/event. */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>

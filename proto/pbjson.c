@@ -18,15 +18,14 @@
  *
  * Invariants. Nothing here allocates per event once a thread is warm: protobuf-c
  * structs, strings and arrays come from a per-thread bump arena that is rewound
- * after each conversion (the first chunk is kept). The exception is parsing an
- * upstream's JSON for a protobuf client, which is jansson's and mallocs. Input
- * nesting is bounded (PBJSON_MAX_DEPTH) before any recursive code sees it, on
- * the wire by a descriptor-guided walk, in JSON by jansson's own depth limit
- * plus ours. */
+ * after each conversion (the first chunk is kept); JSON input is read onto a
+ * per-thread jtape (proto/jtape.c), whose arrays keep their capacity. Input
+ * nesting is bounded (PBJSON_MAX_DEPTH) before any recursive code sees it: on
+ * the wire by a descriptor-guided walk, in JSON by the tape's depth bound and
+ * ours. */
 #include "proto/pbjson.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -37,6 +36,7 @@
 
 #include "agui.pb-c.h"
 #include "proto/json.h"
+#include "proto/jtape.h"
 
 typedef const ProtobufCMessageDescriptor pbd_t;
 typedef const ProtobufCFieldDescriptor pbf_t;
@@ -52,7 +52,10 @@ typedef struct pb_chunk {
 } pb_chunk_t;
 
 /* head: the chunk being filled; keep: the first chunk, the one kept across rewinds. */
-typedef struct pb_arena { pb_chunk_t *head, *keep; } pb_arena_t;
+typedef struct pb_arena {
+    pb_chunk_t *head, *keep;
+    jtape_t     tape;         /* the JSON side's reader, capacity kept */
+} pb_arena_t;
 
 static __thread pb_arena_t *pb_tls;
 static pthread_key_t pb_key;
@@ -61,6 +64,7 @@ static pthread_once_t pb_once = PTHREAD_ONCE_INIT;
 static void pb_arena_destroy(void *p)
 {
     pb_arena_t *a = p;
+    jtape_free(&a->tape);
     while (a->head) {
         pb_chunk_t *c = a->head;
         a->head = c->next;
@@ -146,6 +150,7 @@ typedef struct conv {
     buf_t *b;            /* JSON output (decode) */
     int    err;          /* first error: -EINVAL / -EPROTO / -ENOMEM */
     char  *msg;          /* PBJSON_MSG_MAX bytes */
+    jtape_t *t;          /* JSON input (encode) */
     int    depth;
 } conv_t;
 
@@ -203,30 +208,7 @@ static bool real_oneof(pbd_t *d, pbf_t *f)
     return n > 1;
 }
 
-/* "message_id" names the JSON key "messageId". */
-static bool camel_eq(const char *snake, const char *key)
-{
-    while (*snake && *key) {
-        if (*snake == '_' && snake[1]) {
-            snake++;
-            char up = (char)(*snake >= 'a' && *snake <= 'z' ? *snake - 32 : *snake);
-            if (*key != up)
-                return false;
-        } else if (*snake != *key) {
-            return false;
-        }
-        snake++, key++;
-    }
-    return !*snake && !*key;
-}
-
-static pbf_t *field_by_key(pbd_t *d, const char *key)
-{
-    for (unsigned i = 0; i < d->n_fields; i++)
-        if (camel_eq(d->fields[i].name, key))
-            return &d->fields[i];
-    return NULL;
-}
+static pbf_t *fld(pbd_t *d, const char *name) { return protobuf_c_message_descriptor_get_field_by_name(d, name); }
 
 static size_t elem_size(pbf_t *f)
 {
@@ -241,32 +223,76 @@ static size_t elem_size(pbf_t *f)
 
 /* ==== JSON -> protobuf ============================================================ */
 
-static ProtobufCMessage *msg_from_json(conv_t *cv, pbd_t *d, json_t *obj);
-static Google__Protobuf__Value *value_from_json(conv_t *cv, json_t *v);
+/* The JSON is read onto a jtape (proto/jtape.h): a flat array of nodes, no
+ * allocation per value once the thread's tape has grown. Nodes are indices,
+ * 0 is the root; JN_NONE stands for an absent member. */
+typedef uint32_t jn_t;
+#define JN_NONE UINT32_MAX
 
-static Google__Protobuf__Struct *struct_from_json(conv_t *cv, json_t *obj)
+static inline uint8_t jk(conv_t *cv, jn_t i) { return jtape_kind(cv->t, i); }
+
+static jn_t jget(conv_t *cv, jn_t o, const char *key)
+{
+    if (o == JN_NONE || jk(cv, o) != JT_OBJ)
+        return JN_NONE;
+    jn_t v = jtape_get(cv->t, o, key, strlen(key));
+    return v ? v : JN_NONE;
+}
+
+static bool jstr_is(conv_t *cv, jn_t i, const char *lit)
+{
+    return i != JN_NONE && jk(cv, i) == JT_STR && jtape_str_eq(cv->t, i, lit, strlen(lit));
+}
+
+/* A JSON number as JSON.parse reads it: a double. */
+static double jnum(conv_t *cv, jn_t i)
+{
+    const jtape_node_t *n = &cv->t->nodes[i];
+    char tmp[64];
+    const char *s = cv->t->src + n->off;
+    if (n->len < sizeof tmp) {
+        memcpy(tmp, s, n->len);
+        tmp[n->len] = 0;
+        return strtod(tmp, NULL);
+    }
+    char *big = cv_strndup(cv, s, n->len);   /* a long spelling: rare */
+    return big ? strtod(big, NULL) : 0;
+}
+
+/* A JSON string as a protobuf-c string: NUL-terminated, so one holding U+0000
+ * cannot be carried. */
+static char *jstrdup(conv_t *cv, jn_t i, const char *what)
+{
+    size_t n;
+    const char *s = jtape_str(cv->t, i, &n);
+    if (memchr(s, 0, n)) {
+        fail(cv, -EINVAL, "%s: a string holds U+0000, which protobuf-c strings cannot carry", what);
+        return NULL;
+    }
+    return cv_strndup(cv, s, n);
+}
+
+static ProtobufCMessage *msg_from_json(conv_t *cv, pbd_t *d, jn_t obj);
+static Google__Protobuf__Value *value_from_json(conv_t *cv, jn_t v);
+
+static Google__Protobuf__Struct *struct_from_json(conv_t *cv, jn_t o)
 {
     Google__Protobuf__Struct *s = (Google__Protobuf__Struct *)cv_new(cv, &google__protobuf__struct__descriptor);
-    if (!s)
+    if (!s || !(s->fields = cv_alloc(cv, jtape_count(cv->t, o) * sizeof *s->fields)))
         return NULL;
-    size_t n = json_object_size(obj), i = 0;
-    s->fields = cv_alloc(cv, n * sizeof *s->fields);
-    if (!s->fields)
-        return NULL;
-    const char *k;
-    json_t *v;
-    json_object_foreach(obj, k, v) {
+    size_t i = 0;
+    for (jn_t k = o + 1; k < jtape_end(cv->t, o) && !cv->err; k = jtape_end(cv->t, k + 1)) {
         Google__Protobuf__Struct__FieldsEntry *e =
             (void *)cv_new(cv, &google__protobuf__struct__fields_entry__descriptor);
-        if (!e || !(e->key = cv_strndup(cv, k, strlen(k))) || !(e->value = value_from_json(cv, v)))
+        if (!e || !(e->key = jstrdup(cv, k, "a key")) || !(e->value = value_from_json(cv, k + 1)))
             return NULL;
         s->fields[i++] = e;
     }
     s->n_fields = i;
-    return s;
+    return cv->err ? NULL : s;
 }
 
-static Google__Protobuf__Value *value_from_json(conv_t *cv, json_t *v)
+static Google__Protobuf__Value *value_from_json(conv_t *cv, jn_t v)
 {
     if (++cv->depth > PBJSON_MAX_DEPTH) {
         fail(cv, -EINVAL, "nested deeper than %d", PBJSON_MAX_DEPTH);
@@ -275,38 +301,36 @@ static Google__Protobuf__Value *value_from_json(conv_t *cv, json_t *v)
     Google__Protobuf__Value *p = (Google__Protobuf__Value *)cv_new(cv, &google__protobuf__value__descriptor);
     if (!p)
         return NULL;
-    switch (json_typeof(v)) {
-    case JSON_NULL:
+    switch (jk(cv, v)) {
+    case JT_NULL:
         p->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
         p->null_value = GOOGLE__PROTOBUF__NULL_VALUE__NULL_VALUE;
         break;
-    case JSON_TRUE: case JSON_FALSE:
+    case JT_TRUE: case JT_FALSE:
         p->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
-        p->bool_value = json_is_true(v);
+        p->bool_value = jk(cv, v) == JT_TRUE;
         break;
-    case JSON_INTEGER: case JSON_REAL:
+    case JT_NUM:
         p->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
-        p->number_value = json_number_value(v);
+        p->number_value = jnum(cv, v);
         break;
-    case JSON_STRING:
+    case JT_STR:
         p->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
-        if (strlen(json_string_value(v)) != json_string_length(v))
-            fail(cv, -EINVAL, "a string holds U+0000, which protobuf-c strings cannot carry");
-        p->string_value = cv_strndup(cv, json_string_value(v), json_string_length(v));
+        p->string_value = jstrdup(cv, v, "a value");
         break;
-    case JSON_OBJECT:
+    case JT_OBJ:
         p->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
         p->struct_value = struct_from_json(cv, v);
         break;
-    case JSON_ARRAY: {
+    case JT_ARR: {
         p->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
         Google__Protobuf__ListValue *l = (void *)cv_new(cv, &google__protobuf__list_value__descriptor);
-        size_t n = json_array_size(v);
-        if (!l || !(l->values = cv_alloc(cv, n * sizeof *l->values)))
+        if (!l || !(l->values = cv_alloc(cv, jtape_count(cv->t, v) * sizeof *l->values)))
             break;
-        for (size_t i = 0; i < n && !cv->err; i++)
-            l->values[i] = value_from_json(cv, json_array_get(v, i));
-        l->n_values = n;
+        size_t i = 0;
+        for (jn_t e = v + 1; e < jtape_end(cv->t, v) && !cv->err; e = jtape_end(cv->t, e))
+            l->values[i++] = value_from_json(cv, e);
+        l->n_values = i;
         p->list_value = l;
         break;
     }
@@ -322,49 +346,42 @@ static void mark_present(void *m, pbf_t *f)
         *(uint32_t *)member(m, f->quantifier_offset) = f->id;
 }
 
-static bool scalar_from_json(conv_t *cv, pbf_t *f, json_t *v, void *dst)
+static bool scalar_from_json(conv_t *cv, pbf_t *f, jn_t v, void *dst)
 {
+    uint8_t kind = jk(cv, v);
     switch (f->type) {
     case PROTOBUF_C_TYPE_STRING:
-        if (!json_is_string(v))
+        if (kind != JT_STR)
             break;
-        if (strlen(json_string_value(v)) != json_string_length(v)) {
-            fail(cv, -EINVAL, "%s: a string holds U+0000, which protobuf-c strings cannot carry", f->name);
-            return false;
-        }
-        return (*(char **)dst = cv_strndup(cv, json_string_value(v), json_string_length(v))) != NULL;
+        return (*(char **)dst = jstrdup(cv, v, f->name)) != NULL;
     case PROTOBUF_C_TYPE_INT64: {
-        double d = json_number_value(v);
-        if (json_is_integer(v)) {
-            *(int64_t *)dst = json_integer_value(v);
-            return true;
-        }
-        if (json_is_real(v) && d == floor(d) && fabs(d) < 9.2e18) {
-            *(int64_t *)dst = (int64_t)d;
-            return true;
-        }
-        break;
+        /* the number JSON.parse makes, as ts-proto's int64 writer takes it */
+        double d = kind == JT_NUM ? jnum(cv, v) : 0.5;
+        if (d != floor(d) || fabs(d) >= 9.2e18)
+            break;
+        *(int64_t *)dst = (int64_t)d;
+        return true;
     }
     case PROTOBUF_C_TYPE_BOOL:
-        if (!json_is_boolean(v))
+        if (kind != JT_TRUE && kind != JT_FALSE)
             break;
-        *(protobuf_c_boolean *)dst = json_is_true(v);
+        *(protobuf_c_boolean *)dst = kind == JT_TRUE;
         return true;
     case PROTOBUF_C_TYPE_DOUBLE:
-        if (!json_is_number(v))
+        if (kind != JT_NUM)
             break;
-        *(double *)dst = json_number_value(v);
+        *(double *)dst = jnum(cv, v);
         return true;
     case PROTOBUF_C_TYPE_ENUM: {
         /* JSON Patch ops: "add" is ADD. */
         char up[32];
-        size_t n = json_is_string(v) ? json_string_length(v) : 0;
+        size_t n = 0;
+        const char *s = kind == JT_STR ? jtape_str(cv->t, v, &n) : NULL;
         if (!n || n >= sizeof up)
             break;
-        for (size_t i = 0; i <= n; i++) {
-            char ch = json_string_value(v)[i];
-            up[i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 32 : ch);
-        }
+        for (size_t i = 0; i < n; i++)
+            up[i] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
+        up[n] = 0;
         const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value_by_name(f->descriptor, up);
         if (!ev)
             break;
@@ -377,11 +394,11 @@ static bool scalar_from_json(conv_t *cv, pbf_t *f, json_t *v, void *dst)
         if (sd == &google__protobuf__value__descriptor) {
             sub = value_from_json(cv, v);
         } else if (sd == &google__protobuf__struct__descriptor) {
-            if (!json_is_object(v))
+            if (kind != JT_OBJ)
                 return true;   /* a Struct is an object or nothing (@ag-ui/proto drops the rest) */
             sub = struct_from_json(cv, v);
         } else {
-            if (!json_is_object(v))
+            if (kind != JT_OBJ)
                 break;
             sub = msg_from_json(cv, sd, v);
         }
@@ -398,24 +415,23 @@ static bool scalar_from_json(conv_t *cv, pbf_t *f, json_t *v, void *dst)
 /* One JSON member into its field. A null is left out, as @ag-ui/core's
  * omitOptionalNulls leaves out optional nulls, except where the field is a
  * required any-value (snapshot, event, value), where null is the value. */
-static void field_from_json(conv_t *cv, void *m, pbf_t *f, json_t *v)
+static void field_from_json(conv_t *cv, void *m, pbf_t *f, jn_t v)
 {
-    if (cv->err)
+    if (cv->err || v == JN_NONE)
         return;
-    if (json_is_null(v) && !(f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == &google__protobuf__value__descriptor &&
-                             (!strcmp(f->name, "snapshot") || !strcmp(f->name, "event") || !strcmp(f->name, "value"))))
+    if (jk(cv, v) == JT_NULL && !(f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == &google__protobuf__value__descriptor &&
+                                  (!strcmp(f->name, "snapshot") || !strcmp(f->name, "event") || !strcmp(f->name, "value"))))
         return;
     if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-        if (!json_is_array(v)) {
+        if (jk(cv, v) != JT_ARR) {
             fail(cv, -EINVAL, "%s: expected an array", f->name);
             return;
         }
-        size_t n = json_array_size(v), es = elem_size(f), k = 0;
-        char *arr = cv_alloc(cv, n * es);
+        size_t es = elem_size(f), k = 0;
+        char *arr = cv_alloc(cv, jtape_count(cv->t, v) * es);
         if (!arr)
             return;
-        for (size_t i = 0; i < n && !cv->err; i++) {
-            json_t *e = json_array_get(v, i);
+        for (jn_t e = v + 1; e < jtape_end(cv->t, v) && !cv->err; e = jtape_end(cv->t, e)) {
             if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == &ag_ui__input_content__descriptor) {
                 /* A part with no wire form is dropped, as @ag-ui/proto does (with a warning). */
                 void *part = msg_from_json(cv, f->descriptor, e);
@@ -434,99 +450,163 @@ static void field_from_json(conv_t *cv, void *m, pbf_t *f, json_t *v)
         mark_present(m, f);
 }
 
-static void fields_from_json(conv_t *cv, pbd_t *d, void *m, json_t *obj, const char *const *skip)
+/* "message_id" names the JSON key "messageId" (n bytes, not NUL-terminated). */
+static bool camel_eqn(const char *snake, const char *key, size_t n)
 {
-    const char *k;
-    json_t *v;
-    json_object_foreach(obj, k, v) {
+    size_t i = 0;
+    for (; *snake && i < n; snake++, i++) {
+        if (*snake == '_' && snake[1]) {
+            snake++;
+            char up = (char)(*snake >= 'a' && *snake <= 'z' ? *snake - 32 : *snake);
+            if (key[i] != up)
+                return false;
+        } else if (*snake != key[i]) {
+            return false;
+        }
+    }
+    return !*snake && i == n;
+}
+
+static void fields_from_json(conv_t *cv, pbd_t *d, void *m, jn_t o, const char *const *skip)
+{
+    for (jn_t k = o + 1; k < jtape_end(cv->t, o) && !cv->err; k = jtape_end(cv->t, k + 1)) {
+        size_t n;
+        const char *key = jtape_str(cv->t, k, &n);
         bool skipped = false;
-        for (const char *const *s = skip; s && *s; s++)
-            skipped |= !strcmp(*s, k);
-        pbf_t *f = skipped ? NULL : field_by_key(d, k);
-        if (f)   /* keys the schema does not know are dropped, as by ts-proto */
-            field_from_json(cv, m, f, v);
-        if (cv->err)
-            return;
+        for (const char *const *s = skip; s && *s && !skipped; s++)
+            skipped = strlen(*s) == n && !memcmp(*s, key, n);
+        if (skipped)
+            continue;
+        for (unsigned i = 0; i < d->n_fields; i++)
+            if (camel_eqn(d->fields[i].name, key, n)) {   /* keys the schema does not know are dropped, as by ts-proto */
+                field_from_json(cv, m, &d->fields[i], k + 1);
+                break;
+            }
     }
 }
 
-static bool str_is(json_t *v, const char *s) { return json_is_string(v) && !strcmp(json_string_value(v), s); }
-
-/* A content part's source: its "type" picks the arm. */
-static void source_from_json(conv_t *cv, AgUi__InputContentSource *src, json_t *obj)
+/* The field of a oneof arm named by a JSON string ("text", "url", ...), or NULL. */
+static pbf_t *arm_named(conv_t *cv, pbd_t *d, jn_t t)
 {
-    json_t *t = json_object_get(obj, "type");
-    pbf_t *f = json_is_string(t) ? protobuf_c_message_descriptor_get_field_by_name(&ag_ui__input_content_source__descriptor,
-                                                                                    json_string_value(t)) : NULL;
-    if (!f)
-        return;   /* no arm: the source is left unset */
+    char name[16];
+    size_t n = 0;
+    const char *s = t != JN_NONE && jk(cv, t) == JT_STR ? jtape_str(cv->t, t, &n) : NULL;
+    if (!s || n >= sizeof name || memchr(s, 0, n))
+        return NULL;
+    memcpy(name, s, n);
+    name[n] = 0;
+    return protobuf_c_message_descriptor_get_field_by_name(d, name);
+}
+
+static void set_arm(conv_t *cv, void *m, pbf_t *f, jn_t obj)
+{
     ProtobufCMessage *arm = msg_from_json(cv, f->descriptor, obj);
     if (arm) {
-        *(void **)member(src, f->offset) = arm;
-        mark_present(src, f);
+        *(void **)member(m, f->offset) = arm;
+        mark_present(m, f);
     }
 }
 
-/* A content part: {"type":"text"|"image"|"audio"|"video"|"document", ...}, and
- * the retired "binary" part as @ag-ui/proto carries it: a document part whose
- * metadata marks it. Anything else stays NOT_SET and is dropped by the caller. */
-static void part_from_json(conv_t *cv, AgUi__InputContent *ic, json_t *obj)
+/* A string Value (for the legacy binary part's metadata). */
+static Google__Protobuf__Value *str_value(conv_t *cv, jn_t s)
 {
-    json_t *t = json_object_get(obj, "type");
-    if (str_is(t, "binary")) {
-        json_t *data = json_object_get(obj, "data"), *url = json_object_get(obj, "url"), *id = json_object_get(obj, "id");
-        json_t *mime = json_object_get(obj, "mimeType");
-        json_t *val = json_is_string(data) && json_string_length(data) ? data : json_is_string(url) && json_string_length(url) ? url
-                    : json_is_string(id) && json_string_length(id) ? id : NULL;
-        if (!val)
+    Google__Protobuf__Value *v = (Google__Protobuf__Value *)cv_new(cv, &google__protobuf__value__descriptor);
+    if (v && (v->string_value = jstrdup(cv, s, "a value")))
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+    return v;
+}
+
+/* The retired "binary" part as @ag-ui/proto carries it: a document part whose
+ * source is its data (or url, or id as a url) and whose metadata marks it. */
+static void binary_from_json(conv_t *cv, AgUi__InputContent *ic, jn_t obj)
+{
+    jn_t data = jget(cv, obj, "data"), url = jget(cv, obj, "url"), id = jget(cv, obj, "id");
+    jn_t mime = jget(cv, obj, "mimeType"), file = jget(cv, obj, "filename");
+    size_t n;
+#define NONEMPTY(x) ((x) != JN_NONE && jk(cv, (x)) == JT_STR && (jtape_str(cv->t, (x), &n), n))
+    jn_t val = NONEMPTY(data) ? data : NONEMPTY(url) ? url : NONEMPTY(id) ? id : JN_NONE;
+#undef NONEMPTY
+    if (val == JN_NONE)
+        return;
+    AgUi__DocumentInputPart *doc = (void *)cv_new(cv, &ag_ui__document_input_part__descriptor);
+    AgUi__InputContentSource *src = (void *)cv_new(cv, &ag_ui__input_content_source__descriptor);
+    Google__Protobuf__Value *meta = (void *)cv_new(cv, &google__protobuf__value__descriptor);
+    Google__Protobuf__Struct *ms = (void *)cv_new(cv, &google__protobuf__struct__descriptor);
+    Google__Protobuf__Struct__FieldsEntry **fe = cv_alloc(cv, 3 * sizeof *fe);
+    if (!doc || !src || !meta || !ms || !fe)
+        return;
+    char *mime_s = mime != JN_NONE && jk(cv, mime) == JT_STR ? jstrdup(cv, mime, "mimeType") : NULL;
+    if (val == data) {
+        AgUi__InputContentDataSource *ds = (void *)cv_new(cv, &ag_ui__input_content_data_source__descriptor);
+        if (!ds || !(ds->value = jstrdup(cv, val, "data")))
             return;
-        json_t *src = json_object(), *meta = json_object(), *doc = json_object();
-        if (!src || !meta || !doc || json_object_set_new(src, "type", json_string(val == data ? "data" : "url")) ||
-            json_object_set(src, "value", val) || (mime && json_object_set(src, "mimeType", mime)) ||
-            json_object_set_new(meta, "legacyBinary", json_true()) ||
-            (json_object_get(obj, "filename") && json_object_set(meta, "filename", json_object_get(obj, "filename"))) ||
-            (id && json_object_set(meta, "id", id)) || json_object_set(doc, "source", src) ||
-            json_object_set(doc, "metadata", meta)) {
-            json_decref(src), json_decref(meta), json_decref(doc);
-            fail(cv, -ENOMEM, "out of memory");
+        if (mime_s)
+            ds->mime_type = mime_s;
+        src->data = ds;
+        src->source_case = AG_UI__INPUT_CONTENT_SOURCE__SOURCE_DATA;
+    } else {
+        AgUi__InputContentUrlSource *us = (void *)cv_new(cv, &ag_ui__input_content_url_source__descriptor);
+        if (!us || !(us->value = jstrdup(cv, val, "url")))
+            return;
+        if (mime_s) {
+            us->mime_type = mime_s;
+            us->_mime_type_case = AG_UI__INPUT_CONTENT_URL_SOURCE___MIME_TYPE_MIME_TYPE;
+        }
+        src->url = us;
+        src->source_case = AG_UI__INPUT_CONTENT_SOURCE__SOURCE_URL;
+    }
+    static const char *const keys[] = {"legacyBinary", "filename", "id"};
+    jn_t vals[] = {JN_NONE, file != JN_NONE && jk(cv, file) == JT_STR ? file : JN_NONE,
+                   id != JN_NONE && jk(cv, id) == JT_STR ? id : JN_NONE};
+    size_t k = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (i && vals[i] == JN_NONE)
+            continue;
+        Google__Protobuf__Struct__FieldsEntry *e = (void *)cv_new(cv, &google__protobuf__struct__fields_entry__descriptor);
+        if (!e)
+            return;
+        e->key = (char *)keys[i];
+        if (i == 0) {
+            e->value = (void *)cv_new(cv, &google__protobuf__value__descriptor);
+            if (!e->value)
+                return;
+            e->value->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
+            e->value->bool_value = 1;
+        } else if (!(e->value = str_value(cv, vals[i]))) {
             return;
         }
-        json_decref(src), json_decref(meta);
-        ic->document = (AgUi__DocumentInputPart *)msg_from_json(cv, &ag_ui__document_input_part__descriptor, doc);
-        ic->part_case = AG_UI__INPUT_CONTENT__PART_DOCUMENT;
-        json_decref(doc);
-        return;
+        fe[k++] = e;
     }
-    pbf_t *f = json_is_string(t) ? protobuf_c_message_descriptor_get_field_by_name(&ag_ui__input_content__descriptor,
-                                                                                    json_string_value(t)) : NULL;
-    if (!f)
-        return;
-    ProtobufCMessage *arm = msg_from_json(cv, f->descriptor, obj);
-    if (arm) {
-        *(void **)member(ic, f->offset) = arm;
-        mark_present(ic, f);
-    }
+    ms->fields = fe;
+    ms->n_fields = k;
+    meta->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+    meta->struct_value = ms;
+    doc->source = src;
+    doc->metadata = meta;
+    ic->document = doc;
+    ic->part_case = AG_UI__INPUT_CONTENT__PART_DOCUMENT;
 }
 
 /* A message's content: a string, a list of parts, or (role activity) an object. */
-static void message_from_json(conv_t *cv, AgUi__Message *msg, json_t *obj)
+static void message_from_json(conv_t *cv, AgUi__Message *msg, jn_t obj)
 {
     static const char *const skip[] = {"content", NULL};
     fields_from_json(cv, &ag_ui__message__descriptor, msg, obj, skip);
-    json_t *content = json_object_get(obj, "content");
-    if (json_is_array(content)) {
-        field_from_json(cv, msg, protobuf_c_message_descriptor_get_field_by_name(&ag_ui__message__descriptor, "content_parts"), content);
-    } else if (str_is(json_object_get(obj, "role"), "activity")) {
-        msg->activity_content = json_is_object(content) ? struct_from_json(cv, content)
-                                                        : (Google__Protobuf__Struct *)cv_new(cv, &google__protobuf__struct__descriptor);
-    } else if (content) {
-        field_from_json(cv, msg, protobuf_c_message_descriptor_get_field_by_name(&ag_ui__message__descriptor, "content"), content);
+    jn_t content = jget(cv, obj, "content");
+    if (content != JN_NONE && jk(cv, content) == JT_ARR) {
+        field_from_json(cv, msg, fld(&ag_ui__message__descriptor, "content_parts"), content);
+    } else if (jstr_is(cv, jget(cv, obj, "role"), "activity")) {
+        msg->activity_content = content != JN_NONE && jk(cv, content) == JT_OBJ
+                                    ? struct_from_json(cv, content)
+                                    : (Google__Protobuf__Struct *)cv_new(cv, &google__protobuf__struct__descriptor);
+    } else {
+        field_from_json(cv, msg, fld(&ag_ui__message__descriptor, "content"), content);
     }
 }
 
-static ProtobufCMessage *msg_from_json(conv_t *cv, pbd_t *d, json_t *obj)
+static ProtobufCMessage *msg_from_json(conv_t *cv, pbd_t *d, jn_t obj)
 {
-    if (!json_is_object(obj)) {
+    if (jk(cv, obj) != JT_OBJ) {
         fail(cv, -EINVAL, "%s: expected an object", d->short_name);
         return NULL;
     }
@@ -537,56 +617,69 @@ static ProtobufCMessage *msg_from_json(conv_t *cv, pbd_t *d, json_t *obj)
     ProtobufCMessage *m = cv_new(cv, d);
     if (!m)
         return NULL;
-    if (d == &ag_ui__input_content__descriptor)
-        part_from_json(cv, (AgUi__InputContent *)m, obj);
-    else if (d == &ag_ui__input_content_source__descriptor)
-        source_from_json(cv, (AgUi__InputContentSource *)m, obj);
-    else if (d == &ag_ui__message__descriptor)
+    if (d == &ag_ui__input_content__descriptor) {
+        /* {"type":"text"|"image"|..., ...}: the type picks the arm; an unknown
+         * type leaves it NOT_SET and the caller drops the part */
+        jn_t t = jget(cv, obj, "type");
+        pbf_t *f;
+        if (jstr_is(cv, t, "binary"))
+            binary_from_json(cv, (AgUi__InputContent *)m, obj);
+        else if ((f = arm_named(cv, d, t)))
+            set_arm(cv, m, f, obj);
+    } else if (d == &ag_ui__input_content_source__descriptor) {
+        pbf_t *f = arm_named(cv, d, jget(cv, obj, "type"));
+        if (f)
+            set_arm(cv, m, f, obj);
+    } else if (d == &ag_ui__message__descriptor) {
         message_from_json(cv, (AgUi__Message *)m, obj);
-    else
+    } else {
         fields_from_json(cv, d, m, obj, NULL);
+    }
     cv->depth--;
     return cv->err ? NULL : m;
 }
 
-static pbf_t *fld(pbd_t *d, const char *name) { return protobuf_c_message_descriptor_get_field_by_name(d, name); }
+/* The outcome object's type, as a protobuf-c string ("" when there is none). */
+static char *outcome_name(conv_t *cv, jn_t outcome)
+{
+    jn_t t = jget(cv, outcome, "type");
+    return t != JN_NONE && jk(cv, t) == JT_STR ? jstrdup(cv, t, "outcome.type") : cv_strndup(cv, "", 0);
+}
 
 /* The event's own members, with the outcome and tool-result content mapped. */
-static void arm_from_json(conv_t *cv, agui_type_t type, pbd_t *d, void *m, json_t *obj)
+static void arm_from_json(conv_t *cv, agui_type_t type, pbd_t *d, void *m, jn_t obj)
 {
     static const char *const base[] = {"type", "timestamp", "rawEvent", "metadata", NULL};
     static const char *const fin[] = {"type", "timestamp", "rawEvent", "metadata", "outcome", "pendingToolCallIds",
                                       "interrupts", NULL};
     static const char *const sub[] = {"type", "timestamp", "rawEvent", "metadata", "outcome", "interruptIds", NULL};
     static const char *const res[] = {"type", "timestamp", "rawEvent", "metadata", "content", NULL};
-    json_t *outcome = json_object_get(obj, "outcome");
-    json_t *otype = json_is_object(outcome) ? json_object_get(outcome, "type") : NULL;
-    const char *oname = json_is_string(otype) ? json_string_value(otype) : "";
+    jn_t outcome = jget(cv, obj, "outcome");
     switch (type) {
     case AGUI_RUN_FINISHED: {
         fields_from_json(cv, d, m, obj, fin);
         AgUi__RunFinishedEvent *e = m;
-        e->outcome = cv_strndup(cv, oname, strlen(oname));
-        if (!strcmp(oname, "success") && json_object_get(outcome, "pendingToolCallIds"))
-            field_from_json(cv, m, fld(d, "pending_tool_call_ids"), json_object_get(outcome, "pendingToolCallIds"));
-        if (!strcmp(oname, "interrupt") && json_object_get(outcome, "interrupts"))
-            field_from_json(cv, m, fld(d, "interrupts"), json_object_get(outcome, "interrupts"));
+        e->outcome = outcome_name(cv, outcome);
+        if (e->outcome && !strcmp(e->outcome, "success"))
+            field_from_json(cv, m, fld(d, "pending_tool_call_ids"), jget(cv, outcome, "pendingToolCallIds"));
+        if (e->outcome && !strcmp(e->outcome, "interrupt"))
+            field_from_json(cv, m, fld(d, "interrupts"), jget(cv, outcome, "interrupts"));
         return;
     }
     case AGUI_SUBAGENT_FINISHED: {
         fields_from_json(cv, d, m, obj, sub);
         AgUi__SubagentFinishedEvent *e = m;
-        e->outcome = cv_strndup(cv, oname, strlen(oname));
-        if (!strcmp(oname, "suspended") && json_object_get(outcome, "interruptIds"))
-            field_from_json(cv, m, fld(d, "interrupt_ids"), json_object_get(outcome, "interruptIds"));
+        e->outcome = outcome_name(cv, outcome);
+        if (e->outcome && !strcmp(e->outcome, "suspended"))
+            field_from_json(cv, m, fld(d, "interrupt_ids"), jget(cv, outcome, "interruptIds"));
         return;
     }
     case AGUI_TOOL_CALL_RESULT: {
         fields_from_json(cv, d, m, obj, res);
-        json_t *content = json_object_get(obj, "content");
-        if (json_is_array(content))
+        jn_t content = jget(cv, obj, "content");
+        if (content != JN_NONE && jk(cv, content) == JT_ARR)
             field_from_json(cv, m, fld(d, "content_parts"), content);
-        else if (content)
+        else
             field_from_json(cv, m, fld(d, "content"), content);
         return;
     }
@@ -699,19 +792,22 @@ int pbjson_frame_json(buf_t *b, const char *json, size_t len, char msg[PBJSON_MS
         return -ENOMEM;
     conv_t cv;
     conv_init(&cv, a, NULL, msg);
-    json_error_t je;
-    json_t *root = json_loadb(json, len, 0, &je);
-    if (!root)
-        root = json_loadb(json, len, JSON_DECODE_INT_AS_REAL, &je);
-    if (!root) {
-        fail(&cv, -EINVAL, "not JSON: %s", je.text);
+    cv.t = &a->tape;
+    /* The tape's own depth bound is looser: ours, counted per message and value
+     * below, names the problem. */
+    int prc = jtape_parse(cv.t, json, len, 4 * PBJSON_MAX_DEPTH, 0);
+    if (prc) {
+        fail(&cv, prc == -ENOMEM ? -ENOMEM : -EINVAL, prc == -ENOMEM ? "out of memory" : "not JSON");
         return cv.err;
     }
     size_t start = b->len;
     agui_type_t type = AGUI_TYPE_COUNT;
-    json_t *t = json_is_object(root) ? json_object_get(root, "type") : NULL;
-    if (json_is_string(t))
-        type = agui_type_from_name(json_string_value(t), json_string_length(t));
+    jn_t t = jget(&cv, 0, "type");
+    if (t != JN_NONE && jk(&cv, t) == JT_STR) {
+        size_t n;
+        const char *s = jtape_str(cv.t, t, &n);
+        type = agui_type_from_name(s, n);
+    }
     if (type == AGUI_TYPE_COUNT || !type_arm[type]) {
         fail(&cv, -EINVAL, "not an event of a known type");
     } else {
@@ -719,25 +815,15 @@ int pbjson_frame_json(buf_t *b, const char *json, size_t len, char msg[PBJSON_MS
         AgUi__BaseEvent *be = (AgUi__BaseEvent *)cv_new(&cv, &ag_ui__base_event__descriptor);
         void *arm = cv_new(&cv, af->descriptor);
         if (be && arm) {
-            static const char *const only_base[] = {"type", NULL};
-            json_t *base = json_object();
-            if (!base) {
-                fail(&cv, -ENOMEM, "out of memory");
-            } else {
-                static const char *const keys[] = {"timestamp", "rawEvent", "metadata"};
-                for (size_t i = 0; i < 3; i++)
-                    if (json_object_get(root, keys[i]))
-                        json_object_set(base, keys[i], json_object_get(root, keys[i]));
-                fields_from_json(&cv, &ag_ui__base_event__descriptor, be, base, only_base);
-                json_decref(base);
-            }
-            arm_from_json(&cv, type, af->descriptor, arm, root);
+            field_from_json(&cv, be, fld(&ag_ui__base_event__descriptor, "timestamp"), jget(&cv, 0, "timestamp"));
+            field_from_json(&cv, be, fld(&ag_ui__base_event__descriptor, "raw_event"), jget(&cv, 0, "rawEvent"));
+            field_from_json(&cv, be, fld(&ag_ui__base_event__descriptor, "metadata"), jget(&cv, 0, "metadata"));
+            arm_from_json(&cv, type, af->descriptor, arm, 0);
             int rc = cv.err ? 0 : frame_arm(&cv, b, type, arm, be);
             if (rc && !cv.err)
                 fail(&cv, rc, rc == -ENOMEM ? "out of memory" : "protobuf-c could not pack the event");
         }
     }
-    json_decref(root);
     arena_rewind(a);
     if (cv.err)
         b->len = start;
