@@ -884,7 +884,9 @@ void access_head_headers(conn_t *c, buf_t *b, const char *ctype)
         buf_append(b, SECURITY_HEADERS, sizeof SECURITY_HEADERS - 1);
         if (!ctype || strncmp(ctype, "text/html", 9))
             buf_append(b, API_CSP, sizeof API_CSP - 1);
-        if (ctype && strncmp(ctype, "text/event-stream", 17))
+        /* Streams (SSE, protobuf) and the demo page say their own Cache-Control. */
+        if (ctype && strncmp(ctype, "text/event-stream", 17) && strncmp(ctype, "text/html", 9) &&
+            strncmp(ctype, "application/vnd.ag-ui.event+proto", 33))
             buf_append_lit(b, "Cache-Control: no-store\r\n");
     }
     if (p->cors_on) {
