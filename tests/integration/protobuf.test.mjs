@@ -209,6 +209,8 @@ async function run(agate, agent, accept, input = runInput('hello protobuf world'
     headers: { 'Content-Type': 'application/json', ...(accept ? { Accept: accept } : {}) },
     body: JSON.stringify(input),
   });
+  const cc = res.headers.get('cache-control');   // repeated lines arrive joined with ", "
+  assert.ok(!cc || !cc.includes(','), `Cache-Control sent more than once: ${cc}`);
   return { status: res.status, contentType: res.headers.get('content-type'), body: Buffer.from(await res.arrayBuffer()) };
 }
 

@@ -502,6 +502,9 @@ export function assertCommonHeaders(res, { contentType = true } = {}) {
   assert.ok(res.headers.date, `Date missing on ${res.statusCode}`);
   assert.ok(!Number.isNaN(Date.parse(res.headers.date)), `Date unparsable: ${res.headers.date}`);
   if (contentType) assert.ok(res.headers['content-type'], `Content-Type missing on ${res.statusCode}`);
+  // node joins repeated Cache-Control lines with ", "; agate sends one directive, once
+  const cc = res.headers['cache-control'];
+  if (cc !== undefined) assert.ok(!cc.includes(','), `Cache-Control sent more than once: ${cc}`);
 }
 
 // ---------------------------------------------------------------------------
