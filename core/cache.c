@@ -84,8 +84,21 @@ int cache_init(uint64_t max_bytes)
 
 bool cache_ready(void) { return C.ht != NULL; }
 
-void cache_thread_online(void) { urcu_memb_register_thread(); }
-void cache_thread_offline(void) { urcu_memb_unregister_thread(); }
+static __thread bool t_online;   /* this thread is an RCU reader */
+
+void cache_thread_online(void)
+{
+    if (!t_online)
+        urcu_memb_register_thread();
+    t_online = true;
+}
+
+void cache_thread_offline(void)
+{
+    if (t_online)
+        urcu_memb_unregister_thread();
+    t_online = false;
+}
 
 static void entry_free(cache_entry_t *e) { free(e); }
 
@@ -356,9 +369,11 @@ void cache_shutdown(void)
 {
     if (!C.ht)
         return;
-    urcu_memb_register_thread();   /* the purge deletes under read-side sections */
+    bool was = t_online;
+    cache_thread_online();   /* the purge deletes under read-side sections */
     cache_purge(NULL);
-    urcu_memb_unregister_thread();
+    if (!was)
+        cache_thread_offline();
     urcu_memb_barrier();   /* every table ref dropped */
     cds_lfht_destroy(C.ht, NULL);
     C.ht = NULL;

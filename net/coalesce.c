@@ -329,7 +329,7 @@ static void pump(run_t *r)
     shard_t *sh = r->sh;
     bool pace = co->role == ROLE_HIT && r->agent->cache_pace;
     while (!r->blocked) {
-        runrec_t rec;
+        runrec_t rec = {0};
         size_t size = 0;
         int st = reader_peek(&co->rd, co->f, &rec, &size);
         if (st == RD_NONE)

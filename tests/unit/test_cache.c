@@ -1,0 +1,334 @@
+/* Unit tests for the response cache's pieces: the canonical form and key of a
+ * RunAgentInput (proto/canon.c), the id finder and run records with their
+ * replay-time rewriting (proto/evids.c, proto/runrec.c), and the shared store
+ * (core/cache.c): hit/miss, references outliving removal, S3-FIFO eviction
+ * under the byte cap, TTL expiry and purge. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "core/cache.h"
+#include "proto/canon.h"
+#include "proto/evids.h"
+#include "proto/runrec.h"
+
+static const char *const default_omit[] = {"threadId", "runId", "parentRunId"};
+
+/* Canonical text of a JSON document, as a NUL-terminated string in *b. */
+static const char *canon_of(buf_t *b, const char *json, const char *const *omit, size_t n_omit)
+{
+    json_error_t je;
+    json_t *root = json_loads(json, JSON_DECODE_ANY, &je);
+    assert_non_null(root);
+    canon_omit_t o = {omit, n_omit};
+    buf_reset(b);
+    assert_int_equal(canon_write(b, root, &o), 0);
+    assert_int_equal(buf_putc(b, '\0'), 0);
+    json_decref(root);
+    return b->data;
+}
+
+static void test_canon_form(void **state)
+{
+    (void)state;
+    buf_t b = {0};
+    /* keys sorted bytewise at every level, no whitespace, run-naming fields gone */
+    assert_string_equal(canon_of(&b, "{ \"runId\": \"r1\", \"threadId\" : \"t\", \"b\": [ 1, 2.5, true, null ],\n"
+                                     "  \"a\": {\"z\": \"x\", \"Z\": \"y\", \"parentRunId\": \"kept: not top level\"} }",
+                                 default_omit, 3),
+                        "{\"a\":{\"Z\":\"y\",\"parentRunId\":\"kept: not top level\",\"z\":\"x\"},\"b\":[1,2.5,true,null]}");
+    /* escapes normalised: \u0041 is A, "\/" is "/" */
+    assert_string_equal(canon_of(&b, "{\"s\":\"\\u0041\\/\\n\"}", NULL, 0), "{\"s\":\"A/\\n\"}");
+    /* nested and array paths */
+    static const char *const paths[] = {"forwardedProps.session", "messages[].id"};
+    assert_string_equal(canon_of(&b, "{\"forwardedProps\":{\"session\":1,\"x\":2},\"messages\":[{\"id\":\"a\",\"c\":1},"
+                                     "{\"id\":\"b\",\"c\":1},3]}", paths, 2),
+                        "{\"forwardedProps\":{\"x\":2},\"messages\":[{\"c\":1},{\"c\":1},3]}");
+    /* a prefix of a key is not the key */
+    static const char *const p2[] = {"run"};
+    assert_string_equal(canon_of(&b, "{\"runId\":1,\"run\":2}", p2, 1), "{\"runId\":1}");
+    buf_free(&b);
+}
+
+static void key_of(const char *json, const char *agent, uint8_t key[CANON_KEY_LEN])
+{
+    buf_t b = {0};
+    canon_of(&b, json, default_omit, 3);
+    assert_int_equal(canon_key(agent, NULL, 0, b.data, b.len - 1, key), 0);
+    buf_free(&b);
+}
+
+static void test_canon_key(void **state)
+{
+    (void)state;
+    uint8_t k1[32], k2[32], k3[32], k4[32];
+    key_of("{\"threadId\":\"a\",\"runId\":\"1\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", "up", k1);
+    key_of("{\"messages\":[{\"content\":\"hi\",\"role\":\"user\"}], \"runId\":\"2\",\"threadId\":\"b\"}", "up", k2);
+    key_of("{\"messages\":[{\"content\":\"hi!\",\"role\":\"user\"}]}", "up", k3);
+    key_of("{\"messages\":[{\"content\":\"hi\",\"role\":\"user\"}]}", "other", k4);
+    assert_memory_equal(k1, k2, 32);            /* same question, other run */
+    assert_memory_not_equal(k1, k3, 32);        /* another question */
+    assert_memory_not_equal(k1, k4, 32);        /* another agent */
+    /* forwarded header values are part of the key; absent differs from empty */
+    canon_part_t alice = {"Bearer alice", 12}, bob = {"Bearer bob", 10}, none = {NULL, 0}, empty = {"", 0};
+    uint8_t a[32], b2[32], n[32], e[32];
+    assert_int_equal(canon_key("up", &alice, 1, "{}", 2, a), 0);
+    assert_int_equal(canon_key("up", &bob, 1, "{}", 2, b2), 0);
+    assert_int_equal(canon_key("up", &none, 1, "{}", 2, n), 0);
+    assert_int_equal(canon_key("up", &empty, 1, "{}", 2, e), 0);
+    assert_memory_not_equal(a, b2, 32);
+    assert_memory_not_equal(n, e, 32);
+}
+
+static void test_evids(void **state)
+{
+    (void)state;
+    evids_span_t sp[16];
+    const char *ev = "{\"type\":\"TOOL_CALL_START\", \"toolCallId\" : \"tc-1\",\"toolCallName\":\"x\","
+                     "\"parentMessageId\":\"m\\\"1\",\"extra\":{\"messageId\":\"nested: not an id\"}}";
+    int n = evids_scan(ev, strlen(ev), AGUI_TOOL_CALL_START, sp, 16);
+    assert_int_equal(n, 2);
+    assert_int_equal(sp[0].kind, EVIDS_ID);
+    assert_memory_equal(ev + sp[0].off, "tc-1", sp[0].len);
+    assert_memory_equal(ev + sp[1].off, "m\\\"1", sp[1].len);   /* as written, escapes included */
+
+    const char *snap = "{\"type\":\"MESSAGES_SNAPSHOT\",\"messages\":[{\"id\":\"m1\",\"role\":\"assistant\","
+                       "\"toolCalls\":[{\"id\":\"tc1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+                       "{\"id\":\"m2\",\"role\":\"tool\",\"toolCallId\":\"tc1\",\"content\":\"ok\"}]}";
+    n = evids_scan(snap, strlen(snap), AGUI_MESSAGES_SNAPSHOT, sp, 16);
+    assert_int_equal(n, 4);   /* m1, tc1, m2, tc1 */
+    /* the same text in another type is not a snapshot */
+    assert_int_equal(evids_scan(snap, strlen(snap), AGUI_CUSTOM, sp, 16), 0);
+
+    const char *run = "{\"type\":\"RUN_STARTED\",\"threadId\":\"t\",\"runId\":\"r\",\"input\":{\"threadId\":\"t\",\"runId\":\"r\"}}";
+    assert_int_equal(evids_scan(run, strlen(run), AGUI_RUN_STARTED, sp, 16), 4);
+    assert_int_equal(sp[0].kind, EVIDS_THREAD);
+    assert_int_equal(sp[1].kind, EVIDS_RUN);
+    assert_int_equal(sp[2].kind, EVIDS_THREAD);
+
+    /* more spans than room: the count says how many to ask for */
+    assert_int_equal(evids_scan(snap, strlen(snap), AGUI_MESSAGES_SNAPSHOT, sp, 1), 4);
+    /* not one JSON object */
+    static const char *const bad[] = {"", "[]", "{", "{\"a\":}", "{\"a\":1}x", "{\"a\":\"\x01\"}", "{\"a\" 1}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(evids_scan(bad[i], strlen(bad[i]), AGUI_CUSTOM, sp, 16), -EINVAL);
+}
+
+/* Records a run, replays it twice under new ids, checks every rewrite. */
+static void test_runrec_rewrite(void **state)
+{
+    (void)state;
+    static const char *const events[] = {
+        "{\"type\":\"RUN_STARTED\",\"threadId\":\"T0\",\"runId\":\"R0\"}",
+        "{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}",
+        "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"m1 stays in text\"}",
+        "{\"type\":\"TOOL_CALL_START\",\"toolCallId\":\"tc\",\"toolCallName\":\"f\",\"parentMessageId\":\"m1\"}",
+        "{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m2\",\"toolCallId\":\"tc\",\"content\":\"x\"}",
+        "{\"type\":\"STATE_SNAPSHOT\",\"snapshot\":{\"messageId\":\"m1\"}}",
+        "{\"type\":\"RUN_FINISHED\",\"threadId\":\"T0\",\"runId\":\"R0\"}",
+    };
+    static const agui_type_t types[] = {AGUI_RUN_STARTED, AGUI_TEXT_MESSAGE_START, AGUI_TEXT_MESSAGE_CONTENT,
+                                        AGUI_TOOL_CALL_START, AGUI_TOOL_CALL_RESULT, AGUI_STATE_SNAPSHOT,
+                                        AGUI_RUN_FINISHED};
+    const size_t n = sizeof events / sizeof events[0];
+    runrec_ids_t ids = {0};
+    buf_t log = {0}, out = {0}, fresh = {0};
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(runrec_build(&log, &ids, types[i], events[i], strlen(events[i]), (uint32_t)i * 10), 0);
+    assert_int_equal(runrec_build(&log, &ids, AGUI_CUSTOM, "nope", 4, 0), -EINVAL);
+    rand_state_t rng;
+    assert_int_equal(rand_seed(&rng), 0);
+    char seen_m1[2][40];
+    for (int pass = 0; pass < 2; pass++) {
+        buf_reset(&fresh);
+        runrec_subst_t s = {pass ? "t\"2" : "t1", pass ? "r2" : "r1", pass ? 3 : 2, 2, &fresh, &rng};
+        size_t at = 0;
+        json_t *ev[7];
+        for (size_t i = 0; i < n; i++) {
+            runrec_t rec = {0};
+            size_t size = runrec_parse(log.data + at, log.len - at, &rec);
+            assert_true(size > 0);
+            at += size;
+            assert_int_equal(rec.type, types[i]);
+            assert_int_equal(rec.gap_ms, i * 10);
+            const char *json = rec.json;
+            size_t len = rec.json_len;
+            if (rec.n_patch) {
+                assert_int_equal(runrec_render(&out, &rec, &s), 0);
+                json = out.data;
+                len = out.len;
+            }
+            json_error_t je;
+            ev[i] = json_loadb(json, len, 0, &je);
+            assert_non_null(ev[i]);
+        }
+        assert_int_equal(at, log.len);
+        assert_int_equal(runrec_parse(log.data, 5, &(runrec_t){0}), 0);   /* a cut record */
+        const char *tid = pass ? "t\"2" : "t1", *rid = pass ? "r2" : "r1";
+        assert_string_equal(json_string_value(json_object_get(ev[0], "threadId")), tid);
+        assert_string_equal(json_string_value(json_object_get(ev[0], "runId")), rid);
+        assert_string_equal(json_string_value(json_object_get(ev[6], "runId")), rid);
+        const char *m1 = json_string_value(json_object_get(ev[1], "messageId"));
+        assert_int_equal(strlen(m1), 36);
+        assert_string_not_equal(m1, "m1");
+        assert_string_equal(json_string_value(json_object_get(ev[2], "messageId")), m1);
+        assert_string_equal(json_string_value(json_object_get(ev[2], "delta")), "m1 stays in text");
+        assert_string_equal(json_string_value(json_object_get(ev[3], "parentMessageId")), m1);
+        const char *tc = json_string_value(json_object_get(ev[3], "toolCallId"));
+        assert_string_equal(json_string_value(json_object_get(ev[4], "toolCallId")), tc);
+        const char *m2 = json_string_value(json_object_get(ev[4], "messageId"));
+        assert_string_not_equal(m2, m1);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(ev[5], "snapshot"), "messageId")), "m1");
+        snprintf(seen_m1[pass], sizeof seen_m1[pass], "%s", m1);
+        for (size_t i = 0; i < n; i++)
+            json_decref(ev[i]);
+    }
+    assert_string_not_equal(seen_m1[0], seen_m1[1]);   /* each replay its own ids */
+    runrec_ids_free(&ids);
+    buf_free(&log);
+    buf_free(&out);
+    buf_free(&fresh);
+}
+
+/* --- the store ------------------------------------------------------------------ */
+
+static int store_setup(void **state)
+{
+    (void)state;
+    cache_thread_online();
+    return 0;
+}
+
+static int store_teardown(void **state)
+{
+    (void)state;
+    cache_shutdown();
+    cache_thread_offline();
+    return 0;
+}
+
+static void mkkey(uint8_t k[CACHE_KEY_LEN], unsigned i)
+{
+    memset(k, 0, CACHE_KEY_LEN);
+    k[0] = (uint8_t)i;   /* the low bytes are the hash */
+    k[1] = (uint8_t)(i >> 8);
+    k[31] = 0x5a;
+}
+
+static int put(unsigned i, size_t len, uint64_t ttl, uint64_t now)
+{
+    uint8_t k[CACHE_KEY_LEN];
+    char *data;
+    mkkey(k, i);
+    cache_entry_t *e = cache_entry_new(len, &data);
+    if (!e)
+        return -E2BIG;
+    memset(data, (int)i, len);
+    return cache_insert(e, k, i % 2 ? "odd" : "even", ttl, now);
+}
+
+static bool has(unsigned i, uint64_t now)
+{
+    uint8_t k[CACHE_KEY_LEN];
+    mkkey(k, i);
+    cache_entry_t *e = cache_get(k, now);
+    if (e)
+        cache_put(e);
+    return e != NULL;
+}
+
+static void test_store_hit_miss_ref(void **state)
+{
+    (void)state;
+    assert_int_equal(cache_init(1 << 20), 0);
+    assert_int_equal(put(1, 1000, 60000, 0), 0);
+    uint8_t k[CACHE_KEY_LEN];
+    mkkey(k, 1);
+    cache_entry_t *e = cache_get(k, 10);
+    assert_non_null(e);
+    cache_view_t v = cache_view(e);
+    assert_int_equal(v.len, 1000);
+    assert_int_equal((unsigned char)v.data[999], 1);
+    assert_false(has(2, 10));
+    /* replaced and purged while referenced: the reader's view stays valid */
+    assert_int_equal(put(1, 500, 60000, 20), 0);
+    assert_int_equal(cache_purge(NULL), 1);
+    assert_false(has(1, 30));
+    assert_int_equal((unsigned char)v.data[999], 1);   /* ASan: not freed */
+    cache_put(e);
+    cache_stats_t st;
+    cache_get_stats(&st);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.bytes, 0);
+    assert_int_equal(st.purged, 1);
+    cache_shutdown();
+}
+
+static void test_store_eviction(void **state)
+{
+    (void)state;
+    const uint64_t cap = 256 * 1024;
+    assert_int_equal(cache_init(cap), 0);
+    assert_int_equal(put(999, cap / 2, 60000, 0), -E2BIG);   /* over a quarter: refused */
+    /* entry 0 is hit often; every other entry only once */
+    for (unsigned i = 0; i < 200; i++) {
+        assert_int_equal(put(i, 10000, 60000, i), 0);
+        cache_stats_t st;
+        cache_get_stats(&st);
+        assert_true(st.bytes <= cap);
+        assert_true(has(0, i));   /* S3-FIFO keeps the hot entry through a scan of one-hit wonders */
+    }
+    cache_stats_t st;
+    cache_get_stats(&st);
+    assert_true(st.evictions >= 170);
+    assert_true(st.entries >= 20);
+    assert_true(has(199, 300));     /* the newest is there */
+    assert_false(has(1, 300));      /* an old one-hit wonder is gone */
+    /* purge by agent */
+    size_t odd = cache_purge("odd");
+    assert_true(odd > 0);
+    cache_get_stats(&st);
+    assert_true(has(0, 300));
+    assert_false(has(199, 300));
+    cache_shutdown();
+}
+
+static void test_store_ttl(void **state)
+{
+    (void)state;
+    assert_int_equal(cache_init(1 << 20), 0);
+    assert_int_equal(put(1, 100, 1000, 0), 0);
+    assert_int_equal(put(2, 100, 5000, 0), 0);
+    assert_true(has(1, 999));
+    assert_false(has(1, 1000));     /* expired at lookup: removed and counted */
+    cache_stats_t st;
+    cache_get_stats(&st);
+    assert_int_equal(st.expirations, 1);
+    assert_int_equal(st.entries, 1);
+    cache_expire(6000);             /* the sweep finds the other */
+    cache_get_stats(&st);
+    assert_int_equal(st.expirations, 2);
+    assert_int_equal(st.entries, 0);
+    cache_shutdown();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_canon_form),
+        cmocka_unit_test(test_canon_key),
+        cmocka_unit_test(test_evids),
+        cmocka_unit_test(test_runrec_rewrite),
+        cmocka_unit_test_setup_teardown(test_store_hit_miss_ref, store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_store_eviction, store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_store_ttl, store_setup, store_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
