@@ -135,9 +135,17 @@ static int put_value(buf_t *b, json_t *v, const char *const *act, size_t n_act, 
     case JSON_INTEGER:
         w = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
         return buf_append(b, num, (size_t)w) ? -ENOMEM : 0;
-    case JSON_REAL:
-        w = snprintf(num, sizeof num, "%.17g", json_real_value(v));
+    case JSON_REAL: {
+        /* A whole real is written as the integer it equals (2e3 and 2000, -0.0
+         * and 0 mean the same number to every JSON reader), so the form is a
+         * fixed point: what it writes reads back as what it would write. */
+        double d = json_real_value(v);
+        if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(long long)d)
+            w = snprintf(num, sizeof num, "%lld", (long long)d);
+        else
+            w = snprintf(num, sizeof num, "%.17g", d);
         return buf_append(b, num, (size_t)w) ? -ENOMEM : 0;
+    }
     case JSON_TRUE:
         return buf_append_lit(b, "true") ? -ENOMEM : 0;
     case JSON_FALSE:

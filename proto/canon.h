@@ -2,7 +2,8 @@
  *
  * A request's meaning, not its bytes: the parsed body is written back in one
  * canonical form (object keys sorted bytewise, no whitespace, numbers as
- * jansson holds them: integers in decimal, reals as %.17g, strings with the
+ * jansson holds them: integers in decimal, reals as %.17g (whole ones as the
+ * integer they equal), strings with the
  * minimal escapes of proto/json.c) with the fields that name a run rather than
  * ask something left out (threadId, runId, parentRunId by default). The key is
  * SHA-256 over a version tag, the agent's name, the values of the headers the
