@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh: agate against nginx on this machine, in the same run (`make bench`
-# runs this). Three cases, all on by default (BENCH_CASES="echo obs proxy"):
+# runs this). Four cases, all on by default (BENCH_CASES="echo obs proxy cache"):
 #
 #   echo   agate's echo agent against nginx serving the same bytes as a static file.
 #          agate: POST /v1/agents/echo/run, a 40-word user message
@@ -23,6 +23,12 @@
 #          off. wrk POSTs the RunAgentInput to /v1/agents/up/run on both. With
 #          BENCH_PROXY_PASS=1 (default) a second agate with validation: pass too.
 #          The upstream nginx uses CPU on the same CPUs; its CPU is shown apart.
+#   cache  agate answering from its response cache (issue 7) against nginx serving the
+#          same bytes as a static file. agate: a proxy agent with cache.ttl 1h in front
+#          of an nginx serving the recorded stream, asked once (MISS) before timing, so
+#          every timed request is a HIT (replayed with the request's run ids and fresh
+#          message ids). nginx: GET of a static file holding one HIT's body. The
+#          upstream is idle while timing (checked: one upstream attempt in total).
 #
 # How it is measured
 #   wrk -t2 -c64 -d${BENCH_SECONDS}s --latency, keep-alive, loopback only, after a
@@ -43,7 +49,7 @@
 #   to the idle task (no process) and kernel threads; rows above 25 % get a '*'.
 #
 # Environment (all optional)
-#   BENCH_CASES="echo obs proxy"  BENCH_SECONDS=10  BENCH_WARMUP=2  BENCH_ROUNDS=2
+#   BENCH_CASES="echo obs proxy cache"  BENCH_SECONDS=10  BENCH_WARMUP=2  BENCH_ROUNDS=2
 #   BENCH_CONNECTIONS=64  BENCH_THREADS=2  BENCH_SHARDS=$(nproc)  BENCH_NGINX_OFC=1
 #   BENCH_LOG_SAMPLE=0.1 (obs case: log.sample of the sampled-log row; "" = no row)
 #   BENCH_LOG_NULL=0 (obs case: 1 adds a row with logs on written to /dev/null, which
@@ -66,7 +72,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-BENCH_CASES=${BENCH_CASES:-echo obs proxy}
+BENCH_CASES=${BENCH_CASES:-echo obs proxy cache}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
@@ -88,7 +94,7 @@ WORDS=40
 die() { echo "bench: $*" >&2; exit 1; }
 has_case() { [[ " $BENCH_CASES " == *" $1 "* ]]; }
 for c in $BENCH_CASES; do
-  case $c in echo|obs|proxy) ;; *) die "BENCH_CASES: unknown case '$c' (echo, obs, proxy)" ;; esac
+  case $c in echo|obs|proxy|cache) ;; *) die "BENCH_CASES: unknown case '$c' (echo, obs, proxy, cache)" ;; esac
 done
 [ -n "${BENCH_CASES// /}" ] || die "BENCH_CASES is empty"
 
@@ -482,6 +488,57 @@ EOF
       bench/echo.lua "$u" "$w"
   done
 fi
+# --- cache: agate's response cache against nginx serving the same bytes -----------------
+if has_case cache; then
+  echo "-- cache: agate answering from its cache vs nginx serving a HIT's bytes as a static file"
+  cp "$body" "$tmp/www/cache-up.sse"
+  free_port; CUP_PORT=$PORT
+  free_port; NGINX_C_PORT=$PORT
+  {
+    nginx_conf upstream-cache
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$CUP_PORT reuseport;
+        location = /agent {
+            alias $tmp/www/cache-up.sse;
+            error_page 405 =200 \$uri;
+        }
+    }
+    server {
+        listen 127.0.0.1:$NGINX_C_PORT reuseport;
+        root $tmp/www;
+        location = /cached.sse { }
+    }
+}
+EOF
+  } >"$tmp/upstream-cache.conf"
+  start_nginx upstream-cache "http://127.0.0.1:$CUP_PORT/agent"
+  SPID[nginx-cache]=${SPID[upstream-cache]}
+  cat >"$tmp/agate-cache.yaml" <<EOF
+cache: {max_bytes: 64MiB}
+agents:
+  up:
+    type: proxy
+    endpoints: [http://127.0.0.1:$CUP_PORT/agent]
+    cache: {ttl: 1h}
+EOF
+  start_agate agate-cache /dev/null AGATE_CONFIG="$tmp/agate-cache.yaml"
+  cu="http://127.0.0.1:${MAINPORT[agate-cache]}/v1/agents/up/run"
+  status=$(post "$cu" "$tmp/cache-miss.body" "$tmp/cache-miss.headers")
+  check "agate-cache: first request 200 text/event-stream ($status), X-Cache: MISS, the upstream's bytes" \
+    '[[ $status == "200 text/event-stream"* ]] && grep -qi "^x-cache: *MISS" "$tmp/cache-miss.headers" && cmp -s "$tmp/cache-miss.body" "$body"'
+  status=$(post "$cu" "$tmp/www/cached.sse" "$tmp/cache-hit.headers")
+  n_hit=$(grep -c '^data: ' "$tmp/www/cached.sse" || true)
+  check "agate-cache: then X-Cache: HIT ($status), $n_hit events (want $n_events), same types in order" \
+    '[[ $status == "200 text/event-stream"* ]] && grep -qi "^x-cache: *HIT" "$tmp/cache-hit.headers" && [ "$n_hit" -eq "$n_events" ] && diff <(grep -o "\"type\":\"[A-Z_]*\"" "$body") <(grep -o "\"type\":\"[A-Z_]*\"" "$tmp/www/cached.sse") >/dev/null'
+  cw=$(wire_bytes "$cu")
+  nc_url="http://127.0.0.1:$NGINX_C_PORT/cached.sse"
+  status=$(curl -s -D "$tmp/nginx-cache.wire" -o "$tmp/nginx-cache.body" -w '%{http_code} %{content_type}' "$nc_url")
+  ncw=$(( $(wc -c <"$tmp/nginx-cache.wire") + $(wc -c <"$tmp/nginx-cache.body") ))
+  check "nginx-cache serves the HIT's bytes ($status)" '[[ $status == "200 text/event-stream"* ]] && cmp -s "$tmp/nginx-cache.body" "$tmp/www/cached.sse"'
+  add_row agate-cache "agate cache HIT" bench/echo.lua "$cu" "$cw"
+  add_row nginx-cache "nginx GET static (HIT bytes)" bench/static.lua "$nc_url" "$ncw"
+fi
 [ $fail = 0 ] || die "correctness checks failed; not timing"
 echo
 
@@ -668,8 +725,16 @@ table_proxy() {
     "$(awk -v a="${USREQ[$1:agate-proxy]}" -v b="${UPSREQ[$1:agate-proxy]}" 'BEGIN{print a+b}')" \
     "$(awk -v a="${USREQ[$1:nginx-proxy]}" -v b="${UPSREQ[$1:nginx-proxy]}" 'BEGIN{print a+b}')"
 }
+table_cache() {
+  echo "  [cache] agate answering from its response cache vs nginx serving a HIT's bytes"
+  header
+  local n
+  for n in agate-cache nginx-cache; do has_row $n && row "$1" $n; done
+  versus "$1" agate-cache nginx-cache
+}
 tables() {
   has_case echo && table_echo "$1"
+  has_case cache && table_cache "$1"
   has_case obs && table_obs "$1"
   has_case proxy && table_proxy "$1"
   return 0
@@ -754,6 +819,14 @@ if has_case proxy; then
   rr=$(ratio "${RPS[mean:agate-proxy]}" "${RPS[mean:nginx-proxy]}")
   pr=$(ratio "${P99[mean:agate-proxy]}" "${P99[mean:nginx-proxy]}")
   echo "  issue 4 target, agate proxy (validation strict) >= 1.3x nginx's runs/s at no worse p99: req/s ${rr}x, p99 ${pr}x: $(awk -v r="$rr" -v p="$pr" 'BEGIN { print (r >= 1.3 && p <= 1) ? "met" : "NOT met" }')"
+fi
+if has_case cache; then
+  up=$(metric agate-cache 'agate_upstream_attempts_total')
+  hits=$(metric agate-cache 'agate_cache_requests_total{agent="up",result="hit"}')
+  echo "  info  agate-cache: $hits hits, $up upstream attempt(s)"
+  [ "$up" = 1 ] || { echo "  FAIL  agate-cache: the upstream was asked $up times (want 1: every timed request a HIT)"; fail=1; }
+  rr=$(ratio "${RPS[mean:agate-cache]}" "${RPS[mean:nginx-cache]}")
+  echo "  issue 7 target, agate cache HIT >= 1.5x nginx static req/s: ${rr}x: $(awk -v r="$rr" 'BEGIN { print (r >= 1.5) ? "met" : "NOT met" }')"
 fi
 for n in "${names[@]}"; do
   printf '  %-17s %s\n' "$n:" "$(awk -v r="${RPS[mean:$n]}" -v b="${BPR[mean:$n]}" 'BEGIN { printf "%.1f MB/s on the wire (req/s x %d B/resp)", r * b / 1e6, b }')"
