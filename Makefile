@@ -153,7 +153,7 @@ fuzz: deps
 
 # --- benchmarks --------------------------------------------------------------------
 bench: bench-deps
-	$(Q)$(MAKE) --no-print-directory build/agate build/ratelimit_bench
+	$(Q)$(MAKE) --no-print-directory build/agate build/ratelimit_bench build/wsload
 	$(Q)build/ratelimit_bench
 	$(Q)bench/run.sh
 
@@ -161,6 +161,11 @@ bench: bench-deps
 build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
 	@mkdir -p $(@D)
 	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(WARN) -Wno-missing-prototypes bench/ratelimit_bench.c core/ratelimit.c -lpthread -o $@
+
+# WebSocket load generator for bench/run.sh's ws case.
+build/wsload: bench/wsload.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE $(WARN) -Wno-missing-prototypes $< -o $@
 
 clean:
 	rm -rf build

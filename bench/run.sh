@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh: agate against nginx on this machine, in the same run (`make bench`
-# runs this). Four cases, all on by default (BENCH_CASES="echo obs proxy cache"):
+# runs this). Five cases, all on by default (BENCH_CASES="echo obs proxy cache ws"):
 #
 #   echo   agate's echo agent against nginx serving the same bytes as a static file.
 #          agate: POST /v1/agents/echo/run, a 40-word user message
@@ -29,6 +29,12 @@
 #          every timed request is a HIT (replayed with the request's run ids and fresh
 #          message ids). nginx: GET of a static file holding one HIT's body. The
 #          upstream is idle while timing (checked: one upstream attempt in total).
+#   ws     AG-UI over WebSocket (issue 5), agate's echo agent driven by build/wsload
+#          (bench/wsload.c: epoll client, runs/s and send-to-RUN_FINISHED latency) in
+#          two shapes: many runs over few connections ($BENCH_WS_CONNS connections x
+#          $BENCH_WS_RUNS runs in flight, the same 40-word message as the echo case) and
+#          one run per connection (upgrade, run, close; $BENCH_WS_ONE_CONNS at a time).
+#          No nginx counterpart; run after the wrk rounds, BENCH_ROUNDS times each.
 #
 # How it is measured
 #   wrk -t2 -c64 -d${BENCH_SECONDS}s --latency, keep-alive, loopback only, after a
@@ -49,7 +55,7 @@
 #   to the idle task (no process) and kernel threads; rows above 25 % get a '*'.
 #
 # Environment (all optional)
-#   BENCH_CASES="echo obs proxy cache"  BENCH_SECONDS=10  BENCH_WARMUP=2  BENCH_ROUNDS=2
+#   BENCH_CASES="echo obs proxy cache ws"  BENCH_SECONDS=10  BENCH_WARMUP=2  BENCH_ROUNDS=2
 #   BENCH_CONNECTIONS=64  BENCH_THREADS=2  BENCH_SHARDS=$(nproc)  BENCH_NGINX_OFC=1
 #   BENCH_LOG_SAMPLE=0.1 (obs case: log.sample of the sampled-log row; "" = no row)
 #   BENCH_LOG_NULL=0 (obs case: 1 adds a row with logs on written to /dev/null, which
@@ -72,7 +78,10 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-BENCH_CASES=${BENCH_CASES:-echo obs proxy cache}
+BENCH_CASES=${BENCH_CASES:-echo obs proxy cache ws}
+BENCH_WS_CONNS=${BENCH_WS_CONNS:-4}
+BENCH_WS_RUNS=${BENCH_WS_RUNS:-16}
+BENCH_WS_ONE_CONNS=${BENCH_WS_ONE_CONNS:-32}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
@@ -94,7 +103,7 @@ WORDS=40
 die() { echo "bench: $*" >&2; exit 1; }
 has_case() { [[ " $BENCH_CASES " == *" $1 "* ]]; }
 for c in $BENCH_CASES; do
-  case $c in echo|obs|proxy|cache) ;; *) die "BENCH_CASES: unknown case '$c' (echo, obs, proxy, cache)" ;; esac
+  case $c in echo|obs|proxy|cache|ws) ;; *) die "BENCH_CASES: unknown case '$c' (echo, obs, proxy, cache, ws)" ;; esac
 done
 [ -n "${BENCH_CASES// /}" ] || die "BENCH_CASES is empty"
 
@@ -779,6 +788,35 @@ for n in "${names[@]}"; do
 done
 echo "-- mean of $BENCH_ROUNDS rounds (non-2xx, sockerr: totals)"
 tables mean
+
+# --- ws: WebSocket runs, driven by build/wsload (not wrk) -----------------------------
+if has_case ws; then
+  [ -x build/wsload ] || make --no-print-directory build/wsload >/dev/null || die "cannot build build/wsload"
+  echo
+  echo "== ws: agate echo over WebSocket, build/wsload, ${BENCH_SECONDS}s per run after 1s warm-up, $BENCH_ROUNDS rounds"
+  start_agate agate-ws /dev/null
+  printf '  %-44s %10s %12s %9s %9s %9s %12s\n' shape runs/s events/s p50_ms p90_ms p99_ms "us CPU/run"
+  for r in $(seq "$BENCH_ROUNDS"); do
+    for shape in multi one; do
+      if [ $shape = multi ]; then
+        args=(-c "$BENCH_WS_CONNS" -k "$BENCH_WS_RUNS"); label="$BENCH_WS_CONNS conns x $BENCH_WS_RUNS runs in flight"
+      else
+        args=(-c "$BENCH_WS_ONE_CONNS" -1); label="one run per connection ($BENCH_WS_ONE_CONNS at a time)"
+      fi
+      s0=$(pid_ticks "${SPID[agate-ws]}")
+      line=$(timeout -k 5 $((BENCH_SECONDS + 30)) build/wsload -p "${MAINPORT[agate-ws]}" -w "$WORDS" -d "$BENCH_SECONDS" "${args[@]}") ||
+        { echo "  FAIL  wsload ($label): $line"; fail=1; continue; }
+      s1=$(pid_ticks "${SPID[agate-ws]}")
+      kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$line"; }
+      runs=$(kv runs)
+      cpu=$(awk -v t=$((s1 - s0)) -v hz="$CLK_TCK" -v n="$runs" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
+      printf '  %-44s %10s %12s %9s %9s %9s %12s\n' "r$r $label" "$(kv runs_per_s)" "$(kv events_per_s)" "$(kv p50_ms)" "$(kv p90_ms)" "$(kv p99_ms)" "$cpu"
+    done
+  done
+  echo "  (us CPU/run: agate's CPU, 1s warm-up included, over the measured runs: an upper bound)"
+  ended=$(metric agate-ws 'agate_runs_ended_total{agent="echo",transport="ws",outcome="error"}' 'agate_runs_ended_total{agent="echo",transport="ws",outcome="cut"}')
+  check "agate-ws: no WebSocket run ended in error ($ended)" '[ "${ended:-0}" = 0 ]'
+fi
 
 # --- after the timing: targets and server-side checks ---------------------------------
 echo
