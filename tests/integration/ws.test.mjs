@@ -526,8 +526,8 @@ describe('backpressure and cancellation', () => {
     assert.ok(await srv.waitFor(() => heldRec()?.closedAt != null, 5000));
     assert.equal(heldRec().aborted, true);
     const fe = await ws.waitRun(free.runId);
-    assert.equal(fe.map((e) => e.delta ?? '').join(''), 'from the upstream agent');
-    assert.equal(fe[fe.length - 1].type, 'RUN_FINISHED');
+    // Exactly the upstream's events, each with the run's runId.
+    assert.deepEqual(fe, simpleRun(free, 'from the upstream agent').map((e) => ({ runId: free.runId, ...e })));
     ws.close();
     await ws.waitClose();
     await stopClean(agate);
