@@ -1,19 +1,24 @@
 /* ratelimit: GCRA and concurrency cells in one fixed-size, lock-free,
  * open-addressed table shared by every shard.
  *
- * Invariants (the argument is in docs/ARCHITECTURE.md, "Rate limiting"):
- *  - A cell's key changes only while its state word holds the BUSY value, and
- *    every change of key bumps the 8-bit generation in the state word. So a
- *    state word read with generation g belongs to the key the cell had under g,
- *    and a CAS that expects that word fails if the cell changed hands since.
- *  - A decision is one CAS of the state word (GCRA: TAT -> max(TAT, now) + T);
- *    a failed CAS retries with the value it saw. No lock, no allocation.
+ * Invariants (the argument is in docs/ARCHITECTURE.md, "Access control and
+ * rate limiting"):
+ *  - A cell (key, state) changes only by a 16-byte CAS. A decision expects the
+ *    key and the state it read, so it lands only on its own key's cell, whatever
+ *    happened to the cell in between (there is no generation to wrap).
+ *  - A key has at most one live cell. A new key's cell is claimed in three
+ *    steps: mark an idle cell PENDING(key, unique token); CAS the key's
+ *    insertion epoch from the value read before the window was scanned to +1;
+ *    then PENDING -> (key, 0). A claim whose epoch CAS fails gives the cell
+ *    back; a lookup that meets a PENDING cell of its key waits for it (and
+ *    cancels it if the claimer seems preempted) and scans again. Any two
+ *    successful claims of a key have different epochs, and the later one's
+ *    scan ran after the earlier one's mark, so it saw that cell.
  *  - Idle cells (TAT <= now, or no concurrency slot held) carry no information:
  *    forgetting one gives the same answers as keeping it. Only idle cells are
  *    taken over, so eviction never loses limiter state.
- *  - A concurrency cell with slots held is never idle, so it keeps its key and
- *    generation until the last slot is released: a release is a plain atomic
- *    decrement of the cell it was taken from. */
+ *  - A concurrency cell with slots held is never idle, so it keeps its key
+ *    until the last slot is released. */
 #include "core/ratelimit.h"
 
 #include <errno.h>
@@ -21,13 +26,28 @@
 #include <string.h>
 #include <time.h>
 
-#define GEN_SHIFT 56
-#define VAL_MASK  ((UINT64_C(1) << GEN_SHIFT) - 1)
-#define BUSY      VAL_MASK                     /* the cell is changing hands */
+/* cmpxchg16b: every x86-64 CPU since 2006 has it; asked for per function so
+ * the Makefile needs no -mcx16 (gcc and clang both inline it then). */
+#define RL_CX16 __attribute__((target("cx16")))
 
-static inline uint64_t st_gen(uint64_t s) { return s >> GEN_SHIFT; }
-static inline uint64_t st_val(uint64_t s) { return s & VAL_MASK; }
-static inline uint64_t st_make(uint64_t gen, uint64_t val) { return (gen << GEN_SHIFT) | (val & VAL_MASK); }
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "rl_cell_t puts the key in the low half");
+_Static_assert(sizeof(rl_cell_t) == 16, "one cmpxchg16b per cell");
+
+#define K_CONC UINT64_C(1)
+#define K_PEND UINT64_C(2)       /* the cell is being claimed for key & ~K_PEND */
+
+typedef unsigned __int128 u128;
+
+static inline u128 pack(uint64_t key, uint64_t st) { return ((u128)st << 64) | key; }
+static inline uint64_t lo(u128 w) { return (uint64_t)w; }
+static inline uint64_t hi(u128 w) { return (uint64_t)(w >> 64); }
+static inline uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+/* One CAS of the whole cell; returns what the cell held (== expected on success). */
+RL_CX16 static inline u128 cas(rl_cell_t *c, u128 expect, u128 want)
+{
+    return __sync_val_compare_and_swap(&c->w, expect, want);
+}
 
 static uint64_t g_base_ns;   /* set once by the first rl_table_init, before any shard runs */
 
@@ -38,8 +58,7 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Starts at 1 s so that a fresh TAT of 0 is always in the past; 2^56 ns is
- * over two years of uptime. */
+/* Starts at 1 s so that a fresh TAT of 0 is always in the past. */
 uint64_t rl_now_ns(void) { return mono_ns() - g_base_ns + 1000000000u; }
 
 int rl_table_init(rl_table_t *t, uint64_t capacity)
@@ -48,10 +67,19 @@ int rl_table_init(rl_table_t *t, uint64_t capacity)
     while (cap < capacity && cap < (UINT64_C(1) << 31))
         cap <<= 1;
     memset(t, 0, sizeof *t);
-    t->cells = calloc(cap, sizeof *t->cells);
-    if (!t->cells)
+    t->cells = aligned_alloc(64, cap * sizeof *t->cells);
+    uint64_t ne = cap / 16 > 64 ? cap / 16 : 64;
+    t->epochs = calloc(ne, sizeof *t->epochs);
+    if (!t->cells || !t->epochs) {
+        free(t->cells);
+        free(t->epochs);
+        t->cells = NULL;
+        t->epochs = NULL;
         return -ENOMEM;
+    }
+    memset(t->cells, 0, cap * sizeof *t->cells);
     t->mask = cap - 1;
+    t->emask = ne - 1;
     if (!g_base_ns)
         g_base_ns = mono_ns();
     return 0;
@@ -60,7 +88,9 @@ int rl_table_init(rl_table_t *t, uint64_t capacity)
 void rl_table_free(rl_table_t *t)
 {
     free(t->cells);
+    free(t->epochs);
     t->cells = NULL;
+    t->epochs = NULL;
 }
 
 static inline uint64_t mix64(uint64_t x)
@@ -93,87 +123,100 @@ uint64_t rl_hash(const void *p, size_t n, uint64_t seed)
 uint64_t rl_key(uint64_t rule_id, unsigned limit, const void *client, size_t len, bool concurrency)
 {
     uint64_t k = rl_hash(client, len, rule_id * UINT64_C(0x9e3779b97f4a7c15) + limit + 1);
-    k = (k & ~UINT64_C(1)) | (concurrency ? 1u : 0u);
-    return k > 1 ? k : 2;
+    k = (k & ~(K_CONC | K_PEND)) | (concurrency ? K_CONC : 0);
+    return k >= 4 ? k : k | 4;
 }
 
 static inline bool is_idle(uint64_t key, uint64_t s, uint64_t now)
 {
-    uint64_t v = st_val(s);
-    if (v == BUSY)
-        return false;
     if (!key)
         return true;
-    return (key & 1) ? v == 0 : v <= now;
+    if (key & K_PEND)
+        return false;
+    return (key & K_CONC) ? s == 0 : s <= now;
 }
 
-/* The state word of cell j, waiting out a claim in progress (a few hundred ns
- * at most, unless the claiming thread is preempted: then give up on the cell). */
-static uint64_t load_state(rl_cell_t *c)
+/* A claim token no other claim ever uses: thread number << 40 | its count. A
+ * PENDING cell carries it so that a claimer's PENDING -> key step can only
+ * succeed on its own mark, never on an identical one put back by another. */
+static _Atomic uint64_t g_threads;
+static __thread uint64_t t_token;
+
+static uint64_t claim_token(void)
 {
-    uint64_t s = atomic_load(&c->state);
-    for (int spin = 0; st_val(s) == BUSY && spin < 4096; spin++) {
-        __builtin_ia32_pause();
-        s = atomic_load(&c->state);
-    }
-    return s;
+    if (!t_token)
+        t_token = (atomic_fetch_add_explicit(&g_threads, 1, memory_order_relaxed) + 1) << 40;
+    return ++t_token;
 }
 
-/* Finds (or claims) the cell for key. Returns its index and, in *state, the
- * state word read for it; -1 when the probe window has no cell for it. */
+/* Another lookup is claiming a cell for our key: its next step is a few
+ * instructions away, so wait for it; if it does not come (the claimer was
+ * preempted between its two CASes), cancel the claim: the claimer sees its
+ * mark gone and starts over, so no thread waits on a descheduled one. */
+static void settle_pending(rl_cell_t *c, uint64_t pkey)
+{
+    for (int spin = 0; spin < 4096; spin++) {
+        if (ld(&c->key) != pkey)
+            return;
+        __builtin_ia32_pause();
+    }
+    uint64_t s = ld(&c->state);
+    cas(c, pack(pkey, s), pack(0, 0));
+}
+
+/* Finds (or claims) the cell for key. Returns its index and, in *state, a state
+ * word read for it (the caller's CAS checks it); -1 when the probe window has
+ * no cell for it. */
 static long find(rl_table_t *t, uint64_t key, uint64_t now, uint64_t *state)
 {
-    for (int attempt = 0; attempt < 8; attempt++) {
-        uint64_t base = mix64(key) & t->mask;
+    uint64_t h = mix64(key), base = h & t->mask;
+    _Atomic uint64_t *epoch = &t->epochs[(h >> 40) & t->emask];
+    for (int attempt = 0; attempt < 64; attempt++) {
+        uint64_t e = atomic_load_explicit(epoch, memory_order_acquire);
         long cand = -1;
-        uint64_t cand_state = 0, cand_key = 0;
+        uint64_t cand_key = 0, cand_state = 0;
+        bool again = false;
         for (uint64_t i = 0; i < RL_PROBE; i++) {
             uint64_t j = (base + i) & t->mask;
             rl_cell_t *c = &t->cells[j];
-            uint64_t s = load_state(c);
-            uint64_t k = atomic_load(&c->key);
-            if (k == key && st_val(s) != BUSY) {
+            uint64_t k = ld(&c->key), s = ld(&c->state);
+            if (k == key) {
                 *state = s;
                 return (long)j;
+            }
+            if (k == (key | K_PEND)) {
+                settle_pending(c, k);
+                again = true;
+                break;
             }
             if (cand < 0 && is_idle(k, s, now)) {
                 cand = (long)j;
-                cand_state = s;
                 cand_key = k;
+                cand_state = s;
             }
         }
-        if (cand < 0) {
-            atomic_fetch_add_explicit(&t->full, 1, memory_order_relaxed);
-            return -1;
-        }
-        /* Take the idle cell: BUSY under a new generation, the key, then a
-         * fresh (idle) value. Readers that saw the old word fail their CAS. */
-        rl_cell_t *c = &t->cells[cand];
-        uint64_t gen = (st_gen(cand_state) + 1) & 0xff;
-        if (!atomic_compare_exchange_strong(&c->state, &cand_state, st_make(gen, BUSY)))
+        if (again)
             continue;
-        atomic_store(&c->key, key);
-        uint64_t fresh = st_make(gen, 0);
-        atomic_store(&c->state, fresh);
+        if (cand < 0)
+            break;
+        rl_cell_t *c = &t->cells[cand];
+        uint64_t tok = claim_token();
+        u128 mark = pack(key | K_PEND, tok);
+        if (cas(c, pack(cand_key, cand_state), mark) != pack(cand_key, cand_state))
+            continue;   /* the cell changed since the scan (torn read, or taken) */
+        if (!atomic_compare_exchange_strong_explicit(epoch, &e, e + 1, memory_order_acq_rel,
+                                                     memory_order_acquire)) {
+            /* Another claim in this epoch slot came first: it may be for our key
+             * in another cell. Give ours back (unless a waiter already did). */
+            cas(c, mark, pack(0, 0));
+            continue;
+        }
+        if (cas(c, mark, pack(key, 0)) != mark)
+            continue;   /* cancelled by a waiter while we were descheduled */
         atomic_fetch_add_explicit(&t->claims, 1, memory_order_relaxed);
         if (cand_key)
             atomic_fetch_add_explicit(&t->evictions, 1, memory_order_relaxed);
-        /* Two shards may claim two cells for one new key at once (each saw a
-         * different first idle cell). The lowest cell in the window wins: every
-         * lookup takes the first match, and our claimed cell, still fresh, is
-         * idle, so leaving it costs nothing. */
-        for (uint64_t i = 0; i < RL_PROBE; i++) {
-            uint64_t j = (base + i) & t->mask;
-            if ((long)j == cand)
-                break;
-            rl_cell_t *o = &t->cells[j];
-            uint64_t s = load_state(o);
-            if (atomic_load(&o->key) == key && st_val(s) != BUSY) {
-                *state = s;
-                return (long)j;
-            }
-        }
-        *state = fresh;
+        *state = 0;
         return cand;
     }
     atomic_fetch_add_explicit(&t->full, 1, memory_order_relaxed);
@@ -186,14 +229,13 @@ rl_result_t rl_rate_take(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uin
     uint64_t s;
     rl_hold_clear(hold);
     long idx = find(t, key, now, &s);
-    if (idx < 0) {
-        r.remaining = (uint32_t)(rate->burst_ns / rate->interval_ns);
-        return r;   /* no cell: allowed (counted in t->full) */
-    }
-    rl_cell_t *c = &t->cells[idx];
-    uint64_t gen = st_gen(s);
     for (;;) {
-        uint64_t tat = st_val(s);
+        if (idx < 0) {
+            r.remaining = (uint32_t)(rate->burst_ns / rate->interval_ns);
+            return r;   /* no cell: allowed (counted in t->full) */
+        }
+        rl_cell_t *c = &t->cells[idx];
+        uint64_t tat = s;
         uint64_t nt = (tat > now ? tat : now) + rate->interval_ns;
         if (nt - now > rate->burst_ns) {
             r.allowed = false;
@@ -202,23 +244,19 @@ rl_result_t rl_rate_take(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uin
             r.reset_ns = tat > now ? tat - now : 0;
             return r;
         }
-        if (atomic_compare_exchange_weak(&c->state, &s, st_make(gen, nt))) {
+        u128 seen = cas(c, pack(key, s), pack(key, nt));
+        if (seen == pack(key, s)) {
             r.remaining = (uint32_t)((rate->burst_ns - (nt - now)) / rate->interval_ns);
             r.reset_ns = nt - now;
             hold->cell = (uint32_t)idx;
-            hold->gen = (uint8_t)gen;
+            hold->key = key;
             hold->amount = rate->interval_ns;
             return r;
         }
-        /* s now holds what the cell has; a new generation or BUSY means it
-         * changed hands: look the key up again. */
-        if (st_val(s) == BUSY || st_gen(s) != gen) {
-            idx = find(t, key, now, &s);
-            if (idx < 0)
-                return r;
-            c = &t->cells[idx];
-            gen = st_gen(s);
-        }
+        if (lo(seen) == key)
+            s = hi(seen);            /* another decision for this key came first */
+        else
+            idx = find(t, key, now, &s);   /* the cell changed hands: look again */
     }
 }
 
@@ -227,12 +265,13 @@ void rl_refund(rl_table_t *t, rl_hold_t *hold)
     if (hold->cell == UINT32_MAX)
         return;
     rl_cell_t *c = &t->cells[hold->cell];
-    uint64_t s = atomic_load(&c->state);
-    while (st_gen(s) == hold->gen && st_val(s) != BUSY) {
-        uint64_t v = st_val(s);
-        uint64_t nv = v > hold->amount ? v - hold->amount : 0;
-        if (atomic_compare_exchange_weak(&c->state, &s, st_make(st_gen(s), nv)))
-            break;
+    uint64_t s = ld(&c->state);
+    for (;;) {
+        uint64_t nv = s > hold->amount ? s - hold->amount : 0;
+        u128 seen = cas(c, pack(hold->key, s), pack(hold->key, nv));
+        if (seen == pack(hold->key, s) || lo(seen) != hold->key)
+            break;   /* given back, or the cell went idle and changed hands: nothing to give */
+        s = hi(seen);
     }
     rl_hold_clear(hold);
 }
@@ -243,33 +282,29 @@ rl_result_t rl_conc_take(rl_table_t *t, uint64_t key, uint32_t max, rl_hold_t *h
     uint64_t s;
     rl_hold_clear(hold);
     long idx = find(t, key, 0, &s);
-    if (idx < 0) {
-        r.remaining = max;
-        return r;
-    }
-    rl_cell_t *c = &t->cells[idx];
-    uint64_t gen = st_gen(s);
     for (;;) {
-        uint64_t v = st_val(s);
-        if (v >= max) {
+        if (idx < 0) {
+            r.remaining = max;
+            return r;
+        }
+        rl_cell_t *c = &t->cells[idx];
+        if (s >= max) {
             r.allowed = false;
             r.retry_ns = 1000000000u;   /* a slot frees when a run ends: no better guess */
             return r;
         }
-        if (atomic_compare_exchange_weak(&c->state, &s, st_make(gen, v + 1))) {
-            r.remaining = max - (uint32_t)v - 1;
+        u128 seen = cas(c, pack(key, s), pack(key, s + 1));
+        if (seen == pack(key, s)) {
+            r.remaining = max - (uint32_t)s - 1;
             hold->cell = (uint32_t)idx;
-            hold->gen = (uint8_t)gen;
+            hold->key = key;
             hold->amount = 1;
             return r;
         }
-        if (st_val(s) == BUSY || st_gen(s) != gen) {
+        if (lo(seen) == key)
+            s = hi(seen);
+        else
             idx = find(t, key, 0, &s);
-            if (idx < 0)
-                return r;
-            c = &t->cells[idx];
-            gen = st_gen(s);
-        }
     }
 }
 
@@ -277,9 +312,16 @@ void rl_release(rl_table_t *t, rl_hold_t *hold)
 {
     if (hold->cell == UINT32_MAX)
         return;
-    /* count > 0 pins the cell (never idle, never taken over), so the generation
-     * cannot change under us and a plain decrement is exact. */
-    atomic_fetch_sub(&t->cells[hold->cell].state, 1);
+    /* count > 0 pins the cell (never idle, never taken over): the key is still
+     * ours and only other takes and releases race with us. */
+    rl_cell_t *c = &t->cells[hold->cell];
+    uint64_t s = ld(&c->state);
+    for (;;) {
+        u128 seen = cas(c, pack(hold->key, s), pack(hold->key, s - 1));
+        if (seen == pack(hold->key, s) || lo(seen) != hold->key || !hi(seen))
+            break;   /* (the last two cannot happen while we hold a slot) */
+        s = hi(seen);
+    }
     rl_hold_clear(hold);
 }
 
@@ -287,8 +329,8 @@ uint64_t rl_table_used(rl_table_t *t, uint64_t now)
 {
     uint64_t n = 0;
     for (uint64_t j = 0; j <= t->mask; j++) {
-        uint64_t k = atomic_load_explicit(&t->cells[j].key, memory_order_relaxed);
-        uint64_t s = atomic_load_explicit(&t->cells[j].state, memory_order_relaxed);
+        uint64_t k = __atomic_load_n(&t->cells[j].key, __ATOMIC_RELAXED);
+        uint64_t s = __atomic_load_n(&t->cells[j].state, __ATOMIC_RELAXED);
         n += k && !is_idle(k, s, now);
     }
     return n;

@@ -1,15 +1,18 @@
 /* ratelimit: a lock-free table of limiter cells shared by every shard.
  *
- * A cell is two 64-bit words: the key (a 64-bit hash of rule identity, limit
- * and client key; 0 = never used) and the state (8-bit generation | 56-bit
- * value). For a rate limit the value is the GCRA "theoretical arrival time" in
- * nanoseconds since the table was made; for a concurrency limit it is the
- * number of runs holding a slot. Every change is one compare-and-swap of the
- * state word; no mutex anywhere. The table has a fixed number of cells (bounded
- * memory); a cell whose state is idle (TAT in the past, or no slot held) is
- * indistinguishable from an absent one, so it may be taken over by another key
- * at any time: that is the eviction. See docs/ARCHITECTURE.md, "Rate limiting",
- * for why this is correct under concurrent shards. */
+ * A cell is one 16-byte word, changed only by a 16-byte compare-and-swap
+ * (cmpxchg16b): the key (a 64-bit hash of rule identity, limit and client key;
+ * 0 = empty) and the state. For a rate limit the state is the GCRA
+ * "theoretical arrival time" in nanoseconds since the table was made; for a
+ * concurrency limit it is the number of runs holding a slot. A decision is one
+ * CAS that expects the key AND the state it read, so it can only land on the
+ * cell of its own key: no generation counter, no ABA. No mutex anywhere. A key
+ * has at most one cell at any time (claims of a new key are ordered by a CAS on
+ * an insertion epoch). The table has a fixed number of cells (bounded memory);
+ * a cell whose state is idle (TAT in the past, or no slot held) is
+ * indistinguishable from an absent one, so another key may take it over: that
+ * is the eviction. See docs/ARCHITECTURE.md, "Access control and rate
+ * limiting", for why this is correct under concurrent shards. */
 #ifndef AGATE_RATELIMIT_H
 #define AGATE_RATELIMIT_H
 
@@ -20,14 +23,20 @@
 
 #define RL_PROBE 16                 /* cells examined per lookup */
 
-typedef struct rl_cell {
-    _Atomic uint64_t key;
-    _Atomic uint64_t state;
-} rl_cell_t;
+/* key in the low half, state in the high half (x86-64 is little-endian). */
+typedef union rl_cell {
+    unsigned __int128 w;
+    struct {
+        uint64_t key;
+        uint64_t state;
+    };
+} __attribute__((aligned(16))) rl_cell_t;
 
 typedef struct rl_table {
     rl_cell_t       *cells;
     uint64_t         mask;          /* capacity - 1 (a power of two) */
+    _Atomic uint64_t *epochs;       /* insertion epochs, by key hash (claims of one key meet here) */
+    uint64_t         emask;
     _Atomic uint64_t claims;        /* cells taken for a key */
     _Atomic uint64_t evictions;     /* of those, cells that held another key */
     _Atomic uint64_t full;          /* lookups that found no cell: allowed, counted */
@@ -59,7 +68,7 @@ typedef struct rl_quota {
 /* A held concurrency slot or a rate charge, undone by rl_release/rl_refund. */
 typedef struct rl_hold {
     uint32_t cell;                  /* index; UINT32_MAX = nothing held */
-    uint8_t  gen;                   /* generation when charged (refunds check it) */
+    uint64_t key;                   /* the cell's key when charged (refunds check it) */
     uint64_t amount;                /* rate: T charged; concurrency: 1 */
 } rl_hold_t;
 
@@ -70,8 +79,9 @@ void rl_table_free(rl_table_t *t);
 /* Nanoseconds on the table's clock (CLOCK_MONOTONIC). */
 uint64_t rl_now_ns(void);
 
-/* The key of (rule identity, limit index, client key bytes); never 0. The low
- * bit is 1 for a concurrency limit so an idle test knows how to read the state. */
+/* The key of (rule identity, limit index, client key bytes); never below 4. The
+ * low bit is 1 for a concurrency limit so an idle test knows how to read the
+ * state; bit 1 is always 0 (the table marks a cell being claimed with it). */
 uint64_t rl_key(uint64_t rule_id, unsigned limit, const void *client, size_t len, bool concurrency);
 uint64_t rl_hash(const void *p, size_t n, uint64_t seed);
 
