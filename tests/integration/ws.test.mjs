@@ -479,7 +479,10 @@ describe('backpressure and cancellation', () => {
     assert.ok(await raw.conn.waitClose(8000), 'agate closes the stuck connection');
     const m = await scrape(agate);
     assert.equal(metric(m, 'agate_runs_ended_total', { agent: 'echo', transport: 'ws', outcome: 'client_closed' }), 1);
-    assert.equal(metric(m, 'agate_ws_connections'), 0);
+    // The slot is freed once the client has read up to our FIN and gone (linger).
+    let open = 1;
+    for (let i = 0; i < 60 && open !== 0; i++) { open = metric(await scrape(agate), 'agate_ws_connections'); if (open) await sleep(50); }
+    assert.equal(open, 0);
     await stopClean(agate);
   });
 
@@ -502,6 +505,33 @@ describe('backpressure and cancellation', () => {
     ws.terminate();
     assert.ok(await srv.waitFor(() => srv.requests[0].closedAt !== null, 5000), 'upstream request closed');
     assert.equal(srv.requests[0].aborted, true);
+    await stopClean(agate);
+  });
+
+  test('a pass-through upstream event that is not UTF-8 fails that run only (RUN_ERROR), not the connection', T, async (t) => {
+    const srv = await startAguiServer({
+      script: (rec) => (!rec.json?.runId?.startsWith('bad') ? {} : { events: (input) => [
+        ...simpleRun(input, 'ok').slice(0, 2),
+        { raw: Buffer.concat([Buffer.from('data: {"type":"TEXT_MESSAGE_CONTENT","messageId":"up-msg-' + input.runId + '","delta":"'), Buffer.from([0xff, 0xfe]), Buffer.from('"}\n\n')]) },
+        ...simpleRun(input, 'ok').slice(2),
+      ] }),
+    });
+    t.after(() => srv.close());
+    const agate = await useAgate(t, { config: `agents:\n  up:\n    type: proxy\n    validation: pass\n    endpoints: [${srv.url}]\n` });
+    const ws = await openWs(agate.port, { agent: 'up' });
+    const input = runInput('x', { runId: uid('bad') });
+    ws.send(JSON.stringify(input));
+    const ev = await ws.waitRun(input.runId);
+    assert.deepEqual(ev.map((e) => e.type), ['RUN_STARTED', 'TEXT_MESSAGE_START', 'RUN_ERROR']);
+    assert.equal(ev[2].code, 'upstream_protocol_error');
+    assert.ok(await srv.waitFor(() => srv.requests[0].closedAt !== null, 5000), 'the upstream request is dropped');
+    assert.equal(ws.closeInfo, null, 'the connection stays open');
+    const next = runInput('y');
+    ws.send(JSON.stringify(next));
+    const ok = await ws.waitRun(next.runId);
+    assert.equal(ok[ok.length - 1].type, 'RUN_FINISHED');
+    ws.close();
+    await ws.waitClose();
     await stopClean(agate);
   });
 
