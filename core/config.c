@@ -692,7 +692,7 @@ const cfg_agent_t *cfg_find_agent(const cfg_t *c, const char *name, size_t len)
 
 /* ---- help ---- */
 
-static char env_help[4096];
+static char env_help[8192];
 static pthread_once_t env_help_once = PTHREAD_ONCE_INIT;
 
 static void env_help_build(void)
@@ -709,6 +709,8 @@ static void env_help_build(void)
         used += (size_t)snprintf(env_help + used, sizeof env_help - used, "  %-26s %-26s default %s\n",
                                  settings[i].env, name, settings[i].deflt);
     }
+    assert(used < sizeof env_help);
+    used += cfg_access_env_help(env_help + used, sizeof env_help - used);   /* auth, rate_limit */
     assert(used < sizeof env_help);
     used += (size_t)snprintf(env_help + used, sizeof env_help - used,
         "Values use the file's syntax: sizes 1048576, 64KiB, 1MiB, 1MB; durations 250ms, 10s,\n"

@@ -68,6 +68,7 @@ void cfg_access_defaults(cfg_access_t *a)
 static int seq_items(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, const char *name,
                      yaml_node_item_t **start, yaml_node_item_t **top)
 {
+    *start = *top = NULL;   /* gcc -flto cannot see that cfg_load_fail never returns 0 */
     if (v->type != YAML_SEQUENCE_NODE)
         return cfg_load_fail(ld, k, name, "expected a list, not %s", cfg_node_kind(v));
     *start = v->data.sequence.items.start;
@@ -578,6 +579,21 @@ int cfg_access_env(cfg_t *c, char *err, size_t errlen)
         }
     }
     return 0;
+}
+
+size_t cfg_access_env_help(char *out, size_t cap)
+{
+    size_t used = 0;
+    char name[96];
+    for (size_t i = 0; i < N_ROWS && used < cap; i++) {
+        const struct cfg_setting *s = &access_rows[i];
+        if (!s->env)
+            continue;
+        snprintf(name, sizeof name, "%s%s%s", s->section ? s->section : "", s->section ? "." : "", s->key);
+        used += (size_t)snprintf(out + used, cap - used, "  %-26s %-26s default %s\n", s->env, name,
+                                 *s->deflt ? s->deflt : "(none)");
+    }
+    return used < cap ? used : cap;
 }
 
 int cfg_access_validate(const cfg_t *c, char *key, size_t keylen, char *why, size_t whylen)

@@ -130,6 +130,8 @@ bool cfg_access_owns(const char *key);
 /* The file's auth:, cors:, security_headers: or rate_limit: value. */
 int cfg_load_access(const struct cfg_loader *ld, const char *key, const yaml_node_t *k, const yaml_node_t *v);
 int cfg_access_env(cfg_t *c, char *err, size_t errlen);
+/* Appends the access sections' environment overrides to agate --help; bytes written. */
+size_t cfg_access_env_help(char *out, size_t cap);
 int cfg_access_validate(const cfg_t *c, char *key, size_t keylen, char *why, size_t whylen);
 
 #endif

@@ -91,9 +91,16 @@ void reload_config(const cfg_t *running, log_ring_t *log)
 
 void reload_tick(unsigned nshards, log_ring_t *log)
 {
+    /* A file that failed to load is tried again, and logged again, only once
+     * it changes (not every second while it stays broken). */
+    static uint64_t failed_sig;
+    static bool failed;
     char err[CFG_ERR_MAX + 64];
-    if (g_applied && access_jwks_changed()) {
-        if (access_publish(g_applied, err, sizeof err))
+    uint64_t sig = 0;
+    if (g_applied && access_jwks_changed(&sig) && !(failed && sig == failed_sig)) {
+        failed = access_publish(g_applied, err, sizeof err) != 0;
+        failed_sig = sig;
+        if (failed)
             log_reload(log, "jwks", "failed", err, false);
         else
             log_reload(log, "jwks", "ok", NULL, false);

@@ -3,7 +3,7 @@
  *
  * Hot path, per run request: one atomic load of the policy pointer; with no
  * auth, rules or CORS configured, nothing else. With rules: the peer address
- * (getpeername) when a rule keys on it, one hash and one CAS per limit. API key
+ * (looked up once per connection) when a rule keys on it, one hash and one CAS per limit. API key
  * digests are compared with CRYPTO_memcmp against every configured key (no early
  * exit), JWTs verified by core/jwt.c. Nothing here logs a credential: messages
  * name what was wrong, never the value. */
@@ -249,12 +249,14 @@ void access_reclaim(unsigned nshards)
     }
 }
 
-bool access_jwks_changed(void)
+bool access_jwks_changed(uint64_t *sig)
 {
     policy_t *p = policy();
     struct stat st;
     if (!p || !p->cfg.jwks_file[0] || stat(p->cfg.jwks_file, &st))
         return false;
+    *sig = rl_hash(&st.st_mtim, sizeof st.st_mtim, (uint64_t)st.st_size) ^
+           rl_hash(&st.st_ctim, sizeof st.st_ctim, (uint64_t)st.st_ino);
     return st.st_mtim.tv_sec != p->jwks_st.st_mtim.tv_sec || st.st_mtim.tv_nsec != p->jwks_st.st_mtim.tv_nsec ||
            st.st_size != p->jwks_st.st_size || st.st_ino != p->jwks_st.st_ino;
 }
@@ -326,24 +328,45 @@ static void addr_text(const uint8_t a[16], access_ident_t *id)
     id->client_len = ok ? (uint8_t)strlen(id->client) : 0;
 }
 
+/* The connection's peer address as text, looked up once per connection and
+ * cached on it (conn_t.peer, the same text net/proxy.c puts in X-Forwarded-For):
+ * keep-alive clients run many times on one connection, and a getpeername()
+ * per request was a syscall on every rate-limited run. */
+static bool conn_peer(conn_t *c)
+{
+    if (c->peer_len)
+        return c->peer[0] != 'u';   /* "unknown" */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    const char *ok = NULL;
+    if (c->fd >= 0 && !getpeername(c->fd, (struct sockaddr *)&ss, &sl)) {
+        if (ss.ss_family == AF_INET)
+            ok = inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer, sizeof c->peer);
+        else if (ss.ss_family == AF_INET6)
+            ok = inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer, sizeof c->peer);
+    }
+    if (!ok)
+        memcpy(c->peer, "unknown", 8);
+    c->peer_len = (uint8_t)strlen(c->peer);
+    return ok != NULL;
+}
+
 /* The peer, or with trusted proxies the right-most X-Forwarded-For entry that
  * is not itself a trusted proxy. */
 static void client_address(const policy_t *p, conn_t *c, const http_req_t *r, access_ident_t *id)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
     uint8_t a[16] = {0};
     id->client_len = 0;
-    if (c->fd < 0 || getpeername(c->fd, (struct sockaddr *)&ss, &sl))
+    if (!conn_peer(c))
         return;
-    if (ss.ss_family == AF_INET) {
-        a[10] = a[11] = 0xff;
-        memcpy(a + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-    } else if (ss.ss_family == AF_INET6) {
-        memcpy(a, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-    } else {
+    if (!p->cfg.n_trusted && !memchr(c->peer, ':', c->peer_len) && c->peer_len < sizeof id->client) {
+        memcpy(id->client, c->peer, c->peer_len);   /* IPv4, nothing to consult: the text as it is */
+        id->client[c->peer_len] = 0;
+        id->client_len = c->peer_len;
         return;
     }
+    if (!addr16(c->peer, c->peer_len, a))
+        return;
     const char *v;
     size_t n;
     if (p->cfg.n_trusted && trusted(p, a) && http_header(r, "x-forwarded-for", &v, &n)) {

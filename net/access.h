@@ -82,7 +82,7 @@ int  access_publish(const cfg_t *cfg, char *err, size_t errlen);
 /* Frees policies no shard can still see; call now and then (1 s tick). */
 void access_reclaim(unsigned nshards);
 /* True when the configured JWKS file changed since the policy was built. */
-bool access_jwks_changed(void);
+bool access_jwks_changed(uint64_t *sig);   /* sig: the file's stat, hashed (a failure is retried when it changes) */
 /* Frees everything at exit (after the shards stopped). */
 void access_shutdown(void);
 

@@ -1682,6 +1682,11 @@ static void test_env_help(void **state)
     assert_non_null(strstr(help, "default 0.0.0.0:8080"));
     assert_non_null(strstr(help, "trace.otlp_endpoint"));
     assert_non_null(strstr(help, "default off"));
+    /* the access sections' overrides (core/config_auth.c) */
+    assert_non_null(strstr(help, "AGATE_AUTH_ANONYMOUS       auth.anonymous"));
+    assert_non_null(strstr(help, "AGATE_JWKS_FILE            auth.jwt.jwks_file"));
+    assert_non_null(strstr(help, "AGATE_SECURITY_HEADERS"));
+    assert_non_null(strstr(help, "AGATE_RATE_LIMIT_TABLE_SIZE rate_limit.table_size"));
     assert_ptr_equal(help, cfg_env_help());
     assert_int_equal(help[strlen(help) - 1], '\n');
 }
