@@ -221,7 +221,7 @@ describe('HTTP/1.1', () => {
   });
 
   test('unknown paths: 404 not_found', T, async () => {
-    for (const [method, p] of [['GET', '/nope'], ['GET', '/'], ['GET', '/v1/agents'], ['GET', '/v1/agents/echo'],
+    for (const [method, p] of [['GET', '/nope'], ['GET', '/index.html'], ['GET', '/v1/agents'], ['GET', '/v1/agents/echo'],
       ['POST', '/v1/agents/echo/run/extra'], ['POST', '/v1/agents//run'], ['GET', '/health/live/x']]) {
       const res = await request(agate.port, { method, path: p, body: method === 'POST' ? runInput('x') : undefined });
       assertError(res, 404, 'not_found');
