@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh: agate against nginx on this machine, in the same run (`make bench`
-# runs this). Five cases, all on by default (BENCH_CASES="echo obs proxy cache ws"):
+# runs this). Six cases, all on by default (BENCH_CASES="echo obs proxy cache ws auth"):
 #
 #   echo   agate's echo agent against nginx serving the same bytes as a static file.
 #          agate: POST /v1/agents/echo/run, a 40-word user message
@@ -35,6 +35,13 @@
 #          $BENCH_WS_RUNS runs in flight, the same 40-word message as the echo case) and
 #          one run per connection (upgrade, run, close; $BENCH_WS_ONE_CONNS at a time).
 #          No nginx counterpart; run after the wrk rounds, BENCH_ROUNDS times each.
+#   auth   access control and rate limiting on against off (issue 6): the echo case's
+#          agate (no auth, no rules) against one with an API key required on every
+#          request (bench/echo_auth.lua sends it: a SHA-256 and constant-time compare
+#          per request) and two rate-limit rules that never refuse: per API key,
+#          1e6/s with burst 1e6 and 100000 concurrent runs, and one global per-agent
+#          rule at 1e7/s (every request of every shard a CAS on the same cell). The
+#          target is req/s within 5 % of off. Checked: a request without the key is 401.
 #
 # How it is measured
 #   wrk -t2 -c64 -d${BENCH_SECONDS}s --latency, keep-alive, loopback only, after a
@@ -55,7 +62,7 @@
 #   to the idle task (no process) and kernel threads; rows above 25 % get a '*'.
 #
 # Environment (all optional)
-#   BENCH_CASES="echo obs proxy cache ws"  BENCH_SECONDS=10  BENCH_WARMUP=2  BENCH_ROUNDS=2
+#   BENCH_CASES="echo obs proxy cache ws auth"  BENCH_SECONDS=10  BENCH_WARMUP=2  BENCH_ROUNDS=2
 #   BENCH_CONNECTIONS=64  BENCH_THREADS=2  BENCH_SHARDS=$(nproc)  BENCH_NGINX_OFC=1
 #   BENCH_LOG_SAMPLE=0.1 (obs case: log.sample of the sampled-log row; "" = no row)
 #   BENCH_LOG_NULL=0 (obs case: 1 adds a row with logs on written to /dev/null, which
@@ -78,7 +85,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-BENCH_CASES=${BENCH_CASES:-echo obs proxy cache ws}
+BENCH_CASES=${BENCH_CASES:-echo obs proxy cache ws auth}
 BENCH_WS_CONNS=${BENCH_WS_CONNS:-4}
 BENCH_WS_RUNS=${BENCH_WS_RUNS:-16}
 BENCH_WS_ONE_CONNS=${BENCH_WS_ONE_CONNS:-32}
@@ -103,7 +110,7 @@ WORDS=40
 die() { echo "bench: $*" >&2; exit 1; }
 has_case() { [[ " $BENCH_CASES " == *" $1 "* ]]; }
 for c in $BENCH_CASES; do
-  case $c in echo|obs|proxy|cache|ws) ;; *) die "BENCH_CASES: unknown case '$c' (echo, obs, proxy, cache, ws)" ;; esac
+  case $c in echo|obs|proxy|cache|ws|auth) ;; *) die "BENCH_CASES: unknown case '$c' (echo, obs, proxy, cache, ws, auth)" ;; esac
 done
 [ -n "${BENCH_CASES// /}" ] || die "BENCH_CASES is empty"
 
@@ -356,8 +363,37 @@ if has_case obs; then
   done
   add_row agate-bare "agate echo, metrics+log off" bench/echo.lua "http://127.0.0.1:${MAINPORT[agate-bare]}/v1/agents/echo/run" "$agate_wire"
 fi
-if has_case echo || has_case obs; then
+if has_case echo || has_case obs || has_case auth; then
   add_row agate "agate echo (log off)" bench/echo.lua "$agate_url" "$agate_wire"
+fi
+
+# --- auth: the same echo run with an API key and rate limits on ------------------------
+if has_case auth; then
+  echo "-- auth: agate with an API key required and two rate-limit rules that never refuse"
+  export BENCH_API_KEY="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  cat >"$tmp/agate-auth.yaml" <<EOF
+auth:
+  anonymous: false
+  api_keys:
+    - {name: bench, sha256: $(printf %s "$BENCH_API_KEY" | sha256sum | cut -d' ' -f1), scopes: [agents:run]}
+rate_limit:
+  rules:
+    - {name: per-key, key: api_key, per_second: 1000000, burst: 1000000, concurrent: 100000}
+    - {name: echo-global, key: global, agents: [echo], per_second: 10000000, burst: 10000000}
+EOF
+  start_agate agate-auth /dev/null AGATE_CONFIG="$tmp/agate-auth.yaml"
+  auth_url="http://127.0.0.1:${MAINPORT[agate-auth]}/v1/agents/echo/run"
+  status=$(curl -s -X POST -H 'Content-Type: application/json' -H 'Accept: text/event-stream' \
+    -H "Authorization: Bearer $BENCH_API_KEY" --data-binary "@$BODY_FILE" -D "$tmp/agate-auth.headers" \
+    -o "$tmp/agate-auth.body" -w '%{http_code} %{content_type}' "$auth_url")
+  auth_wire=$(( $(curl -s --raw -X POST -H 'Content-Type: application/json' -H 'Accept: text/event-stream' \
+    -H "Authorization: Bearer $BENCH_API_KEY" --data-binary "@$BODY_FILE" -D - -o "$tmp/wire.b" "$auth_url" | wc -c) \
+    + $(wc -c <"$tmp/wire.b") ))
+  check "agate-auth answers 200 text/event-stream with the key ($status), $n_events events, RateLimit-* headers" \
+    '[[ $status == "200 text/event-stream"* ]] && [ "$(grep -c "^data: " "$tmp/agate-auth.body")" -eq "$n_events" ] && grep -qi "^ratelimit-remaining:" "$tmp/agate-auth.headers"'
+  noauth=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data-binary "@$BODY_FILE" "$auth_url")
+  check "agate-auth refuses a request without the key (401, got $noauth)" '[ "$noauth" = 401 ]'
+  add_row agate-auth "agate echo, auth + limits" bench/echo_auth.lua "$auth_url" "$auth_wire"
 fi
 if has_case obs; then
   add_row agate-log "agate echo, log to file" bench/echo.lua "http://127.0.0.1:${MAINPORT[agate-log]}/v1/agents/echo/run" "$agate_wire"
@@ -741,8 +777,22 @@ table_cache() {
   for n in agate-cache nginx-cache; do has_row $n && row "$1" $n; done
   versus "$1" agate-cache nginx-cache
 }
+table_auth() {
+  echo "  [auth] the echo run with an API key and rate limits on vs off"
+  header
+  local n
+  for n in agate agate-auth; do has_row $n && row "$1" $n; done
+  printf '  %-26s req/s %s, server CPU per response %s, p99 %sx' "agate-auth vs agate:" \
+    "$(pctdiff "${RPS[$1:agate-auth]}" "${RPS[$1:agate]}")" "$(pctdiff "${USREQ[$1:agate-auth]}" "${USREQ[$1:agate]}")" \
+    "$(ratio "${P99[$1:agate-auth]}" "${P99[$1:agate]}")"
+  if [ "$1" = mean ] && [ "$BENCH_ROUNDS" -ge 3 ]; then
+    printf '; median of rounds: req/s %s, CPU %s' "$(median_pct RPS agate-auth agate)" "$(median_pct USREQ agate-auth agate)"
+  fi
+  echo
+}
 tables() {
   has_case echo && table_echo "$1"
+  has_case auth && table_auth "$1"
   has_case cache && table_cache "$1"
   has_case obs && table_obs "$1"
   has_case proxy && table_proxy "$1"
@@ -865,6 +915,14 @@ if has_case cache; then
   [ "$up" = 1 ] || { echo "  FAIL  agate-cache: the upstream was asked $up times (want 1: every timed request a HIT)"; fail=1; }
   rr=$(ratio "${RPS[mean:agate-cache]}" "${RPS[mean:nginx-cache]}")
   echo "  issue 7 target, agate cache HIT >= 1.5x nginx static req/s: ${rr}x: $(awk -v r="$rr" 'BEGIN { print (r >= 1.5) ? "met" : "NOT met" }')"
+fi
+if has_case auth; then
+  # A refusal (429) would be a non-2xx response, which fails its row already.
+  tfull=$(metric agate-auth 'agate_ratelimit_table_full_total')
+  echo "  info  agate-auth: limiter lookups without a cell (fail-open): ${tfull:-0}"
+  [ "${tfull:-0}" = 0 ] || { echo "  FAIL  agate-auth: the limiter table was full"; fail=1; }
+  ar=$(awk -v a="${RPS[mean:agate-auth]}" -v b="${RPS[mean:agate]}" 'BEGIN { printf "%.1f", 100 * (1 - a / b) }')
+  echo "  issue 6 target, auth + rate limiting on within 5 % of off in runs/s: mean cost ${ar} % of req/s: $(awk -v c="$ar" 'BEGIN { print (c < 5) ? "met" : "NOT met" }') (ratio $(ratio "${RPS[mean:agate-auth]}" "${RPS[mean:agate]}")x)"
 fi
 for n in "${names[@]}"; do
   printf '  %-17s %s\n' "$n:" "$(awk -v r="${RPS[mean:$n]}" -v b="${BPR[mean:$n]}" 'BEGIN { printf "%.1f MB/s on the wire (req/s x %d B/resp)", r * b / 1e6, b }')"
