@@ -26,10 +26,6 @@
 #include <string.h>
 #include <time.h>
 
-/* cmpxchg16b: every x86-64 CPU since 2006 has it; asked for per function so
- * the Makefile needs no -mcx16 (gcc and clang both inline it then). */
-#define RL_CX16 __attribute__((target("cx16")))
-
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "rl_cell_t puts the key in the low half");
 _Static_assert(sizeof(rl_cell_t) == 16, "one cmpxchg16b per cell");
 
@@ -43,10 +39,19 @@ static inline uint64_t lo(u128 w) { return (uint64_t)w; }
 static inline uint64_t hi(u128 w) { return (uint64_t)(w >> 64); }
 static inline uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
-/* One CAS of the whole cell; returns what the cell held (== expected on success). */
-RL_CX16 static inline u128 cas(rl_cell_t *c, u128 expect, u128 want)
+/* One CAS of the whole cell; returns what the cell held (== expected on
+ * success). lock cmpxchg16b (every x86-64 CPU since 2006 has it) written out:
+ * compilers otherwise need -mcx16 on every command line, and clang without it
+ * calls a libatomic routine that may take a lock. A full barrier, like any
+ * locked instruction. */
+static inline u128 cas(rl_cell_t *c, u128 expect, u128 want)
 {
-    return __sync_val_compare_and_swap(&c->w, expect, want);
+    uint64_t elo = lo(expect), ehi = hi(expect);
+    __asm__ __volatile__("lock cmpxchg16b %0"
+                         : "+m"(c->w), "+a"(elo), "+d"(ehi)
+                         : "b"(lo(want)), "c"(hi(want))
+                         : "memory", "cc");
+    return pack(elo, ehi);
 }
 
 static uint64_t g_base_ns;   /* set once by the first rl_table_init, before any shard runs */
