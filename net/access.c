@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
+#include "core/digest.h"
 
 #include "core/jwt.h"
 #include "core/shard.h"
@@ -486,9 +486,12 @@ static access_verdict_t identify_jwt(const policy_t *p, conn_t *c, const char *t
 static access_verdict_t identify_key(const policy_t *p, const char *key, size_t n, access_ident_t *id,
                                      access_decision_t *d)
 {
-    uint8_t dig[SHA256_DIGEST_LENGTH];
-    SHA256((const uint8_t *)key, n, dig);
+    uint8_t dig[DIGEST_SHA256_LEN];
     int found = -1;
+    if (digest_sha256(key, n, dig)) {
+        refuse_401(d, "invalid_token", "the API key could not be checked");
+        return d->verdict;
+    }
     for (uint32_t i = 0; i < p->cfg.n_api_keys; i++)   /* every key, no early exit: constant time in the match */
         if (CRYPTO_memcmp(dig, p->cfg.api_keys[i].sha256, sizeof dig) == 0)
             found = (int)i;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/digest.h"
 #include "proto/json.h"
 
 typedef struct kv {
@@ -175,24 +176,19 @@ int canon_key(const char *agent, const canon_part_t *parts, size_t n_parts, cons
               uint8_t key[CANON_KEY_LEN])
 {
     static const char tag[] = "agate-cache-v1";
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned int outl = 0;
-    int rc = -EIO;
+    _Static_assert(CANON_KEY_LEN == DIGEST_SHA256_LEN, "the key is a SHA-256");
+    EVP_MD_CTX *ctx = digest_sha256_begin();
     if (!ctx)
         return -ENOMEM;
-    if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(ctx, tag, sizeof tag) != 1 ||
-        EVP_DigestUpdate(ctx, agent, strlen(agent) + 1) != 1 || digest_u64(ctx, n_parts))
-        goto out;
+    if (EVP_DigestUpdate(ctx, tag, sizeof tag) != 1 || EVP_DigestUpdate(ctx, agent, strlen(agent) + 1) != 1 ||
+        digest_u64(ctx, n_parts))
+        return -EIO;
     for (size_t i = 0; i < n_parts; i++) {
         if (digest_u64(ctx, parts[i].p ? parts[i].n : UINT64_MAX) ||
             (parts[i].p && parts[i].n && EVP_DigestUpdate(ctx, parts[i].p, parts[i].n) != 1))
-            goto out;
+            return -EIO;
     }
-    if (EVP_DigestUpdate(ctx, canonical, len) != 1 || EVP_DigestFinal_ex(ctx, key, &outl) != 1 ||
-        outl != CANON_KEY_LEN)
-        goto out;
-    rc = 0;
-out:
-    EVP_MD_CTX_free(ctx);
-    return rc;
+    if (EVP_DigestUpdate(ctx, canonical, len) != 1)
+        return -EIO;
+    return digest_sha256_end(ctx, key);
 }
