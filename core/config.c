@@ -660,7 +660,10 @@ int cfg_validate(const cfg_t *c, char *err, size_t errlen)
         return validate_fail(c, err, errlen, "admin_listen",
                              "%s overlaps listen %s (same port); use another port", c->admin_listen, c->listen);
 
-    if (c->n_agents == 0)
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < c->n_agents && i < CFG_MAX_AGENTS; i++)
+        live += !c->agents[i].removed;
+    if (live == 0)
         return validate_fail(c, err, errlen, "agents", "at least one agent is required");
     if (c->n_agents > CFG_MAX_AGENTS)
         return validate_fail(c, err, errlen, "agents", "too many agents (at most %d)", CFG_MAX_AGENTS);
@@ -684,7 +687,7 @@ const cfg_agent_t *cfg_find_agent(const cfg_t *c, const char *name, size_t len)
 {
     for (uint32_t i = 0; i < c->n_agents; i++) {
         const cfg_agent_t *a = &c->agents[i];
-        if (strnlen(a->name, CFG_NAME_MAX) == len && memcmp(a->name, name, len) == 0)
+        if (!a->removed && strnlen(a->name, CFG_NAME_MAX) == len && memcmp(a->name, name, len) == 0)
             return a;
     }
     return NULL;

@@ -49,6 +49,11 @@ typedef enum cfg_validation { CFG_VALIDATION_STRICT, CFG_VALIDATION_PASS } cfg_v
 typedef struct cfg_agent {
     char             name[CFG_NAME_MAX];   /* [A-Za-z0-9_.-]{1,63} */
     cfg_agent_kind_t kind;
+    /* Its index in cfg_t.agents, kept by its name for the life of the process
+     * across reloads (core/cfggen.c), so per-agent state (metrics, breakers,
+     * upstream pools, limiter rules) indexed by it survives a reload. */
+    uint8_t          slot;
+    bool             removed;              /* a reload dropped it: no new runs, its slot kept */
     uint32_t         token_interval_ms;    /* echo: pacing between content events; 0 = as fast as possible */
 
     /* proxy agents (kind CFG_AGENT_PROXY) */
@@ -129,6 +134,8 @@ typedef struct cfg {
     uint32_t    n_agents;
 
     cfg_access_t access;                  /* auth, cors, security_headers, rate_limit (core/config_auth.c) */
+
+    uint64_t    generation;               /* core/cfggen.c: 1, 2, ... once published; 0 for any other cfg_t */
 } cfg_t;
 
 /* Built-in defaults: the listeners above, 1 MiB body, 16 KiB headers, 10 s header
@@ -156,7 +163,8 @@ int cfg_apply_env(cfg_t *c, char *err, size_t errlen);
  * agent, unique agent names, ...). */
 int cfg_validate(const cfg_t *c, char *err, size_t errlen);
 
-/* name need not be NUL-terminated (a slice of a request path); NULL if absent. */
+/* name need not be NUL-terminated (a slice of a request path); NULL if absent
+ * or removed. */
 const cfg_agent_t *cfg_find_agent(const cfg_t *c, const char *name, size_t len);
 
 /* Parses a listener address: "host:port", "[v6]:port" or ":port" (= 0.0.0.0).

@@ -483,6 +483,7 @@ int cfg_load_agents(const struct cfg_loader *ld, const yaml_node_t *k, const yam
             return cfg_load_fail(ld, kn, "agents", "too many agents (at most %d)", CFG_MAX_AGENTS);
         if (load_agent(ld, kn, vn, agent, &c->agents[c->n_agents]))
             return -EINVAL;
+        c->agents[c->n_agents].slot = (uint8_t)c->n_agents;   /* file order; core/cfggen.c keeps it by name */
         c->n_agents++;
     }
     return 0;

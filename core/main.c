@@ -17,6 +17,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/otlp.h"
+#include "core/cfggen.h"
 #include "core/reload.h"
 #include "core/shard.h"
 #include "core/version.h"
@@ -120,7 +121,7 @@ static void wait_for_stop(shard_t *shards, unsigned n, const cfg_t *cfg, const s
             continue;
         }
         if (sig == SIGHUP) {
-            reload_config(cfg, log_ring(n));   /* access sections; logs a "reload" line */
+            reload_config(log_ring(n));   /* a new configuration generation; logs a "reload" line */
             continue;
         }
         ++stops;
@@ -166,6 +167,11 @@ int main(int argc, char **argv)
         return 0;
     }
     unsigned n = shard_count(&cfg);
+    const cfg_t *gen = cfggen_init(&cfg, n);   /* what the shards read; reloads replace it */
+    if (!gen) {
+        fprintf(stderr, "agate: out of memory\n");
+        return 1;
+    }
     char rerr[CFG_ERR_MAX + 64];
     if (ups_resolve_all(&cfg, rerr, sizeof rerr)) {
         fprintf(stderr, "agate: %s\n", rerr);
@@ -193,7 +199,7 @@ int main(int argc, char **argv)
     char err[256];
     unsigned opened = 0;
     for (; opened < n; opened++) {
-        if (shard_listen(&shards[opened], opened, &cfg, err, sizeof err)) {
+        if (shard_listen(&shards[opened], opened, gen, err, sizeof err)) {
             fprintf(stderr, "agate: cannot listen on %s\n", err);
             rc = 1;
             goto fail_listen;

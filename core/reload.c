@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cfggen.h"
 #include "net/access.h"
+#include "net/upstream.h"
 #include "proto/json.h"
 
 static cfg_t *g_applied;   /* heap copy; main thread only */
@@ -27,10 +29,39 @@ int reload_init(const cfg_t *cfg, char *err, size_t errlen)
     return rc;
 }
 
-static void log_reload(log_ring_t *log, const char *what, const char *status, const char *error, bool restart)
+/* agents: "added"/"removed"/"changed" name lists for the log, between two generations. */
+static void put_agent_changes(buf_t *b, const cfg_t *old, const cfg_t *now)
+{
+    static const char *const what[] = {"agents_added", "agents_removed", "agents_changed"};
+    for (int k = 0; k < 3; k++) {
+        bool any = false;
+        for (uint32_t a = 0; a < now->n_agents; a++) {
+            const cfg_agent_t *x = a < old->n_agents ? &old->agents[a] : NULL, *y = &now->agents[a];
+            bool hit = k == 0 ? !y->removed && (!x || x->removed)
+                     : k == 1 ? y->removed && x && !x->removed
+                              : x && !x->removed && !y->removed && memcmp(x, y, sizeof *x);
+            if (!hit)
+                continue;
+            if (!any) {
+                buf_append_lit(b, ",\"");
+                buf_append(b, what[k], strlen(what[k]));
+                buf_append_lit(b, "\":[");
+            } else {
+                buf_putc(b, ',');
+            }
+            json_put_str(b, y->name, strlen(y->name));
+            any = true;
+        }
+        if (any)
+            buf_putc(b, ']');
+    }
+}
+
+static void log_reload(log_ring_t *log, const char *what, const char *status, const char *error,
+                       const char *restart, const cfg_t *old, const cfg_t *now)
 {
     buf_t b = {0};
-    log_begin(&b, error ? "error" : "info", "reload");
+    log_begin(&b, error ? "error" : restart && restart[0] ? "warn" : "info", "reload");
     buf_append_lit(&b, ",\"what\":");
     json_put_str(&b, what, strlen(what));
     buf_append_lit(&b, ",\"status\":");
@@ -39,54 +70,62 @@ static void log_reload(log_ring_t *log, const char *what, const char *status, co
         buf_append_lit(&b, ",\"error\":");
         json_put_str(&b, error, strlen(error));
     }
-    if (restart)
-        buf_append_lit(&b, ",\"restart_required\":true");
+    if (old && now) {
+        buf_append_lit(&b, ",\"generation\":");
+        buf_append_u64(&b, now->generation);
+        put_agent_changes(&b, old, now);
+    }
+    if (restart && restart[0]) {   /* start-only settings that changed: kept as they were */
+        buf_append_lit(&b, ",\"restart_required\":true,\"restart_keys\":");
+        json_put_str(&b, restart, strlen(restart));
+    }
     log_end(&b);
     if (log && b.len)
         log_put(log, b.data, b.len);
     buf_free(&b);
 }
 
-/* Whether anything outside the access sections differs (those need a restart). */
-static bool others_differ(const cfg_t *a, const cfg_t *b)
+/* Reads, checks and applies the file; 0, or -1 with err filled. */
+static int reload_apply(const cfg_t *running, cfg_t *n, cfg_t *pub, char *restart, size_t rlen, char *err,
+                        size_t errlen)
 {
-    return memcmp(a, b, offsetof(cfg_t, access)) != 0;
+    cfg_defaults(n);
+    if (running->path[0] && cfg_load_file(n, running->path, err, errlen))
+        return -1;
+    if (cfg_apply_env(n, err, errlen) || cfg_validate(n, err, errlen))
+        return -1;
+    if (cfggen_prepare(running, n, pub, restart, rlen, err, errlen) || cfg_validate(pub, err, errlen))
+        return -1;
+    /* Names resolve here, on the main thread, before any shard can use them;
+     * then the policy (it may still fail on a key file), then the agents. */
+    if (ups_resolve_all(pub, err, errlen) || access_publish(pub, err, errlen))
+        return -1;
+    if (cfggen_publish(pub)) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (ups_resolver_update(cfggen_current()))
+        snprintf(err, errlen, "DNS refresh thread not started");   /* logged below, not fatal */
+    memcpy(g_applied, pub, sizeof *pub);
+    return 0;
 }
 
-void reload_config(const cfg_t *running, log_ring_t *log)
+void reload_config(log_ring_t *log)
 {
-    char err[CFG_ERR_MAX + 64];
-    cfg_t *n = malloc(sizeof *n);
-    if (!n) {
-        log_reload(log, "config", "failed", "out of memory", false);
-        return;
+    char err[CFG_ERR_MAX + 64] = "", restart[256] = "";
+    const cfg_t *running = cfggen_current();
+    cfg_t *n = malloc(sizeof *n), *pub = malloc(sizeof *pub);
+    if (!n || !pub) {
+        log_reload(log, "config", "failed", "out of memory", NULL, NULL, NULL);
+    } else if (reload_apply(running, n, pub, restart, sizeof restart, err, sizeof err)) {
+        log_reload(log, "config", "failed", err, NULL, NULL, NULL);
+    } else {
+        log_reload(log, "config", "ok", NULL, restart, running, cfggen_current());
+        if (err[0])
+            log_reload(log, "dns", "failed", err, NULL, NULL, NULL);
     }
-    cfg_defaults(n);
-    int rc = 0;
-    if (running->path[0])
-        rc = cfg_load_file(n, running->path, err, sizeof err);
-    if (!rc)
-        rc = cfg_apply_env(n, err, sizeof err) || cfg_validate(n, err, sizeof err);
-    if (!rc) {
-        /* The shards keep the running agents: policy indexes must match them. */
-        cfg_t *mix = malloc(sizeof *mix);
-        if (!mix) {
-            snprintf(err, sizeof err, "out of memory");
-            rc = -1;
-        } else {
-            memcpy(mix, running, sizeof *mix);
-            memcpy(&mix->access, &n->access, sizeof mix->access);
-            rc = cfg_validate(mix, err, sizeof err) || access_publish(mix, err, sizeof err);
-            if (!rc)
-                memcpy(g_applied, mix, sizeof *mix);
-            free(mix);
-        }
-    }
-    if (rc)
-        log_reload(log, "config", "failed", err, false);
-    else
-        log_reload(log, "config", "ok", NULL, others_differ(running, n));
     free(n);
+    free(pub);
 }
 
 void reload_tick(unsigned nshards, log_ring_t *log)
@@ -101,15 +140,17 @@ void reload_tick(unsigned nshards, log_ring_t *log)
         failed = access_publish(g_applied, err, sizeof err) != 0;
         failed_sig = sig;
         if (failed)
-            log_reload(log, "jwks", "failed", err, false);
+            log_reload(log, "jwks", "failed", err, NULL, NULL, NULL);
         else
-            log_reload(log, "jwks", "ok", NULL, false);
+            log_reload(log, "jwks", "ok", NULL, NULL, NULL, NULL);
     }
     access_reclaim(nshards);
+    cfggen_reclaim();
 }
 
 void reload_shutdown(void)
 {
+    cfggen_shutdown();
     access_shutdown();
     free(g_applied);
     g_applied = NULL;

@@ -5,10 +5,12 @@
  * is logged and the running policy kept. Limiter state survives for every rule
  * whose definition did not change (net/access.c keys cells by rule identity).
  *
- * Settings other than the access sections (listeners, shards, agents, limits,
- * ...) are read by the shards without synchronisation and are NOT swapped: a
- * reload that changes them logs "restart_required":true and applies only the
- * access sections. */
+ * Agents and every setting the shards read per request are swapped too, as a
+ * new configuration generation (core/cfggen.c): runs started before the reload
+ * finish on the generation they began with. Settings read only at start
+ * (listeners, shards, max_connections, metrics.enabled, the trace exporter,
+ * cache.max_bytes, dns_refresh) keep their running values, and the reload line
+ * lists them under "restart_keys". */
 #ifndef AGATE_RELOAD_H
 #define AGATE_RELOAD_H
 
@@ -19,8 +21,9 @@
 
 /* Start-up: publishes the policy for cfg. 0 or -errno with err filled. */
 int  reload_init(const cfg_t *cfg, char *err, size_t errlen);
-/* SIGHUP: reload from running->path (or only defaults + environment). */
-void reload_config(const cfg_t *running, log_ring_t *log);
+/* SIGHUP: reload from the running configuration's path (or only defaults +
+ * environment). */
+void reload_config(log_ring_t *log);
 /* Once a second: JWKS file changes, and freeing policies no shard can see. */
 void reload_tick(unsigned nshards, log_ring_t *log);
 void reload_shutdown(void);

@@ -22,6 +22,7 @@
 
 #include "core/clock.h"
 #include "net/access.h"
+#include "core/cfggen.h"
 #include "net/conn.h"
 #include "net/coalesce.h"
 #include "net/listener.h"
@@ -225,6 +226,7 @@ static void loop_turn(shard_t *sh, bool wait)
                                               next == UINT64_MAX ? NULL : &ts, NULL);
     update_clock(sh);
     access_quiescent(sh->id);   /* no access policy pointer is held across turns */
+    cfggen_shard_turn(sh);      /* a reloaded configuration takes effect here, between turns */
     uint64_t woke_us = sh->now_us;
     unsigned head, n = 0;
     io_uring_for_each_cqe(&sh->ring, head, cqe) {

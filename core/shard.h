@@ -36,7 +36,7 @@ extern unsigned      g_nshards;
 
 typedef struct shard {
     unsigned      id;
-    const cfg_t  *cfg;
+    const cfg_t  *cfg;               /* the generation it adopted last (core/cfggen.c); runs may hold older ones */
     pthread_t     thr;
     struct io_uring ring;
     uring_bufs_t  rbufs;

@@ -129,7 +129,7 @@ static int compile_rules(policy_t *p, const cfg_t *cfg, char *err, size_t errlen
                 snprintf(err, errlen, "rate_limit.rules[%u].agents: no agent named '%s'", i, d->agents[a]);
                 return -EINVAL;
             }
-            r->agents |= UINT64_C(1) << (ag - cfg->agents);
+            r->agents |= UINT64_C(1) << ag->slot;
         }
         r->claim = -1;
         if (d->key == CFG_RLK_CLAIM) {
@@ -181,7 +181,7 @@ static policy_t *policy_build(const cfg_t *cfg, char *err, size_t errlen)
             snprintf(err, errlen, "auth.agents.%s: no agent by that name", a->agents[i].agent);
             goto fail;
         }
-        unsigned ix = (unsigned)(ag - cfg->agents);
+        unsigned ix = ag->slot;
         if (a->agents[i].anonymous >= 0)
             p->anon[ix] = a->agents[i].anonymous;
         if (a->agents[i].scopes.n)
@@ -667,7 +667,7 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
     memset(d, 0, sizeof *d);
     if (!p)
         return ACCESS_ALLOW;
-    unsigned ai = (unsigned)(agent - cfg->agents);
+    unsigned ai = agent->slot;
     if (authorize(p, id, agent, ai, d))
         return d->verdict;
     if (!p->n_rules)

@@ -302,7 +302,7 @@ static void list_del(coal_run_t *co)
 
 /* --- replay ------------------------------------------------------------------------- */
 
-static inline unsigned agent_idx(const run_t *r) { return (unsigned)(r->agent - r->sh->cfg->agents); }
+static inline unsigned agent_idx(const run_t *r) { return r->agent->slot; }
 
 static void replay_error(run_t *r, const char *code, const char *msg)
 {

@@ -64,6 +64,7 @@ void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
     c->sent = 0;
     c->chunk_open = false;
     c->run = NULL;
+    c->run_slot = -1;
     c->ws = NULL;
     c->peer_len = 0;
     c->last_progress_ms = sh->now_ms;

@@ -57,7 +57,7 @@ typedef struct conn {
     struct run   *run;                /* the streaming run, owned while set */
     struct ws_conn *ws;               /* WebSocket state once upgraded (net/ws.c), owned */
     rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access.c) */
-    const cfg_agent_t *run_agent;     /* agent of the current request's run, for its span */
+    int16_t            run_slot;      /* agent slot of the current request's run, for its span; -1 none */
     char          peer[46];           /* client address text (INET6_ADDRSTRLEN), for X-Forwarded-For */
     uint8_t       peer_len;           /* 0: not looked up yet on this connection (net/proxy.c) */
     struct conn  *flush_next;         /* shard flush list, linked while in_flush */

@@ -572,8 +572,8 @@ static void export_span(conn_t *c)
     snprintf(s.method, sizeof s.method, "%s", m);
     snprintf(s.route, sizeof s.route, "%s", route);
     snprintf(s.name, sizeof s.name, "%s %s", m, route);
-    if (c->run_agent)
-        snprintf(s.agent, sizeof s.agent, "%s", c->run_agent->name);
+    if (c->run_slot >= 0)   /* a slot names one agent for the life of the process */
+        snprintf(s.agent, sizeof s.agent, "%s", c->sh->cfg->agents[c->run_slot].name);
     snprintf(s.request_id, sizeof s.request_id, "%.*s", (int)r->id_len, r->id);
     otlp_put(c->sh->id, &s);
 }
@@ -592,7 +592,7 @@ void http_response_done(conn_t *c)
         log_request(c);
     if (r->traced && otlp_enabled())
         export_span(c);
-    c->run_agent = NULL;
+    c->run_slot = -1;
     if (c->state != CONN_OPEN)
         return;
     conn_set_timer(c, CONN_T_NONE, 0);

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <arpa/inet.h>
 
+#include "core/cfggen.h"
 #include "core/trace.h"
 #include "net/coalesce.h"
 #include "net/conn.h"
@@ -55,12 +56,14 @@ typedef struct px_endpoint {
 typedef struct px_shard {
     px_endpoint_t ep[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
     uint32_t      rr[CFG_MAX_AGENTS];
+    uint32_t      epoch[CFG_MAX_AGENTS];   /* bumped when a reload changes the agent's endpoints */
 } px_shard_t;
 
 typedef struct proxy_run {
     run_t      *r;               /* NULL once the run is stopped */
     ups_t      *u;
     int         ep;              /* endpoint of the current attempt, -1 when none */
+    uint32_t    epoch;           /* px_shard_t.epoch of its agent when the attempt began */
     uint32_t    attempts;
     uint64_t    tried;           /* endpoints tried, as bits */
     uint64_t    start_ms, sent_ms, last_event_ms, backoff_until_ms;
@@ -75,7 +78,8 @@ typedef struct proxy_run {
 } proxy_run_t;
 
 static inline px_endpoint_t *EP(const shard_t *sh, unsigned a, int e) { return &((px_shard_t *)sh->px)->ep[a][e]; }
-static inline unsigned agent_idx(const run_t *r) { return (unsigned)(r->agent - r->sh->cfg->agents); }
+static inline uint32_t slot_epoch(const shard_t *sh, unsigned a) { return ((px_shard_t *)sh->px)->epoch[a]; }
+static inline unsigned agent_idx(const run_t *r) { return r->agent->slot; }
 
 /* --- circuit breaker ------------------------------------------------------------ */
 
@@ -236,7 +240,7 @@ static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count
     const cfg_agent_t *ag = r->agent;
     if (r->sh->m && px->ep >= 0)
         metrics_add(&r->sh->m->up_failures[agent_idx(r)][px->ep][kind], 1);
-    if (px->ep >= 0 && count_in_breaker)
+    if (px->ep >= 0 && count_in_breaker && px->epoch == slot_epoch(r->sh, agent_idx(r)))
         br_record(ag, EP(r->sh, agent_idx(r), px->ep), true, r->sh->now_ms);
     drop_attempt(px, false);
     if (px->first_event) {
@@ -353,7 +357,8 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
     px->last_event_ms = r->sh->now_ms;
     if (!px->first_event) {
         px->first_event = true;
-        br_record(r->agent, EP(r->sh, agent_idx(r), px->ep), false, r->sh->now_ms);
+        if (px->epoch == slot_epoch(r->sh, agent_idx(r)))   /* else the endpoint it tried was reconfigured */
+            br_record(r->agent, EP(r->sh, agent_idx(r), px->ep), false, r->sh->now_ms);
         schedule_timer(px);   /* the idle deadline may be earlier than the first-event one */
     }
     px->last_type = type;
@@ -613,6 +618,7 @@ static void attempt(proxy_run_t *px)
     }
     px->u = u;
     px->ep = ep;
+    px->epoch = slot_epoch(r->sh, agent_idx(r));
     if (r->sh->m)
         metrics_add(&r->sh->m->up_attempts[agent_idx(r)][ep], 1);
     EP(r->sh, agent_idx(r), ep)->outstanding++;
@@ -624,6 +630,10 @@ static void attempt(proxy_run_t *px)
 
 static void px_start(run_t *r)
 {
+    if (!r->sh->px) {   /* the shard could not set up proxy state when the agent appeared */
+        r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
+        return;
+    }
     if (!r->px) {
         r->px = calloc(1, sizeof *r->px);
         if (!r->px) {
@@ -696,8 +706,40 @@ int proxy_shard_init(shard_t *sh)
         for (unsigned a = 0; a < CFG_MAX_AGENTS; a++)
             for (unsigned e = 0; e < CFG_MAX_ENDPOINTS; e++)
                 ps->ep[a][e].metric = &sh->m->up_breaker_open[a][e];
+    int rc = ups_shard_init(sh);
+    if (rc) {
+        free(ps);
+        return rc;
+    }
     sh->px = ps;
-    return ups_shard_init(sh);
+    return 0;
+}
+
+void proxy_shard_adopt(shard_t *sh, const cfg_t *old)
+{
+    if (!sh->px && proxy_shard_init(sh))
+        return;   /* out of memory: proxy runs fail with 503 until a later adoption succeeds */
+    px_shard_t *ps = sh->px;
+    if (!ps)
+        return;   /* still no proxy agent */
+    for (uint32_t a = 0; a < sh->cfg->n_agents; a++) {
+        const cfg_agent_t *now = &sh->cfg->agents[a];
+        if (a < old->n_agents && !cfggen_endpoints_changed(&old->agents[a], now))
+            continue;
+        /* New or re-pointed: its endpoints start closed and untried. Runs still
+         * on the old endpoints keep their `outstanding` counts and release them;
+         * their outcomes no longer count (epoch). */
+        ps->epoch[a]++;
+        ps->rr[a] = 0;
+        for (unsigned e = 0; e < CFG_MAX_ENDPOINTS; e++) {
+            px_endpoint_t *pe = &ps->ep[a][e];
+            if (pe->state == BR_OPEN && pe->metric)
+                metrics_gauge_add(pe->metric, -1);
+            pe->state = BR_CLOSED;
+            pe->consecutive = pe->window_n = pe->trials = pe->trial_ok = 0;
+            pe->window = pe->open_until_ms = 0;
+        }
+    }
 }
 
 void proxy_shard_free(shard_t *sh)

@@ -46,7 +46,8 @@ static void heartbeat_arm(conn_t *c)
 
 static inline unsigned agent_index(const conn_t *c, const run_t *r)
 {
-    return (unsigned)(r->agent - c->sh->cfg->agents);
+    (void)c;
+    return r->agent->slot;
 }
 
 /* Per-event metrics: type count, time to first event, gap since the last. */
@@ -344,7 +345,7 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
     r->body = req->body.data;
     r->body_len = req->body.len;
     c->run = r;
-    c->run_agent = agent;
+    c->run_slot = (int16_t)agent->slot;
     if (c->sh->m) {
         metrics_add(&c->sh->m->runs_started[agent_index(c, r)][transport_of(r)], 1);
         metrics_gauge_add(&c->sh->m->streams[transport_of(r)], 1);

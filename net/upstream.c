@@ -36,8 +36,9 @@
 #define UPS_RECV_BUF_SIZE (16u << 10)
 #define UPS_RECV_BGID     2
 
-/* One endpoint's address under a seqlock: the resolver thread is the only
- * writer (seq odd while it writes); shards copy and retry if seq moved. */
+/* One endpoint's address under a seqlock: writers (the main thread at start
+ * and reload, the resolver thread) hold g_resolver.mu, so there is one at a
+ * time (seq odd while it writes); shards copy and retry if seq moved, never lock. */
 typedef struct ups_addr {
     _Atomic uint32_t        seq;
     struct sockaddr_storage ss;
@@ -51,7 +52,7 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t  cv;
     bool            running, stop;
-    const cfg_t    *cfg;
+    cfg_t          *want;   /* the endpoints to follow; main thread writes it under mu */
     log_ring_t     *log;
 } g_resolver = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -124,9 +125,12 @@ static void ups_free_slot(ups_t *u);
 
 int ups_resolve_all(const cfg_t *cfg, char *err, size_t errlen)
 {
+    /* Resolve everything first, store after: a reload that fails on one name
+     * changes no address. */
+    static struct { struct sockaddr_storage ss; socklen_t len; } got[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
     for (uint32_t a = 0; a < cfg->n_agents; a++) {
         const cfg_agent_t *ag = &cfg->agents[a];
-        if (ag->kind != CFG_AGENT_PROXY)
+        if (ag->kind != CFG_AGENT_PROXY || ag->removed)
             continue;
         for (uint32_t e = 0; e < ag->n_endpoints; e++) {
             struct sockaddr_storage ss;
@@ -137,9 +141,27 @@ int ups_resolve_all(const cfg_t *cfg, char *err, size_t errlen)
                          ag->endpoints[e].host, gai_strerror(rc));
                 return -EINVAL;
             }
-            addr_store(&g_addrs[a][e], (struct sockaddr *)&ss, len);
+            memcpy(&got[a][e].ss, &ss, len);
+            got[a][e].len = len;
         }
     }
+    /* Only an address that changed is stored: a new one bumps its seqlock, and
+     * pooled connections to the old address are then closed, not reused. The
+     * resolver's copy changes in the same critical section, so it never stores
+     * an address for an endpoint the configuration no longer has. */
+    pthread_mutex_lock(&g_resolver.mu);
+    if (g_resolver.want)
+        memcpy(g_resolver.want, cfg, sizeof *cfg);
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        const cfg_agent_t *ag = &cfg->agents[a];
+        for (uint32_t e = 0; ag->kind == CFG_AGENT_PROXY && !ag->removed && e < ag->n_endpoints; e++) {
+            struct sockaddr_storage cur;
+            socklen_t clen = ups_addr(a, e, &cur, NULL);
+            if (clen != got[a][e].len || memcmp(&cur, &got[a][e].ss, clen))
+                addr_store(&g_addrs[a][e], (struct sockaddr *)&got[a][e].ss, got[a][e].len);
+        }
+    }
+    pthread_mutex_unlock(&g_resolver.mu);
     return 0;
 }
 
@@ -165,7 +187,7 @@ static void refresh_once(const cfg_t *cfg)
 {
     for (uint32_t a = 0; a < cfg->n_agents; a++) {
         const cfg_agent_t *ag = &cfg->agents[a];
-        if (ag->kind != CFG_AGENT_PROXY)
+        if (ag->kind != CFG_AGENT_PROXY || ag->removed)
             continue;
         for (uint32_t e = 0; e < ag->n_endpoints; e++) {
             unsigned char tmp[sizeof(struct in6_addr)];
@@ -179,10 +201,19 @@ static void refresh_once(const cfg_t *cfg)
                 resolver_log("warn", "dns refresh failed; keeping the last address", ag, e, gai_strerror(rc));
                 continue;
             }
+            /* Store only if the endpoint is still this one: a reload may have
+             * replaced it while getaddrinfo ran. */
+            pthread_mutex_lock(&g_resolver.mu);
+            const cfg_endpoint_t *now = &g_resolver.want->agents[a].endpoints[e];
+            bool same = !g_resolver.want->agents[a].removed && e < g_resolver.want->agents[a].n_endpoints &&
+                        now->port == ag->endpoints[e].port && !strcmp(now->host, ag->endpoints[e].host);
             socklen_t clen = ups_addr(a, e, &cur, NULL);
-            if (clen == len && !memcmp(&cur, &ss, len))
+            bool changed = same && !(clen == len && !memcmp(&cur, &ss, len));
+            if (changed)
+                addr_store(&g_addrs[a][e], (struct sockaddr *)&ss, len);
+            pthread_mutex_unlock(&g_resolver.mu);
+            if (!changed)
                 continue;
-            addr_store(&g_addrs[a][e], (struct sockaddr *)&ss, len);
             char text[INET6_ADDRSTRLEN] = "?";
             if (ss.ss_family == AF_INET)
                 inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, text, sizeof text);
@@ -193,11 +224,15 @@ static void refresh_once(const cfg_t *cfg)
     }
 }
 
+/* The resolver works on its own copy of the configuration: the main thread
+ * replaces `want` under the mutex at a reload, and each pass copies it first,
+ * so a generation being freed is never read here. */
 static void *resolver_main(void *arg)
 {
-    const cfg_t *cfg = g_resolver.cfg;
+    cfg_t *cfg = arg;   /* owned by this thread */
     pthread_mutex_lock(&g_resolver.mu);
     while (!g_resolver.stop) {
+        memcpy(cfg, g_resolver.want, sizeof *cfg);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += cfg->dns_refresh_ms / 1000;
@@ -210,46 +245,89 @@ static void *resolver_main(void *arg)
             ;
         if (g_resolver.stop)
             break;
+        memcpy(cfg, g_resolver.want, sizeof *cfg);   /* a reload may have changed the endpoints */
         pthread_mutex_unlock(&g_resolver.mu);
         refresh_once(cfg);
         pthread_mutex_lock(&g_resolver.mu);
     }
     pthread_mutex_unlock(&g_resolver.mu);
+    free(cfg);
     return NULL;
 }
 
-int ups_resolver_start(const cfg_t *cfg, log_ring_t *log_ring)
+static bool any_named(const cfg_t *cfg)
 {
-    bool named = false;
     for (uint32_t a = 0; a < cfg->n_agents; a++)
-        for (uint32_t e = 0; cfg->agents[a].kind == CFG_AGENT_PROXY && e < cfg->agents[a].n_endpoints; e++) {
+        for (uint32_t e = 0; cfg->agents[a].kind == CFG_AGENT_PROXY && !cfg->agents[a].removed &&
+                             e < cfg->agents[a].n_endpoints; e++) {
             unsigned char tmp[sizeof(struct in6_addr)];
             const char *h = cfg->agents[a].endpoints[e].host;
-            named |= inet_pton(AF_INET, h, tmp) != 1 && inet_pton(AF_INET6, h, tmp) != 1;
+            if (inet_pton(AF_INET, h, tmp) != 1 && inet_pton(AF_INET6, h, tmp) != 1)
+                return true;
         }
-    if (!named || !cfg->dns_refresh_ms)
+    return false;
+}
+
+/* Under g_resolver.mu: starts the thread when some endpoint has a name to follow. */
+static int resolver_start_locked(log_ring_t *log_ring)
+{
+    if (g_resolver.running || !any_named(g_resolver.want) || !g_resolver.want->dns_refresh_ms)
         return 0;
-    g_resolver.cfg = cfg;
+    cfg_t *own = malloc(sizeof *own);
+    if (!own)
+        return -ENOMEM;
+    memcpy(own, g_resolver.want, sizeof *own);
     g_resolver.log = log_ring;
     g_resolver.stop = false;
-    int rc = pthread_create(&g_resolver.thr, NULL, resolver_main, NULL);
-    if (rc)
+    int rc = pthread_create(&g_resolver.thr, NULL, resolver_main, own);
+    if (rc) {
+        free(own);
         return -rc;
+    }
     pthread_setname_np(g_resolver.thr, "agate-dns");
     g_resolver.running = true;
     return 0;
 }
 
+int ups_resolver_start(const cfg_t *cfg, log_ring_t *log_ring)
+{
+    pthread_mutex_lock(&g_resolver.mu);
+    int rc = 0;
+    if (!g_resolver.want && !(g_resolver.want = malloc(sizeof *g_resolver.want)))
+        rc = -ENOMEM;
+    if (!rc) {
+        memcpy(g_resolver.want, cfg, sizeof *cfg);
+        g_resolver.log = log_ring;
+        rc = resolver_start_locked(log_ring);
+    }
+    pthread_mutex_unlock(&g_resolver.mu);
+    return rc;
+}
+
+int ups_resolver_update(const cfg_t *cfg)
+{
+    pthread_mutex_lock(&g_resolver.mu);
+    int rc = 0;
+    if (g_resolver.want) {
+        memcpy(g_resolver.want, cfg, sizeof *cfg);
+        rc = resolver_start_locked(g_resolver.log);
+    }
+    pthread_mutex_unlock(&g_resolver.mu);
+    return rc;
+}
+
 void ups_resolver_stop(void)
 {
-    if (!g_resolver.running)
-        return;
-    pthread_mutex_lock(&g_resolver.mu);
-    g_resolver.stop = true;
-    pthread_cond_signal(&g_resolver.cv);
-    pthread_mutex_unlock(&g_resolver.mu);
-    pthread_join(g_resolver.thr, NULL);
-    g_resolver.running = false;
+    if (g_resolver.running) {
+        pthread_mutex_lock(&g_resolver.mu);
+        g_resolver.stop = true;
+        pthread_cond_signal(&g_resolver.cv);
+        pthread_mutex_unlock(&g_resolver.mu);
+        pthread_join(g_resolver.thr, NULL);
+        g_resolver.running = false;
+    }
+    free(g_resolver.want);
+    g_resolver.want = NULL;
 }
 
 static inline ups_shard_t *US(const shard_t *sh) { return (ups_shard_t *)sh->ups; }

@@ -75,6 +75,9 @@ socklen_t ups_addr(unsigned agent, unsigned ep, struct sockaddr_storage *out, ui
 /* Re-resolves host names every cfg->dns_refresh_ms on a thread of its own, so a
  * slow DNS server never stalls a shard. log_ring: where it reports changes. */
 int  ups_resolver_start(const cfg_t *cfg, struct log_ring *log_ring);
+/* Main thread, after a reload: the endpoints to follow from now on (starts the
+ * thread if a name appeared). 0 or -errno. */
+int  ups_resolver_update(const cfg_t *cfg);
 void ups_resolver_stop(void);
 
 /* A connection for endpoint ep of agent, from the idle pool or newly

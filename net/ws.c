@@ -55,7 +55,7 @@ typedef struct ws_slot {
 
 typedef struct ws_conn {
     conn_t            *c;
-    const cfg_agent_t *agent;
+    uint8_t            agent;          /* its slot: looked up in the shard's configuration per run */
     wsf_parser_t       parser;
     buf_t              tmp;            /* one gateway-built event's JSON, before framing */
     agate_timer_t      timer;
@@ -72,10 +72,6 @@ typedef struct ws_conn {
 static void ws_timer_fired(agate_timer_t *t);
 static void ws_close(ws_conn_t *ws, unsigned code, const char *reason);
 
-static inline unsigned agent_index(const conn_t *c, const cfg_agent_t *a)
-{
-    return (unsigned)(a - c->sh->cfg->agents);
-}
 
 /* ---- the handshake ---- */
 
@@ -195,7 +191,7 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
         return;
     }
     ws->c = c;
-    ws->agent = agent;
+    ws->agent = agent->slot;
     ws->ident = ident;
     ws->cap = cfg->ws_max_runs;
     for (uint32_t i = 0; i < ws->cap; i++)
@@ -210,7 +206,7 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
              agui ? "Sec-WebSocket-Protocol: ag-ui\r\n" : "");
     http_upgrade(c, extra);
     c->ws = ws;   /* from here conn.c routes input, sends, abort and reap to us */
-    c->run_agent = agent;
+    c->run_slot = (int16_t)agent->slot;
     if (sh->m)
         metrics_gauge_add(&sh->m->ws_connections, 1);
     if (cfg->ws_ping_interval_ms)
@@ -253,7 +249,7 @@ static void count_event(ws_slot_t *s, agui_type_t type)
     if (!m || type >= AGUI_TYPE_COUNT)
         return;
     uint64_t now = c->sh->now_us;
-    unsigned a = agent_index(c, s->run->agent);
+    unsigned a = s->run->agent->slot;
     metrics_add(&m->events[type], 1);
     if (!s->last_event_us)
         metrics_observe_us(&m->first_event[a], now - s->start_us);
@@ -323,7 +319,7 @@ static void slot_finish(ws_slot_t *s, enum metrics_outcome outcome)
     run_t *r = s->run;
     metrics_shard_t *m = c->sh->m;
     if (m) {
-        unsigned a = agent_index(c, r->agent);
+        unsigned a = r->agent->slot;
         metrics_add(&m->runs_ended[a][MT_WS][outcome], 1);
         metrics_gauge_add(&m->streams[MT_WS], -1);
         metrics_observe_us(&m->duration[a], c->sh->now_us - s->start_us);
@@ -449,6 +445,7 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     const char *err_code = NULL, *err_msg = NULL;
     access_decision_t ad;
     access_holds_t holds = {0};
+    const cfg_agent_t *agent = &sh->cfg->agents[ws->agent];   /* this generation's settings for it */
     if (sh->draining) {
         err_code = "shutting_down";
         err_msg = "the server is shutting down";
@@ -458,7 +455,10 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     } else if (ws->n_runs == ws->cap) {
         err_code = "too_many_runs";
         err_msg = "too many concurrent runs on this connection (ws.max_runs)";
-    } else if (access_admit(&ws->ident, sh->cfg, ws->agent, &holds, &ad)) {   /* scopes and rate limits */
+    } else if (agent->removed) {   /* a reload dropped the agent: the connection stays, its runs do not */
+        err_code = "agent_not_found";
+        err_msg = "this agent is no longer configured";
+    } else if (access_admit(&ws->ident, sh->cfg, agent, &holds, &ad)) {   /* scopes and rate limits */
         err_code = ad.verdict == ACCESS_RATE_LIMITED ? "rate_limited" : ad.error;
         err_msg = ad.message;
     }
@@ -480,7 +480,7 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
         return -ENOMEM;
     }
     access_give_pending(&holds);   /* agent_run_new moves the slots into the run */
-    run_t *r = agent_run_new(sh, ws->agent, in, &ws_sink, s);
+    run_t *r = agent_run_new(sh, agent, in, &ws_sink, s);
     if (!r) {
         access_drop_pending();
         return -ENOMEM;
@@ -493,7 +493,7 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     s->last_event_us = 0;
     ws->n_runs++;
     if (sh->m) {
-        metrics_add(&sh->m->runs_started[agent_index(c, ws->agent)][MT_WS], 1);
+        metrics_add(&sh->m->runs_started[agent->slot][MT_WS], 1);
         metrics_gauge_add(&sh->m->streams[MT_WS], 1);
     }
     agent_run_start(r);   /* may emit, end and release the run before returning */

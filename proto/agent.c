@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 
+#include "core/cfggen.h"
 #include "net/coalesce.h"
 
 static const agent_kind_ops_t *kind_ops(const run_t *r)
@@ -31,6 +32,8 @@ run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
         return NULL;
     }
     r->sh = sh;
+    r->cfg = sh->cfg;   /* agent is one of sh->cfg's: the run keeps that generation alive */
+    cfggen_hold(sh, r->cfg);
     r->agent = agent;
     r->in = *in;
     r->sink = sink;
@@ -66,6 +69,7 @@ void agent_run_release(run_t *r)
         coalesce_run_stop(r);
     timer_cancel(&sh->timers, &r->tick);
     runinput_free(&r->in);
+    cfggen_release(sh, r->cfg);   /* last use of r->cfg and r->agent */
     if (r->text.cap > 64 * 1024)
         buf_free(&r->text);   /* keep pooled runs small */
     r->next_free = sh->run_pool;

@@ -39,7 +39,8 @@ struct proxy_run;
 
 typedef struct run {
     shard_t            *sh;
-    const cfg_agent_t  *agent;
+    const cfg_t        *cfg;          /* the configuration generation it started on, held until release */
+    const cfg_agent_t  *agent;        /* in cfg->agents */
     runinput_t          in;           /* owned */
     const run_sink_ops_t *sink;
     void               *sink_ctx;     /* the sink's per-run context (SSE: the connection) */
