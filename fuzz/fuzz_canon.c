@@ -3,15 +3,19 @@
  * finder and record splicing for upstream events (proto/evids.c,
  * proto/runrec.c).
  *
- * Checks: the canonical text is JSON that jansson reads back to an equal
- * value (minus the omitted paths) and is a fixed point (canon(canon(x)) ==
- * canon(x)); every id span lies inside the text, in order, without overlap,
- * and starts right after a '"'; a record built from the bytes parses back to
- * them, and rendering it with new ids gives JSON that jansson accepts whenever
- * the event itself was JSON. */
+ * Checks: the canonical text is the oracle's, byte for byte (a frozen copy of
+ * canon.c's jansson walk, kept here so the form cannot drift while the writer
+ * changes underneath: the cache key means what it meant); it is JSON that
+ * jansson reads back to an equal value (minus the omitted paths) and is a
+ * fixed point (canon(canon(x)) == canon(x)); every id span lies inside the
+ * text, in order, without overlap, and starts right after a '"'; a record
+ * built from the bytes parses back to them, and rendering it with new ids
+ * gives JSON that jansson accepts whenever the event itself was JSON. */
 #include <assert.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +25,7 @@
 #include "core/buf.h"
 #include "proto/canon.h"
 #include "proto/evids.h"
+#include "proto/json.h"
 #include "proto/runrec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -58,18 +63,172 @@ static int same(json_t *a, json_t *b)
     return json_equal(a, b);
 }
 
+/* --- the oracle: proto/canon.c's jansson walk as of commit 641e378 ----------- */
+
+typedef struct okv {
+    const char *k;
+    size_t      kl;
+    json_t     *v;
+} okv_t;
+
+static int okv_cmp(const void *a, const void *b)
+{
+    const okv_t *x = a, *y = b;
+    size_t n = x->kl < y->kl ? x->kl : y->kl;
+    int c = memcmp(x->k, y->k, n);
+    return c ? c : (x->kl > y->kl) - (x->kl < y->kl);
+}
+
+static bool o_omit_step(const char *const *act, size_t n_act, const char *k, size_t kl, const char **next,
+                        size_t *n_next, size_t cap, bool *into_array)
+{
+    bool omitted = false;
+    *n_next = 0;
+    *into_array = false;
+    for (size_t i = 0; i < n_act; i++) {
+        const char *p = act[i];
+        if (strncmp(p, k, kl))
+            continue;
+        const char *rest = p + kl;
+        bool arr = rest[0] == '[' && rest[1] == ']';
+        if (arr)
+            rest += 2;
+        if (*rest == '\0') {
+            if (!arr)
+                omitted = true;
+            continue;
+        }
+        if (*rest != '.')
+            continue;
+        if (arr)
+            *into_array = true;
+        if (*n_next < cap)
+            next[(*n_next)++] = rest + 1;
+    }
+    return omitted;
+}
+
+static int o_put_value(buf_t *b, json_t *v, const char *const *act, size_t n_act, bool act_in_array, int depth);
+
+static int o_put_object(buf_t *b, json_t *o, const char *const *act, size_t n_act, int depth)
+{
+    size_t n = json_object_size(o);
+    okv_t small[64], *kv = n <= 64 ? small : malloc(n * sizeof *kv);
+    if (!kv)
+        return -ENOMEM;
+    size_t i = 0;
+    void *it = json_object_iter(o);
+    while (it && i < n) {
+        kv[i].k = json_object_iter_key(it);
+        kv[i].kl = json_object_iter_key_len(it);
+        kv[i].v = json_object_iter_value(it);
+        i++;
+        it = json_object_iter_next(o, it);
+    }
+    n = i;
+    qsort(kv, n, sizeof *kv, okv_cmp);
+    int rc = buf_putc(b, '{') ? -ENOMEM : 0;
+    bool first = true;
+    for (i = 0; i < n && !rc; i++) {
+        const char *next[16];
+        size_t n_next = 0;
+        bool arr = false;
+        if (n_act && o_omit_step(act, n_act, kv[i].k, kv[i].kl, next, &n_next, 16, &arr))
+            continue;
+        if ((!first && buf_putc(b, ',')) || json_put_str(b, kv[i].k, kv[i].kl) || buf_putc(b, ':')) {
+            rc = -ENOMEM;
+            break;
+        }
+        first = false;
+        rc = o_put_value(b, kv[i].v, next, n_next, arr, depth + 1);
+    }
+    if (!rc && buf_putc(b, '}'))
+        rc = -ENOMEM;
+    if (kv != small)
+        free(kv);
+    return rc;
+}
+
+static int o_put_value(buf_t *b, json_t *v, const char *const *act, size_t n_act, bool act_in_array, int depth)
+{
+    char num[32];
+    int w;
+    if (depth > CANON_MAX_DEPTH)
+        return -ELOOP;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return o_put_object(b, v, act_in_array ? NULL : act, act_in_array ? 0 : n_act, depth);
+    case JSON_ARRAY: {
+        if (buf_putc(b, '['))
+            return -ENOMEM;
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (i && buf_putc(b, ','))
+                return -ENOMEM;
+            json_t *el = json_array_get(v, i);
+            int rc = act_in_array && json_is_object(el) ? o_put_object(b, el, act, n_act, depth + 1)
+                                                        : o_put_value(b, el, NULL, 0, false, depth + 1);
+            if (rc)
+                return rc;
+        }
+        return buf_putc(b, ']') ? -ENOMEM : 0;
+    }
+    case JSON_STRING:
+        return json_put_str(b, json_string_value(v), json_string_length(v)) ? -ENOMEM : 0;
+    case JSON_INTEGER:
+        w = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return buf_append(b, num, (size_t)w) ? -ENOMEM : 0;
+    case JSON_REAL: {
+        double d = json_real_value(v);
+        if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(long long)d)
+            w = snprintf(num, sizeof num, "%lld", (long long)d);
+        else
+            w = snprintf(num, sizeof num, "%.17g", d);
+        return buf_append(b, num, (size_t)w) ? -ENOMEM : 0;
+    }
+    case JSON_TRUE:
+        return buf_append_lit(b, "true") ? -ENOMEM : 0;
+    case JSON_FALSE:
+        return buf_append_lit(b, "false") ? -ENOMEM : 0;
+    default:
+        return buf_append_lit(b, "null") ? -ENOMEM : 0;
+    }
+}
+
+static int oracle_write(buf_t *out, json_t *v, const canon_omit_t *omit)
+{
+    return o_put_value(out, v, omit ? omit->paths : NULL, omit ? omit->n : 0, false, 0);
+}
+
+/* What request_key did: the retry reads every integer as a real when one
+ * overflows int64. */
+static json_t *oracle_load(const char *s, size_t n, size_t flags, json_error_t *je)
+{
+    json_t *root = json_loadb(s, n, flags, je);
+    if (!root && json_error_code(je) == json_error_numeric_overflow)
+        root = json_loadb(s, n, flags | JSON_DECODE_INT_AS_REAL, je);
+    return root;
+}
+
+/* --- checks --------------------------------------------------------------------- */
+
 static const char *const omit_paths[] = {"threadId", "runId", "parentRunId", "messages[].id", "forwardedProps.session"};
 
 static void check_canon(const char *s, size_t n)
 {
     json_error_t je;
-    json_t *root = json_loadb(s, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    json_t *root = oracle_load(s, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);   /* as request_key read it */
     if (!root)
         return;
     canon_omit_t omit = {omit_paths, sizeof omit_paths / sizeof omit_paths[0]};
     buf_t a = {0}, b = {0};
     int rc = canon_write(&a, root, &omit);
     assert(rc == 0 || rc == -ELOOP);
+    {
+        buf_t o = {0};
+        assert(oracle_write(&o, root, &omit) == rc);
+        assert(rc || (o.len == a.len && (!a.len || !memcmp(o.data, a.data, a.len))));
+        buf_free(&o);
+    }
     if (rc == 0) {
         json_t *again = json_loadb(a.data ? a.data : "", a.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
         assert(again);
