@@ -3,14 +3,21 @@
  * finder and record splicing for upstream events (proto/evids.c,
  * proto/runrec.c).
  *
- * Checks: the canonical text is the oracle's, byte for byte (a frozen copy of
- * canon.c's jansson walk, kept here so the form cannot drift while the writer
- * changes underneath: the cache key means what it meant); it is JSON that
+ * Checks: the canonical text written from the tape is byte for byte the text
+ * of the jansson tree walk that defined the cache key until the tape replaced
+ * it (kept below as the oracle, unchanged but for o_ names), for every input
+ * both read: with and without omit paths, from the root and from the root's
+ * members, and for tapes read without duplicate rejection (last value wins,
+ * as jansson without JSON_REJECT_DUPLICATES keeps it); the text is JSON that
  * jansson reads back to an equal value (minus the omitted paths) and is a
  * fixed point (canon(canon(x)) == canon(x)); every id span lies inside the
  * text, in order, without overlap, and starts right after a '"'; a record
  * built from the bytes parses back to them, and rendering it with new ids
- * gives JSON that jansson accepts whenever the event itself was JSON. */
+ * gives JSON that jansson accepts whenever the event itself was JSON.
+ *
+ * Why the oracle lives here and not in canon.c: it is the key's definition,
+ * frozen, and independent of the code under test (a shared helper would hide
+ * a bug both made); the server no longer links a second writer. */
 #include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
@@ -26,6 +33,7 @@
 #include "proto/canon.h"
 #include "proto/evids.h"
 #include "proto/json.h"
+#include "proto/jtape.h"
 #include "proto/runrec.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -211,43 +219,98 @@ static json_t *oracle_load(const char *s, size_t n, size_t flags, json_error_t *
 
 /* --- checks --------------------------------------------------------------------- */
 
-static const char *const omit_paths[] = {"threadId", "runId", "parentRunId", "messages[].id", "forwardedProps.session"};
+static const char *const omit_paths[] = {"threadId", "runId", "parentRunId", "messages[].id", "forwardedProps.session",
+                                         "messages[].toolCalls[].id", "b", "a[]", "A.z"};
+
+/* The tape writer against the oracle on one value: same result, same bytes. */
+static void same_as_oracle(jtape_t *t, uint32_t node, json_t *v, const canon_omit_t *omit)
+{
+    buf_t a = {0}, b = {0};
+    int ra = canon_write_tape(&a, t, node, omit), rb = oracle_write(&b, v, omit);
+    assert(ra == rb);
+    assert(ra || (a.len == b.len && (!a.len || !memcmp(a.data, b.data, a.len))));
+    buf_free(&a);
+    buf_free(&b);
+}
+
+/* Deeper than jansson's own limit (2048 values, scalars counted) is the only
+ * input the tape may read and jansson not. */
+#define TAPE_DEPTH 4096
 
 static void check_canon(const char *s, size_t n)
 {
+    const size_t flags = JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL;
     json_error_t je;
-    json_t *root = oracle_load(s, n, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);   /* as request_key read it */
+    json_t *root = oracle_load(s, n, flags, &je);
+    jtape_t *t = jtape_thread();
+    assert(t);
+    int trc = jtape_parse(t, s, n, TAPE_DEPTH, JTAPE_REJECT_DUPLICATES);
+    assert(trc != -ENOMEM);
+    /* Both read the same language, but for two quirks of jansson: its depth
+     * limit, and a NUL byte right after a number or literal, which it skips
+     * ("[1\0]" is [1]: stream_unget leaves the NUL in its buffer, where NUL
+     * means "fetch the next byte"). */
     if (!root)
+        assert(trc || json_error_code(&je) == json_error_stack_overflow);
+    else
+        assert(trc == 0 || memchr(s, '\0', n));
+    if (!root || trc) {
+        json_decref(root);
         return;
-    canon_omit_t omit = {omit_paths, sizeof omit_paths / sizeof omit_paths[0]};
-    buf_t a = {0}, b = {0};
-    int rc = canon_write(&a, root, &omit);
-    assert(rc == 0 || rc == -ELOOP);
-    {
-        buf_t o = {0};
-        assert(oracle_write(&o, root, &omit) == rc);
-        assert(rc || (o.len == a.len && (!a.len || !memcmp(o.data, a.data, a.len))));
-        buf_free(&o);
     }
+    canon_omit_t omit = {omit_paths, sizeof omit_paths / sizeof omit_paths[0]};
+    same_as_oracle(t, 0, root, &omit);
+    same_as_oracle(t, 0, root, NULL);
+    if (jtape_kind(t, 0) == JT_OBJ) {   /* from a member: omit paths relative to it */
+        int members = 0;
+        for (uint32_t k = 1; k < jtape_end(t, 0) && members < 4; k = jtape_end(t, k + 1), members++) {
+            size_t kl;
+            const char *key = jtape_str(t, k, &kl);
+            json_t *v = json_object_getn(root, key, kl);
+            assert(v);
+            same_as_oracle(t, k + 1, v, &omit);
+        }
+    }
+
+    buf_t a = {0}, b = {0}, c = {0};
+    int rc = canon_write_tape(&a, t, 0, &omit);
+    assert(rc == 0 || rc == -ELOOP);
     if (rc == 0) {
-        json_t *again = json_loadb(a.data ? a.data : "", a.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
-        assert(again);
-        assert(canon_write(&b, again, &omit) == 0);
-        assert(a.len == b.len && (!a.len || !memcmp(a.data, b.data, a.len)));   /* a fixed point */
+        /* a fixed point */
+        assert(jtape_parse(t, a.data ? a.data : "", a.len, TAPE_DEPTH, JTAPE_REJECT_DUPLICATES) == 0);
+        assert(canon_write_tape(&b, t, 0, &omit) == 0);
+        assert(a.len == b.len && (!a.len || !memcmp(a.data, b.data, a.len)));
         /* with nothing omitted, the canonical text means the same value */
-        buf_t c = {0};
-        assert(canon_write(&c, root, NULL) == 0);
+        assert(jtape_parse(t, s, n, TAPE_DEPTH, JTAPE_REJECT_DUPLICATES) == 0);
+        assert(canon_write_tape(&c, t, 0, NULL) == 0);
         json_t *full = json_loadb(c.data ? c.data : "", c.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
         assert(full && same(full, root));
         json_decref(full);
-        json_decref(again);
-        buf_free(&c);
         uint8_t key[CANON_KEY_LEN];
         assert(canon_key("agent", NULL, 0, a.data ? a.data : "", a.len, key) == 0);
     }
     json_decref(root);
     buf_free(&a);
     buf_free(&b);
+    buf_free(&c);
+}
+
+/* Duplicate keys, which request_key refuses: the writer keeps the last value,
+ * as jansson does without JSON_REJECT_DUPLICATES. */
+static void check_canon_dups(const char *s, size_t n)
+{
+    if (!memchr(s, '{', n))
+        return;
+    json_error_t je;
+    json_t *root = oracle_load(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    jtape_t *t = jtape_thread();
+    if (!root || jtape_parse(t, s, n, TAPE_DEPTH, 0)) {
+        json_decref(root);
+        return;
+    }
+    canon_omit_t omit = {omit_paths, sizeof omit_paths / sizeof omit_paths[0]};
+    same_as_oracle(t, 0, root, &omit);
+    json_decref(root);
 }
 
 static void check_event(const char *s, size_t n, agui_type_t type)
@@ -293,6 +356,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     assert(s);
     memcpy(s, data, size);
     check_canon(s, size);
+    check_canon_dups(s, size);
     check_event(s, size, size && data[0] % 2 ? AGUI_MESSAGES_SNAPSHOT : AGUI_TOOL_CALL_START);
     free(s);
     return 0;
