@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <jansson.h>
 #include <urcu/urcu-memb.h>
 #include <urcu/rculfhash.h>
 
@@ -483,19 +482,22 @@ static int request_key(run_t *r, coal_run_t *co, const http_req_t *req, uint8_t 
     for (uint32_t i = 0; i < ag->n_cache_ignore; i++)
         paths[i] = ag->cache_ignore[i];
     canon_omit_t omit = {paths, ag->n_cache_ignore};
-    /* The body again, as a tree: runinput keeps none. Flags as runinput's, so
-     * whatever it accepted parses here the same way. */
-    const size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL;
-    json_error_t je;
-    json_t *root = json_loadb(r->body ? r->body : "", r->body_len, flags, &je);
-    if (!root && json_error_code(&je) == json_error_numeric_overflow)
-        root = json_loadb(r->body ? r->body : "", r->body_len, flags | JSON_DECODE_INT_AS_REAL, &je);
-    if (!root)
-        return -EINVAL;
-    buf_reset(&co->out);
-    int rc = canon_write(&co->out, root, &omit);
-    json_decref(root);
+    /* The body again, onto this thread's tape. runinput_parse left this very
+     * body on it, and nothing between it and here (sse_run) parses anything,
+     * but reusing that would tie the key to every future change of the code in
+     * between, and the tape cannot tell whose parse it holds: a stale tape would
+     * be a wrong key, one request's answer served to another. The parse is 2.9k
+     * of the 16.9k instructions of the echo body's key (callgrind, see
+     * proto/canon.c); json_loadb was 46k of 62k. Duplicates refused as
+     * runinput refuses them; deeper than CANON_MAX_DEPTH is uncacheable anyway. */
+    jtape_t *t = jtape_thread();
+    if (!t)
+        return -ENOMEM;
+    int rc = jtape_parse(t, r->body ? r->body : "", r->body_len, CANON_MAX_DEPTH + 1, JTAPE_REJECT_DUPLICATES);
     if (rc)
+        return rc;
+    buf_reset(&co->out);
+    if ((rc = canon_write_tape(&co->out, t, 0, &omit)))
         return rc;
     for (uint32_t i = 0; i < ag->n_forward; i++) {
         const char *v = NULL;

@@ -1,13 +1,29 @@
-/* canon: canonical JSON of a parsed RunAgentInput and its SHA-256 key (see
- * canon.h for the form). Runs once per cacheable request, on the request's
- * shard; nothing here touches shared state. Keys are sorted with a small
- * array on the stack for objects up to 64 keys and one heap array above,
- * per object, on this cold-ish path. */
+/* canon: canonical JSON of a RunAgentInput read onto a jtape, and its SHA-256
+ * key (see canon.h for the form). Runs once per cacheable request, on the
+ * request's shard; nothing here touches shared state.
+ *
+ * Invariants. The text is the one the jansson tree walk this replaced wrote
+ * for the same body (json_loadb with JSON_REJECT_DUPLICATES | JSON_DECODE_ANY |
+ * JSON_ALLOW_NUL, retried with JSON_DECODE_INT_AS_REAL on numeric overflow),
+ * byte for byte: fuzz/fuzz_canon.c keeps that walk as its oracle and checks
+ * every input against it, so a key never changes meaning. Keys sort on their
+ * decoded bytes (an escaped key "\u0062" sorts as "b"), strings are read
+ * through jtape_str only when they have escapes, integers are copied as
+ * written (only -0 changes) and only reals go through strtod (and every
+ * number, in the rare document with an integer past int64). No
+ * allocation once warm: keys are sorted in a stack array for objects up to 64
+ * keys (one heap array above, per object), and numbers over 127 characters are
+ * copied to the heap to be NUL-terminated for strtod (both cold).
+ *
+ * Measured with callgrind (a loop of request_key's calls built -O2 -flto with
+ * jemalloc as in release, --toggle-collect on the loop body, 1001 runs less
+ * 1), the key of bench/echo-body.json with the default omit paths:
+ * json_loadb 46.6k + tree walk 3.8k + SHA-256 10.3k + json_decref 1.8k = 62.4k
+ * instructions before; jtape_parse 2.9k + this walk 3.0k + SHA-256 10.3k =
+ * 16.9k now. Of the walk, 1.4k is json_put_str. */
 #include "proto/canon.h"
 
 #include <errno.h>
-#include <inttypes.h>
-#include <jansson.h>
 #include <openssl/evp.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,16 +35,57 @@
 
 typedef struct kv {
     const char *k;
-    size_t      kl;
-    json_t     *v;
+    uint32_t    kl;
+    uint32_t    v;      /* value node; 0 (the root, never a member) when left out */
 } kv_t;
 
-static int kv_cmp(const void *a, const void *b)
+typedef struct cw {
+    buf_t   *b;
+    jtape_t *t;
+    bool     ints_as_reals;   /* the document has an integer beyond int64 */
+} cw_t;
+
+/* Bytewise on the decoded key, shorter first on a tie; equal keys by position
+ * so the last of duplicates sorts last. */
+static inline int kv_cmp(const kv_t *x, const kv_t *y)
 {
-    const kv_t *x = a, *y = b;
-    size_t n = x->kl < y->kl ? x->kl : y->kl;
+    uint32_t n = x->kl < y->kl ? x->kl : y->kl;
     int c = memcmp(x->k, y->k, n);
-    return c ? c : (x->kl > y->kl) - (x->kl < y->kl);
+    if (c)
+        return c;
+    if (x->kl != y->kl)
+        return x->kl < y->kl ? -1 : 1;
+    return x->v < y->v ? -1 : x->v > y->v;
+}
+
+static int kv_qcmp(const void *a, const void *b) { return kv_cmp(a, b); }
+
+/* Insertion sort below 16 keys: RunAgentInput objects have 2 to 8, where
+ * qsort's indirect calls cost more than the sort. */
+static void kv_sort(kv_t *kv, size_t n)
+{
+    if (n > 16) {
+        qsort(kv, n, sizeof *kv, kv_qcmp);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        kv_t x = kv[i];
+        size_t j = i;
+        for (; j && kv_cmp(&kv[j - 1], &x) > 0; j--)
+            kv[j] = kv[j - 1];
+        kv[j] = x;
+    }
+}
+
+/* A string's decoded bytes; the common unescaped case without a call. */
+static inline const char *cw_str(jtape_t *t, uint32_t i, size_t *n)
+{
+    const jtape_node_t *nd = &t->nodes[i];
+    if (!(nd->flags & JT_F_ESC)) {
+        *n = nd->len;
+        return t->src + nd->off;
+    }
+    return jtape_str(t, i, n);
 }
 
 /* The omit paths that continue below key k (klen bytes) of the object at
@@ -43,7 +100,7 @@ static bool omit_step(const char *const *act, size_t n_act, const char *k, size_
     *into_array = false;
     for (size_t i = 0; i < n_act; i++) {
         const char *p = act[i];
-        if (strncmp(p, k, kl))
+        if (strncmp(p, k, kl))   /* keys never hold a NUL (jansson and jtape refuse it) */
             continue;
         const char *rest = p + kl;
         bool arr = rest[0] == '[' && rest[1] == ']';
@@ -64,39 +121,106 @@ static bool omit_step(const char *const *act, size_t n_act, const char *k, size_
     return omitted;
 }
 
-static int put_value(buf_t *b, json_t *v, const char *const *act, size_t n_act, bool act_in_array, int depth);
-
-static int put_object(buf_t *b, json_t *o, const char *const *act, size_t n_act, int depth)
+/* Integer syntax beyond int64: jansson refused the whole document with a
+ * numeric overflow, and request_key's retry with JSON_DECODE_INT_AS_REAL then
+ * read every integer of it as a real. */
+static bool int_overflows(const char *s, uint32_t n)
 {
-    size_t n = json_object_size(o);
+    bool neg = s[0] == '-';
+    s += neg;
+    n -= neg;
+    for (uint32_t i = 0; i < n; i++)
+        if (s[i] == '.' || s[i] == 'e' || s[i] == 'E')
+            return false;
+    if (n != 19)
+        return n > 19;
+    return memcmp(s, neg ? "9223372036854775808" : "9223372036854775807", 19) > 0;
+}
+
+static bool is_int_syntax(const jtape_node_t *nd, const char *s)
+{
+    if (nd->flags & JT_F_INT)
+        return true;
+    for (uint32_t i = 0; i < nd->len; i++)
+        if (s[i] == '.' || s[i] == 'e' || s[i] == 'E')
+            return false;
+    return true;
+}
+
+/* A real as jansson held it: a whole one is written as the integer it equals
+ * (2e3 and 2000, -0.0 and 0 mean the same number to every JSON reader), so the
+ * form is a fixed point: what it writes reads back as what it would write. */
+static int put_real(buf_t *b, double d)
+{
+    char num[32];
+    int w;
+    if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(long long)d)
+        w = snprintf(num, sizeof num, "%lld", (long long)d);
+    else
+        w = snprintf(num, sizeof num, "%.17g", d);
+    return buf_append(b, num, (size_t)w) ? -ENOMEM : 0;
+}
+
+static int put_num(cw_t *w, uint32_t i)
+{
+    const jtape_node_t *nd = &w->t->nodes[i];
+    const char *s = w->t->src + nd->off;
+    if (!w->ints_as_reals && is_int_syntax(nd, s)) {
+        /* strtoll then %lld gives the text back (JSON has no leading zeros
+         * or '+'), except that -0 is 0 */
+        if (nd->len == 2 && s[0] == '-' && s[1] == '0')
+            return buf_putc(w->b, '0') ? -ENOMEM : 0;
+        return buf_append(w->b, s, nd->len) ? -ENOMEM : 0;
+    }
+    char tmp[128], *z = tmp;
+    if (nd->len >= sizeof tmp && !(z = malloc((size_t)nd->len + 1)))
+        return -ENOMEM;
+    memcpy(z, s, nd->len);
+    z[nd->len] = '\0';
+    double d = strtod(z, NULL);   /* jansson's own conversion (jsonp_strtod), C locale */
+    if (z != tmp)
+        free(z);
+    return put_real(w->b, d);
+}
+
+static int put_value(cw_t *w, uint32_t v, const char *const *act, size_t n_act, bool act_in_array, int depth);
+
+static int put_object(cw_t *w, uint32_t o, const char *const *act, size_t n_act, int depth)
+{
+    jtape_t *t = w->t;
+    buf_t *b = w->b;
+    size_t n = jtape_count(t, o);
     kv_t small[64], *kv = n <= 64 ? small : malloc(n * sizeof *kv);
     if (!kv)
         return -ENOMEM;
     size_t i = 0;
-    void *it = json_object_iter(o);
-    while (it && i < n) {
-        kv[i].k = json_object_iter_key(it);
-        kv[i].kl = json_object_iter_key_len(it);
-        kv[i].v = json_object_iter_value(it);
-        i++;
-        it = json_object_iter_next(o, it);
+    for (uint32_t k = o + 1; k < jtape_end(t, o) && i < n; k = jtape_end(t, k + 1), i++) {
+        size_t kl;
+        kv[i].k = cw_str(t, k, &kl);
+        kv[i].kl = (uint32_t)kl;
+        kv[i].v = k + 1;
     }
     n = i;
-    qsort(kv, n, sizeof *kv, kv_cmp);
+    kv_sort(kv, n);
+    /* A tape read without JTAPE_REJECT_DUPLICATES: the last value wins, as in
+     * jansson without that flag and JSON.parse. */
+    for (i = 0; i + 1 < n; i++)
+        if (kv[i].kl == kv[i + 1].kl && !memcmp(kv[i].k, kv[i + 1].k, kv[i].kl))
+            kv[i].v = 0;
     int rc = buf_putc(b, '{') ? -ENOMEM : 0;
     bool first = true;
     for (i = 0; i < n && !rc; i++) {
         const char *next[16];
         size_t n_next = 0;
         bool arr = false;
-        if (n_act && omit_step(act, n_act, kv[i].k, kv[i].kl, next, &n_next, 16, &arr))
+        if (!kv[i].v || (n_act && omit_step(act, n_act, kv[i].k, kv[i].kl, next, &n_next, 16, &arr)))
             continue;
         if ((!first && buf_putc(b, ',')) || json_put_str(b, kv[i].k, kv[i].kl) || buf_putc(b, ':')) {
             rc = -ENOMEM;
             break;
         }
         first = false;
-        rc = put_value(b, kv[i].v, next, n_next, arr, depth + 1);
+        rc = put_value(w, kv[i].v, next, n_next, arr, depth + 1);
     }
     if (!rc && buf_putc(b, '}'))
         rc = -ENOMEM;
@@ -106,62 +230,60 @@ static int put_object(buf_t *b, json_t *o, const char *const *act, size_t n_act,
 }
 
 /* act: omit paths relative to v; act_in_array: they apply to v's elements
- * (v was reached through "key[]"), otherwise to v itself when it is an object. */
-static int put_value(buf_t *b, json_t *v, const char *const *act, size_t n_act, bool act_in_array, int depth)
+ * (v was reached through "key[]"), otherwise to v itself when it is an object.
+ * The depth is counted as the jansson walk counted it: an object reached
+ * through "key[]" is not checked itself, its members are. */
+static int put_value(cw_t *w, uint32_t v, const char *const *act, size_t n_act, bool act_in_array, int depth)
 {
-    char num[32];
-    int w;
+    jtape_t *t = w->t;
+    buf_t *b = w->b;
     if (depth > CANON_MAX_DEPTH)
         return -ELOOP;
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return put_object(b, v, act_in_array ? NULL : act, act_in_array ? 0 : n_act, depth);
-    case JSON_ARRAY: {
+    switch (jtape_kind(t, v)) {
+    case JT_OBJ:
+        return put_object(w, v, act_in_array ? NULL : act, act_in_array ? 0 : n_act, depth);
+    case JT_ARR: {
         if (buf_putc(b, '['))
             return -ENOMEM;
-        for (size_t i = 0; i < json_array_size(v); i++) {
-            if (i && buf_putc(b, ','))
+        for (uint32_t e = v + 1; e < jtape_end(t, v); e = jtape_end(t, e)) {
+            if (e > v + 1 && buf_putc(b, ','))
                 return -ENOMEM;
-            json_t *el = json_array_get(v, i);
             /* "k[].x" reaches objects that are elements of k */
-            int rc = act_in_array && json_is_object(el) ? put_object(b, el, act, n_act, depth + 1)
-                                                        : put_value(b, el, NULL, 0, false, depth + 1);
+            int rc = act_in_array && jtape_kind(t, e) == JT_OBJ ? put_object(w, e, act, n_act, depth + 1)
+                                                                : put_value(w, e, NULL, 0, false, depth + 1);
             if (rc)
                 return rc;
         }
         return buf_putc(b, ']') ? -ENOMEM : 0;
     }
-    case JSON_STRING:
-        return json_put_str(b, json_string_value(v), json_string_length(v)) ? -ENOMEM : 0;
-    case JSON_INTEGER:
-        w = snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        return buf_append(b, num, (size_t)w) ? -ENOMEM : 0;
-    case JSON_REAL: {
-        /* A whole real is written as the integer it equals (2e3 and 2000, -0.0
-         * and 0 mean the same number to every JSON reader), so the form is a
-         * fixed point: what it writes reads back as what it would write. */
-        double d = json_real_value(v);
-        if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(long long)d)
-            w = snprintf(num, sizeof num, "%lld", (long long)d);
-        else
-            w = snprintf(num, sizeof num, "%.17g", d);
-        return buf_append(b, num, (size_t)w) ? -ENOMEM : 0;
+    case JT_STR: {
+        size_t n;
+        const char *s = cw_str(t, v, &n);
+        return json_put_str(b, s, n) ? -ENOMEM : 0;
     }
-    case JSON_TRUE:
+    case JT_NUM:
+        return put_num(w, v);
+    case JT_TRUE:
         return buf_append_lit(b, "true") ? -ENOMEM : 0;
-    case JSON_FALSE:
+    case JT_FALSE:
         return buf_append_lit(b, "false") ? -ENOMEM : 0;
     default:
         return buf_append_lit(b, "null") ? -ENOMEM : 0;
     }
 }
 
-int canon_write(buf_t *out, const void *root, const canon_omit_t *omit)
+int canon_write_tape(buf_t *out, jtape_t *t, uint32_t node, const canon_omit_t *omit)
 {
-    json_t *v = (json_t *)root;
-    if (!v)
-        return buf_append_lit(out, "null") ? -ENOMEM : 0;
-    return put_value(out, v, omit ? omit->paths : NULL, omit ? omit->n : 0, false, 0);
+    cw_t w = {out, t, false};
+    /* jansson's int-or-real choice was made per document, whatever was omitted:
+     * one integer past int64 anywhere made every integer a real. Only numbers
+     * the tape did not mark as short integers need a look. */
+    for (uint32_t i = 0; i < t->n && !w.ints_as_reals; i++) {
+        const jtape_node_t *nd = &t->nodes[i];
+        if (nd->kind == JT_NUM && !(nd->flags & JT_F_INT))
+            w.ints_as_reals = int_overflows(t->src + nd->off, nd->len);
+    }
+    return put_value(&w, node, omit ? omit->paths : NULL, omit ? omit->n : 0, false, 0);
 }
 
 static int digest_u64(EVP_MD_CTX *ctx, uint64_t n)

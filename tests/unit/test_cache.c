@@ -1,5 +1,6 @@
 /* Unit tests for the response cache's pieces: the canonical form and key of a
- * RunAgentInput (proto/canon.c), the id finder and run records with their
+ * RunAgentInput (proto/canon.c, written from a jtape; the expected texts are
+ * what the jansson walk it replaced wrote, so the key keeps its meaning), the id finder and run records with their
  * replay-time rewriting (proto/evids.c, proto/runrec.c), and the shared store
  * (core/cache.c): hit/miss, references outliving removal, S3-FIFO eviction
  * under the byte cap, TTL expiry and purge. */
@@ -17,22 +18,33 @@
 #include "core/cache.h"
 #include "proto/canon.h"
 #include "proto/evids.h"
+#include "proto/jtape.h"
 #include "proto/runrec.h"
 
 static const char *const default_omit[] = {"threadId", "runId", "parentRunId"};
 
-/* Canonical text of a JSON document, as a NUL-terminated string in *b. */
+/* Canonical text of a JSON document read as request_key reads it, as a
+ * NUL-terminated string in *b; NULL when the tape refuses the document. */
+static const char *canon_of_rc(buf_t *b, const char *json, const char *const *omit, size_t n_omit, int *rc)
+{
+    jtape_t *t = jtape_thread();
+    assert_non_null(t);
+    buf_reset(b);
+    *rc = jtape_parse(t, json, strlen(json), 256, JTAPE_REJECT_DUPLICATES);
+    if (*rc)
+        return NULL;
+    canon_omit_t o = {omit, n_omit};
+    *rc = canon_write_tape(b, t, 0, &o);
+    assert_int_equal(buf_putc(b, '\0'), 0);
+    return b->data;
+}
+
 static const char *canon_of(buf_t *b, const char *json, const char *const *omit, size_t n_omit)
 {
-    json_error_t je;
-    json_t *root = json_loads(json, JSON_DECODE_ANY, &je);
-    assert_non_null(root);
-    canon_omit_t o = {omit, n_omit};
-    buf_reset(b);
-    assert_int_equal(canon_write(b, root, &o), 0);
-    assert_int_equal(buf_putc(b, '\0'), 0);
-    json_decref(root);
-    return b->data;
+    int rc;
+    const char *s = canon_of_rc(b, json, omit, n_omit, &rc);
+    assert_int_equal(rc, 0);
+    return s;
 }
 
 static void test_canon_form(void **state)
@@ -54,6 +66,128 @@ static void test_canon_form(void **state)
     /* a prefix of a key is not the key */
     static const char *const p2[] = {"run"};
     assert_string_equal(canon_of(&b, "{\"runId\":1,\"run\":2}", p2, 1), "{\"runId\":1}");
+    buf_free(&b);
+}
+
+/* Numbers as jansson held them: integers within int64 as written (-0 is 0),
+ * reals through strtod (whole ones as integers below 2^53, else %.17g), and
+ * every integer a real once one is past int64, even in an omitted field. */
+static void test_canon_numbers(void **state)
+{
+    (void)state;
+    buf_t b = {0};
+    int rc;
+    assert_string_equal(canon_of(&b, "[0,-0,1,-1,1.0,-1.0,-0.0,0.0,2e3,2E3,2e+3,1.5,0.1,-1.5e-3,1e22,1e21,1e-400,"
+                                     "-1e-400,5e-324,1e308,1.7976931348623157e308]", NULL, 0),
+                        "[0,0,1,-1,1,-1,0,0,2000,2000,2000,1.5,0.10000000000000001,-0.0015,1e+22,1e+21,0,0,"
+                        "4.9406564584124654e-324,1e+308,1.7976931348623157e+308]");
+    assert_string_equal(canon_of(&b, "[9007199254740991,9007199254740992,9007199254740993,-9007199254740993,"
+                                     "9223372036854775807,-9223372036854775808,123456789012345678]", NULL, 0),
+                        "[9007199254740991,9007199254740992,9007199254740993,-9007199254740993,"
+                        "9223372036854775807,-9223372036854775808,123456789012345678]");
+    assert_string_equal(canon_of(&b, "[9007199254740992.5,4503599627370496.5,1e16,123456789012345680000]", NULL, 0),
+                        "[9007199254740992,4503599627370496,10000000000000000,1.2345678901234568e+20]");
+    assert_string_equal(canon_of(&b, "[9223372036854775808]", NULL, 0), "[9.2233720368547758e+18]");
+    assert_string_equal(canon_of(&b, "[-9223372036854775809]", NULL, 0), "[-9.2233720368547758e+18]");
+    assert_string_equal(canon_of(&b, "[9007199254740993,9223372036854775808]", NULL, 0),
+                        "[9007199254740992,9.2233720368547758e+18]");
+    assert_string_equal(canon_of(&b, "{\"threadId\":99999999999999999999,\"n\":9007199254740993,\"m\":-0,"
+                                     "\"k\":12345678901234567}", default_omit, 3),
+                        "{\"k\":12345678901234568,\"m\":0,\"n\":9007199254740992}");
+    assert_string_equal(canon_of(&b, "-0", NULL, 0), "0");   /* a number at the very end of its input */
+    assert_string_equal(canon_of(&b, "1e2", NULL, 0), "100");
+    /* over 127 characters: copied to the heap for strtod */
+    char lng[160] = "[0.";
+    memset(lng + 3, '0', 138);
+    memcpy(lng + 141, "1e100]", 7);
+    assert_string_equal(canon_of(&b, lng, NULL, 0), "[9.9999999999999993e-40]");
+    /* a real past double range is refused, as jansson refused it */
+    assert_null(canon_of_rc(&b, "[1e400]", NULL, 0, &rc));
+    assert_int_equal(rc, -EINVAL);
+    buf_free(&b);
+}
+
+/* Keys sort on their decoded bytes, and omit paths match decoded keys. */
+static void test_canon_keys(void **state)
+{
+    (void)state;
+    buf_t b = {0};
+    /* raw, "\u0062" ('\\' is 0x5c) sorts before "a"; decoded it is "b" */
+    assert_string_equal(canon_of(&b, "{\"\\u0062\":1,\"a\":2,\"c\":3}", NULL, 0), "{\"a\":2,\"b\":1,\"c\":3}");
+    assert_string_equal(canon_of(&b, "{\"\\u0074hreadId\":\"x\",\"q\":1,\"a\\\"b\":\"\\u00e9\\ud83d\\ude00\\u0000\\u001f\\/\"}",
+                                 default_omit, 3),
+                        "{\"a\\\"b\":\"\xc3\xa9\xf0\x9f\x98\x80\\u0000\\u001f/\",\"q\":1}");
+    /* bytewise, shorter first on a common prefix, UTF-8 after ASCII */
+    assert_string_equal(canon_of(&b, "{\"\xc3\xa9\":1,\"z\":2,\"Z\":3,\"\":4,\"aa\":5,\"a\":6}", NULL, 0),
+                        "{\"\":4,\"Z\":3,\"a\":6,\"aa\":5,\"z\":2,\"\xc3\xa9\":1}");
+    /* more keys than the insertion sort takes */
+    assert_string_equal(canon_of(&b, "{\"q\":0,\"p\":0,\"o\":0,\"n\":0,\"m\":0,\"l\":0,\"k\":0,\"j\":0,\"i\":0,"
+                                     "\"h\":0,\"g\":0,\"f\":0,\"e\":0,\"d\":0,\"c\":0,\"b\":0,\"\\u0061\":0}", NULL, 0),
+                        "{\"a\":0,\"b\":0,\"c\":0,\"d\":0,\"e\":0,\"f\":0,\"g\":0,\"h\":0,\"i\":0,\"j\":0,"
+                        "\"k\":0,\"l\":0,\"m\":0,\"n\":0,\"o\":0,\"p\":0,\"q\":0}");
+    /* a tape read without duplicate rejection: the last value, once */
+    jtape_t *t = jtape_thread();
+    const char *dup = "{\"b\":[1],\"a\":1,\"\\u0061\":2,\"a\":{\"x\":3}}";
+    assert_int_equal(jtape_parse(t, dup, strlen(dup), 8, 0), 0);
+    buf_reset(&b);
+    assert_int_equal(canon_write_tape(&b, t, 0, NULL), 0);
+    assert_int_equal(buf_putc(&b, '\0'), 0);
+    assert_string_equal(b.data, "{\"a\":{\"x\":3},\"b\":[1]}");
+    buf_free(&b);
+}
+
+/* Omit paths: through arrays and objects, "k[]" alone keeps k, and from a
+ * node other than the root the paths are relative to it. */
+static void test_canon_omit(void **state)
+{
+    (void)state;
+    buf_t b = {0};
+    static const char *const p[] = {"a[].b[].c", "d[]", "e.f", "g[].h"};
+    assert_string_equal(canon_of(&b, "{\"a\":[{\"b\":[{\"c\":1,\"k\":2},[{\"c\":3}],4],\"c\":5},6],\"d\":[7],"
+                                     "\"e\":{\"f\":8,\"g\":9},\"g\":{\"h\":10}}", p, 4),
+                        "{\"a\":[{\"b\":[{\"k\":2},[{\"c\":3}],4],\"c\":5},6],\"d\":[7],\"e\":{\"g\":9},"
+                        "\"g\":{\"h\":10}}");
+    jtape_t *t = jtape_thread();
+    const char *doc = "{\"threadId\":\"t\",\"x\":{\"threadId\":1,\"runId\":2,\"y\":3}}";
+    assert_int_equal(jtape_parse(t, doc, strlen(doc), 8, JTAPE_REJECT_DUPLICATES), 0);
+    uint32_t x = jtape_get(t, 0, "x", 1);
+    canon_omit_t o = {default_omit, 3};
+    buf_reset(&b);
+    assert_int_equal(canon_write_tape(&b, t, x, &o), 0);
+    assert_int_equal(buf_putc(&b, '\0'), 0);
+    assert_string_equal(b.data, "{\"y\":3}");
+    buf_free(&b);
+}
+
+/* CANON_MAX_DEPTH: the root is depth 0, and every value deeper than the limit
+ * (a scalar too) is -ELOOP. */
+static void test_canon_depth(void **state)
+{
+    (void)state;
+    char doc[2 * CANON_MAX_DEPTH + 16];
+    buf_t b = {0};
+    int rc;
+    size_t n = 0;
+    for (int i = 0; i <= CANON_MAX_DEPTH; i++)   /* arrays at depths 0..128 */
+        doc[n++] = '[';
+    for (int i = 0; i <= CANON_MAX_DEPTH; i++)
+        doc[n++] = ']';
+    doc[n] = '\0';
+    assert_non_null(canon_of_rc(&b, doc, NULL, 0, &rc));
+    assert_int_equal(rc, 0);
+    assert_int_equal(strlen(b.data), n);
+    memmove(doc + CANON_MAX_DEPTH + 2, doc + CANON_MAX_DEPTH + 1, n - CANON_MAX_DEPTH);
+    doc[CANON_MAX_DEPTH + 1] = '1';              /* a scalar at depth 129 */
+    canon_of_rc(&b, doc, NULL, 0, &rc);
+    assert_int_equal(rc, -ELOOP);
+    n = 0;
+    for (int i = 0; i <= CANON_MAX_DEPTH + 1; i++)   /* an array at depth 129 */
+        doc[n++] = '[';
+    for (int i = 0; i <= CANON_MAX_DEPTH + 1; i++)
+        doc[n++] = ']';
+    doc[n] = '\0';
+    canon_of_rc(&b, doc, NULL, 0, &rc);
+    assert_int_equal(rc, -ELOOP);
     buf_free(&b);
 }
 
@@ -85,6 +219,17 @@ static void test_canon_key(void **state)
     assert_int_equal(canon_key("up", &empty, 1, "{}", 2, e), 0);
     assert_memory_not_equal(a, b2, 32);
     assert_memory_not_equal(n, e, 32);
+    /* The bench's echo body (bench/echo-body.json): the key the jansson walk
+     * gave it, so entries keep their meaning across the change to the tape. */
+    static const uint8_t echo_key[32] = {
+        0x9a, 0x05, 0x60, 0x2c, 0xeb, 0x20, 0x44, 0x3f, 0x4c, 0x4f, 0x9d, 0x1a, 0x42, 0xda, 0xfc, 0x3d,
+        0x86, 0x67, 0xb5, 0xb3, 0xd4, 0xf5, 0x16, 0x31, 0x91, 0xc6, 0xcc, 0x9f, 0xed, 0x98, 0x3a, 0x93,
+    };
+    key_of("{\"threadId\":\"bench-thread\",\"runId\":\"bench-run\",\"messages\":[{\"id\":\"1\",\"role\":\"user\","
+           "\"content\":\"The quick brown fox jumps over the lazy dog while a small gateway streams every word back to "
+           "the waiting client as one server sent event so that we can measure how fast the whole path runs end to "
+           "end\"}]}\n", "echo", k1);
+    assert_memory_equal(k1, echo_key, 32);
 }
 
 static void test_evids(void **state)
@@ -323,6 +468,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_canon_form),
+        cmocka_unit_test(test_canon_numbers),
+        cmocka_unit_test(test_canon_keys),
+        cmocka_unit_test(test_canon_omit),
+        cmocka_unit_test(test_canon_depth),
         cmocka_unit_test(test_canon_key),
         cmocka_unit_test(test_evids),
         cmocka_unit_test(test_runrec_rewrite),
