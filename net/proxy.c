@@ -14,7 +14,9 @@
  * event stream; until then failures can still be proper HTTP errors.
  *
  * Breakers and balancer state are per shard: each shard sees its share of the
- * traffic and decides alone, with no shared state on the request path. */
+ * traffic and decides alone, with no shared state on the request path. Every
+ * breaker transition is one log line (a cold path: at most two per open
+ * period per endpoint and shard, whatever the traffic). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@
 #include "net/upstream.h"
 #include "proto/agent.h"
 #include "net/sse.h"
+#include "proto/json.h"
 #include "proto/pbjson.h"
 #include "proto/pbread.h"
 #include "proto/sseread.h"
@@ -79,39 +82,133 @@ static inline unsigned agent_idx(const run_t *r) { return (unsigned)(r->agent - 
 
 /* --- circuit breaker ------------------------------------------------------------ */
 
-static bool br_available(const cfg_agent_t *ag, px_endpoint_t *e, uint64_t now)
+/* Why a breaker opened, for its log line. */
+enum br_reason { BR_FAILURES, BR_ERROR_RATE, BR_TRIAL_FAILED };
+typedef struct br_why {
+    uint8_t  reason;             /* enum br_reason */
+    uint32_t failed, window;     /* failures counted, out of how many recent attempts */
+} br_why_t;
+
+static const char *const br_names[] = {"closed", "open", "half_open"};
+static const char *const br_reasons[] = {"consecutive_failures", "error_rate", "trial_failed"};
+
+/* The reason, and the counts behind it, of an opening. */
+static void br_put_why(buf_t *b, const cfg_agent_t *ag, const br_why_t *why)
 {
-    if (e->state == BR_OPEN && now >= e->open_until_ms) {
+    buf_append_lit(b, ",\"reason\":\"");
+    buf_append(b, br_reasons[why->reason], strlen(br_reasons[why->reason]));
+    buf_putc(b, '"');
+    if (why->reason != BR_TRIAL_FAILED) {
+        buf_append_lit(b, ",\"failures\":");
+        buf_append_u64(b, why->failed);
+    }
+    if (why->reason == BR_ERROR_RATE) {
+        char rate[32];
+        int n = snprintf(rate, sizeof rate, ",\"window\":%u,\"error_rate\":%.3f", why->window,
+                         (double)why->failed / why->window);
+        buf_append(b, rate, n > 0 && (size_t)n < sizeof rate ? (size_t)n : 0);
+    }
+    buf_append_lit(b, ",\"open_ms\":");
+    buf_append_u64(b, ag->breaker_open_ms);
+}
+
+/* The endpoint as configured, without its query (which may carry a key). */
+static void br_put_endpoint(buf_t *b, const cfg_endpoint_t *ep)
+{
+    char url[CFG_HOST_MAX + CFG_UPATH_MAX + 16];
+    bool v6 = strchr(ep->host, ':') != NULL;   /* stored without brackets */
+    size_t plen = strcspn(ep->path, "?");
+    int n = snprintf(url, sizeof url, "http://%s%s%s:%u%.*s", v6 ? "[" : "", ep->host, v6 ? "]" : "",
+                     (unsigned)ep->port, (int)plen, ep->path);
+    json_put_str(b, url, n < 0 ? 0 : (size_t)n < sizeof url ? (size_t)n : sizeof url - 1);
+}
+
+/* One line per state change: a cold path, at most two lines per open period
+ * per endpoint and shard whatever the traffic, so it is not rate limited. It
+ * appends to the shard's scratch after whatever is there and takes its bytes
+ * back, since a transition can happen inside a completion handler. */
+static void br_log(shard_t *sh, unsigned a, unsigned e, uint8_t from, uint8_t to, const br_why_t *why)
+{
+    const cfg_agent_t *ag = &sh->cfg->agents[a];
+    cfg_log_level_t level = to == BR_OPEN ? CFG_LOG_WARN : CFG_LOG_INFO;
+    if (!sh->log || level < sh->cfg->log_level)
+        return;
+    buf_t *b = &sh->scratch;
+    size_t mark = b->len;
+    log_begin(b, level == CFG_LOG_WARN ? "warn" : "info", "breaker");
+    buf_append_lit(b, ",\"agent\":");
+    json_put_str(b, ag->name, strlen(ag->name));
+    buf_append_lit(b, ",\"endpoint\":");
+    br_put_endpoint(b, &ag->endpoints[e]);
+    buf_append_lit(b, ",\"from\":\"");
+    buf_append(b, br_names[from], strlen(br_names[from]));
+    buf_append_lit(b, "\",\"to\":\"");
+    buf_append(b, br_names[to], strlen(br_names[to]));
+    buf_putc(b, '"');
+    if (to == BR_OPEN) {
+        br_put_why(b, ag, why);
+    } else if (to == BR_HALF_OPEN) {
+        buf_append_lit(b, ",\"trials\":");
+        buf_append_u64(b, ag->breaker_half_open);
+    } else {
+        buf_append_lit(b, ",\"trials_ok\":");
+        buf_append_u64(b, EP(sh, a, (int)e)->trial_ok);
+    }
+    buf_append_lit(b, ",\"shard\":");
+    buf_append_u64(b, sh->id);
+    log_end(b);
+    log_put(sh->log, b->data + mark, b->len - mark);
+    b->len = mark;
+}
+
+static bool br_available(shard_t *sh, unsigned a, unsigned ei)
+{
+    const cfg_agent_t *ag = &sh->cfg->agents[a];
+    px_endpoint_t *e = EP(sh, a, (int)ei);
+    if (e->state == BR_OPEN && sh->now_ms >= e->open_until_ms) {
         e->state = BR_HALF_OPEN;
         if (e->metric)
             metrics_gauge_add(e->metric, -1);
         e->trials = e->trial_ok = 0;
+        br_log(sh, a, ei, BR_OPEN, BR_HALF_OPEN, NULL);
     }
     return e->state == BR_CLOSED || (e->state == BR_HALF_OPEN && e->trials < ag->breaker_half_open);
 }
 
-static void br_open(const cfg_agent_t *ag, px_endpoint_t *e, uint64_t now)
+static void br_open(shard_t *sh, unsigned a, unsigned ei, const br_why_t *why)
 {
+    px_endpoint_t *e = EP(sh, a, (int)ei);
+    uint8_t from = e->state;
     e->state = BR_OPEN;
     if (e->metric)
         metrics_gauge_add(e->metric, 1);
-    e->open_until_ms = now + ag->breaker_open_ms;
+    e->open_until_ms = sh->now_ms + sh->cfg->agents[a].breaker_open_ms;
     e->consecutive = 0;
     e->window = 0;
     e->window_n = 0;
+    br_log(sh, a, ei, from, BR_OPEN, why);
 }
 
-static void br_record(const cfg_agent_t *ag, px_endpoint_t *e, bool failed, uint64_t now)
+static void br_record(shard_t *sh, unsigned a, unsigned ei, bool failed)
 {
+    const cfg_agent_t *ag = &sh->cfg->agents[a];
+    px_endpoint_t *e = EP(sh, a, (int)ei);
+    /* An attempt admitted before the breaker opened says nothing about the
+     * endpoint since; counting it could open an open breaker again (one more
+     * on the gauge, one more log line). */
+    if (e->state == BR_OPEN)
+        return;
     uint32_t span = ag->breaker_min_requests < 64 ? ag->breaker_min_requests : 64;
     e->window = e->window << 1 | failed;
     if (e->window_n < span)
         e->window_n++;
     if (e->state == BR_HALF_OPEN) {
-        if (failed)
-            br_open(ag, e, now);
-        else if (++e->trial_ok >= ag->breaker_half_open)
+        if (failed) {
+            br_open(sh, a, ei, &(br_why_t){BR_TRIAL_FAILED, 1, 1});
+        } else if (++e->trial_ok >= ag->breaker_half_open) {
             e->state = BR_CLOSED;   /* recovered: the window starts clean */
+            br_log(sh, a, ei, BR_HALF_OPEN, BR_CLOSED, NULL);
+        }
         return;
     }
     if (!failed) {
@@ -120,9 +217,12 @@ static void br_record(const cfg_agent_t *ag, px_endpoint_t *e, bool failed, uint
     }
     e->consecutive++;
     uint64_t mask = span >= 64 ? ~0ull : (1ull << span) - 1;
-    double rate = (double)__builtin_popcountll(e->window & mask) / (double)e->window_n;
-    if (e->consecutive >= ag->breaker_failures || (e->window_n >= span && rate >= ag->breaker_error_rate))
-        br_open(ag, e, now);
+    uint32_t bad = (uint32_t)__builtin_popcountll(e->window & mask);
+    double rate = (double)bad / (double)e->window_n;
+    if (e->consecutive >= ag->breaker_failures)
+        br_open(sh, a, ei, &(br_why_t){BR_FAILURES, e->consecutive, e->consecutive});
+    else if (e->window_n >= span && rate >= ag->breaker_error_rate)
+        br_open(sh, a, ei, &(br_why_t){BR_ERROR_RATE, bad, e->window_n});
 }
 
 /* --- balancer ------------------------------------------------------------------ */
@@ -143,7 +243,7 @@ static int pick(run_t *r, uint64_t tried, uint32_t *retry_after_s)
             px_endpoint_t *pe = EP(sh, a, (int)e);
             if (pass == 0 && (tried >> e & 1))
                 continue;
-            if (!br_available(ag, pe, sh->now_ms)) {
+            if (!br_available(sh, a, e)) {
                 if (pe->open_until_ms < soonest)
                     soonest = pe->open_until_ms;
                 continue;
@@ -237,7 +337,7 @@ static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count
     if (r->sh->m && px->ep >= 0)
         metrics_add(&r->sh->m->up_failures[agent_idx(r)][px->ep][kind], 1);
     if (px->ep >= 0 && count_in_breaker)
-        br_record(ag, EP(r->sh, agent_idx(r), px->ep), true, r->sh->now_ms);
+        br_record(r->sh, agent_idx(r), (unsigned)px->ep, true);
     drop_attempt(px, false);
     if (px->first_event) {
         run_error(px, "upstream_failed", msg);
@@ -353,7 +453,7 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
     px->last_event_ms = r->sh->now_ms;
     if (!px->first_event) {
         px->first_event = true;
-        br_record(r->agent, EP(r->sh, agent_idx(r), px->ep), false, r->sh->now_ms);
+        br_record(r->sh, agent_idx(r), (unsigned)px->ep, false);
         schedule_timer(px);   /* the idle deadline may be earlier than the first-event one */
     }
     px->last_type = type;
