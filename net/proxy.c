@@ -16,15 +16,21 @@
  * Breakers and balancer state are per shard: each shard sees its share of the
  * traffic and decides alone, with no shared state on the request path. Every
  * breaker transition is one log line (a cold path: at most two per open
- * period per endpoint and shard, whatever the traffic). */
+ * period per endpoint and shard, whatever the traffic).
+ *
+ * With OTLP on, each attempt is a CLIENT span whose id is the one sent
+ * upstream in traceparent; it ends exactly once: when the attempt's response
+ * ends, when it fails, or when the run stops under it (cancelled). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <arpa/inet.h>
 
+#include "core/otlp.h"
 #include "core/trace.h"
 #include "net/coalesce.h"
 #include "net/conn.h"
@@ -75,6 +81,11 @@ typedef struct proxy_run {
     bool        proto;           /* this attempt's upstream answers in protobuf */
     pbread_t    pb;              /* its frames */
     buf_t       pbjson;          /* one frame as JSON text, capacity kept across events */
+    uint8_t     span_id[8];      /* the attempt's span id, as sent upstream in traceparent */
+    uint16_t    up_status;       /* the attempt's response status, 0 before its head */
+    bool        span_open;       /* *span is the running attempt's, not yet exported */
+    uint64_t    att_start_us;    /* when the attempt began (shard clock) */
+    otlp_span_t *span;           /* OTLP on: allocated on first use, kept across reuse */
 } proxy_run_t;
 
 static inline px_endpoint_t *EP(const shard_t *sh, unsigned a, int e) { return &((px_shard_t *)sh->px)->ep[a][e]; }
@@ -267,6 +278,89 @@ static int pick(run_t *r, uint64_t tried, uint32_t *retry_after_s)
     return best;
 }
 
+/* --- attempt spans (OTLP) ------------------------------------------------------ */
+
+/* Starts the attempt's CLIENT span. What it needs from the client's request is
+ * copied now: by the time the attempt ends the request may be gone. */
+static void span_begin(proxy_run_t *px, const cfg_endpoint_t *ep)
+{
+    if (!otlp_enabled())
+        return;
+    if (!px->span && !(px->span = malloc(sizeof *px->span)))
+        return;   /* a run without its span rather than no run */
+    run_t *r = px->r;
+    const http_req_t *req = &r->conn->http.req;
+    otlp_span_t *s = px->span;
+    _Static_assert(sizeof s->server_address >= CFG_HOST_MAX && sizeof s->url_path >= CFG_UPATH_MAX,
+                   "an endpoint's host and path fit a span");
+    memset(s, 0, sizeof *s);
+    memcpy(s->trace_id, req->trace.trace_id, 16);
+    memcpy(s->span_id, px->span_id, 8);
+    memcpy(s->parent_id, req->trace.span_id, 8);   /* the request's server span */
+    s->has_parent = true;
+    s->kind = OTLP_KIND_CLIENT;
+    memcpy(s->name, "POST", 5);   /* OTel: an HTTP client span is named by its method */
+    memcpy(s->method, "POST", 5);
+    snprintf(s->agent, sizeof s->agent, "%s", r->agent->name);
+    snprintf(s->request_id, sizeof s->request_id, "%.*s", (int)req->id_len, req->id);
+    snprintf(s->server_address, sizeof s->server_address, "%s", ep->host);
+    s->server_port = ep->port;
+    snprintf(s->url_path, sizeof s->url_path, "%.*s", (int)strcspn(ep->path, "?"), ep->path);
+    s->attempt = (uint16_t)px->attempts;
+    px->att_start_us = r->sh->now_us;
+    px->span_open = true;
+}
+
+/* Ends the running attempt's span, once: error_type NULL for success. */
+static void span_end(proxy_run_t *px, const char *error_type)
+{
+    if (!px->span_open)
+        return;
+    px->span_open = false;
+    otlp_span_t *s = px->span;
+    shard_t *sh = px->r->sh;
+    struct timespec now;
+    s->http_status = px->up_status;
+    s->error = error_type != NULL;
+    if (error_type)
+        snprintf(s->error_type, sizeof s->error_type, "%s", error_type);
+    /* As the server span (net/http1.c): wall clock at the end, the duration on
+     * the shard's monotonic clock, so both spans are timed the same way. */
+    clock_gettime(CLOCK_REALTIME, &now);
+    s->end_unix_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    s->start_unix_ns = s->end_unix_ns - (sh->now_us - px->att_start_us) * 1000u;
+    otlp_put(sh->id, s);
+}
+
+static const char *const upfail_types[MUF_COUNT] = {"connect", "reset", "timeout", "status", "content_type", "protocol"};
+
+/* An attempt failed before or after its first event: error.type is the kind of
+ * failure, or (OTel) the status code when the upstream answered with an error. */
+static void span_failed(proxy_run_t *px, enum metrics_upfail kind)
+{
+    char code[8];
+    if (!px->span_open)
+        return;
+    if (kind == MUF_STATUS && px->up_status) {
+        snprintf(code, sizeof code, "%u", px->up_status);
+        span_end(px, code);
+    } else {
+        span_end(px, upfail_types[kind]);
+    }
+}
+
+/* error.type for a run ended with a client-facing error code. */
+static const char *span_code_type(const char *code)
+{
+    if (!strcmp(code, "upstream_timeout"))
+        return "timeout";
+    if (!strcmp(code, "upstream_protocol_error"))
+        return "protocol";
+    if (!strcmp(code, "out_of_memory"))
+        return "out_of_memory";
+    return "_OTHER";   /* OTel's value for a class it has no name for */
+}
+
 /* --- the run ------------------------------------------------------------------- */
 
 static void attempt(proxy_run_t *px);
@@ -301,6 +395,7 @@ static void drop_attempt(proxy_run_t *px, bool reusable)
 static void run_error(proxy_run_t *px, const char *code, const char *msg)
 {
     run_t *r = px->r;
+    span_end(px, span_code_type(code));
     drop_attempt(px, false);
     px->phase = PX_DONE;
     agui_event_t ev = {.type = AGUI_RUN_ERROR};
@@ -317,6 +412,7 @@ static void run_error(proxy_run_t *px, const char *code, const char *msg)
 static void give_up(proxy_run_t *px, int status, const char *code, const char *msg, uint32_t retry_after_s)
 {
     run_t *r = px->r;
+    span_end(px, span_code_type(code));
     drop_attempt(px, false);
     px->phase = PX_DONE;
     if (r->started) {
@@ -338,6 +434,7 @@ static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count
         metrics_add(&r->sh->m->up_failures[agent_idx(r)][px->ep][kind], 1);
     if (px->ep >= 0 && count_in_breaker)
         br_record(r->sh, agent_idx(r), (unsigned)px->ep, true);
+    span_failed(px, kind);
     drop_attempt(px, false);
     if (px->first_event) {
         run_error(px, "upstream_failed", msg);
@@ -501,6 +598,7 @@ static void up_head(void *owner, int status, const char *ctype, size_t ctype_len
     proxy_run_t *px = owner;
     run_t *r = px->r;
     char msg[160];
+    px->up_status = (uint16_t)status;
     if (status >= 200 && status < 300) {
         size_t n = strlen(ctype_sse);
         px->proto = ctype_is_proto(ctype, ctype_len);
@@ -537,8 +635,10 @@ static void up_body(void *owner, const char *p, size_t n)
         int rc = pbread_feed(&px->pb, p, n, on_pb_frame, px);
         if (rc == -EMSGSIZE && px->r)
             run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
-        else if (rc == -ENOMEM && px->r)
+        else if (rc == -ENOMEM && px->r) {
+            span_end(px, "out_of_memory");
             run_error(px, "upstream_failed", "out of memory");
+        }
         return;
     }
     int rc = sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
@@ -565,9 +665,11 @@ static void up_done(void *owner, bool keep_alive)
         return;
     }
     if (!run_closed(px)) {
+        span_end(px, "protocol");
         run_error(px, "upstream_failed", "upstream ended the stream before the run finished");
         return;
     }
+    span_end(px, NULL);
     px->phase = PX_DONE;
     if (r->co)
         coalesce_leader_done(r, px->last_type == AGUI_RUN_FINISHED);   /* only a finished run is stored */
@@ -669,8 +771,7 @@ static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
     }
     /* traceparent: our trace, a new span id for this attempt. */
     char tp[TRACEPARENT_LEN];
-    uint8_t child[8];
-    trace_child(&req->trace, &r->sh->rng, child, tp);
+    trace_child(&req->trace, &r->sh->rng, px->span_id, tp);
     buf_append_lit(b, "\r\ntraceparent: ");
     buf_append(b, tp, TRACEPARENT_LEN);
     if (http_header(req, "tracestate", &v, &vl) && trace_state_valid(v, vl)) {
@@ -705,6 +806,7 @@ static void attempt(proxy_run_t *px)
     sseread_reset(&px->sse);
     pbread_reset(&px->pb);
     px->proto = false;
+    px->up_status = 0;
     ups_t *u = ups_acquire(r->sh, agent_idx(r), (unsigned)ep, px, &px_ups_ops);
     if (!u) {
         px->ep = -1;
@@ -717,6 +819,7 @@ static void attempt(proxy_run_t *px)
         metrics_add(&r->sh->m->up_attempts[agent_idx(r)][ep], 1);
     EP(r->sh, agent_idx(r), ep)->outstanding++;
     build_request(px, ups_out(u), &r->agent->endpoints[ep]);
+    span_begin(px, &r->agent->endpoints[ep]);
     ups_send(u);
     px->sent_ms = r->sh->now_ms;
     schedule_timer(px);
@@ -740,6 +843,7 @@ static void px_start(run_t *r)
     px->attempts = 0;
     px->tried = 0;
     px->first_event = false;
+    px->span_open = false;
     px->last_type = AGUI_TYPE_COUNT;
     px->start_ms = r->sh->now_ms;
     if (r->agent->validation == CFG_VALIDATION_STRICT && !(px->val = validate_new())) {
@@ -763,6 +867,7 @@ static void px_stop(run_t *r)
     proxy_run_t *px = r->px;
     if (!px || !px->r)
         return;
+    span_end(px, "cancelled");   /* still running: the client left, or cancelled the run */
     drop_attempt(px, false);
     if (px->val) {
         validate_free(px->val);
@@ -776,6 +881,7 @@ static void px_destroy(run_t *r)
     sseread_free(&r->px->sse);
     pbread_free(&r->px->pb);
     buf_free(&r->px->pbjson);
+    free(r->px->span);
     free(r->px);
     r->px = NULL;
 }
