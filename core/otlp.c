@@ -255,12 +255,15 @@ static bool utf8_ok(const unsigned char *s, size_t n)
     return true;
 }
 
+_Static_assert(OTLP_URL_PATH_MAX >= OTLP_SERVER_ADDR_MAX && OTLP_URL_PATH_MAX >= 64,
+               "put_field's copy holds the largest field of otlp_span_t");
+
 /* A fixed-size record field (NUL-terminated or full) as a JSON string; bytes
  * of ill-formed UTF-8 become '?'. */
 static int put_field(buf_t *b, const char *s, size_t cap)
 {
     size_t n = strnlen(s, cap);
-    char tmp[64];    /* the largest field in otlp_span_t */
+    char tmp[OTLP_URL_PATH_MAX];    /* the largest field in otlp_span_t */
 
     if (utf8_ok((const unsigned char *)s, n))
         return json_put_str(b, s, n);
@@ -320,11 +323,12 @@ static int attr_int(buf_t *b, bool *first, const char *key, uint64_t v)
 
 static int encode_span(buf_t *b, const otlp_span_t *s, bool first)
 {
-    bool a = true;
+    bool a = true, client = s->kind == OTLP_KIND_CLIENT;
     int rc = 0;
-    /* OTel HTTP semantics: a server span is ERROR for 5xx only; 4xx is the
-     * client's fault and stays UNSET. The producer may also flag a run error. */
-    unsigned code = s->error || s->http_status >= 500 ? 2 : 0;
+    /* OTel HTTP semantics: a server span is ERROR for 5xx only (4xx is the
+     * caller's fault), a client span for 4xx too (the call did not do what was
+     * asked). The producer may also flag a run error or a failed attempt. */
+    unsigned code = s->error || s->http_status >= (client ? 400 : 500) ? 2 : 0;
 
     rc |= buf_append(b, first ? "{\"traceId\":" : ",{\"traceId\":", first ? 11 : 12);
     rc |= put_hex(b, s->trace_id, 16);
@@ -350,10 +354,18 @@ static int encode_span(buf_t *b, const otlp_span_t *s, bool first)
     rc |= buf_append_lit(b, ",\"attributes\":[");
     rc |= attr_str(b, &a, "http.request.method", s->method, sizeof s->method);
     rc |= attr_str(b, &a, "http.route", s->route, sizeof s->route);
+    rc |= attr_str(b, &a, "server.address", s->server_address, sizeof s->server_address);
+    if (s->server_port)
+        rc |= attr_int(b, &a, "server.port", s->server_port);
+    rc |= attr_str(b, &a, "url.path", s->url_path, sizeof s->url_path);
     if (s->http_status)
         rc |= attr_int(b, &a, "http.response.status_code", s->http_status);
+    rc |= attr_str(b, &a, "error.type", s->error_type, sizeof s->error_type);
     rc |= attr_str(b, &a, "agate.agent", s->agent, sizeof s->agent);
-    rc |= attr_int(b, &a, "agate.events", s->events);
+    if (!client)    /* an attempt's events are the run's: its server span counts them */
+        rc |= attr_int(b, &a, "agate.events", s->events);
+    if (s->attempt)
+        rc |= attr_int(b, &a, "agate.attempt", s->attempt);
     rc |= attr_str(b, &a, "agate.request_id", s->request_id, sizeof s->request_id);
     rc |= buf_append_lit(b, "],\"status\":{\"code\":");
     rc |= buf_append_u64(b, code);

@@ -15,21 +15,33 @@
 
 enum otlp_kind { OTLP_KIND_SERVER = 2, OTLP_KIND_CLIENT = 3 };
 
+#define OTLP_SERVER_ADDR_MAX 128   /* an upstream's host as configured (CFG_HOST_MAX) */
+#define OTLP_URL_PATH_MAX    256   /* an upstream's path as configured (CFG_UPATH_MAX) */
+
+/* One span, a fixed-size ring record: every string is a bounded field,
+ * NUL-terminated or full, and "" leaves its attribute out. A server span
+ * (a request) fills route and events; a client span (one upstream attempt of a
+ * proxied run) fills the server_*, url_path, error_type and attempt fields. */
 typedef struct otlp_span {
     uint8_t  trace_id[16];
     uint8_t  span_id[8];
     uint8_t  parent_id[8];
     bool     has_parent;
-    bool     error;                 /* span status ERROR (5xx, run error) */
+    bool     error;                 /* span status ERROR (5xx, run error, failed attempt) */
     uint8_t  kind;                  /* enum otlp_kind */
-    uint16_t http_status;
-    uint32_t events;                /* AG-UI events sent */
+    uint16_t http_status;           /* 0: none (an attempt that got no answer) */
+    uint16_t server_port;           /* client: server.port */
+    uint16_t attempt;               /* client: agate.attempt, 1-based; 0 = none */
+    uint32_t events;                /* server: AG-UI events sent */
     uint64_t start_unix_ns, end_unix_ns;
     char     name[64];              /* e.g. "POST /v1/agents/{name}/run" */
     char     method[8];
     char     route[48];             /* bounded route template, never the raw path */
     char     agent[64];             /* "" when not a run */
     char     request_id[48];
+    char     error_type[24];        /* client: error.type ("timeout", "connect", "503", ...) */
+    char     server_address[OTLP_SERVER_ADDR_MAX];   /* client: server.address */
+    char     url_path[OTLP_URL_PATH_MAX];            /* client: url.path, no query */
 } otlp_span_t;
 
 #define OTLP_HOST_MAX 64           /* "[v6 address]:port" fits */

@@ -14,16 +14,24 @@
  * event stream; until then failures can still be proper HTTP errors.
  *
  * Breakers and balancer state are per shard: each shard sees its share of the
- * traffic and decides alone, with no shared state on the request path. */
+ * traffic and decides alone, with no shared state on the request path. Every
+ * breaker transition is one log line (a cold path: at most two per open
+ * period per endpoint and shard, whatever the traffic).
+ *
+ * With OTLP on, each attempt is a CLIENT span whose id is the one sent
+ * upstream in traceparent; it ends exactly once: when the attempt's response
+ * ends, when it fails, or when the run stops under it (cancelled). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <arpa/inet.h>
 
 #include "core/cfggen.h"
+#include "core/otlp.h"
 #include "core/trace.h"
 #include "net/coalesce.h"
 #include "net/conn.h"
@@ -32,6 +40,7 @@
 #include "net/upstream.h"
 #include "proto/agent.h"
 #include "net/sse.h"
+#include "proto/json.h"
 #include "proto/pbjson.h"
 #include "proto/pbread.h"
 #include "proto/sseread.h"
@@ -75,6 +84,11 @@ typedef struct proxy_run {
     bool        proto;           /* this attempt's upstream answers in protobuf */
     pbread_t    pb;              /* its frames */
     buf_t       pbjson;          /* one frame as JSON text, capacity kept across events */
+    uint8_t     span_id[8];      /* the attempt's span id, as sent upstream in traceparent */
+    uint16_t    up_status;       /* the attempt's response status, 0 before its head */
+    bool        span_open;       /* *span is the running attempt's, not yet exported */
+    uint64_t    att_start_us;    /* when the attempt began (shard clock) */
+    otlp_span_t *span;           /* OTLP on: allocated on first use, kept across reuse */
 } proxy_run_t;
 
 static inline px_endpoint_t *EP(const shard_t *sh, unsigned a, int e) { return &((px_shard_t *)sh->px)->ep[a][e]; }
@@ -83,39 +97,133 @@ static inline unsigned agent_idx(const run_t *r) { return r->agent->slot; }
 
 /* --- circuit breaker ------------------------------------------------------------ */
 
-static bool br_available(const cfg_agent_t *ag, px_endpoint_t *e, uint64_t now)
+/* Why a breaker opened, for its log line. */
+enum br_reason { BR_FAILURES, BR_ERROR_RATE, BR_TRIAL_FAILED };
+typedef struct br_why {
+    uint8_t  reason;             /* enum br_reason */
+    uint32_t failed, window;     /* failures counted, out of how many recent attempts */
+} br_why_t;
+
+static const char *const br_names[] = {"closed", "open", "half_open"};
+static const char *const br_reasons[] = {"consecutive_failures", "error_rate", "trial_failed"};
+
+/* The reason, and the counts behind it, of an opening. */
+static void br_put_why(buf_t *b, const cfg_agent_t *ag, const br_why_t *why)
 {
-    if (e->state == BR_OPEN && now >= e->open_until_ms) {
+    buf_append_lit(b, ",\"reason\":\"");
+    buf_append(b, br_reasons[why->reason], strlen(br_reasons[why->reason]));
+    buf_putc(b, '"');
+    if (why->reason != BR_TRIAL_FAILED) {
+        buf_append_lit(b, ",\"failures\":");
+        buf_append_u64(b, why->failed);
+    }
+    if (why->reason == BR_ERROR_RATE) {
+        char rate[32];
+        int n = snprintf(rate, sizeof rate, ",\"window\":%u,\"error_rate\":%.3f", why->window,
+                         (double)why->failed / why->window);
+        buf_append(b, rate, n > 0 && (size_t)n < sizeof rate ? (size_t)n : 0);
+    }
+    buf_append_lit(b, ",\"open_ms\":");
+    buf_append_u64(b, ag->breaker_open_ms);
+}
+
+/* The endpoint as configured, without its query (which may carry a key). */
+static void br_put_endpoint(buf_t *b, const cfg_endpoint_t *ep)
+{
+    char url[CFG_HOST_MAX + CFG_UPATH_MAX + 16];
+    bool v6 = strchr(ep->host, ':') != NULL;   /* stored without brackets */
+    size_t plen = strcspn(ep->path, "?");
+    int n = snprintf(url, sizeof url, "http://%s%s%s:%u%.*s", v6 ? "[" : "", ep->host, v6 ? "]" : "",
+                     (unsigned)ep->port, (int)plen, ep->path);
+    json_put_str(b, url, n < 0 ? 0 : (size_t)n < sizeof url ? (size_t)n : sizeof url - 1);
+}
+
+/* One line per state change: a cold path, at most two lines per open period
+ * per endpoint and shard whatever the traffic, so it is not rate limited. It
+ * appends to the shard's scratch after whatever is there and takes its bytes
+ * back, since a transition can happen inside a completion handler. */
+static void br_log(shard_t *sh, unsigned a, unsigned e, uint8_t from, uint8_t to, const br_why_t *why)
+{
+    const cfg_agent_t *ag = &sh->cfg->agents[a];
+    cfg_log_level_t level = to == BR_OPEN ? CFG_LOG_WARN : CFG_LOG_INFO;
+    if (!sh->log || level < sh->cfg->log_level)
+        return;
+    buf_t *b = &sh->scratch;
+    size_t mark = b->len;
+    log_begin(b, level == CFG_LOG_WARN ? "warn" : "info", "breaker");
+    buf_append_lit(b, ",\"agent\":");
+    json_put_str(b, ag->name, strlen(ag->name));
+    buf_append_lit(b, ",\"endpoint\":");
+    br_put_endpoint(b, &ag->endpoints[e]);
+    buf_append_lit(b, ",\"from\":\"");
+    buf_append(b, br_names[from], strlen(br_names[from]));
+    buf_append_lit(b, "\",\"to\":\"");
+    buf_append(b, br_names[to], strlen(br_names[to]));
+    buf_putc(b, '"');
+    if (to == BR_OPEN) {
+        br_put_why(b, ag, why);
+    } else if (to == BR_HALF_OPEN) {
+        buf_append_lit(b, ",\"trials\":");
+        buf_append_u64(b, ag->breaker_half_open);
+    } else {
+        buf_append_lit(b, ",\"trials_ok\":");
+        buf_append_u64(b, EP(sh, a, (int)e)->trial_ok);
+    }
+    buf_append_lit(b, ",\"shard\":");
+    buf_append_u64(b, sh->id);
+    log_end(b);
+    log_put(sh->log, b->data + mark, b->len - mark);
+    b->len = mark;
+}
+
+static bool br_available(shard_t *sh, unsigned a, unsigned ei)
+{
+    const cfg_agent_t *ag = &sh->cfg->agents[a];
+    px_endpoint_t *e = EP(sh, a, (int)ei);
+    if (e->state == BR_OPEN && sh->now_ms >= e->open_until_ms) {
         e->state = BR_HALF_OPEN;
         if (e->metric)
             metrics_gauge_add(e->metric, -1);
         e->trials = e->trial_ok = 0;
+        br_log(sh, a, ei, BR_OPEN, BR_HALF_OPEN, NULL);
     }
     return e->state == BR_CLOSED || (e->state == BR_HALF_OPEN && e->trials < ag->breaker_half_open);
 }
 
-static void br_open(const cfg_agent_t *ag, px_endpoint_t *e, uint64_t now)
+static void br_open(shard_t *sh, unsigned a, unsigned ei, const br_why_t *why)
 {
+    px_endpoint_t *e = EP(sh, a, (int)ei);
+    uint8_t from = e->state;
     e->state = BR_OPEN;
     if (e->metric)
         metrics_gauge_add(e->metric, 1);
-    e->open_until_ms = now + ag->breaker_open_ms;
+    e->open_until_ms = sh->now_ms + sh->cfg->agents[a].breaker_open_ms;
     e->consecutive = 0;
     e->window = 0;
     e->window_n = 0;
+    br_log(sh, a, ei, from, BR_OPEN, why);
 }
 
-static void br_record(const cfg_agent_t *ag, px_endpoint_t *e, bool failed, uint64_t now)
+static void br_record(shard_t *sh, unsigned a, unsigned ei, bool failed)
 {
+    const cfg_agent_t *ag = &sh->cfg->agents[a];
+    px_endpoint_t *e = EP(sh, a, (int)ei);
+    /* An attempt admitted before the breaker opened says nothing about the
+     * endpoint since; counting it could open an open breaker again (one more
+     * on the gauge, one more log line). */
+    if (e->state == BR_OPEN)
+        return;
     uint32_t span = ag->breaker_min_requests < 64 ? ag->breaker_min_requests : 64;
     e->window = e->window << 1 | failed;
     if (e->window_n < span)
         e->window_n++;
     if (e->state == BR_HALF_OPEN) {
-        if (failed)
-            br_open(ag, e, now);
-        else if (++e->trial_ok >= ag->breaker_half_open)
+        if (failed) {
+            br_open(sh, a, ei, &(br_why_t){BR_TRIAL_FAILED, 1, 1});
+        } else if (++e->trial_ok >= ag->breaker_half_open) {
             e->state = BR_CLOSED;   /* recovered: the window starts clean */
+            br_log(sh, a, ei, BR_HALF_OPEN, BR_CLOSED, NULL);
+        }
         return;
     }
     if (!failed) {
@@ -124,9 +232,12 @@ static void br_record(const cfg_agent_t *ag, px_endpoint_t *e, bool failed, uint
     }
     e->consecutive++;
     uint64_t mask = span >= 64 ? ~0ull : (1ull << span) - 1;
-    double rate = (double)__builtin_popcountll(e->window & mask) / (double)e->window_n;
-    if (e->consecutive >= ag->breaker_failures || (e->window_n >= span && rate >= ag->breaker_error_rate))
-        br_open(ag, e, now);
+    uint32_t bad = (uint32_t)__builtin_popcountll(e->window & mask);
+    double rate = (double)bad / (double)e->window_n;
+    if (e->consecutive >= ag->breaker_failures)
+        br_open(sh, a, ei, &(br_why_t){BR_FAILURES, e->consecutive, e->consecutive});
+    else if (e->window_n >= span && rate >= ag->breaker_error_rate)
+        br_open(sh, a, ei, &(br_why_t){BR_ERROR_RATE, bad, e->window_n});
 }
 
 /* --- balancer ------------------------------------------------------------------ */
@@ -147,7 +258,7 @@ static int pick(run_t *r, uint64_t tried, uint32_t *retry_after_s)
             px_endpoint_t *pe = EP(sh, a, (int)e);
             if (pass == 0 && (tried >> e & 1))
                 continue;
-            if (!br_available(ag, pe, sh->now_ms)) {
+            if (!br_available(sh, a, e)) {
                 if (pe->open_until_ms < soonest)
                     soonest = pe->open_until_ms;
                 continue;
@@ -169,6 +280,89 @@ static int pick(run_t *r, uint64_t tried, uint32_t *retry_after_s)
     if (pe->state == BR_HALF_OPEN)
         pe->trials++;
     return best;
+}
+
+/* --- attempt spans (OTLP) ------------------------------------------------------ */
+
+/* Starts the attempt's CLIENT span. What it needs from the client's request is
+ * copied now: by the time the attempt ends the request may be gone. */
+static void span_begin(proxy_run_t *px, const cfg_endpoint_t *ep)
+{
+    if (!otlp_enabled())
+        return;
+    if (!px->span && !(px->span = malloc(sizeof *px->span)))
+        return;   /* a run without its span rather than no run */
+    run_t *r = px->r;
+    const http_req_t *req = &r->conn->http.req;
+    otlp_span_t *s = px->span;
+    _Static_assert(sizeof s->server_address >= CFG_HOST_MAX && sizeof s->url_path >= CFG_UPATH_MAX,
+                   "an endpoint's host and path fit a span");
+    memset(s, 0, sizeof *s);
+    memcpy(s->trace_id, req->trace.trace_id, 16);
+    memcpy(s->span_id, px->span_id, 8);
+    memcpy(s->parent_id, req->trace.span_id, 8);   /* the request's server span */
+    s->has_parent = true;
+    s->kind = OTLP_KIND_CLIENT;
+    memcpy(s->name, "POST", 5);   /* OTel: an HTTP client span is named by its method */
+    memcpy(s->method, "POST", 5);
+    snprintf(s->agent, sizeof s->agent, "%s", r->agent->name);
+    snprintf(s->request_id, sizeof s->request_id, "%.*s", (int)req->id_len, req->id);
+    snprintf(s->server_address, sizeof s->server_address, "%s", ep->host);
+    s->server_port = ep->port;
+    snprintf(s->url_path, sizeof s->url_path, "%.*s", (int)strcspn(ep->path, "?"), ep->path);
+    s->attempt = (uint16_t)px->attempts;
+    px->att_start_us = r->sh->now_us;
+    px->span_open = true;
+}
+
+/* Ends the running attempt's span, once: error_type NULL for success. */
+static void span_end(proxy_run_t *px, const char *error_type)
+{
+    if (!px->span_open)
+        return;
+    px->span_open = false;
+    otlp_span_t *s = px->span;
+    shard_t *sh = px->r->sh;
+    struct timespec now;
+    s->http_status = px->up_status;
+    s->error = error_type != NULL;
+    if (error_type)
+        snprintf(s->error_type, sizeof s->error_type, "%s", error_type);
+    /* As the server span (net/http1.c): wall clock at the end, the duration on
+     * the shard's monotonic clock, so both spans are timed the same way. */
+    clock_gettime(CLOCK_REALTIME, &now);
+    s->end_unix_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    s->start_unix_ns = s->end_unix_ns - (sh->now_us - px->att_start_us) * 1000u;
+    otlp_put(sh->id, s);
+}
+
+static const char *const upfail_types[MUF_COUNT] = {"connect", "reset", "timeout", "status", "content_type", "protocol"};
+
+/* An attempt failed before or after its first event: error.type is the kind of
+ * failure, or (OTel) the status code when the upstream answered with an error. */
+static void span_failed(proxy_run_t *px, enum metrics_upfail kind)
+{
+    char code[8];
+    if (!px->span_open)
+        return;
+    if (kind == MUF_STATUS && px->up_status) {
+        snprintf(code, sizeof code, "%u", px->up_status);
+        span_end(px, code);
+    } else {
+        span_end(px, upfail_types[kind]);
+    }
+}
+
+/* error.type for a run ended with a client-facing error code. */
+static const char *span_code_type(const char *code)
+{
+    if (!strcmp(code, "upstream_timeout"))
+        return "timeout";
+    if (!strcmp(code, "upstream_protocol_error"))
+        return "protocol";
+    if (!strcmp(code, "out_of_memory"))
+        return "out_of_memory";
+    return "_OTHER";   /* OTel's value for a class it has no name for */
 }
 
 /* --- the run ------------------------------------------------------------------- */
@@ -205,6 +399,7 @@ static void drop_attempt(proxy_run_t *px, bool reusable)
 static void run_error(proxy_run_t *px, const char *code, const char *msg)
 {
     run_t *r = px->r;
+    span_end(px, span_code_type(code));
     drop_attempt(px, false);
     px->phase = PX_DONE;
     agui_event_t ev = {.type = AGUI_RUN_ERROR};
@@ -221,6 +416,7 @@ static void run_error(proxy_run_t *px, const char *code, const char *msg)
 static void give_up(proxy_run_t *px, int status, const char *code, const char *msg, uint32_t retry_after_s)
 {
     run_t *r = px->r;
+    span_end(px, span_code_type(code));
     drop_attempt(px, false);
     px->phase = PX_DONE;
     if (r->started) {
@@ -241,7 +437,8 @@ static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count
     if (r->sh->m && px->ep >= 0)
         metrics_add(&r->sh->m->up_failures[agent_idx(r)][px->ep][kind], 1);
     if (px->ep >= 0 && count_in_breaker && px->epoch == slot_epoch(r->sh, agent_idx(r)))
-        br_record(ag, EP(r->sh, agent_idx(r), px->ep), true, r->sh->now_ms);
+        br_record(r->sh, agent_idx(r), (unsigned)px->ep, true);   /* (else its endpoint was reconfigured) */
+    span_failed(px, kind);
     drop_attempt(px, false);
     if (px->first_event) {
         run_error(px, "upstream_failed", msg);
@@ -358,7 +555,7 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
     if (!px->first_event) {
         px->first_event = true;
         if (px->epoch == slot_epoch(r->sh, agent_idx(r)))   /* else the endpoint it tried was reconfigured */
-            br_record(r->agent, EP(r->sh, agent_idx(r), px->ep), false, r->sh->now_ms);
+            br_record(r->sh, agent_idx(r), (unsigned)px->ep, false);
         schedule_timer(px);   /* the idle deadline may be earlier than the first-event one */
     }
     px->last_type = type;
@@ -406,6 +603,7 @@ static void up_head(void *owner, int status, const char *ctype, size_t ctype_len
     proxy_run_t *px = owner;
     run_t *r = px->r;
     char msg[160];
+    px->up_status = (uint16_t)status;
     if (status >= 200 && status < 300) {
         size_t n = strlen(ctype_sse);
         px->proto = ctype_is_proto(ctype, ctype_len);
@@ -442,8 +640,10 @@ static void up_body(void *owner, const char *p, size_t n)
         int rc = pbread_feed(&px->pb, p, n, on_pb_frame, px);
         if (rc == -EMSGSIZE && px->r)
             run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
-        else if (rc == -ENOMEM && px->r)
+        else if (rc == -ENOMEM && px->r) {
+            span_end(px, "out_of_memory");
             run_error(px, "upstream_failed", "out of memory");
+        }
         return;
     }
     int rc = sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
@@ -464,15 +664,17 @@ static void up_done(void *owner, bool keep_alive)
     run_t *r = px->r;
     if (!px->head_ok)
         return;
-    drop_attempt(px, keep_alive);
-    if (!px->first_event) {
+    if (!px->first_event) {   /* counted against its endpoint (metrics, breaker) before it is let go */
         attempt_failed(px, MUF_PROTOCOL, true, true, 502, "upstream_failed", "upstream ended the stream without an event");
         return;
     }
+    drop_attempt(px, keep_alive);
     if (!run_closed(px)) {
+        span_end(px, "protocol");
         run_error(px, "upstream_failed", "upstream ended the stream before the run finished");
         return;
     }
+    span_end(px, NULL);
     px->phase = PX_DONE;
     if (r->co)
         coalesce_leader_done(r, px->last_type == AGUI_RUN_FINISHED);   /* only a finished run is stored */
@@ -574,8 +776,7 @@ static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
     }
     /* traceparent: our trace, a new span id for this attempt. */
     char tp[TRACEPARENT_LEN];
-    uint8_t child[8];
-    trace_child(&req->trace, &r->sh->rng, child, tp);
+    trace_child(&req->trace, &r->sh->rng, px->span_id, tp);
     buf_append_lit(b, "\r\ntraceparent: ");
     buf_append(b, tp, TRACEPARENT_LEN);
     if (http_header(req, "tracestate", &v, &vl) && trace_state_valid(v, vl)) {
@@ -610,6 +811,7 @@ static void attempt(proxy_run_t *px)
     sseread_reset(&px->sse);
     pbread_reset(&px->pb);
     px->proto = false;
+    px->up_status = 0;
     ups_t *u = ups_acquire(r->sh, agent_idx(r), (unsigned)ep, px, &px_ups_ops);
     if (!u) {
         px->ep = -1;
@@ -623,6 +825,7 @@ static void attempt(proxy_run_t *px)
         metrics_add(&r->sh->m->up_attempts[agent_idx(r)][ep], 1);
     EP(r->sh, agent_idx(r), ep)->outstanding++;
     build_request(px, ups_out(u), &r->agent->endpoints[ep]);
+    span_begin(px, &r->agent->endpoints[ep]);
     ups_send(u);
     px->sent_ms = r->sh->now_ms;
     schedule_timer(px);
@@ -650,6 +853,7 @@ static void px_start(run_t *r)
     px->attempts = 0;
     px->tried = 0;
     px->first_event = false;
+    px->span_open = false;
     px->last_type = AGUI_TYPE_COUNT;
     px->start_ms = r->sh->now_ms;
     if (r->agent->validation == CFG_VALIDATION_STRICT && !(px->val = validate_new())) {
@@ -673,6 +877,7 @@ static void px_stop(run_t *r)
     proxy_run_t *px = r->px;
     if (!px || !px->r)
         return;
+    span_end(px, "cancelled");   /* still running: the client left, or cancelled the run */
     drop_attempt(px, false);
     if (px->val) {
         validate_free(px->val);
@@ -686,6 +891,7 @@ static void px_destroy(run_t *r)
     sseread_free(&r->px->sse);
     pbread_free(&r->px->pb);
     buf_free(&r->px->pbjson);
+    free(r->px->span);
     free(r->px);
     r->px = NULL;
 }

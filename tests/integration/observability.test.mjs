@@ -1,7 +1,9 @@
 // Observability against the real tools: Debian's Prometheus scrapes agate and its
 // HTTP API must report the traffic we drove; promtool lints the exposition; W3C
-// trace context is adopted, generated and echoed; spans reach an OTLP collector;
-// log levels and sampling hold; a stalled log reader costs lines, never requests.
+// trace context is adopted, generated and echoed; spans reach an OTLP collector
+// (a request's SERVER span and a CLIENT span per upstream attempt of a proxied
+// run, over SSE and WebSocket); log levels and sampling hold; a stalled log
+// reader costs lines, never requests.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -9,10 +11,12 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import WebSocket from 'ws';
 import {
   startAgate, stopClean, request, streamRun, runInput, freePort, sleep, RawConn, buildRequest, parseResponses,
   waitFor,
 } from './lib/harness.mjs';
+import { startAguiServer } from './lib/agui-server.mjs';
 
 const T = { timeout: 60000 };
 const TP_RE = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
@@ -199,20 +203,31 @@ describe('W3C trace context', () => {
   });
 });
 
+/** A fake OTLP/HTTP collector on loopback: every POSTed body, and its spans flattened. */
+async function startCollector() {
+  const bodies = [];
+  const collector = http.createServer((req, res) => {
+    let data = '';
+    req.on('data', (d) => { data += d; });
+    req.on('end', () => {
+      bodies.push({ path: req.url, type: req.headers['content-type'], body: JSON.parse(data) });
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end('{}');
+    });
+  });
+  await new Promise((r) => collector.listen(0, '127.0.0.1', r));
+  const spans = () => bodies.flatMap((b) => (b.body.resourceSpans || [])
+    .flatMap((rs) => (rs.scopeSpans || []).flatMap((ss) => ss.spans || [])));
+  return { collector, bodies, spans, port: collector.address().port, close: () => collector.close() };
+}
+
+/** A span's attributes as {key: value} (intValue stays a string, as OTLP/JSON writes it). */
+const attrsOf = (s) => Object.fromEntries(s.attributes.map((a) => [a.key, Object.values(a.value)[0]]));
+const spanIdSent = (rec) => /^00-[0-9a-f]{32}-([0-9a-f]{16})-[0-9a-f]{2}$/.exec(rec.headers.traceparent || '')?.[1];
+
 describe('OTLP span export', () => {
   test('run spans reach a collector as OTLP/HTTP JSON with the caller as parent', T, async () => {
-    const bodies = [];
-    const collector = http.createServer((req, res) => {
-      let data = '';
-      req.on('data', (d) => { data += d; });
-      req.on('end', () => {
-        bodies.push({ path: req.url, type: req.headers['content-type'], body: JSON.parse(data) });
-        res.writeHead(200, { 'Content-Type': 'application/json' });
-        res.end('{}');
-      });
-    });
-    await new Promise((r) => collector.listen(0, '127.0.0.1', r));
-    const cport = collector.address().port;
+    const { collector, bodies, port: cport } = await startCollector();
     const agate = await startAgate({
       config: `trace: {otlp_endpoint: "http://127.0.0.1:${cport}/v1/traces", export_interval: 100ms}\n`,
     });
@@ -253,6 +268,176 @@ describe('OTLP span export', () => {
     } finally {
       await stopClean(agate);
       collector.close();
+    }
+  });
+
+  /** agate with two proxy agents whose first endpoint fails (refuses, or answers 503)
+   * and whose second works; retries on, one shard so round robin starts at the first. */
+  async function proxyAgate(cport, refused, bad, good) {
+    const agent = (name, endpoints) => [
+      `  ${name}:`, '    type: proxy', `    endpoints: [${endpoints.join(', ')}]`,
+      '    retry: {attempts: 2, backoff: 10ms, max_backoff: 20ms}',
+      '    timeouts: {connect: 2s, first_event: 5s, idle: 5s, run: 30s}',
+    ];
+    return startAgate({
+      env: { AGATE_SHARDS: '1' },
+      config: [
+        `trace: {otlp_endpoint: "http://127.0.0.1:${cport}/v1/traces", export_interval: 100ms}`,
+        'stream: {drain_timeout: 3s}',
+        'agents:', ...agent('refusing', [refused, good]), ...agent('failing', [bad, good]), ...agent('held', [good]), '',
+      ].join('\n'),
+    });
+  }
+
+  /** The SERVER span and the CLIENT spans (by attempt) of one trace, once `n` client spans
+   * (and, unless withServer is false, the server span) are in. */
+  async function traceSpans(col, trace, n, { withServer = true } = {}) {
+    const got = await waitFor(() => {
+      const all = col.spans().filter((x) => x.traceId === trace);
+      const server = all.filter((x) => x.kind === 2);
+      const client = all.filter((x) => x.kind === 3);
+      return (server.length >= 1 || !withServer) && client.length >= n ? { server, client } : null;
+    }, 5000, 50);
+    assert.ok(got, `spans of ${trace}: ${JSON.stringify(col.spans().filter((x) => x.traceId === trace)).slice(0, 800)}`);
+    await sleep(300);   // three more export ticks: a duplicate would be here by now
+    const all = col.spans().filter((x) => x.traceId === trace);
+    const client = all.filter((x) => x.kind === 3).sort((a, b) => Number(attrsOf(a)['agate.attempt']) - Number(attrsOf(b)['agate.attempt']));
+    assert.equal(client.length, n, `exactly ${n} CLIENT spans: ${JSON.stringify(client)}`);
+    return { server: all.filter((x) => x.kind === 2), client };
+  }
+
+  /** What every upstream attempt's span carries. */
+  function assertAttemptSpan(c, { parent, attempt, agent, requestId, port, spanId }) {
+    const a = attrsOf(c);
+    assert.equal(c.parentSpanId, parent, 'the parent is the request\'s server span');
+    assert.equal(c.spanId, spanId, 'the span id is the one sent upstream in traceparent');
+    assert.equal(c.name, 'POST');
+    assert.equal(a['http.request.method'], 'POST');
+    assert.equal(a['server.address'], '127.0.0.1');
+    assert.equal(a['server.port'], String(port));
+    assert.equal(a['url.path'], '/agent');
+    assert.equal(a['agate.agent'], agent);
+    assert.equal(a['agate.attempt'], String(attempt));
+    assert.equal(a['agate.request_id'], requestId);
+    assert.equal(a['http.route'], undefined);
+    assert.ok(BigInt(c.endTimeUnixNano) >= BigInt(c.startTimeUnixNano), 'ends after it starts');
+  }
+
+  /** A client span lies inside its server span (a few ms of slack: both are timed on the
+   * shard's per-turn clock). */
+  function assertWithin(c, s) {
+    const slack = 20n * 1000000n;
+    assert.ok(BigInt(c.startTimeUnixNano) + slack >= BigInt(s.startTimeUnixNano), 'starts within the server span');
+    assert.ok(BigInt(c.endTimeUnixNano) <= BigInt(s.endTimeUnixNano) + slack, 'ends within the server span');
+  }
+
+  test('a proxied run: one CLIENT span per upstream attempt, ids as sent in traceparent, failures as errors', T, async () => {
+    const col = await startCollector();
+    const bad = await startAguiServer({ script: { mode: 'status', status: 503 } });
+    const good = await startAguiServer();
+    const refused = `http://127.0.0.1:${await freePort()}/agent`;
+    const agate = await proxyAgate(col.port, refused, bad.url, good.url);
+    try {
+      // First endpoint refuses the connection, the second answers.
+      const TRACE = '5bf92f3577b34da6a3ce929d0e0e4736';
+      const r = await streamRun(agate.port, runInput('attempts'), {
+        agent: 'refusing', headers: { traceparent: `00-${TRACE}-00f067aa0ba902b7-01`, 'X-Request-ID': 'attempts-1' },
+      });
+      assert.equal(r.statusCode, 200, r.text);
+      assert.equal(good.requests.length, 1);
+      const serverId = TP_RE.exec(r.headers.traceparent)[2];
+      let { server, client } = await traceSpans(col, TRACE, 2);
+      assert.equal(server.length, 1);
+      assert.equal(server[0].spanId, serverId);
+      const common = { parent: serverId, agent: 'refusing', requestId: 'attempts-1' };
+      const refusedPort = Number(new URL(refused).port);
+      // Nothing listened there, so nobody saw its traceparent: its id is only checked
+      // to be a fresh one.
+      assertAttemptSpan(client[0], { ...common, attempt: 1, port: refusedPort, spanId: client[0].spanId });
+      assert.match(client[0].spanId, /^[0-9a-f]{16}$/);
+      assertAttemptSpan(client[1], { ...common, attempt: 2, port: good.port, spanId: spanIdSent(good.requests[0]) });
+      assert.notEqual(client[0].spanId, client[1].spanId);
+      assert.ok(![serverId, '00f067aa0ba902b7'].includes(client[0].spanId));
+      assert.equal(client[0].status.code, 2, 'a refused attempt is an error');
+      assert.equal(attrsOf(client[0])['error.type'], 'connect');
+      assert.equal(attrsOf(client[0])['http.response.status_code'], undefined, 'no answer, no status code');
+      assert.equal(client[1].status.code ?? 0, 0);
+      assert.equal(attrsOf(client[1])['http.response.status_code'], '200');
+      assert.equal(attrsOf(client[1])['error.type'], undefined);
+      for (const c of client) assertWithin(c, server[0]);
+      assert.ok(BigInt(client[0].endTimeUnixNano) <= BigInt(client[1].startTimeUnixNano) + 1000000n, 'the retry follows');
+
+      // First endpoint answers 503, the second answers: both saw their traceparent.
+      const TRACE2 = '6bf92f3577b34da6a3ce929d0e0e4736';
+      const r2 = await streamRun(agate.port, runInput('attempts'), {
+        agent: 'failing', headers: { traceparent: `00-${TRACE2}-00f067aa0ba902b7-01`, 'X-Request-ID': 'attempts-2' },
+      });
+      assert.equal(r2.statusCode, 200, r2.text);
+      const serverId2 = TP_RE.exec(r2.headers.traceparent)[2];
+      ({ client } = await traceSpans(col, TRACE2, 2));
+      const common2 = { parent: serverId2, agent: 'failing', requestId: 'attempts-2' };
+      assertAttemptSpan(client[0], { ...common2, attempt: 1, port: bad.port, spanId: spanIdSent(bad.requests[0]) });
+      assertAttemptSpan(client[1], { ...common2, attempt: 2, port: good.port, spanId: spanIdSent(good.requests[1]) });
+      assert.equal(client[0].status.code, 2);
+      assert.equal(attrsOf(client[0])['http.response.status_code'], '503');
+      assert.equal(attrsOf(client[0])['error.type'], '503', 'OTel: error.type is the status code when there is one');
+      assert.equal(client[1].status.code ?? 0, 0);
+    } finally {
+      await stopClean(agate);
+      bad.close();
+      good.close();
+      col.close();
+    }
+  });
+
+  test('WebSocket runs: a CLIENT span per attempt under the upgrade\'s span; a cancelled attempt ends as one', T, async () => {
+    const col = await startCollector();
+    const bad = await startAguiServer();
+    const good = await startAguiServer({ script: (rec) => (rec.json?.runId === 'held-run' ? { events: [{ hold: true }] } : {}) });
+    const agate = await proxyAgate(col.port, `http://127.0.0.1:${await freePort()}/agent`, bad.url, good.url);
+    const TRACE = '7bf92f3577b34da6a3ce929d0e0e4736';
+    const ws = new WebSocket(`ws://127.0.0.1:${agate.port}/v1/agents/held/ws`, {
+      headers: { traceparent: `00-${TRACE}-00f067aa0ba902b7-01`, 'X-Request-ID': 'ws-spans' },
+    });
+    try {
+      const upgrade = await new Promise((resolve, reject) => { ws.once('upgrade', resolve); ws.once('error', reject); });
+      await new Promise((resolve) => (ws.readyState === WebSocket.OPEN ? resolve() : ws.once('open', resolve)));
+      const serverId = TP_RE.exec(upgrade.headers.traceparent)[2];
+      const events = [];
+      ws.on('message', (m) => events.push(JSON.parse(m.toString())));
+      ws.send(JSON.stringify(runInput('over ws', { runId: 'done-run' })));
+      ws.send(JSON.stringify(runInput('held', { runId: 'held-run' })));
+      assert.ok(await waitFor(() => events.some((e) => e.runId === 'done-run' && e.type === 'RUN_FINISHED')
+        && good.requests.length === 2, 5000, 20), JSON.stringify(events));
+      await sleep(100);
+      ws.send(JSON.stringify({ type: 'CANCEL', runId: 'held-run' }));
+      assert.ok(await waitFor(() => events.some((e) => e.runId === 'held-run' && e.code === 'cancelled'), 5000, 20));
+      // The upgrade's server span lasts as long as the connection: not exported yet.
+      const { client } = await traceSpans(col, TRACE, 2, { withServer: false });
+      const byRequest = (rec) => client.find((c) => c.spanId === spanIdSent(rec));
+      const done = byRequest(good.requests.find((q) => q.json.runId === 'done-run'));
+      const held = byRequest(good.requests.find((q) => q.json.runId === 'held-run'));
+      assert.ok(done && held, 'each attempt\'s span id is the one its upstream request carried');
+      for (const c of [done, held]) {
+        assertAttemptSpan(c, { parent: serverId, attempt: 1, agent: 'held', requestId: 'ws-spans', port: good.port, spanId: c.spanId });
+      }
+      assert.equal(done.status.code ?? 0, 0);
+      assert.equal(attrsOf(done)['http.response.status_code'], '200');
+      assert.equal(held.status.code, 2, 'a cancelled attempt did not complete');
+      assert.equal(attrsOf(held)['error.type'], 'cancelled');
+      assert.equal(attrsOf(held)['http.response.status_code'], '200', 'its head had come');
+      assert.equal(bad.requests.length, 0);
+      ws.close(1000);
+      const { server } = await traceSpans(col, TRACE, 2);
+      assert.equal(server.length, 1);
+      assert.equal(server[0].spanId, serverId);
+      for (const c of [done, held]) assertWithin(c, server[0]);
+    } finally {
+      ws.terminate();
+      await stopClean(agate);
+      bad.close();
+      good.close();
+      col.close();
     }
   });
 });

@@ -13,7 +13,7 @@ import http from 'node:http';
 import { HttpAgent, verifyEvents } from '@ag-ui/client';
 import {
   startAgate, stopClean, streamRun, runInput, uid, sleep, freePort, assertError, assertEchoEvents,
-  RawConn, buildRequest, parseSSE,
+  RawConn, buildRequest, parseSSE, waitFor, request,
 } from './lib/harness.mjs';
 import { startAguiServer, startBlackhole, simpleRun, prettyFrame } from './lib/agui-server.mjs';
 
@@ -560,6 +560,13 @@ describe('retries', () => {
       assert.equal(bad.requests.length, 1);
       assert.equal(good.requests.length, 1);
       assert.equal(good.requests[0].body, bad.requests[0].body, 'the retry sends the same body');
+      // the failed attempt is counted against the bad endpoint, once, and nothing against the good one
+      const text = (await request(agate.adminPort, { path: '/metrics' })).text;
+      const failures = (port) => text.split('\n')
+        .filter((l) => l.startsWith(`agate_upstream_failures_total{agent="up",endpoint="127.0.0.1:${port}"`))
+        .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+      assert.equal(failures(bad.port), 1, 'one failure counted for the bad endpoint');
+      assert.equal(failures(good.port), 0);
       await stopClean(agate);
     });
   }
@@ -689,6 +696,126 @@ describe('circuit breaker', () => {
     assert.equal(bad.requests.length, 3);
     assertHttpError(await run(agate), 503, 'upstream_unavailable');   // open again
     assert.equal(bad.requests.length, 3);
+    await stopClean(agate);
+  });
+});
+
+describe('circuit breaker log lines', () => {
+  /** agate's breaker lines so far, parsed. */
+  const breakerLines = (agate) => agate.stdoutLines().map((l) => JSON.parse(l)).filter((j) => j.msg === 'breaker');
+  const waitLines = async (agate, n) => {
+    await waitFor(() => breakerLines(agate).length >= n, 3000, 20);
+    await sleep(100);   // the log writer polls every 2 ms: anything extra would be out by now
+    return breakerLines(agate);
+  };
+
+  test('one line per transition: opens (warn), half-open and a failed trial, half-open and a good trial closes it', T, async (t) => {
+    let healthy = false;
+    const bad = await useServer(t, { script: () => (healthy ? {} : { mode: 'status', status: 500 }) });
+    const agate = await useAgate(t, {
+      env: { AGATE_SHARDS: '1' },   // one shard, one breaker per endpoint
+      config: proxyConfig({ endpoints: [`${bad.url}?key=sekrit`], breaker: { failures: 2, open: '1s', half_open_trials: 1 } }),
+    });
+    const endpoint = bad.url;   // the query is left out of the line
+    assertHttpError(await run(agate), 502, 'upstream_failed');
+    assert.equal(breakerLines(agate).length, 0, 'one failure does not open it');
+    assertHttpError(await run(agate), 502, 'upstream_failed');
+    const openedAt = Date.now();
+    // Runs against the open breaker are refused without a line each.
+    for (let i = 0; i < 5; i++) assertHttpError(await run(agate), 503, 'upstream_unavailable');
+    let lines = await waitLines(agate, 1);
+    assert.equal(lines.length, 1, JSON.stringify(lines));
+    const opened = lines[0];
+    assert.equal(opened.level, 'warn');
+    assert.equal(opened.agent, 'up');
+    assert.equal(opened.endpoint, endpoint);
+    assert.equal(opened.from, 'closed');
+    assert.equal(opened.to, 'open');
+    assert.equal(opened.reason, 'consecutive_failures');
+    assert.equal(opened.failures, 2);
+    assert.equal(opened.open_ms, 1000);
+    assert.equal(opened.shard, 0);
+    assert.ok(!Number.isNaN(Date.parse(opened.time)), opened.time);
+    assert.ok(!JSON.stringify(opened).includes('sekrit'), 'no query in the line');
+    assert.equal(opened.request_id, undefined, 'nothing of the request that tripped it');
+
+    // After `open`: one trial, which fails: half-open, then open again.
+    await sleep(Math.max(0, openedAt + 1150 - Date.now()));
+    assertHttpError(await run(agate), 502, 'upstream_failed');
+    const reopenedAt = Date.now();
+    for (let i = 0; i < 3; i++) assertHttpError(await run(agate), 503, 'upstream_unavailable');
+    lines = await waitLines(agate, 3);
+    assert.equal(lines.length, 3, JSON.stringify(lines));
+    assert.deepEqual([lines[1].level, lines[1].from, lines[1].to, lines[1].trials], ['info', 'open', 'half_open', 1]);
+    assert.equal(lines[1].reason, undefined);
+    assert.deepEqual([lines[2].level, lines[2].from, lines[2].to, lines[2].reason, lines[2].open_ms],
+      ['warn', 'half_open', 'open', 'trial_failed', 1000]);
+    for (const l of lines) assert.equal(l.endpoint, endpoint);
+
+    // Healthy again: the next trial succeeds and closes it; later runs log nothing.
+    healthy = true;
+    await sleep(Math.max(0, reopenedAt + 1150 - Date.now()));
+    for (let i = 0; i < 4; i++) assert.equal((await run(agate)).statusCode, 200);
+    lines = await waitLines(agate, 5);
+    assert.deepEqual(lines.map((l) => `${l.level} ${l.from}->${l.to}`), [
+      'warn closed->open', 'info open->half_open', 'warn half_open->open', 'info open->half_open', 'info half_open->closed',
+    ]);
+    assert.equal(lines[4].trials_ok, 1);
+    assert.equal(bad.requests.length, 2 + 1 + 4);
+    await stopClean(agate);
+  });
+
+  test('an attempt that fails after its breaker opened neither reopens it nor logs again', T, async (t) => {
+    // Two runs in flight on one endpoint: both fail (head, then a reset 300 ms later).
+    // The first failure opens the breaker; the second lands on an open breaker.
+    const up = await useServer(t, { script: (rec) => (rec.index < 2 ? { events: [{ delay: 300 }, { reset: true }] } : {}) });
+    const agate = await useAgate(t, {
+      env: { AGATE_SHARDS: '1' },
+      config: proxyConfig({ endpoints: [up.url], breaker: { failures: 1, open: '500ms', half_open_trials: 1 } }),
+    });
+    const gauge = async () => {
+      const text = (await request(agate.adminPort, { path: '/metrics' })).text;
+      const line = text.split('\n').find((l) => l.startsWith(`agate_upstream_breaker_open{agent="up",endpoint="127.0.0.1:${up.port}"} `));
+      return Number(line.split(' ')[1]);
+    };
+    await Promise.all([run(agate), run(agate)]);
+    assert.equal(up.requests.length, 2);
+    let lines = await waitLines(agate, 1);
+    assert.deepEqual(lines.map((l) => `${l.from}->${l.to}`), ['closed->open']);
+    assert.equal(await gauge(), 1);
+    await sleep(600);
+    assert.equal((await run(agate)).statusCode, 200);   // the trial
+    lines = await waitLines(agate, 3);
+    assert.deepEqual(lines.map((l) => `${l.from}->${l.to}`), ['closed->open', 'open->half_open', 'half_open->closed']);
+    assert.equal(await gauge(), 0, 'the gauge is back to zero once closed');
+    await stopClean(agate);
+  });
+
+  test('the error-rate reason names the window; log.level warn keeps the opening and hides the recovery', T, async (t) => {
+    // Every other request fails: never two failures in a row, half of the window.
+    const up = await useServer(t, { script: (rec) => (rec.index % 2 ? { mode: 'status', status: 503 } : {}) });
+    const agate = await useAgate(t, {
+      env: { AGATE_SHARDS: '1' },
+      config: proxyConfig({
+        endpoints: [up.url],
+        breaker: { failures: 1000, error_rate: 0.5, min_requests: 4, open: '300ms', half_open_trials: 1 },
+        more: 'log: {level: warn}',
+      }),
+    });
+    const statuses = [];
+    for (let i = 0; i < 4; i++) statuses.push((await run(agate)).statusCode);
+    assert.deepEqual(statuses, [200, 502, 200, 502]);
+    assertHttpError(await run(agate), 503, 'upstream_unavailable');
+    await sleep(400);
+    assert.equal((await run(agate)).statusCode, 200);   // request 4: the trial succeeds, closed again
+    await sleep(200);
+    const lines = breakerLines(agate);
+    assert.equal(lines.length, 1, JSON.stringify(lines));
+    assert.deepEqual(
+      [lines[0].level, lines[0].to, lines[0].reason, lines[0].failures, lines[0].window, lines[0].error_rate],
+      ['warn', 'open', 'error_rate', 2, 4, 0.5],
+    );
+    assert.equal(up.requests.length, 5);
     await stopClean(agate);
   });
 });

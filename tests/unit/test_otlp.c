@@ -1,6 +1,7 @@
 /* Unit tests for core/otlp.c: endpoint parsing, the span rings (full ring
  * drops and counts), and the exporter against a loopback collector run by the
- * test itself: the OTLP/JSON body (checked with jansson), batch splitting,
+ * test itself: the OTLP/JSON body (checked with jansson; server and client
+ * spans), batch splitting,
  * connection reuse and reconnection, non-2xx answers, no collector at all, and
  * a collector that accepts but never answers (otlp_stop must stay bounded). */
 #include <errno.h>
@@ -513,10 +514,119 @@ static void test_export_json(void **state)
     assert_int_equal(json_integer_value(json_object_get(s1, "kind")), 3);
     assert_string_equal(str_at(attr(s1, "http.response.status_code"), "intValue"), "503");
     assert_null(attr(s1, "agate.agent"));
-    assert_string_equal(str_at(attr(s1, "agate.events"), "intValue"), "0");
+    assert_null(attr(s1, "agate.events"));    /* a client span's events are its run's */
+    assert_null(attr(s0, "server.address"));  /* client-only attributes stay off a server span */
+    assert_null(attr(s0, "server.port"));
+    assert_null(attr(s0, "url.path"));
+    assert_null(attr(s0, "error.type"));
+    assert_null(attr(s0, "agate.attempt"));
     assert_string_equal(str_at(attr(s1, "agate.request_id"), "stringValue"), "bad?? utf8");
     assert_int_equal(strlen(str_at(attr(s1, "http.route"), "stringValue")), 48);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(s1, "status"), "code")), 2);
+    json_decref(root);
+    collector_stop(c);
+}
+
+/* An upstream attempt as proxy.c fills it. */
+static void make_client_span(otlp_span_t *s, unsigned i, uint16_t status, const char *error_type)
+{
+    make_span(s, i, true);
+    s->kind = OTLP_KIND_CLIENT;
+    s->events = 0;
+    s->route[0] = '\0';
+    snprintf(s->name, sizeof s->name, "POST");
+    s->http_status = status;
+    s->error = error_type != NULL;
+    if (error_type)
+        snprintf(s->error_type, sizeof s->error_type, "%s", error_type);
+    snprintf(s->server_address, sizeof s->server_address, "agent.internal");
+    s->server_port = 8000;
+    snprintf(s->url_path, sizeof s->url_path, "/v1/run");
+    s->attempt = (uint16_t)i;
+}
+
+static json_t *span_by_attempt(json_t *spans, const char *attempt)
+{
+    size_t i;
+    json_t *sp;
+
+    json_array_foreach(spans, i, sp) {
+        json_t *v = attr(sp, "agate.attempt");
+        if (v && strcmp(str_at(v, "intValue"), attempt) == 0)
+            return sp;
+    }
+    print_error("no span of attempt %s\n", attempt);
+    fail();
+    return NULL;
+}
+
+static int64_t status_code(json_t *span)
+{
+    return json_integer_value(json_object_get(json_object_get(span, "status"), "code"));
+}
+
+/* Client spans: the OTel HTTP client attributes, error.type, agate.attempt;
+ * status ERROR for a failed attempt and for any 4xx/5xx answer. */
+static void test_client_span_json(void **state)
+{
+    struct collector *c = collector_start(M_OK);
+    char ep[128];
+    otlp_span_t ok, refused, rejected, full;
+    json_t *root, *spans, *s;
+
+    endpoint_of(c, ep, sizeof ep);
+    assert_int_equal(otlp_init(ep, "agate", 1, 16, 20, 100), 0);
+    make_client_span(&ok, 2, 200, NULL);
+    make_client_span(&refused, 1, 0, "connect");
+    make_client_span(&rejected, 3, 404, NULL);    /* not flagged: the status alone makes it an error */
+    make_client_span(&full, 4, 200, NULL);
+    memset(full.url_path, 'p', sizeof full.url_path);    /* full fields, no terminator */
+    memset(full.server_address, 'h', sizeof full.server_address);
+    full.server_address[5] = (char)0xff;                  /* ill-formed UTF-8 */
+    memset(full.error_type, 'e', sizeof full.error_type);
+    full.error = true;
+    assert_true(otlp_put(0, &refused));
+    assert_true(otlp_put(0, &ok));
+    assert_true(otlp_put(0, &rejected));
+    assert_true(otlp_put(0, &full));
+    assert_int_equal(otlp_start(), 0);
+    WAIT_FOR(st_.exported == 4);
+    otlp_stop();
+    assert_int_equal(bodies_now(c), 1);
+    spans = spans_of(c->bodies[0], &root);
+    assert_int_equal(json_array_size(spans), 4);
+
+    s = span_by_attempt(spans, "2");
+    assert_string_equal(str_at(s, "name"), "POST");
+    assert_int_equal(json_integer_value(json_object_get(s, "kind")), 3);
+    assert_string_equal(str_at(s, "parentSpanId"), "f0f1f2f3f4f5f6f7");
+    assert_string_equal(str_at(attr(s, "http.request.method"), "stringValue"), "POST");
+    assert_string_equal(str_at(attr(s, "server.address"), "stringValue"), "agent.internal");
+    assert_string_equal(str_at(attr(s, "server.port"), "intValue"), "8000");
+    assert_string_equal(str_at(attr(s, "url.path"), "stringValue"), "/v1/run");
+    assert_string_equal(str_at(attr(s, "http.response.status_code"), "intValue"), "200");
+    assert_string_equal(str_at(attr(s, "agate.agent"), "stringValue"), "echo");
+    assert_string_equal(str_at(attr(s, "agate.request_id"), "stringValue"), "req-2");
+    assert_null(attr(s, "error.type"));
+    assert_null(attr(s, "http.route"));
+    assert_null(attr(s, "agate.events"));
+    assert_int_equal(status_code(s), 0);
+
+    s = span_by_attempt(spans, "1");    /* no answer: no status code, error.type says why */
+    assert_null(attr(s, "http.response.status_code"));
+    assert_string_equal(str_at(attr(s, "error.type"), "stringValue"), "connect");
+    assert_int_equal(status_code(s), 2);
+
+    s = span_by_attempt(spans, "3");
+    assert_string_equal(str_at(attr(s, "http.response.status_code"), "intValue"), "404");
+    assert_int_equal(status_code(s), 2);
+
+    s = span_by_attempt(spans, "4");
+    assert_int_equal(strlen(str_at(attr(s, "url.path"), "stringValue")), OTLP_URL_PATH_MAX);
+    assert_int_equal(strlen(str_at(attr(s, "server.address"), "stringValue")), OTLP_SERVER_ADDR_MAX);
+    assert_int_equal(str_at(attr(s, "server.address"), "stringValue")[5], '?');
+    assert_int_equal(strlen(str_at(attr(s, "error.type"), "stringValue")), sizeof full.error_type);
+    assert_int_equal(status_code(s), 2);
     json_decref(root);
     collector_stop(c);
 }
@@ -782,6 +892,7 @@ int main(void)
         cmocka_unit_test(test_parse_endpoint),
         cmocka_unit_test(test_disabled),
         cmocka_unit_test(test_export_json),
+        cmocka_unit_test(test_client_span_json),
         cmocka_unit_test(test_batch_split),
         cmocka_unit_test(test_ring_full),
         cmocka_unit_test(test_server_error),
