@@ -874,7 +874,7 @@ echo "== targets and server-side checks"
 if has_case obs; then
   # Every request logged? Lines in the file (minus start-up lines) against the
   # agate's own count of answered runs, and its dropped-lines counter.
-  sleep 0.2   # the log writer polls every 2 ms
+  sleep 0.2   # the log writer polls every 10 ms
   for n in agate-log agate-sample; do
     has_row $n || continue
     lines=$(grep -c '"path":"/v1/agents/echo/run"' "$tmp/$n.jsonl" || true)

@@ -219,7 +219,8 @@ describe('auth reload', () => {
       // JWKS: the file gains the EC key; agate notices within a couple of seconds
       fs.writeFileSync(jwksPath, JSON.stringify({ keys: [{ ...ec.publicKey.export({ format: 'jwk' }), kid: 'ec1' }] }));
       await waitFor(async () => (await run(agate, bearer(es()))).statusCode === 200, 5000);
-      assert.ok(agate.stdoutLines().some((l) => /"msg":"reload","what":"jwks","status":"ok"/.test(l)));
+      // the line is written by the log thread, which may be a poll interval behind the request
+      assert.ok(await waitFor(() => agate.stdoutLines().some((l) => /"msg":"reload","what":"jwks","status":"ok"/.test(l)), 2000));
       // SIGHUP: the ci key is replaced by a new one (keep a long stream open across it)
       const NEW = `k-new-${crypto.randomBytes(8).toString('hex')}`;
       const streaming = streamRun(agate.port, runInput('one two three four five six', { forwardedProps: { agate: { tokenIntervalMs: 150 } } }), { headers: bearer(KEY_RUN) });

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { startAgate, stopClean, streamRun, runInput, freePort, sleep, agateBin } from './lib/harness.mjs';
+import { startAgate, stopClean, streamRun, runInput, freePort, sleep, waitFor, agateBin } from './lib/harness.mjs';
 
 /** A minimal AG-UI upstream on host:port that names itself in its text. */
 async function upstream(host, port, name) {
@@ -82,7 +82,8 @@ test('a host name is re-resolved on dns_refresh and new runs follow it',
     }
     assert.equal(got, 'second', 'runs go to the new address after a refresh');
     assert.ok(b.hits.length >= 1);
-    const changed = agate.stdoutLines().map((l) => JSON.parse(l)).find((j) => j.msg === 'upstream address changed');
+    const changedLine = () => agate.stdoutLines().map((l) => JSON.parse(l)).find((j) => j.msg === 'upstream address changed');
+    const changed = await waitFor(changedLine, 2000);   // written by the log thread, up to a poll interval later
     assert.ok(changed, 'the change is logged');
     assert.equal(changed.detail, '127.0.0.2');
     assert.equal(changed.agent, 'up');
