@@ -126,8 +126,8 @@ static size_t drain(log_ring_t *r)
 
 /* How long the writer sleeps when the rings are empty or nearly so. 10 ms
  * wakes it 100 times a second instead of 500 (each wake-up on a loaded 2-CPU
- * machine preempts a shard or the client mid-turn); at that period a 1 MiB ring
- * overflows only past ~100 MB/s of lines per shard, and once any ring is found
+ * machine preempts a shard or the client mid-turn); at that period a 2 MiB ring
+ * overflows only past ~200 MB/s of lines per shard, and once any ring is found
  * a quarter full the writer polls every millisecond until it is not. */
 #define LOG_IDLE_SLEEP_NS (10 * 1000 * 1000)
 #define LOG_BUSY_SLEEP_NS (1000 * 1000)
