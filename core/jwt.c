@@ -21,9 +21,10 @@
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+
+#include "core/digest.h"
 
 /* ---- base64url ---- */
 
@@ -448,11 +449,10 @@ static int es256_der(const uint8_t *sig, size_t len, uint8_t *der, size_t cap, s
 static bool sig_ok(const jwt_key_t *k, const jwt_token_t *t, const char *tok)
 {
     if (k->alg == JWT_HS256) {
-        uint8_t mac[EVP_MAX_MD_SIZE];
-        unsigned ml = 0;
-        if (!HMAC(EVP_sha256(), k->secret, (int)k->secret_len, (const uint8_t *)tok, t->signing_len, mac, &ml))
+        uint8_t mac[DIGEST_SHA256_LEN];
+        if (digest_hmac_sha256(k->secret, k->secret_len, tok, t->signing_len, mac))
             return false;
-        return ml == t->sig_len && CRYPTO_memcmp(mac, t->sig, ml) == 0;
+        return t->sig_len == sizeof mac && CRYPTO_memcmp(mac, t->sig, sizeof mac) == 0;
     }
     const uint8_t *sig = t->sig;
     size_t sl = t->sig_len;
@@ -463,7 +463,8 @@ static bool sig_ok(const jwt_key_t *k, const jwt_token_t *t, const char *tok)
         sig = der;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    bool ok = ctx && EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, (EVP_PKEY *)k->pkey) == 1 &&
+    const EVP_MD *md = digest_sha256_md();
+    bool ok = ctx && md && EVP_DigestVerifyInit(ctx, NULL, md, NULL, (EVP_PKEY *)k->pkey) == 1 &&
               EVP_DigestVerify(ctx, sig, sl, (const uint8_t *)tok, t->signing_len) == 1;
     EVP_MD_CTX_free(ctx);
     return ok;

@@ -1,4 +1,5 @@
-/* Unit tests for core/digest.c: SHA-256 against FIPS 180-2 vectors, the
+/* Unit tests for core/digest.c: SHA-256 against FIPS 180-2 vectors, HMAC-SHA-256
+ * against RFC 4231, the
  * incremental form equal to the one-shot, and one context per thread (two
  * threads digesting at once never mix their inputs). */
 #include <pthread.h>
@@ -55,6 +56,35 @@ static void test_incremental(void **state)
     }
 }
 
+/* RFC 4231 test cases 1, 2 and 6 (a key longer than the block is hashed first);
+ * each twice in a row and interleaved, since the thread's context is re-keyed. */
+static void expect_hmac(const void *key, size_t kn, const char *msg, const char *want)
+{
+    uint8_t d[DIGEST_SHA256_LEN];
+    char h[65];
+    assert_int_equal(digest_hmac_sha256(key, kn, msg, strlen(msg), d), 0);
+    hex(d, h);
+    assert_string_equal(h, want);
+}
+
+static void test_hmac(void **state)
+{
+    (void)state;
+    uint8_t k1[20], k6[131];
+    memset(k1, 0x0b, sizeof k1);
+    memset(k6, 0xaa, sizeof k6);
+    const char *m6 = "Test Using Larger Than Block-Size Key - Hash Key First";
+    for (int i = 0; i < 2; i++) {
+        expect_hmac(k1, sizeof k1, "Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+        expect_hmac("Jefe", 4, "what do ya want for nothing?",
+                    "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        expect_hmac(k6, sizeof k6, m6, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    }
+    /* a SHA-256 between two HMACs does not disturb either context */
+    expect_sha("abc", 3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    expect_hmac("Jefe", 4, "what do ya want for nothing?", "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
 struct job { char byte; int bad; };
 
 static void *worker(void *arg)
@@ -92,6 +122,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vectors),
         cmocka_unit_test(test_incremental),
+        cmocka_unit_test(test_hmac),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests_name("digest", tests, NULL, NULL);
