@@ -643,6 +643,41 @@ describe('response cache over WebSocket', () => {
     await stopClean(agate);
   });
 
+  test('a WS follower that falls behind is detached with a RUN_ERROR; its connection stays open', T, async (t) => {
+    const srv = await useServer(t, { script: { mode: 'huge', huge: { count: 2000, size: 4000 } } });   // ~8 MB
+    const agate = await useAgate(t, {
+      config: cacheConfig(srv.url, { cache: { max_lag: '256KiB', max_entry: '64MiB' }, stream: { buffer: '64KiB' } }),
+    });
+    const q = sameQuestion('flood over ws');
+    const leader = await useWs(t, agate);
+    const slow = await useWs(t, agate);
+    const lead = q();
+    leader.sendJson(lead);
+    assert.ok(await srv.waitRequests(1));
+    slow._socket.pause();   // reads nothing: the kernel buffers fill, then agate's, then it lags
+    const follower = q();
+    slow.sendJson(follower);
+    const le = await leader.waitRun(lead.runId, 30000);
+    assert.equal(le[le.length - 1].type, 'RUN_FINISHED', 'the leader is not held back');
+    assert.ok(await waitFor(async () => metric(await metrics(agate), 'agate_cache_followers_detached_total{agent="up"}') === 1, 10000),
+      'the slow follower was detached');
+    slow._socket.resume();
+    const fe = await slow.waitRun(follower.runId, 30000);
+    assert.equal(fe[fe.length - 1].type, 'RUN_ERROR');
+    assert.equal(fe[fe.length - 1].code, 'client_too_slow');
+    assert.ok(fe.length < le.length, 'it did not get the whole run');
+    assert.equal((await runLine(agate, follower.runId)).cache, 'COALESCED');
+    assert.equal(slow.readyState, 1, 'the connection stays open');
+    const next = q();
+    const hit = await slow.run(next, 30000);
+    assert.equal(hit[hit.length - 1].type, 'RUN_FINISHED', 'and runs the next run (from the cache)');
+    assert.equal((await runLine(agate, next.runId)).cache, 'HIT');
+    assert.equal(srv.requests.length, 1);
+    await leader.closeClean();
+    await slow.closeClean();
+    await stopClean(agate);
+  });
+
   test('CANCEL of one of two concurrent cached runs on a connection stops only that one (COALESCED and HIT)', T, async (t) => {
     const srv = await useServer(t, { script: { events: richRun, interval: 100 } });
     const agate = await useAgate(t, { config: cacheConfig(srv.url, { cache: { pace: true } }) });
