@@ -79,6 +79,7 @@ typedef struct reader {
 typedef struct coal_run {
     run_t          *r;
     uint8_t         role;
+    int8_t          verdict;            /* enum metrics_cache counted for it, -1 before */
     bool            store;              /* leader: store a clean end */
     bool            on_list;
     flight_t       *f;                  /* leader's or follower's (a ref) */
@@ -95,6 +96,10 @@ typedef struct coal_run {
 typedef struct coal_shard {
     _Atomic bool  pending;              /* a followed flight moved on */
     coal_run_t   *followers;
+    /* The poll's next follower. Pumping one follower may release others (a
+     * WebSocket connection's runs all end when one write fails), so list_del
+     * moves this on instead of leaving the poll a released run. */
+    coal_run_t   *iter_next;
     uint64_t      next_sweep_ms;
 } coal_shard_t;
 
@@ -296,6 +301,8 @@ static void list_del(coal_run_t *co)
         cs->followers = co->next;
     if (co->next)
         co->next->prev = co->prev;
+    if (cs->iter_next == co)
+        cs->iter_next = co->next;
     co->on_list = false;
 }
 
@@ -311,6 +318,26 @@ static void replay_error(run_t *r, const char *code, const char *msg)
     r->errored = true;
     if (r->sink->event(r, &ev) == 0)
         r->sink->end(r);
+}
+
+/* A replay that cannot go on: a RUN_ERROR once the client's stream began,
+ * else the sink's failure answer (an HTTP error; a RUN_ERROR on WebSocket).
+ * Releases the run. */
+static void replay_fail(run_t *r, int status, const char *code, const char *msg)
+{
+    if (r->started)
+        replay_error(r, code, msg);
+    else
+        r->sink->fail(r, status, code, msg, 0);
+}
+
+/* How far a follower's cursor is behind the log. The leader publishes a
+ * record before it raises `total`, so a follower on another shard can have
+ * read past the total it sees: that is no lag, not a wrapped-around one. */
+static inline uint64_t follower_lag(const coal_run_t *co)
+{
+    uint64_t total = atomic_load_explicit(&co->f->total, memory_order_acquire);
+    return total > co->rd.pos ? total - co->rd.pos : 0;
 }
 
 static void pump(run_t *r);
@@ -331,16 +358,19 @@ static void pump(run_t *r)
         runrec_t rec = {0};
         size_t size = 0;
         int st = reader_peek(&co->rd, co->f, &rec, &size);
-        if (st == RD_NONE)
+        if (st == RD_NONE) {
+            /* Caught up with the log: as close as it can be, so the lag limit
+             * counts from here (a late joiner's backlog is taken by now). */
+            uint64_t lag = co->f ? follower_lag(co) : 0;
+            if (lag < co->best_lag)
+                co->best_lag = lag;
             return;
+        }
         if (st == RD_FAILED) {
             const flight_t *f = co->f;
             const char *code = f && f->code[0] ? f->code : "upstream_failed";
             const char *msg = f && f->msg[0] ? f->msg : "the shared upstream run failed";
-            if (r->started)
-                replay_error(r, code, msg);
-            else
-                r->sink->fail(r, f && f->status ? f->status : 502, code, msg, 0);
+            replay_fail(r, f && f->status ? f->status : 502, code, msg);
             return;
         }
         if (!r->started) {
@@ -354,7 +384,7 @@ static void pump(run_t *r)
         if (pace && rec.gap_ms && sh->now_ms < co->last_emit_ms + rec.gap_ms) {
             r->tick.cb = tick_fired;
             if (timer_arm(&sh->timers, &r->tick, co->last_emit_ms + rec.gap_ms))
-                replay_error(r, "out_of_memory", "out of memory");
+                replay_fail(r, 503, "out_of_memory", "out of memory");
             return;
         }
         const char *json = rec.json;
@@ -363,7 +393,7 @@ static void pump(run_t *r)
             runrec_subst_t s = {r->in.thread_id, r->in.run_id, r->in.thread_id_len, r->in.run_id_len, &co->ids,
                                 &sh->rng};
             if (runrec_render(&co->out, &rec, &s)) {
-                replay_error(r, "out_of_memory", "out of memory");
+                replay_fail(r, 503, "out_of_memory", "out of memory");
                 return;
             }
             json = co->out.data;
@@ -412,24 +442,27 @@ void coalesce_shard_poll(shard_t *sh)
     if (!cs->followers || !atomic_exchange(&cs->pending, false))
         return;
     atomic_thread_fence(memory_order_seq_cst);
-    for (coal_run_t *co = cs->followers, *next; co; co = next) {
-        next = co->next;
+    for (coal_run_t *co = cs->followers; co; co = cs->iter_next) {
+        cs->iter_next = co->next;   /* list_del moves it on if pumping co releases that one */
         run_t *r = co->r;
-        /* Lag is measured from the least this follower was ever behind: a late
-         * joiner's backlog is not its fault, falling further behind is. */
-        uint64_t lag = atomic_load_explicit(&co->f->total, memory_order_acquire) - co->rd.pos;
+        if (!r->blocked) {
+            pump(r);   /* takes all it can now: only what it cannot take is lag */
+            continue;
+        }
+        /* A blocked follower: lag counts from the least it was ever behind
+         * (a late joiner's backlog is not its fault, falling further behind
+         * is), measured where it stands, not before it had its turn. */
+        uint64_t lag = follower_lag(co);
         if (lag < co->best_lag)
             co->best_lag = lag;
         if (lag - co->best_lag > r->agent->cache_max_lag) {
             if (sh->m)
                 metrics_add(&sh->m->cache_detached[agent_idx(r)], 1);
-            replay_error(r, "client_too_slow",
-                         "this client fell too far behind the shared upstream run and was detached");
-            continue;
+            replay_fail(r, 503, "client_too_slow",
+                        "this client fell too far behind the shared upstream run and was detached");
         }
-        if (!r->blocked)
-            pump(r);
     }
+    cs->iter_next = NULL;
 }
 
 /* --- deciding ------------------------------------------------------------------------ */
@@ -444,6 +477,7 @@ static coal_run_t *co_of(run_t *r)
     coal_run_t *co = r->co;
     co->r = r;
     co->role = ROLE_NONE;
+    co->verdict = -1;
     co->store = false;
     co->f = NULL;
     co->e = NULL;
@@ -536,6 +570,7 @@ static flight_t *flight_join(const uint8_t key[CANON_KEY_LEN])
 
 static void count(run_t *r, enum metrics_cache what)
 {
+    r->co->verdict = (int8_t)what;
     if (r->sh->m)
         metrics_add(&r->sh->m->cache_results[agent_idx(r)][what], 1);
 }
@@ -616,6 +651,14 @@ follow:
     co->store = true;
     co->f = f;
     return 0;
+}
+
+const char *coalesce_result(const run_t *r)
+{
+    static const char *const names[MC_COUNT] = {[MC_HIT] = "HIT", [MC_MISS] = "MISS", [MC_COALESCED] = "COALESCED"};
+    if (!r->co || r->co->verdict < 0 || r->co->verdict >= MC_COUNT)
+        return NULL;
+    return names[r->co->verdict];
 }
 
 /* --- the leader ---------------------------------------------------------------------- */
@@ -706,7 +749,10 @@ void coalesce_leader_done(run_t *r, bool finished)
     flight_t *f = co->f;
     if (finished && f->recording && f->storable && co->store)
         store(r, f);   /* before unpublishing: a request in between finds one or the other */
-    atomic_store_explicit(&f->state, FL_DONE, memory_order_release);
+    /* An abandoned log (leader_abandon) stays FAILED: its followers have not
+     * all read that yet, and DONE would end their streams cleanly, cut short. */
+    if (atomic_load_explicit(&f->state, memory_order_relaxed) == FL_RUNNING)
+        atomic_store_explicit(&f->state, FL_DONE, memory_order_release);
     flight_wake(f, r->sh);
     flight_unpublish(f);
 }
@@ -748,6 +794,7 @@ void coalesce_run_stop(run_t *r)
         break;
     }
     co->role = ROLE_NONE;
+    co->verdict = -1;
     co->f = NULL;
     co->e = NULL;
     r->replay = false;

@@ -31,8 +31,15 @@ void coalesce_shutdown(void);
 /* Before agent_run_start, for a run of an agent with a cache: decides HIT,
  * COALESCED or MISS from the request (its Cache-Control and the headers that
  * are part of the key) and sets the run up for it, including the X-Cache and
- * Age head lines. Nothing for an agent without a cache. 0 or -ENOMEM. */
+ * Age head lines. req is the run's HTTP request; for a WebSocket run it is
+ * the upgrade request, shared by every run on the connection. Whatever the
+ * sink, a replay reaches it through sink->raw (one WebSocket text frame per
+ * event). Nothing for an agent without a cache. 0 or -ENOMEM. */
 int coalesce_prepare(run_t *r, const http_req_t *req);
+
+/* "HIT", "MISS" or "COALESCED" once coalesce_prepare decided (for logs), NULL
+ * for a run of an agent without a cache; valid until the run is released. */
+const char *coalesce_result(const run_t *r);
 
 /* net/proxy.c, on a recording run: each validated event before it goes to
  * the client; the clean end (RUN_FINISHED, stream closed); a failure, with

@@ -46,6 +46,7 @@ static void req_reset(http_req_t *r)
     r->err_msg = NULL;
     r->bytes_out = 0;
     r->events = 0;
+    r->cache = NULL;
     r->id_len = 0;
     r->method = 0;
     r->route = MR_NONE;
@@ -489,7 +490,7 @@ static void put_path(buf_t *b, const char *p, size_t n)
 
 /* Whether this request's line is written: the level filter first, then, for
  * successful requests only, sampling (errors are always kept). */
-static bool log_wanted(shard_t *sh, int status, cfg_log_level_t level)
+bool http_log_wanted(shard_t *sh, int status, cfg_log_level_t level)
 {
     const cfg_t *cfg = sh->cfg;
     if (level < cfg->log_level)
@@ -504,7 +505,7 @@ static void log_request(conn_t *c)
     http_req_t *r = &c->http.req;
     shard_t *sh = c->sh;
     cfg_log_level_t level = r->status >= 500 ? CFG_LOG_ERROR : r->status >= 400 ? CFG_LOG_WARN : CFG_LOG_INFO;
-    if (!log_wanted(sh, r->status, level))
+    if (!http_log_wanted(sh, r->status, level))
         return;
     static const char *const level_names[] = {"debug", "info", "warn", "error"};
     buf_t *b = &sh->scratch;
@@ -541,6 +542,11 @@ static void log_request(conn_t *c)
     buf_append_u64(b, r->events);
     buf_append_lit(b, ",\"shard\":");
     buf_append_u64(b, sh->id);
+    if (r->cache) {
+        buf_append_lit(b, ",\"cache\":\"");
+        buf_append(b, r->cache, strlen(r->cache));
+        buf_putc(b, '"');
+    }
     if (c->admin)
         buf_append_lit(b, ",\"listener\":\"admin\"");
     if (c->state == CONN_ABORT)

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/shard.h"
 #include "core/trace.h"
 
 #define HTTP_MAX_HEADERS 64
@@ -48,6 +49,7 @@ typedef struct http_req {
     uint64_t     last_event_us;       /* last AG-UI event written, for gap metrics */
     uint64_t     bytes_out;           /* response bytes queued */
     uint32_t     events;              /* AG-UI events written */
+    const char  *cache;               /* a cached agent's run: HIT, MISS or COALESCED, for the log */
     trace_ctx_t  trace;               /* W3C trace context: caller's trace, our span */
     bool         traced;              /* trace set up (headers parsed, or an early error) */
     char         id[HTTP_REQ_ID_MAX + 1];
@@ -60,6 +62,10 @@ typedef struct http_conn {
 } http_conn_t;
 
 void http_conn_init(struct conn *c);
+
+/* Whether a log line of this status and level is written (log.level, then
+ * log.sample for successes; errors are always kept). */
+bool http_log_wanted(shard_t *sh, int status, cfg_log_level_t level);
 void http_conn_free(http_conn_t *h);
 
 /* Feeds received bytes; dispatches each complete request. `from_pending` says

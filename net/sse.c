@@ -351,5 +351,6 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
         metrics_gauge_add(&c->sh->m->streams[transport_of(r)], 1);
     }
     coalesce_prepare(r, req);   /* cached agents: HIT, COALESCED or MISS; ENOMEM just means uncached */
+    req->cache = coalesce_result(r);   /* for the log line: the run may be released by then */
     agent_run_start(r);
 }

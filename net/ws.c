@@ -37,6 +37,7 @@
 #include <strings.h>
 
 #include "net/access.h"
+#include "net/coalesce.h"
 #include "net/http1.h"
 #include "net/wsframe.h"
 #include "proto/agent.h"
@@ -51,6 +52,7 @@ typedef struct ws_slot {
     buf_t           body;         /* the run's RunAgentInput text, owned */
     buf_t           rid;          /* "runId":"<escaped>" for injection, owned */
     uint64_t        start_us, last_event_us;
+    uint32_t        events;       /* sent, for the run's log line */
 } ws_slot_t;
 
 typedef struct ws_conn {
@@ -244,6 +246,7 @@ static void count_event(ws_slot_t *s, agui_type_t type)
 {
     conn_t *c = s->ws->c;
     c->http.req.events++;
+    s->events++;
     c->last_event_ms = c->sh->now_ms;
     metrics_shard_t *m = c->sh->m;
     if (!m || type >= AGUI_TYPE_COUNT)
@@ -311,6 +314,50 @@ static int put_error(ws_conn_t *ws, ws_slot_t *s, const char *run_id, size_t rid
 
 /* ---- runs ---- */
 
+/* One line per run (log.requests): the upgrade's own line comes only when the
+ * connection ends, and sums every run. Errors are always kept, like 4xx/5xx
+ * request lines; the rest is sampled by log.sample. Appends after whatever the
+ * shard's scratch holds and takes its bytes back: a run can end anywhere. */
+static void log_run(ws_slot_t *s, enum metrics_outcome outcome)
+{
+    static const char *const names[MO_COUNT] = {"finished", "error", "client_closed", "cut"};
+    conn_t *c = s->ws->c;
+    shard_t *sh = c->sh;
+    const run_t *r = s->run;
+    const http_req_t *req = &c->http.req;
+    bool error = outcome == MO_ERROR;
+    cfg_log_level_t level = error ? CFG_LOG_WARN : CFG_LOG_INFO;
+    if (!sh->log || !sh->cfg->log_requests || !http_log_wanted(sh, error ? 500 : 200, level))
+        return;
+    buf_t *b = &sh->scratch;
+    size_t mark = b->len;
+    log_begin(b, error ? "warn" : "info", "run");
+    buf_append_lit(b, ",\"request_id\":");
+    json_put_str(b, req->id, req->id_len);
+    buf_append_lit(b, ",\"transport\":\"ws\",\"agent\":");
+    json_put_str(b, r->agent->name, strlen(r->agent->name));
+    buf_append_lit(b, ",\"run_id\":");
+    json_put_str(b, r->in.run_id, r->in.run_id_len);
+    buf_append_lit(b, ",\"outcome\":\"");
+    buf_append(b, names[outcome], strlen(names[outcome]));
+    buf_append_lit(b, "\",\"events\":");
+    buf_append_u64(b, s->events);
+    uint64_t us = sh->now_us - s->start_us;
+    buf_append_lit(b, ",\"duration_ms\":");
+    buf_append_u64(b, us / 1000);
+    buf_append_lit(b, ",\"shard\":");
+    buf_append_u64(b, sh->id);
+    const char *cache = coalesce_result(r);
+    if (cache) {
+        buf_append_lit(b, ",\"cache\":\"");
+        buf_append(b, cache, strlen(cache));
+        buf_putc(b, '"');
+    }
+    log_end(b);
+    log_put(sh->log, b->data + mark, b->len - mark);
+    b->len = mark;
+}
+
 /* The run in slot s is over, however it ended: account, free the slot, release. */
 static void slot_finish(ws_slot_t *s, enum metrics_outcome outcome)
 {
@@ -318,6 +365,7 @@ static void slot_finish(ws_slot_t *s, enum metrics_outcome outcome)
     conn_t *c = ws->c;
     run_t *r = s->run;
     metrics_shard_t *m = c->sh->m;
+    log_run(s, outcome);
     if (m) {
         unsigned a = r->agent->slot;
         metrics_add(&m->runs_ended[a][MT_WS][outcome], 1);
@@ -491,11 +539,19 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     s->run = r;
     s->start_us = sh->now_us;
     s->last_event_us = 0;
+    s->events = 0;
     ws->n_runs++;
     if (sh->m) {
         metrics_add(&sh->m->runs_started[agent->slot][MT_WS], 1);
         metrics_gauge_add(&sh->m->streams[MT_WS], 1);
     }
+    /* Cached agents: HIT, COALESCED or MISS, as for HTTP runs. There are no
+     * per-message headers, so the upgrade request stands in for each run's:
+     * its Cache-Control and forwarded headers count for every run on the
+     * connection. Nothing in the message is read as a directive: the body is
+     * the key, so a directive inside it would make another question. ENOMEM
+     * just means uncached. */
+    coalesce_prepare(r, &c->http.req);
     agent_run_start(r);   /* may emit, end and release the run before returning */
     return 0;
 }

@@ -10,6 +10,10 @@
  * closes the connection with 1007; an object that is not a valid RunAgentInput
  * gets RUN_ERROR code "invalid_input" and the connection stays open.
  *
+ * Runs of a cached agent go through net/coalesce.h like HTTP runs (HIT,
+ * COALESCED, MISS), with the upgrade request's headers standing in for the
+ * per-message headers WebSocket lacks; each run logs a line when it ends.
+ *
  * The connection keeps its conn_t (net/conn.c): same output buffers, one send
  * per loop turn, same slot lifecycle. conn.c hands a WebSocket connection's
  * input, send completions, abort and reap to the functions below. */

@@ -8,6 +8,11 @@
 // no-cache / no-store, failed runs not cached, 100 identical concurrent
 // requests on one upstream run, the cache shared by two shards, a slow
 // follower detached, and DELETE /admin/cache.
+//
+// Over WebSocket (each RunAgentInput message a run, lib/wsclient.mjs): MISS
+// then HIT, an HTTP MISS answered to WebSocket, a WebSocket leader with an HTTP
+// follower and the reverse, Cache-Control on the upgrade, a failed shared run
+// (RUN_ERROR per run, the connection stays), CANCEL of one of two cached runs.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -16,6 +21,7 @@ import {
   startAgate, stopClean, streamRun, runInput, uid, sleep, request, buildRequest, waitFor,
 } from './lib/harness.mjs';
 import { startAguiServer } from './lib/agui-server.mjs';
+import { openRunSocket } from './lib/wsclient.mjs';
 
 const T = { timeout: 60000 };
 const flow = (o) => `{${Object.entries(o).map(([k, v]) => `${k}: ${v}`).join(', ')}}`;
@@ -385,6 +391,337 @@ describe('response cache', () => {
     assert.equal(r.statusCode, 404);
     r = await request(agate.port, { method: 'DELETE', path: '/admin/cache' });
     assert.equal(r.statusCode, 404, 'not on the main listener');
+    await stopClean(agate);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// WebSocket runs
+
+async function useWs(t, agate, opts = {}) {
+  const ws = await openRunSocket(agate.port, { agent: 'up', ...opts });
+  t.after(() => ws.terminate());
+  return ws;
+}
+
+/**
+ * Asserts that `events` (a WebSocket run's, or an SSE run's) are `original` (the
+ * upstream's events) event for event, with threadId/runId those of the replaying
+ * run and every message/tool-call id fresh and consistent. A WebSocket frame may
+ * carry the extra "runId" member agate adds. Returns the id map.
+ */
+function assertReplayOf(events, original, { threadId, runId }) {
+  assert.equal(events.length, original.length, `event for event: ${JSON.stringify(events.map((e) => e.type))}`);
+  const ids = new Map();
+  events.forEach((e, i) => {
+    const o = original[i];
+    assert.equal(e.type, o.type);
+    for (const [k, v] of Object.entries(o)) {
+      if (k === 'threadId') assert.equal(e[k], threadId);
+      else if (k === 'runId') assert.equal(e[k], runId);
+      else if (['messageId', 'toolCallId', 'parentMessageId'].includes(k)) {
+        if (!ids.has(v)) ids.set(v, e[k]);
+        assert.equal(e[k], ids.get(v), `old id ${v} always becomes the same new id`);
+        assert.notEqual(e[k], v, `${o.type}.${k}: a fresh id`);
+      } else assert.deepEqual(e[k], v, `${o.type}.${k} unchanged`);
+    }
+    const extra = Object.keys(e).filter((k) => !(k in o));
+    assert.ok(extra.every((k) => k === 'runId'), `${o.type}: only runId added, got ${extra}`);
+    if ('runId' in e) assert.equal(e.runId, runId);
+  });
+  return ids;
+}
+
+/** The log line of a WebSocket run (msg "run"), once the log thread wrote it. */
+async function runLine(agate, runId) {
+  const find = () => agate.stdoutLines().map((l) => { try { return JSON.parse(l); } catch { return {}; } })
+    .find((j) => j.msg === 'run' && j.run_id === runId);
+  const line = await waitFor(find, 3000);
+  assert.ok(line, `no run log line for ${runId}`);
+  return line;
+}
+async function requestLine(agate, requestId) {
+  const find = () => agate.stdoutLines().map((l) => { try { return JSON.parse(l); } catch { return {}; } })
+    .find((j) => j.msg === 'request' && j.request_id === requestId);
+  const line = await waitFor(find, 3000);
+  assert.ok(line, `no request log line for ${requestId}`);
+  return line;
+}
+
+const cacheCount = (m, result) => metric(m, `agate_cache_requests_total{agent="up",result="${result}"}`);
+
+describe('response cache over WebSocket', () => {
+  test('WS MISS then WS HIT: the same events with the new run ids and fresh ids, one upstream request', T, async (t) => {
+    const srv = await useServer(t, { script: { events: richRun } });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const ws = await useWs(t, agate);
+    const q = sameQuestion('ws question');
+
+    const first = q();
+    const missEvents = await ws.run(first);
+    assert.equal(srv.requests.length, 1);
+    const original = srv.requests[0].sent;
+    assert.equal(missEvents[missEvents.length - 1].type, 'RUN_FINISHED');
+    assert.equal((await runLine(agate, first.runId)).cache, 'MISS');
+
+    const second = q();
+    const hitEvents = await ws.run(second);
+    assert.equal(srv.requests.length, 1, 'the second run was answered from the cache');
+    const ids = assertReplayOf(hitEvents, original, second);
+    assert.equal(ids.size, 3, 'm-1, m-2 and tc-1 each mapped');
+    // event for event the MISS run's frames, but for the ids
+    hitEvents.forEach((e, i) => {
+      const m = missEvents[i];
+      assert.deepEqual(Object.keys(e).sort(), Object.keys(m).sort(), `${e.type}: same members`);
+      assert.equal(m.runId, first.runId);
+    });
+    assert.equal(hitEvents[9].snapshot.id, 'm-1', 'state is never rewritten');
+    const line = await runLine(agate, second.runId);
+    assert.equal(line.cache, 'HIT');
+    assert.equal(line.outcome, 'finished');
+    assert.equal(line.events, original.length);
+    assert.equal(line.transport, 'ws');
+
+    const third = q();
+    const again = await ws.run(third);
+    assert.notEqual(again[1].messageId, hitEvents[1].messageId, 'each hit mints its own ids');
+    assert.equal(srv.requests.length, 1);
+    const m = await metrics(agate);
+    assert.equal(cacheCount(m, 'hit'), 2, 'WebSocket hits are counted');
+    assert.equal(cacheCount(m, 'miss'), 1);
+    assert.equal(ws.readyState, 1, 'the connection stays open');
+    await ws.closeClean();
+    await stopClean(agate);
+  });
+
+  test('HTTP MISS then WS HIT', T, async (t) => {
+    const srv = await useServer(t, { script: { events: richRun } });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion('asked over http');
+    const miss = await post(agate, q(), { 'X-Request-ID': 'http-miss' });
+    assert.equal(miss.headers['x-cache'], 'MISS');
+    assert.equal((await requestLine(agate, 'http-miss')).cache, 'MISS', 'the request line says it too');
+    const ws = await useWs(t, agate);
+    const input = q();
+    const events = await ws.run(input);
+    assert.equal(srv.requests.length, 1, 'answered from the cache');
+    assertReplayOf(events, srv.requests[0].sent, input);
+    assert.equal((await runLine(agate, input.runId)).cache, 'HIT');
+    assert.equal(cacheCount(await metrics(agate), 'hit'), 1);
+    await ws.closeClean();
+    await stopClean(agate);
+  });
+
+  test('a WS leader and an HTTP follower share one upstream run', T, async (t) => {
+    const srv = await useServer(t, { script: { events: richRun, interval: 100 } });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const ws = await useWs(t, agate);
+    const q = sameQuestion('shared from ws');
+    const lead = q();
+    ws.sendJson(lead);
+    assert.ok(await srv.waitRequests(1));
+    assert.ok(await ws.until(() => ws.runEvents(lead.runId).length >= 1), 'the leader is streaming');
+    const follower = q();
+    const http = await post(agate, follower);
+    assert.equal(http.headers['x-cache'], 'COALESCED');
+    assert.ok(http.complete);
+    assertReplayOf(http.events, srv.requests[0].sent, follower);
+    const events = await ws.waitRun(lead.runId);
+    assert.equal(events[events.length - 1].type, 'RUN_FINISHED');
+    assert.equal(events.length, 11);
+    assert.equal(srv.requests.length, 1, 'exactly one upstream request');
+    assert.equal((await runLine(agate, lead.runId)).cache, 'MISS');
+    const m = await metrics(agate);
+    assert.equal(cacheCount(m, 'coalesced'), 1);
+    assert.equal(cacheCount(m, 'miss'), 1);
+    await ws.closeClean();
+    await stopClean(agate);
+  });
+
+  test('an HTTP leader and WS followers (two on one connection) share one upstream run', T, async (t) => {
+    const srv = await useServer(t, { script: { events: richRun, interval: 100 } });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion('shared from http');
+    const leader = post(agate, q());
+    assert.ok(await srv.waitRequests(1));
+    await sleep(150);   // the leader's first events are out: the followers replay them, then follow
+    const ws = await useWs(t, agate);
+    const a = q();
+    const b = q();
+    ws.sendJson(a);
+    ws.sendJson(b);
+    const [ea, eb] = await Promise.all([ws.waitRun(a.runId), ws.waitRun(b.runId)]);
+    const original = srv.requests[0].sent;
+    const ida = assertReplayOf(ea, original, a);
+    const idb = assertReplayOf(eb, original, b);
+    assert.notEqual(ida.get('m-1'), idb.get('m-1'), 'each follower has its own ids');
+    const l = await leader;
+    assert.equal(l.headers['x-cache'], 'MISS');
+    assert.equal(l.events.length, 11);
+    assert.equal(srv.requests.length, 1, 'exactly one upstream request');
+    assert.equal((await runLine(agate, a.runId)).cache, 'COALESCED');
+    assert.equal((await runLine(agate, b.runId)).cache, 'COALESCED');
+    assert.equal(cacheCount(await metrics(agate), 'coalesced'), 2);
+    await ws.closeClean();
+    await stopClean(agate);
+  });
+
+  test('Cache-Control on the upgrade request: no-store for every run on the connection, no-cache stores', T, async (t) => {
+    const srv = await useServer(t, {});
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion('fresh please');
+    const noStore = await useWs(t, agate, { headers: { 'Cache-Control': 'no-store' } });
+    for (let i = 0; i < 2; i++) {
+      const input = q();
+      const events = await noStore.run(input);
+      assert.equal(events[events.length - 1].type, 'RUN_FINISHED');
+      assert.equal((await runLine(agate, input.runId)).cache, 'MISS');
+    }
+    assert.equal(srv.requests.length, 2, 'no-store: neither looked up nor stored');
+    const plain = await useWs(t, agate);
+    const p1 = q();
+    await plain.run(p1);
+    assert.equal((await runLine(agate, p1.runId)).cache, 'MISS', 'nothing was stored by the no-store runs');
+    assert.equal(srv.requests.length, 3);
+    const noCache = await useWs(t, agate, { headers: { 'Cache-Control': 'max-age=0, no-cache' } });
+    const nc = q();
+    await noCache.run(nc);
+    assert.equal((await runLine(agate, nc.runId)).cache, 'MISS', 'no-cache: not looked up');
+    assert.equal(srv.requests.length, 4);
+    const p2 = q();
+    await plain.run(p2);
+    assert.equal((await runLine(agate, p2.runId)).cache, 'HIT');
+    assert.equal(srv.requests.length, 4);
+    const m = await metrics(agate);
+    assert.equal(cacheCount(m, 'miss'), 4);
+    assert.equal(cacheCount(m, 'hit'), 1);
+    for (const ws of [noStore, plain, noCache]) await ws.closeClean();
+    await stopClean(agate);
+  });
+
+  test('a failed shared run: each WS run gets its RUN_ERROR, the connections stay open, nothing is cached', T, async (t) => {
+    let fail = true;
+    const srv = await useServer(t, {
+      script: (rec) => {
+        const { threadId, runId } = rec.json;
+        if (!fail) return {};
+        return { events: [{ type: 'RUN_STARTED', threadId, runId }, { delay: 400 }, { destroy: true }] };
+      },
+    });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion('doomed over ws');
+    const one = await useWs(t, agate);
+    const two = await useWs(t, agate);
+    const lead = q();
+    one.sendJson(lead);
+    assert.ok(await srv.waitRequests(1));
+    const followers = [q(), q(), q()];
+    one.sendJson(followers[0]);
+    two.sendJson(followers[1]);
+    two.sendJson(followers[2]);
+    const runs = await Promise.all([
+      one.waitRun(lead.runId), one.waitRun(followers[0].runId), two.waitRun(followers[1].runId), two.waitRun(followers[2].runId),
+    ]);
+    assert.equal(srv.requests.length, 1);
+    for (const events of runs) {
+      const last = events[events.length - 1];
+      assert.equal(last.type, 'RUN_ERROR', JSON.stringify(events));
+      assert.equal(events[0].type, 'RUN_STARTED', 'the shared part came first');
+    }
+    for (const f of followers) assert.equal((await runLine(agate, f.runId)).cache, 'COALESCED');
+    assert.equal((await runLine(agate, followers[0].runId)).outcome, 'error');
+    assert.equal(one.readyState, 1);
+    assert.equal(two.readyState, 1);
+    fail = false;
+    const next = q();
+    const ok = await two.run(next);
+    assert.equal(ok[ok.length - 1].type, 'RUN_FINISHED', 'the connection still runs');
+    assert.equal((await runLine(agate, next.runId)).cache, 'MISS', 'nothing was cached');
+    assert.equal(srv.requests.length, 2);
+    await one.closeClean();
+    await two.closeClean();
+    await stopClean(agate);
+  });
+
+  test('a WS follower that falls behind is detached with a RUN_ERROR; its connection stays open', T, async (t) => {
+    const srv = await useServer(t, { script: { mode: 'huge', huge: { count: 2000, size: 4000 } } });   // ~8 MB
+    const agate = await useAgate(t, {
+      config: cacheConfig(srv.url, { cache: { max_lag: '256KiB', max_entry: '64MiB' }, stream: { buffer: '64KiB' } }),
+    });
+    const q = sameQuestion('flood over ws');
+    const leader = await useWs(t, agate);
+    const slow = await useWs(t, agate);
+    const lead = q();
+    leader.sendJson(lead);
+    assert.ok(await srv.waitRequests(1));
+    slow._socket.pause();   // reads nothing: the kernel buffers fill, then agate's, then it lags
+    const follower = q();
+    slow.sendJson(follower);
+    const le = await leader.waitRun(lead.runId, 30000);
+    assert.equal(le[le.length - 1].type, 'RUN_FINISHED', 'the leader is not held back');
+    assert.ok(await waitFor(async () => metric(await metrics(agate), 'agate_cache_followers_detached_total{agent="up"}') === 1, 10000),
+      'the slow follower was detached');
+    slow._socket.resume();
+    const fe = await slow.waitRun(follower.runId, 30000);
+    assert.equal(fe[fe.length - 1].type, 'RUN_ERROR');
+    assert.equal(fe[fe.length - 1].code, 'client_too_slow');
+    assert.ok(fe.length < le.length, 'it did not get the whole run');
+    assert.equal((await runLine(agate, follower.runId)).cache, 'COALESCED');
+    assert.equal(slow.readyState, 1, 'the connection stays open');
+    const next = q();
+    const hit = await slow.run(next, 30000);
+    assert.equal(hit[hit.length - 1].type, 'RUN_FINISHED', 'and runs the next run (from the cache)');
+    assert.equal((await runLine(agate, next.runId)).cache, 'HIT');
+    assert.equal(srv.requests.length, 1);
+    await leader.closeClean();
+    await slow.closeClean();
+    await stopClean(agate);
+  });
+
+  test('CANCEL of one of two concurrent cached runs on a connection stops only that one (COALESCED and HIT)', T, async (t) => {
+    const srv = await useServer(t, { script: { events: richRun, interval: 100 } });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url, { cache: { pace: true } }) });
+    const ws = await useWs(t, agate);
+    const q = sameQuestion('cancel one');
+
+    // A leader and a follower on one connection: cancel the follower.
+    const lead = q();
+    const follower = q();
+    ws.sendJson(lead);
+    assert.ok(await srv.waitRequests(1));
+    ws.sendJson(follower);
+    assert.ok(await ws.until(() => ws.runEvents(follower.runId).length >= 2), 'the follower is streaming');
+    ws.cancel(follower.runId);
+    const fe = await ws.waitRun(follower.runId);
+    assert.equal(fe[fe.length - 1].code, 'cancelled');
+    const le = await ws.waitRun(lead.runId);
+    assert.equal(le[le.length - 1].type, 'RUN_FINISHED', 'the leader ran on');
+    assert.equal(le.length, 11);
+    assert.equal(ws.runEvents(follower.runId).length, fe.length, 'nothing for the cancelled run after its RUN_ERROR');
+    assert.equal(srv.requests.length, 1);
+    assert.equal(srv.requests[0].aborted, false, 'the shared upstream run was not cut');
+    assert.equal((await runLine(agate, follower.runId)).outcome, 'client_closed');
+
+    // Two paced hits (the original gaps, ~1 s): cancel one.
+    const h1 = q();
+    const h2 = q();
+    ws.sendJson(h1);
+    ws.sendJson(h2);
+    assert.ok(await ws.until(() => ws.runEvents(h1.runId).length >= 2 && ws.runEvents(h2.runId).length >= 2));
+    ws.cancel(h1.runId);
+    const e1 = await ws.waitRun(h1.runId);
+    assert.equal(e1[e1.length - 1].code, 'cancelled');
+    assert.ok(e1.length < 11, 'the cancelled hit stopped early');
+    const e2 = await ws.waitRun(h2.runId);
+    assertReplayOf(e2, srv.requests[0].sent, h2);
+    await sleep(200);
+    assert.equal(ws.runEvents(h1.runId).length, e1.length, 'nothing for the cancelled hit after its RUN_ERROR');
+    assert.equal(srv.requests.length, 1);
+    assert.equal((await runLine(agate, h2.runId)).cache, 'HIT');
+    const m = await metrics(agate);
+    assert.equal(cacheCount(m, 'hit'), 2);
+    assert.equal(cacheCount(m, 'coalesced'), 1);
+    await ws.closeClean();
     await stopClean(agate);
   });
 });
