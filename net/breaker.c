@@ -21,7 +21,8 @@ typedef struct br_endpoint {
     uint64_t window;             /* recent outcomes, bit set = failure, newest in bit 0 */
     uint32_t window_n;
     uint64_t open_until_ms;
-    uint32_t trials, trial_ok;   /* half-open: admitted, succeeded */
+    uint32_t trials, trial_ok;   /* half-open: admitted and not given back, succeeded */
+    uint32_t period;             /* half-open periods so far: which one a trial was admitted in */
     int64_t *metric;             /* this shard's breaker-open gauge, NULL without metrics */
 } br_endpoint_t;
 
@@ -127,6 +128,7 @@ static bool available(shard_t *sh, unsigned a, unsigned ei)
         if (e->metric)
             metrics_gauge_add(e->metric, -1);
         e->trials = e->trial_ok = 0;
+        e->period++;
         log_change(sh, a, ei, BR_OPEN, BR_HALF_OPEN, NULL);
     }
     return e->state == BR_CLOSED || (e->state == BR_HALF_OPEN && e->trials < ag->breaker_half_open);
@@ -216,7 +218,7 @@ int breaker_pick(shard_t *sh, const cfg_agent_t *ag, uint64_t tried, breaker_hol
     t->rr[a] = (unsigned)(best + 1) % n;
     br_endpoint_t *pe = EP(sh, a, (unsigned)best);
     *h = (breaker_hold_t){.ep = (int16_t)best, .agent = (uint16_t)a, .epoch = t->epoch[a],
-                          .trial = pe->state == BR_HALF_OPEN};
+                          .trial = pe->state == BR_HALF_OPEN, .period = pe->period};
     if (h->trial)
         pe->trials++;
     pe->outstanding++;
@@ -236,8 +238,16 @@ void breaker_end(shard_t *sh, breaker_hold_t *h)
 {
     if (h->ep < 0)
         return;
-    /* Counted whatever the epoch: breaker_adopt leaves outstanding alone. */
-    EP(sh, h->agent, (unsigned)h->ep)->outstanding--;
+    br_endpoint_t *e = EP(sh, h->agent, (unsigned)h->ep);
+    e->outstanding--;   /* whatever the epoch: breaker_adopt leaves outstanding alone */
+    /* A trial that showed nothing (no connection, a 429 or 4xx, the client
+     * left, a broken first event, the run timed out) gives its slot back:
+     * kept, the endpoint would stay half-open for good once every slot was
+     * taken by attempts long gone. Only to the half-open period that admitted
+     * it; a later period (or a reset by breaker_adopt) counts afresh. */
+    if (h->trial && !h->recorded && e->state == BR_HALF_OPEN && e->period == h->period &&
+        h->epoch == table(sh)->epoch[h->agent])
+        e->trials--;
     *h = BREAKER_HOLD_NONE;
 }
 

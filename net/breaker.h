@@ -12,7 +12,9 @@
  *                   trial attempts);
  *   breaker_record  what the attempt showed of the endpoint: it works (its
  *                   first event) or it fails (refused, reset, timeout, 5xx);
- *   breaker_end     the attempt lets go of the endpoint, exactly once.
+ *   breaker_end     the attempt lets go of the endpoint, exactly once, however
+ *                   it ended. A trial that recorded nothing (the client left,
+ *                   a 429, no connection, ...) gives its half-open slot back.
  *
  *   closed ──failures in a row, or error rate──► open
  *   open ──breaker.open elapsed (seen by a pick)──► half_open
@@ -35,6 +37,7 @@ typedef struct breaker_hold {
     bool     trial;       /* admitted while half-open */
     bool     recorded;    /* breaker_record was called */
     uint32_t epoch;       /* the agent's endpoint epoch when admitted (breaker_adopt) */
+    uint32_t period;      /* the endpoint's half-open period, for a trial */
 } breaker_hold_t;
 
 #define BREAKER_HOLD_NONE ((breaker_hold_t){.ep = -1})
@@ -56,7 +59,8 @@ int  breaker_pick(shard_t *sh, const cfg_agent_t *ag, uint64_t tried, breaker_ho
 /* What the held attempt showed; nothing when h holds nothing. */
 void breaker_record(shard_t *sh, breaker_hold_t *h, bool failed);
 
-/* The attempt is over; *h then holds nothing (a second call does nothing). */
+/* The attempt is over; *h then holds nothing (a second call does nothing).
+ * An unrecorded trial's slot goes back to its half-open period. */
 void breaker_end(shard_t *sh, breaker_hold_t *h);
 
 #endif
