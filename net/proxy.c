@@ -425,19 +425,18 @@ static void up_body(void *owner, const char *p, size_t n)
     proxy_run_t *px = owner;
     if (!px->head_ok)
         return;
-    if (px->proto) {
-        int rc = pbread_feed(&px->pb, p, n, on_pb_frame, px);
-        if (rc == -EMSGSIZE && px->r)
-            run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
-        else if (rc == -ENOMEM && px->r) {
-            span_end(px, "out_of_memory");
-            run_error(px, "upstream_failed", "out of memory");
-        }
-        return;
-    }
-    int rc = sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
-    if (rc == -EMSGSIZE && px->r)
+    int rc = px->proto ? pbread_feed(&px->pb, p, n, on_pb_frame, px)
+                       : sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
+    if (rc >= 0 || !px->r)
+        return;   /* read on, or an event handler already ended the run (it returns 1) */
+    /* The parser dropped the event it was building and stopped: carrying on
+     * would lose that event silently and read the rest from inside it. */
+    if (rc == -EMSGSIZE) {
         run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
+    } else {   /* -ENOMEM: a buffer could not grow */
+        span_end(px, "out_of_memory");
+        run_error(px, "upstream_failed", "out of memory");
+    }
 }
 
 static bool run_closed(const proxy_run_t *px)
