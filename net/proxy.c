@@ -39,7 +39,6 @@
 #include "net/upstream.h"
 #include "proto/agent.h"
 #include "net/sse.h"
-#include "proto/json.h"
 #include "proto/pbjson.h"
 #include "proto/pbread.h"
 #include "proto/sseread.h"
