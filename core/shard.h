@@ -62,7 +62,8 @@ typedef struct shard {
     struct conn  *reap_head;         /* aborted connections to free once idle */
     struct run   *run_pool;          /* free runs, reused */
     void         *ups;               /* upstream connections (net/upstream.c), NULL without proxy agents */
-    void         *px;                /* per-endpoint balancer and breaker state (net/proxy.c) */
+    void         *breakers;          /* per-endpoint breakers and balancer (net/breaker.c), set up
+                                        and freed by net/proxy.c; NULL without proxy agents */
     void         *coal;              /* followers of shared runs (net/coalesce.c) */
 
     bool          draining, stopping;

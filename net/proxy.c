@@ -13,10 +13,9 @@
  * The client's response head is sent when an upstream answers 2xx with an
  * event stream; until then failures can still be proper HTTP errors.
  *
- * Breakers and balancer state are per shard: each shard sees its share of the
- * traffic and decides alone, with no shared state on the request path. Every
- * breaker transition is one log line (a cold path: at most two per open
- * period per endpoint and shard, whatever the traffic).
+ * Endpoints are picked, and their circuit breakers kept, by net/breaker.c:
+ * per shard, with no shared state on the request path. An attempt holds its
+ * endpoint (breaker_hold_t) from the pick until drop_attempt lets it go.
  *
  * With OTLP on, each attempt is a CLIENT span whose id is the one sent
  * upstream in traceparent; it ends exactly once: when the attempt's response
@@ -30,9 +29,9 @@
 #include <time.h>
 #include <arpa/inet.h>
 
-#include "core/cfggen.h"
 #include "core/otlp.h"
 #include "core/trace.h"
+#include "net/breaker.h"
 #include "net/coalesce.h"
 #include "net/conn.h"
 #include "net/http1.h"
@@ -40,7 +39,6 @@
 #include "net/upstream.h"
 #include "proto/agent.h"
 #include "net/sse.h"
-#include "proto/json.h"
 #include "proto/pbjson.h"
 #include "proto/pbread.h"
 #include "proto/sseread.h"
@@ -48,31 +46,13 @@
 
 #define PX_MAX_EVENT (4u << 20)   /* one upstream event may not exceed 4 MiB */
 
-enum br_state { BR_CLOSED, BR_OPEN, BR_HALF_OPEN };
 enum px_phase { PX_ATTEMPT, PX_BACKOFF, PX_DONE };
-
-typedef struct px_endpoint {
-    uint32_t outstanding;        /* runs on this endpoint now */
-    uint8_t  state;              /* enum br_state */
-    uint32_t consecutive;        /* failures in a row */
-    uint64_t window;             /* recent outcomes, bit set = failure, newest in bit 0 */
-    uint32_t window_n;
-    uint64_t open_until_ms;
-    uint32_t trials, trial_ok;   /* half-open: admitted, succeeded */
-    int64_t *metric;             /* this shard's breaker-open gauge, NULL without metrics */
-} px_endpoint_t;
-
-typedef struct px_shard {
-    px_endpoint_t ep[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
-    uint32_t      rr[CFG_MAX_AGENTS];
-    uint32_t      epoch[CFG_MAX_AGENTS];   /* bumped when a reload changes the agent's endpoints */
-} px_shard_t;
 
 typedef struct proxy_run {
     run_t      *r;               /* NULL once the run is stopped */
     ups_t      *u;
-    int         ep;              /* endpoint of the current attempt, -1 when none */
-    uint32_t    epoch;           /* px_shard_t.epoch of its agent when the attempt began */
+    int         ep;              /* endpoint of the current attempt's connection, -1 when none */
+    breaker_hold_t hold;         /* the current attempt's endpoint, held from pick to drop_attempt */
     uint32_t    attempts;
     uint64_t    tried;           /* endpoints tried, as bits */
     uint64_t    start_ms, sent_ms, last_event_ms, backoff_until_ms;
@@ -91,196 +71,7 @@ typedef struct proxy_run {
     otlp_span_t *span;           /* OTLP on: allocated on first use, kept across reuse */
 } proxy_run_t;
 
-static inline px_endpoint_t *EP(const shard_t *sh, unsigned a, int e) { return &((px_shard_t *)sh->px)->ep[a][e]; }
-static inline uint32_t slot_epoch(const shard_t *sh, unsigned a) { return ((px_shard_t *)sh->px)->epoch[a]; }
 static inline unsigned agent_idx(const run_t *r) { return r->agent->slot; }
-
-/* --- circuit breaker ------------------------------------------------------------ */
-
-/* Why a breaker opened, for its log line. */
-enum br_reason { BR_FAILURES, BR_ERROR_RATE, BR_TRIAL_FAILED };
-typedef struct br_why {
-    uint8_t  reason;             /* enum br_reason */
-    uint32_t failed, window;     /* failures counted, out of how many recent attempts */
-} br_why_t;
-
-static const char *const br_names[] = {"closed", "open", "half_open"};
-static const char *const br_reasons[] = {"consecutive_failures", "error_rate", "trial_failed"};
-
-/* The reason, and the counts behind it, of an opening. */
-static void br_put_why(buf_t *b, const cfg_agent_t *ag, const br_why_t *why)
-{
-    buf_append_lit(b, ",\"reason\":\"");
-    buf_append(b, br_reasons[why->reason], strlen(br_reasons[why->reason]));
-    buf_putc(b, '"');
-    if (why->reason != BR_TRIAL_FAILED) {
-        buf_append_lit(b, ",\"failures\":");
-        buf_append_u64(b, why->failed);
-    }
-    if (why->reason == BR_ERROR_RATE) {
-        char rate[32];
-        int n = snprintf(rate, sizeof rate, ",\"window\":%u,\"error_rate\":%.3f", why->window,
-                         (double)why->failed / why->window);
-        buf_append(b, rate, n > 0 && (size_t)n < sizeof rate ? (size_t)n : 0);
-    }
-    buf_append_lit(b, ",\"open_ms\":");
-    buf_append_u64(b, ag->breaker_open_ms);
-}
-
-/* The endpoint as configured, without its query (which may carry a key). */
-static void br_put_endpoint(buf_t *b, const cfg_endpoint_t *ep)
-{
-    char url[CFG_HOST_MAX + CFG_UPATH_MAX + 16];
-    bool v6 = strchr(ep->host, ':') != NULL;   /* stored without brackets */
-    size_t plen = strcspn(ep->path, "?");
-    int n = snprintf(url, sizeof url, "http://%s%s%s:%u%.*s", v6 ? "[" : "", ep->host, v6 ? "]" : "",
-                     (unsigned)ep->port, (int)plen, ep->path);
-    json_put_str(b, url, n < 0 ? 0 : (size_t)n < sizeof url ? (size_t)n : sizeof url - 1);
-}
-
-/* One line per state change: a cold path, at most two lines per open period
- * per endpoint and shard whatever the traffic, so it is not rate limited. It
- * appends to the shard's scratch after whatever is there and takes its bytes
- * back, since a transition can happen inside a completion handler. */
-static void br_log(shard_t *sh, unsigned a, unsigned e, uint8_t from, uint8_t to, const br_why_t *why)
-{
-    const cfg_agent_t *ag = &sh->cfg->agents[a];
-    cfg_log_level_t level = to == BR_OPEN ? CFG_LOG_WARN : CFG_LOG_INFO;
-    if (!sh->log || level < sh->cfg->log_level)
-        return;
-    buf_t *b = &sh->scratch;
-    size_t mark = b->len;
-    log_begin(b, level == CFG_LOG_WARN ? "warn" : "info", "breaker");
-    buf_append_lit(b, ",\"agent\":");
-    json_put_str(b, ag->name, strlen(ag->name));
-    buf_append_lit(b, ",\"endpoint\":");
-    br_put_endpoint(b, &ag->endpoints[e]);
-    buf_append_lit(b, ",\"from\":\"");
-    buf_append(b, br_names[from], strlen(br_names[from]));
-    buf_append_lit(b, "\",\"to\":\"");
-    buf_append(b, br_names[to], strlen(br_names[to]));
-    buf_putc(b, '"');
-    if (to == BR_OPEN) {
-        br_put_why(b, ag, why);
-    } else if (to == BR_HALF_OPEN) {
-        buf_append_lit(b, ",\"trials\":");
-        buf_append_u64(b, ag->breaker_half_open);
-    } else {
-        buf_append_lit(b, ",\"trials_ok\":");
-        buf_append_u64(b, EP(sh, a, (int)e)->trial_ok);
-    }
-    buf_append_lit(b, ",\"shard\":");
-    buf_append_u64(b, sh->id);
-    log_end(b);
-    log_put(sh->log, b->data + mark, b->len - mark);
-    b->len = mark;
-}
-
-static bool br_available(shard_t *sh, unsigned a, unsigned ei)
-{
-    const cfg_agent_t *ag = &sh->cfg->agents[a];
-    px_endpoint_t *e = EP(sh, a, (int)ei);
-    if (e->state == BR_OPEN && sh->now_ms >= e->open_until_ms) {
-        e->state = BR_HALF_OPEN;
-        if (e->metric)
-            metrics_gauge_add(e->metric, -1);
-        e->trials = e->trial_ok = 0;
-        br_log(sh, a, ei, BR_OPEN, BR_HALF_OPEN, NULL);
-    }
-    return e->state == BR_CLOSED || (e->state == BR_HALF_OPEN && e->trials < ag->breaker_half_open);
-}
-
-static void br_open(shard_t *sh, unsigned a, unsigned ei, const br_why_t *why)
-{
-    px_endpoint_t *e = EP(sh, a, (int)ei);
-    uint8_t from = e->state;
-    e->state = BR_OPEN;
-    if (e->metric)
-        metrics_gauge_add(e->metric, 1);
-    e->open_until_ms = sh->now_ms + sh->cfg->agents[a].breaker_open_ms;
-    e->consecutive = 0;
-    e->window = 0;
-    e->window_n = 0;
-    br_log(sh, a, ei, from, BR_OPEN, why);
-}
-
-static void br_record(shard_t *sh, unsigned a, unsigned ei, bool failed)
-{
-    const cfg_agent_t *ag = &sh->cfg->agents[a];
-    px_endpoint_t *e = EP(sh, a, (int)ei);
-    /* An attempt admitted before the breaker opened says nothing about the
-     * endpoint since; counting it could open an open breaker again (one more
-     * on the gauge, one more log line). */
-    if (e->state == BR_OPEN)
-        return;
-    uint32_t span = ag->breaker_min_requests < 64 ? ag->breaker_min_requests : 64;
-    e->window = e->window << 1 | failed;
-    if (e->window_n < span)
-        e->window_n++;
-    if (e->state == BR_HALF_OPEN) {
-        if (failed) {
-            br_open(sh, a, ei, &(br_why_t){BR_TRIAL_FAILED, 1, 1});
-        } else if (++e->trial_ok >= ag->breaker_half_open) {
-            e->state = BR_CLOSED;   /* recovered: the window starts clean */
-            br_log(sh, a, ei, BR_HALF_OPEN, BR_CLOSED, NULL);
-        }
-        return;
-    }
-    if (!failed) {
-        e->consecutive = 0;
-        return;
-    }
-    e->consecutive++;
-    uint64_t mask = span >= 64 ? ~0ull : (1ull << span) - 1;
-    uint32_t bad = (uint32_t)__builtin_popcountll(e->window & mask);
-    double rate = (double)bad / (double)e->window_n;
-    if (e->consecutive >= ag->breaker_failures)
-        br_open(sh, a, ei, &(br_why_t){BR_FAILURES, e->consecutive, e->consecutive});
-    else if (e->window_n >= span && rate >= ag->breaker_error_rate)
-        br_open(sh, a, ei, &(br_why_t){BR_ERROR_RATE, bad, e->window_n});
-}
-
-/* --- balancer ------------------------------------------------------------------ */
-
-/* Picks an endpoint not tried yet if one is available, else any available one;
- * -1 when every endpoint's breaker is open (retry_after_s: when one may reopen). */
-static int pick(run_t *r, uint64_t tried, uint32_t *retry_after_s)
-{
-    shard_t *sh = r->sh;
-    const cfg_agent_t *ag = r->agent;
-    unsigned a = agent_idx(r), n = ag->n_endpoints;
-    px_shard_t *ps = sh->px;
-    int best = -1;
-    uint64_t soonest = UINT64_MAX;
-    for (int pass = 0; pass < 2 && best < 0; pass++) {
-        for (unsigned k = 0; k < n; k++) {
-            unsigned e = (ps->rr[a] + k) % n;
-            px_endpoint_t *pe = EP(sh, a, (int)e);
-            if (pass == 0 && (tried >> e & 1))
-                continue;
-            if (!br_available(sh, a, e)) {
-                if (pe->open_until_ms < soonest)
-                    soonest = pe->open_until_ms;
-                continue;
-            }
-            if (best < 0 || (ag->balance == CFG_BALANCE_LEAST_OUTSTANDING &&
-                             pe->outstanding < EP(sh, a, best)->outstanding))
-                best = (int)e;
-            if (ag->balance == CFG_BALANCE_ROUND_ROBIN)
-                break;
-        }
-    }
-    if (best < 0) {
-        uint64_t wait = soonest > sh->now_ms && soonest != UINT64_MAX ? soonest - sh->now_ms : 1000;
-        *retry_after_s = (uint32_t)((wait + 999) / 1000);
-        return -1;
-    }
-    ps->rr[a] = (unsigned)(best + 1) % n;
-    px_endpoint_t *pe = EP(sh, a, best);
-    if (pe->state == BR_HALF_OPEN)
-        pe->trials++;
-    return best;
-}
 
 /* --- attempt spans (OTLP) ------------------------------------------------------ */
 
@@ -389,10 +180,8 @@ static void drop_attempt(proxy_run_t *px, bool reusable)
             ups_abort(px->u);
         px->u = NULL;
     }
-    if (px->ep >= 0) {
-        EP(px->r->sh, agent_idx(px->r), px->ep)->outstanding--;
-        px->ep = -1;
-    }
+    px->ep = -1;
+    breaker_end(px->r->sh, &px->hold);   /* the one place an attempt lets go of its endpoint */
 }
 
 /* After the head was sent: a RUN_ERROR event, then the end of the stream. */
@@ -436,8 +225,8 @@ static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count
     const cfg_agent_t *ag = r->agent;
     if (r->sh->m && px->ep >= 0)
         metrics_add(&r->sh->m->up_failures[agent_idx(r)][px->ep][kind], 1);
-    if (px->ep >= 0 && count_in_breaker && px->epoch == slot_epoch(r->sh, agent_idx(r)))
-        br_record(r->sh, agent_idx(r), (unsigned)px->ep, true);   /* (else its endpoint was reconfigured) */
+    if (count_in_breaker)
+        breaker_record(r->sh, &px->hold, true);
     span_failed(px, kind);
     drop_attempt(px, false);
     if (px->first_event) {
@@ -554,8 +343,7 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
     px->last_event_ms = r->sh->now_ms;
     if (!px->first_event) {
         px->first_event = true;
-        if (px->epoch == slot_epoch(r->sh, agent_idx(r)))   /* else the endpoint it tried was reconfigured */
-            br_record(r->sh, agent_idx(r), (unsigned)px->ep, false);
+        breaker_record(r->sh, &px->hold, false);
         schedule_timer(px);   /* the idle deadline may be earlier than the first-event one */
     }
     px->last_type = type;
@@ -636,19 +424,18 @@ static void up_body(void *owner, const char *p, size_t n)
     proxy_run_t *px = owner;
     if (!px->head_ok)
         return;
-    if (px->proto) {
-        int rc = pbread_feed(&px->pb, p, n, on_pb_frame, px);
-        if (rc == -EMSGSIZE && px->r)
-            run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
-        else if (rc == -ENOMEM && px->r) {
-            span_end(px, "out_of_memory");
-            run_error(px, "upstream_failed", "out of memory");
-        }
-        return;
-    }
-    int rc = sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
-    if (rc == -EMSGSIZE && px->r)
+    int rc = px->proto ? pbread_feed(&px->pb, p, n, on_pb_frame, px)
+                       : sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
+    if (rc >= 0 || !px->r)
+        return;   /* read on, or an event handler already ended the run (it returns 1) */
+    /* The parser dropped the event it was building and stopped: carrying on
+     * would lose that event silently and read the rest from inside it. */
+    if (rc == -EMSGSIZE) {
         run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
+    } else {   /* -ENOMEM: a buffer could not grow */
+        span_end(px, "out_of_memory");
+        run_error(px, "upstream_failed", "out of memory");
+    }
 }
 
 static bool run_closed(const proxy_run_t *px)
@@ -799,7 +586,7 @@ static void attempt(proxy_run_t *px)
 {
     run_t *r = px->r;
     uint32_t retry_after = 0;
-    int ep = pick(r, px->tried, &retry_after);
+    int ep = breaker_pick(r->sh, r->agent, px->tried, &px->hold, &retry_after);
     if (ep < 0) {
         give_up(px, 503, "upstream_unavailable", "every upstream endpoint is failing; try again later", retry_after);
         return;
@@ -820,10 +607,8 @@ static void attempt(proxy_run_t *px)
     }
     px->u = u;
     px->ep = ep;
-    px->epoch = slot_epoch(r->sh, agent_idx(r));
     if (r->sh->m)
         metrics_add(&r->sh->m->up_attempts[agent_idx(r)][ep], 1);
-    EP(r->sh, agent_idx(r), ep)->outstanding++;
     build_request(px, ups_out(u), &r->agent->endpoints[ep]);
     span_begin(px, &r->agent->endpoints[ep]);
     ups_send(u);
@@ -833,7 +618,7 @@ static void attempt(proxy_run_t *px)
 
 static void px_start(run_t *r)
 {
-    if (!r->sh->px) {   /* the shard could not set up proxy state when the agent appeared */
+    if (!r->sh->breakers) {   /* the shard could not set up proxy state when the agent appeared */
         r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
         return;
     }
@@ -850,6 +635,7 @@ static void px_start(run_t *r)
     px->r = r;
     px->u = NULL;
     px->ep = -1;
+    px->hold = BREAKER_HOLD_NONE;
     px->attempts = 0;
     px->tried = 0;
     px->first_event = false;
@@ -905,52 +691,25 @@ int proxy_shard_init(shard_t *sh)
         any |= sh->cfg->agents[a].kind == CFG_AGENT_PROXY;
     if (!any)
         return 0;
-    px_shard_t *ps = calloc(1, sizeof *ps);
-    if (!ps)
-        return -ENOMEM;
-    if (sh->m)
-        for (unsigned a = 0; a < CFG_MAX_AGENTS; a++)
-            for (unsigned e = 0; e < CFG_MAX_ENDPOINTS; e++)
-                ps->ep[a][e].metric = &sh->m->up_breaker_open[a][e];
-    int rc = ups_shard_init(sh);
-    if (rc) {
-        free(ps);
+    int rc = breaker_shard_init(sh);
+    if (rc)
         return rc;
-    }
-    sh->px = ps;
-    return 0;
+    rc = ups_shard_init(sh);
+    if (rc)
+        breaker_shard_free(sh);
+    return rc;
 }
 
 void proxy_shard_adopt(shard_t *sh, const cfg_t *old)
 {
-    if (!sh->px && proxy_shard_init(sh))
+    if (!sh->breakers && proxy_shard_init(sh))
         return;   /* out of memory: proxy runs fail with 503 until a later adoption succeeds */
-    px_shard_t *ps = sh->px;
-    if (!ps)
-        return;   /* still no proxy agent */
-    for (uint32_t a = 0; a < sh->cfg->n_agents; a++) {
-        const cfg_agent_t *now = &sh->cfg->agents[a];
-        if (a < old->n_agents && !cfggen_endpoints_changed(&old->agents[a], now))
-            continue;
-        /* New or re-pointed: its endpoints start closed and untried. Runs still
-         * on the old endpoints keep their `outstanding` counts and release them;
-         * their outcomes no longer count (epoch). */
-        ps->epoch[a]++;
-        ps->rr[a] = 0;
-        for (unsigned e = 0; e < CFG_MAX_ENDPOINTS; e++) {
-            px_endpoint_t *pe = &ps->ep[a][e];
-            if (pe->state == BR_OPEN && pe->metric)
-                metrics_gauge_add(pe->metric, -1);
-            pe->state = BR_CLOSED;
-            pe->consecutive = pe->window_n = pe->trials = pe->trial_ok = 0;
-            pe->window = pe->open_until_ms = 0;
-        }
-    }
+    if (sh->breakers)   /* else still no proxy agent */
+        breaker_adopt(sh, old);
 }
 
 void proxy_shard_free(shard_t *sh)
 {
     ups_shard_free(sh);
-    free(sh->px);
-    sh->px = NULL;
+    breaker_shard_free(sh);
 }

@@ -820,6 +820,60 @@ describe('circuit breaker log lines', () => {
   });
 });
 
+describe('circuit breaker: a half-open trial that ends without a result gives its slot back', () => {
+  // A trial run that ends before its endpoint showed whether it works (an answer
+  // the breaker does not count, the client leaving, a broken first event) must not
+  // keep its half-open slot: with `half_open_trials: 1` the endpoint would stay
+  // half-open for good, every later run refused with 503 upstream_unavailable.
+  const breakerLines = (agate) => agate.stdoutLines().map((l) => JSON.parse(l)).filter((j) => j.msg === 'breaker');
+  const cases = [
+    ['the upstream answers 429', { mode: 'status', status: 429 },
+      async (agate) => assertHttpError(await run(agate), 429, 'upstream_rate_limited')],
+    ['the upstream answers 404', { mode: 'status', status: 404 },
+      async (agate) => assertHttpError(await run(agate), 502, 'upstream_error')],
+    ['the first event is not JSON', { events: [{ raw: 'data: {not json\n\n' }, { hold: true }] },
+      async (agate) => assertRunError(await run(agate), 'upstream_protocol_error')],
+    ['the first event exceeds 4 MiB', { events: [{ raw: `data: ${'y'.repeat(4 * 1024 * 1024 + 16)}\n\n` }, { hold: true }] },
+      async (agate) => assertRunError(await run(agate), 'upstream_protocol_error', /4 MiB/)],
+    ['the client leaves before the first event', { mode: 'hang' }, async (agate, up) => {
+      const conn = await RawConn.connect(agate.port);
+      const n = up.requests.length;
+      await conn.write(buildRequest({ method: 'POST', path: RUN_PATH, headers: { 'Content-Type': 'application/json' }, body: runInput('x') }));
+      assert.ok(await up.waitRequests(n + 1, 3000), 'the trial reached the upstream');
+      conn.destroy();
+      assert.ok(await up.waitFor(() => up.requests[n].aborted, 2000), 'agate closed the trial\'s upstream request');
+    }],
+  ];
+  for (const [name, trialScript, trial] of cases) {
+    test(`${name}: the endpoint still recovers`, T, async (t) => {
+      let phase = 'fail';
+      const up = await useServer(t, {
+        script: () => (phase === 'fail' ? { mode: 'status', status: 500 } : phase === 'trial' ? trialScript : {}),
+      });
+      const agate = await useAgate(t, {
+        env: { AGATE_SHARDS: '1' },   // one shard, one breaker
+        config: proxyConfig({ endpoints: [up.url], breaker: { failures: 1, open: '300ms', half_open_trials: 1 } }),
+      });
+      assertHttpError(await run(agate), 502, 'upstream_failed');   // opens it
+      assertHttpError(await run(agate), 503, 'upstream_unavailable');
+      await sleep(400);
+      phase = 'trial';
+      await trial(agate, up);   // half-open: the one trial, ending without a result
+      assert.equal(up.requests.length, 2);
+      phase = 'ok';
+      // Its slot is back: the next run is admitted as a trial, succeeds and closes it.
+      const statuses = [];
+      for (let i = 0; i < 4; i++) statuses.push((await run(agate)).statusCode);
+      assert.deepEqual(statuses, [200, 200, 200, 200]);
+      assert.equal(up.requests.length, 2 + 4);
+      await waitFor(() => breakerLines(agate).length >= 3, 3000, 20);
+      await sleep(100);
+      assert.deepEqual(breakerLines(agate).map((l) => `${l.from}->${l.to}`), ['closed->open', 'open->half_open', 'half_open->closed']);
+      await stopClean(agate);
+    });
+  }
+});
+
 describe('validation', () => {
   // Each stream ends with RUN_FINISHED so that `validation: pass` relays it whole;
   // `at` is the index of the first event breaking the rules.
