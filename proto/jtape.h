@@ -97,8 +97,17 @@ static inline uint32_t jtape_count(const jtape_t *t, uint32_t i) { return t->nod
  * of duplicates), or 0 when there is none (0 is the root, never a member). */
 uint32_t jtape_get(jtape_t *t, uint32_t o, const char *key, size_t klen);
 
-/* A string's bytes, decoded; valid until the next parse. */
-const char *jtape_str(jtape_t *t, uint32_t i, size_t *len);
+/* A string's bytes, decoded; valid until the next parse. Inline for the common
+ * string without escapes, which is read where it lies in the input. */
+const char *jtape_str_decoded(jtape_t *t, uint32_t i, size_t *len);
+static inline const char *jtape_str(jtape_t *t, uint32_t i, size_t *len)
+{
+    const jtape_node_t *nd = &t->nodes[i];
+    if (__builtin_expect(nd->flags & JT_F_ESC, 0))
+        return jtape_str_decoded(t, i, len);
+    *len = nd->len;
+    return t->src + nd->off;
+}
 bool        jtape_str_eq(jtape_t *t, uint32_t i, const char *lit, size_t n);
 
 /* Number.isSafeInteger (and >= 0 when nonneg), on the number JSON.parse would

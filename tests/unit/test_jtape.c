@@ -103,6 +103,91 @@ static void test_reading(void **state)
     jtape_free(&t);
 }
 
+/* The string scan reads 16 bytes at a time, and within 16 bytes of the input's
+ * end loads the last 16 bytes instead: each special byte (quote, escape,
+ * non-ASCII, control, invalid UTF-8) is put at every offset around those
+ * block edges, in inputs shorter and longer than one block, and the tape
+ * must agree with jansson on acceptance and on the decoded string. */
+static void test_string_scan_edges(void **state)
+{
+    (void)state;
+    static const struct { const char *s; size_t n; } specials[] = {
+        { "\\\"", 2 }, { "\\\\", 2 }, { "\\n", 2 }, { "\\u00e9", 6 }, { "\\ud83d\\ude00", 12 },
+        { "\\u0000", 6 }, { "\\ud83d", 6 }, { "\\x", 2 }, { "\\", 1 }, { "\xc3\xa9", 2 },
+        { "\xe2\x82\xac\xe2\x82\xac", 6 }, { "\xf0\x9f\x98\x80", 4 }, { "\xc3", 1 },
+        { "\xff", 1 }, { "\xed\xa0\x80", 3 }, { "\x01", 1 }, { "\x1f", 1 }, { "\x7f", 1 },
+        { "\0", 1 }, { "\"", 1 }, { "", 0 },
+    };
+    jtape_t t = {0};
+    char buf[128];
+    for (size_t sp = 0; sp < sizeof specials / sizeof specials[0]; sp++)
+        for (size_t before = 0; before < 36; before++)
+            for (size_t after = 0; after < 20; after += 3)
+                for (int as_key = 0; as_key < 2; as_key++) {
+                    size_t n = 0;
+                    memcpy(buf + n, as_key ? "{\"" : "[\"", 2), n += 2;
+                    memset(buf + n, 'a', before), n += before;
+                    memcpy(buf + n, specials[sp].s, specials[sp].n), n += specials[sp].n;
+                    memset(buf + n, 'b', after), n += after;
+                    const char *close = as_key ? "\":1}" : "\"]";
+                    memcpy(buf + n, close, strlen(close)), n += strlen(close);
+                    agree(&t, buf, n);
+                    /* unterminated: the input ends inside the string */
+                    agree(&t, buf, 2 + before + specials[sp].n + after);
+
+                    json_t *j = json_loadb(buf, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+                    if (!j)
+                        continue;
+                    assert_int_equal(jtape_parse(&t, buf, n, 64, 0), 0);
+                    const char *want;
+                    size_t want_n, got_n;
+                    if (as_key) {
+                        want = json_object_iter_key(json_object_iter(j));
+                        want_n = strlen(want);
+                    } else {
+                        want = json_string_value(json_array_get(j, 0));
+                        want_n = json_string_length(json_array_get(j, 0));
+                    }
+                    const char *got = jtape_str(&t, 1, &got_n);
+                    assert_int_equal(got_n, want_n);
+                    assert_memory_equal(got, want, want_n);
+                    json_decref(j);
+                }
+    jtape_free(&t);
+}
+
+/* Containers are closed through links kept in the tape: siblings after a
+ * nested container, empty containers and whitespace everywhere keep the walk
+ * invariants (count, next) right. */
+static void test_nesting_walk(void **state)
+{
+    (void)state;
+    jtape_t t = {0};
+    const char *s = " { \"a\" : [ [ ] , { } , [ 1 , { \"b\" : null } ] ] , \"c\" : { } , \"d\" : 2 } ";
+    assert_int_equal(jtape_parse(&t, s, strlen(s), 64, 0), 0);
+    assert_int_equal(jtape_count(&t, 0), 3);
+    assert_int_equal(jtape_end(&t, 0), t.n);
+    uint32_t a = jtape_get(&t, 0, "a", 1);
+    assert_int_equal(jtape_kind(&t, a), JT_ARR);
+    assert_int_equal(jtape_count(&t, a), 3);
+    uint32_t e0 = a + 1, e1 = jtape_end(&t, e0), e2 = jtape_end(&t, e1);
+    assert_int_equal(jtape_kind(&t, e0), JT_ARR);
+    assert_int_equal(jtape_count(&t, e0), 0);
+    assert_int_equal(jtape_kind(&t, e1), JT_OBJ);
+    assert_int_equal(jtape_count(&t, e1), 0);
+    assert_int_equal(jtape_count(&t, e2), 2);
+    assert_int_equal(jtape_end(&t, e2), jtape_end(&t, a));
+    assert_int_equal(jtape_kind(&t, jtape_get(&t, e2 + 2, "b", 1)), JT_NULL);
+    assert_int_equal(jtape_kind(&t, jtape_get(&t, 0, "c", 1)), JT_OBJ);
+    int64_t v;
+    assert_true(jtape_safe_int(&t, jtape_get(&t, 0, "d", 1), true, &v));
+    assert_int_equal(v, 2);
+    /* a container's text is its brackets and what is between them */
+    assert_int_equal(t.nodes[e2].len, strlen("[ 1 , { \"b\" : null } ]"));
+    assert_int_equal(t.nodes[0].len, strlen(s) - 2);
+    jtape_free(&t);
+}
+
 static void test_depth(void **state)
 {
     (void)state;
@@ -122,6 +207,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agrees_with_jansson),
         cmocka_unit_test(test_reading),
+        cmocka_unit_test(test_string_scan_edges),
+        cmocka_unit_test(test_nesting_walk),
         cmocka_unit_test(test_depth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
