@@ -204,8 +204,9 @@ static int jt_real_ok(const unsigned char *s, size_t n)
     return isinf(d) ? -EINVAL : 0;
 }
 
-/* A number at s: its end in *out and JT_F_INT or 0 in *flags; -EINVAL, -ENOMEM. */
-static int jt_number(const unsigned char *s, const unsigned char *end,
+/* A number at s: its end in *out and JT_F_INT or 0 in *flags; -EINVAL, -ENOMEM.
+ * Out of line: it would take registers from the loop that strings need. */
+static __attribute__((noinline)) int jt_number(const unsigned char *s, const unsigned char *end,
                      const unsigned char **out, uint8_t *flags)
 {
     const unsigned char *start = s;
@@ -270,6 +271,19 @@ static __attribute__((noinline)) int jt_grow(jtape_t *t)
 
 static int jt_check_dups(jtape_t *t, uint32_t o);
 
+/* Moves *sp past whitespace and returns the byte there, 0 at the end. 0 is
+ * never a byte the grammar wants, so it fails wherever it is read. */
+static inline unsigned jt_next(const unsigned char **sp, const unsigned char *end)
+{
+    const unsigned char *s = *sp;
+    if (JT_UNLIKELY(s >= end))
+        return 0;
+    if (JT_LIKELY(*s > ' '))
+        return *s;
+    *sp = s = jt_ws(s, end);
+    return s < end ? *s : 0;
+}
+
 int jtape_parse(jtape_t *t, const char *src, size_t len, unsigned max_depth, unsigned flags)
 {
     t->src = src;
@@ -287,14 +301,11 @@ int jtape_parse(jtape_t *t, const char *src, size_t len, unsigned max_depth, uns
     const unsigned char *base = (const unsigned char *)src, *s = base, *end = base + len;
     jtape_node_t *nodes = t->nodes, *nd;
     uint32_t n = 0, cap = t->cap, cur = JT_ROOT;   /* cur: the innermost open container */
-    unsigned depth = 0;
+    unsigned depth = 0, c = jt_next(&s, end);      /* c: the byte at s, 0 at the end */
     uint8_t fl;
     int rc = -EINVAL;
 
-value:   /* a value starts at or after s */
-    s = jt_ws(s, end);
-    if (JT_UNLIKELY(s >= end))
-        goto out;
+value:   /* a value starts at s */
     if (JT_UNLIKELY(n == cap)) {
         if ((rc = jt_grow(t)))
             goto out;
@@ -304,9 +315,8 @@ value:   /* a value starts at or after s */
     }
     nd = &nodes[n];
     nd->off = (uint32_t)(s - base);
-    nd->aux = 0;
     nd->next = n + 1;
-    switch (*s) {
+    switch (c) {
     case '"': {
         fl = 0;
         const unsigned char *q = jt_string(s + 1, end, base, &fl, false);
@@ -322,13 +332,15 @@ value:   /* a value starts at or after s */
     case '{': case '[':
         if (depth >= max_depth)
             goto out;
-        nd->kind = *s == '{' ? JT_OBJ : JT_ARR;
+        nd->kind = c == '{' ? JT_OBJ : JT_ARR;
         nd->flags = 0;
+        nd->aux = 0;
         nd->next = cur;   /* the parent, until this one closes */
         cur = n++;
         depth++;
-        s = jt_ws(s + 1, end);
-        if (s < end && *s == (nd->kind == JT_OBJ ? '}' : ']')) {
+        s++;
+        c = jt_next(&s, end);
+        if (c == (nd->kind == JT_OBJ ? '}' : ']')) {
             s++;
             goto close;
         }
@@ -355,9 +367,11 @@ value:   /* a value starts at or after s */
         break;
     default: {
         const unsigned char *e;
-        if ((rc = jt_number(s, end, &e, &fl)))
+        int nrc = c ? jt_number(s, end, &e, &fl) : -EINVAL;
+        if (nrc) {
+            rc = nrc;
             goto out;
-        rc = -EINVAL;
+        }
         nd->kind = JT_NUM;
         nd->flags = fl;
         nd->len = (uint32_t)(e - s);
@@ -371,16 +385,15 @@ after:   /* a value ended just before s */
     if (cur == JT_ROOT)
         goto done;
     nodes[cur].aux++;
-    s = jt_ws(s, end);
-    if (JT_UNLIKELY(s >= end))
-        goto out;
-    if (*s == ',') {
-        s = jt_ws(s + 1, end);
+    c = jt_next(&s, end);
+    if (c == ',') {
+        s++;
+        c = jt_next(&s, end);
         if (nodes[cur].kind == JT_OBJ)
             goto key;
         goto value;
     }
-    if (*s != (nodes[cur].kind == JT_OBJ ? '}' : ']'))
+    if (c != (nodes[cur].kind == JT_OBJ ? '}' : ']'))
         goto out;
     s++;
 
@@ -402,7 +415,7 @@ close:   /* container cur ended just before s */
     goto after;
 
 key:   /* an object member's key starts at s */
-    if (JT_UNLIKELY(s >= end || *s != '"'))
+    if (JT_UNLIKELY(c != '"'))
         goto out;
     if (JT_UNLIKELY(n == cap)) {
         if ((rc = jt_grow(t)))
@@ -421,13 +434,13 @@ key:   /* an object member's key starts at s */
         nd->flags = fl;
         nd->off = (uint32_t)(s + 1 - base);
         nd->len = (uint32_t)(q - s - 1);
-        nd->aux = 0;
         nd->next = ++n;
-        s = jt_ws(q + 1, end);
+        s = q + 1;
     }
-    if (JT_UNLIKELY(s >= end || *s != ':'))
+    if (JT_UNLIKELY(jt_next(&s, end) != ':'))
         goto out;
     s++;
+    c = jt_next(&s, end);
     goto value;
 
 done:

@@ -32,7 +32,8 @@ typedef struct jtape_node {
     uint32_t off, len;   /* where its JSON text is in the input: a string's
                             bytes between the quotes, a container's brackets included */
     uint32_t next;       /* index just past this node's subtree */
-    uint32_t aux;        /* container: member count; decoded string: its length */
+    uint32_t aux;        /* container: member count; decoded string: its length;
+                            not set on other nodes */
 } jtape_node_t;
 
 typedef struct jtape {
@@ -61,8 +62,8 @@ void jtape_init(void);
  * when the thread exits. */
 jtape_t *jtape_thread(void);
 
-/* Equality of short byte strings without a call: keys and ids are mostly
- * 4 to 16 bytes, where libc's memcmp costs more than the compare. */
+/* Equality of short byte strings without a call: keys, ids and type names are
+ * mostly 4 to 32 bytes, where libc's memcmp costs more than the compare. */
 static inline bool jtape_bytes_eq(const char *a, const char *b, size_t n)
 {
     uint64_t x, y, x2, y2;
@@ -71,7 +72,14 @@ static inline bool jtape_bytes_eq(const char *a, const char *b, size_t n)
         __builtin_memcpy(&x2, a + n - 8, 8); __builtin_memcpy(&y2, b + n - 8, 8);
         if (x != y || x2 != y2)
             return false;
-        return n <= 16 || !__builtin_memcmp(a + 8, b + 8, n - 16);
+        if (n <= 16)
+            return true;
+        if (n > 32)
+            return !__builtin_memcmp(a + 8, b + 8, n - 16);
+        /* 17..32: the middle is covered by [8, 16) and [n - 16, n - 8) */
+        __builtin_memcpy(&x, a + 8, 8); __builtin_memcpy(&y, b + 8, 8);
+        __builtin_memcpy(&x2, a + n - 16, 8); __builtin_memcpy(&y2, b + n - 16, 8);
+        return x == y && x2 == y2;
     }
     if (n >= 4) {
         uint32_t u, v, u2, v2;

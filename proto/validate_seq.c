@@ -19,18 +19,40 @@
 
 static bool s_eq(vd_s_t a, const char *p, size_t n) { return a.n == n && !memcmp(a.p, p, n); }
 
+static inline uint64_t vd_load64(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+static inline uint64_t vd_load32(const char *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* The tail is read with overlapping loads rather than a memcpy of n % 8 bytes,
+ * which cost more than the rest of the hash; n is in the seed, so overlap
+ * cannot make two lengths collide more than chance. */
 static uint32_t vd_hash(int kind, uint32_t owner, const char *p, size_t n)
 {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ ((uint64_t)kind << 32 | owner) ^ ((uint64_t)n << 40);
-    for (; n >= 8; p += 8, n -= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
+    uint64_t w;
+    if (n > 8) {
+        const char *last = p + n - 8;
+        for (; p < last; p += 8) {
+            h = (h ^ vd_load64(p)) * 0xff51afd7ed558ccdull;
+            h ^= h >> 32;
+        }
+        w = vd_load64(last);
+    } else if (n >= 4) {
+        w = vd_load32(p) | vd_load32(p + n - 4) << 32;
+    } else {
+        const unsigned char *u = (const unsigned char *)p;
+        w = n ? (uint64_t)u[0] | (uint64_t)u[n / 2] << 8 | (uint64_t)u[n - 1] << 16 : 0;
     }
-    uint64_t w = 0;
-    if (n)
-        memcpy(&w, p, n);
     h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 29;
     return (uint32_t)h;
@@ -48,7 +70,7 @@ static int32_t vd_find(const validate_t *v, int kind, const char *p, size_t n, u
             return -1;
         const vd_ent_t *e = &v->ents[s - 1];
         if (e->hash == h && e->kind == kind && e->len == n &&
-            (kind != VK_STEP || e->owner == owner) && !memcmp(e->key, p, n))
+            (kind != VK_STEP || e->owner == owner) && jtape_bytes_eq(e->key, p, n))
             return (int32_t)(s - 1);
     }
 }
