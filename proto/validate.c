@@ -227,7 +227,8 @@ static const schema_field_t *const vd_events[AGUI_TYPE_COUNT] = {
 /* ---- reading an event ---------------------------------------------------------- */
 
 /* Every top-level key any event table names. An event's members are classified
- * once each (a hash on length and three bytes, then one compare) into bit sets:
+ * once each (a hash of its first and last 8 bytes, then a compare of the same
+ * two words: vd_dict_t) into bit sets:
  * the keys present, and those whose value is a string. Each type's table is
  * summed up in the same bits (required keys, string fields, fields that need
  * more than a kind test), so a typical event passes stage 1 on three mask
@@ -262,68 +263,100 @@ typedef struct vd_tsum {
     uint8_t  field[K_COUNT];      /* a deep key's index in the table */
 } vd_tsum_t;
 
-static uint8_t     vd_key_len[K_COUNT];
-static uint8_t     vd_key_slot[256];                            /* hash -> key + 1 */
-static uint8_t     vd_type_slot[256];                           /* hash -> type + 1 */
-static uint8_t     vd_field_key[AGUI_TYPE_COUNT][VD_FIELDS_MAX]; /* each table field's key */
+/* A name as two words: bytes [0, 8) and [n - 8, n) from 8 bytes on (they
+ * overlap below 16), the same with 4-byte halves from 4 to 7 bytes, and the
+ * first, middle and last byte below 4. With n, the words are the whole name
+ * up to 16 bytes, so a lookup loads each name once, hashes what it loaded and
+ * compares two words; only longer names compare their middle bytes too. */
+typedef struct vd_word {
+    uint64_t a, b;
+    uint32_t n;
+    uint8_t  id;
+} vd_word_t;
+
+typedef struct vd_dict {
+    const char *const *names;
+    uint8_t            slot[256];   /* hash -> index + 1 into w */
+    vd_word_t          w[64];
+} vd_dict_t;
+
+static inline uint64_t vd_ld64(const char *p) { uint64_t x; memcpy(&x, p, 8); return x; }
+static inline uint64_t vd_ld32(const char *p) { uint32_t x; memcpy(&x, p, 4); return x; }
+
+static inline void vd_words(const char *s, size_t n, uint64_t *a, uint64_t *b)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    if (n >= 8) {
+        *a = vd_ld64(s);
+        *b = vd_ld64(s + n - 8);
+    } else if (n >= 4) {
+        *a = vd_ld32(s) | vd_ld32(s + n - 4) << 32;
+        *b = 0;
+    } else {
+        *a = n ? (uint64_t)u[0] | (uint64_t)u[n / 2] << 8 | (uint64_t)u[n - 1] << 16 : 0;
+        *b = 0;
+    }
+}
+
+static inline unsigned vd_whash(uint64_t a, uint64_t b, size_t n)
+{
+    return (unsigned)(((a ^ (b >> 3) ^ n) * 0x9e3779b97f4a7c15ull) >> 56);
+}
+
+/* The id of s in d, or -1. */
+static inline __attribute__((always_inline)) int vd_lookup(const vd_dict_t *d, const char *s, size_t n)
+{
+    uint64_t a, b;
+    vd_words(s, n, &a, &b);
+    for (unsigned h = vd_whash(a, b, n);; h = (h + 1) & 255) {
+        unsigned k = d->slot[h];
+        if (!k)
+            return -1;
+        const vd_word_t *w = &d->w[k - 1];
+        if (w->a == a && w->b == b && w->n == n &&
+            (n <= 16 || jtape_bytes_eq(d->names[w->id] + 8, s + 8, n - 16)))
+            return w->id;
+    }
+}
+
+static void vd_dict_init(vd_dict_t *d, const char *const *names, int count)
+{
+    d->names = names;
+    for (int i = 0; i < count; i++) {
+        vd_word_t *w = &d->w[i];
+        w->n = (uint32_t)strlen(names[i]);
+        w->id = (uint8_t)i;
+        vd_words(names[i], w->n, &w->a, &w->b);
+        unsigned h = vd_whash(w->a, w->b, w->n);
+        while (d->slot[h])
+            h = (h + 1) & 255;
+        d->slot[h] = (uint8_t)(i + 1);
+    }
+}
+
+static vd_dict_t   vd_keys_dict, vd_types_dict;
 static const char *vd_type_name[AGUI_TYPE_COUNT];
-static uint8_t     vd_type_len[AGUI_TYPE_COUNT];
+static uint8_t     vd_field_key[AGUI_TYPE_COUNT][VD_FIELDS_MAX]; /* each table field's key */
 static vd_tsum_t   vd_tsum[AGUI_TYPE_COUNT];
 static pthread_once_t vd_once = PTHREAD_ONCE_INIT;
 
-static inline unsigned vd_hash8(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    return (unsigned)(n * 61 + u[0] * 7 + u[n / 2] * 3 + u[n - 1]) & 255;
-}
-
 /* The key id of s, or -1 for a key no event table names. */
-static inline int vd_key(const char *s, size_t n)
-{
-    if (!n)
-        return -1;
-    for (unsigned h = vd_hash8(s, n);; h = (h + 1) & 255) {
-        unsigned k = vd_key_slot[h];
-        if (!k)
-            return -1;
-        if (vd_key_len[k - 1] == n && jtape_bytes_eq(vd_key_name[k - 1], s, n))
-            return (int)k - 1;
-    }
-}
+static inline int vd_key(const char *s, size_t n) { return vd_lookup(&vd_keys_dict, s, n); }
 
-/* agui_type_from_name by hash: one compare for a known type. */
+/* agui_type_from_name, by hash. */
 static inline agui_type_t vd_type(const char *s, size_t n)
 {
-    if (!n)
-        return AGUI_TYPE_COUNT;
-    for (unsigned h = vd_hash8(s, n);; h = (h + 1) & 255) {
-        unsigned k = vd_type_slot[h];
-        if (!k)
-            return AGUI_TYPE_COUNT;
-        if (vd_type_len[k - 1] == n && jtape_bytes_eq(vd_type_name[k - 1], s, n))
-            return (agui_type_t)(k - 1);
-    }
-}
-
-static void vd_slot_add(uint8_t *slots, const char *s, size_t n, int id)
-{
-    unsigned h = vd_hash8(s, n);
-    while (slots[h])
-        h = (h + 1) & 255;
-    slots[h] = (uint8_t)(id + 1);
+    int t = vd_lookup(&vd_types_dict, s, n);
+    return t < 0 ? AGUI_TYPE_COUNT : (agui_type_t)t;
 }
 
 static void vd_init_once(void)
 {
-    for (int t = 0; t < AGUI_TYPE_COUNT; t++) {
+    _Static_assert(AGUI_TYPE_COUNT <= 64 && K_COUNT <= 64, "names fit vd_dict_t");
+    for (int t = 0; t < AGUI_TYPE_COUNT; t++)
         vd_type_name[t] = agui_type_name((agui_type_t)t);
-        vd_type_len[t] = (uint8_t)strlen(vd_type_name[t]);
-        vd_slot_add(vd_type_slot, vd_type_name[t], vd_type_len[t], t);
-    }
-    for (int k = 0; k < K_COUNT; k++) {
-        vd_key_len[k] = (uint8_t)strlen(vd_key_name[k]);
-        vd_slot_add(vd_key_slot, vd_key_name[k], vd_key_len[k], k);
-    }
+    vd_dict_init(&vd_types_dict, vd_type_name, AGUI_TYPE_COUNT);
+    vd_dict_init(&vd_keys_dict, vd_key_name, K_COUNT);
     for (int t = 0; t < AGUI_TYPE_COUNT; t++) {
         int i = 0;
         vd_tsum_t *ts = &vd_tsum[t];
