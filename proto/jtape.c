@@ -142,9 +142,10 @@ jt_str_special(const unsigned char *s, const unsigned char *end, uint8_t *flags,
 static inline unsigned jt_special16(__m128i x)
 {
     const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), sp = _mm_set1_epi8(0x20);
-    /* signed: bytes >= 0x80 are negative, so one compare finds them and controls */
+    /* signed: bytes >= 0x80 are negative, so one compare finds them and controls
+     * (written as sp > x: gcc turns x < sp into two instructions) */
     __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, q), _mm_cmpeq_epi8(x, b)),
-                             _mm_cmplt_epi8(x, sp));
+                             _mm_cmpgt_epi8(sp, x));
     return (unsigned)_mm_movemask_epi8(m);
 }
 #endif
@@ -593,7 +594,7 @@ static uint32_t jt_hash(const char *p, size_t n)
     return h;
 }
 
-static int jt_check_dups(jtape_t *t, uint32_t o)
+static __attribute__((noinline)) int jt_check_dups(jtape_t *t, uint32_t o)
 {
     uint32_t count = t->nodes[o].aux, end = t->nodes[o].next;
     if (count <= 8) {
@@ -637,13 +638,13 @@ static int jt_check_dups(jtape_t *t, uint32_t o)
 static pthread_once_t jt_once = PTHREAD_ONCE_INIT;
 static pthread_key_t  jt_key;
 static bool           jt_key_ok;
-static __thread jtape_t *jt_tls;
+__thread jtape_t *jtape_tls_;
 
 static void jt_destroy(void *p)
 {
     jtape_t *t = p;
-    if (jt_tls == t)
-        jt_tls = NULL;
+    if (jtape_tls_ == t)
+        jtape_tls_ = NULL;
     jtape_free(t);
     free(t);
 }
@@ -658,9 +659,9 @@ void jtape_init(void)
     pthread_once(&jt_once, jt_init);
 }
 
-jtape_t *jtape_thread(void)
+jtape_t *jtape_thread_new(void)
 {
-    jtape_t *t = jt_tls;
+    jtape_t *t = jtape_tls_;
     if (t)
         return t;
     pthread_once(&jt_once, jt_init);
@@ -670,6 +671,6 @@ jtape_t *jtape_thread(void)
         free(t);
         return NULL;
     }
-    jt_tls = t;
+    jtape_tls_ = t;
     return t;
 }

@@ -59,8 +59,14 @@ void jtape_free(jtape_t *t);
 void jtape_init(void);
 
 /* The calling thread's tape, made on first use (NULL without memory). Freed
- * when the thread exits. */
-jtape_t *jtape_thread(void);
+ * when the thread exits. Inline: once made, one thread-local load. */
+jtape_t *jtape_thread_new(void);           /* the first call's path */
+extern __thread jtape_t *jtape_tls_;       /* jtape_thread's cache; nothing else reads it */
+static inline jtape_t *jtape_thread(void)
+{
+    jtape_t *t = jtape_tls_;
+    return __builtin_expect(t != NULL, 1) ? t : jtape_thread_new();
+}
 
 /* Equality of short byte strings without a call: keys, ids and type names are
  * mostly 4 to 32 bytes, where libc's memcmp costs more than the compare. */
