@@ -63,6 +63,12 @@ static int32_t vd_find(const validate_t *v, int kind, const char *p, size_t n, u
 {
     if (!v->n_slots || owner == VD_NO_OWNER)
         return -1;
+    if (v->newest) {   /* checked without hashing */
+        const vd_ent_t *e = &v->ents[v->newest - 1];
+        if (e->kind == kind && e->len == n && (kind != VK_STEP || e->owner == owner) &&
+            jtape_bytes_eq(e->key, p, n))
+            return (int32_t)(v->newest - 1);
+    }
     uint32_t h = vd_hash(kind, owner, p, n), mask = v->n_slots - 1;
     for (uint32_t i = h & mask;; i = (i + 1) & mask) {
         uint32_t s = v->slots[i];
@@ -156,6 +162,7 @@ static int vd_add(validate_t *v, int kind, const char *p, size_t n, uint32_t own
     v->ents[v->n_ents] = (vd_ent_t){ .key = key, .len = (uint32_t)n, .hash = h, .owner = owner,
                                      .kind = (uint8_t)kind };
     v->id_bytes += n;
+    v->newest = v->n_ents + 1;
     *out = (int32_t)v->n_ents++;
     return 0;
 }
@@ -229,7 +236,7 @@ static vd_s_t vd_owner_tag(const validate_t *v, uint32_t owner)
 static void vd_reset_run(validate_t *v)
 {
     assert(v->n_open[VO_LANE] == 0);   /* run events close every lane first */
-    v->n_ents = 0;
+    v->n_ents = v->newest = 0;
     if (v->slots)
         memset(v->slots, 0, v->n_slots * sizeof *v->slots);
     while (v->chunks && v->chunks->next) {
