@@ -254,7 +254,8 @@ static __attribute__((noinline)) int jt_number(const unsigned char *s, const uns
 }
 
 /* true, false, null: the literal is all of lit, and lit[0] is already known. */
-static inline bool jt_lit(const unsigned char *s, const unsigned char *end, const char *lit, size_t n)
+static inline bool jt_lit(const unsigned char *s, const unsigned char *end, const char *lit,
+                          size_t n)
 {
     return (size_t)(end - s) >= n && !memcmp(s, lit, n);
 }
@@ -301,18 +302,16 @@ int jtape_parse(jtape_t *t, const char *src, size_t len, unsigned max_depth, uns
     }
     const unsigned char *base = (const unsigned char *)src, *s = base, *end = base + len;
     jtape_node_t *nodes = t->nodes, *nd;
-    uint32_t n = 0, cap = t->cap, cur = JT_ROOT;   /* cur: the innermost open container */
+    uint32_t n = 0, cur = JT_ROOT;   /* cur: the innermost open container */
     unsigned depth = 0, c = jt_next(&s, end);      /* c: the byte at s, 0 at the end */
     uint8_t fl;
-    int rc = -EINVAL;
+    int rc;
 
 value:   /* a value starts at s */
-    if (JT_UNLIKELY(n == cap)) {
+    if (JT_UNLIKELY(n == t->cap)) {
         if ((rc = jt_grow(t)))
-            goto out;
+            goto fail;
         nodes = t->nodes;
-        cap = t->cap;
-        rc = -EINVAL;
     }
     nd = &nodes[n];
     nd->off = (uint32_t)(s - base);
@@ -322,7 +321,7 @@ value:   /* a value starts at s */
         fl = 0;
         const unsigned char *q = jt_string(s + 1, end, base, &fl, false);
         if (!q)
-            goto out;
+            goto bad;
         nd->kind = JT_STR;
         nd->flags = fl;
         nd->off++;
@@ -332,7 +331,7 @@ value:   /* a value starts at s */
     }
     case '{': case '[':
         if (depth >= max_depth)
-            goto out;
+            goto bad;
         nd->kind = c == '{' ? JT_OBJ : JT_ARR;
         nd->flags = 0;
         nd->aux = 0;
@@ -350,29 +349,28 @@ value:   /* a value starts at s */
         goto value;
     case 't':
         if (!jt_lit(s, end, "true", 4))
-            goto out;
+            goto bad;
         nd->kind = JT_TRUE, nd->flags = 0, nd->len = 4;
         s += 4;
         break;
     case 'f':
         if (!jt_lit(s, end, "false", 5))
-            goto out;
+            goto bad;
         nd->kind = JT_FALSE, nd->flags = 0, nd->len = 5;
         s += 5;
         break;
     case 'n':
         if (!jt_lit(s, end, "null", 4))
-            goto out;
+            goto bad;
         nd->kind = JT_NULL, nd->flags = 0, nd->len = 4;
         s += 4;
         break;
     default: {
         const unsigned char *e;
-        int nrc = c ? jt_number(s, end, &e, &fl) : -EINVAL;
-        if (nrc) {
-            rc = nrc;
-            goto out;
-        }
+        if (!c)
+            goto bad;
+        if ((rc = jt_number(s, end, &e, &fl)))
+            goto fail;
         nd->kind = JT_NUM;
         nd->flags = fl;
         nd->len = (uint32_t)(e - s);
@@ -395,7 +393,7 @@ after:   /* a value ended just before s */
         goto value;
     }
     if (c != (nodes[cur].kind == JT_OBJ ? '}' : ']'))
-        goto out;
+        goto bad;
     s++;
 
 close:   /* container cur ended just before s */
@@ -409,7 +407,6 @@ close:   /* container cur ended just before s */
             t->n = n;
             if ((rc = jt_check_dups(t, cur)))
                 return rc;
-            rc = -EINVAL;
         }
         cur = parent;
     }
@@ -417,19 +414,17 @@ close:   /* container cur ended just before s */
 
 key:   /* an object member's key starts at s */
     if (JT_UNLIKELY(c != '"'))
-        goto out;
-    if (JT_UNLIKELY(n == cap)) {
+        goto bad;
+    if (JT_UNLIKELY(n == t->cap)) {
         if ((rc = jt_grow(t)))
-            goto out;
+            goto fail;
         nodes = t->nodes;
-        cap = t->cap;
-        rc = -EINVAL;
     }
     {
         fl = 0;
         const unsigned char *q = jt_string(s + 1, end, base, &fl, true);
         if (!q)
-            goto out;
+            goto bad;
         nd = &nodes[n];
         nd->kind = JT_STR;
         nd->flags = fl;
@@ -439,15 +434,17 @@ key:   /* an object member's key starts at s */
         s = q + 1;
     }
     if (JT_UNLIKELY(jt_next(&s, end) != ':'))
-        goto out;
+        goto bad;
     s++;
     c = jt_next(&s, end);
     goto value;
 
 done:
-    s = jt_ws(s, end);
-    rc = s == end ? 0 : -EINVAL;
-out:
+    t->n = n;
+    return jt_ws(s, end) == end ? 0 : -EINVAL;
+bad:
+    rc = -EINVAL;
+fail:
     t->n = n;
     return rc;
 }

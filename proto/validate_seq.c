@@ -886,7 +886,7 @@ int vd_sequence(validate_t *v, const vd_ev_t *e, vd_msg_t *m)
     case AGUI_SUBAGENT_STARTED:
         break;
     default:   /* an explicit event (or a subagent's end) ends its own lane's stream */
-        if ((li = vx_lane_at(v, vd_owner_find(v, e->tag))) >= 0)
+        if (v->n_open[VO_LANE] && (li = vx_lane_at(v, vd_owner_find(v, e->tag))) >= 0)
             rc = vx_close(v, (uint32_t)li, e->type, m);
         break;
     }
