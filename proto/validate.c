@@ -401,7 +401,8 @@ static inline void vd_read_keys(jtape_t *t, vd_keys_t *ks)
     for (uint32_t k = 1, end = nd[0].next; k < end; k = nd[k + 1].next) {
         size_t n;
         const char *name = jtape_str(t, k, &n);
-        int id = vd_key(name, n);
+        /* every event has a type, mostly first: no hashing for it */
+        int id = n == 4 && vd_ld32(name) == vd_ld32("type") ? K_TYPE : vd_key(name, n);
         if (id < 0)
             continue;
         uint64_t bit = VD_BIT(id);

@@ -59,16 +59,11 @@ static uint32_t vd_hash(int kind, uint32_t owner, const char *p, size_t n)
 }
 
 /* The entry for (kind, id), and for steps (kind, owner, name); -1 when none. */
-static int32_t vd_find(const validate_t *v, int kind, const char *p, size_t n, uint32_t owner)
+static int32_t vd_find_hashed(const validate_t *v, int kind, const char *p, size_t n,
+                              uint32_t owner)
 {
     if (!v->n_slots || owner == VD_NO_OWNER)
         return -1;
-    if (v->newest) {   /* checked without hashing */
-        const vd_ent_t *e = &v->ents[v->newest - 1];
-        if (e->kind == kind && e->len == n && (kind != VK_STEP || e->owner == owner) &&
-            jtape_bytes_eq(e->key, p, n))
-            return (int32_t)(v->newest - 1);
-    }
     uint32_t h = vd_hash(kind, owner, p, n), mask = v->n_slots - 1;
     for (uint32_t i = h & mask;; i = (i + 1) & mask) {
         uint32_t s = v->slots[i];
@@ -79,6 +74,21 @@ static int32_t vd_find(const validate_t *v, int kind, const char *p, size_t n, u
             (kind != VK_STEP || e->owner == owner) && jtape_bytes_eq(e->key, p, n))
             return (int32_t)(s - 1);
     }
+}
+
+/* The same, trying first without hashing the entry added last: a stream's
+ * events mostly name what was just started (entries are unique, so a match
+ * there is the match; no entry has owner VD_NO_OWNER). */
+static inline int32_t vd_find(const validate_t *v, int kind, const char *p, size_t n,
+                              uint32_t owner)
+{
+    if (v->newest) {
+        const vd_ent_t *e = &v->ents[v->newest - 1];
+        if (e->kind == kind && e->len == n && (kind != VK_STEP || e->owner == owner) &&
+            jtape_bytes_eq(e->key, p, n))
+            return (int32_t)(v->newest - 1);
+    }
+    return vd_find_hashed(v, kind, p, n, owner);
 }
 
 static int32_t vd_find_s(const validate_t *v, int kind, vd_s_t id)
