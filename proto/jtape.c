@@ -273,6 +273,17 @@ static __attribute__((noinline)) int jt_grow(jtape_t *t)
 
 static int jt_check_dups(jtape_t *t, uint32_t o);
 
+/* A string node for the bytes between first and the closing quote q. */
+static inline void jt_str_node(jtape_node_t *nd, uint32_t next, const unsigned char *base,
+                               const unsigned char *first, const unsigned char *q, uint8_t fl)
+{
+    nd->kind = JT_STR;
+    nd->flags = fl;
+    nd->off = (uint32_t)(first - base);
+    nd->len = (uint32_t)(q - first);
+    nd->next = next;
+}
+
 /* Moves *sp past whitespace and returns the byte there, 0 at the end. 0 is
  * never a byte the grammar wants, so it fails wherever it is read. */
 static inline unsigned jt_next(const unsigned char **sp, const unsigned char *end)
@@ -322,10 +333,7 @@ value:   /* a value starts at s */
         const unsigned char *q = jt_string(s + 1, end, base, &fl, false);
         if (!q)
             goto bad;
-        nd->kind = JT_STR;
-        nd->flags = fl;
-        nd->off++;
-        nd->len = (uint32_t)(q - s - 1);
+        jt_str_node(nd, n + 1, base, s + 1, q, fl);
         s = q + 1;
         break;
     }
@@ -415,7 +423,7 @@ close:   /* container cur ended just before s */
 key:   /* an object member's key starts at s */
     if (JT_UNLIKELY(c != '"'))
         goto bad;
-    if (JT_UNLIKELY(n == t->cap)) {
+    if (JT_UNLIKELY(t->cap - n < 2)) {   /* room for the key and a string value */
         if ((rc = jt_grow(t)))
             goto fail;
         nodes = t->nodes;
@@ -425,13 +433,21 @@ key:   /* an object member's key starts at s */
         const unsigned char *q = jt_string(s + 1, end, base, &fl, true);
         if (!q)
             goto bad;
-        nd = &nodes[n];
-        nd->kind = JT_STR;
-        nd->flags = fl;
-        nd->off = (uint32_t)(s + 1 - base);
-        nd->len = (uint32_t)(q - s - 1);
-        nd->next = ++n;
+        jt_str_node(&nodes[n], n + 1, base, s + 1, q, fl);
+        n++;
         s = q + 1;
+    }
+    /* Compact JSON's "key":"string", the commonest member, without the
+     * whitespace skips and the dispatch of value. */
+    if (end - s >= 2 && s[0] == ':' && s[1] == '"') {
+        fl = 0;
+        const unsigned char *q = jt_string(s + 2, end, base, &fl, false);
+        if (!q)
+            goto bad;
+        jt_str_node(&nodes[n], n + 1, base, s + 2, q, fl);
+        n++;
+        s = q + 1;
+        goto after;
     }
     if (JT_UNLIKELY(jt_next(&s, end) != ':'))
         goto bad;

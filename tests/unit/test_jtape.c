@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -26,8 +27,12 @@ static bool jansson_accepts(const char *s, size_t n, bool dups)
     return j != NULL;
 }
 
-static void agree(jtape_t *t, const char *s, size_t n)
+static void agree(jtape_t *t, const char *in, size_t n)
 {
+    /* an exact-size copy: under ASan, a read past n is a report */
+    char *s = malloc(n ? n : 1);
+    assert_non_null(s);
+    memcpy(s, in, n);
     for (int dups = 0; dups < 2; dups++) {
         int rc = jtape_parse(t, s, n, 64, dups ? JTAPE_REJECT_DUPLICATES : 0);
         bool want = jansson_accepts(s, n, dups);
@@ -35,6 +40,7 @@ static void agree(jtape_t *t, const char *s, size_t n)
             fail_msg("jtape %s, jansson %s (dups %d): %.*s", rc ? "refuses" : "accepts",
                      want ? "accepts" : "refuses", dups, (int)n, s);
     }
+    free(s);
 }
 
 static void test_agrees_with_jansson(void **state)
@@ -107,7 +113,9 @@ static void test_reading(void **state)
  * end loads the last 16 bytes instead: each special byte (quote, escape,
  * non-ASCII, control, invalid UTF-8) is put at every offset around those
  * block edges, in inputs shorter and longer than one block, and the tape
- * must agree with jansson on acceptance and on the decoded string. */
+ * must agree with jansson on acceptance and on the decoded string. The
+ * string is an array element, a key, or a compact member's value (read by
+ * the "key":"value" fast path), and every shape is also cut short. */
 static void test_string_scan_edges(void **state)
 {
     (void)state;
@@ -123,17 +131,20 @@ static void test_string_scan_edges(void **state)
     for (size_t sp = 0; sp < sizeof specials / sizeof specials[0]; sp++)
         for (size_t before = 0; before < 36; before++)
             for (size_t after = 0; after < 20; after += 3)
-                for (int as_key = 0; as_key < 2; as_key++) {
-                    size_t n = 0;
-                    memcpy(buf + n, as_key ? "{\"" : "[\"", 2), n += 2;
+                for (int shape = 0; shape < 3; shape++) {
+                    static const char *const opens[] = { "[\"", "{\"", "{\"k\":\"" };
+                    static const char *const closes[] = { "\"]", "\":1}", "\"}" };
+                    size_t n = 0, open_n = strlen(opens[shape]);
+                    bool as_key = shape == 1;
+                    memcpy(buf + n, opens[shape], open_n), n += open_n;
                     memset(buf + n, 'a', before), n += before;
                     memcpy(buf + n, specials[sp].s, specials[sp].n), n += specials[sp].n;
                     memset(buf + n, 'b', after), n += after;
-                    const char *close = as_key ? "\":1}" : "\"]";
-                    memcpy(buf + n, close, strlen(close)), n += strlen(close);
+                    memcpy(buf + n, closes[shape], strlen(closes[shape])), n += strlen(closes[shape]);
                     agree(&t, buf, n);
-                    /* unterminated: the input ends inside the string */
-                    agree(&t, buf, 2 + before + specials[sp].n + after);
+                    /* cut short: the input ends inside the string, or just after it */
+                    for (size_t cut = open_n + before; cut < n; cut++)
+                        agree(&t, buf, cut);
 
                     json_t *j = json_loadb(buf, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
                     if (!j)
@@ -141,18 +152,66 @@ static void test_string_scan_edges(void **state)
                     assert_int_equal(jtape_parse(&t, buf, n, 64, 0), 0);
                     const char *want;
                     size_t want_n, got_n;
+                    json_t *str = shape == 0 ? json_array_get(j, 0) : json_object_get(j, "k");
                     if (as_key) {
                         want = json_object_iter_key(json_object_iter(j));
                         want_n = strlen(want);
                     } else {
-                        want = json_string_value(json_array_get(j, 0));
-                        want_n = json_string_length(json_array_get(j, 0));
+                        want = json_string_value(str);
+                        want_n = json_string_length(str);
                     }
-                    const char *got = jtape_str(&t, 1, &got_n);
+                    const char *got = jtape_str(&t, shape == 2 ? 2 : 1, &got_n);
                     assert_int_equal(got_n, want_n);
                     assert_memory_equal(got, want, want_n);
                     json_decref(j);
                 }
+    jtape_free(&t);
+}
+
+/* Members with and without whitespace around ':' and ',', with string and
+ * other values, read the same (the compact "key":"value" form has a path of
+ * its own). */
+static void test_member_forms(void **state)
+{
+    (void)state;
+    static const char *const forms[] = {
+        "{\"a\":\"x\",\"b\":\"yy\",\"c\":[\"z\"]}",
+        "{\"a\": \"x\", \"b\": \"yy\", \"c\": [\"z\"]}",
+        "{\"a\" :\"x\" ,\"b\"\t:\n\"yy\",\"c\":[ \"z\" ]}",
+        "{ \"a\":\"x\",\"b\":\"yy\",\"c\":[\"z\"] }",
+    };
+    jtape_t t = {0};
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        agree(&t, forms[i], strlen(forms[i]));
+        assert_int_equal(jtape_parse(&t, forms[i], strlen(forms[i]), 64, 0), 0);
+        assert_int_equal(jtape_count(&t, 0), 3);
+        assert_true(jtape_str_eq(&t, jtape_get(&t, 0, "a", 1), "x", 1));
+        assert_true(jtape_str_eq(&t, jtape_get(&t, 0, "b", 1), "yy", 2));
+        uint32_t c = jtape_get(&t, 0, "c", 1);
+        assert_int_equal(jtape_count(&t, c), 1);
+        assert_true(jtape_str_eq(&t, c + 1, "z", 1));
+        assert_int_equal(jtape_end(&t, 0), t.n);
+    }
+    static const char *const bad[] = {
+        "{\"a\":\"x\"", "{\"a\":\"x", "{\"a\":\"", "{\"a\":", "{\"a\"", "{\"a\":\"x\",}",
+        "{\"a\":\"x\"\"b\":\"y\"}", "{\"a\":\"x\",\"b\"}", "{\"a\"\"x\"}", "{\"a\":\"x\"]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        agree(&t, bad[i], strlen(bad[i]));
+        assert_int_equal(jtape_parse(&t, bad[i], strlen(bad[i]), 64, 0), -EINVAL);
+    }
+    /* enough members to grow the node array from inside the compact path */
+    char big[8192];
+    size_t n = 0;
+    big[n++] = '{';
+    for (int k = 0; k < 300; k++)
+        n += (size_t)snprintf(big + n, sizeof big - n, "%s\"k%d\":\"v%d\"", k ? "," : "", k, k);
+    big[n++] = '}';
+    jtape_t fresh = {0};
+    assert_int_equal(jtape_parse(&fresh, big, n, 64, 0), 0);
+    assert_int_equal(jtape_count(&fresh, 0), 300);
+    assert_true(jtape_str_eq(&fresh, jtape_get(&fresh, 0, "k299", 4), "v299", 4));
+    jtape_free(&fresh);
     jtape_free(&t);
 }
 
@@ -208,6 +267,7 @@ int main(void)
         cmocka_unit_test(test_agrees_with_jansson),
         cmocka_unit_test(test_reading),
         cmocka_unit_test(test_string_scan_edges),
+        cmocka_unit_test(test_member_forms),
         cmocka_unit_test(test_nesting_walk),
         cmocka_unit_test(test_depth),
     };
