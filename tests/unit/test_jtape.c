@@ -63,6 +63,11 @@ static void test_agrees_with_jansson(void **state)
         agree(&t, cases[i], strlen(cases[i]));
     /* a raw NUL inside a string, and a long object for the hashed duplicate check */
     agree(&t, "\"a\0b\"", 5);
+    /* jansson's one quirk: it skips a NUL right after a number or literal; the
+     * tape refuses it, as JSON.parse does (fuzz_canon.c, fuzz_validate.c) */
+    assert_int_equal(jtape_parse(&t, "1\0", 2, 64, 0), -EINVAL);
+    assert_int_equal(jtape_parse(&t, "[true\0]", 7, 64, 0), -EINVAL);
+    assert_int_equal(jtape_parse(&t, "{\"a\":1\0}", 8, 64, 0), -EINVAL);
     char big[2048];
     size_t n = 0;
     big[n++] = '{';
