@@ -51,7 +51,7 @@ ASAN_LIBS   := $(LIBS)
 # Keep intermediate objects (llhttp, fuzz) between runs.
 .SECONDARY:
 
-.PHONY: all run test unit integration fuzz bench deps test-deps bench-deps clean check-warnings
+.PHONY: all run test unit integration fuzz bench deps test-deps bench-deps clean check-warnings validate-instr
 all: build/agate
 
 # --- dependencies ------------------------------------------------------------
@@ -161,6 +161,19 @@ bench: bench-deps
 build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
 	@mkdir -p $(@D)
 	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(WARN) -Wno-missing-prototypes bench/ratelimit_bench.c core/ratelimit.c -lpthread -o $@
+
+# The event validator alone (bench/validate_bench.c): ns per event, and with
+# `make validate-instr` instructions per event under callgrind (any machine load).
+VB_SRCS := bench/validate_bench.c proto/validate.c proto/validate_seq.c proto/schema.c \
+           proto/jtape.c proto/runinput.c proto/agui.c proto/json.c core/buf.c
+build/validate_bench: $(VB_SRCS) $(wildcard proto/*.h)
+	@mkdir -p $(@D)
+	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(VB_SRCS) -ljansson -lpthread -lm -o $@
+build/validate_bench_instr: $(VB_SRCS) $(wildcard proto/*.h)
+	@mkdir -p $(@D)
+	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -DRUNS=500 -DROUNDS=1 -I. $(VB_SRCS) -ljansson -lpthread -lm -o $@
+validate-instr: build/validate_bench_instr
+	$(Q)bench/validate_instr.sh build/validate_bench_instr
 
 # WebSocket load generator for bench/run.sh's ws case.
 build/wsload: bench/wsload.c

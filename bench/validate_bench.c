@@ -31,8 +31,12 @@
 #endif
 
 #define EVENTS 44
+#ifndef RUNS        /* -DRUNS=500 -DROUNDS=1 for callgrind (make validate-instr) */
 #define RUNS   20000
+#endif
+#ifndef ROUNDS
 #define ROUNDS 7
+#endif
 
 static char  *ev[EVENTS];
 static size_t len[EVENTS];
@@ -70,7 +74,7 @@ static void make_events(void)
         len[i] = strlen(ev[i]);
 }
 
-static double bench_validate(void)
+__attribute__((noinline)) static double bench_validate(void)
 {
     char msg[VALIDATE_MSG_MAX];
     agui_type_t type;

@@ -8,14 +8,21 @@
  * yajl with no-op callbacks costs more than this whole validator (see the
  * numbers there), jansson's json_loadb + json_decref about 10x more.
  *
+ * Shape. One loop with gotos instead of a recursive descent: the position, the
+ * node array and its length stay in registers, and the open containers are
+ * chained through the tape itself (an open container's `next` holds its
+ * parent's index until it closes), so nesting needs no stack of its own.
+ *
  * Invariants. Strings are scanned 16 bytes at a time for '"', '\\', control
- * bytes and non-ASCII (one signed compare finds both); non-ASCII is then checked
- * as strict UTF-8, as jansson does (no overlongs, surrogates or > U+10FFFF).
- * Escapes are checked when scanned and decoded only when a string is read; a
- * decoded string goes to the scratch area at its own input offset (decoding
- * never lengthens), so strings never overlap and decoding never moves earlier
- * results. Numbers are checked for the
- * one thing beyond syntax jansson refuses, a real that overflows a double
+ * bytes and non-ASCII (one signed compare finds both); within 16 bytes of the
+ * end the last 16 bytes of the input are loaded instead and the bytes before
+ * the position shifted out, so short strings at the end never fall back to a
+ * byte loop. Non-ASCII is checked as strict UTF-8, as jansson does (no
+ * overlongs, surrogates or > U+10FFFF). Escapes are checked when scanned and
+ * decoded only when a string is read; a decoded string goes to the scratch
+ * area at its own input offset (decoding never lengthens), so strings never
+ * overlap and decoding never moves earlier results. Numbers are checked for
+ * the one thing beyond syntax jansson refuses, a real that overflows a double
  * (integers past int64 are re-read as reals, as the callers' retry does). */
 #include "proto/jtape.h"
 
@@ -29,37 +36,14 @@
 #include <emmintrin.h>
 #endif
 
-typedef struct jt_p {
-    jtape_t             *t;
-    const unsigned char *s, *end;
-    unsigned             max_depth;
-    unsigned             flags;
-} jt_p_t;
-
-static int jt_push(jt_p_t *p, uint8_t kind, const unsigned char *at, uint32_t len, uint8_t flags)
-{
-    jtape_t *t = p->t;
-    if (t->n == t->cap) {
-        uint32_t cap = t->cap ? t->cap * 2 : 64;
-        jtape_node_t *nn = realloc(t->nodes, cap * sizeof *nn);
-        if (!nn)
-            return -ENOMEM;
-        t->nodes = nn;
-        t->cap = cap;
-    }
-    jtape_node_t *nd = &t->nodes[t->n];
-    nd->kind = kind;
-    nd->flags = flags;
-    nd->off = (uint32_t)(at - (const unsigned char *)t->src);
-    nd->len = len;
-    nd->aux = 0;
-    nd->next = ++t->n;
-    return 0;
-}
+#define JT_LIKELY(x)   __builtin_expect(!!(x), 1)
+#define JT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define JT_ROOT        UINT32_MAX   /* the parent "index" of the root container */
 
 static inline const unsigned char *jt_ws(const unsigned char *s, const unsigned char *end)
 {
-    while (s < end && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t'))
+    /* Compact JSON has no whitespace: one compare decides the common case. */
+    while (s < end && *s <= ' ' && (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t'))
         s++;
     return s;
 }
@@ -109,77 +93,102 @@ static size_t jt_utf8(const unsigned char *s, const unsigned char *end)
     return n;
 }
 
-/* After the opening quote. Leaves p->s after the closing quote. */
-static int jt_string(jt_p_t *p, bool key)
+/* One byte inside a string the fast scan stopped at that is not the closing
+ * quote: an escape, a non-ASCII sequence or a control byte. Returns where the
+ * scan resumes, or NULL when the string is invalid. Out of line: rare. */
+static __attribute__((noinline)) const unsigned char *
+jt_str_special(const unsigned char *s, const unsigned char *end, uint8_t *flags, bool key)
 {
-    const unsigned char *s = p->s, *end = p->end, *start = s;
-    uint8_t flags = 0;
-    for (;;) {
-#ifdef __SSE2__
-        const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), sp = _mm_set1_epi8(0x20);
-        while (end - s >= 16) {
-            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
-            /* signed: bytes >= 0x80 are negative, so one compare finds them and controls */
-            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, q), _mm_cmpeq_epi8(x, b)),
-                                     _mm_cmplt_epi8(x, sp));
-            unsigned mask = (unsigned)_mm_movemask_epi8(m);
-            if (mask) {
-                s += __builtin_ctz(mask);
-                goto special;
-            }
-            s += 16;
-        }
-#endif
-        while (s < end && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
-            s++;
-#ifdef __SSE2__
-special:
-#endif
-        if (s >= end)
-            return -EINVAL;
-        unsigned c = *s;
-        if (c == '"')
-            break;
-        if (c == '\\') {
-            flags |= JT_F_ESC;
-            if (end - s < 2)
-                return -EINVAL;
-            switch (s[1]) {
-            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-                s += 2;
-                continue;
-            case 'u':
-                break;
-            default:
-                return -EINVAL;
-            }
-            uint32_t v, v2;
-            if (jt_hex4(s + 2, end, &v))
-                return -EINVAL;
-            s += 6;
-            if (v >= 0xDC00 && v <= 0xDFFF)
-                return -EINVAL;
-            if (v >= 0xD800 && v <= 0xDBFF) {
-                if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || jt_hex4(s + 2, end, &v2) ||
-                    v2 < 0xDC00 || v2 > 0xDFFF)
-                    return -EINVAL;
-                s += 6;
-            } else if (v == 0 && key) {
-                return -EINVAL;   /* jansson: "NUL byte in object key not supported" */
-            }
-            continue;
-        }
-        if (c < 0x20)
-            return -EINVAL;
-        size_t n = jt_utf8(s, end);
-        if (!n)
-            return -EINVAL;
-        s += n;
+    unsigned c = *s;
+    if (c >= 0x80) {
+        size_t n;
+        /* a run of valid sequences: non-ASCII text tends to come in runs */
+        while (s < end && *s >= 0x80 && (n = jt_utf8(s, end)))
+            s += n;
+        return s < end && *s >= 0x80 ? NULL : s;
     }
-    if (s - start > UINT32_MAX)
-        return -EINVAL;
-    p->s = s + 1;
-    return jt_push(p, JT_STR, start, (uint32_t)(s - start), flags);
+    if (c != '\\')
+        return NULL;   /* a control byte */
+    *flags |= JT_F_ESC;
+    if (end - s < 2)
+        return NULL;
+    switch (s[1]) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        return s + 2;
+    case 'u':
+        break;
+    default:
+        return NULL;
+    }
+    uint32_t v, v2;
+    if (jt_hex4(s + 2, end, &v))
+        return NULL;
+    s += 6;
+    if (v >= 0xDC00 && v <= 0xDFFF)
+        return NULL;
+    if (v >= 0xD800 && v <= 0xDBFF) {
+        if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || jt_hex4(s + 2, end, &v2) ||
+            v2 < 0xDC00 || v2 > 0xDFFF)
+            return NULL;
+        return s + 6;
+    }
+    if (v == 0 && key)
+        return NULL;   /* jansson: "NUL byte in object key not supported" */
+    return s;
+}
+
+#ifdef __SSE2__
+/* Bits for the bytes of x that end a plain run: '"', '\\', < 0x20, >= 0x80. */
+static inline unsigned jt_special16(__m128i x)
+{
+    const __m128i q = _mm_set1_epi8('"'), b = _mm_set1_epi8('\\'), sp = _mm_set1_epi8(0x20);
+    /* signed: bytes >= 0x80 are negative, so one compare finds them and controls
+     * (written as sp > x: gcc turns x < sp into two instructions) */
+    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, q), _mm_cmpeq_epi8(x, b)),
+                             _mm_cmpgt_epi8(sp, x));
+    return (unsigned)_mm_movemask_epi8(m);
+}
+#endif
+
+/* The first byte at or after s (inside a string) that is not plain printable
+ * ASCII, or end. base is the start of the input, for the overlapping load. */
+static inline const unsigned char *jt_plain(const unsigned char *s, const unsigned char *end,
+                                            const unsigned char *base)
+{
+#ifdef __SSE2__
+    while (end - s >= 16) {
+        unsigned mask = jt_special16(_mm_loadu_si128((const __m128i *)(const void *)s));
+        if (mask)
+            return s + __builtin_ctz(mask);
+        s += 16;
+    }
+    if (end - base >= 16) {
+        /* the input's last 16 bytes, without those before s */
+        unsigned mask = jt_special16(_mm_loadu_si128((const __m128i *)(const void *)(end - 16)));
+        mask >>= 16 - (end - s);
+        return mask ? s + __builtin_ctz(mask) : end;
+    }
+#else
+    (void)base;
+#endif
+    while (s < end && *s >= 0x20 && *s < 0x80 && *s != '"' && *s != '\\')
+        s++;
+    return s;
+}
+
+/* s: just after an opening quote. Returns the closing quote, or NULL. */
+static inline const unsigned char *jt_string(const unsigned char *s, const unsigned char *end,
+                                             const unsigned char *base, uint8_t *flags, bool key)
+{
+    for (;;) {
+        s = jt_plain(s, end, base);
+        if (JT_UNLIKELY(s >= end))
+            return NULL;
+        if (JT_LIKELY(*s == '"'))
+            return s;
+        if (!(s = jt_str_special(s, end, flags, key)))
+            return NULL;
+    }
 }
 
 /* A real jansson would read: refused only when strtod overflows. */
@@ -196,9 +205,12 @@ static int jt_real_ok(const unsigned char *s, size_t n)
     return isinf(d) ? -EINVAL : 0;
 }
 
-static int jt_number(jt_p_t *p)
+/* A number at s: its end in *out and JT_F_INT or 0 in *flags; -EINVAL, -ENOMEM.
+ * Out of line: it would take registers from the loop that strings need. */
+static __attribute__((noinline)) int jt_number(const unsigned char *s, const unsigned char *end,
+                     const unsigned char **out, uint8_t *flags)
 {
-    const unsigned char *s = p->s, *end = p->end, *start = s;
+    const unsigned char *start = s;
     if (s < end && *s == '-')
         s++;
     const unsigned char *digits = s;
@@ -236,111 +248,221 @@ static int jt_number(jt_p_t *p)
         if (rc)
             return rc;
     }
-    p->s = s;
-    return jt_push(p, JT_NUM, start, (uint32_t)(s - start),
-                   is_int && int_digits <= 18 ? JT_F_INT : 0);
+    *out = s;
+    *flags = is_int && int_digits <= 18 ? JT_F_INT : 0;
+    return 0;
 }
 
-static bool jt_lit(jt_p_t *p, const char *lit, size_t n)
+/* true, false, null: the literal is all of lit, and lit[0] is already known. */
+static inline bool jt_lit(const unsigned char *s, const unsigned char *end, const char *lit,
+                          size_t n)
 {
-    if ((size_t)(p->end - p->s) < n || memcmp(p->s, lit, n))
-        return false;
-    p->s += n;
-    return true;
+    return (size_t)(end - s) >= n && !memcmp(s, lit, n);
+}
+
+static __attribute__((noinline)) int jt_grow(jtape_t *t)
+{
+    uint32_t cap = t->cap ? t->cap * 2 : 64;
+    jtape_node_t *nn = realloc(t->nodes, cap * sizeof *nn);
+    if (!nn)
+        return -ENOMEM;
+    t->nodes = nn;
+    t->cap = cap;
+    return 0;
 }
 
 static int jt_check_dups(jtape_t *t, uint32_t o);
 
-static int jt_value(jt_p_t *p, unsigned depth)
+/* A string node for the bytes between first and the closing quote q. */
+static inline void jt_str_node(jtape_node_t *nd, uint32_t next, const unsigned char *base,
+                               const unsigned char *first, const unsigned char *q, uint8_t fl)
 {
-    const unsigned char *s = p->s;
-    if (s >= p->end)
-        return -EINVAL;
-    switch (*s) {
-    case '"':
-        p->s = s + 1;
-        return jt_string(p, false);
-    case 't':
-        return jt_lit(p, "true", 4) ? jt_push(p, JT_TRUE, s, 4, 0) : -EINVAL;
-    case 'f':
-        return jt_lit(p, "false", 5) ? jt_push(p, JT_FALSE, s, 5, 0) : -EINVAL;
-    case 'n':
-        return jt_lit(p, "null", 4) ? jt_push(p, JT_NULL, s, 4, 0) : -EINVAL;
-    case '{': case '[':
-        break;
-    default:
-        return jt_number(p);
-    }
-    if (depth >= p->max_depth)
-        return -EINVAL;
-    bool obj = *s == '{';
-    uint32_t me = p->t->n, count = 0;
-    int rc = jt_push(p, obj ? JT_OBJ : JT_ARR, s, 0, 0);
-    if (rc)
-        return rc;
-    p->s = jt_ws(s + 1, p->end);
-    if (p->s < p->end && *p->s == (obj ? '}' : ']')) {
-        p->s++;
-        p->t->nodes[me].len = (uint32_t)(p->s - s);
-        return 0;
-    }
-    for (;;) {
-        if (obj) {
-            if (p->s >= p->end || *p->s != '"')
-                return -EINVAL;
-            p->s++;
-            if ((rc = jt_string(p, true)))
-                return rc;
-            p->s = jt_ws(p->s, p->end);
-            if (p->s >= p->end || *p->s != ':')
-                return -EINVAL;
-            p->s = jt_ws(p->s + 1, p->end);
-        }
-        if ((rc = jt_value(p, depth + 1)))
-            return rc;
-        count++;
-        p->s = jt_ws(p->s, p->end);
-        if (p->s >= p->end)
-            return -EINVAL;
-        if (*p->s == ',') {
-            p->s = jt_ws(p->s + 1, p->end);
-            continue;
-        }
-        if (*p->s != (obj ? '}' : ']'))
-            return -EINVAL;
-        p->s++;
-        break;
-    }
-    jtape_node_t *nd = &p->t->nodes[me];
-    nd->len = (uint32_t)(p->s - s);
-    nd->aux = count;
-    nd->next = p->t->n;
-    if (obj && (p->flags & JTAPE_REJECT_DUPLICATES) && count > 1)
-        return jt_check_dups(p->t, me);
-    return 0;
+    nd->kind = JT_STR;
+    nd->flags = fl;
+    nd->off = (uint32_t)(first - base);
+    nd->len = (uint32_t)(q - first);
+    nd->next = next;
 }
 
-int jtape_parse(jtape_t *t, const char *src, size_t n, unsigned max_depth, unsigned flags)
+/* Moves *sp past whitespace and returns the byte there, 0 at the end. 0 is
+ * never a byte the grammar wants, so it fails wherever it is read. */
+static inline unsigned jt_next(const unsigned char **sp, const unsigned char *end)
+{
+    const unsigned char *s = *sp;
+    if (JT_UNLIKELY(s >= end))
+        return 0;
+    if (JT_LIKELY(*s > ' '))
+        return *s;
+    *sp = s = jt_ws(s, end);
+    return s < end ? *s : 0;
+}
+
+int jtape_parse(jtape_t *t, const char *src, size_t len, unsigned max_depth, unsigned flags)
 {
     t->src = src;
     t->n = 0;
-    if (n > UINT32_MAX - 1)
+    if (len > UINT32_MAX - 1)   /* so offsets and lengths fit the nodes */
         return -EINVAL;
-    if (t->scratch_cap < n) {
-        size_t cap = n < 1024 ? 1024 : n;
-        char *s = realloc(t->scratch, cap);
-        if (!s)
+    if (t->scratch_cap < len) {
+        size_t cap = len < 1024 ? 1024 : len;
+        char *sc = realloc(t->scratch, cap);
+        if (!sc)
             return -ENOMEM;
-        t->scratch = s;
+        t->scratch = sc;
         t->scratch_cap = cap;
     }
-    jt_p_t p = { t, (const unsigned char *)src, (const unsigned char *)src + n, max_depth, flags };
-    p.s = jt_ws(p.s, p.end);
-    int rc = jt_value(&p, 0);
-    if (rc)
-        return rc;
-    p.s = jt_ws(p.s, p.end);
-    return p.s == p.end ? 0 : -EINVAL;
+    const unsigned char *base = (const unsigned char *)src, *s = base, *end = base + len;
+    jtape_node_t *nodes = t->nodes, *nd;
+    uint32_t n = 0, cur = JT_ROOT;   /* cur: the innermost open container */
+    unsigned depth = 0, c = jt_next(&s, end);      /* c: the byte at s, 0 at the end */
+    uint8_t fl;
+    int rc;
+
+value:   /* a value starts at s */
+    if (JT_UNLIKELY(n == t->cap)) {
+        if ((rc = jt_grow(t)))
+            goto fail;
+        nodes = t->nodes;
+    }
+    nd = &nodes[n];
+    nd->off = (uint32_t)(s - base);
+    nd->next = n + 1;
+    switch (c) {
+    case '"': {
+        fl = 0;
+        const unsigned char *q = jt_string(s + 1, end, base, &fl, false);
+        if (!q)
+            goto bad;
+        jt_str_node(nd, n + 1, base, s + 1, q, fl);
+        s = q + 1;
+        break;
+    }
+    case '{': case '[':
+        if (depth >= max_depth)
+            goto bad;
+        nd->kind = c == '{' ? JT_OBJ : JT_ARR;
+        nd->flags = 0;
+        nd->aux = 0;
+        nd->next = cur;   /* the parent, until this one closes */
+        cur = n++;
+        depth++;
+        s++;
+        c = jt_next(&s, end);
+        if (c == (nd->kind == JT_OBJ ? '}' : ']')) {
+            s++;
+            goto close;
+        }
+        if (nd->kind == JT_OBJ)
+            goto key;
+        goto value;
+    case 't':
+        if (!jt_lit(s, end, "true", 4))
+            goto bad;
+        nd->kind = JT_TRUE, nd->flags = 0, nd->len = 4;
+        s += 4;
+        break;
+    case 'f':
+        if (!jt_lit(s, end, "false", 5))
+            goto bad;
+        nd->kind = JT_FALSE, nd->flags = 0, nd->len = 5;
+        s += 5;
+        break;
+    case 'n':
+        if (!jt_lit(s, end, "null", 4))
+            goto bad;
+        nd->kind = JT_NULL, nd->flags = 0, nd->len = 4;
+        s += 4;
+        break;
+    default: {
+        const unsigned char *e;
+        if (!c)
+            goto bad;
+        if ((rc = jt_number(s, end, &e, &fl)))
+            goto fail;
+        nd->kind = JT_NUM;
+        nd->flags = fl;
+        nd->len = (uint32_t)(e - s);
+        s = e;
+        break;
+    }
+    }
+    n++;
+
+after:   /* a value ended just before s */
+    if (cur == JT_ROOT)
+        goto done;
+    nodes[cur].aux++;
+    c = jt_next(&s, end);
+    if (c == ',') {
+        s++;
+        c = jt_next(&s, end);
+        if (nodes[cur].kind == JT_OBJ)
+            goto key;
+        goto value;
+    }
+    if (c != (nodes[cur].kind == JT_OBJ ? '}' : ']'))
+        goto bad;
+    s++;
+
+close:   /* container cur ended just before s */
+    nd = &nodes[cur];
+    nd->len = (uint32_t)(s - base) - nd->off;
+    depth--;
+    {
+        uint32_t parent = nd->next;
+        nd->next = n;
+        if (nd->kind == JT_OBJ && (flags & JTAPE_REJECT_DUPLICATES) && nd->aux > 1) {
+            t->n = n;
+            if ((rc = jt_check_dups(t, cur)))
+                return rc;
+        }
+        cur = parent;
+    }
+    goto after;
+
+key:   /* an object member's key starts at s */
+    if (JT_UNLIKELY(c != '"'))
+        goto bad;
+    if (JT_UNLIKELY(t->cap - n < 2)) {   /* room for the key and a string value */
+        if ((rc = jt_grow(t)))
+            goto fail;
+        nodes = t->nodes;
+    }
+    {
+        fl = 0;
+        const unsigned char *q = jt_string(s + 1, end, base, &fl, true);
+        if (!q)
+            goto bad;
+        jt_str_node(&nodes[n], n + 1, base, s + 1, q, fl);
+        n++;
+        s = q + 1;
+    }
+    /* Compact JSON's "key":"string", the commonest member, without the
+     * whitespace skips and the dispatch of value. */
+    if (end - s >= 2 && s[0] == ':' && s[1] == '"') {
+        fl = 0;
+        const unsigned char *q = jt_string(s + 2, end, base, &fl, false);
+        if (!q)
+            goto bad;
+        jt_str_node(&nodes[n], n + 1, base, s + 2, q, fl);
+        n++;
+        s = q + 1;
+        goto after;
+    }
+    if (JT_UNLIKELY(jt_next(&s, end) != ':'))
+        goto bad;
+    s++;
+    c = jt_next(&s, end);
+    goto value;
+
+done:
+    t->n = n;
+    return jt_ws(s, end) == end ? 0 : -EINVAL;
+bad:
+    rc = -EINVAL;
+fail:
+    t->n = n;
+    return rc;
 }
 
 void jtape_free(jtape_t *t)
@@ -404,7 +526,7 @@ static void jt_decode(jtape_t *t, uint32_t i)
     nd->flags |= JT_F_DEC;
 }
 
-const char *jtape_str(jtape_t *t, uint32_t i, size_t *len)
+const char *jtape_str_decoded(jtape_t *t, uint32_t i, size_t *len)
 {
     jtape_node_t *nd = &t->nodes[i];
     if (!(nd->flags & JT_F_ESC)) {
@@ -485,7 +607,7 @@ static uint32_t jt_hash(const char *p, size_t n)
     return h;
 }
 
-static int jt_check_dups(jtape_t *t, uint32_t o)
+static __attribute__((noinline)) int jt_check_dups(jtape_t *t, uint32_t o)
 {
     uint32_t count = t->nodes[o].aux, end = t->nodes[o].next;
     if (count <= 8) {
@@ -529,13 +651,13 @@ static int jt_check_dups(jtape_t *t, uint32_t o)
 static pthread_once_t jt_once = PTHREAD_ONCE_INIT;
 static pthread_key_t  jt_key;
 static bool           jt_key_ok;
-static __thread jtape_t *jt_tls;
+__thread jtape_t *jtape_tls_;
 
 static void jt_destroy(void *p)
 {
     jtape_t *t = p;
-    if (jt_tls == t)
-        jt_tls = NULL;
+    if (jtape_tls_ == t)
+        jtape_tls_ = NULL;
     jtape_free(t);
     free(t);
 }
@@ -550,9 +672,9 @@ void jtape_init(void)
     pthread_once(&jt_once, jt_init);
 }
 
-jtape_t *jtape_thread(void)
+jtape_t *jtape_thread_new(void)
 {
-    jtape_t *t = jt_tls;
+    jtape_t *t = jtape_tls_;
     if (t)
         return t;
     pthread_once(&jt_once, jt_init);
@@ -562,6 +684,6 @@ jtape_t *jtape_thread(void)
         free(t);
         return NULL;
     }
-    jt_tls = t;
+    jtape_tls_ = t;
     return t;
 }

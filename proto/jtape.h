@@ -32,7 +32,8 @@ typedef struct jtape_node {
     uint32_t off, len;   /* where its JSON text is in the input: a string's
                             bytes between the quotes, a container's brackets included */
     uint32_t next;       /* index just past this node's subtree */
-    uint32_t aux;        /* container: member count; decoded string: its length */
+    uint32_t aux;        /* container: member count; decoded string: its length;
+                            not set on other nodes */
 } jtape_node_t;
 
 typedef struct jtape {
@@ -58,11 +59,17 @@ void jtape_free(jtape_t *t);
 void jtape_init(void);
 
 /* The calling thread's tape, made on first use (NULL without memory). Freed
- * when the thread exits. */
-jtape_t *jtape_thread(void);
+ * when the thread exits. Inline: once made, one thread-local load. */
+jtape_t *jtape_thread_new(void);           /* the first call's path */
+extern __thread jtape_t *jtape_tls_;       /* jtape_thread's cache; nothing else reads it */
+static inline jtape_t *jtape_thread(void)
+{
+    jtape_t *t = jtape_tls_;
+    return __builtin_expect(t != NULL, 1) ? t : jtape_thread_new();
+}
 
-/* Equality of short byte strings without a call: keys and ids are mostly
- * 4 to 16 bytes, where libc's memcmp costs more than the compare. */
+/* Equality of short byte strings without a call: keys, ids and type names are
+ * mostly 4 to 32 bytes, where libc's memcmp costs more than the compare. */
 static inline bool jtape_bytes_eq(const char *a, const char *b, size_t n)
 {
     uint64_t x, y, x2, y2;
@@ -71,7 +78,14 @@ static inline bool jtape_bytes_eq(const char *a, const char *b, size_t n)
         __builtin_memcpy(&x2, a + n - 8, 8); __builtin_memcpy(&y2, b + n - 8, 8);
         if (x != y || x2 != y2)
             return false;
-        return n <= 16 || !__builtin_memcmp(a + 8, b + 8, n - 16);
+        if (n <= 16)
+            return true;
+        if (n > 32)
+            return !__builtin_memcmp(a + 8, b + 8, n - 16);
+        /* 17..32: the middle is covered by [8, 16) and [n - 16, n - 8) */
+        __builtin_memcpy(&x, a + 8, 8); __builtin_memcpy(&y, b + 8, 8);
+        __builtin_memcpy(&x2, a + n - 16, 8); __builtin_memcpy(&y2, b + n - 16, 8);
+        return x == y && x2 == y2;
     }
     if (n >= 4) {
         uint32_t u, v, u2, v2;
@@ -97,8 +111,17 @@ static inline uint32_t jtape_count(const jtape_t *t, uint32_t i) { return t->nod
  * of duplicates), or 0 when there is none (0 is the root, never a member). */
 uint32_t jtape_get(jtape_t *t, uint32_t o, const char *key, size_t klen);
 
-/* A string's bytes, decoded; valid until the next parse. */
-const char *jtape_str(jtape_t *t, uint32_t i, size_t *len);
+/* A string's bytes, decoded; valid until the next parse. Inline for the common
+ * string without escapes, which is read where it lies in the input. */
+const char *jtape_str_decoded(jtape_t *t, uint32_t i, size_t *len);
+static inline const char *jtape_str(jtape_t *t, uint32_t i, size_t *len)
+{
+    const jtape_node_t *nd = &t->nodes[i];
+    if (__builtin_expect(nd->flags & JT_F_ESC, 0))
+        return jtape_str_decoded(t, i, len);
+    *len = nd->len;
+    return t->src + nd->off;
+}
 bool        jtape_str_eq(jtape_t *t, uint32_t i, const char *lit, size_t n);
 
 /* Number.isSafeInteger (and >= 0 when nonneg), on the number JSON.parse would

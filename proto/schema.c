@@ -160,7 +160,7 @@ static bool json_pointer(const char *s, size_t n)
     return true;
 }
 
-static int check_value(schema_ctx_t *c, uint32_t v, const schema_field_t *f)
+int schema_check_value(schema_ctx_t *c, uint32_t v, const schema_field_t *f)
 {
     jtape_t *t = c->t;
     uint8_t k = jtape_kind(t, v);
@@ -228,7 +228,7 @@ int schema_check_fields(schema_ctx_t *c, uint32_t o, const schema_field_t *f)
         if (!v && !f->required)
             continue;
         push_key(c, f->key);
-        int rc = v ? check_value(c, v, f) : fail(c, "required");
+        int rc = v ? schema_check_value(c, v, f) : fail(c, "required");
         if (rc)
             return rc;
         c->depth--;
@@ -242,7 +242,7 @@ int schema_check_values(schema_ctx_t *c, const schema_field_t *f, const uint32_t
         if (!*vals && !f->required)
             continue;
         push_key(c, f->key);
-        int rc = *vals ? check_value(c, *vals, f) : fail(c, "required");
+        int rc = *vals ? schema_check_value(c, *vals, f) : fail(c, "required");
         if (rc)
             return rc;
         c->depth--;

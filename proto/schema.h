@@ -84,7 +84,9 @@ typedef struct schema_ctx {
 } schema_ctx_t;
 
 /* 0, or -EINVAL with c->at[0..depth) the path and c->problem the complaint.
- * o must be an object for schema_check_fields. */
+ * o must be an object for schema_check_fields. schema_check_value checks one
+ * present value v against field f (f's key is not pushed on the path). */
+int schema_check_value(schema_ctx_t *c, uint32_t v, const schema_field_t *f);
 int schema_check_fields(schema_ctx_t *c, uint32_t o, const schema_field_t *f);
 int schema_check_shape(schema_ctx_t *c, uint32_t v, const schema_shape_t *s);
 /* The same as schema_check_fields, with the caller having found each field's

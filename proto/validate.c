@@ -17,7 +17,10 @@
  * and the checks read the tape where it lies. bench/validate_bench.c, the same
  * 44-event run, same machine (2 shared cores), same build: 1190 ns/event with
  * jansson (json_loadb into a per-thread arena, then the tree walk), 75 ns/event
- * now; yajl 2.1 (libyajl-dev) with no-op callbacks alone costs 182 ns/event.
+ * with the first tape; yajl 2.1 (libyajl-dev) with no-op callbacks alone costs
+ * 182 ns/event. Since measured in instructions (make validate-instr, which
+ * machine load does not move): 2260 per event, then 1080 with the tape's
+ * single loop, key bit sets and the newest-id check.
  *
  * Input the tape refuses (not JSON as jansson reads it, or nested deeper than
  * VALIDATE_MAX_DEPTH) is handed to jansson once more only to word the error as
@@ -227,9 +230,13 @@ static const schema_field_t *const vd_events[AGUI_TYPE_COUNT] = {
 /* ---- reading an event ---------------------------------------------------------- */
 
 /* Every top-level key any event table names. An event's members are classified
- * once each (a hash on length and three bytes, then one compare), so checking a
- * table of n fields costs n array reads rather than n scans of the members:
- * this halved validate_event's key matching in bench/validate_bench.c. */
+ * once each (a hash of its first and last 8 bytes, then a compare of the same
+ * two words: vd_dict_t) into bit sets:
+ * the keys present, and those whose value is a string. Each type's table is
+ * summed up in the same bits (required keys, string fields, fields that need
+ * more than a kind test), so a typical event passes stage 1 on three mask
+ * tests. Only when a test fails does the ordered walk of the table run
+ * (schema_check_values), to report the failure zod would report first. */
 enum {
     K_TYPE, K_TIMESTAMP, K_RAW_EVENT, K_METADATA, K_SUBAGENT_RUN_ID, K_THREAD_ID, K_RUN_ID,
     K_PROTOCOL_VERSION, K_PARENT_RUN_ID, K_INPUT, K_RESULT, K_OUTCOME, K_USAGE, K_MESSAGE,
@@ -239,6 +246,7 @@ enum {
     K_ENCRYPTED_VALUE, K_DESCRIPTION, K_PARENT_SUBAGENT_RUN_ID, K_PARENT_TOOL_CALL_ID,
     K_COUNT
 };
+_Static_assert(K_COUNT <= 64, "a key set is a uint64_t");
 static const char *const vd_key_name[K_COUNT] = {
     "type", "timestamp", "rawEvent", "metadata", "subagentRunId", "threadId", "runId",
     "protocolVersion", "parentRunId", "input", "result", "outcome", "usage", "message",
@@ -248,53 +256,129 @@ static const char *const vd_key_name[K_COUNT] = {
     "encryptedValue", "description", "parentSubagentRunId", "parentToolCallId",
 };
 #define VD_FIELDS_MAX 16
+#define VD_BIT(k) (UINT64_C(1) << (k))
 
-static uint8_t vd_key_len[K_COUNT];
-static uint8_t vd_key_slot[256];                            /* hash -> key + 1 */
-static uint8_t vd_field_key[AGUI_TYPE_COUNT][VD_FIELDS_MAX]; /* each table field's key */
-static uint8_t vd_type_len[AGUI_TYPE_COUNT];
-static pthread_once_t vd_once = PTHREAD_ONCE_INIT;
+/* One event type's table as key sets. */
+typedef struct vd_tsum {
+    uint64_t req;                 /* required */
+    uint64_t str;                 /* SK_STR: the value's kind is the whole check */
+    uint64_t deep;                /* neither SK_STR nor SK_ANY: schema_check_value */
+    uint8_t  field[K_COUNT];      /* a deep key's index in the table */
+} vd_tsum_t;
 
-static inline unsigned vd_key_hash(const char *s, size_t n)
+/* A name as two words: bytes [0, 8) and [n - 8, n) from 8 bytes on (they
+ * overlap below 16), the same with 4-byte halves from 4 to 7 bytes, and the
+ * first, middle and last byte below 4. With n, the words are the whole name
+ * up to 16 bytes, so a lookup loads each name once, hashes what it loaded and
+ * compares two words; only longer names compare their middle bytes too. */
+typedef struct vd_word {
+    uint64_t a, b;
+    uint32_t n;
+    uint8_t  id;
+} vd_word_t;
+
+typedef struct vd_dict {
+    const char *const *names;
+    uint8_t            slot[256];   /* hash -> index + 1 into w */
+    vd_word_t          w[64];
+} vd_dict_t;
+
+static inline uint64_t vd_ld64(const char *p) { uint64_t x; memcpy(&x, p, 8); return x; }
+static inline uint64_t vd_ld32(const char *p) { uint32_t x; memcpy(&x, p, 4); return x; }
+
+static inline void vd_words(const char *s, size_t n, uint64_t *a, uint64_t *b)
 {
     const unsigned char *u = (const unsigned char *)s;
-    return (unsigned)(n * 61 + u[0] * 7 + u[n / 2] * 3 + u[n - 1]) & 255;
+    if (n >= 8) {
+        *a = vd_ld64(s);
+        *b = vd_ld64(s + n - 8);
+    } else if (n >= 4) {
+        *a = vd_ld32(s) | vd_ld32(s + n - 4) << 32;
+        *b = 0;
+    } else {
+        *a = n ? (uint64_t)u[0] | (uint64_t)u[n / 2] << 8 | (uint64_t)u[n - 1] << 16 : 0;
+        *b = 0;
+    }
 }
 
-/* The key id of s, or -1 for a key no event table names. */
-static inline int vd_key(const char *s, size_t n)
+static inline unsigned vd_whash(uint64_t a, uint64_t b, size_t n)
 {
-    if (!n)
-        return -1;
-    for (unsigned h = vd_key_hash(s, n);; h = (h + 1) & 255) {
-        unsigned k = vd_key_slot[h];
+    return (unsigned)(((a ^ (b >> 3) ^ n) * 0x9e3779b97f4a7c15ull) >> 56);
+}
+
+/* The id of s in d, or -1. */
+static inline __attribute__((always_inline)) int
+vd_lookup(const vd_dict_t *d, const char *s, size_t n)
+{
+    uint64_t a, b;
+    vd_words(s, n, &a, &b);
+    for (unsigned h = vd_whash(a, b, n);; h = (h + 1) & 255) {
+        unsigned k = d->slot[h];
         if (!k)
             return -1;
-        if (vd_key_len[k - 1] == n && jtape_bytes_eq(vd_key_name[k - 1], s, n))
-            return (int)k - 1;
+        const vd_word_t *w = &d->w[k - 1];
+        if (w->a == a && w->b == b && w->n == n &&
+            (n <= 16 || jtape_bytes_eq(d->names[w->id] + 8, s + 8, n - 16)))
+            return w->id;
     }
+}
+
+static void vd_dict_init(vd_dict_t *d, const char *const *names, int count)
+{
+    d->names = names;
+    for (int i = 0; i < count; i++) {
+        vd_word_t *w = &d->w[i];
+        w->n = (uint32_t)strlen(names[i]);
+        w->id = (uint8_t)i;
+        vd_words(names[i], w->n, &w->a, &w->b);
+        unsigned h = vd_whash(w->a, w->b, w->n);
+        while (d->slot[h])
+            h = (h + 1) & 255;
+        d->slot[h] = (uint8_t)(i + 1);
+    }
+}
+
+static vd_dict_t   vd_keys_dict, vd_types_dict;
+static const char *vd_type_name[AGUI_TYPE_COUNT];
+static uint8_t     vd_field_key[AGUI_TYPE_COUNT][VD_FIELDS_MAX]; /* each table field's key */
+static vd_tsum_t   vd_tsum[AGUI_TYPE_COUNT];
+static pthread_once_t vd_once = PTHREAD_ONCE_INIT;
+
+/* The key id of s, or -1 for a key no event table names. */
+static inline int vd_key(const char *s, size_t n) { return vd_lookup(&vd_keys_dict, s, n); }
+
+/* agui_type_from_name, by hash. */
+static inline agui_type_t vd_type(const char *s, size_t n)
+{
+    int t = vd_lookup(&vd_types_dict, s, n);
+    return t < 0 ? AGUI_TYPE_COUNT : (agui_type_t)t;
 }
 
 static void vd_init_once(void)
 {
+    _Static_assert(AGUI_TYPE_COUNT <= 64 && K_COUNT <= 64, "names fit vd_dict_t");
     for (int t = 0; t < AGUI_TYPE_COUNT; t++)
-        vd_type_len[t] = (uint8_t)strlen(agui_type_name((agui_type_t)t));
-    for (int k = 0; k < K_COUNT; k++) {
-        vd_key_len[k] = (uint8_t)strlen(vd_key_name[k]);
-        unsigned h = vd_key_hash(vd_key_name[k], vd_key_len[k]);
-        while (vd_key_slot[h])
-            h = (h + 1) & 255;
-        vd_key_slot[h] = (uint8_t)(k + 1);
-    }
+        vd_type_name[t] = agui_type_name((agui_type_t)t);
+    vd_dict_init(&vd_types_dict, vd_type_name, AGUI_TYPE_COUNT);
+    vd_dict_init(&vd_keys_dict, vd_key_name, K_COUNT);
     for (int t = 0; t < AGUI_TYPE_COUNT; t++) {
         int i = 0;
+        vd_tsum_t *ts = &vd_tsum[t];
         for (const schema_field_t *f = vd_events[t]; f->key; f++, i++) {
             int k = vd_key(f->key, f->klen);
-            if (k < 0 || i + 1 >= VD_FIELDS_MAX) {   /* the tables above and the list disagree */
+            if (k < 0 || i + 1 >= VD_FIELDS_MAX || (ts->req | ts->str | ts->deep) & VD_BIT(k)) {
+                /* the tables above and the key list disagree */
                 fprintf(stderr, "validate: event key %s is not in vd_key_name\n", f->key);
                 abort();
             }
             vd_field_key[t][i] = (uint8_t)k;
+            if (f->required)
+                ts->req |= VD_BIT(k);
+            if (f->kind == SK_STR)
+                ts->str |= VD_BIT(k);
+            else if (f->kind != SK_ANY)
+                ts->deep |= VD_BIT(k);
+            ts->field[k] = (uint8_t)i;
         }
     }
 }
@@ -305,32 +389,50 @@ void validate_init(void)
     jtape_init();
 }
 
-/* agui_type_from_name without a strlen per candidate. */
-static agui_type_t vd_type(const char *s, size_t n)
+/* An event's top-level members, by key id. */
+typedef struct vd_keys {
+    uint64_t present;         /* keys present */
+    uint64_t strs;            /* ... whose (last) value is a string */
+    uint32_t kv[K_COUNT];     /* value node of each present key (the last of duplicates,
+                                 as JSON.parse keeps); the rest is not initialised */
+} vd_keys_t;
+
+static inline void vd_read_keys(jtape_t *t, vd_keys_t *ks)
 {
-    for (int t = 0; t < AGUI_TYPE_COUNT; t++)
-        if (vd_type_len[t] == n && jtape_bytes_eq(agui_type_name((agui_type_t)t), s, n))
-            return (agui_type_t)t;
-    return AGUI_TYPE_COUNT;
+    uint64_t present = 0, strs = 0;
+    const jtape_node_t *nd = t->nodes;
+    for (uint32_t k = 1, end = nd[0].next; k < end; k = nd[k + 1].next) {
+        size_t n;
+        const char *name = jtape_str(t, k, &n);
+        /* every event has a type, mostly first: no hashing for it */
+        int id = n == 4 && vd_ld32(name) == vd_ld32("type") ? K_TYPE : vd_key(name, n);
+        if (id < 0)
+            continue;
+        uint64_t bit = VD_BIT(id);
+        present |= bit;
+        strs = (strs & ~bit) | (nd[k + 1].kind == JT_STR ? bit : 0);
+        ks->kv[id] = k + 1;
+    }
+    ks->present = present;
+    ks->strs = strs;
 }
 
-/* The string at value node x, decoded; unset when absent (x == 0). Schema-valid
- * events have strings wherever this is asked. */
-static vd_s_t vd_sv(jtape_t *t, uint32_t x)
+/* The string value of key k, decoded; unset when absent or not a string. */
+static inline vd_s_t vd_sv(jtape_t *t, const vd_keys_t *ks, int k)
 {
-    if (!x || jtape_kind(t, x) != JT_STR)
+    if (!(ks->strs & VD_BIT(k)))
         return VD_UNSET;
     vd_s_t s = { NULL, 0, true };
-    s.p = jtape_str(t, x, &s.n);
+    s.p = jtape_str(t, ks->kv[k], &s.n);
     return s;
 }
 
-#define GET(k) vd_sv(t, kv[k])
-#define HAS(k) (kv[k] != 0)
+#define GET(k) vd_sv(t, ks, k)
+#define HAS(k) ((ks->present & VD_BIT(k)) != 0)
+#define VAL(k) (HAS(k) ? ks->kv[k] : 0)
 
-/* Reads what stages 2 and 3 need from a schema-valid event; kv holds the value
- * node of each key present. */
-static void vd_extract(jtape_t *t, const uint32_t *kv, agui_type_t type, vd_ev_t *e)
+/* Reads what stages 2 and 3 need from a schema-valid event. */
+static void vd_extract(jtape_t *t, const vd_keys_t *ks, agui_type_t type, vd_ev_t *e)
 {
     /* Field by field: a compound literal zeroes the whole struct with rep stos,
      * which showed up at 5% of validate_event under perf. */
@@ -342,10 +444,10 @@ static void vd_extract(jtape_t *t, const uint32_t *kv, agui_type_t type, vd_ev_t
     e->messages = 0;
     switch (type) {
     case AGUI_RUN_STARTED:
-        e->messages = kv[K_INPUT] ? jtape_get(t, kv[K_INPUT], "messages", 8) : 0;
+        e->messages = HAS(K_INPUT) ? jtape_get(t, ks->kv[K_INPUT], "messages", 8) : 0;
         return;
     case AGUI_MESSAGES_SNAPSHOT:
-        e->messages = kv[K_MESSAGES];
+        e->messages = VAL(K_MESSAGES);
         return;
     case AGUI_RUN_FINISHED:
     case AGUI_RUN_ERROR:   /* run-scoped: a subagentRunId here is stripped, unread */
@@ -374,7 +476,7 @@ static void vd_extract(jtape_t *t, const uint32_t *kv, agui_type_t type, vd_ev_t
         break;
     case AGUI_REASONING_ENCRYPTED_VALUE:
         e->id = GET(K_ENTITY_ID);
-        e->subtype_tool = jtape_str_eq(t, kv[K_SUBTYPE], "tool-call", 9);
+        e->subtype_tool = HAS(K_SUBTYPE) && jtape_str_eq(t, ks->kv[K_SUBTYPE], "tool-call", 9);
         break;
     case AGUI_SUBAGENT_STARTED:
         e->parent = GET(K_PARENT_SUBAGENT_RUN_ID);
@@ -385,7 +487,7 @@ static void vd_extract(jtape_t *t, const uint32_t *kv, agui_type_t type, vd_ev_t
         break;
     case AGUI_ACTIVITY_SNAPSHOT:
         e->id = GET(K_MESSAGE_ID);
-        e->replace_false = kv[K_REPLACE] && jtape_kind(t, kv[K_REPLACE]) == JT_FALSE;
+        e->replace_false = HAS(K_REPLACE) && jtape_kind(t, ks->kv[K_REPLACE]) == JT_FALSE;
         break;
     case AGUI_STATE_SNAPSHOT:
     case AGUI_STATE_DELTA:
@@ -407,50 +509,59 @@ static void vd_extract(jtape_t *t, const uint32_t *kv, agui_type_t type, vd_ev_t
     }
 }
 
+/* Stage 1 for type ty: 0, or -EPROTO with m naming the first failing field. */
+static int vd_check_fields(jtape_t *t, const vd_keys_t *ks, agui_type_t ty, vd_msg_t *m)
+{
+    const vd_tsum_t *ts = &vd_tsum[ty];
+    const schema_field_t *f = vd_events[ty];
+    schema_ctx_t c;   /* not zeroed: only the path frames in use are read */
+    c.t = t;
+    c.one_of_always = false;
+    c.depth = 0;
+    if ((ks->present & ts->req) == ts->req && !(ks->present & ts->str & ~ks->strs)) {
+        uint64_t deep = ks->present & ts->deep;
+        for (; deep; deep &= deep - 1) {
+            int k = __builtin_ctzll(deep);
+            if (schema_check_value(&c, ks->kv[k], &f[ts->field[k]]))
+                goto ordered;
+        }
+        return 0;
+    }
+ordered:;   /* a field fails: walk the table in zod's order for the first failure */
+    uint32_t fv[VD_FIELDS_MAX];
+    for (int i = 0; f[i].key; i++)
+        fv[i] = VAL(vd_field_key[ty][i]);
+    c.depth = 0;
+    if (!schema_check_values(&c, f, fv))
+        return 0;
+    char path[128];
+    schema_path(&c, path, sizeof path);
+    m_str(m, agui_type_name(ty));
+    m_str(m, ": ");
+    m_str(m, path);
+    m_str(m, ": ");
+    return m_fail(m, c.problem);
+}
+
 #undef GET
 #undef HAS
+#undef VAL
 
-/* Each key's value node for the event being checked (0: absent). Per thread and
- * cleared after each event, key by key: zeroing it on the stack per event was a
- * rep stos that perf showed at 5% of validate_event. */
-static __thread uint32_t vd_kv[K_COUNT];
-
-static int vd_check_kv(validate_t *v, jtape_t *t, const uint32_t *kv, agui_type_t *type,
-                       vd_msg_t *m);
-
-static int vd_check(validate_t *v, jtape_t *t, agui_type_t *type, vd_msg_t *m)
+/* Inlined into validate_event: a call and its register saves cost more than
+ * stage 1 of a typical event. */
+static inline __attribute__((always_inline)) int
+vd_check(validate_t *v, jtape_t *t, agui_type_t *type, vd_msg_t *m)
 {
     if (jtape_kind(t, 0) != JT_OBJ)
         return m_fail(m, "not a JSON object");
-    uint32_t *kv = vd_kv;
-    uint8_t set[K_COUNT];
-    unsigned n_set = 0;
-    for (uint32_t k = 1; k < jtape_end(t, 0); k = jtape_end(t, k + 1)) {
-        size_t n;
-        const char *name = jtape_str(t, k, &n);
-        int id = vd_key(name, n);
-        if (id < 0)
-            continue;
-        if (!kv[id])
-            set[n_set++] = (uint8_t)id;
-        kv[id] = k + 1;   /* the last of duplicates counts */
-    }
-    int rc = vd_check_kv(v, t, kv, type, m);
-    for (unsigned i = 0; i < n_set; i++)
-        kv[set[i]] = 0;
-    return rc;
-}
-
-static int vd_check_kv(validate_t *v, jtape_t *t, const uint32_t *kv, agui_type_t *type,
-                       vd_msg_t *m)
-{
-    uint32_t jt = kv[K_TYPE];
-    if (!jt)
+    vd_keys_t ks;
+    vd_read_keys(t, &ks);
+    if (!(ks.present & VD_BIT(K_TYPE)))
         return m_fail(m, "type: required");
-    if (jtape_kind(t, jt) != JT_STR)
+    if (!(ks.strs & VD_BIT(K_TYPE)))
         return m_fail(m, "type: expected a string");
     size_t n;
-    const char *name = jtape_str(t, jt, &n);
+    const char *name = jtape_str(t, ks.kv[K_TYPE], &n);
     agui_type_t ty = vd_type(name, n);
     if (ty == AGUI_TYPE_COUNT) {
         m_str(m, "unknown event type ");
@@ -458,24 +569,9 @@ static int vd_check_kv(validate_t *v, jtape_t *t, const uint32_t *kv, agui_type_
         return -EPROTO;
     }
     *type = ty;
-
-    uint32_t fv[VD_FIELDS_MAX];
-    const schema_field_t *f = vd_events[ty];
-    for (int i = 0; f[i].key; i++)
-        fv[i] = kv[vd_field_key[ty][i]];
-    schema_ctx_t c;   /* not zeroed: only the path frames in use are read */
-    c.t = t;
-    c.one_of_always = false;
-    c.depth = 0;
-    if (schema_check_values(&c, f, fv)) {
-        char path[128];
-        schema_path(&c, path, sizeof path);
-        m_str(m, agui_type_name(ty));
-        m_str(m, ": ");
-        m_str(m, path);
-        m_str(m, ": ");
-        return m_fail(m, c.problem);
-    }
+    int rc = vd_check_fields(t, &ks, ty, m);
+    if (rc)
+        return rc;
 
     if (v->failed) {
         m_str(m, "stream already failed: ");
@@ -483,8 +579,8 @@ static int vd_check_kv(validate_t *v, jtape_t *t, const uint32_t *kv, agui_type_
         return -EPROTO;
     }
     vd_ev_t e;
-    vd_extract(t, kv, ty, &e);
-    int rc = vd_sequence(v, &e, m);
+    vd_extract(t, &ks, ty, &e);
+    rc = vd_sequence(v, &e, m);
     if (rc) {
         v->failed = true;
         memcpy(v->fail_msg, m->buf, m->len + 1);

@@ -140,6 +140,8 @@ struct validate {
     vd_ent_t   *ents;
     uint32_t    n_ents, cap_ents;
     uint32_t   *slots;          /* open addressing: entry index + 1, 0 empty */
+    uint32_t    newest;         /* the entry added last, + 1 (0: none): a stream's
+                                   events mostly name what was just started */
     uint32_t    n_slots;        /* a power of two, or 0 */
     vd_chunk_t *chunks;         /* newest first; the oldest is kept across runs */
     size_t      id_bytes;

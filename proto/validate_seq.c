@@ -19,25 +19,48 @@
 
 static bool s_eq(vd_s_t a, const char *p, size_t n) { return a.n == n && !memcmp(a.p, p, n); }
 
+static inline uint64_t vd_load64(const char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+static inline uint64_t vd_load32(const char *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* The tail is read with overlapping loads rather than a memcpy of n % 8 bytes,
+ * which cost more than the rest of the hash; n is in the seed, so overlap
+ * cannot make two lengths collide more than chance. */
 static uint32_t vd_hash(int kind, uint32_t owner, const char *p, size_t n)
 {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ ((uint64_t)kind << 32 | owner) ^ ((uint64_t)n << 40);
-    for (; n >= 8; p += 8, n -= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
+    uint64_t w;
+    if (n > 8) {
+        const char *last = p + n - 8;
+        for (; p < last; p += 8) {
+            h = (h ^ vd_load64(p)) * 0xff51afd7ed558ccdull;
+            h ^= h >> 32;
+        }
+        w = vd_load64(last);
+    } else if (n >= 4) {
+        w = vd_load32(p) | vd_load32(p + n - 4) << 32;
+    } else {
+        const unsigned char *u = (const unsigned char *)p;
+        w = n ? (uint64_t)u[0] | (uint64_t)u[n / 2] << 8 | (uint64_t)u[n - 1] << 16 : 0;
     }
-    uint64_t w = 0;
-    if (n)
-        memcpy(&w, p, n);
     h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 29;
     return (uint32_t)h;
 }
 
 /* The entry for (kind, id), and for steps (kind, owner, name); -1 when none. */
-static int32_t vd_find(const validate_t *v, int kind, const char *p, size_t n, uint32_t owner)
+static int32_t vd_find_hashed(const validate_t *v, int kind, const char *p, size_t n,
+                              uint32_t owner)
 {
     if (!v->n_slots || owner == VD_NO_OWNER)
         return -1;
@@ -48,9 +71,24 @@ static int32_t vd_find(const validate_t *v, int kind, const char *p, size_t n, u
             return -1;
         const vd_ent_t *e = &v->ents[s - 1];
         if (e->hash == h && e->kind == kind && e->len == n &&
-            (kind != VK_STEP || e->owner == owner) && !memcmp(e->key, p, n))
+            (kind != VK_STEP || e->owner == owner) && jtape_bytes_eq(e->key, p, n))
             return (int32_t)(s - 1);
     }
+}
+
+/* The same, trying first without hashing the entry added last: a stream's
+ * events mostly name what was just started (entries are unique, so a match
+ * there is the match; no entry has owner VD_NO_OWNER). */
+static inline int32_t vd_find(const validate_t *v, int kind, const char *p, size_t n,
+                              uint32_t owner)
+{
+    if (v->newest) {
+        const vd_ent_t *e = &v->ents[v->newest - 1];
+        if (e->kind == kind && e->len == n && (kind != VK_STEP || e->owner == owner) &&
+            jtape_bytes_eq(e->key, p, n))
+            return (int32_t)(v->newest - 1);
+    }
+    return vd_find_hashed(v, kind, p, n, owner);
 }
 
 static int32_t vd_find_s(const validate_t *v, int kind, vd_s_t id)
@@ -134,6 +172,7 @@ static int vd_add(validate_t *v, int kind, const char *p, size_t n, uint32_t own
     v->ents[v->n_ents] = (vd_ent_t){ .key = key, .len = (uint32_t)n, .hash = h, .owner = owner,
                                      .kind = (uint8_t)kind };
     v->id_bytes += n;
+    v->newest = v->n_ents + 1;
     *out = (int32_t)v->n_ents++;
     return 0;
 }
@@ -207,7 +246,7 @@ static vd_s_t vd_owner_tag(const validate_t *v, uint32_t owner)
 static void vd_reset_run(validate_t *v)
 {
     assert(v->n_open[VO_LANE] == 0);   /* run events close every lane first */
-    v->n_ents = 0;
+    v->n_ents = v->newest = 0;
     if (v->slots)
         memset(v->slots, 0, v->n_slots * sizeof *v->slots);
     while (v->chunks && v->chunks->next) {
@@ -857,7 +896,7 @@ int vd_sequence(validate_t *v, const vd_ev_t *e, vd_msg_t *m)
     case AGUI_SUBAGENT_STARTED:
         break;
     default:   /* an explicit event (or a subagent's end) ends its own lane's stream */
-        if ((li = vx_lane_at(v, vd_owner_find(v, e->tag))) >= 0)
+        if (v->n_open[VO_LANE] && (li = vx_lane_at(v, vd_owner_find(v, e->tag))) >= 0)
             rc = vx_close(v, (uint32_t)li, e->type, m);
         break;
     }

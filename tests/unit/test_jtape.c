@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -26,8 +27,12 @@ static bool jansson_accepts(const char *s, size_t n, bool dups)
     return j != NULL;
 }
 
-static void agree(jtape_t *t, const char *s, size_t n)
+static void agree(jtape_t *t, const char *in, size_t n)
 {
+    /* an exact-size copy: under ASan, a read past n is a report */
+    char *s = malloc(n ? n : 1);
+    assert_non_null(s);
+    memcpy(s, in, n);
     for (int dups = 0; dups < 2; dups++) {
         int rc = jtape_parse(t, s, n, 64, dups ? JTAPE_REJECT_DUPLICATES : 0);
         bool want = jansson_accepts(s, n, dups);
@@ -35,6 +40,7 @@ static void agree(jtape_t *t, const char *s, size_t n)
             fail_msg("jtape %s, jansson %s (dups %d): %.*s", rc ? "refuses" : "accepts",
                      want ? "accepts" : "refuses", dups, (int)n, s);
     }
+    free(s);
 }
 
 static void test_agrees_with_jansson(void **state)
@@ -57,6 +63,11 @@ static void test_agrees_with_jansson(void **state)
         agree(&t, cases[i], strlen(cases[i]));
     /* a raw NUL inside a string, and a long object for the hashed duplicate check */
     agree(&t, "\"a\0b\"", 5);
+    /* jansson's one quirk: it skips a NUL right after a number or literal; the
+     * tape refuses it, as JSON.parse does (fuzz_canon.c, fuzz_validate.c) */
+    assert_int_equal(jtape_parse(&t, "1\0", 2, 64, 0), -EINVAL);
+    assert_int_equal(jtape_parse(&t, "[true\0]", 7, 64, 0), -EINVAL);
+    assert_int_equal(jtape_parse(&t, "{\"a\":1\0}", 8, 64, 0), -EINVAL);
     char big[2048];
     size_t n = 0;
     big[n++] = '{';
@@ -103,6 +114,144 @@ static void test_reading(void **state)
     jtape_free(&t);
 }
 
+/* The string scan reads 16 bytes at a time, and within 16 bytes of the input's
+ * end loads the last 16 bytes instead: each special byte (quote, escape,
+ * non-ASCII, control, invalid UTF-8) is put at every offset around those
+ * block edges, in inputs shorter and longer than one block, and the tape
+ * must agree with jansson on acceptance and on the decoded string. The
+ * string is an array element, a key, or a compact member's value (read by
+ * the "key":"value" fast path), and every shape is also cut short. */
+static void test_string_scan_edges(void **state)
+{
+    (void)state;
+    static const struct { const char *s; size_t n; } specials[] = {
+        { "\\\"", 2 }, { "\\\\", 2 }, { "\\n", 2 }, { "\\u00e9", 6 }, { "\\ud83d\\ude00", 12 },
+        { "\\u0000", 6 }, { "\\ud83d", 6 }, { "\\x", 2 }, { "\\", 1 }, { "\xc3\xa9", 2 },
+        { "\xe2\x82\xac\xe2\x82\xac", 6 }, { "\xf0\x9f\x98\x80", 4 }, { "\xc3", 1 },
+        { "\xff", 1 }, { "\xed\xa0\x80", 3 }, { "\x01", 1 }, { "\x1f", 1 }, { "\x7f", 1 },
+        { "\0", 1 }, { "\"", 1 }, { "", 0 },
+    };
+    jtape_t t = {0};
+    char buf[128];
+    for (size_t sp = 0; sp < sizeof specials / sizeof specials[0]; sp++)
+        for (size_t before = 0; before < 36; before++)
+            for (size_t after = 0; after < 20; after += 3)
+                for (int shape = 0; shape < 3; shape++) {
+                    static const char *const opens[] = { "[\"", "{\"", "{\"k\":\"" };
+                    static const char *const closes[] = { "\"]", "\":1}", "\"}" };
+                    size_t n = 0, open_n = strlen(opens[shape]);
+                    bool as_key = shape == 1;
+                    memcpy(buf + n, opens[shape], open_n), n += open_n;
+                    memset(buf + n, 'a', before), n += before;
+                    memcpy(buf + n, specials[sp].s, specials[sp].n), n += specials[sp].n;
+                    memset(buf + n, 'b', after), n += after;
+                    memcpy(buf + n, closes[shape], strlen(closes[shape])), n += strlen(closes[shape]);
+                    agree(&t, buf, n);
+                    /* cut short: the input ends inside the string, or just after it */
+                    for (size_t cut = open_n + before; cut < n; cut++)
+                        agree(&t, buf, cut);
+
+                    json_t *j = json_loadb(buf, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+                    if (!j)
+                        continue;
+                    assert_int_equal(jtape_parse(&t, buf, n, 64, 0), 0);
+                    const char *want;
+                    size_t want_n, got_n;
+                    json_t *str = shape == 0 ? json_array_get(j, 0) : json_object_get(j, "k");
+                    if (as_key) {
+                        want = json_object_iter_key(json_object_iter(j));
+                        want_n = strlen(want);
+                    } else {
+                        want = json_string_value(str);
+                        want_n = json_string_length(str);
+                    }
+                    const char *got = jtape_str(&t, shape == 2 ? 2 : 1, &got_n);
+                    assert_int_equal(got_n, want_n);
+                    assert_memory_equal(got, want, want_n);
+                    json_decref(j);
+                }
+    jtape_free(&t);
+}
+
+/* Members with and without whitespace around ':' and ',', with string and
+ * other values, read the same (the compact "key":"value" form has a path of
+ * its own). */
+static void test_member_forms(void **state)
+{
+    (void)state;
+    static const char *const forms[] = {
+        "{\"a\":\"x\",\"b\":\"yy\",\"c\":[\"z\"]}",
+        "{\"a\": \"x\", \"b\": \"yy\", \"c\": [\"z\"]}",
+        "{\"a\" :\"x\" ,\"b\"\t:\n\"yy\",\"c\":[ \"z\" ]}",
+        "{ \"a\":\"x\",\"b\":\"yy\",\"c\":[\"z\"] }",
+    };
+    jtape_t t = {0};
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        agree(&t, forms[i], strlen(forms[i]));
+        assert_int_equal(jtape_parse(&t, forms[i], strlen(forms[i]), 64, 0), 0);
+        assert_int_equal(jtape_count(&t, 0), 3);
+        assert_true(jtape_str_eq(&t, jtape_get(&t, 0, "a", 1), "x", 1));
+        assert_true(jtape_str_eq(&t, jtape_get(&t, 0, "b", 1), "yy", 2));
+        uint32_t c = jtape_get(&t, 0, "c", 1);
+        assert_int_equal(jtape_count(&t, c), 1);
+        assert_true(jtape_str_eq(&t, c + 1, "z", 1));
+        assert_int_equal(jtape_end(&t, 0), t.n);
+    }
+    static const char *const bad[] = {
+        "{\"a\":\"x\"", "{\"a\":\"x", "{\"a\":\"", "{\"a\":", "{\"a\"", "{\"a\":\"x\",}",
+        "{\"a\":\"x\"\"b\":\"y\"}", "{\"a\":\"x\",\"b\"}", "{\"a\"\"x\"}", "{\"a\":\"x\"]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        agree(&t, bad[i], strlen(bad[i]));
+        assert_int_equal(jtape_parse(&t, bad[i], strlen(bad[i]), 64, 0), -EINVAL);
+    }
+    /* enough members to grow the node array from inside the compact path */
+    char big[8192];
+    size_t n = 0;
+    big[n++] = '{';
+    for (int k = 0; k < 300; k++)
+        n += (size_t)snprintf(big + n, sizeof big - n, "%s\"k%d\":\"v%d\"", k ? "," : "", k, k);
+    big[n++] = '}';
+    jtape_t fresh = {0};
+    assert_int_equal(jtape_parse(&fresh, big, n, 64, 0), 0);
+    assert_int_equal(jtape_count(&fresh, 0), 300);
+    assert_true(jtape_str_eq(&fresh, jtape_get(&fresh, 0, "k299", 4), "v299", 4));
+    jtape_free(&fresh);
+    jtape_free(&t);
+}
+
+/* Containers are closed through links kept in the tape: siblings after a
+ * nested container, empty containers and whitespace everywhere keep the walk
+ * invariants (count, next) right. */
+static void test_nesting_walk(void **state)
+{
+    (void)state;
+    jtape_t t = {0};
+    const char *s = " { \"a\" : [ [ ] , { } , [ 1 , { \"b\" : null } ] ] , \"c\" : { } , \"d\" : 2 } ";
+    assert_int_equal(jtape_parse(&t, s, strlen(s), 64, 0), 0);
+    assert_int_equal(jtape_count(&t, 0), 3);
+    assert_int_equal(jtape_end(&t, 0), t.n);
+    uint32_t a = jtape_get(&t, 0, "a", 1);
+    assert_int_equal(jtape_kind(&t, a), JT_ARR);
+    assert_int_equal(jtape_count(&t, a), 3);
+    uint32_t e0 = a + 1, e1 = jtape_end(&t, e0), e2 = jtape_end(&t, e1);
+    assert_int_equal(jtape_kind(&t, e0), JT_ARR);
+    assert_int_equal(jtape_count(&t, e0), 0);
+    assert_int_equal(jtape_kind(&t, e1), JT_OBJ);
+    assert_int_equal(jtape_count(&t, e1), 0);
+    assert_int_equal(jtape_count(&t, e2), 2);
+    assert_int_equal(jtape_end(&t, e2), jtape_end(&t, a));
+    assert_int_equal(jtape_kind(&t, jtape_get(&t, e2 + 2, "b", 1)), JT_NULL);
+    assert_int_equal(jtape_kind(&t, jtape_get(&t, 0, "c", 1)), JT_OBJ);
+    int64_t v;
+    assert_true(jtape_safe_int(&t, jtape_get(&t, 0, "d", 1), true, &v));
+    assert_int_equal(v, 2);
+    /* a container's text is its brackets and what is between them */
+    assert_int_equal(t.nodes[e2].len, strlen("[ 1 , { \"b\" : null } ]"));
+    assert_int_equal(t.nodes[0].len, strlen(s) - 2);
+    jtape_free(&t);
+}
+
 static void test_depth(void **state)
 {
     (void)state;
@@ -122,6 +271,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agrees_with_jansson),
         cmocka_unit_test(test_reading),
+        cmocka_unit_test(test_string_scan_edges),
+        cmocka_unit_test(test_member_forms),
+        cmocka_unit_test(test_nesting_walk),
         cmocka_unit_test(test_depth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -298,6 +298,23 @@ typedef struct bad_case {
 } bad_case_t;
 
 static const bad_case_t bad_cases[] = {
+    /* Stage 1 decides on key bit sets and walks the table only when one fails:
+     * the failure reported is still zod's first, in table order, and the last
+     * of duplicate keys is the one checked. */
+    { "{'type':'TEXT_MESSAGE_CONTENT','delta':5,'timestamp':'x'}",
+      "TEXT_MESSAGE_CONTENT: timestamp: expected a safe integer" },
+    { "{'type':'TEXT_MESSAGE_CONTENT','delta':5,'subagentRunId':7}",
+      "TEXT_MESSAGE_CONTENT: subagentRunId: expected a string" },
+    { "{'type':'TEXT_MESSAGE_CONTENT','delta':5}", "TEXT_MESSAGE_CONTENT: messageId: required" },
+    { "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m','delta':'d','delta':5}",
+      "TEXT_MESSAGE_CONTENT: delta: expected a string" },
+    { "{'type':'TEXT_MESSAGE_START','role':'bot','messageId':'m','timestamp':1}",
+      "TEXT_MESSAGE_START: role: expected one of developer, system, assistant, user" },
+    { "{'type':'TEXT_MESSAGE_END','\\u006dessageId':'m','metadata':{},'rawEvent':5,'timestamp':-1.5}",
+      "TEXT_MESSAGE_END: timestamp: expected a safe integer" },
+    { "{'type':'TEXT_MESSAGE_END','timestamp':1,'rawEvent':{},'metadata':7}",
+      "TEXT_MESSAGE_END: metadata: expected an object" },
+    { "{'type':7,'type':'TEXT_MESSAGE_END'}", "TEXT_MESSAGE_END: messageId: required" },
     { "{'type':'TOOL_CALL_ARGS','toolCallId':'c','delta':5}", "TOOL_CALL_ARGS: delta: expected a string" },
     { "{'type':'TEXT_MESSAGE_START','messageId':null}", "TEXT_MESSAGE_START: messageId: expected a string" },
     { "{'type':'TEXT_MESSAGE_START','messageId':'m','role':'tool'}",
@@ -437,6 +454,13 @@ static void test_not_an_event(void **state)
         { "{'type':7}", "type: expected a string" },
         { "{'type':'THINKING_START'}", "unknown event type 'THINKING_START'" },
         { "{'type':'run_started'}", "unknown event type 'run_started'" },
+        /* the type found by hash: near misses and the last of duplicates */
+        { "{'type':'TEXT_MESSAGE_EN'}", "unknown event type 'TEXT_MESSAGE_EN'" },
+        { "{'type':'TEXT_MESSAGE_END '}", "unknown event type 'TEXT_MESSAGE_END '" },
+        { "{'type':'TEXT_MESSAGE_ENDS'}", "unknown event type 'TEXT_MESSAGE_ENDS'" },
+        { "{'type':''}", "unknown event type ''" },
+        { "{'type':'TEXT_MESSAGE_END','type':7,'messageId':'m'}", "type: expected a string" },
+        { "{'Type':'RUN_STARTED'}", "type: required" },
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         validate_t *v = validate_new();
