@@ -68,7 +68,7 @@ static int64_t ids_index(runrec_ids_t *ids, const char *p, size_t n)
     uint32_t s = (uint32_t)h & (ids->cap - 1);
     for (; ids->slots[s]; s = (s + 1) & (ids->cap - 1)) {
         const struct runrec_id *e = &ids->ents[ids->slots[s] - 1];
-        if (e->h == h && e->len == n && !memcmp(ids->text.data + e->off, p, n))
+        if (e->h == h && e->len == n && (!n || !memcmp(ids->text.data + e->off, p, n)))   /* "" has no text yet */
             return ids->slots[s] - 1;
     }
     if (ids->text.len + n > UINT32_MAX || buf_append(&ids->text, p, n))
