@@ -600,9 +600,11 @@ static access_verdict_t authorize(const policy_t *p, const access_ident_t *id, c
                 return ACCESS_ALLOW;
         snprintf(d->scope, sizeof d->scope, "%s", need->s[0]);
     } else {
+        if (has_scope_str(id, "agents:run"))
+            return ACCESS_ALLOW;
         char s[96];
         int n = snprintf(s, sizeof s, "agents:run:%s", agent->name);
-        if (has_scope_str(id, "agents:run") || has_scope(id, s, (size_t)n))
+        if (has_scope(id, s, (size_t)n))
             return ACCESS_ALLOW;
         snprintf(d->scope, sizeof d->scope, "%s", s);
     }

@@ -8,6 +8,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import {
   startAgate, stopClean, request, runInput, assertError, writeTemp, waitFor, streamRun, sleep,
 } from './lib/harness.mjs';
@@ -76,6 +77,24 @@ const run = (agate, headers = {}, agent = 'echo') =>
   request(agate.port, { method: 'POST', path: `/v1/agents/${agent}/run`, headers: { 'Content-Type': 'application/json', ...headers }, body: BODY() });
 const bearer = (t) => ({ Authorization: `Bearer ${t}` });
 
+// One keep-alive connection for several runs: credentials are judged per
+// request (and per policy after a reload), never remembered per connection.
+function keepAlive(port) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const post = (headers, name = 'echo') => new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: `/v1/agents/${name}/run`, agent,
+      headers: { 'Content-Type': 'application/json', ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ statusCode: res.statusCode, text, reused: req.reusedSocket }));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(BODY()));
+  });
+  return { post, close: () => agent.destroy() };
+}
+
 describe('auth', () => {
   let agate;
   let jwksPath;
@@ -85,6 +104,25 @@ describe('auth', () => {
     agate = await startAgate({ config: config({ jwksPath, pemPath }) });
   });
   after(async () => { if (agate) await stopClean(agate); });
+
+  test('keys change on one keep-alive connection: each request is judged by the key it carries', T, async () => {
+    const ka = keepAlive(agate.port);
+    try {
+      const seq = [
+        [bearer(KEY_RUN), 'echo', 200], [bearer(KEY_RUN), 'echo', 200],
+        [bearer(KEY_ECHO_ONLY), 'other', 403], [bearer(KEY_RUN), 'other', 200],
+        [bearer(`${KEY_RUN}x`), 'echo', 401], [bearer(KEY_RUN.slice(0, -1)), 'echo', 401],
+        [{}, 'echo', 401], [{ 'X-API-Key': KEY_NONE }, 'echo', 403], [bearer(KEY_RUN), 'echo', 200],
+      ];
+      for (const [i, [h, name, status]] of seq.entries()) {
+        const r = await ka.post(h, name);
+        assert.equal(r.statusCode, status, `request ${i}: ${r.text.slice(0, 200)}`);
+        if (i > 0) assert.ok(r.reused, `request ${i} went over the same connection`);
+      }
+    } finally {
+      ka.close();
+    }
+  });
 
   test('no credentials: 401 with WWW-Authenticate Bearer', T, async () => {
     const res = await run(agate);
@@ -223,12 +261,18 @@ describe('auth reload', () => {
       assert.ok(await waitFor(() => agate.stdoutLines().some((l) => /"msg":"reload","what":"jwks","status":"ok"/.test(l)), 2000));
       // SIGHUP: the ci key is replaced by a new one (keep a long stream open across it)
       const NEW = `k-new-${crypto.randomBytes(8).toString('hex')}`;
+      const ka = keepAlive(agate.port);   // a connection that presented the ci key before the reload
+      assert.equal((await ka.post(bearer(KEY_RUN))).statusCode, 200);
       const streaming = streamRun(agate.port, runInput('one two three four five six', { forwardedProps: { agate: { tokenIntervalMs: 150 } } }), { headers: bearer(KEY_RUN) });
       await sleep(200);
       fs.writeFileSync(agate.configPath, config({ jwksPath, pemPath, keys: [NEW, KEY_ECHO_ONLY, KEY_NONE, KEY_ADMIN] }));
       agate.signal('SIGHUP');
       await waitFor(() => agate.stdoutLines().some((l) => /"msg":"reload","what":"config","status":"ok"/.test(l)), 5000);
       assertError(await run(agate, bearer(KEY_RUN)), 401, 'invalid_token');
+      const again = await ka.post(bearer(KEY_RUN));
+      ka.close();
+      assert.ok(again.reused, 'the same connection as before the reload');
+      assert.equal(again.statusCode, 401, 'a removed key is refused on a connection that used it before');
       assert.equal((await run(agate, bearer(NEW))).statusCode, 200);
       const s = await streaming;   // the stream begun before the reload was not dropped
       assert.equal(s.statusCode ?? s.head?.statusCode ?? 200, 200);
