@@ -87,6 +87,20 @@ function metric(text, name) {
   return line ? Number(line.split(' ').pop()) : undefined;
 }
 
+
+// An upstream whose runs start and then die 400 ms in (the connection is
+// destroyed mid-stream) until heal() is called; then it answers normally.
+async function useDoomedServer(t) {
+  let fail = true;
+  const srv = await useServer(t, {
+    script: (rec) => {
+      const { threadId, runId } = rec.json;
+      if (!fail) return {};
+      return { events: [{ type: 'RUN_STARTED', threadId, runId }, { delay: 400 }, { destroy: true }] };
+    },
+  });
+  return { srv, heal: () => { fail = false; } };
+}
 describe('response cache', () => {
   test('MISS then HIT: the same events with the new run ids and fresh, consistent message/tool ids (HttpAgent)', T, async (t) => {
     const srv = await useServer(t, { script: { events: richRun } });
@@ -271,14 +285,8 @@ describe('response cache', () => {
   });
 
   test('upstream failure mid-run: every coalesced client gets the RUN_ERROR, nothing is cached', T, async (t) => {
-    let fail = true;
-    const srv = await useServer(t, {
-      script: (rec) => {
-        const { threadId, runId } = rec.json;
-        if (!fail) return {};
-        return { events: [{ type: 'RUN_STARTED', threadId, runId }, { delay: 400 }, { destroy: true }] };
-      },
-    });
+    const doomed = await useDoomedServer(t);
+    const srv = doomed.srv;
     const agate = await useAgate(t, { config: cacheConfig(srv.url) });
     const q = sameQuestion('doomed');
     const results = await Promise.all(Array.from({ length: 10 }, () => post(agate, q())));
@@ -288,7 +296,7 @@ describe('response cache', () => {
       assert.equal(last.type, 'RUN_ERROR', JSON.stringify(r.events));
     }
     assert.ok(results.filter((r) => r.headers['x-cache'] === 'COALESCED').length >= 5);
-    fail = false;
+    doomed.heal();
     assert.equal((await post(agate, q())).headers['x-cache'], 'MISS', 'nothing was cached');
     await stopClean(agate);
   });
@@ -600,14 +608,8 @@ describe('response cache over WebSocket', () => {
   });
 
   test('a failed shared run: each WS run gets its RUN_ERROR, the connections stay open, nothing is cached', T, async (t) => {
-    let fail = true;
-    const srv = await useServer(t, {
-      script: (rec) => {
-        const { threadId, runId } = rec.json;
-        if (!fail) return {};
-        return { events: [{ type: 'RUN_STARTED', threadId, runId }, { delay: 400 }, { destroy: true }] };
-      },
-    });
+    const doomed = await useDoomedServer(t);
+    const srv = doomed.srv;
     const agate = await useAgate(t, { config: cacheConfig(srv.url) });
     const q = sameQuestion('doomed over ws');
     const one = await useWs(t, agate);
@@ -632,7 +634,7 @@ describe('response cache over WebSocket', () => {
     assert.equal((await runLine(agate, followers[0].runId)).outcome, 'error');
     assert.equal(one.readyState, 1);
     assert.equal(two.readyState, 1);
-    fail = false;
+    doomed.heal();
     const next = q();
     const ok = await two.run(next);
     assert.equal(ok[ok.length - 1].type, 'RUN_FINISHED', 'the connection still runs');
