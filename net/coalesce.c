@@ -392,8 +392,12 @@ static void pump(run_t *r)
         if (rec.n_patch) {
             runrec_subst_t s = {r->in.thread_id, r->in.run_id, r->in.thread_id_len, r->in.run_id_len, &co->ids,
                                 &sh->rng};
-            if (runrec_render(&co->out, &rec, &s)) {
-                replay_fail(r, 503, "out_of_memory", "out of memory");
+            int rc = runrec_render(&co->out, &rec, &s);
+            if (rc) {   /* -EINVAL: a record whose id spans do not fit its event (a bug, not the client's) */
+                if (rc == -ENOMEM)
+                    replay_fail(r, 503, "out_of_memory", "out of memory");
+                else
+                    replay_fail(r, 500, "internal_error", "a stored event could not be replayed");
                 return;
             }
             json = co->out.data;
