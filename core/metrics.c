@@ -127,7 +127,8 @@ static void hist_time(render_t *r, const char *name, const char *labels, const s
     for (int i = 0; i <= METRICS_TIME_BUCKETS; i++) {
         for (unsigned s = 0; s < n; s++)
             cum += rd(&((const metrics_hist_t *)((const char *)&sh[s].metrics + field))->bucket[i]);
-        snprintf(lb, sizeof lb, "%s,le=\"%s\"", labels, i < METRICS_TIME_BUCKETS ? time_bounds_txt[i] : "+Inf");
+        snprintf(lb, sizeof lb, "%s%sle=\"%s\"", labels, labels[0] ? "," : "",
+                 i < METRICS_TIME_BUCKETS ? time_bounds_txt[i] : "+Inf");
         sample_u(r, name, "_bucket", lb, cum);
     }
     for (unsigned s = 0; s < n; s++)
@@ -356,6 +357,10 @@ static void render_engine(render_t *r, const shard_t *sh, unsigned n)
         snprintf(lb, sizeof lb, "shard=\"%u\"", s);
         sample_u(r, "agate_shard_loop_iterations", "_total", lb, rd(&sh[s].metrics.loop_iterations));
     }
+    family(r, "agate_shard_loop_turn_seconds", "histogram",
+           "Time one event loop turn spent working (completions, timers, flushes), all shards; a long turn delays "
+           "every connection of its shard.");
+    hist_time(r, "agate_shard_loop_turn_seconds", "", sh, n, offsetof(metrics_shard_t, loop_turn));
     family(r, "agate_uring_sqes_per_loop", "histogram", "io_uring submission queue entries submitted per loop turn.");
     uint64_t cum = 0;
     for (int i = 0; i <= METRICS_BATCH_BUCKETS; i++) {

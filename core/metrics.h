@@ -69,6 +69,7 @@ typedef struct metrics_shard {
     uint64_t cache_detached[CFG_MAX_AGENTS];              /* coalesced followers cut for lagging */
     uint64_t loop_iterations, busy_ns, sqes_submitted;
     uint64_t sqes_per_loop[METRICS_BATCH_BUCKETS + 1];
+    metrics_hist_t loop_turn;                             /* working time of one loop turn */
 } metrics_shard_t;
 
 static inline void metrics_add(uint64_t *p, uint64_t v)

@@ -241,7 +241,9 @@ static void loop_turn(shard_t *sh, bool wait)
     maybe_stop(sh);
     if (sh->m) {
         metrics_add(&sh->m->loop_iterations, 1);
-        metrics_add(&sh->m->busy_ns, (clock_mono_us() - woke_us) * 1000u);
+        uint64_t busy_us = clock_mono_us() - woke_us;
+        metrics_add(&sh->m->busy_ns, busy_us * 1000u);
+        metrics_observe_us(&sh->m->loop_turn, busy_us);
         metrics_observe_batch(sh->m, rc > 0 ? (uint64_t)rc : 0);
     }
 }

@@ -110,6 +110,11 @@ describe('Prometheus scrapes agate', () => {
     // Gauges and engine series are there and plausible.
     assert.ok((await query('sum(agate_shard_loop_iterations_total)')) > 0);
     assert.ok((await query('agate_uring_sqes_per_loop_count')) > 0);
+    // every loop turn is in the turn-time histogram, and its +Inf bucket is its count
+    const turns = await query('agate_shard_loop_turn_seconds_count');
+    assert.ok(turns > 0, 'loop turns observed');
+    assert.equal(await query('agate_shard_loop_turn_seconds_bucket{le="+Inf"}'), turns);
+    assert.ok((await query('agate_shard_loop_turn_seconds_sum')) > 0);
     assert.ok((await query('process_resident_memory_bytes')) > 1e6);
     assert.equal(await query('agate_draining'), 0);
   });
