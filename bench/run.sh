@@ -963,6 +963,17 @@ if has_case auth; then
   [ "$BENCH_ROUNDS" -ge 3 ] && med=" (median of rounds: req/s $(median_pct RPS agate-auth agate), CPU per response $(median_pct USREQ agate-auth agate))"
   echo "  issue 6 target, auth + rate limiting on within 5 % of off in runs/s: mean cost ${ar} % of req/s$med: $(awk -v c="$ar" 'BEGIN { print (c < 5) ? "met" : "NOT met" }') on the mean (ratio $(ratio "${RPS[mean:agate-auth]}" "${RPS[mean:agate]}")x)"
 fi
+# Did any agate shard stall? Loop turns that worked longer than 5 ms, from its own
+# histogram (agate_shard_loop_turn_seconds): a tail in wrk's p99 with none here is
+# not a stalled shard.
+for n in "${names[@]}"; do
+  [[ $n == agate* ]] || continue
+  read -r all fast < <(curl -sf "http://127.0.0.1:${ADMINPORT[$n]}/metrics" | awk '
+    $1 == "agate_shard_loop_turn_seconds_count" { a = $2 }
+    $1 == "agate_shard_loop_turn_seconds_bucket{le=\"0.005\"}" { f = $2 }
+    END { printf "%d %d\n", a, f }')   # one scrape: both from the same instant
+  echo "  info  $n: $((all - fast)) of $all loop turns worked longer than 5 ms"
+done
 for n in "${names[@]}"; do
   printf '  %-17s %s\n' "$n:" "$(awk -v r="${RPS[mean:$n]}" -v b="${BPR[mean:$n]}" 'BEGIN { printf "%.1f MB/s on the wire (req/s x %d B/resp)", r * b / 1e6, b }')"
 done
