@@ -67,6 +67,7 @@ void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
     c->run_slot = -1;
     c->ws = NULL;
     c->peer_len = 0;
+    c->key_memo.len = 0;
     c->last_progress_ms = sh->now_ms;
     c->timer.cb = conn_timer_fired;
     c->timer_kind = CONN_T_NONE;
@@ -319,6 +320,7 @@ void conn_reap(conn_t *c)
         http_response_done(c);   /* logs the run that ended with the connection */
     close(c->fd);
     c->fd = -1;
+    explicit_bzero(&c->key_memo, sizeof c->key_memo);
     for (int i = 0; i < 2; i++) {
         c->out[i].len = 0;
         if (c->out[i].cap > CONN_KEEP_BUF_BYTES)

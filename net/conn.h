@@ -29,6 +29,16 @@ typedef enum conn_timer_kind {
     CONN_T_NONE, CONN_T_HEADER, CONN_T_BODY, CONN_T_IDLE, CONN_T_STALL, CONN_T_LINGER
 } conn_timer_kind_t;
 
+/* An API key that net/access.c verified on this connection, kept so the next
+ * request presenting the same bytes skips SHA-256. Raw key bytes: never logged,
+ * wiped (explicit_bzero) when the connection closes. */
+typedef struct conn_key_memo {
+    uint64_t policy;    /* serial of the access policy it matched under */
+    uint32_t idx;       /* index of the matching api_keys entry */
+    uint8_t  len;       /* 0: nothing remembered */
+    char     key[64];
+} conn_key_memo_t;
+
 typedef struct conn {
     shard_t      *sh;
     uint32_t      slot, gen;
@@ -58,6 +68,7 @@ typedef struct conn {
     struct ws_conn *ws;               /* WebSocket state once upgraded (net/ws.c), owned */
     rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access.c) */
     int16_t            run_slot;      /* agent slot of the current request's run, for its span; -1 none */
+    conn_key_memo_t key_memo;         /* the API key it presented last (net/access.c); wiped at close */
     char          peer[46];           /* client address text (INET6_ADDRSTRLEN), for X-Forwarded-For */
     uint8_t       peer_len;           /* 0: not looked up yet on this connection (net/proxy.c) */
     struct conn  *flush_next;         /* shard flush list, linked while in_flush */
