@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 int buf_grow(buf_t *b, size_t need)
 {
@@ -26,13 +27,20 @@ void buf_free(buf_t *b)
     b->len = b->cap = 0;
 }
 
-int buf_append_u64(buf_t *b, uint64_t v)
+size_t buf_fmt_u64(char out[20], uint64_t v)
 {
     char tmp[20];
-    int n = 0;
+    size_t n = 0;
     do {
         tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    return buf_append(b, tmp + sizeof tmp - n, (size_t)n);
+    memcpy(out, tmp + sizeof tmp - n, n);
+    return n;
+}
+
+int buf_append_u64(buf_t *b, uint64_t v)
+{
+    char tmp[20];
+    return buf_append(b, tmp, buf_fmt_u64(tmp, v));
 }

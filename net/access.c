@@ -914,19 +914,6 @@ static const char SECURITY_HEADERS[] =
  * exactly its inline script and style run. */
 static const char API_CSP[] = "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n";
 
-/* Decimal digits of v at p; returns how many. */
-static size_t put_dec(char *p, uint64_t v)
-{
-    char t[20];
-    size_t n = 0;
-    do {
-        t[sizeof t - 1 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    memcpy(p, t + sizeof t - n, n);
-    return n;
-}
-
 #define QUOTA_LINE(p, lit, num, len) \
     (memcpy(p, lit, sizeof lit - 1), p += sizeof lit - 1, memcpy(p, num, len), p += len, memcpy(p, "\r\n", 2), p += 2)
 
@@ -937,7 +924,7 @@ static size_t put_dec(char *p, uint64_t v)
 static void put_quota(buf_t *b, const rl_quota_t *q)
 {
     char lim[20], rem[20], rst[20], out[256], *p = out;   /* 128 bytes of names + 6 x 20 digits */
-    size_t ll = put_dec(lim, q->limit), rl = put_dec(rem, q->remaining), sl = put_dec(rst, q->reset_s);
+    size_t ll = buf_fmt_u64(lim, q->limit), rl = buf_fmt_u64(rem, q->remaining), sl = buf_fmt_u64(rst, q->reset_s);
     QUOTA_LINE(p, "RateLimit-Limit: ", lim, ll);
     QUOTA_LINE(p, "RateLimit-Remaining: ", rem, rl);
     QUOTA_LINE(p, "RateLimit-Reset: ", rst, sl);
