@@ -43,7 +43,11 @@ for bin in "${bins[@]}"; do
   [ -x "$bin" ] || echo "run-integration: $bin is missing or not executable (make $bin); its tests will fail"
   rc=0
   if [ "$serial" -eq 1 ]; then
-    AGATE_BIN="$bin" node --test --test-concurrency=1 --test-reporter=tap "${files[@]}" || rc=$?
+    # A bound on the whole suite: a test that hangs outside its own timeout (a hook,
+    # a handle left open) fails the run here instead of stalling CI until it is killed.
+    AGATE_BIN="$bin" timeout -k 30 "${INTEGRATION_TIMEOUT:-2400}" \
+      node --test --test-concurrency=1 --test-reporter=tap "${files[@]}" || rc=$?
+    [ "$rc" -eq 124 ] && echo "run-integration: the suite against $bin did not finish within ${INTEGRATION_TIMEOUT:-2400} s"
   else
     for f in "${files[@]}"; do
       AGATE_BIN="$bin" node --test --test-reporter=tap "$f" || rc=$?

@@ -89,6 +89,7 @@ function keepAlive(port) {
       res.on('data', (d) => { text += d; });
       res.on('end', () => resolve({ statusCode: res.statusCode, text, reused: req.reusedSocket }));
     });
+    req.setTimeout(5000, () => req.destroy(new Error('no answer within 5 s')));
     req.on('error', reject);
     req.end(JSON.stringify(BODY()));
   });
@@ -251,6 +252,7 @@ describe('auth reload', () => {
     const jwksPath = writeTemp(JSON.stringify({ keys: [] }), 'jwks.json');
     const pemPath = writeTemp(RSA_PEM, 'rsa.pem');
     const agate = await startAgate({ config: config({ jwksPath, pemPath }) });
+    let ka;
     try {
       assert.equal((await run(agate, bearer(KEY_RUN))).statusCode, 200);
       assert.equal((await run(agate, bearer(es()))).statusCode, 401);
@@ -261,7 +263,7 @@ describe('auth reload', () => {
       assert.ok(await waitFor(() => agate.stdoutLines().some((l) => /"msg":"reload","what":"jwks","status":"ok"/.test(l)), 2000));
       // SIGHUP: the ci key is replaced by a new one (keep a long stream open across it)
       const NEW = `k-new-${crypto.randomBytes(8).toString('hex')}`;
-      const ka = keepAlive(agate.port);   // a connection that presented the ci key before the reload
+      ka = keepAlive(agate.port);   // a connection that presented the ci key before the reload
       assert.equal((await ka.post(bearer(KEY_RUN))).statusCode, 200);
       const streaming = streamRun(agate.port, runInput('one two three four five six', { forwardedProps: { agate: { tokenIntervalMs: 150 } } }), { headers: bearer(KEY_RUN) });
       await sleep(200);
@@ -270,7 +272,6 @@ describe('auth reload', () => {
       await waitFor(() => agate.stdoutLines().some((l) => /"msg":"reload","what":"config","status":"ok"/.test(l)), 5000);
       assertError(await run(agate, bearer(KEY_RUN)), 401, 'invalid_token');
       const again = await ka.post(bearer(KEY_RUN));
-      ka.close();
       assert.ok(again.reused, 'the same connection as before the reload');
       assert.equal(again.statusCode, 401, 'a removed key is refused on a connection that used it before');
       assert.equal((await run(agate, bearer(NEW))).statusCode, 200);
@@ -283,6 +284,7 @@ describe('auth reload', () => {
       await waitFor(() => agate.stdoutLines().some((l) => /"msg":"reload","what":"config","status":"failed"/.test(l)), 5000);
       assert.equal((await run(agate, bearer(NEW))).statusCode, 200);
     } finally {
+      ka?.close();
       await stopClean(agate);
     }
   });
