@@ -11,10 +11,11 @@
 #          (open/fstat/sendfile/close per request) and, with BENCH_NGINX_OFC=1
 #          (default), the same plus open_file_cache.
 #   obs    what metrics and request logs cost (issue 3): the same echo request
-#          against four agates that differ only in observability: metrics off + logs
+#          against agates that differ only in observability: metrics off + logs
 #          off ("bare"), metrics on + logs off (the echo case's agate row), metrics
-#          on + logs on written to a file on disk, and the same with
-#          log.sample=$BENCH_LOG_SAMPLE. Ratios against "bare".
+#          on + logs on written to a file on disk, the same with
+#          log.sample=$BENCH_LOG_SAMPLE, and (BENCH_LOG_NULL=1) logs on written to
+#          /dev/null. Ratios against "bare".
 #   proxy  agate as a proxy (issue 4) against nginx as a proxy, in front of the same
 #          upstream: a third nginx that answers POST /agent with the recorded 44-event
 #          SSE body (a static file, Content-Length). agate: an agent of type proxy,
