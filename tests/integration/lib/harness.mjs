@@ -78,6 +78,40 @@ process.once('exit', () => {
   for (const p of live) { try { p.kill('SIGKILL'); } catch { /* ignore */ } }
 });
 
+// What the harness is waiting for, for the watchdog's report.
+let phase = 'loading the test file';
+
+/** The kernel's view of a process: state, wait channel and stack (for hang reports). */
+function procState(pid) {
+  const read = (f) => { try { return fs.readFileSync(`/proc/${pid}/${f}`, 'utf8').trim(); } catch (e) { return `(${e.code})`; } };
+  const state = (read('status').match(/^State:.*$/m) || ['State: gone'])[0];
+  return `pid ${pid} ${state}, wchan ${read('wchan')}\n${read('stack')}`;
+}
+
+// A test file that runs this long is stuck somewhere no test timeout reaches (a
+// hook, a wait on a process): report what it waits on and what is open, and fail
+// the file instead of stalling the suite. No file takes a tenth of this.
+const WATCHDOG_MS = Number(process.env.AGATE_TEST_WATCHDOG_MS || 600000);
+setTimeout(() => {
+  const lines = [`[harness] watchdog: ${path.basename(process.argv[1] || '?')} still running after ${WATCHDOG_MS / 1000} s`,
+    `[harness] waiting on: ${phase}`,
+    `[harness] open resources: ${JSON.stringify(process.getActiveResourcesInfo())}`];
+  for (const p of live) lines.push(`[harness] agate ${procState(p.pid)}`);
+  process.stderr.write(`${lines.join('\n')}\n`);
+  process.exit(70);
+}, WATCHDOG_MS).unref();
+
+/** SIGKILL, then wait (bounded) for the exit; a process the kernel does not let go is reported. */
+async function killAndReap(proc, exited, closed) {
+  proc.kill('SIGKILL');
+  phase = `the exit of agate pid ${proc.pid} after SIGKILL`;
+  let t;
+  const r = await Promise.race([exited, new Promise((resolve) => { t = setTimeout(() => resolve(null), 15000); })]);
+  clearTimeout(t);
+  if (!r) throw new Error(`agate pid ${proc.pid} did not exit within 15 s of SIGKILL: ${procState(proc.pid)}`);
+  await Promise.race([closed, sleep(2000)]);
+}
+
 /**
  * Starts agate.
  *   config: YAML text written to a temp file and passed as --config (omit or null: no --config)
@@ -86,6 +120,7 @@ process.once('exit', () => {
  *   ready:  wait for GET /health/ready == 200 on the main port (default true)
  */
 export async function startAgate({ config, env = {}, args = [], ready = true, readyTimeout = 10000 } = {}) {
+  phase = 'a free port';
   const port = await freePort();
   let adminPort = await freePort();
   while (adminPort === port) adminPort = await freePort();
@@ -148,6 +183,7 @@ export async function startAgate({ config, env = {}, args = [], ready = true, re
     signal(sig = 'SIGTERM') { if (!exitInfo) proc.kill(sig); },
     /** Waits for exit (timeout ms); returns the exit code, or "signal X", or "timeout". */
     async waitExit(timeout = 30000) {
+      phase = `agate pid ${proc.pid} to exit`;
       let t;
       const r = await Promise.race([
         exited.then((info) => exitCodeOf(info)),
@@ -155,9 +191,7 @@ export async function startAgate({ config, env = {}, args = [], ready = true, re
       ]);
       clearTimeout(t);
       if (r === 'timeout') {
-        proc.kill('SIGKILL');
-        await exited;
-        await closed;
+        await killAndReap(proc, exited, closed);
         return 'timeout';
       }
       await Promise.race([closed, sleep(2000)]);
@@ -171,6 +205,7 @@ export async function startAgate({ config, env = {}, args = [], ready = true, re
   };
 
   if (ready) {
+    phase = `agate pid ${proc.pid} to be ready on port ${port}`;
     const deadline = Date.now() + readyTimeout;
     let lastErr = '';
     for (;;) {
@@ -186,13 +221,14 @@ export async function startAgate({ config, env = {}, args = [], ready = true, re
         lastErr = e.message;
       }
       if (Date.now() > deadline) {
-        proc.kill('SIGKILL');
-        await exited;
-        throw new Error(`agate not ready on 127.0.0.1:${port} within ${readyTimeout} ms (${lastErr}); stderr:\n${err}`);
+        const state = procState(proc.pid);
+        await killAndReap(proc, exited, closed);
+        throw new Error(`agate not ready on 127.0.0.1:${port} within ${readyTimeout} ms (${lastErr}); it was ${state}; stderr:\n${err}`);
       }
       await sleep(50);
     }
   }
+  phase = 'a test (agate started)';
   return agate;
 }
 
