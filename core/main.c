@@ -98,17 +98,6 @@ static int load_config(cfg_t *c, int argc, char **argv, bool *check_only)
     return 0;
 }
 
-static unsigned shard_count(const cfg_t *c)
-{
-    if (c->shards)
-        return c->shards;
-    cpu_set_t set;
-    if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) > 0)
-        return (unsigned)CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
-}
-
 /* Waits for signals on this thread only; the shards never see them. */
 static void wait_for_stop(shard_t *shards, unsigned n, const cfg_t *cfg, const sigset_t *set)
 {

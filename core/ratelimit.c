@@ -55,6 +55,7 @@ static inline u128 cas(rl_cell_t *c, u128 expect, u128 want)
 }
 
 static uint64_t g_base_ns;   /* set once by the first rl_table_init, before any shard runs */
+static _Atomic uint64_t g_table_ids;
 
 static uint64_t mono_ns(void)
 {
@@ -85,6 +86,7 @@ int rl_table_init(rl_table_t *t, uint64_t capacity)
     memset(t->cells, 0, cap * sizeof *t->cells);
     t->mask = cap - 1;
     t->emask = ne - 1;
+    t->id = atomic_fetch_add_explicit(&g_table_ids, 1, memory_order_relaxed) + 1;
     if (!g_base_ns)
         g_base_ns = mono_ns();
     return 0;
@@ -228,35 +230,38 @@ static long find(rl_table_t *t, uint64_t key, uint64_t now, uint64_t *state)
     return -1;
 }
 
-rl_result_t rl_rate_take(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uint64_t now, rl_hold_t *hold)
+/* Takes up to `want` tokens of `rate` for key at once (one CAS): returns how
+ * many (0: refused, r filled in), with the cell index and its new TAT. */
+static uint32_t take_tokens(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uint64_t now, uint32_t want,
+                            rl_result_t *r, long *cell, uint64_t *tat_after)
 {
-    rl_result_t r = {.allowed = true};
     uint64_t s;
-    rl_hold_clear(hold);
     long idx = find(t, key, now, &s);
     for (;;) {
         if (idx < 0) {
-            r.remaining = (uint32_t)(rate->burst_ns / rate->interval_ns);
-            return r;   /* no cell: allowed (counted in t->full) */
+            r->remaining = (uint32_t)(rate->burst_ns / rate->interval_ns);
+            *cell = -1;
+            return 1;   /* no cell: allowed (counted in t->full) */
         }
-        rl_cell_t *c = &t->cells[idx];
-        uint64_t tat = s;
-        uint64_t nt = (tat > now ? tat : now) + rate->interval_ns;
+        uint64_t tat = s, base = tat > now ? tat : now;
+        uint64_t nt = base + rate->interval_ns;
         if (nt - now > rate->burst_ns) {
-            r.allowed = false;
-            r.remaining = 0;
-            r.retry_ns = nt - now - rate->burst_ns;
-            r.reset_ns = tat > now ? tat - now : 0;
-            return r;
+            r->allowed = false;
+            r->remaining = 0;
+            r->retry_ns = nt - now - rate->burst_ns;
+            r->reset_ns = tat > now ? tat - now : 0;
+            return 0;
         }
-        u128 seen = cas(c, pack(key, s), pack(key, nt));
+        uint64_t room = (now + rate->burst_ns - base) / rate->interval_ns;   /* >= 1 */
+        uint32_t n = room < want ? (uint32_t)room : want;
+        nt = base + n * rate->interval_ns;
+        u128 seen = cas(&t->cells[idx], pack(key, s), pack(key, nt));
         if (seen == pack(key, s)) {
-            r.remaining = (uint32_t)((rate->burst_ns - (nt - now)) / rate->interval_ns);
-            r.reset_ns = nt - now;
-            hold->cell = (uint32_t)idx;
-            hold->key = key;
-            hold->amount = rate->interval_ns;
-            return r;
+            r->remaining = (uint32_t)((rate->burst_ns - (nt - now)) / rate->interval_ns);
+            r->reset_ns = nt - now;
+            *cell = idx;
+            *tat_after = nt;
+            return n;
         }
         if (lo(seen) == key)
             s = hi(seen);            /* another decision for this key came first */
@@ -265,19 +270,111 @@ rl_result_t rl_rate_take(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uin
     }
 }
 
+/* Gives `amount` of TAT back to the cell if it still holds key. */
+static void refund_cell(rl_table_t *t, uint32_t cell, uint64_t key, uint64_t amount)
+{
+    rl_cell_t *c = &t->cells[cell];
+    uint64_t s = ld(&c->state);
+    for (;;) {
+        uint64_t nv = s > amount ? s - amount : 0;
+        u128 seen = cas(c, pack(key, s), pack(key, nv));
+        if (seen == pack(key, s) || lo(seen) != key)
+            return;   /* given back, or the cell went idle and changed hands: nothing to give */
+        s = hi(seen);
+    }
+}
+
+/* Tokens a thread took from a rate cell ahead of its requests. Each thread owns
+ * its table (no sharing, no atomics); a lease is spent within LEASE_NS of being
+ * taken or given back to the cell. */
+#define LEASE_NS UINT64_C(1000000000)
+typedef struct rl_lease {
+    uint64_t table;                 /* rl_table_t.id; 0 = empty */
+    uint64_t key;
+    uint64_t tat;                   /* the cell's TAT just after the lease */
+    uint64_t until;                 /* spend by then */
+    uint64_t interval;
+    uint32_t cell;
+    uint32_t left;                  /* tokens not yet spent */
+} rl_lease_t;
+static __thread rl_lease_t t_leases[RL_LEASES];
+
+static inline rl_lease_t *lease_slot(uint64_t key) { return &t_leases[(key >> 2) & (RL_LEASES - 1)]; }
+
+static void lease_give_back(rl_table_t *t, rl_lease_t *l)
+{
+    if (l->table == t->id && l->left)
+        refund_cell(t, l->cell, l->key, l->left * l->interval);
+    l->table = 0;   /* a lease of another table is dropped: tables are not swapped in a running agate */
+    l->left = 0;
+}
+
+uint32_t rl_lease_for(const rl_rate_t *rate, unsigned threads)
+{
+    if (!rate->interval_ns || !threads)
+        return 1;
+    uint64_t per_s = UINT64_C(1000000000) / rate->interval_ns;
+    uint64_t burst = rate->burst_ns / rate->interval_ns;
+    uint64_t k = per_s / (200 * (uint64_t)threads);
+    if (k > burst / (8 * (uint64_t)threads))
+        k = burst / (8 * (uint64_t)threads);
+    if (k > RL_LEASE_MAX)
+        k = RL_LEASE_MAX;
+    return k < 2 ? 1 : (uint32_t)k;
+}
+
+static void hold_charge(rl_hold_t *hold, long cell, uint64_t key, uint64_t amount, bool leased)
+{
+    if (cell < 0)
+        return;
+    hold->cell = (uint32_t)cell;
+    hold->key = key;
+    hold->amount = amount;
+    hold->leased = leased;
+}
+
+rl_result_t rl_rate_take(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uint64_t now, rl_hold_t *hold)
+{
+    rl_result_t r = {.allowed = true};
+    rl_hold_clear(hold);
+    long cell;
+    uint64_t tat;
+    if (rate->lease <= 1) {
+        if (take_tokens(t, key, rate, now, 1, &r, &cell, &tat))
+            hold_charge(hold, cell, key, rate->interval_ns, false);
+        return r;
+    }
+    rl_lease_t *l = lease_slot(key);
+    if (l->table == t->id && l->key == key && l->left && now < l->until && l->interval == rate->interval_ns) {
+        l->left--;
+        uint64_t ahead = l->tat > now ? l->tat - now : 0;
+        uint64_t rem = ahead < rate->burst_ns ? (rate->burst_ns - ahead) / rate->interval_ns : 0;
+        rem += l->left;
+        r.remaining = rem > UINT32_MAX ? UINT32_MAX : (uint32_t)rem;
+        r.reset_ns = ahead;
+        hold_charge(hold, l->cell, key, rate->interval_ns, true);
+        return r;
+    }
+    lease_give_back(t, l);
+    uint32_t n = take_tokens(t, key, rate, now, rate->lease, &r, &cell, &tat);
+    if (!n || cell < 0)
+        return r;
+    *l = (rl_lease_t){.table = t->id, .key = key, .tat = tat, .until = now + LEASE_NS,
+                      .interval = rate->interval_ns, .cell = (uint32_t)cell, .left = n - 1};
+    r.remaining += n - 1;
+    hold_charge(hold, cell, key, rate->interval_ns, true);
+    return r;
+}
+
 void rl_refund(rl_table_t *t, rl_hold_t *hold)
 {
     if (hold->cell == UINT32_MAX)
         return;
-    rl_cell_t *c = &t->cells[hold->cell];
-    uint64_t s = ld(&c->state);
-    for (;;) {
-        uint64_t nv = s > hold->amount ? s - hold->amount : 0;
-        u128 seen = cas(c, pack(hold->key, s), pack(hold->key, nv));
-        if (seen == pack(hold->key, s) || lo(seen) != hold->key)
-            break;   /* given back, or the cell went idle and changed hands: nothing to give */
-        s = hi(seen);
-    }
+    rl_lease_t *l = lease_slot(hold->key);
+    if (hold->leased && l->table == t->id && l->key == hold->key && l->cell == hold->cell)
+        l->left++;   /* back to this thread's lease: the cell was charged for it */
+    else
+        refund_cell(t, hold->cell, hold->key, hold->amount);
     rl_hold_clear(hold);
 }
 

@@ -34,6 +34,7 @@ typedef union rl_cell {
 
 typedef struct rl_table {
     rl_cell_t       *cells;
+    uint64_t         id;            /* unique per rl_table_init: leases name their table by it */
     uint64_t         mask;          /* capacity - 1 (a power of two) */
     _Atomic uint64_t *epochs;       /* insertion epochs, by key hash (claims of one key meet here) */
     uint64_t         emask;
@@ -46,7 +47,11 @@ typedef struct rl_table {
 typedef struct rl_rate {
     uint64_t interval_ns;           /* period / count: the emission interval T */
     uint64_t burst_ns;              /* burst * T: how far ahead of now the TAT may run */
+    uint32_t lease;                 /* tokens a thread may take from the cell at once (0, 1: none) */
 } rl_rate_t;
+
+#define RL_LEASE_MAX 64
+#define RL_LEASES    64             /* leases a thread keeps (direct-mapped by key) */
 
 /* What one decision says about its limit, for the RateLimit-* headers. */
 typedef struct rl_result {
@@ -68,6 +73,7 @@ typedef struct rl_quota {
 /* A held concurrency slot or a rate charge, undone by rl_release/rl_refund. */
 typedef struct rl_hold {
     uint32_t cell;                  /* index; UINT32_MAX = nothing held */
+    uint32_t leased;                /* the charge came from this thread's lease of the key */
     uint64_t key;                   /* the cell's key when charged (refunds check it) */
     uint64_t amount;                /* rate: T charged; concurrency: 1 */
 } rl_hold_t;
@@ -85,8 +91,17 @@ uint64_t rl_now_ns(void);
 uint64_t rl_key(uint64_t rule_id, unsigned limit, const void *client, size_t len, bool concurrency);
 uint64_t rl_hash(const void *p, size_t n, uint64_t seed);
 
+/* The lease for a rate when `threads` threads take from it: tokens a thread
+ * may hold unused stay lost to the others (or, taken early, are spent late),
+ * so a lease is at most 1/200 of a second's rate and 1/8 of the burst across
+ * all threads: the error stays under 0.5% of the rate. A rate too small for
+ * a lease of 2 gets none and every decision is one CAS on the cell. */
+uint32_t rl_lease_for(const rl_rate_t *rate, unsigned threads);
+
 /* GCRA: one request against `rate` for `key` at `now`. On allow, *hold records
- * the charge so that a later refusal by another rule can give it back. */
+ * the charge so that a later refusal by another rule can give it back. With
+ * rate->lease > 1 a thread takes up to that many tokens in one CAS and spends
+ * them from its own lease table until they run out or a second has passed. */
 rl_result_t rl_rate_take(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uint64_t now, rl_hold_t *hold);
 /* Gives back a charge made by rl_rate_take (the request was refused elsewhere). */
 void rl_refund(rl_table_t *t, rl_hold_t *hold);
@@ -99,6 +114,6 @@ void rl_release(rl_table_t *t, rl_hold_t *hold);
 /* Cells holding a key at the moment (a scan: for metrics, not the hot path). */
 uint64_t rl_table_used(rl_table_t *t, uint64_t now);
 
-static inline void rl_hold_clear(rl_hold_t *h) { h->cell = UINT32_MAX; h->amount = 0; }
+static inline void rl_hold_clear(rl_hold_t *h) { h->cell = UINT32_MAX; h->leased = 0; h->amount = 0; }
 
 #endif

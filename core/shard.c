@@ -378,6 +378,17 @@ static void *shard_main(void *p)
     return NULL;
 }
 
+unsigned shard_count(const cfg_t *c)
+{
+    if (c->shards)
+        return c->shards;
+    cpu_set_t set;
+    if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
 int shard_listen(shard_t *sh, unsigned id, const cfg_t *cfg, char *err, size_t errlen)
 {
     memset(sh, 0, sizeof *sh);

@@ -77,6 +77,8 @@ typedef struct shard {
 
 /* Main thread: creates the shard's listeners (so bind errors surface before any
  * thread starts) and its thread. 0 or -errno with err filled. */
+/* Shards to run for cfg: its `shards`, else one per CPU this process may use. */
+unsigned shard_count(const cfg_t *c);
 int  shard_listen(shard_t *sh, unsigned id, const cfg_t *cfg, char *err, size_t errlen);
 int  shard_start(shard_t *sh, pthread_barrier_t *ready);
 void shard_wake(shard_t *sh);            /* any thread: make the shard turn its loop (drain, shared runs) */

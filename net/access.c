@@ -109,6 +109,7 @@ static int load_jwks(policy_t *p, char *err, size_t errlen)
 
 static int compile_rules(policy_t *p, const cfg_t *cfg, char *err, size_t errlen)
 {
+    unsigned threads = shard_count(cfg);   /* the shards that take from one rate cell */
     for (uint32_t i = 0; i < p->cfg.n_rules; i++) {
         const cfg_rl_rule_t *d = &p->cfg.rules[i];
         rule_rt_t *r = &p->rules[i];
@@ -121,6 +122,7 @@ static int compile_rules(policy_t *p, const cfg_t *cfg, char *err, size_t errlen
             uint64_t t = period_ns[k] / d->rate[k];
             r->rate[k].interval_ns = t ? t : 1;
             r->rate[k].burst_ns = r->rate[k].interval_ns * (d->burst ? d->burst : d->rate[k]);
+            r->rate[k].lease = rl_lease_for(&r->rate[k], threads);
         }
         if (!d->n_agents)
             r->agents = ~UINT64_C(0);

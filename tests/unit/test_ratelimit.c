@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -152,7 +153,7 @@ static void *rate_hammer(void *p)
     return NULL;
 }
 
-static void test_threads_rate_accuracy(void **state)
+static void rate_accuracy(bool leased)
 {
     rl_table_t t;
     assert_int_equal(rl_table_init(&t, 4096), 0);
@@ -165,10 +166,15 @@ static void test_threads_rate_accuracy(void **state)
      * burst covers, those requests were never asked for. A 200 ms burst keeps
      * the test about the limiter, not about the scheduler. */
     uint64_t per_s = 5000, burst = 1000;
+    rl_rate_t rate = rate_of((uint32_t)per_s, (uint32_t)burst);
+    if (leased)
+        rate.lease = rl_lease_for(&rate, THREADS);
+    assert_int_equal(rate.lease, leased ? 6 : 0);   /* 5000/s over 4 threads: 1/200 s is 6 tokens each */
     uint64_t start = rl_now_ns(), dur = SEC / 2;
     for (int i = 0; i < THREADS; i++) {
-        a[i] = (hammer_t){.t = &t, .rate = rate_of((uint32_t)per_s, (uint32_t)burst),
-                          .key = rl_key(9, 0, "shared", 6, false), .end_ns = start + dur, .allowed = &allowed};
+        a[i] = (hammer_t){.t = &t, .rate = rate,
+                          .key = rl_key(9, 0, leased ? "leased" : "shared", 6, false), .end_ns = start + dur,
+                          .allowed = &allowed};
         pthread_create(&th[i], NULL, rate_hammer, &a[i]);
     }
     for (int i = 0; i < THREADS; i++)
@@ -180,9 +186,87 @@ static void test_threads_rate_accuracy(void **state)
         first = a[i].first_ns < first ? a[i].first_ns : first;
     double expect = (double)burst + (double)per_s * (double)(start + dur - first) / (double)SEC;
     double got = (double)atomic_load(&allowed);
-    print_message("rate accuracy: %.0f allowed, %.0f expected (%.3f%%)\n", got, expect, 100.0 * (got - expect) / expect);
+    print_message("rate accuracy%s: %.0f allowed, %.0f expected (%.3f%%)\n", leased ? " (leased)" : "", got, expect,
+                  100.0 * (got - expect) / expect);
+    /* Every token a thread spends was charged to the cell first: never over.
+     * Under by at most the tokens the threads still held at the end. */
     assert_true(got <= expect + 1);
-    assert_true(got >= expect * 0.99);
+    assert_true(got >= expect * 0.99 - (leased ? THREADS * rate.lease : 0));
+    rl_table_free(&t);
+}
+
+static void test_threads_rate_accuracy(void **state) { rate_accuracy(false); }
+static void test_threads_rate_accuracy_leased(void **state) { rate_accuracy(true); }
+
+/* The cell's state for key (the test reads the table directly). */
+static uint64_t cell_state(const rl_table_t *t, uint64_t key)
+{
+    for (uint64_t j = 0; j <= t->mask; j++)
+        if (t->cells[j].key == key)
+            return t->cells[j].state;
+    fail_msg("no cell for the key");
+    return 0;
+}
+
+static void test_lease_size(void **state)
+{
+    rl_rate_t r = rate_of(150, 30);
+    assert_int_equal(rl_lease_for(&r, 2), 1);           /* too slow for a lease: exact per decision */
+    r = rate_of(1000000, 1000000);
+    assert_int_equal(rl_lease_for(&r, 2), RL_LEASE_MAX);
+    r = rate_of(20000, 20000);
+    assert_int_equal(rl_lease_for(&r, 2), 50);           /* 1/200 s of the rate per thread */
+    r = rate_of(1000000, 32);
+    assert_int_equal(rl_lease_for(&r, 2), 2);            /* the burst bounds it: 1/8 across the threads */
+    r = rate_of(1000000, 8);
+    assert_int_equal(rl_lease_for(&r, 2), 1);
+}
+
+static void test_lease_one_cas_per_lease(void **state)
+{
+    rl_table_t t;
+    assert_int_equal(rl_table_init(&t, 1024), 0);
+    rl_rate_t r = rate_of(10000, 10000);
+    r.lease = rl_lease_for(&r, 1);
+    assert_int_equal(r.lease, 50);
+    uint64_t key = rl_key(21, 0, "lease", 5, false), now = 100 * SEC, T = r.interval_ns;
+    rl_hold_t h;
+    rl_result_t res = rl_rate_take(&t, key, &r, now, &h);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 9999);                /* the lease's other 49 count as remaining */
+    assert_int_equal(cell_state(&t, key), now + 50 * T);  /* one CAS took 50 tokens */
+    for (int i = 0; i < 49; i++) {
+        res = rl_rate_take(&t, key, &r, now, &h);
+        assert_true(res.allowed);
+        assert_int_equal(res.remaining, 9998 - i);
+    }
+    assert_int_equal(cell_state(&t, key), now + 50 * T);  /* spent from the lease: the cell untouched */
+    /* a refund goes back to the lease, not the cell */
+    rl_refund(&t, &h);
+    assert_true(rl_rate_take(&t, key, &r, now, &h).allowed);
+    assert_int_equal(cell_state(&t, key), now + 50 * T);
+    assert_true(rl_rate_take(&t, key, &r, now, &h).allowed);   /* the 51st: a new lease */
+    assert_int_equal(cell_state(&t, key), now + 100 * T);
+    /* a lease older than a second is given back before a new one is taken */
+    assert_true(rl_rate_take(&t, key, &r, now + 2 * SEC, &h).allowed);
+    assert_int_equal(cell_state(&t, key), now + 2 * SEC + 50 * T);
+    rl_table_free(&t);
+}
+
+static void test_lease_never_past_burst(void **state)
+{
+    rl_table_t t;
+    assert_int_equal(rl_table_init(&t, 1024), 0);
+    rl_rate_t r = rate_of(1000000, 100);
+    r.lease = 64;
+    uint64_t key = rl_key(22, 0, "burst", 5, false), now = 100 * SEC;
+    rl_hold_t h;
+    int ok = 0;
+    for (int i = 0; i < 1000; i++)
+        ok += rl_rate_take(&t, key, &r, now, &h).allowed;
+    assert_int_equal(ok, 100);                            /* leases of 64 then 36: exactly the burst */
+    assert_false(rl_rate_take(&t, key, &r, now, &h).allowed);
+    assert_true(rl_rate_take(&t, key, &r, now + r.interval_ns, &h).allowed);
     rl_table_free(&t);
 }
 
@@ -350,6 +434,10 @@ int main(void)
         cmocka_unit_test(test_concurrency_slots),
         cmocka_unit_test(test_eviction_and_full),
         cmocka_unit_test(test_threads_rate_accuracy),
+        cmocka_unit_test(test_threads_rate_accuracy_leased),
+        cmocka_unit_test(test_lease_size),
+        cmocka_unit_test(test_lease_one_cas_per_lease),
+        cmocka_unit_test(test_lease_never_past_burst),
         cmocka_unit_test(test_threads_concurrency_cap),
         cmocka_unit_test(test_threads_many_keys),
         cmocka_unit_test(test_threads_new_keys_cap_one),
