@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import { spawnSync } from 'node:child_process';
 import {
   startAgate, stopClean, request, runInput, assertError, writeTemp, waitFor, streamRun, sleep,
 } from './lib/harness.mjs';
@@ -21,9 +22,23 @@ const KEY_RUN = `k-run-${crypto.randomBytes(12).toString('hex')}`;
 const KEY_ECHO_ONLY = `k-echo-${crypto.randomBytes(12).toString('hex')}`;
 const KEY_NONE = `k-none-${crypto.randomBytes(12).toString('hex')}`;
 const KEY_ADMIN = `k-admin-${crypto.randomBytes(12).toString('hex')}`;
-const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+// Test keys come from the openssl command, not crypto.generateKeyPairSync: node 20
+// can deadlock exporting a generated key (ExportJWK holds the key's mutex while it
+// allocates; a GC there finalizes the KeyGenJob, whose destructor takes the same
+// mutex). That hung this file silently, before its first test, in about one make
+// test in five (gdb: KeyGenJob<EcKeyGenTraits>::~KeyGenJob under ExportJWKEcKey).
+// Keys parsed from PEM have no job, and the JWK is exported once, up front.
+function opensslKey(...args) {
+  const r = spawnSync('openssl', ['genpkey', ...args], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`openssl genpkey ${args.join(' ')}: ${r.stderr || r.error}`);
+  return r.stdout;
+}
+const RSA_PRIVATE_PEM = opensslKey('-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048');
+const EC_PRIVATE_PEM = opensslKey('-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256');
+const rsa = { privateKey: crypto.createPrivateKey(RSA_PRIVATE_PEM), publicKey: crypto.createPublicKey(RSA_PRIVATE_PEM) };
+const ec = { privateKey: crypto.createPrivateKey(EC_PRIVATE_PEM), publicKey: crypto.createPublicKey(EC_PRIVATE_PEM) };
 const RSA_PEM = rsa.publicKey.export({ type: 'spki', format: 'pem' });
+const EC_JWK = ec.publicKey.export({ format: 'jwk' });
 const now = () => Math.floor(Date.now() / 1000);
 
 function sign(header, claims, key) {
@@ -100,7 +115,7 @@ describe('auth', () => {
   let agate;
   let jwksPath;
   before(async () => {
-    jwksPath = writeTemp(JSON.stringify({ keys: [{ ...ec.publicKey.export({ format: 'jwk' }), kid: 'ec1', use: 'sig', alg: 'ES256' }] }), 'jwks.json');
+    jwksPath = writeTemp(JSON.stringify({ keys: [{ ...EC_JWK, kid: 'ec1', use: 'sig', alg: 'ES256' }] }), 'jwks.json');
     const pemPath = writeTemp(RSA_PEM, 'rsa.pem');
     agate = await startAgate({ config: config({ jwksPath, pemPath }) });
   });
@@ -257,7 +272,7 @@ describe('auth reload', () => {
       assert.equal((await run(agate, bearer(KEY_RUN))).statusCode, 200);
       assert.equal((await run(agate, bearer(es()))).statusCode, 401);
       // JWKS: the file gains the EC key; agate notices within a couple of seconds
-      fs.writeFileSync(jwksPath, JSON.stringify({ keys: [{ ...ec.publicKey.export({ format: 'jwk' }), kid: 'ec1' }] }));
+      fs.writeFileSync(jwksPath, JSON.stringify({ keys: [{ ...EC_JWK, kid: 'ec1' }] }));
       await waitFor(async () => (await run(agate, bearer(es()))).statusCode === 200, 5000);
       // the line is written by the log thread, which may be a poll interval behind the request
       assert.ok(await waitFor(() => agate.stdoutLines().some((l) => /"msg":"reload","what":"jwks","status":"ok"/.test(l)), 2000));

@@ -10,6 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import assert from 'node:assert/strict';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -100,6 +101,26 @@ setTimeout(() => {
   process.stderr.write(`${lines.join('\n')}\n`);
   process.exit(70);
 }, WATCHDOG_MS).unref();
+
+// The timer above needs a free main thread; a native deadlock (node 20's crypto has
+// had one) blocks it for good. A worker thread gives the file 30 s more, then kills
+// this process's children and the process itself, so the suite goes on to fail.
+const deadlockWatch = new Worker(`
+  const fs = require('node:fs');
+  const { workerData: { ms, pid, file } } = require('node:worker_threads');
+  setTimeout(() => {
+    fs.writeSync(2, '[harness] watchdog: ' + file + ' still running after ' + ms / 1000 +
+      ' s and its main thread does not answer (a native deadlock?): killing it\\n');
+    for (const d of fs.readdirSync('/proc')) {
+      try {
+        const st = fs.readFileSync('/proc/' + d + '/stat', 'utf8');
+        if (Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]) === pid) process.kill(Number(d), 'SIGKILL');
+      } catch { /* gone, or not a process */ }
+    }
+    process.kill(pid, 'SIGKILL');
+  }, ms);
+`, { eval: true, workerData: { ms: WATCHDOG_MS + 30000, pid: process.pid, file: path.basename(process.argv[1] || '?') } });
+deadlockWatch.unref();
 
 /** SIGKILL, then wait (bounded) for the exit; a process the kernel does not let go is reported. */
 async function killAndReap(proc, exited, closed) {
