@@ -12,6 +12,8 @@
  *   own keys, N threads     N threads, each its own keys (per-client rules)
  *   hot key leased, N threads  the hot-key row with the lease agate gives a rate
  *                           this high (rl_lease_for): one CAS per lease, not per decision
+ *   conc leased, N threads  take+release on one concurrency key with a cap of 1M,
+ *                           leased (rl_conc_lease_for): spares stay on the thread
  * N = online CPUs (at least 2). On a shared machine numbers are an upper bound. */
 #include <pthread.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@
 
 static rl_table_t T;
 static rl_rate_t R_open, R_tight, R_leased;
+static uint32_t C_lease;
 static uint64_t keys[10000];
 
 static double now_s(void)
@@ -54,6 +57,10 @@ static void *worker(void *p)
             break;
         case 4: ok += rl_rate_take(&T, keys[(a->tid * 1000 + i % 1000) % 10000], &R_open, now, &h).allowed; break;
         case 5: ok += rl_rate_take(&T, keys[3], &R_leased, now, &h).allowed; break;
+        case 6:
+            ok += rl_conc_take_leased(&T, keys[4] | 1, 1000000, C_lease, &h).allowed;
+            rl_release(&T, &h);
+            break;
         }
     }
     a->allowed = ok;
@@ -94,6 +101,7 @@ int main(void)
     R_tight = (rl_rate_t){.interval_ns = 1000000000, .burst_ns = 1000000000}; /* 1/s */
     R_leased = R_open;
     R_leased.lease = rl_lease_for(&R_leased, (unsigned)n);
+    C_lease = rl_conc_lease_for(1000000, (unsigned)n);
     printf("ratelimit_bench: ns per decision (best of 5 x %d ops per thread)\n", OPS);
     printf("  %-28s %7.1f\n", "hot key, 1 thread", run(0, 1));
     printf("  %-28s %7.1f\n", "10k keys, 1 thread", run(1, 1));
@@ -109,6 +117,12 @@ int main(void)
     snprintf(label, sizeof label, "hot key leased, %d threads", n);
     double leased = run(5, n);
     printf("  %-28s %7.1f  (%.1f per thread, lease %u)\n", label, leased, leased * n, R_leased.lease);
+    snprintf(label, sizeof label, "conc take+release, %d threads", n);
+    double conc = run(3, n);
+    printf("  %-28s %7.1f  (%.1f per thread)\n", label, conc, conc * n);
+    snprintf(label, sizeof label, "conc leased, %d threads", n);
+    double cl = run(6, n);
+    printf("  %-28s %7.1f  (%.1f per thread, lease %u)\n", label, cl, cl * n, C_lease);
     rl_table_free(&T);
     return 0;
 }

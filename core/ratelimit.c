@@ -378,30 +378,29 @@ void rl_refund(rl_table_t *t, rl_hold_t *hold)
     rl_hold_clear(hold);
 }
 
-rl_result_t rl_conc_take(rl_table_t *t, uint64_t key, uint32_t max, rl_hold_t *hold)
+/* Takes up to `want` slots of `max` for key in one CAS: returns how many (0:
+ * all taken, r filled in), with the cell index (-1: no cell, allowed). */
+static uint32_t take_slots(rl_table_t *t, uint64_t key, uint32_t max, uint32_t want, rl_result_t *r, long *cell)
 {
-    rl_result_t r = {.allowed = true};
     uint64_t s;
-    rl_hold_clear(hold);
     long idx = find(t, key, 0, &s);
     for (;;) {
         if (idx < 0) {
-            r.remaining = max;
-            return r;
+            r->remaining = max;
+            *cell = -1;
+            return 1;
         }
-        rl_cell_t *c = &t->cells[idx];
         if (s >= max) {
-            r.allowed = false;
-            r.retry_ns = 1000000000u;   /* a slot frees when a run ends: no better guess */
-            return r;
+            r->allowed = false;
+            r->retry_ns = 1000000000u;   /* a slot frees when a run ends: no better guess */
+            return 0;
         }
-        u128 seen = cas(c, pack(key, s), pack(key, s + 1));
+        uint32_t n = max - s < want ? (uint32_t)(max - s) : want;
+        u128 seen = cas(&t->cells[idx], pack(key, s), pack(key, s + n));
         if (seen == pack(key, s)) {
-            r.remaining = max - (uint32_t)s - 1;
-            hold->cell = (uint32_t)idx;
-            hold->key = key;
-            hold->amount = 1;
-            return r;
+            r->remaining = max - (uint32_t)s - n;
+            *cell = idx;
+            return n;
         }
         if (lo(seen) == key)
             s = hi(seen);
@@ -410,19 +409,97 @@ rl_result_t rl_conc_take(rl_table_t *t, uint64_t key, uint32_t max, rl_hold_t *h
     }
 }
 
+/* Gives n slots back to the cell. count > 0 pins the cell (never idle, never
+ * taken over): the key is still ours and only other takes and releases race. */
+static void release_slots(rl_table_t *t, uint32_t cell, uint64_t key, uint64_t n)
+{
+    rl_cell_t *c = &t->cells[cell];
+    uint64_t s = ld(&c->state);
+    for (;;) {
+        u128 seen = cas(c, pack(key, s), pack(key, s - n));
+        if (seen == pack(key, s) || lo(seen) != key || hi(seen) < n)
+            return;   /* (the last two cannot happen while we hold the slots) */
+        s = hi(seen);
+    }
+}
+
+rl_result_t rl_conc_take(rl_table_t *t, uint64_t key, uint32_t max, rl_hold_t *hold)
+{
+    return rl_conc_take_leased(t, key, max, 1, hold);
+}
+
+/* Slots a thread took from a concurrency cell: `used` hold runs, the rest are
+ * spare for its next takes. Thread-owned like rl_lease_t. */
+typedef struct rl_slots {
+    uint64_t table;                 /* rl_table_t.id; 0 = empty */
+    uint64_t key;
+    uint32_t cell;
+    uint32_t held;                  /* slots the cell counts for this thread */
+    uint32_t used;                  /* of those, held by runs */
+    uint32_t lease;
+} rl_slots_t;
+static __thread rl_slots_t t_slots[RL_LEASES];
+
+static inline rl_slots_t *slots_slot(uint64_t key) { return &t_slots[(key >> 2) & (RL_LEASES - 1)]; }
+
+uint32_t rl_conc_lease_for(uint32_t max, unsigned threads)
+{
+    uint64_t k = threads ? max / (100 * (uint64_t)threads) : 0;
+    if (k > RL_LEASE_MAX)
+        k = RL_LEASE_MAX;
+    return k < 2 ? 1 : (uint32_t)k;
+}
+
+rl_result_t rl_conc_take_leased(rl_table_t *t, uint64_t key, uint32_t max, uint32_t lease, rl_hold_t *hold)
+{
+    rl_result_t r = {.allowed = true};
+    rl_hold_clear(hold);
+    long cell;
+    if (lease <= 1) {
+        if (take_slots(t, key, max, 1, &r, &cell))
+            hold_charge(hold, cell, key, 1, false);
+        return r;
+    }
+    rl_slots_t *l = slots_slot(key);
+    if (l->table == t->id && l->key == key && l->used < l->held) {
+        l->used++;
+        r.remaining = max - l->used;   /* what this thread knows: its spare plus the rest it has not seen */
+        hold_charge(hold, l->cell, key, 1, true);
+        return r;
+    }
+    if (l->table == t->id && l->key != key && l->held > l->used) {
+        /* Another key's entry: its spare goes back; its runs release by CAS. */
+        release_slots(t, l->cell, l->key, l->held - l->used);
+        l->held = l->used;
+    }
+    uint32_t n = take_slots(t, key, max, lease, &r, &cell);
+    if (!n || cell < 0)
+        return r;
+    if (l->table == t->id && l->key == key && l->cell == (uint32_t)cell) {
+        l->held += n;   /* more of the same key (all its held slots were in use) */
+        l->lease = lease;
+    } else {
+        *l = (rl_slots_t){.table = t->id, .key = key, .cell = (uint32_t)cell, .held = n, .lease = lease};
+    }
+    l->used++;
+    hold_charge(hold, cell, key, 1, true);
+    return r;
+}
+
 void rl_release(rl_table_t *t, rl_hold_t *hold)
 {
     if (hold->cell == UINT32_MAX)
         return;
-    /* count > 0 pins the cell (never idle, never taken over): the key is still
-     * ours and only other takes and releases race with us. */
-    rl_cell_t *c = &t->cells[hold->cell];
-    uint64_t s = ld(&c->state);
-    for (;;) {
-        u128 seen = cas(c, pack(hold->key, s), pack(hold->key, s - 1));
-        if (seen == pack(hold->key, s) || lo(seen) != hold->key || !hi(seen))
-            break;   /* (the last two cannot happen while we hold a slot) */
-        s = hi(seen);
+    rl_slots_t *l = slots_slot(hold->key);
+    if (hold->leased && l->table == t->id && l->key == hold->key && l->cell == hold->cell && l->used) {
+        l->used--;
+        if (l->held - l->used > l->lease) {
+            /* keep at most one lease spare */
+            release_slots(t, l->cell, l->key, l->held - l->used - l->lease);
+            l->held = l->used + l->lease;
+        }
+    } else {
+        release_slots(t, hold->cell, hold->key, 1);
     }
     rl_hold_clear(hold);
 }

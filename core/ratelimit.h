@@ -108,7 +108,15 @@ void rl_refund(rl_table_t *t, rl_hold_t *hold);
 
 /* Concurrency: takes one of `max` slots for `key`. */
 rl_result_t rl_conc_take(rl_table_t *t, uint64_t key, uint32_t max, rl_hold_t *hold);
-/* Releases a slot taken by rl_conc_take; idempotent (clears the hold). */
+/* The same with a lease: a thread takes up to `lease` slots in one CAS and keeps
+ * at most `lease` of them spare for its next runs. The cell counts every slot a
+ * thread holds, used or spare, so the cap is never passed; spares make it refuse
+ * at most threads * lease early, which rl_conc_lease_for keeps within 1% of max. */
+rl_result_t rl_conc_take_leased(rl_table_t *t, uint64_t key, uint32_t max, uint32_t lease, rl_hold_t *hold);
+uint32_t rl_conc_lease_for(uint32_t max, unsigned threads);
+/* Releases a slot taken by rl_conc_take(_leased); idempotent (clears the hold).
+ * A leased slot is best released on the thread that took it (it goes back to
+ * that thread's spares); elsewhere it goes back to the cell. */
 void rl_release(rl_table_t *t, rl_hold_t *hold);
 
 /* Cells holding a key at the moment (a scan: for metrics, not the hot path). */

@@ -37,6 +37,7 @@ typedef struct rule_rt {
     uint64_t  id;                      /* hash of the definition: limiter cells survive a reload that keeps it */
     rl_rate_t rate[4];
     uint32_t  count[4];
+    uint32_t  conc_lease;              /* rl_conc_lease_for(concurrent, shards) */
     uint64_t  agents;                  /* bit per agent index (CFG_MAX_AGENTS <= 64) */
     int       claim;                   /* index into policy.claims for CFG_RLK_CLAIM */
 } rule_rt_t;
@@ -124,6 +125,7 @@ static int compile_rules(policy_t *p, const cfg_t *cfg, char *err, size_t errlen
             r->rate[k].burst_ns = r->rate[k].interval_ns * (d->burst ? d->burst : d->rate[k]);
             r->rate[k].lease = rl_lease_for(&r->rate[k], threads);
         }
+        r->conc_lease = rl_conc_lease_for(d->concurrent, threads);
         if (!d->n_agents)
             r->agents = ~UINT64_C(0);
         for (uint32_t a = 0; a < d->n_agents; a++) {
@@ -712,7 +714,7 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
     rl_hold_t charged[CFG_MAX_RULES * 4];
     unsigned n_charged = 0;
     uint64_t now = rl_now_ns();
-    uint64_t agent_seed = rl_hash(agent->name, strlen(agent->name), 1);
+    uint64_t agent_seed = 0;   /* hashed when a per-agent rule first needs it */
     char kb[1 + ACCESS_VAL_MAX + 48];
     rl_quota_t q = {0};
     for (uint32_t i = 0; i < p->n_rules; i++) {
@@ -720,6 +722,8 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
         size_t kl;
         if (!(r->agents & (UINT64_C(1) << ai)) || !rule_key(r, id, kb, &kl))
             continue;
+        if (r->def->per_agent && !agent_seed)
+            agent_seed = rl_hash(agent->name, strlen(agent->name), 1) | 1;
         uint64_t seed = r->id ^ (r->def->per_agent ? agent_seed : 0);
         for (unsigned k = 0; k < 4; k++) {
             if (!r->count[k])
@@ -738,8 +742,8 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
                                  .reset_s = ceil_s(res.reset_ns)};
         }
         if (r->def->concurrent && holds->n < ACCESS_MAX_HOLDS) {
-            rl_result_t res = rl_conc_take(&g_table, rl_key(seed, 4, kb, kl, true), r->def->concurrent,
-                                           &holds->h[holds->n]);
+            rl_result_t res = rl_conc_take_leased(&g_table, rl_key(seed, 4, kb, kl, true), r->def->concurrent,
+                                                  r->conc_lease, &holds->h[holds->n]);
             if (!res.allowed) {
                 q = (rl_quota_t){.set = true, .limit = r->def->concurrent, .remaining = 0, .reset_s = 1, .retry_s = 1};
                 goto refuse;

@@ -132,7 +132,7 @@ typedef struct {
     _Atomic uint64_t *allowed;
     _Atomic int *running;
     _Atomic int *max_seen;
-    uint32_t    cap;
+    uint32_t    cap, lease;
     uint64_t    first_ns;   /* the thread's first decision */
 } hammer_t;
 
@@ -311,6 +311,105 @@ static void test_threads_concurrency_cap(void **state)
     rl_table_free(&t);
 }
 
+static void test_conc_lease_size(void **state)
+{
+    assert_int_equal(rl_conc_lease_for(3, 2), 1);         /* small caps are exact */
+    assert_int_equal(rl_conc_lease_for(399, 2), 1);
+    assert_int_equal(rl_conc_lease_for(1000, 2), 5);      /* 1% of the cap across the threads */
+    assert_int_equal(rl_conc_lease_for(100000, 2), RL_LEASE_MAX);
+}
+
+static void test_conc_lease(void **state)
+{
+    rl_table_t t;
+    assert_int_equal(rl_table_init(&t, 1024), 0);
+    uint64_t key = rl_key(30, 4, "lease", 5, true);
+    rl_hold_t h[12];
+    assert_true(rl_conc_take_leased(&t, key, 10, 4, &h[0]).allowed);
+    assert_int_equal(cell_state(&t, key), 4);           /* one CAS took 4 slots */
+    for (int i = 1; i < 4; i++)
+        assert_true(rl_conc_take_leased(&t, key, 10, 4, &h[i]).allowed);
+    assert_int_equal(cell_state(&t, key), 4);           /* runs 2-4 from the spares */
+    for (int i = 4; i < 10; i++)
+        assert_true(rl_conc_take_leased(&t, key, 10, 4, &h[i]).allowed);
+    assert_int_equal(cell_state(&t, key), 10);          /* 4 + 4 + the last 2: the cap, exactly */
+    assert_false(rl_conc_take_leased(&t, key, 10, 4, &h[10]).allowed);
+    for (int i = 0; i < 9; i++)
+        rl_release(&t, &h[i]);
+    assert_int_equal(cell_state(&t, key), 5);           /* one run and at most one lease spare */
+    rl_release(&t, &h[9]);
+    assert_int_equal(cell_state(&t, key), 4);
+    rl_release(&t, &h[9]);                              /* idempotent */
+    assert_int_equal(cell_state(&t, key), 4);
+    /* a key that needs the same lease slot sends the spares back to the cell */
+    char name[16];
+    uint64_t other = 0;
+    for (int i = 0; !other; i++) {
+        int n = snprintf(name, sizeof name, "o%d", i);
+        uint64_t k = rl_key(30, 4, name, (size_t)n, true);
+        if (((k ^ key) >> 2) % RL_LEASES == 0 && k != key)
+            other = k;
+    }
+    assert_true(rl_conc_take_leased(&t, key, 10, 4, &h[0]).allowed);
+    assert_true(rl_conc_take_leased(&t, other, 10, 4, &h[1]).allowed);
+    assert_int_equal(cell_state(&t, key), 1);           /* the run still holds its slot */
+    rl_release(&t, &h[0]);                              /* released into the cell, not the other key's lease */
+    assert_int_equal(rl_table_used(&t, 0), 1);          /* only the other key's cell is held */
+    rl_release(&t, &h[1]);
+    rl_table_free(&t);
+}
+
+/* Threads that each hold up to 8 runs at once against a leased cap: the runs
+ * in flight never pass it, and at the end the cell holds only spares. */
+static void *conc_batch_hammer(void *p)
+{
+    hammer_t *a = p;
+    rl_hold_t h[8];
+    while (rl_now_ns() < a->end_ns) {
+        int n = 0;
+        for (; n < 8; n++) {
+            if (!rl_conc_take_leased(a->t, a->key, a->cap, a->lease, &h[n]).allowed)
+                break;
+            int now = atomic_fetch_add(a->running, 1) + 1;
+            int m = atomic_load(a->max_seen);
+            while (now > m && !atomic_compare_exchange_weak(a->max_seen, &m, now))
+                ;
+            atomic_fetch_add(a->allowed, 1);
+        }
+        for (int i = 0; i < n; i++) {
+            atomic_fetch_sub(a->running, 1);
+            rl_release(a->t, &h[i]);
+        }
+    }
+    return NULL;
+}
+
+static void test_threads_concurrency_cap_leased(void **state)
+{
+    rl_table_t t;
+    assert_int_equal(rl_table_init(&t, 4096), 0);
+    enum { THREADS = 4, CAP = 20, LEASE = 4 };   /* 4 threads want 8 runs each: the cap binds */
+    _Atomic uint64_t allowed = 0;
+    _Atomic int running = 0, max_seen = 0;
+    hammer_t a[THREADS];
+    pthread_t th[THREADS];
+    uint64_t key = rl_key(31, 4, "c", 1, true), end = rl_now_ns() + SEC / 4;
+    for (int i = 0; i < THREADS; i++) {
+        a[i] = (hammer_t){.t = &t, .key = key, .end_ns = end, .allowed = &allowed,
+                          .running = &running, .max_seen = &max_seen, .cap = CAP, .lease = LEASE};
+        pthread_create(&th[i], NULL, conc_batch_hammer, &a[i]);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    print_message("leased cap %d: %llu runs, at most %d at once\n", CAP, (unsigned long long)atomic_load(&allowed),
+                  atomic_load(&max_seen));
+    assert_true(atomic_load(&max_seen) <= CAP);
+    assert_true(atomic_load(&max_seen) >= CAP - THREADS * LEASE);   /* spares elsewhere refuse early, no more */
+    assert_true(atomic_load(&allowed) > 0);
+    assert_true(cell_state(&t, key) <= THREADS * LEASE);            /* at the end: spares only */
+    rl_table_free(&t);
+}
+
 /* Many keys from many threads in a table big enough: no key is lost, no
  * duplicate cell makes a key's budget larger than its burst. */
 static void *many_keys(void *p)
@@ -439,6 +538,9 @@ int main(void)
         cmocka_unit_test(test_lease_one_cas_per_lease),
         cmocka_unit_test(test_lease_never_past_burst),
         cmocka_unit_test(test_threads_concurrency_cap),
+        cmocka_unit_test(test_conc_lease_size),
+        cmocka_unit_test(test_conc_lease),
+        cmocka_unit_test(test_threads_concurrency_cap_leased),
         cmocka_unit_test(test_threads_many_keys),
         cmocka_unit_test(test_threads_new_keys_cap_one),
     };
