@@ -299,7 +299,30 @@ typedef struct rl_lease {
 } rl_lease_t;
 static __thread rl_lease_t t_leases[RL_LEASES];
 
-static inline rl_lease_t *lease_slot(uint64_t key) { return &t_leases[(key >> 2) & (RL_LEASES - 1)]; }
+/* A key's lease may sit in either of two entries, so two hot keys that share
+ * one do not take turns evicting each other (each eviction is a give-back and a
+ * new CAS). The same holds for the slot leases below. */
+#define WAY_A(key) (((key) >> 2) & (RL_LEASES - 1))
+#define WAY_B(key) (((key) >> 8) & (RL_LEASES - 1))
+
+static rl_lease_t *lease_find(const rl_table_t *t, uint64_t key)
+{
+    rl_lease_t *a = &t_leases[WAY_A(key)], *b = &t_leases[WAY_B(key)];
+    if (a->table == t->id && a->key == key)
+        return a;
+    return b->table == t->id && b->key == key ? b : NULL;
+}
+
+/* The entry a new lease of key replaces: an empty one, else the older lease. */
+static rl_lease_t *lease_victim(const rl_table_t *t, uint64_t key)
+{
+    rl_lease_t *a = &t_leases[WAY_A(key)], *b = &t_leases[WAY_B(key)];
+    if (a->table != t->id || !a->left)
+        return a;
+    if (b->table != t->id || !b->left)
+        return b;
+    return a->until <= b->until ? a : b;
+}
 
 static void lease_give_back(rl_table_t *t, rl_lease_t *l)
 {
@@ -344,8 +367,8 @@ rl_result_t rl_rate_take(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uin
             hold_charge(hold, cell, key, rate->interval_ns, false);
         return r;
     }
-    rl_lease_t *l = lease_slot(key);
-    if (l->table == t->id && l->key == key && l->left && now < l->until && l->interval == rate->interval_ns) {
+    rl_lease_t *l = lease_find(t, key);
+    if (l && l->left && now < l->until && l->interval == rate->interval_ns) {
         l->left--;
         uint64_t ahead = l->tat > now ? l->tat - now : 0;
         uint64_t rem = ahead < rate->burst_ns ? (rate->burst_ns - ahead) / rate->interval_ns : 0;
@@ -355,6 +378,8 @@ rl_result_t rl_rate_take(rl_table_t *t, uint64_t key, const rl_rate_t *rate, uin
         hold_charge(hold, l->cell, key, rate->interval_ns, true);
         return r;
     }
+    if (!l)
+        l = lease_victim(t, key);
     lease_give_back(t, l);
     uint32_t n = take_tokens(t, key, rate, now, rate->lease, &r, &cell, &tat);
     if (!n || cell < 0)
@@ -370,8 +395,8 @@ void rl_refund(rl_table_t *t, rl_hold_t *hold)
 {
     if (hold->cell == UINT32_MAX)
         return;
-    rl_lease_t *l = lease_slot(hold->key);
-    if (hold->leased && l->table == t->id && l->key == hold->key && l->cell == hold->cell)
+    rl_lease_t *l = hold->leased ? lease_find(t, hold->key) : NULL;
+    if (l && l->cell == hold->cell)
         l->left++;   /* back to this thread's lease: the cell was charged for it */
     else
         refund_cell(t, hold->cell, hold->key, hold->amount);
@@ -440,7 +465,27 @@ typedef struct rl_slots {
 } rl_slots_t;
 static __thread rl_slots_t t_slots[RL_LEASES];
 
-static inline rl_slots_t *slots_slot(uint64_t key) { return &t_slots[(key >> 2) & (RL_LEASES - 1)]; }
+static rl_slots_t *slots_find(const rl_table_t *t, uint64_t key)
+{
+    rl_slots_t *a = &t_slots[WAY_A(key)], *b = &t_slots[WAY_B(key)];
+    if (a->table == t->id && a->key == key)
+        return a;
+    return b->table == t->id && b->key == key ? b : NULL;
+}
+
+/* The entry new slots of key replace: one holding nothing, else the one with
+ * fewer runs (its spares go back to its cell, its runs release there). */
+static rl_slots_t *slots_victim(rl_table_t *t, uint64_t key)
+{
+    rl_slots_t *a = &t_slots[WAY_A(key)], *b = &t_slots[WAY_B(key)];
+    rl_slots_t *v = a->table != t->id || !a->held ? a
+                  : b->table != t->id || !b->held ? b
+                  : a->used <= b->used ? a : b;
+    if (v->table == t->id && v->held > v->used)
+        release_slots(t, v->cell, v->key, v->held - v->used);
+    v->table = 0;
+    return v;
+}
 
 uint32_t rl_conc_lease_for(uint32_t max, unsigned threads)
 {
@@ -460,25 +505,22 @@ rl_result_t rl_conc_take_leased(rl_table_t *t, uint64_t key, uint32_t max, uint3
             hold_charge(hold, cell, key, 1, false);
         return r;
     }
-    rl_slots_t *l = slots_slot(key);
-    if (l->table == t->id && l->key == key && l->used < l->held) {
+    rl_slots_t *l = slots_find(t, key);
+    if (l && l->used < l->held) {
         l->used++;
         r.remaining = max - l->used;   /* what this thread knows: its spare plus the rest it has not seen */
         hold_charge(hold, l->cell, key, 1, true);
         return r;
     }
-    if (l->table == t->id && l->key != key && l->held > l->used) {
-        /* Another key's entry: its spare goes back; its runs release by CAS. */
-        release_slots(t, l->cell, l->key, l->held - l->used);
-        l->held = l->used;
-    }
     uint32_t n = take_slots(t, key, max, lease, &r, &cell);
     if (!n || cell < 0)
         return r;
-    if (l->table == t->id && l->key == key && l->cell == (uint32_t)cell) {
+    if (l && l->cell == (uint32_t)cell) {
         l->held += n;   /* more of the same key (all its held slots were in use) */
         l->lease = lease;
     } else {
+        if (!l)
+            l = slots_victim(t, key);
         *l = (rl_slots_t){.table = t->id, .key = key, .cell = (uint32_t)cell, .held = n, .lease = lease};
     }
     l->used++;
@@ -490,8 +532,8 @@ void rl_release(rl_table_t *t, rl_hold_t *hold)
 {
     if (hold->cell == UINT32_MAX)
         return;
-    rl_slots_t *l = slots_slot(hold->key);
-    if (hold->leased && l->table == t->id && l->key == hold->key && l->cell == hold->cell && l->used) {
+    rl_slots_t *l = hold->leased ? slots_find(t, hold->key) : NULL;
+    if (l && l->cell == hold->cell && l->used) {
         l->used--;
         if (l->held - l->used > l->lease) {
             /* keep at most one lease spare */

@@ -341,7 +341,7 @@ static void test_conc_lease(void **state)
     assert_int_equal(cell_state(&t, key), 4);
     rl_release(&t, &h[9]);                              /* idempotent */
     assert_int_equal(cell_state(&t, key), 4);
-    /* a key that needs the same lease slot sends the spares back to the cell */
+    /* a key that shares one of its two lease entries keeps its own lease */
     char name[16];
     uint64_t other = 0;
     for (int i = 0; !other; i++) {
@@ -352,10 +352,29 @@ static void test_conc_lease(void **state)
     }
     assert_true(rl_conc_take_leased(&t, key, 10, 4, &h[0]).allowed);
     assert_true(rl_conc_take_leased(&t, other, 10, 4, &h[1]).allowed);
-    assert_int_equal(cell_state(&t, key), 1);           /* the run still holds its slot */
-    rl_release(&t, &h[0]);                              /* released into the cell, not the other key's lease */
-    assert_int_equal(rl_table_used(&t, 0), 1);          /* only the other key's cell is held */
+    assert_true(rl_conc_take_leased(&t, key, 10, 4, &h[2]).allowed);
+    assert_true(rl_conc_take_leased(&t, other, 10, 4, &h[3]).allowed);
+    assert_int_equal(cell_state(&t, key), 4);           /* both from their spares: no CAS */
+    assert_int_equal(cell_state(&t, other), 4);
+    /* when many keys want its entries, its spares go back and its run releases into the cell */
+    rl_release(&t, &h[2]);
+    assert_int_equal(cell_state(&t, key), 4);           /* one run, three spare */
+    enum { MANY = 4096 };
+    rl_hold_t *mh = calloc(MANY, sizeof *mh);
+    assert_non_null(mh);
+    int i = 0;
+    for (; i < MANY && cell_state(&t, key) != 1; i++) {
+        int n = snprintf(name, sizeof name, "m%d", i);
+        assert_true(rl_conc_take_leased(&t, rl_key(30, 4, name, (size_t)n, true), 10, 4, &mh[i]).allowed);
+    }
+    assert_int_equal(cell_state(&t, key), 1);           /* the run, no spares */
+    rl_release(&t, &h[0]);
+    assert_int_equal(rl_table_used(&t, 0), (uint64_t)i + 1);   /* key's cell idle; the others and `other` held */
+    for (int j = 0; j < i; j++)
+        rl_release(&t, &mh[j]);
     rl_release(&t, &h[1]);
+    rl_release(&t, &h[3]);
+    free(mh);
     rl_table_free(&t);
 }
 
