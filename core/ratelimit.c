@@ -127,11 +127,21 @@ uint64_t rl_hash(const void *p, size_t n, uint64_t seed)
     return mix64(h ^ w ^ ((uint64_t)n << 59));
 }
 
-uint64_t rl_key(uint64_t rule_id, unsigned limit, const void *client, size_t len, bool concurrency)
+uint64_t rl_key_base(uint64_t rule_id, const void *client, size_t len)
 {
-    uint64_t k = rl_hash(client, len, rule_id * UINT64_C(0x9e3779b97f4a7c15) + limit + 1);
+    return rl_hash(client, len, rule_id * UINT64_C(0x9e3779b97f4a7c15));
+}
+
+uint64_t rl_key_of(uint64_t base, unsigned limit, bool concurrency)
+{
+    uint64_t k = mix64(base + (limit + 1) * UINT64_C(0xd6e8feb86659fd93));
     k = (k & ~(K_CONC | K_PEND)) | (concurrency ? K_CONC : 0);
     return k >= 4 ? k : k | 4;
+}
+
+uint64_t rl_key(uint64_t rule_id, unsigned limit, const void *client, size_t len, bool concurrency)
+{
+    return rl_key_of(rl_key_base(rule_id, client, len), limit, concurrency);
 }
 
 static inline bool is_idle(uint64_t key, uint64_t s, uint64_t now)

@@ -89,6 +89,9 @@ uint64_t rl_now_ns(void);
  * low bit is 1 for a concurrency limit so an idle test knows how to read the
  * state; bit 1 is always 0 (the table marks a cell being claimed with it). */
 uint64_t rl_key(uint64_t rule_id, unsigned limit, const void *client, size_t len, bool concurrency);
+/* The same in two steps, for a rule with several limits: hash the client once. */
+uint64_t rl_key_base(uint64_t rule_id, const void *client, size_t len);
+uint64_t rl_key_of(uint64_t base, unsigned limit, bool concurrency);
 uint64_t rl_hash(const void *p, size_t n, uint64_t seed);
 
 /* The lease for a rate when `threads` threads take from it: tokens a thread

@@ -724,11 +724,11 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
             continue;
         if (r->def->per_agent && !agent_seed)
             agent_seed = rl_hash(agent->name, strlen(agent->name), 1) | 1;
-        uint64_t seed = r->id ^ (r->def->per_agent ? agent_seed : 0);
+        uint64_t base = rl_key_base(r->id ^ (r->def->per_agent ? agent_seed : 0), kb, kl);
         for (unsigned k = 0; k < 4; k++) {
             if (!r->count[k])
                 continue;
-            rl_result_t res = rl_rate_take(&g_table, rl_key(seed, k, kb, kl, false), &r->rate[k], now,
+            rl_result_t res = rl_rate_take(&g_table, rl_key_of(base, k, false), &r->rate[k], now,
                                            &charged[n_charged]);
             if (!res.allowed) {
                 q = (rl_quota_t){.set = true, .limit = r->count[k], .remaining = 0,
@@ -742,7 +742,7 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
                                  .reset_s = ceil_s(res.reset_ns)};
         }
         if (r->def->concurrent && holds->n < ACCESS_MAX_HOLDS) {
-            rl_result_t res = rl_conc_take_leased(&g_table, rl_key(seed, 4, kb, kl, true), r->def->concurrent,
+            rl_result_t res = rl_conc_take_leased(&g_table, rl_key_of(base, 4, true), r->def->concurrent,
                                                   r->conc_lease, &holds->h[holds->n]);
             if (!res.allowed) {
                 q = (rl_quota_t){.set = true, .limit = r->def->concurrent, .remaining = 0, .reset_s = 1, .retry_s = 1};

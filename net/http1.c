@@ -345,10 +345,15 @@ static void write_head(conn_t *c, int status, const char *ctype, const char *ext
     http_req_t *r = &c->http.req;
     buf_t *b = conn_fill(c);
     size_t start = b->len;
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
-    buf_append(b, line, (size_t)n);
-    buf_append_lit(b, "Date: ");
+    /* by hand: snprintf here was 0.45 % of an echo response's CPU (perf) */
+    char line[13] = "HTTP/1.1 000 ";
+    line[9] = (char)('0' + status / 100 % 10);
+    line[10] = (char)('0' + status / 10 % 10);
+    line[11] = (char)('0' + status % 10);
+    buf_append(b, line, 13);
+    const char *text = http_status_text(status);
+    buf_append(b, text, strlen(text));
+    buf_append_lit(b, "\r\nDate: ");
     buf_append(b, c->sh->http_date, strlen(c->sh->http_date));
     buf_append_lit(b, "\r\nServer: agate\r\n");
     if (ctype) {
