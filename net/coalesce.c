@@ -579,10 +579,20 @@ static void count(run_t *r, enum metrics_cache what)
         metrics_add(&r->sh->m->cache_results[agent_idx(r)][what], 1);
 }
 
+/* By hand: this snprintf and sse.c's head_lines one were 3 % of a cache hit's
+ * CPU (perf). co->head holds the longest, "COALESCED" and 20 digits. */
 static void set_head(coal_run_t *co, const char *what, uint64_t age_ms)
 {
-    snprintf(co->head, sizeof co->head, "X-Cache: %s\r\nAge: %llu\r\n", what,
-             (unsigned long long)(age_ms / 1000));
+    _Static_assert(sizeof co->head >= sizeof "X-Cache: COALESCED\r\nAge: 18446744073709551615\r\n", "head size");
+    char *p = co->head;
+    size_t wl = strlen(what);
+    memcpy(p, "X-Cache: ", 9);
+    memcpy(p + 9, what, wl);
+    p += 9 + wl;
+    memcpy(p, "\r\nAge: ", 7);
+    p += 7;
+    p += buf_fmt_u64(p, age_ms / 1000);
+    memcpy(p, "\r\n", 3);
     co->r->head_extra = co->head;
 }
 
