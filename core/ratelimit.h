@@ -51,7 +51,7 @@ typedef struct rl_rate {
 } rl_rate_t;
 
 #define RL_LEASE_MAX 64
-#define RL_LEASES    64             /* leases a thread keeps (direct-mapped by key) */
+#define RL_LEASES    64             /* lease entries a thread keeps; a key may use either of two */
 
 /* What one decision says about its limit, for the RateLimit-* headers. */
 typedef struct rl_result {
