@@ -48,6 +48,7 @@ static int fz_event(void *ctx, const sseread_event_t *ev)
     FZ_CHECK(!memchr(ev->id, '\n', ev->id_len) && !memchr(ev->id, '\r', ev->id_len));
     FZ_CHECK(!memchr(ev->id, '\0', ev->id_len));
     FZ_CHECK(!memchr(ev->data, '\r', ev->data_len));
+    FZ_CHECK(ev->multiline || !memchr(ev->data, '\n', ev->data_len));   /* the SSE sinks trust it */
     FZ_CHECK(ev->retry_ms >= -1);
     fz_put(&l->b, 'D', ev->data, ev->data_len);
     fz_put(&l->b, 'T', ev->type, ev->type_len);
@@ -87,7 +88,7 @@ static int ref_line(ref_t *r, fz_log_t *l, const char *s, size_t n)
             .data = r->data.data, .data_len = r->data.len - 1,   /* drop the last LF */
             .type = r->type.len ? r->type.data : "", .type_len = r->type.len,
             .id = r->id.len ? r->id.data : "", .id_len = r->id.len,
-            .retry_ms = r->retry,
+            .retry_ms = r->retry, .multiline = memchr(r->data.data, '\n', r->data.len - 1) != NULL,
         };
         r->retry = -1;
         int rc = fz_event(l, &ev);

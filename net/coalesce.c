@@ -405,7 +405,7 @@ static void pump(run_t *r)
         }
         reader_advance(&co->rd, size);
         co->last_emit_ms = pace ? co->last_emit_ms + rec.gap_ms : sh->now_ms;
-        if (r->sink->raw(r, (agui_type_t)rec.type, json, len))
+        if (r->sink->raw(r, (agui_type_t)rec.type, json, len, rec.flags & RUNREC_F_LF))
             return;   /* the client is gone; the run was released */
         if (!r->sink->writable(r))
             r->blocked = true;

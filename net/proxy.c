@@ -349,7 +349,7 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
     px->last_type = type;
     if (r->co)
         coalesce_record(r, type, ev->data, ev->data_len);   /* cached agent: for the cache and the followers */
-    if (r->sink->raw(r, type, ev->data, ev->data_len))
+    if (r->sink->raw(r, type, ev->data, ev->data_len, ev->multiline))
         return 1;   /* the client connection is gone; the run was stopped */
     if (!r->sink->writable(r)) {
         r->blocked = true;
@@ -378,6 +378,7 @@ static int on_pb_frame(void *ctx, const uint8_t *msg, size_t len)
         run_error(px, "upstream_protocol_error", full);
         return 1;
     }
+    /* pbjson writes compact JSON with escaped strings: no line feed (multiline false) */
     sseread_event_t ev = {.data = px->pbjson.data, .data_len = px->pbjson.len, .type = "", .id = "", .retry_ms = -1};
     run_t *r = px->r;
     r->raw_pb = msg, r->raw_pb_len = len;

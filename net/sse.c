@@ -98,7 +98,7 @@ static int sse_event(run_t *r, const agui_event_t *ev)
 /* An upstream's event JSON, unchanged. SSE data cannot hold a raw line break,
  * so JSON text that contains one (pretty-printed upstreams) becomes one data:
  * line per text line, which the client's parser joins back with "\n". */
-static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len)
+static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool has_lf)
 {
     conn_t *c = sink_conn(r);
     buf_t *b = conn_fill(c);
@@ -107,7 +107,7 @@ static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len)
     int rc = buf_reserve(b, len + 16);
     const char *p = json, *end = json + len;
     while (!rc) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *nl = has_lf ? memchr(p, '\n', (size_t)(end - p)) : NULL;
         const char *stop = nl ? nl : end;
         rc = buf_append_lit(b, "data: ") || buf_append(b, p, (size_t)(stop - p)) || buf_putc(b, '\n');
         if (!nl)
@@ -204,8 +204,9 @@ static int pb_event(run_t *r, const agui_event_t *ev)
 /* An upstream's JSON event, transcoded. One the schema cannot carry (only in
  * validation: pass, or a string holding U+0000) is left out rather than sent
  * half-encoded; the rest of the stream goes on. */
-static int pb_raw(run_t *r, agui_type_t type, const char *json, size_t len)
+static int pb_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool has_lf)
 {
+    (void)has_lf;
     conn_t *c = sink_conn(r);
     buf_t *b = conn_fill(c);
     conn_body_open(c);

@@ -400,8 +400,9 @@ static int ws_sink_event(run_t *r, const agui_event_t *ev)
     return 0;
 }
 
-static int ws_sink_raw(run_t *r, agui_type_t type, const char *json, size_t len)
+static int ws_sink_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool has_lf)
 {
+    (void)has_lf;   /* a text frame carries line feeds as they are */
     ws_slot_t *s = sink_slot(r);
     ws_conn_t *ws = s->ws;
     /* A text frame must be UTF-8 or the client closes the whole connection

@@ -28,8 +28,10 @@ struct run;
 typedef struct run_sink_ops {
     void (*start)(struct run *r);                            /* the stream's head (200) */
     int  (*event)(struct run *r, const agui_event_t *ev);   /* 0, or -errno: the run must stop */
-    /* An event that arrived as JSON text (from an upstream), passed through as is. */
-    int  (*raw)(struct run *r, agui_type_t type, const char *json, size_t len);
+    /* An event that arrived as JSON text (from an upstream), passed through as is.
+     * has_lf false: the caller knows the JSON holds no line feed (an SSE sink
+     * then need not search it for one). */
+    int  (*raw)(struct run *r, agui_type_t type, const char *json, size_t len, bool has_lf);
     bool (*writable)(struct run *r);                         /* under the buffer bound */
     void (*end)(struct run *r);                              /* last event emitted */
     void (*fail)(struct run *r, int status, const char *code, const char *msg, uint32_t retry_after_s);

@@ -110,7 +110,8 @@ int runrec_build(buf_t *out, runrec_ids_t *ids, agui_type_t type, const char *js
     uint16_t np = (uint16_t)n;
     memcpy(p + 8, &np, 2);
     p[10] = (char)type;
-    p[11] = 0;
+    /* found once when recorded, so no replay searches the event for one */
+    p[11] = (char)(memchr(json, '\n', len) ? RUNREC_F_LF : 0);
     char *pp = p + RUNREC_HDR;
     for (int i = 0; i < n; i++, pp += RUNREC_PATCH) {
         const evids_span_t *sp = &ids->spans[i];
@@ -138,6 +139,7 @@ size_t runrec_parse(const char *p, size_t avail, runrec_t *rec)
     rec->gap_ms = get32(p + 4);
     memcpy(&rec->n_patch, p + 8, 2);
     rec->type = (uint8_t)p[10];
+    rec->flags = (uint8_t)p[11];
     size_t size = RUNREC_HDR + (size_t)rec->n_patch * RUNREC_PATCH + rec->json_len;
     if (size > avail)
         return 0;

@@ -2,7 +2,7 @@
  * replayed under new ids by splicing.
  *
  * Layout (host byte order, unaligned; records follow each other):
- *   u32 json_len, u32 gap_ms, u16 n_patch, u8 type, u8 0,
+ *   u32 json_len, u32 gap_ms, u16 n_patch, u8 type, u8 flags (RUNREC_F_*),
  *   n_patch x { u32 off, u32 len, u32 id },   the id strings in the JSON
  *   json_len bytes of event JSON, as the upstream sent it
  * A patch's id is 0 for the threadId, 1 for the runId, and 2 + k for the k-th
@@ -23,6 +23,7 @@
 #define RUNREC_HDR   12u
 #define RUNREC_PATCH 12u
 #define RUNREC_ID_LEN 36u          /* a fresh id: an RFC 9562 v4 UUID */
+#define RUNREC_F_LF   1u           /* the JSON holds a line feed (an SSE replay splits its data there) */
 
 /* The recorder's side: old id text -> k. Grows; kept by one writer. */
 typedef struct runrec_ids {
@@ -45,7 +46,7 @@ typedef struct runrec {
     const char *json;
     uint32_t    json_len, gap_ms;
     uint16_t    n_patch;
-    uint8_t     type;
+    uint8_t     type, flags;
     const char *patches;
 } runrec_t;
 
@@ -62,7 +63,8 @@ typedef struct runrec_subst {
 } runrec_subst_t;
 
 /* The event's JSON with every patch replaced, into out (reset first). A
- * record without patches needs no render: use rec->json as is. 0 or -ENOMEM. */
+ * record without patches needs no render: use rec->json as is. 0 or -ENOMEM.
+ * The ids put in are JSON-escaped, so rendering adds no line feed. */
 int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
 
 #endif

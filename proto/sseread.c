@@ -63,6 +63,7 @@ void sseread_reset(sseread_t *p)
     p->bom_state = 0;
     p->after_cr = false;
     p->has_data = false;
+    p->multiline = false;
 }
 
 void sseread_free(sseread_t *p)
@@ -113,6 +114,7 @@ static void sse_drop_event(sse_feed_t *f)
     buf_reset(&f->p->type);
     buf_reset(&f->p->line);
     f->p->has_data = false;
+    f->p->multiline = false;
 }
 
 static int sse_dispatch(sse_feed_t *f)
@@ -135,11 +137,13 @@ static int sse_dispatch(sse_feed_t *f)
     ev.id = p->id.len ? p->id.data : "";
     ev.id_len = p->id.len;
     ev.retry_ms = p->retry_ms;
+    ev.multiline = p->multiline;
     /* Reset before the call: lengths only, so the bytes ev points at stay put. */
     f->dptr = NULL;
     buf_reset(&p->data);
     buf_reset(&p->type);
     p->has_data = false;
+    p->multiline = false;
     p->retry_ms = -1;
     return f->on_event(f->ctx, &ev);
 }
@@ -169,6 +173,7 @@ static int sse_data_field(sse_feed_t *f, const char *v, size_t n)
         f->dlen = n;
         return 0;
     }
+    p->multiline = true;
     if (sse_spill(f) || buf_reserve(&p->data, n + 1))
         return -ENOMEM;
     memcpy(p->data.data + p->data.len, v, n);

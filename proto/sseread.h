@@ -19,6 +19,7 @@ typedef struct sseread_event {
     const char *type;   size_t type_len;    /* the "event:" field; type_len 0 when absent */
     const char *id;     size_t id_len;      /* the last event ID (persists across events, per spec) */
     int64_t     retry_ms;                   /* from a "retry:" line in this event, -1 when none */
+    bool        multiline;                  /* more than one data line: only then can data hold a LF */
 } sseread_event_t;
 /* The pointers are valid only during the callback (they may point into the bytes
  * passed to sseread_feed or into the parser's buffers); type and id are "" when
@@ -41,6 +42,7 @@ typedef struct sseread {
     uint8_t bom_state;     /* how many BOM bytes matched at stream start; 3 = done */
     bool    after_cr;      /* last byte was CR: a following LF is part of that line end */
     bool    has_data;      /* a data: field was seen in this event */
+    bool    multiline;     /* ... and more than one */
 } sseread_t;
 
 /* max_event bounds the current line + data buffer + type of one event, counted

@@ -20,7 +20,7 @@ import { HttpAgent } from '@ag-ui/client';
 import {
   startAgate, stopClean, streamRun, runInput, uid, sleep, request, buildRequest, waitFor,
 } from './lib/harness.mjs';
-import { startAguiServer } from './lib/agui-server.mjs';
+import { startAguiServer, prettyFrame } from './lib/agui-server.mjs';
 import { openRunSocket } from './lib/wsclient.mjs';
 
 const T = { timeout: 60000 };
@@ -180,6 +180,35 @@ describe('response cache', () => {
     assert.equal(again.headers['x-cache'], 'MISS');
     assert.equal(srv.requests.length, 2);
     assert.ok(metric(await metrics(agate), 'agate_cache_expirations_total') >= 1);
+    await stopClean(agate);
+  });
+
+  test('a HIT replays multi-line (pretty-printed) events as multi-line data, one-line ones as one line', T, async (t) => {
+    // The store notes which events hold a line feed, so a replay splits only those.
+    const q = sameQuestion('pretty please');
+    const srv = await useServer(t, {
+      script: (rec) => {
+        const evs = richRun(rec.json);
+        return { events: evs.map((e, i) => (i === 2 || i === 9 ? { pretty: e } : e)) };
+      },
+    });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const miss = await post(agate, q());
+    assert.equal(miss.headers['x-cache'], 'MISS');
+    const input = q();
+    const hit = await post(agate, input);
+    assert.equal(hit.headers['x-cache'], 'HIT');
+    assert.equal(srv.requests.length, 1);
+    for (const r of [miss, hit]) {
+      const frames = r.frames.filter((f) => f.data !== null);
+      assert.equal(frames.length, 11);
+      const multi = frames.map((f, i) => (f.data.includes('\n') ? i : -1)).filter((i) => i >= 0);
+      assert.deepEqual(multi, [2, 9], 'exactly the pretty events are multi-line');
+    }
+    assert.deepEqual(hit.events[2], miss.events[2] && { ...miss.events[2], messageId: hit.events[1].messageId });
+    assert.deepEqual(hit.events[9], miss.events[9], 'STATE_SNAPSHOT is replayed as stored');
+    assert.ok(hit.text.includes(prettyFrame(hit.events[9])), 'its frame is the pretty one, line for line');
+    assert.equal(hit.events[0].runId, input.runId);
     await stopClean(agate);
   });
 

@@ -276,7 +276,7 @@ static void test_runrec_rewrite(void **state)
         "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"m1 stays in text\"}",
         "{\"type\":\"TOOL_CALL_START\",\"toolCallId\":\"tc\",\"toolCallName\":\"f\",\"parentMessageId\":\"m1\"}",
         "{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m2\",\"toolCallId\":\"tc\",\"content\":\"x\"}",
-        "{\"type\":\"STATE_SNAPSHOT\",\"snapshot\":{\"messageId\":\"m1\"}}",
+        "{\"type\":\"STATE_SNAPSHOT\",\n\"snapshot\":{\"messageId\":\"m1\"}}",   /* a LF: RUNREC_F_LF */
         "{\"type\":\"RUN_FINISHED\",\"threadId\":\"T0\",\"runId\":\"R0\"}",
     };
     static const agui_type_t types[] = {AGUI_RUN_STARTED, AGUI_TEXT_MESSAGE_START, AGUI_TEXT_MESSAGE_CONTENT,
@@ -293,7 +293,7 @@ static void test_runrec_rewrite(void **state)
     char seen_m1[2][40];
     for (int pass = 0; pass < 2; pass++) {
         buf_reset(&fresh);
-        runrec_subst_t s = {pass ? "t\"2" : "t1", pass ? "r2" : "r1", pass ? 3 : 2, 2, &fresh, &rng};
+        runrec_subst_t s = {pass ? "t\"\n2" : "t1", pass ? "r2" : "r1", pass ? 4 : 2, 2, &fresh, &rng};
         size_t at = 0;
         json_t *ev[7];
         for (size_t i = 0; i < n; i++) {
@@ -303,6 +303,7 @@ static void test_runrec_rewrite(void **state)
             at += size;
             assert_int_equal(rec.type, types[i]);
             assert_int_equal(rec.gap_ms, i * 10);
+            assert_int_equal(rec.flags, i == 5 ? RUNREC_F_LF : 0);
             const char *json = rec.json;
             size_t len = rec.json_len;
             if (rec.n_patch) {
@@ -310,13 +311,15 @@ static void test_runrec_rewrite(void **state)
                 json = out.data;
                 len = out.len;
             }
+            /* a LF in a new id is escaped: the flag still holds after rendering */
+            assert_int_equal(memchr(json, '\n', len) != NULL, (rec.flags & RUNREC_F_LF) != 0);
             json_error_t je;
             ev[i] = json_loadb(json, len, 0, &je);
             assert_non_null(ev[i]);
         }
         assert_int_equal(at, log.len);
         assert_int_equal(runrec_parse(log.data, 5, &(runrec_t){0}), 0);   /* a cut record */
-        const char *tid = pass ? "t\"2" : "t1", *rid = pass ? "r2" : "r1";
+        const char *tid = pass ? "t\"\n2" : "t1", *rid = pass ? "r2" : "r1";
         assert_string_equal(json_string_value(json_object_get(ev[0], "threadId")), tid);
         assert_string_equal(json_string_value(json_object_get(ev[0], "runId")), rid);
         assert_string_equal(json_string_value(json_object_get(ev[6], "runId")), rid);

@@ -53,6 +53,8 @@ static int on_event(void *ctx, const sseread_event_t *ev)
     assert_non_null(ev->data);
     assert_non_null(ev->type);
     assert_non_null(ev->id);
+    /* several data lines are joined by LF, one cannot hold one: the SSE sinks rely on it */
+    assert_int_equal(ev->multiline, memchr(ev->data, '\n', ev->data_len) != NULL);
     if (r->in_lo && ev->data >= r->in_lo && ev->data < r->in_hi)
         r->data_in_input++;
     buf_append_lit(&r->log, "E|");
