@@ -110,7 +110,10 @@ static int load_jwks(policy_t *p, char *err, size_t errlen)
 
 static int compile_rules(policy_t *p, const cfg_t *cfg, char *err, size_t errlen)
 {
-    unsigned threads = shard_count(cfg);   /* the shards that take from one rate cell */
+    /* The shards that take from one rate cell: those running. A reload cannot
+     * change their number (`shards` takes effect at start), so a reloaded file's
+     * value must not size the leases; at start-up none run yet. */
+    unsigned threads = g_nshards ? g_nshards : shard_count(cfg);
     for (uint32_t i = 0; i < p->cfg.n_rules; i++) {
         const cfg_rl_rule_t *d = &p->cfg.rules[i];
         rule_rt_t *r = &p->rules[i];
