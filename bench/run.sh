@@ -36,6 +36,12 @@
 #          $BENCH_WS_RUNS runs in flight, the same 40-word message as the echo case) and
 #          one run per connection (upgrade, run, close; $BENCH_WS_ONE_CONNS at a time).
 #          No nginx counterpart; run after the wrk rounds, BENCH_ROUNDS times each.
+#   HAProxy (BENCH_HAPROXY=1, the default) joins the echo, proxy and cache cases as a
+#          second peer: in echo and cache it answers with the same bytes from memory
+#          (`http-request return ... file`, loaded at start-up: no file I/O per
+#          request), in proxy it is the proxy (http-reuse always, keep-alive to the
+#          same upstream). One process, one thread per CPU pinned, no logs. The
+#          issues' targets are against nginx; the HAProxy ratios are information.
 #   auth   access control and rate limiting on against off (issue 6): the echo case's
 #          agate (no auth, no rules) against one with an API key required on every
 #          request (bench/echo_auth.lua sends it: a SHA-256 and constant-time compare
@@ -69,6 +75,7 @@
 #   BENCH_LOG_NULL=1 (obs case: a row with logs on written to /dev/null, which
 #     separates formatting and the ring from the write into the page cache; 0: no row)
 #   BENCH_PROXY_PASS=1 (proxy case: also agate with validation: pass)
+#   BENCH_HAPROXY=1 (HAProxy rows in the echo, proxy and cache cases; 0: none)
 #   BENCH_PROXY_POOL=64 (agate pool.max_idle and nginx upstream keepalive)
 #   BENCH_PERF="" (row names, e.g. "agate-log agate-proxy": after the timed rounds,
 #     one extra untimed wrk run per named row with `perf record --call-graph dwarf`
@@ -101,6 +108,7 @@ BENCH_LOG_SAMPLE=${BENCH_LOG_SAMPLE-0.1}
 BENCH_LOG_NULL=${BENCH_LOG_NULL:-1}
 BENCH_PROXY_PASS=${BENCH_PROXY_PASS:-1}
 BENCH_PROXY_POOL=${BENCH_PROXY_POOL:-64}
+BENCH_HAPROXY=${BENCH_HAPROXY:-1}
 BENCH_PERF=${BENCH_PERF:-}
 BENCH_PORT=${BENCH_PORT:-18480}
 BENCH_NGINX_AFFINITY=${BENCH_NGINX_AFFINITY:-auto}
@@ -120,6 +128,11 @@ for tool in wrk nginx curl awk; do
     die "$tool not found; run: deploy/install-deps.sh bench"
 done
 NGINX=$(PATH=$PATH:/usr/sbin:/sbin command -v nginx)
+HAPROXY=
+if [ "$BENCH_HAPROXY" = 1 ]; then
+  HAPROXY=$(PATH=$PATH:/usr/sbin:/sbin command -v haproxy) ||
+    die "haproxy not found; run: deploy/install-deps.sh bench (or BENCH_HAPROXY=0)"
+fi
 if [ -n "$BENCH_PERF" ] && ! command -v perf >/dev/null 2>&1; then
   die "BENCH_PERF needs perf (apt-get install linux-perf)"
 fi
@@ -264,6 +277,50 @@ start_nginx() {
   wait_http "$2" "${SPID[$1]}" "nginx ($1)" "$tmp/$1-error.log"
 }
 
+# haproxy_conf: the common part of a haproxy.cfg (global and defaults); the
+# caller adds its frontends and backends. Threads pinned one per CPU, as nginx's
+# workers; no log lines are configured, as nginx has access_log off. maxconn
+# stays under the fd limit (haproxy refuses to start when it cannot raise it).
+haproxy_conf() {
+  local n; n=$(nproc)
+  cat <<EOF
+global
+    nbthread $n
+    cpu-map auto:1/1-$n 0-$((n - 1))
+    maxconn $(( $(ulimit -n) / 2 - 100 ))
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 65s
+    timeout server 65s
+    timeout http-keep-alive 65s
+    option http-keep-alive
+    http-reuse always
+EOF
+}
+# start_haproxy NAME READY-URL: runs haproxy -db with $tmp/NAME.cfg; SPID[NAME].
+start_haproxy() {
+  "$HAPROXY" -c -q -f "$tmp/$1.cfg" >"$tmp/$1.log" 2>&1 ||
+    { cat "$tmp/$1.log" >&2; die "haproxy ($1) config check failed"; }
+  "$HAPROXY" -db -f "$tmp/$1.cfg" >>"$tmp/$1.log" 2>&1 &
+  SPID[$1]=$!
+  pids+=("$!")
+  wait_http "$2" "${SPID[$1]}" "haproxy ($1)" "$tmp/$1.log"
+}
+# haproxy_static NAME FILE: a haproxy answering every request with FILE's bytes
+# (read once at start-up) as 200 text/event-stream; sets URL.
+haproxy_static() {
+  free_port
+  { haproxy_conf; cat <<EOF
+frontend static
+    bind 127.0.0.1:$PORT
+    http-request return status 200 content-type text/event-stream file $2
+EOF
+  } >"$tmp/$1.cfg"
+  URL="http://127.0.0.1:$PORT/$(basename "$2")"
+  start_haproxy "$1" "$URL"
+}
+
 # post URL BODY-OUT HEADERS-OUT: the bench request once; prints "code content-type".
 post() {
   curl -s -X POST -H 'Content-Type: application/json' -H 'Accept: text/event-stream' \
@@ -282,7 +339,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 echo "== agate vs nginx, same machine, same run (cases: $BENCH_CASES)"
 echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine: nproc=$ncpu, cpu=${cpu_model:-unknown}, kernel=$(uname -r), mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-echo "tools:   $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}'), $(timeout 5 "$AGATE" --version 2>/dev/null | head -1 || echo "agate ?") ($AGATE_BIN, $(git log -1 --format=%h 2>/dev/null || echo no-git)$(git diff --quiet HEAD -- core net proto 2>/dev/null || echo '+dirty'), built $(date -u -r "$AGATE_BIN" '+%H:%M:%S UTC'), $(readelf -d "$AGATE" 2>/dev/null | grep -q 'NEEDED.*jemalloc' && echo jemalloc || echo 'no jemalloc'))"
+echo "tools:   $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'),${HAPROXY:+ haproxy/$("$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {print $3}'),} $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}'), $(timeout 5 "$AGATE" --version 2>/dev/null | head -1 || echo "agate ?") ($AGATE_BIN, $(git log -1 --format=%h 2>/dev/null || echo no-git)$(git diff --quiet HEAD -- core net proto 2>/dev/null || echo '+dirty'), built $(date -u -r "$AGATE_BIN" '+%H:%M:%S UTC'), $(readelf -d "$AGATE" 2>/dev/null | grep -q 'NEEDED.*jemalloc' && echo jemalloc || echo 'no jemalloc'))"
 # How busy is the machine before we start? Other work on these CPUs skews everything.
 cpu_busy() {  # percent of all CPUs busy over one second, from /proc/stat
   local a b
@@ -460,6 +517,14 @@ EOF
   add_row nginx "nginx GET static" bench/static.lua "$nginx_url" "$nginx_wire"
   [ "$BENCH_NGINX_OFC" = 1 ] &&
     add_row nginx-ofc "nginx GET + open_file_cache" bench/static.lua "$nginx_ofc_url" "$nginx_wire"
+  if [ -n "$HAPROXY" ]; then
+    haproxy_static haproxy "$body"
+    status=$(curl -s -D "$tmp/haproxy.wire" -o "$tmp/haproxy.body" -w '%{http_code} %{content_type}' "$URL")
+    check "haproxy answers 200 text/event-stream ($status) with exactly the captured agate body" \
+      '[[ $status == "200 text/event-stream"* ]] && cmp -s "$tmp/haproxy.body" "$body"'
+    add_row haproxy "haproxy GET (bytes in memory)" bench/static.lua "$URL" \
+      $(( $(wc -c <"$tmp/haproxy.wire") + $(wc -c <"$tmp/haproxy.body") ))
+  fi
 fi
 
 # --- proxy: agate and nginx in front of one upstream ----------------------------------
@@ -517,6 +582,24 @@ EOF
   nginx_px_url="http://127.0.0.1:$NGINX_PX_PORT/v1/agents/up/run"
   start_nginx nginx-proxy "$nginx_px_url"
 
+  # haproxy as the proxy: the same upstream, connections kept and reused.
+  px_peers=(nginx-proxy)
+  if [ -n "$HAPROXY" ]; then
+    free_port; HAPROXY_PX_PORT=$PORT
+    { haproxy_conf; cat <<EOF
+frontend px
+    bind 127.0.0.1:$HAPROXY_PX_PORT
+    default_backend upstream
+backend upstream
+    http-request set-path /agent
+    server up 127.0.0.1:$UP_PORT
+EOF
+    } >"$tmp/haproxy-proxy.cfg"
+    haproxy_px_url="http://127.0.0.1:$HAPROXY_PX_PORT/v1/agents/up/run"
+    start_haproxy haproxy-proxy "$haproxy_px_url"
+    px_peers+=(haproxy-proxy)
+  fi
+
   # agate as the proxy: the issue's config, plus the pool size nginx gets.
   px_names=(agate-proxy)
   [ "$BENCH_PROXY_PASS" = 1 ] && px_names+=(agate-proxy-pass)
@@ -533,19 +616,23 @@ EOF
     start_agate "$n" /dev/null AGATE_CONFIG="$tmp/$n.yaml"
   done
 
-  for n in "${px_names[@]}" nginx-proxy; do
-    if [ "$n" = nginx-proxy ]; then u=$nginx_px_url; else u="http://127.0.0.1:${MAINPORT[$n]}/v1/agents/up/run"; fi
+  for n in "${px_names[@]}" "${px_peers[@]}"; do
+    case $n in
+      nginx-proxy) u=$nginx_px_url ;;
+      haproxy-proxy) u=$haproxy_px_url ;;
+      *) u="http://127.0.0.1:${MAINPORT[$n]}/v1/agents/up/run" ;;
+    esac
     status=$(post "$u" "$tmp/$n.body" "$tmp/$n.headers")
     w=$(wire_bytes "$u")
     nch=$(grep -c $'^[0-9a-fA-F]\\+\r$' "$tmp/wire.b" || true)
     check "$n answers 200 text/event-stream ($status), body byte-identical to the upstream's ($n_events events)" \
       '[[ $status == "200 text/event-stream"* ]] && cmp -s "$tmp/$n.body" "$body"'
-    if [ "$n" = nginx-proxy ]; then
+    if [[ $n != agate* ]]; then
       echo "  info  $n on the wire $w bytes ($(grep -qi '^transfer-encoding: *chunked' "$tmp/$n.headers" && echo chunked || echo Content-Length))"
     else
       check "$n uses chunked framing ($w bytes on the wire, $nch chunk-size lines)" 'grep -qi "^transfer-encoding: *chunked" "$tmp/$n.headers"'
     fi
-    add_row "$n" "$(case $n in agate-proxy) echo "agate proxy (strict)" ;; agate-proxy-pass) echo "agate proxy (pass)" ;; *) echo "nginx proxy" ;; esac)" \
+    add_row "$n" "$(case $n in agate-proxy) echo "agate proxy (strict)" ;; agate-proxy-pass) echo "agate proxy (pass)" ;; haproxy-proxy) echo "haproxy proxy" ;; *) echo "nginx proxy" ;; esac)" \
       bench/echo.lua "$u" "$w"
   done
 fi
@@ -599,6 +686,14 @@ EOF
   check "nginx-cache serves the HIT's bytes ($status)" '[[ $status == "200 text/event-stream"* ]] && cmp -s "$tmp/nginx-cache.body" "$tmp/www/cached.sse"'
   add_row agate-cache "agate cache HIT" bench/echo.lua "$cu" "$cw"
   add_row nginx-cache "nginx GET static (HIT bytes)" bench/static.lua "$nc_url" "$ncw"
+  if [ -n "$HAPROXY" ]; then
+    haproxy_static haproxy-cache "$tmp/www/cached.sse"
+    status=$(curl -s -D "$tmp/haproxy-cache.wire" -o "$tmp/haproxy-cache.body" -w '%{http_code} %{content_type}' "$URL")
+    check "haproxy-cache serves the HIT's bytes ($status)" \
+      '[[ $status == "200 text/event-stream"* ]] && cmp -s "$tmp/haproxy-cache.body" "$tmp/www/cached.sse"'
+    add_row haproxy-cache "haproxy GET (HIT bytes in memory)" bench/static.lua "$URL" \
+      $(( $(wc -c <"$tmp/haproxy-cache.wire") + $(wc -c <"$tmp/haproxy-cache.body") ))
+  fi
 fi
 [ $fail = 0 ] || die "correctness checks failed; not timing"
 echo
@@ -648,7 +743,7 @@ server_pids() {  # server_pids NAME: the row's server processes (nginx: master a
   esac
 }
 upstream_pids() {  # upstream_pids NAME: the upstream's processes for proxy rows, else none
-  case $1 in *proxy*) server_pids upstream ;; esac
+  case $1 in agate-proxy|agate-proxy-pass|nginx-proxy|haproxy-proxy) server_pids upstream ;; esac
 }
 
 # run_wrk SECONDS SCRIPT URL OUT
@@ -753,8 +848,8 @@ table_echo() {
   local n
   echo "  [echo] agate's echo agent vs nginx serving the same bytes"
   header
-  for n in agate nginx nginx-ofc; do has_row $n && row "$1" $n; done
-  for n in nginx nginx-ofc; do has_row $n && versus "$1" agate $n; done
+  for n in agate nginx nginx-ofc haproxy; do has_row $n && row "$1" $n; done
+  for n in nginx nginx-ofc haproxy; do has_row $n && versus "$1" agate $n; done
   return 0
 }
 table_obs() {
@@ -784,8 +879,9 @@ table_proxy() {
   local n
   echo "  [proxy] agate vs nginx as a proxy in front of the same upstream nginx (ups: the upstream's CPU)"
   header ups
-  for n in agate-proxy nginx-proxy agate-proxy-pass; do has_row $n && row "$1" $n ups; done
+  for n in agate-proxy nginx-proxy agate-proxy-pass haproxy-proxy; do has_row $n && row "$1" $n ups; done
   versus "$1" agate-proxy nginx-proxy
+  has_row haproxy-proxy && versus "$1" agate-proxy haproxy-proxy
   if has_row agate-proxy-pass; then
     versus "$1" agate-proxy-pass nginx-proxy
     versus "$1" agate-proxy agate-proxy-pass
@@ -801,8 +897,9 @@ table_cache() {
   echo "  [cache] agate answering from its response cache vs nginx serving a HIT's bytes"
   header
   local n
-  for n in agate-cache nginx-cache; do has_row $n && row "$1" $n; done
+  for n in agate-cache nginx-cache haproxy-cache; do has_row $n && row "$1" $n; done
   versus "$1" agate-cache nginx-cache
+  has_row haproxy-cache && versus "$1" agate-cache haproxy-cache
 }
 table_auth() {
   echo "  [auth] the echo run with an API key and rate limits on vs off"

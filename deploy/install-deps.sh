@@ -6,7 +6,7 @@ set -euo pipefail
 
 build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev)
 test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium)
-bench=(wrk nginx-light curl)
+bench=(wrk nginx-light haproxy curl)
 
 want=()
 for purpose in "$@"; do
