@@ -25,7 +25,7 @@
 extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen) __attribute__((weak));
 
 static const uint64_t time_bounds_us[METRICS_TIME_BUCKETS] = {
-    500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    METRICS_TIME_FIRST_US, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
     1000000, 2500000, 5000000, 10000000, 30000000, 60000000, 300000000, 1800000000,
 };
 static const char *const time_bounds_txt[METRICS_TIME_BUCKETS] = {
@@ -44,7 +44,7 @@ static const char *const reject_names[MRJ_COUNT] = {
     "timeout", "connection_limit", "expectation", "unauthorized", "forbidden", "rate_limited",
 };
 
-void metrics_observe_us(metrics_hist_t *h, uint64_t us)
+void metrics_observe_us_slow(metrics_hist_t *h, uint64_t us)
 {
     int i = 0;
     while (i < METRICS_TIME_BUCKETS && us > time_bounds_us[i])

@@ -40,6 +40,7 @@ enum metrics_cache { MC_HIT, MC_MISS, MC_COALESCED, MC_COUNT };   /* X-Cache of 
 enum metrics_upfail { MUF_CONNECT, MUF_RESET, MUF_TIMEOUT, MUF_STATUS, MUF_CONTENT_TYPE, MUF_PROTOCOL, MUF_COUNT };
 
 #define METRICS_TIME_BUCKETS 18
+#define METRICS_TIME_FIRST_US 500   /* the first bucket's bound (le="0.0005") */
 #define METRICS_BATCH_BUCKETS 10
 
 typedef struct metrics_hist {
@@ -81,7 +82,18 @@ static inline void metrics_gauge_add(int64_t *p, int64_t v)
     __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
 }
 
-void metrics_observe_us(metrics_hist_t *h, uint64_t us);
+void metrics_observe_us_slow(metrics_hist_t *h, uint64_t us);
+/* Inline for the first bucket: the gaps between the events of one burst (one
+ * upstream read, one echo run) are 0, and there is one per event. */
+static inline void metrics_observe_us(metrics_hist_t *h, uint64_t us)
+{
+    if (__builtin_expect(us <= METRICS_TIME_FIRST_US, 1)) {
+        metrics_add(&h->bucket[0], 1);
+        metrics_add(&h->sum_us, us);
+    } else {
+        metrics_observe_us_slow(h, us);
+    }
+}
 void metrics_observe_batch(metrics_shard_t *m, uint64_t sqes);
 
 enum metrics_method metrics_method_of(int llhttp_method);
