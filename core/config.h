@@ -73,6 +73,7 @@ typedef struct cfg_agent {
     uint32_t         breaker_open_ms;       /* open this long before half-open, default 10 s */
     uint32_t         breaker_half_open;     /* trial runs admitted while half-open, default 3 */
     cfg_validation_t validation;            /* default strict */
+    uint32_t         max_event_bytes;       /* largest upstream event, bytes, default 4 MiB */
     char             forward_headers[CFG_MAX_FORWARD][CFG_HEADER_MAX];   /* lower-case names */
     uint32_t         n_forward;
     uint32_t         pool_max_idle;         /* idle keep-alive connections per shard per endpoint, default 256 */

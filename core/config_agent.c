@@ -47,6 +47,7 @@ static const struct cfg_setting proxy_settings[] = {
     { "breaker",  "open",             NULL, "10s",         CFG_K_DURATION,   1, UINT32_MAX, A(breaker_open_ms) },
     { "breaker",  "half_open_trials", NULL, "3",           CFG_K_UINT,       1, 1000,       A(breaker_half_open) },
     { NULL,       "validation",       NULL, "strict",      CFG_K_VALIDATION, 0, 0,          A(validation) },
+    { NULL,       "max_event",        NULL, "4MiB",        CFG_K_SIZE,       1024, 1u << 30, A(max_event_bytes) },
     { "pool",     "max_idle",         NULL, "256",         CFG_K_UINT,       0, 4096,       A(pool_max_idle) },
     { "pool",     "idle_timeout",     NULL, "60s",         CFG_K_DURATION,   1, UINT32_MAX, A(pool_idle_timeout_ms) },
 };

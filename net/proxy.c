@@ -21,6 +21,7 @@
  * upstream in traceparent; it ends exactly once: when the attempt's response
  * ends, when it fails, or when the run stops under it (cancelled). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,6 @@
 #include "proto/sseread.h"
 #include "proto/validate.h"
 
-#define PX_MAX_EVENT (4u << 20)   /* one upstream event may not exceed 4 MiB */
 
 enum px_phase { PX_ATTEMPT, PX_BACKOFF, PX_DONE };
 
@@ -432,7 +432,10 @@ static void up_body(void *owner, const char *p, size_t n)
     /* The parser dropped the event it was building and stopped: carrying on
      * would lose that event silently and read the rest from inside it. */
     if (rc == -EMSGSIZE) {
-        run_error(px, "upstream_protocol_error", "an upstream event exceeds 4 MiB");
+        char msg[96];
+        snprintf(msg, sizeof msg, "an upstream event exceeds the agent's max_event (%" PRIu32 " bytes)",
+                 px->r->agent->max_event_bytes);
+        run_error(px, "upstream_protocol_error", msg);
     } else {   /* -ENOMEM: a buffer could not grow */
         span_end(px, "out_of_memory");
         run_error(px, "upstream_failed", "out of memory");
@@ -598,6 +601,7 @@ static void attempt(proxy_run_t *px)
     px->head_ok = false;
     sseread_reset(&px->sse);
     pbread_reset(&px->pb);
+    px->sse.max_event = px->pb.max_frame = r->agent->max_event_bytes;   /* the run's generation's */
     px->proto = false;
     px->up_status = 0;
     ups_t *u = ups_acquire(r->sh, agent_idx(r), (unsigned)ep, px, &px_ups_ops);
@@ -629,8 +633,8 @@ static void px_start(run_t *r)
             r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
             return;
         }
-        sseread_init(&r->px->sse, PX_MAX_EVENT);
-        pbread_init(&r->px->pb, PX_MAX_EVENT);
+        sseread_init(&r->px->sse, 0);   /* bounded per attempt: the agent's max_event */
+        pbread_init(&r->px->pb, 0);
     }
     proxy_run_t *px = r->px;
     px->r = r;

@@ -401,7 +401,7 @@ describe('bad protobuf from an upstream', () => {
     const res = await run(agate, 'up', SSE);
     const events = sseEvents(res.body.toString('utf8'));
     assert.deepStrictEqual(events.map((e) => e.type), ['RUN_STARTED', 'RUN_ERROR']);
-    assert.match(events[1].message, /exceeds 4 MiB/);
+    assert.match(events[1].message, /exceeds the agent's max_event \(4194304 bytes\)/);
   });
 
   test('frames split at every byte still decode', T, async (t) => {

@@ -29,6 +29,7 @@ const flow = (o) => `{${Object.entries(o).map(([k, v]) => `${k}: ${v}`).join(', 
  * retries and a breaker that does not open, unless a test says otherwise. */
 function proxyConfig({
   endpoints, balance, timeouts = {}, retry = {}, breaker = {}, validation, forward, pool, stream = {}, more = '',
+  maxEvent,
 } = {}) {
   const lines = [
     `stream: ${flow({ drain_timeout: '3s', ...stream })}`,
@@ -42,6 +43,7 @@ function proxyConfig({
   ];
   if (balance) lines.push(`    balance: ${balance}`);
   if (validation) lines.push(`    validation: ${validation}`);
+  if (maxEvent) lines.push(`    max_event: ${maxEvent}`);
   if (forward) lines.push(`    forward_headers: [${forward.join(', ')}]`);
   if (pool) lines.push(`    pool: ${flow(pool)}`);
   lines.push('  echo: {type: echo, token_interval_ms: 0}');
@@ -197,6 +199,26 @@ describe('relaying', () => {
     await stopClean(agate);
   });
 
+  test('max_event set per agent: lowered, a 2 KB event ends the run; raised, a 5 MiB snapshot passes whole', T, async (t) => {
+    const input = runInput('big state');
+    const { threadId, runId } = input;
+    const big = { blob: 'x'.repeat(5 * 1024 * 1024), n: 1 };
+    const evs = (snapshot) => [{ type: 'RUN_STARTED', threadId, runId }, { type: 'STATE_SNAPSHOT', snapshot }, { type: 'RUN_FINISHED', threadId, runId }];
+    const up = await useServer(t, { script: (rec) => ({ events: evs(rec.json.state?.big ? big : { blob: 'y'.repeat(2000) }) }) });
+    const small = await useAgate(t, { config: proxyConfig({ endpoints: [up.url], maxEvent: '1KiB' }) });
+    const r1 = await run(small, input);
+    assertRunError(r1, 'upstream_protocol_error', /max_event \(1024 bytes\)/);
+    assert.deepEqual(types(r1.events), ['RUN_STARTED', 'RUN_ERROR']);
+    await stopClean(small);
+    input.state = { big: true };
+    const roomy = await useAgate(t, { config: proxyConfig({ endpoints: [up.url], maxEvent: '8MiB' }) });
+    const r2 = await run(roomy, input);
+    assert.equal(r2.statusCode, 200);
+    assert.ok(r2.complete);
+    assert.deepEqual(r2.events, evs(big), 'the big event arrives whole');
+    await stopClean(roomy);
+  });
+
   test('multi-line (pretty-printed) data, CRLF line ends and comments: same events reach the client', T, async (t) => {
     const input = runInput('pretty');
     const evs = simpleRun(input, 'pretty printed words');
@@ -263,14 +285,14 @@ describe('relaying', () => {
     await stopClean(agate);
   });
 
-  test('an upstream event over 4 MiB: RUN_ERROR upstream_protocol_error (from net/proxy.c, PX_MAX_EVENT)', T, async (t) => {
+  test('an upstream event over 4 MiB (max_event\'s default): RUN_ERROR upstream_protocol_error naming the limit', T, async (t) => {
     const input = runInput('big');
     const evs = simpleRun(input);
     const big = { type: 'TEXT_MESSAGE_CONTENT', messageId: evs[1].messageId, delta: 'y'.repeat(4 * 1024 * 1024 + 16) };
     const up = await useServer(t, { script: { events: [evs[0], evs[1], big, { hold: true }] } });
     const agate = await useAgate(t, { config: proxyConfig({ endpoints: [up.url] }) });
     const r = await run(agate, input);
-    assertRunError(r, 'upstream_protocol_error', /4 MiB/);
+    assertRunError(r, 'upstream_protocol_error', /max_event \(4194304 bytes\)/);
     assert.deepEqual(r.events.slice(0, -1), evs.slice(0, 2));
     assert.ok(await up.waitFor(() => up.requests[0].aborted, 2000), 'agate closed the upstream connection');
     await stopClean(agate);
@@ -834,7 +856,7 @@ describe('circuit breaker: a half-open trial that ends without a result gives it
     ['the first event is not JSON', { events: [{ raw: 'data: {not json\n\n' }, { hold: true }] },
       async (agate) => assertRunError(await run(agate), 'upstream_protocol_error')],
     ['the first event exceeds 4 MiB', { events: [{ raw: `data: ${'y'.repeat(4 * 1024 * 1024 + 16)}\n\n` }, { hold: true }] },
-      async (agate) => assertRunError(await run(agate), 'upstream_protocol_error', /4 MiB/)],
+      async (agate) => assertRunError(await run(agate), 'upstream_protocol_error', /max_event \(4194304 bytes\)/)],
     ['the client leaves before the first event', { mode: 'hang' }, async (agate, up) => {
       const conn = await RawConn.connect(agate.port);
       const n = up.requests.length;

@@ -134,6 +134,7 @@ static void assert_same_agent(const cfg_agent_t *a, const cfg_agent_t *b)
     assert_int_equal(a->breaker_open_ms, b->breaker_open_ms);
     assert_int_equal(a->breaker_half_open, b->breaker_half_open);
     assert_int_equal(a->validation, b->validation);
+    assert_int_equal(a->max_event_bytes, b->max_event_bytes);
     assert_int_equal(a->n_forward, b->n_forward);
     for (uint32_t i = 0; i < a->n_forward; i++)
         assert_string_equal(a->forward_headers[i], b->forward_headers[i]);
@@ -187,6 +188,7 @@ static void assert_proxy_defaults_but_forward(const cfg_agent_t *a)
     assert_int_equal(a->breaker_open_ms, 10000);
     assert_int_equal(a->breaker_half_open, 3);
     assert_int_equal(a->validation, CFG_VALIDATION_STRICT);
+    assert_int_equal(a->max_event_bytes, 4u << 20);
     assert_int_equal(a->pool_max_idle, 256);
     assert_int_equal(a->pool_idle_timeout_ms, 60000);
 }
@@ -987,6 +989,7 @@ static void test_proxy_full(void **state)
         "    retry: {attempts: 3, backoff: 100ms, max_backoff: 2s}\n"
         "    breaker: {failures: 7, error_rate: 0.25, min_requests: 40, open: 30s, half_open_trials: 2}\n"
         "    validation: pass\n"
+        "    max_event: 16MiB\n"
         "    forward_headers: [Authorization, cookie, X-Tenant-Id]\n"
         "    pool: {max_idle: 32, idle_timeout: 90s}\n"
         "  echo:\n"
@@ -1020,6 +1023,7 @@ static void test_proxy_full(void **state)
     assert_int_equal(a->breaker_open_ms, 30000);
     assert_int_equal(a->breaker_half_open, 2);
     assert_int_equal(a->validation, CFG_VALIDATION_PASS);
+    assert_int_equal(a->max_event_bytes, 16u << 20);
     assert_int_equal(a->n_forward, 3);
     assert_string_equal(a->forward_headers[0], "authorization");
     assert_string_equal(a->forward_headers[1], "cookie");
@@ -1126,6 +1130,8 @@ static void test_proxy_values(void **state)
         { "pool", "max_idle", "0", offsetof(cfg_agent_t, pool_max_idle), 0 },
         { "pool", "max_idle", "4096", offsetof(cfg_agent_t, pool_max_idle), 4096 },
         { "pool", "idle_timeout", "5s", offsetof(cfg_agent_t, pool_idle_timeout_ms), 5000 },
+        { NULL, "max_event", "1KiB", offsetof(cfg_agent_t, max_event_bytes), 1024 },
+        { NULL, "max_event", "1GiB", offsetof(cfg_agent_t, max_event_bytes), 1u << 30 },
     };
     static const struct bad bad_timeout[] = {
         { "0s", "must be more than 0 (e.g. 10s)" }, { "30", DUR_SYNTAX }, { "1.5s", DUR_SYNTAX },
@@ -1149,6 +1155,10 @@ static void test_proxy_values(void **state)
         { "round-robin", "expected one of round_robin, least_outstanding" },
     };
     static const struct bad bad_validation[] = { { "lenient", "expected one of strict, pass" } };
+    static const struct bad bad_max_event[] = {
+        { "1023", "must be at least 1024 bytes" }, { "2GiB", "too large: at most 1073741824 bytes" },
+        { "4MB4", SIZE_SYNTAX },
+    };
     static const char *const timeouts[] = { "connect", "first_event", "idle", "run" };
     const cfg_agent_t *a = &f->c.agents[0];
 
@@ -1174,6 +1184,7 @@ static void test_proxy_values(void **state)
     check_proxy_bad(f, "breaker", "error_rate", bad_rate, sizeof bad_rate / sizeof bad_rate[0]);
     check_proxy_bad(f, NULL, "balance", bad_balance, sizeof bad_balance / sizeof bad_balance[0]);
     check_proxy_bad(f, NULL, "validation", bad_validation, 1);
+    check_proxy_bad(f, NULL, "max_event", bad_max_event, sizeof bad_max_event / sizeof bad_max_event[0]);
 
     assert_int_equal(proxy_kv(f, "breaker", "error_rate", "1"), 0);
     assert_true(a->breaker_error_rate == 1.0);
@@ -1210,7 +1221,7 @@ static void test_proxy_values(void **state)
     assert_int_equal(load_proxy(f, "    balance: [round_robin]\n"), -EINVAL);
     assert_err_at(f, 5, "agents.lg.balance: expected a single value, not a list");
     assert_int_equal(load_proxy(f, "    weights: [1, 2]\n"), -EINVAL);
-    assert_err_at(f, 5, "agents.lg.weights: unknown key (expected one of: type, endpoints, balance, validation, "
+    assert_err_at(f, 5, "agents.lg.weights: unknown key (expected one of: type, endpoints, balance, validation, max_event, "
                         "timeouts, retry, breaker, pool, forward_headers, cache)");
 }
 
