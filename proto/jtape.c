@@ -687,3 +687,33 @@ jtape_t *jtape_thread_new(void)
     jtape_tls_ = t;
     return t;
 }
+
+bool jtape_too_deep(const char *p, size_t n, unsigned max_depth)
+{
+    unsigned depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = false;
+            continue;
+        }
+        switch (ch) {
+        case '"':
+            in_str = true;
+            break;
+        case '[': case '{':
+            if (++depth > max_depth)
+                return true;
+            break;
+        case ']': case '}':
+            if (depth-- == 0)
+                return false;
+            break;
+        }
+    }
+    return false;
+}

@@ -54,6 +54,12 @@ typedef struct jtape {
 int  jtape_parse(jtape_t *t, const char *src, size_t n, unsigned max_depth, unsigned flags);
 void jtape_free(jtape_t *t);
 
+/* Whether src[0..n) opens more than max_depth containers at once, counting
+ * brackets outside strings. Cold: for wording a refusal as jansson would
+ * ("too deep" before any other error); input that fools the count is
+ * malformed and refused anyway. */
+bool jtape_too_deep(const char *src, size_t n, unsigned max_depth);
+
 /* Creates the key that frees each thread's tape at its exit; once per process,
  * idempotent (jtape_thread calls it too). */
 void jtape_init(void);

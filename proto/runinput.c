@@ -37,39 +37,6 @@
 
 /* --- refused bodies: the words jansson would use (cold) ------------------------- */
 
-/* Rejects bodies nested deeper than RUNINPUT_MAX_DEPTH before jansson builds (and
- * later recursively frees) them. Counts brackets outside strings; a malformed body
- * that fools the count is rejected by jansson anyway, whose own limit is 2048. */
-static bool ri_too_deep(const char *p, size_t n)
-{
-    int depth = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = p[i];
-        if (in_str) {
-            if (ch == '\\')
-                i++;
-            else if (ch == '"')
-                in_str = false;
-            continue;
-        }
-        switch (ch) {
-        case '"':
-            in_str = true;
-            break;
-        case '[': case '{':
-            if (++depth > RUNINPUT_MAX_DEPTH)
-                return true;
-            break;
-        case ']': case '}':
-            if (--depth < 0)
-                return false;
-            break;
-        }
-    }
-    return false;
-}
-
 /* jansson quotes the offending token, which may be any bytes; keep messages ASCII. */
 static void ri_json_error(runinput_err_t *err, const json_error_t *je)
 {
@@ -92,7 +59,7 @@ static int ri_refused(const char *body, size_t len, int rc, runinput_err_t *err)
         snprintf(err->message, sizeof err->message, "out of memory");
         return -EINVAL;
     }
-    if (ri_too_deep(body, len)) {
+    if (jtape_too_deep(body, len, RUNINPUT_MAX_DEPTH)) {
         snprintf(err->message, sizeof err->message, "nesting deeper than %d",
                  RUNINPUT_MAX_DEPTH);
         return -EINVAL;

@@ -590,45 +590,13 @@ vd_check(validate_t *v, jtape_t *t, agui_type_t *type, vd_msg_t *m)
 
 /* ---- input the tape refused (cold): the words jansson would use ------------------ */
 
-/* Counts brackets outside strings; input that fools the count is malformed and
- * jansson rejects it anyway (its own limit is 2048). */
-static bool vd_too_deep(const char *p, size_t n)
-{
-    int depth = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = p[i];
-        if (in_str) {
-            if (ch == '\\')
-                i++;
-            else if (ch == '"')
-                in_str = false;
-            continue;
-        }
-        switch (ch) {
-        case '"':
-            in_str = true;
-            break;
-        case '[': case '{':
-            if (++depth > VALIDATE_MAX_DEPTH)
-                return true;
-            break;
-        case ']': case '}':
-            if (--depth < 0)
-                return false;
-            break;
-        }
-    }
-    return false;
-}
-
 static int vd_refused(const char *json, size_t len, int rc, vd_msg_t *m)
 {
     if (rc == -ENOMEM) {
         m_str(m, "out of memory");
         return -ENOMEM;
     }
-    if (vd_too_deep(json, len)) {
+    if (jtape_too_deep(json, len, VALIDATE_MAX_DEPTH)) {
         m_fmt(m, "not JSON: nesting deeper than %d", VALIDATE_MAX_DEPTH);
         return -EPROTO;
     }
