@@ -338,29 +338,6 @@ static void addr_text(const uint8_t a[16], access_ident_t *id)
     id->client_len = ok ? (uint8_t)strlen(id->client) : 0;
 }
 
-/* The connection's peer address as text, looked up once per connection and
- * cached on it (conn_t.peer, the same text net/proxy.c puts in X-Forwarded-For):
- * keep-alive clients run many times on one connection, and a getpeername()
- * per request was a syscall on every rate-limited run. */
-static bool conn_peer(conn_t *c)
-{
-    if (c->peer_len)
-        return c->peer[0] != 'u';   /* "unknown" */
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    const char *ok = NULL;
-    if (c->fd >= 0 && !getpeername(c->fd, (struct sockaddr *)&ss, &sl)) {
-        if (ss.ss_family == AF_INET)
-            ok = inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer, sizeof c->peer);
-        else if (ss.ss_family == AF_INET6)
-            ok = inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer, sizeof c->peer);
-    }
-    if (!ok)
-        memcpy(c->peer, "unknown", 8);
-    c->peer_len = (uint8_t)strlen(c->peer);
-    return ok != NULL;
-}
-
 /* The peer, or with trusted proxies the right-most X-Forwarded-For entry that
  * is not itself a trusted proxy. */
 static void client_address(const policy_t *p, conn_t *c, const http_req_t *r, access_ident_t *id)

@@ -70,7 +70,7 @@ typedef struct conn {
     int16_t            run_slot;      /* agent slot of the current request's run, for its span; -1 none */
     conn_key_memo_t key_memo;         /* the API key it presented last (net/access.c); wiped at close */
     char          peer[46];           /* client address text (INET6_ADDRSTRLEN), for X-Forwarded-For */
-    uint8_t       peer_len;           /* 0: not looked up yet on this connection (net/proxy.c) */
+    uint8_t       peer_len;           /* 0: not looked up yet on this connection (conn_peer) */
     struct conn  *flush_next;         /* shard flush list, linked while in_flush */
     struct conn  *reap_next;          /* shard reap list, linked while in_reap */
 } conn_t;
@@ -95,6 +95,9 @@ void conn_abort(conn_t *c);
 void conn_set_timer(conn_t *c, conn_timer_kind_t kind, uint32_t ms);
 void conn_response_finished(conn_t *c);      /* the current response is fully queued */
 bool conn_is_idle(const conn_t *c);
+/* The client's address as text in c->peer ("unknown" when it cannot be had),
+ * looked up on first use and kept; true when known. */
+bool conn_peer(conn_t *c);
 void conn_reap(conn_t *c);                    /* frees an ABORT slot with nothing in flight */
 
 #endif

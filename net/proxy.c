@@ -499,28 +499,6 @@ static bool agate_sets(const char *name)
     return false;
 }
 
-/* The client's address as text, looked up once per connection: getpeername()
- * per run was 2.5% of agate's CPU in the proxy bench (keep-alive clients run
- * many times on one connection). */
-static void peer_addr(conn_t *c)
-{
-    if (c->peer_len)
-        return;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    _Static_assert(sizeof c->peer >= INET6_ADDRSTRLEN, "conn_t.peer holds any address");
-    const char *ok = NULL;
-    if (!getpeername(c->fd, (struct sockaddr *)&ss, &sl)) {
-        if (ss.ss_family == AF_INET)
-            ok = inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer, sizeof c->peer);
-        else if (ss.ss_family == AF_INET6)
-            ok = inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer, sizeof c->peer);
-    }
-    if (!ok)
-        memcpy(c->peer, "unknown", 8);
-    c->peer_len = (uint8_t)strlen(c->peer);
-}
-
 /* The upstream request: the client's body unchanged, with forwarding headers. */
 static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
 {
@@ -558,7 +536,7 @@ static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
         buf_append(b, v, vl);
         buf_append_lit(b, ", ");
     }
-    peer_addr(c);
+    conn_peer(c);
     buf_append(b, c->peer, c->peer_len);
     buf_append_lit(b, "\r\nX-Forwarded-Proto: http");
     if (http_header(req, "host", &v, &vl)) {
