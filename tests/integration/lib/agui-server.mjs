@@ -140,10 +140,13 @@ export async function startAguiServer({ script = {}, port = 0, path: agentPath =
 
   const gone = (res) => res.destroyed || res.socket == null || res.socket.destroyed;
 
-  async function write(res, rec, text) {
+  // keep: record the frame itself (a huge stream keeps only bytes and counts)
+  async function write(res, rec, text, keep = true) {
     if (gone(res)) return false;
-    rec.frames.push(text);
-    rec.frameTimes.push(Date.now());
+    if (keep) {
+      rec.frames.push(text);
+      rec.frameTimes.push(Date.now());
+    }
     rec.bytes += Buffer.byteLength(text);
     if (!res.write(text)) {
       rec.blockedSince = Date.now();
@@ -244,21 +247,7 @@ export async function startAguiServer({ script = {}, port = 0, path: agentPath =
     for (let i = 0; i < count; i++) {
       // frames are not kept for a huge stream (memory); bytes and counts are
       const frame = ev({ type: 'TEXT_MESSAGE_CONTENT', messageId, delta: `${i}:${pad}` });
-      if (gone(res)) return;
-      rec.bytes += Buffer.byteLength(frame);
-      if (!res.write(frame)) {
-        rec.blockedSince = Date.now();
-        poke();
-        await new Promise((resolve) => {
-          const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
-          res.on('drain', done);
-          res.on('close', done);
-        });
-        rec.blockedTotalMs += Date.now() - rec.blockedSince;
-        rec.blockedSince = null;
-        rec.drains++;
-        poke();
-      }
+      if (!(await write(res, rec, frame, false))) return;
     }
     if (!(await write(res, rec, ev({ type: 'TEXT_MESSAGE_END', messageId })))) return;
     if (!(await write(res, rec, ev({ type: 'RUN_FINISHED', threadId: tid, runId: rid })))) return;
