@@ -10,7 +10,10 @@
  *
  * Differential: proto/jtape.c must accept exactly what jansson accepts (with the
  * flags validate.c's error path uses) and read the same strings, since jansson
- * is only asked to word the errors now. Every piece is parsed by both. */
+ * is only asked to word the errors now. Every piece is parsed by both. And
+ * validate_event's shortcut for the delta events must give the verdicts of the
+ * tape path: a second validator takes every piece through validate_event_tape
+ * and must agree on the result, the type and the message. */
 #include <assert.h>
 #include <errno.h>
 #include <stddef.h>
@@ -102,8 +105,8 @@ static void fuzz_differential(const char *p, size_t len, size_t flags, unsigned 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    validate_t *v = validate_new();
-    assert(v);
+    validate_t *v = validate_new(), *vt = validate_new();
+    assert(v && vt);
     const char *p = (const char *)data, *end = p + size;
     bool failed = false;
     while (p < end) {
@@ -121,6 +124,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         agui_type_t type;
         memset(msg, 'x', sizeof msg);   /* the callee must terminate it */
         int rc = validate_event(v, ev, len, &type, msg);
+        char msg_t[VALIDATE_MSG_MAX];
+        agui_type_t type_t;
+        int rc_t = validate_event_tape(vt, ev, len, &type_t, msg_t);
+        assert(rc == rc_t && type == type_t && !strcmp(msg, msg_t));
         free(ev);
         fuzz_check_ascii(msg);
         assert(type <= AGUI_TYPE_COUNT);
@@ -144,5 +151,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p += len + 1;
     }
     validate_free(v);
+    validate_free(vt);
     return 0;
 }

@@ -717,3 +717,12 @@ bool jtape_too_deep(const char *p, size_t n, unsigned max_depth)
     }
     return false;
 }
+
+const char *jtape_scan_str(const char *s, const char *end, const char *base, bool *escaped)
+{
+    uint8_t fl = 0;
+    const unsigned char *q = jt_string((const unsigned char *)s, (const unsigned char *)end,
+                                       (const unsigned char *)base, &fl, false);
+    *escaped = (fl & JT_F_ESC) != 0;
+    return (const char *)q;
+}

@@ -54,6 +54,13 @@ typedef struct jtape {
 int  jtape_parse(jtape_t *t, const char *src, size_t n, unsigned max_depth, unsigned flags);
 void jtape_free(jtape_t *t);
 
+/* The closing quote of the JSON string whose text starts at s (just after its
+ * opening quote) and may run to end, or NULL when jtape_parse would refuse the
+ * string (a bad escape, a control byte, invalid UTF-8, no closing quote).
+ * base: the start of the whole input, at most s (for the scanner's overlapping
+ * loads). *escaped: whether the string holds an escape. */
+const char *jtape_scan_str(const char *s, const char *end, const char *base, bool *escaped);
+
 /* Whether src[0..n) opens more than max_depth containers at once, counting
  * brackets outside strings. Cold: for wording a refusal as jansson would
  * ("too deep" before any other error); input that fools the count is

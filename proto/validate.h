@@ -40,6 +40,10 @@ void        validate_free(validate_t *v);
  * must be RUN_STARTED, got TEXT_MESSAGE_START", "TOOL_CALL_ARGS: delta: expected
  * a string", "not JSON: ...". *type is set whenever the type was recognised. */
 int validate_event(validate_t *v, const char *json, size_t len, agui_type_t *type, char msg[VALIDATE_MSG_MAX]);
+/* The same, always through the tape (validate_event takes a shortcut for the
+ * usual shape of the delta events); for the fuzzer's comparison. */
+int validate_event_tape(validate_t *v, const char *json, size_t len, agui_type_t *type,
+                        char msg[VALIDATE_MSG_MAX]);
 
 /* A sequence violation is final, as it is for @ag-ui/client, whose run fails at
  * its first error: every later event gets -EPROTO "stream already failed: ...".

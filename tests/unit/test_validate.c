@@ -980,6 +980,78 @@ static void test_threads(void **state)
     }
 }
 
+/* validate_event's shortcut for the usual shape of TEXT_MESSAGE_CONTENT and
+ * TOOL_CALL_ARGS gives the tape path's verdict, type and message on each event
+ * of a stream that goes in and out of that shape, valid and not. */
+static void test_fast_shape_same_verdicts(void **state)
+{
+    (void)state;
+    static const char *const evs[] = {
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'before start'}",   /* fails: not started */
+        NULL,                                                                         /* a new pair of validators */
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TEXT_MESSAGE_START','messageId':'m1','role':'assistant'}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'plain '}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'esc \\'q\\' \\\\ \\n \\u00e9 \\ud83d\\ude00'}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'utf-8 \xc3\xa9 \xf0\x9f\x98\x80'}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':''}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m\\u0031','delta':'escaped id'}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'trailing space'} ",
+        "{'type':'TEXT_MESSAGE_CONTENT', 'messageId':'m1','delta':'a space'}",
+        "{'type':'TEXT_MESSAGE_CONTENT','delta':'other order','messageId':'m1'}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'more','timestamp':1}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':5}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'bad \xff utf-8'}",
+        "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'unterminated}",
+        NULL,
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TOOL_CALL_START','toolCallId':'tc','toolCallName':'f'}",
+        "{'type':'TOOL_CALL_ARGS','toolCallId':'tc','delta':'{\\'a\\':1}'}",
+        "{'type':'TOOL_CALL_ARGS','toolCallId':'tc2','delta':'unknown call'}",   /* fails */
+        "{'type':'TOOL_CALL_ARGS','toolCallId':'tc','delta':'after a failure'}",
+        NULL,
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TOOL_CALL_START','toolCallId':'tc','toolCallName':'f'}",
+        "{'type':'TOOL_CALL_END','toolCallId':'tc'}",
+        "{'type':'TOOL_CALL_ARGS','toolCallId':'tc','delta':'after end'}",        /* fails */
+    };
+    static const int want[] = {
+        0, -EPROTO, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -EPROTO, -EPROTO, -EPROTO, 0,
+        0, 0, 0, -EPROTO, -EPROTO, 0,
+        0, 0, 0, -EPROTO,
+    };
+    _Static_assert(sizeof want / sizeof want[0] == sizeof evs / sizeof evs[0], "one verdict per line");
+    validate_t *fast = NULL, *tape = NULL;
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
+        if (!evs[i] || !fast) {
+            validate_free(fast);
+            validate_free(tape);
+            fast = validate_new();
+            tape = validate_new();
+            assert_non_null(fast);
+            assert_non_null(tape);
+            if (!evs[i])
+                continue;
+        }
+        char *e = q(evs[i]);
+        char m1[VALIDATE_MSG_MAX], m2[VALIDATE_MSG_MAX];
+        agui_type_t t1, t2;
+        int r1 = validate_event(fast, e, strlen(e), &t1, m1);
+        int r2 = validate_event_tape(tape, e, strlen(e), &t2, m2);
+        if (r1 != want[i] || r1 != r2 || t1 != t2 || strcmp(m1, m2)) {
+            print_error("event %zu %s: %d '%s' (type %d) vs tape %d '%s' (type %d), want %d\n", i, e, r1, m1,
+                        (int)t1, r2, m2, (int)t2, want[i]);
+            fail();
+        }
+        check_msg(m1);
+        free(e);
+    }
+    validate_free(fast);
+    validate_free(tape);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1006,6 +1078,7 @@ int main(void)
         cmocka_unit_test(test_spill),
         cmocka_unit_test(test_outside_trees),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_fast_shape_same_verdicts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
