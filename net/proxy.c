@@ -625,9 +625,14 @@ static void px_start(run_t *r)
     px->span_open = false;
     px->last_type = AGUI_TYPE_COUNT;
     px->start_ms = r->sh->now_ms;
-    if (r->agent->validation == CFG_VALIDATION_STRICT && !(px->val = validate_new())) {
-        r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
-        return;
+    if (r->agent->validation == CFG_VALIDATION_STRICT) {
+        /* kept with the pooled run between runs (freed by px_destroy) */
+        if (px->val)
+            validate_reset(px->val);
+        else if (!(px->val = validate_new())) {
+            r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
+            return;
+        }
     }
     attempt(px);
 }
@@ -648,10 +653,6 @@ static void px_stop(run_t *r)
         return;
     span_end(px, "cancelled");   /* still running: the client left, or cancelled the run */
     drop_attempt(px, false);
-    if (px->val) {
-        validate_free(px->val);
-        px->val = NULL;
-    }
     px->r = NULL;
 }
 
@@ -661,6 +662,7 @@ static void px_destroy(run_t *r)
     pbread_free(&r->px->pb);
     buf_free(&r->px->pbjson);
     free(r->px->span);
+    validate_free(r->px->val);
     free(r->px);
     r->px = NULL;
 }

@@ -33,6 +33,9 @@ void validate_init(void);
 
 validate_t *validate_new(void);
 void        validate_free(validate_t *v);
+/* A new stream on v: what validate_new gives, but the tables' memory is kept
+ * (the proxy keeps one validator per pooled run, so a run allocates nothing). */
+void        validate_reset(validate_t *v);
 
 /* Checks one event, given as its JSON text. On success returns 0 and sets *type.
  * On a violation returns -EPROTO (schema or sequence) with msg naming the rule,

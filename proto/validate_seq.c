@@ -242,10 +242,9 @@ static vd_s_t vd_owner_tag(const validate_t *v, uint32_t owner)
     return (vd_s_t){ e->key, e->len, true };
 }
 
-/* verify's resetRunState: a new run forgets everything about the last one. */
-static void vd_reset_run(validate_t *v)
+/* Forgets every id and open flag, keeping the tables' memory (and one chunk). */
+static void vd_clear_ids(validate_t *v)
 {
-    assert(v->n_open[VO_LANE] == 0);   /* run events close every lane first */
     v->n_ents = v->newest = 0;
     if (v->slots)
         memset(v->slots, 0, v->n_slots * sizeof *v->slots);
@@ -259,8 +258,33 @@ static void vd_reset_run(validate_t *v)
     v->id_bytes = 0;
     memset(v->n_open, 0, sizeof v->n_open);
     v->step_seq = v->parent_step_order = 0;
+}
+
+/* verify's resetRunState: a new run forgets everything about the last one. */
+static void vd_reset_run(validate_t *v)
+{
+    assert(v->n_open[VO_LANE] == 0);   /* run events close every lane first */
+    vd_clear_ids(v);
     v->run_finished = v->run_error = false;
     v->run_started = true;
+}
+
+/* Tables this big after a run are given back rather than kept for the next. */
+#define VD_KEEP_SLOTS 1024
+
+void validate_reset(validate_t *v)
+{
+    vd_clear_ids(v);   /* open lanes too: a stream may have been cut mid-run */
+    if (v->n_slots > VD_KEEP_SLOTS) {
+        free(v->ents);
+        free(v->slots);
+        v->ents = NULL;
+        v->slots = NULL;
+        v->cap_ents = v->n_slots = 0;
+    }
+    v->first_seen = v->run_started = v->run_finished = v->run_error = false;
+    v->failed = false;
+    v->fail_msg[0] = '\0';
 }
 
 /* ---- stage 3: the sequence rules (verifyEvents) --------------------------------- */

@@ -1052,6 +1052,67 @@ static void test_fast_shape_same_verdicts(void **state)
     validate_free(tape);
 }
 
+/* validate_reset: a validator cut mid-run (a text message, a chunk lane and a
+ * step open, a failure recorded) behaves as a new one, with its tables kept. */
+static void test_reset(void **state)
+{
+    (void)state;
+    static const char *const cut[] = {
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TEXT_MESSAGE_START','messageId':'m1','role':'assistant'}",
+        "{'type':'STEP_STARTED','stepName':'s'}",
+        "{'type':'TEXT_MESSAGE_CHUNK','messageId':'c1','delta':'open lane'}",
+    };
+    validate_t *v = validate_new();
+    assert_non_null(v);
+    char msg[VALIDATE_MSG_MAX];
+    agui_type_t type;
+    for (int round = 0; round < 3; round++) {
+        for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+            char *e = q(cut[i]);
+            assert_int_equal(validate_event(v, e, strlen(e), &type, msg), 0);
+            free(e);
+        }
+        if (round == 1) {   /* and a failure, which is final until the reset */
+            char *e = q("{'type':'TEXT_MESSAGE_END','messageId':'nope'}");
+            assert_int_equal(validate_event(v, e, strlen(e), &type, msg), -EPROTO);
+            free(e);
+            assert_false(validate_run_closed(v));
+        }
+        validate_reset(v);
+        assert_false(validate_run_closed(v));
+        /* the first-event rule holds again */
+        char *e = q("{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'x'}");
+        assert_int_equal(validate_event(v, e, strlen(e), &type, msg), -EPROTO);
+        assert_string_equal(msg, "first event must be RUN_STARTED, got TEXT_MESSAGE_CONTENT");
+        free(e);
+        validate_reset(v);
+        /* a whole run passes; m1 from before the reset is unknown */
+        static const char *const run[] = {
+            "{'type':'RUN_STARTED','threadId':'t','runId':'r2'}",
+            "{'type':'TEXT_MESSAGE_START','messageId':'m2','role':'assistant'}",
+            "{'type':'TEXT_MESSAGE_CONTENT','messageId':'m2','delta':'hi'}",
+            "{'type':'TEXT_MESSAGE_END','messageId':'m2'}",
+            "{'type':'RUN_FINISHED','threadId':'t','runId':'r2'}",
+        };
+        for (size_t i = 0; i < sizeof run / sizeof run[0]; i++) {
+            e = q(run[i]);
+            assert_int_equal(validate_event(v, e, strlen(e), &type, msg), 0);
+            free(e);
+        }
+        assert_true(validate_run_closed(v));
+        validate_reset(v);
+        e = q("{'type':'RUN_STARTED','threadId':'t','runId':'r3'}");
+        assert_int_equal(validate_event(v, e, strlen(e), &type, msg), 0);
+        free(e);
+        e = q("{'type':'TEXT_MESSAGE_CONTENT','messageId':'m1','delta':'stale id'}");
+        assert_int_equal(validate_event(v, e, strlen(e), &type, msg), -EPROTO);
+        free(e);
+        validate_reset(v);
+    }
+    validate_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1079,6 +1140,7 @@ int main(void)
         cmocka_unit_test(test_outside_trees),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_fast_shape_same_verdicts),
+        cmocka_unit_test(test_reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
