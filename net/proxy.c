@@ -26,9 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <arpa/inet.h>
 
 #include "core/otlp.h"
 #include "core/trace.h"
@@ -44,7 +42,6 @@
 #include "proto/pbread.h"
 #include "proto/sseread.h"
 #include "proto/validate.h"
-
 
 enum px_phase { PX_ATTEMPT, PX_BACKOFF, PX_DONE };
 
