@@ -881,7 +881,7 @@ table_proxy() {
   header ups
   for n in agate-proxy nginx-proxy agate-proxy-pass haproxy-proxy; do has_row $n && row "$1" $n ups; done
   versus "$1" agate-proxy nginx-proxy
-  has_row haproxy-proxy && versus "$1" agate-proxy haproxy-proxy
+  if has_row haproxy-proxy; then versus "$1" agate-proxy haproxy-proxy; fi
   if has_row agate-proxy-pass; then
     versus "$1" agate-proxy-pass nginx-proxy
     versus "$1" agate-proxy agate-proxy-pass
@@ -899,7 +899,7 @@ table_cache() {
   local n
   for n in agate-cache nginx-cache haproxy-cache; do has_row $n && row "$1" $n; done
   versus "$1" agate-cache nginx-cache
-  has_row haproxy-cache && versus "$1" agate-cache haproxy-cache
+  if has_row haproxy-cache; then versus "$1" agate-cache haproxy-cache; fi
 }
 table_auth() {
   echo "  [auth] the echo run with an API key and rate limits on vs off"

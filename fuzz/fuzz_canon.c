@@ -333,7 +333,9 @@ static void check_event(const char *s, size_t n, agui_type_t type)
     assert(runrec_parse(log.data, log.len, &rec) == log.len);
     assert(rec.json_len == n && !memcmp(rec.json, s, n) && rec.gap_ms == 7 && rec.type == type);
     rand_state_t rng = {{1, 2, 3, 4}};
-    runrec_subst_t sub = {"th\"read", "run\n", 7, 4, &fresh, &rng};
+    runrec_subst_t sub;
+    buf_t quoted = {0};
+    assert(runrec_subst_init(&sub, &quoted, "th\"read", 7, "run\n", 4, &fresh, &rng) == 0);
     assert(runrec_render(&out, &rec, &sub) == 0);
     json_error_t je;
     json_t *orig = json_loadb(s, n, JSON_ALLOW_NUL, &je);
@@ -347,6 +349,7 @@ static void check_event(const char *s, size_t n, agui_type_t type)
     buf_free(&log);
     buf_free(&out);
     buf_free(&fresh);
+    buf_free(&quoted);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -87,6 +87,8 @@ typedef struct coal_run {
     reader_t        rd;
     buf_t           ids;                /* fresh ids, RUNREC_ID_LEN each */
     buf_t           out;                /* rendered event; the canonical body at prepare */
+    buf_t           quoted;             /* the run's thread and run ids as JSON strings (subst) */
+    runrec_subst_t  subst;              /* set at replay start */
     uint64_t        last_emit_ms;       /* paced replay */
     uint64_t        best_lag;           /* follower: the least it was ever behind */
     char            head[64];
@@ -342,6 +344,39 @@ static inline uint64_t follower_lag(const coal_run_t *co)
 
 static void pump(run_t *r);
 
+/* One record to the client under the run's ids: rendered straight into the
+ * sink's output where it can take it (SSE, no line feed to split), else into
+ * co->out and passed on. 0; 1 when the sink failed and released the run;
+ * -ENOMEM or -EINVAL when nothing was sent and the run is still the caller's. */
+static int emit_record(run_t *r, coal_run_t *co, const runrec_t *rec, size_t size)
+{
+    const run_sink_ops_t *sink = r->sink;
+    bool has_lf = rec->flags & RUNREC_F_LF;
+    int rc;
+    if (sink->raw_open && !has_lf) {
+        size_t start;
+        buf_t *b = sink->raw_open(r, &start);
+        if (!b)
+            return 1;
+        if ((rc = runrec_render_append(b, rec, &co->subst))) {
+            b->len = start;
+            return rc;
+        }
+        reader_advance(&co->rd, size);
+        return sink->raw_close(r, (agui_type_t)rec->type, start) ? 1 : 0;
+    }
+    const char *json = rec->json;
+    size_t len = rec->json_len;
+    if (rec->n_patch) {
+        if ((rc = runrec_render(&co->out, rec, &co->subst)))
+            return rc;
+        json = co->out.data;
+        len = co->out.len;
+    }
+    reader_advance(&co->rd, size);
+    return sink->raw(r, (agui_type_t)rec->type, json, len, has_lf) ? 1 : 0;
+}
+
 static void tick_fired(agate_timer_t *t)
 {
     pump((run_t *)((char *)t - offsetof(run_t, tick)));
@@ -387,26 +422,17 @@ static void pump(run_t *r)
                 replay_fail(r, 503, "out_of_memory", "out of memory");
             return;
         }
-        const char *json = rec.json;
-        size_t len = rec.json_len;
-        if (rec.n_patch) {
-            runrec_subst_t s = {r->in.thread_id, r->in.run_id, r->in.thread_id_len, r->in.run_id_len, &co->ids,
-                                &sh->rng};
-            int rc = runrec_render(&co->out, &rec, &s);
-            if (rc) {   /* -EINVAL: a record whose id spans do not fit its event (a bug, not the client's) */
-                if (rc == -ENOMEM)
-                    replay_fail(r, 503, "out_of_memory", "out of memory");
-                else
-                    replay_fail(r, 500, "internal_error", "a stored event could not be replayed");
-                return;
-            }
-            json = co->out.data;
-            len = co->out.len;
-        }
-        reader_advance(&co->rd, size);
         co->last_emit_ms = pace ? co->last_emit_ms + rec.gap_ms : sh->now_ms;
-        if (r->sink->raw(r, (agui_type_t)rec.type, json, len, rec.flags & RUNREC_F_LF))
+        int rc = emit_record(r, co, &rec, size);
+        if (rc == 1)
             return;   /* the client is gone; the run was released */
+        if (rc) {     /* -EINVAL: a record whose id spans do not fit its event (a bug, not the client's) */
+            if (rc == -ENOMEM)
+                replay_fail(r, 503, "out_of_memory", "out of memory");
+            else
+                replay_fail(r, 500, "internal_error", "a stored event could not be replayed");
+            return;
+        }
         if (!r->sink->writable(r))
             r->blocked = true;
     }
@@ -415,6 +441,11 @@ static void pump(run_t *r)
 static void replay_start(run_t *r)
 {
     coal_run_t *co = r->co;
+    if (runrec_subst_init(&co->subst, &co->quoted, r->in.thread_id, r->in.thread_id_len, r->in.run_id,
+                          r->in.run_id_len, &co->ids, &r->sh->rng)) {
+        replay_fail(r, 503, "out_of_memory", "out of memory");
+        return;
+    }
     co->last_emit_ms = r->sh->now_ms;
     if (co->role == ROLE_FOLLOWER) {
         flight_t *f = co->f;
@@ -816,12 +847,15 @@ void coalesce_run_stop(run_t *r)
         buf_free(&co->out);   /* keep pooled runs small */
     if (co->ids.cap > 64 * 1024)
         buf_free(&co->ids);
+    if (co->quoted.cap > 64 * 1024)
+        buf_free(&co->quoted);
 }
 
 void coalesce_run_destroy(run_t *r)
 {
     buf_free(&r->co->out);
     buf_free(&r->co->ids);
+    buf_free(&r->co->quoted);
     free(r->co);
     r->co = NULL;
 }

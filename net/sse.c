@@ -95,31 +95,58 @@ static int sse_event(run_t *r, const agui_event_t *ev)
     return 0;
 }
 
-/* An upstream's event JSON, unchanged. SSE data cannot hold a raw line break,
- * so JSON text that contains one (pretty-printed upstreams) becomes one data:
- * line per text line, which the client's parser joins back with "\n". */
-static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool has_lf)
+/* Opens a frame for JSON the caller appends (raw_open): "data: " now, the
+ * rest at sse_raw_close. */
+static buf_t *sse_raw_open(run_t *r, size_t *start)
 {
     conn_t *c = sink_conn(r);
     buf_t *b = conn_fill(c);
     conn_body_open(c);
-    size_t start = b->len;
-    int rc = buf_reserve(b, len + 16);
-    const char *p = json, *end = json + len;
-    while (!rc) {
-        const char *nl = has_lf ? memchr(p, '\n', (size_t)(end - p)) : NULL;
-        const char *stop = nl ? nl : end;
-        rc = buf_append_lit(b, "data: ") || buf_append(b, p, (size_t)(stop - p)) || buf_putc(b, '\n');
-        if (!nl)
-            break;
-        p = nl + 1;
+    *start = b->len;
+    if (buf_append_lit(b, "data: ")) {
+        conn_abort(c);   /* releases the run */
+        return NULL;
     }
-    if (rc || buf_putc(b, '\n')) {
+    return b;
+}
+
+static int sse_raw_close(run_t *r, agui_type_t type, size_t start)
+{
+    conn_t *c = sink_conn(r);
+    buf_t *b = conn_fill(c);
+    if (buf_append_lit(b, "\n\n")) {
         conn_abort(c);
         return -ENOMEM;
     }
     sent_frame(c, r, type, b->len - start);
     return 0;
+}
+
+/* An upstream's event JSON, unchanged. SSE data cannot hold a raw line break,
+ * so JSON text that contains one (pretty-printed upstreams) becomes one data:
+ * line per text line, which the client's parser joins back with "\n". */
+static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool has_lf)
+{
+    size_t start;
+    buf_t *b = sse_raw_open(r, &start);
+    if (!b)
+        return -ENOMEM;
+    int rc = buf_reserve(b, len + 16);
+    const char *p = json, *end = json + len;
+    while (!rc) {
+        const char *nl = has_lf ? memchr(p, '\n', (size_t)(end - p)) : NULL;
+        const char *stop = nl ? nl : end;
+        rc = buf_append(b, p, (size_t)(stop - p));
+        if (!nl)
+            break;
+        rc = rc || buf_append_lit(b, "\ndata: ");
+        p = nl + 1;
+    }
+    if (rc) {
+        conn_abort(sink_conn(r));
+        return -ENOMEM;
+    }
+    return sse_raw_close(r, type, start);
 }
 
 static bool sse_writable(run_t *r)
@@ -180,6 +207,8 @@ static const run_sink_ops_t sse_sink = {
     .start = sse_start,
     .event = sse_event,
     .raw = sse_raw,
+    .raw_open = sse_raw_open,
+    .raw_close = sse_raw_close,
     .writable = sse_writable,
     .end = sse_end,
     .fail = sse_fail,

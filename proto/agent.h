@@ -32,6 +32,14 @@ typedef struct run_sink_ops {
      * has_lf false: the caller knows the JSON holds no line feed (an SSE sink
      * then need not search it for one). */
     int  (*raw)(struct run *r, agui_type_t type, const char *json, size_t len, bool has_lf);
+    /* Optional (NULL: use raw): JSON without a line feed written straight
+     * into the sink's output, which saves a copy per replayed event.
+     * raw_open returns the buffer to append the JSON to and sets *start for
+     * raw_close, which frames and counts the event; NULL, or raw_close's
+     * -errno, and the run was released. A caller that gives up between the
+     * two (a render that failed) sets the buffer's len back to *start. */
+    buf_t *(*raw_open)(struct run *r, size_t *start);
+    int    (*raw_close)(struct run *r, agui_type_t type, size_t start);
     bool (*writable)(struct run *r);                         /* under the buffer bound */
     void (*end)(struct run *r);                              /* last event emitted */
     void (*fail)(struct run *r, int status, const char *code, const char *msg, uint32_t retry_after_s);

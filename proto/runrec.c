@@ -148,11 +148,43 @@ size_t runrec_parse(const char *p, size_t avail, runrec_t *rec)
     return size;
 }
 
-int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
+int runrec_subst_init(runrec_subst_t *s, buf_t *q, const char *thread, size_t thread_len, const char *run,
+                      size_t run_len, buf_t *ids, rand_state_t *rng)
 {
-    buf_reset(out);
-    if (buf_reserve(out, rec->json_len + (size_t)rec->n_patch * 48))
+    buf_reset(q);
+    if (json_put_str(q, thread, thread_len))
         return -ENOMEM;
+    size_t tl = q->len;
+    if (json_put_str(q, run, run_len))
+        return -ENOMEM;
+    *s = (runrec_subst_t){q->data, q->data + tl, tl, q->len - tl, RUNREC_ID_LEN + 2, ids, rng};
+    if (s->thread_q_len > s->max_q)
+        s->max_q = s->thread_q_len;
+    if (s->run_q_len > s->max_q)
+        s->max_q = s->run_q_len;
+    return 0;
+}
+
+/* The k-th fresh id, minted on first use. NULL on ENOMEM. */
+static const char *fresh_id(const runrec_subst_t *s, size_t k)
+{
+    while (s->ids->len / RUNREC_ID_LEN <= k) {
+        if (buf_reserve(s->ids, RUNREC_ID_LEN))
+            return NULL;
+        rand_uuid(s->rng, s->ids->data + s->ids->len);
+        s->ids->len += RUNREC_ID_LEN;
+    }
+    return s->ids->data + k * RUNREC_ID_LEN;
+}
+
+/* One reservation for the whole event (every patch at its longest), then plain
+ * copies: this runs once per replayed event, and the per-append capacity checks
+ * and a separate render buffer were most of a cache hit's user time. */
+int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
+{
+    if (buf_reserve(out, rec->json_len + (size_t)rec->n_patch * s->max_q))
+        return -ENOMEM;
+    char *w = out->data + out->len;
     size_t at = 0;
     for (uint16_t i = 0; i < rec->n_patch; i++) {
         const char *pp = rec->patches + (size_t)i * RUNREC_PATCH;
@@ -160,27 +192,26 @@ int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
         /* the span is the string's content: replace it with its quotes */
         if (off < 1 || off < at + 1 || (uint64_t)off + len + 1 > rec->json_len)
             return -EINVAL;
-        if (buf_append(out, rec->json + at, off - 1 - at))
-            return -ENOMEM;
-        int rc;
+        memcpy(w, rec->json + at, off - 1 - at);
+        w += off - 1 - at;
         if (id == 0) {
-            rc = json_put_str(out, s->thread, s->thread_len);
+            memcpy(w, s->thread_q, s->thread_q_len);
+            w += s->thread_q_len;
         } else if (id == 1) {
-            rc = json_put_str(out, s->run, s->run_len);
+            memcpy(w, s->run_q, s->run_q_len);
+            w += s->run_q_len;
         } else {
-            size_t k = id - 2;
-            while (s->ids->len / RUNREC_ID_LEN <= k) {
-                if (buf_reserve(s->ids, RUNREC_ID_LEN))
-                    return -ENOMEM;
-                rand_uuid(s->rng, s->ids->data + s->ids->len);
-                s->ids->len += RUNREC_ID_LEN;
-            }
-            rc = buf_putc(out, '"') || buf_append(out, s->ids->data + k * RUNREC_ID_LEN, RUNREC_ID_LEN) ||
-                 buf_putc(out, '"');
+            const char *fresh = fresh_id(s, id - 2);
+            if (!fresh)
+                return -ENOMEM;
+            *w++ = '"';
+            memcpy(w, fresh, RUNREC_ID_LEN);
+            w += RUNREC_ID_LEN;
+            *w++ = '"';
         }
-        if (rc)
-            return -ENOMEM;
         at = (size_t)off + len + 1;
     }
-    return buf_append(out, rec->json + at, rec->json_len - at) ? -ENOMEM : 0;
+    memcpy(w, rec->json + at, rec->json_len - at);
+    out->len = (size_t)(w - out->data) + (rec->json_len - at);
+    return 0;
 }

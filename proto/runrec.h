@@ -54,17 +54,33 @@ typedef struct runrec {
  * whole record (a corrupt or cut log). */
 size_t runrec_parse(const char *p, size_t avail, runrec_t *rec);
 
-/* What a replay puts in place of the recorded ids. */
+/* What a replay puts in place of the recorded ids. Set up once per replay
+ * with runrec_subst_init: the run's own ids are JSON-quoted there, not per
+ * event. */
 typedef struct runrec_subst {
-    const char   *thread, *run;
-    size_t        thread_len, run_len;
-    buf_t        *ids;            /* fresh ids by k, RUNREC_ID_LEN bytes each; minted on demand */
+    const char   *thread_q, *run_q;   /* the new ids as JSON strings, quotes included */
+    size_t        thread_q_len, run_q_len;
+    size_t        max_q;              /* the longest replacement (a fresh id is 38 quoted) */
+    buf_t        *ids;                /* fresh ids by k, RUNREC_ID_LEN bytes each; minted on demand */
     rand_state_t *rng;
 } runrec_subst_t;
 
-/* The event's JSON with every patch replaced, into out (reset first). A
- * record without patches needs no render: use rec->json as is. 0 or -ENOMEM.
- * The ids put in are JSON-escaped, so rendering adds no line feed. */
-int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
+/* Points s at a replay's ids: thread and run are quoted into q (reset first),
+ * which must then stay unchanged while s is in use. 0 or -ENOMEM. */
+int runrec_subst_init(runrec_subst_t *s, buf_t *q, const char *thread, size_t thread_len, const char *run,
+                      size_t run_len, buf_t *ids, rand_state_t *rng);
+
+/* Appends the event's JSON with every patch replaced to out. 0, -ENOMEM, or
+ * -EINVAL for a record whose id spans do not fit its event; on failure out's
+ * length is as it was. The ids put in are JSON-escaped, so rendering adds no
+ * line feed. A record without patches comes out as it is stored. */
+int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
+
+/* The same into out reset first. */
+static inline int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
+{
+    buf_reset(out);
+    return runrec_render_append(out, rec, s);
+}
 
 #endif

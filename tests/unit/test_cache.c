@@ -284,7 +284,7 @@ static void test_runrec_rewrite(void **state)
                                         AGUI_RUN_FINISHED};
     const size_t n = sizeof events / sizeof events[0];
     runrec_ids_t ids = {0};
-    buf_t log = {0}, out = {0}, fresh = {0};
+    buf_t log = {0}, out = {0}, fresh = {0}, quoted = {0};
     for (size_t i = 0; i < n; i++)
         assert_int_equal(runrec_build(&log, &ids, types[i], events[i], strlen(events[i]), (uint32_t)i * 10), 0);
     assert_int_equal(runrec_build(&log, &ids, AGUI_CUSTOM, "nope", 4, 0), -EINVAL);
@@ -293,7 +293,9 @@ static void test_runrec_rewrite(void **state)
     char seen_m1[2][40];
     for (int pass = 0; pass < 2; pass++) {
         buf_reset(&fresh);
-        runrec_subst_t s = {pass ? "t\"\n2" : "t1", pass ? "r2" : "r1", pass ? 4 : 2, 2, &fresh, &rng};
+        runrec_subst_t s;
+        assert_int_equal(runrec_subst_init(&s, &quoted, pass ? "t\"\n2" : "t1", pass ? 4 : 2, pass ? "r2" : "r1", 2,
+                                           &fresh, &rng), 0);
         size_t at = 0;
         json_t *ev[7];
         for (size_t i = 0; i < n; i++) {
@@ -343,6 +345,7 @@ static void test_runrec_rewrite(void **state)
     buf_free(&log);
     buf_free(&out);
     buf_free(&fresh);
+    buf_free(&quoted);
 }
 
 /* --- the store ------------------------------------------------------------------ */
@@ -390,6 +393,53 @@ static bool has(unsigned i, uint64_t now)
     if (e)
         cache_put(e);
     return e != NULL;
+}
+
+/* runrec_render_append, which the SSE sink's direct path uses: it appends
+ * after what the buffer holds, agrees with runrec_render, and a record whose
+ * spans do not fit its event leaves the buffer's length as it was. */
+static void test_runrec_render_append(void **state)
+{
+    (void)state;
+    const char *ev = "{\"type\":\"RUN_FINISHED\",\"threadId\":\"T0\",\"runId\":\"R0\"}";
+    runrec_ids_t ids = {0};
+    buf_t log = {0}, out = {0}, fresh = {0}, quoted = {0}, one = {0};
+    assert_int_equal(runrec_build(&log, &ids, AGUI_RUN_FINISHED, ev, strlen(ev), 0), 0);
+    runrec_t rec = {0};
+    assert_int_equal(runrec_parse(log.data, log.len, &rec), log.len);
+    rand_state_t rng = {{1, 2, 3, 4}};
+    runrec_subst_t s;
+    /* a thread id longer than a fresh id: the reservation must take the longest */
+    char longid[300];
+    memset(longid, 'x', sizeof longid);
+    assert_int_equal(runrec_subst_init(&s, &quoted, longid, sizeof longid, "r\"9", 3, &fresh, &rng), 0);
+    assert_int_equal(buf_append_lit(&out, "data: "), 0);
+    assert_int_equal(runrec_render_append(&out, &rec, &s), 0);
+    assert_int_equal(runrec_render(&one, &rec, &s), 0);
+    assert_int_equal(out.len, 6 + one.len);
+    assert_memory_equal(out.data, "data: ", 6);
+    assert_memory_equal(out.data + 6, one.data, one.len);
+    json_error_t je;
+    json_t *j = json_loadb(one.data, one.len, 0, &je);
+    assert_non_null(j);
+    assert_int_equal(strlen(json_string_value(json_object_get(j, "threadId"))), sizeof longid);
+    assert_string_equal(json_string_value(json_object_get(j, "runId")), "r\"9");
+    json_decref(j);
+    /* the last patch past the event's end (a corrupt record), found after the
+     * first was written: nothing appended */
+    assert_int_equal(rec.n_patch, 2);
+    char *last = (char *)rec.patches + RUNREC_PATCH;
+    uint32_t off = rec.json_len;
+    memcpy(last, &off, 4);
+    size_t before = out.len;
+    assert_int_equal(runrec_render_append(&out, &rec, &s), -EINVAL);
+    assert_int_equal(out.len, before);
+    runrec_ids_free(&ids);
+    buf_free(&log);
+    buf_free(&out);
+    buf_free(&one);
+    buf_free(&fresh);
+    buf_free(&quoted);
 }
 
 static void test_store_hit_miss_ref(void **state)
@@ -478,6 +528,7 @@ int main(void)
         cmocka_unit_test(test_canon_key),
         cmocka_unit_test(test_evids),
         cmocka_unit_test(test_runrec_rewrite),
+        cmocka_unit_test(test_runrec_render_append),
         cmocka_unit_test_setup_teardown(test_store_hit_miss_ref, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_store_eviction, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_store_ttl, store_setup, store_teardown),
