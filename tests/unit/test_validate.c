@@ -1015,12 +1015,40 @@ static void test_fast_shape_same_verdicts(void **state)
         "{'type':'TOOL_CALL_START','toolCallId':'tc','toolCallName':'f'}",
         "{'type':'TOOL_CALL_END','toolCallId':'tc'}",
         "{'type':'TOOL_CALL_ARGS','toolCallId':'tc','delta':'after end'}",        /* fails */
+        NULL,   /* the opening and closing shapes */
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TEXT_MESSAGE_START','messageId':'m1'}",                          /* role is optional */
+        "{'type':'TEXT_MESSAGE_END','messageId':'m1'}",
+        "{'type':'TEXT_MESSAGE_END','messageId':'m1'}",                            /* fails: not open */
+        NULL,
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TEXT_MESSAGE_START','messageId':'m2','role':'user'}",
+        "{'type':'TEXT_MESSAGE_END','messageId':'m2'}",
+        "{'type':'TEXT_MESSAGE_START','messageId':'m3','role':'robot'}",           /* fails: no such role */
+        NULL,
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TEXT_MESSAGE_START','messageId':'m4','role':'\\u0061ssistant'}",  /* an escaped role */
+        "{'type':'TEXT_MESSAGE_END','messageId':'m4'}",
+        "{'type':'TEXT_MESSAGE_START','messageId':'m5','role':'assistant','name':'n'}",
+        "{'type':'TEXT_MESSAGE_END','messageId':'m5' }",
+        "{'type':'TEXT_MESSAGE_START','messageId':'m6','role':'as\\'sistant'}",    /* fails: a quote in the role */
+        NULL,
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TEXT_MESSAGE_START','messageId':'m7','role':''}",                /* fails: empty role */
+        NULL,
+        "{'type':'RUN_STARTED','threadId':'t','runId':'r'}",
+        "{'type':'TOOL_CALL_END','toolCallId':'tc9'}",                              /* fails: no such call */
     };
     static const int want[] = {
         0, -EPROTO, 0,
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -EPROTO, -EPROTO, -EPROTO, 0,
         0, 0, 0, -EPROTO, -EPROTO, 0,
         0, 0, 0, -EPROTO,
+        0, 0, 0, 0, -EPROTO,
+        0, 0, 0, 0, -EPROTO,
+        0, 0, 0, 0, 0, 0, -EPROTO,
+        0, 0, -EPROTO,
+        0, 0, -EPROTO,
     };
     _Static_assert(sizeof want / sizeof want[0] == sizeof evs / sizeof evs[0], "one verdict per line");
     validate_t *fast = NULL, *tape = NULL;
