@@ -137,9 +137,9 @@ static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len, boo
         const char *nl = has_lf ? memchr(p, '\n', (size_t)(end - p)) : NULL;
         const char *stop = nl ? nl : end;
         rc = buf_append(b, p, (size_t)(stop - p));
-        if (!nl)
+        if (rc || !nl)
             break;
-        rc = rc || buf_append_lit(b, "\ndata: ");
+        rc = buf_append_lit(b, "\ndata: ");
         p = nl + 1;
     }
     if (rc) {
