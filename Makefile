@@ -164,7 +164,8 @@ build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
 
 # The event validator alone (bench/validate_bench.c): ns per event, and with
 # `make validate-instr` instructions per event under callgrind (any machine load).
-VB_SRCS := bench/validate_bench.c proto/validate.c proto/validate_seq.c proto/schema.c \
+VB_SRCS := bench/validate_bench.c proto/validate.c proto/validate_ids.c proto/validate_chunk.c \
+           proto/validate_seq.c proto/schema.c \
            proto/jtape.c proto/runinput.c proto/agui.c proto/json.c core/buf.c
 build/validate_bench: $(VB_SRCS) $(wildcard proto/*.h)
 	@mkdir -p $(@D)

@@ -8,19 +8,11 @@
  * the schema's, at most SCHEMA_DEPTH. It reads only the tape and writes only the
  * context; error text is built on failure alone. */
 #include "proto/schema.h"
+#include "proto/schema_tables.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-
-#define REQ     SCHEMA_REQ
-#define OPT     SCHEMA_OPT
-#define REQ_OF  SCHEMA_REQ_OF
-#define OPT_OF  SCHEMA_OPT_OF
-#define ENUM    SCHEMA_ENUM
-#define END     SCHEMA_END
-#define SHAPE(fields)        { NULL, 0, NULL, fields }
-#define UNION(tag, variants) { tag, sizeof(tag) - 1, variants, NULL }
 
 const char *const schema_text_roles[] = { "developer", "system", "assistant", "user", NULL };
 static const char *const function_lit[] = { "function", NULL };

@@ -49,18 +49,11 @@
 
 #include "proto/jtape.h"
 #include "proto/schema.h"
+#include "proto/schema_tables.h"
 #include "proto/validate_int.h"
 
 /* ---- stage 1: each event's fields, in zod's key order (type is checked first) ---- */
 
-#define REQ     SCHEMA_REQ
-#define OPT     SCHEMA_OPT
-#define REQ_OF  SCHEMA_REQ_OF
-#define OPT_OF  SCHEMA_OPT_OF
-#define ENUM    SCHEMA_ENUM
-#define END     SCHEMA_END
-#define SHAPE(fields)        { NULL, 0, NULL, fields }
-#define UNION(tag, variants) { tag, sizeof(tag) - 1, variants, NULL }
 /* BaseEventSchema's optional fields, and AttributableSchema's. */
 #define BASE OPT("timestamp", SK_INT), OPT("rawEvent", SK_NONNULL), OPT("metadata", SK_OBJ)
 #define ATTR OPT("subagentRunId", SK_STR)

@@ -1,10 +1,12 @@
 /* validate_int: what the two halves of the event validator share.
- * validate.c reads an event (tape, schema) into a vd_ev_t; validate_seq.c keeps
- * a stream's state and applies chunk expansion and the sequence rules to it.
+ * validate.c reads an event (tape, schema) into a vd_ev_t; validate_ids.c keeps
+ * what a stream remembers, validate_chunk.c expands chunks and validate_seq.c
+ * applies the sequence rules.
  * vd_ and m_ are this module's internal prefixes; nothing here leaves proto/. */
 #ifndef AGATE_VALIDATE_INT_H
 #define AGATE_VALIDATE_INT_H
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -189,6 +191,80 @@ static inline vd_s_t vd_tget(jtape_t *t, uint32_t o, const char *key, size_t kle
     s.p = jtape_str(t, x, &s.n);
     return s;
 }
+
+static inline bool vd_s_eq(vd_s_t a, const char *p, size_t n) { return a.n == n && !memcmp(a.p, p, n); }
+
+/* ---- the run's ids (validate_ids.c) ---- */
+
+/* The entry for (kind, id), and for steps (kind, owner, name); -1 when none. */
+int32_t vd_find_hashed(const validate_t *v, int kind, const char *p, size_t n, uint32_t owner);
+
+/* The same, trying first without hashing the entry added last: a stream's
+ * events mostly name what was just started (entries are unique, so a match
+ * there is the match; no entry has owner VD_NO_OWNER). */
+static inline int32_t vd_find(const validate_t *v, int kind, const char *p, size_t n,
+                              uint32_t owner)
+{
+    if (v->newest) {
+        const vd_ent_t *e = &v->ents[v->newest - 1];
+        if (e->kind == kind && e->len == n && (kind != VK_STEP || e->owner == owner) &&
+            jtape_bytes_eq(e->key, p, n))
+            return (int32_t)(v->newest - 1);
+    }
+    return vd_find_hashed(v, kind, p, n, owner);
+}
+
+static inline int32_t vd_find_s(const validate_t *v, int kind, vd_s_t id)
+{
+    return vd_find(v, kind, id.p, id.n, 0);
+}
+
+static inline int vd_oom(vd_msg_t *m)
+{
+    m_str(m, "out of memory");
+    return -ENOMEM;
+}
+
+/* A copy of p in the run's string store, which only grows until the run ends; NULL without memory. */
+const char *vd_store(validate_t *v, const char *p, size_t n);
+/* Records a new (kind, id); the caller has checked it is not there yet. */
+int  vd_add(validate_t *v, int kind, const char *p, size_t n, uint32_t owner, int32_t *out, vd_msg_t *m);
+/* The owner a subagentRunId stands for: 0 when unset, VD_NO_OWNER when never recorded. */
+uint32_t vd_owner_find(const validate_t *v, vd_s_t tag);
+/* The same, recording the tag when new. */
+int  vd_intern(validate_t *v, vd_s_t tag, uint32_t *owner, vd_msg_t *m);
+/* Sets owners[kind][id] = owner of tag, recording id if new. */
+int  vd_set_owner(validate_t *v, int kind, vd_s_t id, vd_s_t tag, int32_t *out, vd_msg_t *m);
+/* Marks entry i open (flag), counted against VALIDATE_MAX_OPEN. */
+int  vd_open(validate_t *v, int32_t i, uint8_t flag, int counter, vd_msg_t *m);
+
+static inline void vd_close(validate_t *v, int32_t i, uint8_t flag, int counter)
+{
+    assert(v->ents[i].flags & flag);
+    v->ents[i].flags &= (uint8_t)~flag;
+    v->n_open[counter]--;
+}
+
+static inline vd_s_t vd_owner_tag(const validate_t *v, uint32_t owner)
+{
+    if (!owner || owner == VD_NO_OWNER)
+        return VD_UNSET;
+    const vd_ent_t *e = &v->ents[owner - 1];
+    return (vd_s_t){ e->key, e->len, true };
+}
+
+/* verify's resetRunState: a new run forgets everything about the last one. */
+void vd_reset_run(validate_t *v);
+
+/* "TYPE", or "CHUNK_TYPE (as TYPE)" for an event chunk expansion made. */
+void m_type(vd_msg_t *m, const vd_ev_t *e);
+/* "the parent agent" or "subagent '<id>'". */
+void m_owner(vd_msg_t *m, const validate_t *v, uint32_t owner);
+
+/* ---- the stages ---- */
+
+/* verifyEvents on one event (validate_seq.c): 0, -EPROTO or -ENOMEM with m set. */
+int vq_event(validate_t *v, const vd_ev_t *e, vd_msg_t *m);
 
 /* transformChunks, then verifyEvents, on one schema-valid event: 0, -EPROTO or
  * -ENOMEM with m set. Does not look at v->failed. */
