@@ -10,12 +10,12 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import WebSocket from 'ws';
 import {
   startAgate, stopClean, request, runInput, uid, sleep, RawConn, buildRequest, assertEchoEvents,
   expectedDeltas, paced,
 } from './lib/harness.mjs';
 import { startAguiServer, simpleRun } from './lib/agui-server.mjs';
+import { openRunSocket } from './lib/wsclient.mjs';
 
 const T = { timeout: 20000 };
 
@@ -28,40 +28,10 @@ async function useAgate(t, opts) {
   return agate;
 }
 
-/** Opens a `ws` client; resolves once open. Collects every message as parsed JSON. */
-function openWs(port, { agent = 'echo', protocols, options = {} } = {}) {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/agents/${agent}/ws`, protocols, options);
-  ws.events = [];
-  ws.closeInfo = null;
-  ws.waiters = new Set();
-  const poke = () => { for (const w of [...ws.waiters]) w(); };
-  ws.on('message', (m, isBinary) => {
-    assert.equal(isBinary, false, 'agate sends text frames');
-    ws.events.push(JSON.parse(m.toString('utf8')));
-    poke();
-  });
-  ws.on('close', (code, reason) => { ws.closeInfo = { code, reason: reason.toString() }; poke(); });
-  ws.on('error', (e) => { ws.lastError = e; poke(); });
-  ws.until = (pred, timeout = 5000) => new Promise((resolve) => {
-    if (pred()) return resolve(true);
-    let timer;
-    const w = () => { if (pred()) { clearTimeout(timer); ws.waiters.delete(w); resolve(true); } };
-    timer = setTimeout(() => { ws.waiters.delete(w); resolve(pred()); }, timeout);
-    ws.waiters.add(w);
-  });
-  ws.runEvents = (runId) => ws.events.filter((e) => e.runId === runId);
-  ws.runOver = (runId) => ws.runEvents(runId).some((e) => e.type === 'RUN_FINISHED' || e.type === 'RUN_ERROR');
-  ws.waitRun = async (runId, timeout = 5000) => {
-    assert.ok(await ws.until(() => ws.runOver(runId), timeout), `run ${runId} did not end: ${JSON.stringify(ws.runEvents(runId).map((e) => e.type))}`);
-    return ws.runEvents(runId);
-  };
-  ws.waitClose = (timeout = 5000) => ws.until(() => ws.closeInfo !== null, timeout);
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve(ws));
-    ws.once('unexpected-response', (req, res) => reject(new Error(`unexpected response ${res.statusCode}`)));
-    ws.once('error', reject);
-  });
-}
+/** A `ws` client on /v1/agents/{agent}/ws that keeps every event (lib/wsclient.mjs);
+ * no subprotocol unless asked. */
+const openWs = (port, { agent = 'echo', protocols = [], options = {} } = {}) =>
+  openRunSocket(port, { agent, protocols, options });
 
 /** A client frame: masked unless told otherwise; rsv is the three RSV bits (0..7). */
 function frame(opcode, payload = Buffer.alloc(0), { fin = true, mask = true, rsv = 0 } = {}) {

@@ -7,15 +7,19 @@
 //   ws.send(input); await ws.waitRun(input.runId);
 //   ws.cancel(runId);
 //   ws.frames                                     // every frame as text, in order
+//   await ws.waitClose();                         // true once agate has closed it
 //   await ws.closeClean();
+//
+// protocols: the subprotocols offered ([] for none); options: more `ws` client
+// options (autoPong: false makes a peer that never answers a ping).
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 
 const TERMINAL = new Set(['RUN_FINISHED', 'RUN_ERROR']);
 
 /** Opens a connection; resolves once open. Every message is kept, parsed. */
-export function openRunSocket(port, { agent = 'echo', headers = {}, protocols = 'ag-ui' } = {}) {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/agents/${agent}/ws`, protocols, { headers });
+export function openRunSocket(port, { agent = 'echo', headers = {}, protocols = 'ag-ui', options = {} } = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/agents/${agent}/ws`, protocols, { ...options, headers });
   ws.events = [];
   ws.frames = [];
   ws.closeInfo = null;
@@ -48,6 +52,7 @@ export function openRunSocket(port, { agent = 'echo', headers = {}, protocols = 
   ws.sendJson = (obj) => ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj));
   ws.run = (input, timeout) => { ws.sendJson(input); return ws.waitRun(input.runId, timeout); };
   ws.cancel = (runId) => ws.sendJson({ type: 'CANCEL', runId });
+  ws.waitClose = (timeout = 10000) => ws.until(() => ws.closeInfo !== null, timeout);
   ws.closeClean = async (timeout = 5000) => {
     if (ws.readyState === WebSocket.OPEN) ws.close(1000);
     await ws.until(() => ws.closeInfo !== null, timeout);
