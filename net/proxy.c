@@ -340,6 +340,7 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
     px->last_event_ms = r->sh->now_ms;
     if (!px->first_event) {
         px->first_event = true;
+        agent_run_drop_body(r);   /* no retry from here on */
         breaker_record(r->sh, &px->hold, false);
         schedule_timer(px);   /* the idle deadline may be earlier than the first-event one */
     }

@@ -379,6 +379,7 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
     r->conn = c;
     r->body = req->body.data;
     r->body_len = req->body.len;
+    r->body_buf = &req->body;
     c->run = r;
     c->run_slot = (int16_t)agent->slot;
     if (c->sh->m) {

@@ -636,6 +636,9 @@ static void on_connect(ups_t *u, int res)
         arm_send(u);
 }
 
+/* Request buffers up to this size are kept for the connection's next request. */
+#define UPS_KEEP_OUT 2048
+
 static void on_send(ups_t *u, int res)
 {
     u->send_inflight = false;
@@ -646,9 +649,16 @@ static void on_send(ups_t *u, int res)
         return;
     }
     u->sent += (size_t)res;
-    if (u->sent < u->out.len)
+    if (u->sent < u->out.len) {
         arm_send(u);
-    else if (!u->recv_armed && !u->paused)
+        return;
+    }
+    /* The request is with the kernel and a retry builds its own: a large one
+     * (the client's body) is given back now, not when a long stream ends. */
+    if (u->out.cap > UPS_KEEP_OUT)
+        buf_free(&u->out);
+    u->out.len = u->sent = 0;
+    if (!u->recv_armed && !u->paused)
         arm_recv(u);
 }
 

@@ -537,6 +537,7 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     r->conn = c;
     r->body = s->body.data;
     r->body_len = s->body.len;
+    r->body_buf = &s->body;
     s->run = r;
     s->start_us = sh->now_us;
     s->last_event_us = 0;

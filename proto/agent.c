@@ -46,6 +46,9 @@ run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
     r->errored = false;
     r->replay = false;
     r->head_extra = NULL;
+    r->body = NULL;
+    r->body_len = 0;
+    r->body_buf = NULL;
     r->phase = 0;
     r->pos = 0;
     buf_reset(&r->text);
@@ -53,6 +56,19 @@ run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
 }
 
 void agent_run_start(run_t *r) { kind_ops(r)->start(r); }
+
+/* Bodies up to this size keep their buffer for the connection's next request. */
+#define AGENT_KEEP_BODY 2048
+
+void agent_run_drop_body(run_t *r)
+{
+    if (r->body_buf && r->body_buf->cap > AGENT_KEEP_BODY)
+        buf_free(r->body_buf);
+    r->body_buf = NULL;
+    r->body = NULL;
+    r->body_len = 0;
+    runinput_drop_content(&r->in);
+}
 
 void agent_run_resume(run_t *r)
 {

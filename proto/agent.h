@@ -56,7 +56,8 @@ typedef struct run {
     void               *sink_ctx;     /* the sink's per-run context (SSE: the connection) */
     struct conn        *conn;         /* the client's connection: request headers, trace, peer */
     const char         *body;         /* the RunAgentInput as the client sent it (proxies forward */
-    size_t              body_len;     /* it); owned by the sink, valid until the run is released */
+    size_t              body_len;     /* it); in body_buf, owned by the sink; NULL once dropped */
+    buf_t              *body_buf;     /* the sink's buffer holding it, for agent_run_drop_body */
     agate_timer_t       tick;
     uint32_t            interval_ms;
     bool                blocked;      /* waiting for the sink to drain */
@@ -90,6 +91,13 @@ typedef struct run {
 run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
                      const run_sink_ops_t *sink, void *sink_ctx);
 void agent_run_start(run_t *r);
+/* The run will not read its request body again (the echo agent has its text, a
+ * proxied run its first event: no retry can resend it). A stream may last
+ * minutes and a RunAgentInput carries the whole conversation, so a large body
+ * is given back now instead of at the stream's end (a small one stays for the
+ * connection's next request), and so is the input's copy of the last user
+ * message (runinput_drop_content). */
+void agent_run_drop_body(run_t *r);
 void agent_run_resume(run_t *r);     /* the sink drained below its bound */
 void agent_run_abort(run_t *r);      /* the client is gone: stop and release */
 void agent_run_release(run_t *r);    /* after sink->end */

@@ -55,6 +55,8 @@ static void step(run_t *r)
         switch (r->phase) {
         case PH_START: {
             int has = runinput_user_text(&r->in, &r->text);
+            if (has >= 0)
+                agent_run_drop_body(r);   /* r->text is all it needs from here */
             if (has < 0 || !emit(r, AGUI_RUN_STARTED, str(NULL, 0)))
                 return;
             r->phase = has ? PH_MSG_START : PH_FINISH;

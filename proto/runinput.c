@@ -179,6 +179,26 @@ void runinput_free(runinput_t *in)
     in->thread_id_len = in->run_id_len = 0;
 }
 
+void runinput_drop_content(runinput_t *in)
+{
+    if (!in->root || !in->user_content)
+        return;
+    size_t keep = (size_t)(in->user_content - in->root), clen = in->user_content_len;
+    size_t t_off = (size_t)(in->thread_id - in->root), r_off = (size_t)(in->run_id - in->root);
+    in->user_content = NULL;
+    in->user_content_len = 0;
+    if (clen < 256)
+        return;   /* not worth a realloc */
+    char *p = malloc(keep ? keep : 1);   /* not realloc: the ids move, and the pointers into the old block must not be read after it */
+    if (!p)
+        return;   /* the block stays as it was */
+    memcpy(p, in->root, keep);
+    free(in->root);
+    in->root = p;
+    in->thread_id = p + t_off;
+    in->run_id = p + r_off;
+}
+
 static int ri_append(buf_t *out, const char *s, size_t n)
 {
     if (buf_reserve(out, n))

@@ -31,6 +31,9 @@ typedef struct runinput_err {
 /* 0 on success, -EINVAL with err filled when the body is not a valid RunAgentInput. */
 int  runinput_parse(const char *body, size_t len, runinput_t *in, runinput_err_t *err);
 void runinput_free(runinput_t *in);
+/* Gives back the last user message's content and keeps the ids: the echo agent
+ * has read the content, a proxy never does, and a stream may last minutes. */
+void runinput_drop_content(runinput_t *in);
 
 /* Appends the text of the last user message to out: the string content, or the
  * "text" parts of a content array concatenated in order (no separator).

@@ -77,12 +77,19 @@ int32_t vd_find_hashed(const validate_t *v, int kind, const char *p, size_t n,
 
 
 
-/* A copy of p in the run's string store, which only grows until the run ends. */
+/* A copy of p in the run's string store, which only grows until the run ends.
+ * Chunks start small and double up to VD_CHUNK_MAX: most runs name a handful of
+ * ids, and a proxy holds one validator per open stream. */
+#define VD_CHUNK_MIN 256
+#define VD_CHUNK_MAX 4096
+
 const char *vd_store(validate_t *v, const char *p, size_t n)
 {
     vd_chunk_t *c = v->chunks;
     if (!c || c->cap - c->used < n) {
-        size_t cap = n > 4096 ? n : 4096;
+        size_t cap = !c ? VD_CHUNK_MIN : c->cap >= VD_CHUNK_MAX / 2 ? VD_CHUNK_MAX : c->cap * 2;
+        if (cap < n)
+            cap = n;
         vd_chunk_t *nc = malloc(sizeof *nc + cap);
         if (!nc)
             return NULL;
@@ -99,7 +106,7 @@ const char *vd_store(validate_t *v, const char *p, size_t n)
 static int vd_grow(validate_t *v)
 {
     if (v->n_ents == v->cap_ents) {
-        uint32_t cap = v->cap_ents ? v->cap_ents * 2 : 32;
+        uint32_t cap = v->cap_ents ? v->cap_ents * 2 : 8;
         vd_ent_t *e = realloc(v->ents, cap * sizeof *e);
         if (!e)
             return -ENOMEM;
@@ -107,7 +114,7 @@ static int vd_grow(validate_t *v)
         v->cap_ents = cap;
     }
     if ((v->n_ents + 1) * 2 > v->n_slots) {
-        uint32_t n = v->n_slots ? v->n_slots * 2 : 64, mask = n - 1;
+        uint32_t n = v->n_slots ? v->n_slots * 2 : 16, mask = n - 1;
         uint32_t *s = calloc(n, sizeof *s);
         if (!s)
             return -ENOMEM;

@@ -503,6 +503,37 @@ static void test_no_user_message(void **state)
               "{'id':'3','role':'tool','toolCallId':'c','content':'user'}]", 0, "", -1);
 }
 
+static void test_drop_content(void **state)
+{
+    /* A long message (over the size worth a new block) and a short one: the ids
+     * survive, the content is gone, and the text can no longer be read. */
+    static const size_t lens[] = { 3000, 10 };
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        char *text = malloc(lens[k] + 1), body[4200];
+        memset(text, 'w', lens[k]);
+        text[lens[k]] = '\0';
+        snprintf(body, sizeof body, "{'threadId':'thread-9','runId':'run-\\u0039','messages':"
+                 "[{'id':'1','role':'user','content':'%s'}]}", text);
+        runinput_t in;
+        parse_ok(body, &in);
+        assert_non_null(in.user_content);
+        runinput_drop_content(&in);
+        assert_null(in.user_content);
+        assert_int_equal(in.user_content_len, 0);
+        assert_int_equal(in.thread_id_len, 8);
+        assert_memory_equal(in.thread_id, "thread-9", 8);
+        assert_int_equal(in.run_id_len, 5);
+        assert_memory_equal(in.run_id, "run-9", 5);   /* decoded, kept */
+        buf_t b = {0};
+        assert_int_equal(runinput_user_text(&in, &b), 0);
+        assert_int_equal(b.len, 0);
+        runinput_drop_content(&in);   /* twice: nothing left to drop */
+        assert_memory_equal(in.run_id, "run-9", 5);
+        runinput_free(&in);
+        free(text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -519,6 +550,7 @@ int main(void)
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_user_text),
         cmocka_unit_test(test_no_user_message),
+        cmocka_unit_test(test_drop_content),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
