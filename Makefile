@@ -153,7 +153,7 @@ fuzz: deps
 
 # --- benchmarks --------------------------------------------------------------------
 bench: bench-deps
-	$(Q)$(MAKE) --no-print-directory build/agate build/ratelimit_bench build/wsload
+	$(Q)$(MAKE) --no-print-directory build/agate build/ratelimit_bench build/wsload build/sseload
 	$(Q)build/ratelimit_bench
 	$(Q)bench/run.sh
 
@@ -177,9 +177,14 @@ validate-instr: build/validate_bench_instr
 	$(Q)bench/validate_instr.sh build/validate_bench_instr
 
 # WebSocket load generator for bench/run.sh's ws case.
-build/wsload: bench/wsload.c
+build/wsload: bench/wsload.c bench/loadgen.h
 	@mkdir -p $(@D)
-	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE $(WARN) -Wno-missing-prototypes $< -o $@
+	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(WARN) -Wno-missing-prototypes $< -o $@
+
+# Many slow SSE streams held open at once (bench/run.sh, streams case).
+build/sseload: bench/sseload.c bench/loadgen.h
+	@mkdir -p $(@D)
+	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(WARN) -Wno-missing-prototypes $< -o $@
 
 clean:
 	rm -rf build

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh: agate against nginx on this machine, in the same run (`make bench`
-# runs this). Six cases, all on by default (BENCH_CASES="echo obs proxy cache ws auth"):
+# runs this). Seven cases, all on by default (BENCH_CASES="echo obs proxy cache ws auth streams"):
 #
 #   echo   agate's echo agent against nginx serving the same bytes as a static file.
 #          agate: POST /v1/agents/echo/run, a 40-word user message
@@ -36,6 +36,18 @@
 #          $BENCH_WS_RUNS runs in flight, the same 40-word message as the echo case) and
 #          one run per connection (upgrade, run, close; $BENCH_WS_ONE_CONNS at a time).
 #          No nginx counterpart; run after the wrk rounds, BENCH_ROUNDS times each.
+#   streams many slow streams held open at once (the brief's "tens of thousands of slow
+#          token streams"): build/sseload (bench/sseload.c: epoll client) opens
+#          $BENCH_STREAMS SSE runs, each paced at one event per
+#          $BENCH_STREAM_INTERVAL_MS ms, holds them $BENCH_STREAM_HOLD s and leaves
+#          mid-run. Rows: agate serving its echo agent itself, and agate, nginx
+#          (proxy_buffering off) and HAProxy as proxies in front of one agate echo
+#          agent that is the source of every stream. Each row starts a fresh server;
+#          reported: its resident memory before and while holding the streams (KiB per
+#          stream), its CPU per event, and the longest gap between two events of one
+#          stream. Checked: every stream opened and streamed at the pace asked for,
+#          and once the clients left, agate freed every stream and (as a proxy)
+#          cancelled every upstream run. Run after the wrk rounds, BENCH_ROUNDS times.
 #   HAProxy (BENCH_HAPROXY=1, the default) joins the echo, proxy and cache cases as a
 #          second peer: in echo and cache it answers with the same bytes from memory
 #          (`http-request return ... file`, loaded at start-up: no file I/O per
@@ -75,6 +87,8 @@
 #   BENCH_LOG_NULL=1 (obs case: a row with logs on written to /dev/null, which
 #     separates formatting and the ring from the write into the page cache; 0: no row)
 #   BENCH_PROXY_PASS=1 (proxy case: also agate with validation: pass)
+#   BENCH_STREAMS=8000 (streams case; at most half the fd limit minus 1000: a proxy
+#     holds two fds per stream)  BENCH_STREAM_INTERVAL_MS=100  BENCH_STREAM_HOLD=10
 #   BENCH_HAPROXY=1 (HAProxy rows in the echo, proxy and cache cases; 0: none)
 #   BENCH_PROXY_POOL=64 (agate pool.max_idle and nginx upstream keepalive)
 #   BENCH_PERF="" (row names, e.g. "agate-log agate-proxy": after the timed rounds,
@@ -93,10 +107,14 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-BENCH_CASES=${BENCH_CASES:-echo obs proxy cache ws auth}
+BENCH_CASES=${BENCH_CASES:-echo obs proxy cache ws auth streams}
 BENCH_WS_CONNS=${BENCH_WS_CONNS:-4}
 BENCH_WS_RUNS=${BENCH_WS_RUNS:-16}
 BENCH_WS_ONE_CONNS=${BENCH_WS_ONE_CONNS:-32}
+# A proxy holds two fds per stream: stay under the fd limit every server here has.
+BENCH_STREAMS=${BENCH_STREAMS:-$(( $(ulimit -n) / 2 - 1000 < 8000 ? $(ulimit -n) / 2 - 1000 : 8000 ))}
+BENCH_STREAM_INTERVAL_MS=${BENCH_STREAM_INTERVAL_MS:-100}
+BENCH_STREAM_HOLD=${BENCH_STREAM_HOLD:-10}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
@@ -119,7 +137,7 @@ WORDS=40
 die() { echo "bench: $*" >&2; exit 1; }
 has_case() { [[ " $BENCH_CASES " == *" $1 "* ]]; }
 for c in $BENCH_CASES; do
-  case $c in echo|obs|proxy|cache|ws|auth) ;; *) die "BENCH_CASES: unknown case '$c' (echo, obs, proxy, cache, ws, auth)" ;; esac
+  case $c in echo|obs|proxy|cache|ws|auth|streams) ;; *) die "BENCH_CASES: unknown case '$c' (echo, obs, proxy, cache, ws, auth, streams)" ;; esac
 done
 [ -n "${BENCH_CASES// /}" ] || die "BENCH_CASES is empty"
 
@@ -240,8 +258,8 @@ metric() {
 # nginx: one instance per role, all with the same process layout.
 case "$BENCH_NGINX_AFFINITY" in auto) NGINX_AFFINITY=auto ;; off|none|"") NGINX_AFFINITY=off ;; *) NGINX_AFFINITY=$BENCH_NGINX_AFFINITY ;; esac
 [ "$NGINX_AFFINITY" = off ] && NGINX_AFFINITY_LINE="" || NGINX_AFFINITY_LINE="worker_cpu_affinity $NGINX_AFFINITY;"
-# nginx_conf NAME: prints the common part of an nginx.conf up to "http {"; the
-# caller adds the server blocks and the closing brace.
+# nginx_conf NAME [WORKER_CONNECTIONS]: prints the common part of an nginx.conf up
+# to "http {"; the caller adds the server blocks and the closing brace.
 nginx_conf() {
   mkdir -p "$tmp/$1-tmp"
   [ "$(id -u)" = 0 ] && echo "user root;"   # workers must read $tmp; as non-root the directive is ignored
@@ -250,7 +268,7 @@ worker_processes $(nproc);
 $NGINX_AFFINITY_LINE
 pid $tmp/$1.pid;
 error_log $tmp/$1-error.log warn;
-events { worker_connections 4096; }
+events { worker_connections ${2:-4096}; }
 http {
     access_log off;
     sendfile on;
@@ -991,6 +1009,153 @@ if has_case ws; then
   echo "  (us CPU/run: agate's CPU, 1s warm-up included, over the measured runs: an upper bound)"
   ended=$(metric agate-ws 'agate_runs_ended_total{agent="echo",transport="ws",outcome="error"}' 'agate_runs_ended_total{agent="echo",transport="ws",outcome="cut"}')
   check "agate-ws: no WebSocket run ended in error ($ended)" '[ "${ended:-0}" = 0 ]'
+fi
+
+# --- streams: many slow streams held open at once, driven by build/sseload --------------
+# Each row gets a fresh server, so its memory before the streams is a clean start
+# and what it holds after is theirs. The source of every stream is one agate echo
+# agent, paced (forwardedProps.agate.tokenIntervalMs); the proxies sit in front of it.
+rss_kib() {  # rss_kib PID...: resident memory of those processes, KiB
+  local p t=0 v
+  for p in "$@"; do
+    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null) || v=0
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+# stop_server NAME: TERM, then KILL after 5 s, and wait (it is this shell's child).
+stop_server() {
+  local p=${SPID[$1]}
+  kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  local q keep=()
+  for q in "${pids[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+  pids=("${keep[@]}")
+}
+# wait_streams NAME: until that agate has no SSE stream in progress (10 s at most);
+# prints how many remain.
+wait_streams() {
+  local n
+  for _ in $(seq 100); do
+    n=$(metric "$1" 'agate_streams{transport="sse"}')
+    [ "${n:-0}" = 0 ] && break
+    sleep 0.1
+  done
+  echo "${n:-0}"
+}
+# streams_row NAME URL-PORT AGENT: sseload against that server; prints the row.
+streams_row() {
+  local name=$1 port=$2 agent=$3 pids_ r0 r1 t0 t1 line kv_ ok ev hold_ev rate lag err
+  pids_=$(server_pids "$name")
+  # One request first, so that what start-up and a first request allocate is
+  # counted before, not per stream.
+  curl -s -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "@$BODY_FILE" \
+    "http://127.0.0.1:$port/v1/agents/$agent/run" || true
+  sleep 0.5
+  r0=$(rss_kib $pids_)
+  timeout -k 5 $((BENCH_STREAM_HOLD + 150)) build/sseload -p "$port" -a "$agent" -c "$BENCH_STREAMS" \
+    -w $(( (BENCH_STREAM_HOLD + 60) * 1000 / BENCH_STREAM_INTERVAL_MS )) -i "$BENCH_STREAM_INTERVAL_MS" \
+    -d "$BENCH_STREAM_HOLD" >"$tmp/sseload-$name.out" 2>"$tmp/sseload-$name.err" &
+  local lp=$!
+  for _ in $(seq 1500); do grep -q '^READY' "$tmp/sseload-$name.out" 2>/dev/null && break; kill -0 "$lp" 2>/dev/null || break; sleep 0.1; done
+  sleep 1   # the last streams' first events settle
+  r1=$(rss_kib $pids_)
+  t0=$(pid_ticks $pids_)
+  wait "$lp" || true
+  t1=$(pid_ticks $pids_)
+  line=$(grep '^SUMMARY' "$tmp/sseload-$name.out" || true)
+  if [ -z "$line" ]; then
+    echo "  FAIL  $name: sseload did not finish: $(head -c 300 "$tmp/sseload-$name.err")"; fail=1; return
+  fi
+  kv_() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$line"; }
+  ok=$(kv_ ok); ev=$(kv_ events); hold_ev=$(kv_ hold_events); rate=$(kv_ ev_per_s); lag=$(kv_ lag_max_ms); err=$(kv_ errors)
+  printf '  %-34s %7s %9s %9s %10s %8s %9s %9s %8s\n' "$name" "$ok" \
+    "$(awk -v k="$r0" 'BEGIN { printf "%.1f", k / 1024 }')" "$(awk -v k="$r1" 'BEGIN { printf "%.1f", k / 1024 }')" \
+    "$(awk -v a="$r0" -v b="$r1" -v n="$ok" 'BEGIN { printf "%.2f", n ? (b - a) / n : 0 }')" "$rate" \
+    "$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$BENCH_STREAM_HOLD" 'BEGIN { printf "%.0f", 100 * t / hz / s }')" \
+    "$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v e="$hold_ev" 'BEGIN { printf "%.2f", e ? t / hz * 1e6 / e : 0 }')" "$lag"
+  STREAM_KIB[$name]=$(awk -v a="$r0" -v b="$r1" -v n="$ok" 'BEGIN { printf "%.2f", n ? (b - a) / n : 0 }')
+  STREAM_US[$name]=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v e="$hold_ev" 'BEGIN { printf "%.2f", e ? t / hz * 1e6 / e : 0 }')
+  # Every stream opened and streamed at the pace asked for, nothing failed.
+  local want; want=$(( BENCH_STREAMS * 1000 / BENCH_STREAM_INTERVAL_MS ))
+  check "$name: all $BENCH_STREAMS streams open and streaming ($ok), no errors ($err), $rate events/s of $want paced" \
+    '[ "$ok" = "$BENCH_STREAMS" ] && [ "$err" = 0 ] && awk -v r="$rate" -v w="$want" "BEGIN { exit !(r >= 0.9 * w) }"'
+  check "$name: $ev events, at least one per stream" '[ "$ev" -ge "$BENCH_STREAMS" ]'
+}
+if has_case streams; then
+  [ -x build/sseload ] || make --no-print-directory build/sseload >/dev/null || die "cannot build build/sseload"
+  echo
+  echo "== streams: $BENCH_STREAMS SSE streams held open at once, one event per ${BENCH_STREAM_INTERVAL_MS} ms each, held ${BENCH_STREAM_HOLD}s; build/sseload, $BENCH_ROUNDS rounds"
+  echo "   source: an agate echo agent (paced); each row a fresh server, measured from one request after start-up"
+  declare -A STREAM_KIB STREAM_US
+  start_agate streams-up /dev/null AGATE_MAX_CONNECTIONS=$((BENCH_STREAMS + 1000))
+  up_port=${MAINPORT[streams-up]}
+  cat >"$tmp/agate-sproxy.yaml" <<EOF
+agents:
+  echo:
+    type: proxy
+    endpoints: [http://127.0.0.1:$up_port/v1/agents/echo/run]
+    validation: strict
+EOF
+  free_port; NGINX_S_PORT=$PORT
+  { nginx_conf nginx-sproxy $(( BENCH_STREAMS + 1000 ))
+    cat <<EOF
+    upstream stream_src {
+        server 127.0.0.1:$up_port;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_S_PORT reuseport;
+        location / {
+            proxy_pass http://stream_src;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+  } >"$tmp/nginx-sproxy.conf"
+  if [ -n "$HAPROXY" ]; then
+    free_port; HAPROXY_S_PORT=$PORT
+    { haproxy_conf; cat <<EOF
+frontend sproxy
+    bind 127.0.0.1:$HAPROXY_S_PORT
+    default_backend stream_src
+backend stream_src
+    server up 127.0.0.1:$up_port
+EOF
+    } >"$tmp/haproxy-sproxy.cfg"
+  fi
+  printf '  %-34s %7s %9s %9s %10s %8s %9s %9s %8s\n' row streams "MiB idle" "MiB held" "KiB/stream" "events/s" "srv cpu%" "us/event" "gap_ms"
+  for r in $(seq "$BENCH_ROUNDS"); do
+    echo "  -- round $r"
+    start_agate agate-sdirect /dev/null AGATE_MAX_CONNECTIONS=$((BENCH_STREAMS + 1000))
+    streams_row agate-sdirect "${MAINPORT[agate-sdirect]}" echo
+    left=$(wait_streams agate-sdirect)
+    check "agate-sdirect: every stream freed once its client left ($left left)" '[ "$left" = 0 ]'
+    stop_server agate-sdirect
+    start_agate agate-sproxy /dev/null AGATE_MAX_CONNECTIONS=$((BENCH_STREAMS + 1000)) AGATE_CONFIG="$tmp/agate-sproxy.yaml"
+    streams_row agate-sproxy "${MAINPORT[agate-sproxy]}" echo
+    left=$(wait_streams agate-sproxy); uleft=$(wait_streams streams-up)
+    check "agate-sproxy: every stream freed once its client left ($left left), and its upstream run cancelled ($uleft left at the source)" \
+      '[ "$left" = 0 ] && [ "$uleft" = 0 ]'
+    stop_server agate-sproxy
+    start_nginx nginx-sproxy "http://127.0.0.1:$NGINX_S_PORT/health/live"
+    streams_row nginx-sproxy "$NGINX_S_PORT" echo
+    echo "  info  nginx-sproxy: $(wait_streams streams-up) runs left at the source after its clients left"
+    stop_server nginx-sproxy
+    if [ -n "$HAPROXY" ]; then
+      start_haproxy haproxy-sproxy "http://127.0.0.1:$HAPROXY_S_PORT/health/live"
+      streams_row haproxy-sproxy "$HAPROXY_S_PORT" echo
+      echo "  info  haproxy-sproxy: $(wait_streams streams-up) runs left at the source after its clients left"
+      stop_server haproxy-sproxy
+    fi
+  done
+  echo "   (MiB: resident memory of the server's processes, nginx master and workers summed; KiB/stream: held minus idle,"
+  echo "    over the streams; srv cpu%: % of one CPU while holding them; us/event: server CPU per event relayed)"
 fi
 
 # --- after the timing: targets and server-side checks ---------------------------------

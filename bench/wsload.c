@@ -27,6 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench/loadgen.h"
+
 #define MAX_K 64
 
 typedef struct lconn {
@@ -48,19 +50,6 @@ static uint64_t *g_lat;
 static size_t g_nlat, g_caplat;
 static uint64_t g_events, g_errors, g_runs;
 static int g_ep;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *m)
-{
-    perror(m);
-    exit(1);
-}
 
 static void send_all(int fd, const char *p, size_t n)
 {
