@@ -184,6 +184,8 @@ static void render_http(render_t *r, const shard_t *sh, unsigned n)
     for (int l = 0; l < ML_COUNT; l++)
         gauge_sum(r, "agate_connections", "listener", listener_names[l], sh, n,
                   offsetof(metrics_shard_t, connections) + (size_t)l * sizeof(int64_t));
+    family(r, "agate_connection_trims", "counter", "Idle keep-alive connections that gave their buffers back.");
+    sample_u(r, "agate_connection_trims", "_total", "", SUM(m_->conn_trims));
     family(r, "agate_received_bytes", "counter", "Bytes received from clients.");
     sample_u(r, "agate_received_bytes", "_total", "", SUM(m_->bytes_in));
     family(r, "agate_sent_bytes", "counter", "Bytes sent to clients.");

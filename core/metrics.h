@@ -62,6 +62,7 @@ typedef struct metrics_shard {
     int64_t  ws_connections;                              /* gauge: upgraded connections */
     uint64_t ws_messages[2], ws_bytes[2];                 /* WebSocket frames/bytes: [0] in, [1] out */
     uint64_t bytes_in, bytes_out;
+    uint64_t conn_trims;                                  /* idle keep-alive connections that gave back their buffers */
     uint64_t up_attempts[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
     uint64_t up_failures[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS][MUF_COUNT];
     uint64_t up_retries[CFG_MAX_AGENTS];

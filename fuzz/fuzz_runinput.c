@@ -71,6 +71,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sink ^= in.thread_id[i];
     for (size_t i = 0; i < in.run_id_len; i++)
         sink ^= in.run_id[i];
+    /* Dropping the content (what a held stream does) keeps the ids, byte for byte. */
+    char ids[2][256];
+    size_t tl = in.thread_id_len < sizeof ids[0] ? in.thread_id_len : sizeof ids[0];
+    size_t rl = in.run_id_len < sizeof ids[1] ? in.run_id_len : sizeof ids[1];
+    memcpy(ids[0], in.thread_id, tl);
+    memcpy(ids[1], in.run_id, rl);
+    runinput_drop_content(&in);
+    assert(!in.user_content && !in.user_content_len);
+    assert(!memcmp(ids[0], in.thread_id, tl) && !memcmp(ids[1], in.run_id, rl));
+    b.len = 1;
+    assert(runinput_user_text(&in, &b) == 0 && b.len == 1);
     (void)sink;
     buf_free(&b);
     runinput_free(&in);

@@ -29,6 +29,7 @@
 #define CONN_KEEP_BUF_BYTES (16 * 1024)   /* output capacity a freed slot keeps for reuse */
 
 static void conn_timer_fired(agate_timer_t *t);
+static void conn_trim(conn_t *c);
 
 static void arm_recv(conn_t *c)
 {
@@ -126,6 +127,13 @@ static void conn_timer_fired(agate_timer_t *t)
                    NULL);
         return;
     }
+    case CONN_T_TRIM: {
+        /* The idle deadline counts from the response's end, however late this fired. */
+        uint64_t idle_at = c->timer.at - CONN_TRIM_MS + cfg->idle_timeout_ms, now = c->sh->now_ms;
+        conn_trim(c);
+        conn_set_timer(c, CONN_T_IDLE, idle_at > now ? (uint32_t)(idle_at - now) : 0);
+        return;
+    }
     case CONN_T_IDLE:
     case CONN_T_LINGER:
         conn_abort(c);
@@ -142,6 +150,24 @@ static void conn_timer_fired(agate_timer_t *t)
     case CONN_T_NONE:
         return;
     }
+}
+
+/* Gives back the buffers of a keep-alive connection between requests: output,
+ * request head and body, pipelined input. The next request grows them again. */
+static void conn_trim(conn_t *c)
+{
+    http_req_t *r = &c->http.req;
+    if (c->state != CONN_OPEN || c->send_inflight || conn_out_pending(c) || c->run || c->ws ||
+        c->pending.len || r->in_message || r->responding)
+        return;   /* not idle after all: the idle timer that follows still applies */
+    buf_free(&c->out[0]);
+    buf_free(&c->out[1]);
+    c->sent = 0;
+    buf_free(&c->pending);
+    buf_free(&r->raw);
+    buf_free(&r->body);
+    if (c->sh->m)
+        metrics_add(&c->sh->m->conn_trims, 1);
 }
 
 size_t conn_out_pending(const conn_t *c)
@@ -272,8 +298,13 @@ void conn_response_finished(conn_t *c)
         conn_close_after_flush(c);
         return;
     }
-    if (!c->pending.len)
-        conn_set_timer(c, CONN_T_IDLE, c->sh->cfg->idle_timeout_ms);
+    if (!c->pending.len) {
+        uint32_t idle = c->sh->cfg->idle_timeout_ms;
+        if (idle > CONN_TRIM_MS)
+            conn_set_timer(c, CONN_T_TRIM, CONN_TRIM_MS);   /* then CONN_T_IDLE for the rest */
+        else
+            conn_set_timer(c, CONN_T_IDLE, idle);
+    }
     if (!c->in_feed)
         process_pending(c);
 }

@@ -25,8 +25,13 @@
 
 typedef enum conn_state { CONN_FREE, CONN_OPEN, CONN_CLOSING, CONN_LINGER, CONN_ABORT } conn_state_t;
 
+/* A keep-alive connection idle this long gives its buffers back (CONN_T_TRIM,
+ * then CONN_T_IDLE until idle_timeout): a busy one reuses them request after
+ * request, an idle one holds nothing but its slot. */
+#define CONN_TRIM_MS 2000
+
 typedef enum conn_timer_kind {
-    CONN_T_NONE, CONN_T_HEADER, CONN_T_BODY, CONN_T_IDLE, CONN_T_STALL, CONN_T_LINGER
+    CONN_T_NONE, CONN_T_HEADER, CONN_T_BODY, CONN_T_TRIM, CONN_T_IDLE, CONN_T_STALL, CONN_T_LINGER
 } conn_timer_kind_t;
 
 /* An API key that net/access.c verified on this connection, kept so the next

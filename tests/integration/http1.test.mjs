@@ -1,10 +1,11 @@
 // HTTP/1.1 conformance and every error path, over raw sockets.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import {
   startAgate, stopClean, RawConn, rawRequest, request, buildRequest, parseResponses, parseResponse,
   sseEvents, runInput, paced, assertError, assertCommonHeaders, assertEchoEvents, sleep,
-  streamRun,
+  streamRun, waitFor, agateBin,
 } from './lib/harness.mjs';
 
 const T = { timeout: 15000 };
@@ -523,6 +524,53 @@ describe('HTTP/1.1 timeouts', () => {
         await sleep(200);
       }
     } finally { c.destroy(); }
+  });
+});
+
+describe('idle keep-alive connections', () => {
+  test('give their buffers back after 2 s idle, stay open, and serve the next request', { timeout: 30000 }, async () => {
+    const agate = await startAgate({});   // idle_timeout 60 s: the connections stay open
+    const N = 50;
+    const text = 'one two three four five six seven eight nine ten '.repeat(8).trim();   // a 5 KB response
+    const post = () => {
+      const body = JSON.stringify(runInput(text));
+      return buildRequest({ method: 'POST', path: RUN, headers: { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) }, body });
+    };
+    const scrape = async () => (await request(agate.adminPort, { path: '/metrics' })).body.toString('utf8');
+    const num = (txt, re) => { const m = re.exec(txt); return m ? Number(m[1]) : undefined; };
+    const trims = (txt) => num(txt, /^agate_connection_trims_total (\d+)$/m);
+    const allocated = (txt) => num(txt, /^agate_memory_bytes\{kind="allocated"\} (\d+)$/m);
+    const conns = await Promise.all(Array.from({ length: N }, () => RawConn.connect(agate.port)));
+    try {
+      await Promise.all(conns.map((c) => c.write(post())));
+      for (const c of conns) {
+        const [res] = await c.waitResponses(1, { methods: ['POST'] });
+        assert.equal(res.statusCode, 200);
+        assertEchoEvents(sseEvents(res.body.toString('utf8')), { text });
+      }
+      const fresh = await scrape();
+      assert.equal(trims(fresh), 0, 'a connection that has just answered keeps its buffers for the next request');
+      assert.ok(await waitFor(async () => trims(await scrape()) >= N, 8000), 'every idle connection gave its buffers back');
+      const trimmed = await scrape();
+      if (agateBin().endsWith('/build/agate')) {   // jemalloc's counters (the ASan build has its own allocator)
+        const perConn = (allocated(fresh) - allocated(trimmed)) / N;
+        assert.ok(perConn >= 4096, `${perConn.toFixed(0)} bytes given back per idle connection (its 5 KB response's buffer)`);
+        // ...and jemalloc's background threads hand the pages to the kernel (core/main.c's malloc_conf).
+        const threads = fs.readdirSync(`/proc/${agate.pid}/task`).map((id) => fs.readFileSync(`/proc/${agate.pid}/task/${id}/comm`, 'utf8').trim());
+        assert.ok(threads.includes('jemalloc_bg_thd'), `no jemalloc background thread among ${threads.join(', ')}`);
+      }
+      // Still open, and a second request on each is answered as the first was.
+      await Promise.all(conns.map((c) => c.write(post())));
+      for (const c of conns) {
+        const rs = await c.waitResponses(2, { methods: ['POST', 'POST'] });
+        assert.equal(rs.length, 2, `the second response is missing (closed: ${c.ended})`);
+        assert.equal(rs[1].statusCode, 200);
+        assertEchoEvents(sseEvents(rs[1].body.toString('utf8')), { text });
+      }
+    } finally {
+      for (const c of conns) c.destroy();
+      await stopClean(agate);
+    }
   });
 });
 

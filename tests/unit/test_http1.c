@@ -68,7 +68,7 @@ static void test_health_keepalive(void **state)
     assert_non_null(strcasestr(r[0].head, "\r\nDate: "));
     assert_non_null(strcasestr(r[0].head, "\r\nX-Request-ID: "));
     assert_int_equal(fake_conn(&f)->state, CONN_OPEN);
-    assert_int_equal(fake_conn(&f)->timer_kind, CONN_T_IDLE);
+    assert_int_equal(fake_conn(&f)->timer_kind, CONN_T_TRIM);   /* idle: its buffers go first */
     free_resps(r, 2);
 }
 
@@ -213,6 +213,35 @@ static void test_idle_timeout(void **state)
     assert_int_equal(fake_conn(&f)->state, CONN_ABORT);
 }
 
+/* An idle keep-alive connection gives its buffers back after CONN_TRIM_MS, stays
+ * open, answers its next request, and still closes idle_timeout after it. */
+static void test_idle_trim(void **state)
+{
+    fake_open(&f);
+    send_str("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    conn_t *c = fake_conn(&f);
+    assert_true(c->out[0].cap + c->out[1].cap > 0);
+    assert_true(c->http.req.raw.cap > 0);
+    fake_advance(&f, CONN_TRIM_MS - 1);
+    assert_true(c->out[0].cap + c->out[1].cap > 0);   /* not yet */
+    fake_advance(&f, 1);
+    assert_int_equal(c->state, CONN_OPEN);
+    assert_int_equal(c->out[0].cap + c->out[1].cap, 0);
+    assert_int_equal(c->http.req.raw.cap + c->http.req.body.cap + c->pending.cap, 0);
+    assert_int_equal(c->timer_kind, CONN_T_IDLE);
+    f.wire.len = 0;   /* only the second response from here */
+    send_str("GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n");
+    wire_resp_t r[2];
+    assert_int_equal(responses(r, 2), 1);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, "{\"status\":\"ready\"}\n");
+    free_resps(r, 1);
+    fake_advance(&f, f.cfg.idle_timeout_ms - 1);   /* the clock restarts at the second response */
+    assert_int_equal(c->state, CONN_OPEN);
+    fake_advance(&f, 1);
+    assert_int_equal(c->state, CONN_ABORT);
+}
+
 static void test_expect_continue(void **state)
 {
     fake_open(&f);
@@ -296,6 +325,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chunked_body_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_field_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_trim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_options_http10, setup, teardown),
