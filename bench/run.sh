@@ -47,7 +47,10 @@
 #          stream), its CPU per event, and the longest gap between two events of one
 #          stream. Checked: every stream opened and streamed at the pace asked for,
 #          and once the clients left, agate freed every stream and (as a proxy)
-#          cancelled every upstream run. Run after the wrk rounds, BENCH_ROUNDS times.
+#          cancelled every upstream run. Then the same servers (fresh again) hold
+#          as many idle keep-alive connections, each after one unpaced echo run
+#          (build/sseload -k): memory per idle connection right after and
+#          $BENCH_IDLE_HOLD s later. Run after the wrk rounds, BENCH_ROUNDS times.
 #   HAProxy (BENCH_HAPROXY=1, the default) joins the echo, proxy and cache cases as a
 #          second peer: in echo and cache it answers with the same bytes from memory
 #          (`http-request return ... file`, loaded at start-up: no file I/O per
@@ -89,6 +92,8 @@
 #   BENCH_PROXY_PASS=1 (proxy case: also agate with validation: pass)
 #   BENCH_STREAMS=8000 (streams case; at most half the fd limit minus 1000: a proxy
 #     holds two fds per stream)  BENCH_STREAM_INTERVAL_MS=100  BENCH_STREAM_HOLD=10
+#   BENCH_IDLE_HOLD=14 (streams case, idle keep-alive part: seconds held idle; jemalloc
+#     gives freed pages back over 10 s)
 #   BENCH_HAPROXY=1 (HAProxy rows in the echo, proxy and cache cases; 0: none)
 #   BENCH_PROXY_POOL=64 (agate pool.max_idle and nginx upstream keepalive)
 #   BENCH_PERF="" (row names, e.g. "agate-log agate-proxy": after the timed rounds,
@@ -115,6 +120,7 @@ BENCH_WS_ONE_CONNS=${BENCH_WS_ONE_CONNS:-32}
 BENCH_STREAMS=${BENCH_STREAMS:-$(( $(ulimit -n) / 2 - 1000 < 8000 ? $(ulimit -n) / 2 - 1000 : 8000 ))}
 BENCH_STREAM_INTERVAL_MS=${BENCH_STREAM_INTERVAL_MS:-100}
 BENCH_STREAM_HOLD=${BENCH_STREAM_HOLD:-10}
+BENCH_IDLE_HOLD=${BENCH_IDLE_HOLD:-14}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_ROUNDS=${BENCH_ROUNDS:-2}
@@ -1084,6 +1090,38 @@ streams_row() {
     '[ "$ok" = "$BENCH_STREAMS" ] && [ "$err" = 0 ] && awk -v r="$rate" -v w="$want" "BEGIN { exit !(r >= 0.9 * w) }"'
   check "$name: $ev events, at least one per stream" '[ "$ev" -ge "$BENCH_STREAMS" ]'
 }
+# idle_row NAME PORT: BENCH_STREAMS keep-alive connections, one 40-word echo run
+# each (unpaced), then left idle; resident memory right after and once the
+# allocator's decay has run (BENCH_IDLE_HOLD s later). Prints the row.
+idle_row() {
+  local name=$1 port=$2 pids_ r0 r1 r2 line idle err
+  pids_=$(server_pids "$name")
+  curl -s -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "@$BODY_FILE" \
+    "http://127.0.0.1:$port/v1/agents/echo/run" || true
+  sleep 0.5
+  r0=$(rss_kib $pids_)
+  timeout -k 5 $((BENCH_IDLE_HOLD + 150)) build/sseload -p "$port" -a echo -c "$BENCH_STREAMS" -w "$WORDS" -i 0 \
+    -d "$BENCH_IDLE_HOLD" -k >"$tmp/idleload-$name.out" 2>"$tmp/idleload-$name.err" &
+  local lp=$!
+  for _ in $(seq 1500); do grep -q '^READY' "$tmp/idleload-$name.out" 2>/dev/null && break; kill -0 "$lp" 2>/dev/null || break; sleep 0.1; done
+  sleep 0.5
+  r1=$(rss_kib $pids_)
+  sleep $((BENCH_IDLE_HOLD - 2))
+  r2=$(rss_kib $pids_)
+  wait "$lp" || true
+  line=$(grep '^SUMMARY' "$tmp/idleload-$name.out" || true)
+  if [ -z "$line" ]; then
+    echo "  FAIL  $name: sseload -k did not finish: $(head -c 300 "$tmp/idleload-$name.err")"; fail=1; return
+  fi
+  idle=$(sed -n 's/.*\bidle=\([0-9]*\).*/\1/p' <<<"$line"); err=$(sed -n 's/.*\berrors=\([0-9]*\).*/\1/p' <<<"$line")
+  printf '  %-34s %7s %9s %14s %16s\n' "$name" "$idle" "$(awk -v k="$r0" 'BEGIN { printf "%.1f", k / 1024 }')" \
+    "$(awk -v a="$r0" -v b="$r1" -v n="$idle" 'BEGIN { printf "%.2f", n ? (b - a) / n : 0 }')" \
+    "$(awk -v a="$r0" -v b="$r2" -v n="$idle" 'BEGIN { printf "%.2f", n ? (b - a) / n : 0 }')"
+  if [[ $name == agate* ]]; then
+    check "$name: all $BENCH_STREAMS runs answered and their connections still open, idle, ${BENCH_IDLE_HOLD}s later ($idle), no errors ($err)" \
+      '[ "$idle" = "$BENCH_STREAMS" ] && [ "$err" = 0 ]'
+  fi
+}
 if has_case streams; then
   [ -x build/sseload ] || make --no-print-directory build/sseload >/dev/null || die "cannot build build/sseload"
   echo
@@ -1156,6 +1194,28 @@ EOF
   done
   echo "   (MiB: resident memory of the server's processes, nginx master and workers summed; KiB/stream: held minus idle,"
   echo "    over the streams; srv cpu%: % of one CPU while holding them; us/event: server CPU per event relayed)"
+  echo
+  echo "== idle keep-alive: $BENCH_STREAMS connections, one $WORDS-word echo run each, then idle ${BENCH_IDLE_HOLD}s; build/sseload -k"
+  printf '  %-34s %7s %9s %14s %16s\n' row "idle" "MiB before" "KiB/conn after" "KiB/conn ${BENCH_IDLE_HOLD}s later"
+  for r in $(seq "$BENCH_ROUNDS"); do
+    echo "  -- round $r"
+    start_agate agate-sdirect /dev/null AGATE_MAX_CONNECTIONS=$((BENCH_STREAMS + 1000))
+    idle_row agate-sdirect "${MAINPORT[agate-sdirect]}"
+    stop_server agate-sdirect
+    start_agate agate-sproxy /dev/null AGATE_MAX_CONNECTIONS=$((BENCH_STREAMS + 1000)) AGATE_CONFIG="$tmp/agate-sproxy.yaml"
+    idle_row agate-sproxy "${MAINPORT[agate-sproxy]}"
+    stop_server agate-sproxy
+    start_nginx nginx-sproxy "http://127.0.0.1:$NGINX_S_PORT/health/live"
+    idle_row nginx-sproxy "$NGINX_S_PORT"
+    stop_server nginx-sproxy
+    if [ -n "$HAPROXY" ]; then
+      start_haproxy haproxy-sproxy "http://127.0.0.1:$HAPROXY_S_PORT/health/live"
+      idle_row haproxy-sproxy "$HAPROXY_S_PORT"
+      stop_server haproxy-sproxy
+    fi
+  done
+  echo "   (KiB/conn: resident memory over the idle connections, against before them: right after the last"
+  echo "    response, and ${BENCH_IDLE_HOLD}s later, once agate has trimmed them (2 s) and the allocators have given pages back)"
 fi
 
 # --- after the timing: targets and server-side checks ---------------------------------

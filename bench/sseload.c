@@ -1,6 +1,6 @@
 /* sseload: holds many slow AG-UI SSE streams open at once (bench/run.sh, streams case).
  *
- *   sseload -p PORT [-a AGENT] [-c CONNS] [-w WORDS] [-i INTERVAL_MS] [-r RAMP_PER_S] [-d HOLD_S]
+ *   sseload -p PORT [-a AGENT] [-c CONNS] [-w WORDS] [-i INTERVAL_MS] [-r RAMP_PER_S] [-d HOLD_S] [-k]
  *
  * Opens CONNS connections, RAMP_PER_S a second, and on each POSTs one run to
  * /v1/agents/AGENT/run: a WORDS-word user message with
@@ -23,6 +23,12 @@
  * longest gap between two events of one stream during the hold, which shows a
  * server that starves some streams to feed others.
  *
+ * With -k the runs are left to finish and each connection is then kept open,
+ * idle (keep-alive): READY comes once every run has ended, and idle=N in the
+ * summary counts the connections still open at the end (a server that closed
+ * an idle one counts as an error). That measures what an idle keep-alive
+ * connection costs a server.
+ *
  * One thread, epoll, non-blocking sockets. Responses may be chunked or
  * close-delimited; the chunk framing is removed before the SSE lines are read. */
 #include <arpa/inet.h>
@@ -41,13 +47,14 @@
 
 #include "bench/loadgen.h"
 
-enum { ST_CONNECTING, ST_HEAD, ST_BODY, ST_DONE };
+enum { ST_CONNECTING, ST_HEAD, ST_BODY, ST_IDLE, ST_DONE };
 enum { CH_SIZE, CH_DATA, CH_DATA_END };   /* chunked decoder */
 
 typedef struct sconn {
     int      fd;
     uint8_t  state, ch_state;
     bool     chunked, ok, finished;
+    bool     settled;           /* counted in g_settled: ready (streaming, or idle with -k) or failed */
     size_t   ch_left;           /* bytes left in the current chunk */
     char     head[1024];        /* the response head, until its blank line */
     size_t   head_len;
@@ -62,9 +69,9 @@ static const char *g_agent = "echo";
 static char *g_req;
 static size_t g_req_len;
 static sconn_t *g_c;
-static int g_ep, g_opened, g_ready;
+static int g_ep, g_opened, g_ready, g_settled, g_idle;
+static bool g_keep;
 static uint64_t g_events, g_errors, g_finished;
-static int g_failed_early;   /* connections that failed before their first event */
 static bool g_holding;
 
 static void build_request(void)
@@ -87,11 +94,20 @@ static void build_request(void)
     free(body);
 }
 
+static void settle(sconn_t *c)
+{
+    if (!c->settled) {
+        c->settled = true;
+        g_settled++;
+    }
+}
+
 static void fail(sconn_t *c)
 {
     g_errors++;
-    if (!c->events)
-        g_failed_early++;
+    if (c->state == ST_IDLE)
+        g_idle--;
+    settle(c);
     if (c->state != ST_DONE && c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -125,8 +141,11 @@ static void on_line(sconn_t *c)
     uint64_t t = now_ns();
     if (c->events && g_holding && t - c->last_ev_ns > c->max_gap_ns)
         c->max_gap_ns = t - c->last_ev_ns;
-    if (!c->events)
+    if (!c->events) {
         g_ready++;
+        if (!g_keep)
+            settle(c);
+    }
     c->events++;
     c->last_ev_ns = t;
     g_events++;
@@ -207,7 +226,7 @@ static void on_readable(sconn_t *c)
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (n <= 0) {   /* EOF: the end of a close-delimited stream, else a failure */
-            if (n == 0 && !c->chunked && c->finished) {
+            if (n == 0 && !c->chunked && c->finished && c->state != ST_IDLE) {
                 close(c->fd);
                 c->fd = -1;
                 c->state = ST_DONE;
@@ -218,6 +237,8 @@ static void on_readable(sconn_t *c)
         }
         const char *p = buf;
         size_t len = (size_t)n;
+        if (c->state == ST_IDLE)
+            continue;   /* nothing is expected on an idle connection; EOF is what matters */
         if (c->state == ST_HEAD) {
             size_t k = len < sizeof c->head - 1 - c->head_len ? len : sizeof c->head - 1 - c->head_len;
             memcpy(c->head + c->head_len, p, k);
@@ -236,7 +257,13 @@ static void on_readable(sconn_t *c)
             p += used;
             len -= used;
         }
-        if (!body_bytes(c, p, len)) {   /* the stream ended: keep nothing open */
+        if (!body_bytes(c, p, len)) {   /* the stream ended */
+            if (g_keep) {   /* the connection stays, idle */
+                c->state = ST_IDLE;
+                g_idle++;
+                settle(c);
+                continue;
+            }
             close(c->fd);
             c->fd = -1;
             c->state = ST_DONE;
@@ -272,7 +299,7 @@ static void on_event(sconn_t *c, uint32_t ev)
 int main(int argc, char **argv)
 {
     int o;
-    while ((o = getopt(argc, argv, "p:a:c:w:i:r:d:")) != -1) {
+    while ((o = getopt(argc, argv, "p:a:c:w:i:r:d:k")) != -1) {
         switch (o) {
         case 'p': g_port = atoi(optarg); break;
         case 'a': g_agent = optarg; break;
@@ -281,8 +308,9 @@ int main(int argc, char **argv)
         case 'i': g_interval = atoi(optarg); break;
         case 'r': g_ramp = atoi(optarg); break;
         case 'd': g_hold = atoi(optarg); break;
+        case 'k': g_keep = true; break;
         default:
-            fprintf(stderr, "usage: sseload -p PORT [-a AGENT] [-c CONNS] [-w WORDS] [-i INTERVAL_MS] [-r RAMP_PER_S] [-d HOLD_S]\n");
+            fprintf(stderr, "usage: sseload -p PORT [-a AGENT] [-c CONNS] [-w WORDS] [-i INTERVAL_MS] [-r RAMP_PER_S] [-d HOLD_S] [-k]\n");
             return 2;
         }
     }
@@ -301,11 +329,11 @@ int main(int argc, char **argv)
         int due = (int)((t - t0) / 1000000u * (uint64_t)g_ramp / 1000u) + 1;
         while (g_opened < g_conns && g_opened < due)
             open_conn(&g_c[g_opened++]);
-        if (!ready_at && g_ready + g_failed_early >= g_conns) {
+        if (!ready_at && g_settled >= g_conns) {
             ready_at = t;
             g_holding = true;
             hold_events0 = g_events;
-            printf("READY conns=%d ramp_ms=%llu\n", g_ready, (unsigned long long)((t - t0) / 1000000u));
+            printf("READY conns=%d idle=%d ramp_ms=%llu\n", g_ready, g_idle, (unsigned long long)((t - t0) / 1000000u));
             fflush(stdout);
         }
         if (ready_at && t - ready_at >= (uint64_t)g_hold * 1000000000u)
@@ -328,8 +356,8 @@ int main(int argc, char **argv)
             max_gap = g_c[i].max_gap_ns;
     }
     double secs = ready_at ? (double)(t - ready_at) / 1e9 : 0;
-    printf("SUMMARY conns=%d ok=%d events=%llu hold_events=%llu ev_per_s=%.0f finished=%llu errors=%llu lag_max_ms=%.0f\n",
-           g_opened, ok, (unsigned long long)g_events, (unsigned long long)(g_events - hold_events0),
+    printf("SUMMARY conns=%d ok=%d idle=%d events=%llu hold_events=%llu ev_per_s=%.0f finished=%llu errors=%llu lag_max_ms=%.0f\n",
+           g_opened, ok, g_idle, (unsigned long long)g_events, (unsigned long long)(g_events - hold_events0),
            secs > 0 ? (double)(g_events - hold_events0) / secs : 0.0, (unsigned long long)g_finished,
            (unsigned long long)g_errors, (double)max_gap / 1e6);
     return 0;
