@@ -164,8 +164,7 @@ static void conn_trim(conn_t *c)
     buf_free(&c->out[1]);
     c->sent = 0;
     buf_free(&c->pending);
-    buf_free(&r->raw);
-    buf_free(&r->body);
+    http_req_trim(r);
     if (c->sh->m)
         metrics_add(&c->sh->m->conn_trims, 1);
 }

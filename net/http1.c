@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -89,6 +90,22 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return keep_head_bytes(conn_of(p), at, len);
 }
 
+/* The next header table entry. The table grows with the request (most have
+ * under 16 fields) rather than sit in every connection slot at its largest:
+ * an idle connection gives it back (http_req_trim). */
+static http_hdr_t *hdr_push(http_req_t *r)
+{
+    if (r->n_hdrs == r->cap_hdrs) {
+        uint32_t cap = r->cap_hdrs ? r->cap_hdrs * 2 : 16;
+        http_hdr_t *v = realloc(r->hdrs, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        r->hdrs = v;
+        r->cap_hdrs = cap;
+    }
+    return &r->hdrs[r->n_hdrs++];
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     http_req_t *r = &conn_of(p)->http.req;
@@ -97,7 +114,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     } else {
         if (r->n_hdrs == HTTP_MAX_HEADERS)
             return stop_with(r, 431, "request_header_fields_too_large", "too many header fields");
-        http_hdr_t *h = &r->hdrs[r->n_hdrs++];
+        http_hdr_t *h = hdr_push(r);
+        if (!h)
+            return stop_with(r, 503, "out_of_memory", "out of memory");
         h->name = (http_slice_t){(uint32_t)r->raw.len, (uint32_t)len};
         h->value = (http_slice_t){UINT32_MAX, 0};
     }
@@ -240,11 +259,16 @@ void http_conn_init(conn_t *c)
     c->http.req.responding = false;
 }
 
-void http_conn_free(http_conn_t *h)
+void http_req_trim(http_req_t *r)
 {
-    buf_free(&h->req.raw);
-    buf_free(&h->req.body);
+    buf_free(&r->raw);
+    buf_free(&r->body);
+    free(r->hdrs);
+    r->hdrs = NULL;
+    r->n_hdrs = r->cap_hdrs = 0;
 }
+
+void http_conn_free(http_conn_t *h) { http_req_trim(&h->req); }
 
 static enum metrics_reject reject_reason(int status)
 {

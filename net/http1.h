@@ -29,8 +29,8 @@ typedef struct http_hdr { http_slice_t name, value; } http_hdr_t;
 typedef struct http_req {
     buf_t        raw;                 /* URL and header bytes, owned */
     http_slice_t url, path;
-    http_hdr_t   hdrs[HTTP_MAX_HEADERS];
-    uint32_t     n_hdrs;
+    http_hdr_t  *hdrs;                /* owned; grows with the request, up to HTTP_MAX_HEADERS */
+    uint32_t     n_hdrs, cap_hdrs;
     uint32_t     header_bytes;
     buf_t        body;                /* owned */
     uint8_t      method;              /* llhttp_method_t */
@@ -67,6 +67,9 @@ void http_conn_init(struct conn *c);
  * log.sample for successes; errors are always kept). */
 bool http_log_wanted(shard_t *sh, int status, cfg_log_level_t level);
 void http_conn_free(http_conn_t *h);
+/* Gives back what the request state holds between requests (head bytes, body,
+ * header table); the next request grows it again. */
+void http_req_trim(http_req_t *r);
 
 /* Feeds received bytes; dispatches each complete request. `from_pending` says
  * the bytes are the connection's own pending buffer. */

@@ -213,6 +213,24 @@ static void test_idle_timeout(void **state)
     assert_int_equal(fake_conn(&f)->state, CONN_ABORT);
 }
 
+/* The header table grows with the request: HTTP_MAX_HEADERS fields (Host, 62
+ * fillers, X-Request-ID last) are all kept and found; one more is a 431 (above). */
+static void test_many_headers(void **state)
+{
+    fake_open(&f);
+    char req[4096] = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < HTTP_MAX_HEADERS - 2; i++)
+        snprintf(req + strlen(req), sizeof req - strlen(req), "X-H%d: v\r\n", i);
+    snprintf(req + strlen(req), sizeof req - strlen(req), "X-Request-ID: the-last-one\r\n\r\n");
+    send_str(req);
+    wire_resp_t r[2];
+    assert_int_equal(responses(r, 2), 1);
+    assert_int_equal(r[0].status, 200);
+    assert_non_null(strstr(r[0].head, "\r\nX-Request-ID: the-last-one\r\n"));
+    assert_int_equal(fake_conn(&f)->http.req.cap_hdrs, HTTP_MAX_HEADERS);
+    free_resps(r, 1);
+}
+
 /* An idle keep-alive connection gives its buffers back after CONN_TRIM_MS, stays
  * open, answers its next request, and still closes idle_timeout after it. */
 static void test_idle_trim(void **state)
@@ -228,6 +246,8 @@ static void test_idle_trim(void **state)
     assert_int_equal(c->state, CONN_OPEN);
     assert_int_equal(c->out[0].cap + c->out[1].cap, 0);
     assert_int_equal(c->http.req.raw.cap + c->http.req.body.cap + c->pending.cap, 0);
+    assert_null(c->http.req.hdrs);
+    assert_int_equal(c->http.req.cap_hdrs, 0);
     assert_int_equal(c->timer_kind, CONN_T_IDLE);
     f.wire.len = 0;   /* only the second response from here */
     send_str("GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -326,6 +346,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalid_field_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_trim, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_head_options_http10, setup, teardown),
