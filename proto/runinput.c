@@ -179,6 +179,9 @@ void runinput_free(runinput_t *in)
     in->thread_id_len = in->run_id_len = 0;
 }
 
+/* The same bound as a request body's (agent_run_drop_body): below it, keep the block. */
+#define RUNINPUT_DROP_MIN 2048
+
 void runinput_drop_content(runinput_t *in)
 {
     if (!in->root || !in->user_content)
@@ -187,9 +190,9 @@ void runinput_drop_content(runinput_t *in)
     size_t t_off = (size_t)(in->thread_id - in->root), r_off = (size_t)(in->run_id - in->root);
     in->user_content = NULL;
     in->user_content_len = 0;
-    if (clen < 256)
-        return;   /* not worth a realloc */
-    char *p = malloc(keep ? keep : 1);   /* not realloc: the ids move, and the pointers into the old block must not be read after it */
+    if (clen < RUNINPUT_DROP_MIN)
+        return;   /* a short content is not worth a copy of the ids */
+    char *p = malloc(keep ? keep : 1);   /* malloc and copy, not realloc: the offsets above are taken from the old block */
     if (!p)
         return;   /* the block stays as it was */
     memcpy(p, in->root, keep);
