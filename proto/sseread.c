@@ -193,6 +193,11 @@ static int sse_line(sse_feed_t *f, const char *s, size_t n)
         return sse_dispatch(f);
     if (s[0] == ':')
         return f->on_comment ? f->on_comment(f->ctx, s + 1, n - 1) : 0;
+    /* Nearly every line of an AG-UI stream is "data: {...}": skip the colon search. */
+    if (n >= 5 && !memcmp(s, "data:", 5)) {
+        size_t skip = 5 + (n > 5 && s[5] == ' ');
+        return sse_data_field(f, s + skip, n - skip);
+    }
 
     const char *colon = memchr(s, ':', n);
     size_t name_len = colon ? (size_t)(colon - s) : n;
@@ -296,7 +301,8 @@ int sseread_feed(sseread_t *p, const char *bytes, size_t len, sseread_event_cb o
             if (!cr)
                 cr = end;
         }
-        const char *eol = memchr(pos, '\n', (size_t)(cr - pos));
+        /* the blank line that ends an event: no call for it */
+        const char *eol = *pos == '\n' ? pos : memchr(pos, '\n', (size_t)(cr - pos));
         const char *next;
         if (eol) {
             next = eol + 1;
