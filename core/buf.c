@@ -44,3 +44,14 @@ int buf_append_u64(buf_t *b, uint64_t v)
     char tmp[20];
     return buf_append(b, tmp, buf_fmt_u64(tmp, v));
 }
+
+void *buf_array_grow(void *v, uint32_t *cap, size_t elem, uint32_t first)
+{
+    if (*cap > UINT32_MAX / 2)
+        return NULL;
+    uint32_t n = *cap ? *cap * 2 : first;
+    void *nv = realloc(v, (size_t)n * elem);
+    if (nv)
+        *cap = n;
+    return nv;
+}

@@ -20,6 +20,12 @@ typedef struct buf {
 int  buf_grow(buf_t *b, size_t need);      /* ensure cap >= len + need */
 void buf_free(buf_t *b);
 
+/* For arrays that grow by doubling (header tables, key sets, tape nodes):
+ * reallocates v to twice *cap elements of elem bytes, or to `first` when *cap is
+ * 0, and updates *cap. The new array, or NULL with v and *cap unchanged when
+ * memory runs out or the count would pass UINT32_MAX. */
+void *buf_array_grow(void *v, uint32_t *cap, size_t elem, uint32_t first);
+
 static inline void buf_reset(buf_t *b) { b->len = 0; }
 
 static inline int buf_reserve(buf_t *b, size_t need)

@@ -24,6 +24,7 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 
+#include "core/buf.h"
 #include "core/digest.h"
 
 /* ---- base64url ---- */
@@ -69,12 +70,10 @@ long jwt_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
 static jwt_key_t *key_add(jwt_keyset_t *ks, const char *kid)
 {
     if (ks->n == ks->cap) {
-        size_t cap = ks->cap ? ks->cap * 2 : 4;
-        jwt_key_t *k = realloc(ks->keys, cap * sizeof *k);
+        jwt_key_t *k = buf_array_grow(ks->keys, &ks->cap, sizeof *k, 4);
         if (!k)
             return NULL;
         ks->keys = k;
-        ks->cap = cap;
     }
     jwt_key_t *k = &ks->keys[ks->n];
     memset(k, 0, sizeof *k);

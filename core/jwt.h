@@ -43,7 +43,7 @@ typedef struct jwt_key {
 
 typedef struct jwt_keyset {
     jwt_key_t *keys;
-    size_t     n, cap;
+    uint32_t   n, cap;
 } jwt_keyset_t;
 
 /* 0 or -errno / -EINVAL with err filled (never quoting secret material). */

@@ -96,12 +96,10 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 static http_hdr_t *hdr_push(http_req_t *r)
 {
     if (r->n_hdrs == r->cap_hdrs) {
-        uint32_t cap = r->cap_hdrs ? r->cap_hdrs * 2 : 16;
-        http_hdr_t *v = realloc(r->hdrs, cap * sizeof *v);
+        http_hdr_t *v = buf_array_grow(r->hdrs, &r->cap_hdrs, sizeof *v, 16);
         if (!v)
             return NULL;
         r->hdrs = v;
-        r->cap_hdrs = cap;
     }
     return &r->hdrs[r->n_hdrs++];
 }

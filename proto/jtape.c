@@ -32,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
+
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -262,12 +264,10 @@ static inline bool jt_lit(const unsigned char *s, const unsigned char *end, cons
 
 static __attribute__((noinline)) int jt_grow(jtape_t *t)
 {
-    uint32_t cap = t->cap ? t->cap * 2 : 64;
-    jtape_node_t *nn = realloc(t->nodes, cap * sizeof *nn);
+    jtape_node_t *nn = buf_array_grow(t->nodes, &t->cap, sizeof *nn, 64);
     if (!nn)
         return -ENOMEM;
     t->nodes = nn;
-    t->cap = cap;
     return 0;
 }
 

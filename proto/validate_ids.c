@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "proto/schema.h"
 #include "proto/validate_int.h"
 
@@ -106,12 +107,10 @@ const char *vd_store(validate_t *v, const char *p, size_t n)
 static int vd_grow(validate_t *v)
 {
     if (v->n_ents == v->cap_ents) {
-        uint32_t cap = v->cap_ents ? v->cap_ents * 2 : 8;
-        vd_ent_t *e = realloc(v->ents, cap * sizeof *e);
+        vd_ent_t *e = buf_array_grow(v->ents, &v->cap_ents, sizeof *e, 8);
         if (!e)
             return -ENOMEM;
         v->ents = e;
-        v->cap_ents = cap;
     }
     if ((v->n_ents + 1) * 2 > v->n_slots) {
         uint32_t n = v->n_slots ? v->n_slots * 2 : 16, mask = n - 1;
