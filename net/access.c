@@ -607,7 +607,7 @@ static access_verdict_t authorize(const policy_t *p, const access_ident_t *id, c
         refuse_401(d, "unauthorized", "credentials required: Authorization: Bearer <token or API key>");
         return d->verdict;
     }
-    if (has_scope_str(id, "admin"))
+    if (has_scope(id, "admin", 5))
         return ACCESS_ALLOW;
     const cfg_scopes_t *need = p->need[ai];
     if (need) {
@@ -616,7 +616,7 @@ static access_verdict_t authorize(const policy_t *p, const access_ident_t *id, c
                 return ACCESS_ALLOW;
         snprintf(d->scope, sizeof d->scope, "%s", need->s[0]);
     } else {
-        if (has_scope_str(id, "agents:run"))
+        if (has_scope(id, "agents:run", 10))
             return ACCESS_ALLOW;
         char s[96];
         int n = snprintf(s, sizeof s, "agents:run:%s", agent->name);

@@ -221,6 +221,34 @@ static void test_jansson_roundtrip(void **state)
     buf_free(&b);
 }
 
+/* buf_fmt_u64 (core/buf.c) against printf at every length, both sides of each power of ten. */
+static void test_fmt_u64(void **state)
+{
+    (void)state;
+    uint64_t vals[200];
+    size_t nv = 0;
+    vals[nv++] = 0;
+    vals[nv++] = UINT64_MAX;
+    for (uint64_t p = 1; nv < 60; p *= 10) {
+        vals[nv++] = p;
+        vals[nv++] = p - 1;
+        vals[nv++] = p + 1;
+        if (p > UINT64_MAX / 10)
+            break;
+    }
+    while (nv < sizeof vals / sizeof vals[0])
+        vals[nv++] = ((uint64_t)rng() << 32 | rng()) >> (rng() % 64);
+    for (size_t i = 0; i < nv; i++) {
+        char want[32], got[24];
+        memset(got, 'x', sizeof got);
+        int wn = snprintf(want, sizeof want, "%llu", (unsigned long long)vals[i]);
+        size_t n = buf_fmt_u64(got, vals[i]);
+        assert_int_equal(n, (size_t)wn);
+        assert_memory_equal(got, want, n);
+        assert_int_equal(got[n], 'x');   /* nothing written past the digits */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +260,7 @@ int main(void)
         cmocka_unit_test(test_word_boundaries),
         cmocka_unit_test(test_long_strings),
         cmocka_unit_test(test_jansson_roundtrip),
+        cmocka_unit_test(test_fmt_u64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
