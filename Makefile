@@ -21,6 +21,11 @@ Q := $(if $(filter 1,$(V)),,@)
 LLHTTP_DIR  := /usr/share/llhttp
 LLHTTP_INC  := /usr/share/include/llhttp
 LLHTTP_SRCS := $(LLHTTP_DIR)/llhttp.c $(LLHTTP_DIR)/api.c $(LLHTTP_DIR)/http.c
+# llhttp scans header values 16 bytes at a time when built for SSE4.2
+# (__SSE4_2__), byte by byte otherwise: 941 fewer instructions per proxied run
+# (callgrind, agate in front of nginx). Every x86-64 CPU since 2008 has SSE4.2
+# (the x86-64-v2 level); `make LLHTTP_SIMD=` builds without it.
+LLHTTP_SIMD ?= $(if $(filter x86_64,$(shell uname -m)),-msse4.2)
 
 SRCS      := $(sort $(wildcard core/*.c net/*.c proto/*.c))
 LIB_SRCS  := $(filter-out core/main.c,$(SRCS))
@@ -78,7 +83,7 @@ build/$(1)/%.o: %.c | $(PB_GEN_H)
 build/$(1)/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $$(@D)
 	$$(if $$(Q),@echo "  CC [$(1)] llhttp/$$(<F)")
-	$(Q)$$(CC) $(2) -w -c $$< -o $$@
+	$(Q)$$(CC) $(2) $(LLHTTP_SIMD) -w -c $$< -o $$@
 build/$(1)/gen/%.o: build/gen/%.c $(PB_GEN_H)
 	@mkdir -p $$(@D)
 	$$(if $$(Q),@echo "  CC [$(1)] gen/$$*.c")
