@@ -47,6 +47,7 @@ static void req_reset(http_req_t *r)
     r->err_msg = NULL;
     r->bytes_out = 0;
     r->events = 0;
+    r->gap_zero = 0;
     r->cache = NULL;
     r->id_len = 0;
     r->method = 0;
@@ -618,6 +619,8 @@ void http_response_done(conn_t *c)
         return;
     r->responding = false;
     metrics_shard_t *m = c->sh->m;
+    if (m && r->gap_zero && c->run_slot >= 0)
+        metrics_add(&m->gap[c->run_slot].bucket[0], r->gap_zero);   /* the bursts' zero gaps */
     if (m && r->status >= 100 && r->status < 600)
         metrics_add(&m->requests[c->admin][r->route][metrics_method_of(r->head_done ? r->method : -1)]
                                 [r->status / 100 - 1], 1);

@@ -49,6 +49,8 @@ typedef struct http_req {
     uint64_t     last_event_us;       /* last AG-UI event written, for gap metrics */
     uint64_t     bytes_out;           /* response bytes queued */
     uint32_t     events;              /* AG-UI events written */
+    uint32_t     gap_zero;            /* events in the same loop turn as the one before: gap 0,
+                                         added to the gap histogram when the response ends */
     const char  *cache;               /* a cached agent's run: HIT, MISS or COALESCED, for the log */
     trace_ctx_t  trace;               /* W3C trace context: caller's trace, our span */
     bool         traced;              /* trace set up (headers parsed, or an early error) */
