@@ -241,6 +241,17 @@ static void test_hex(void **state)
 
     trace_hex(b, 4, out);
     assert_string_equal(out, "000fa0ff");
+
+    /* every byte value against printf */
+    uint8_t all[256];
+    char got[513] = {0}, want[3];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    trace_hex(all, 256, got);
+    for (int i = 0; i < 256; i++) {
+        snprintf(want, sizeof want, "%02x", i);
+        assert_memory_equal(got + 2 * i, want, 2);
+    }
 }
 
 static bool state_ok(const char *s)
