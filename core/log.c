@@ -180,15 +180,25 @@ void log_stop(void)
     g_log.n = 0;
 }
 
+char *log_head(char *w, const char *level)
+{
+    size_t n = strlen(level);
+    memcpy(w, "{\"time\":\"", 9);
+    w += 9;
+    w += clock_iso8601(w, 25);
+    memcpy(w, "\",\"level\":\"", 11);
+    w += 11;
+    memcpy(w, level, n);
+    w += n;
+    memcpy(w, "\",\"msg\":", 8);
+    return w + 8;
+}
+
 void log_begin(buf_t *b, const char *level, const char *msg)
 {
-    char t[40];
-    size_t n = clock_iso8601(t, sizeof t);
-    buf_append_lit(b, "{\"time\":\"");
-    buf_append(b, t, n);
-    buf_append_lit(b, "\",\"level\":\"");
-    buf_append(b, level, strlen(level));
-    buf_append_lit(b, "\",\"msg\":");
+    if (buf_reserve(b, LOG_HEAD_MAX))
+        return;
+    b->len = (size_t)(log_head(b->data + b->len, level) - b->data);
     json_put_str(b, msg, strlen(msg));
 }
 

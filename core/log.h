@@ -24,6 +24,11 @@ uint64_t log_dropped(void);                      /* lines dropped, all rings */
 int  log_start(void);                            /* the writer thread */
 void log_stop(void);                             /* drains every ring, joins, frees */
 
+/* Writes the start of a JSON log line, {"time":"...","level":"<level>","msg": ,
+ * at w and returns its end: at most LOG_HEAD_MAX bytes for a level name of at most
+ * 8 plain letters. The caller writes the message as a JSON string next. */
+#define LOG_HEAD_MAX 64
+char *log_head(char *w, const char *level);
 /* Starts a JSON log line {"time":"...","level":"<level>","msg":"<msg>" into b;
  * the caller appends ,"key":value pairs and then log_end(). */
 void log_begin(buf_t *b, const char *level, const char *msg);

@@ -504,17 +504,31 @@ static const char *method_name(const http_req_t *r)
     return r->head_done ? llhttp_method_name((llhttp_method_t)r->method) : "-";
 }
 
-/* The path as a JSON string, at most 256 bytes; bytes outside printable ASCII
- * become '?', so a hostile URL cannot put invalid UTF-8 into a log line. */
-static void put_path(buf_t *b, const char *p, size_t n)
+/* The path as a JSON string's contents, at most LOG_PATH_MAX bytes of it; bytes
+ * outside printable ASCII become '?', so a hostile URL cannot put invalid UTF-8
+ * or control bytes into a log line. Writes at most 2 * LOG_PATH_MAX bytes. */
+#define LOG_PATH_MAX 256
+static char *put_path(char *w, const char *p, size_t n)
 {
-    char clean[256];
-    if (n > sizeof clean)
-        n = sizeof clean;
-    for (size_t i = 0; i < n; i++)
-        clean[i] = p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?';
-    json_put_str(b, clean, n);
+    if (n > LOG_PATH_MAX)
+        n = LOG_PATH_MAX;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '"' || ch == '\\')
+            *w++ = '\\';
+        *w++ = ch >= 0x20 && ch < 0x7f ? ch : '?';
+    }
+    return w;
 }
+
+static inline char *put_mem(char *w, const void *s, size_t n)
+{
+    memcpy(w, s, n);
+    return w + n;
+}
+#define PUT_LIT(w, s) put_mem(w, s, sizeof s - 1)
+
+static inline char *put_u64(char *w, uint64_t v) { return w + buf_fmt_u64(w, v); }
 
 /* Whether this request's line is written: the level filter first, then, for
  * successful requests only, sampling (errors are always kept). */
@@ -528,6 +542,15 @@ bool http_log_wanted(shard_t *sh, int status, cfg_log_level_t level)
     return (double)(rand_next(&sh->rng) >> 11) * 0x1.0p-53 < cfg->log_sample;
 }
 
+/* The bytes of a request line besides its path: the head, three ids of at most
+ * HTTP_REQ_ID_MAX, 32 and 16 bytes, the method, five numbers, the flags. */
+#define LOG_REQ_FIXED (LOG_HEAD_MAX + HTTP_REQ_ID_MAX + 512)
+
+/* One JSON line per request. Written by hand into one reservation: every value
+ * but the path is a number or a string known not to need escaping (the request
+ * id is minted hex or checked by set_request_id, the method and cache result are
+ * our constants), and this ran once per request at 2.2 k instructions when each
+ * field was appended on its own (callgrind, echo run). */
 static void log_request(conn_t *c)
 {
     http_req_t *r = &c->http.req;
@@ -538,48 +561,49 @@ static void log_request(conn_t *c)
     static const char *const level_names[] = {"debug", "info", "warn", "error"};
     buf_t *b = &sh->scratch;
     buf_reset(b);
-    log_begin(b, level_names[level], "request");
-    buf_append_lit(b, ",\"request_id\":");
-    json_put_str(b, r->id, r->id_len);
+    if (buf_reserve(b, LOG_REQ_FIXED + 2 * LOG_PATH_MAX))
+        return;
+    char *w = log_head(b->data, level_names[level]);
+    w = PUT_LIT(w, "\"request\",\"request_id\":\"");
+    w = put_mem(w, r->id, r->id_len);
     if (r->traced) {
-        char hex[32];
-        trace_hex(r->trace.trace_id, 16, hex);
-        buf_append_lit(b, ",\"trace_id\":\"");
-        buf_append(b, hex, 32);
-        trace_hex(r->trace.span_id, 8, hex);
-        buf_append_lit(b, "\",\"span_id\":\"");
-        buf_append(b, hex, 16);
-        buf_putc(b, '"');
+        w = PUT_LIT(w, "\",\"trace_id\":\"");
+        trace_hex(r->trace.trace_id, 16, w);
+        w = PUT_LIT(w + 32, "\",\"span_id\":\"");
+        trace_hex(r->trace.span_id, 8, w);
+        w += 16;
     }
-    buf_append_lit(b, ",\"method\":");
     const char *m = method_name(r);
-    json_put_str(b, m, strlen(m));
-    buf_append_lit(b, ",\"path\":");
-    put_path(b, http_str(r, r->path), r->path.len);
-    buf_append_lit(b, ",\"status\":");
-    buf_append_u64(b, (uint64_t)r->status);
-    buf_append_lit(b, ",\"bytes\":");
-    buf_append_u64(b, r->bytes_out);
+    w = PUT_LIT(w, "\",\"method\":\"");
+    w = put_mem(w, m, strlen(m));
+    w = PUT_LIT(w, "\",\"path\":\"");
+    w = put_path(w, http_str(r, r->path), r->path.len);
+    w = PUT_LIT(w, "\",\"status\":");
+    w = put_u64(w, (uint64_t)r->status);
+    w = PUT_LIT(w, ",\"bytes\":");
+    w = put_u64(w, r->bytes_out);
     uint64_t us = r->start_us ? clock_mono_us() - r->start_us : 0;   /* real time, not the turn-cached one */
-    char frac[4] = {(char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10), (char)('0' + us % 10), 0};
-    buf_append_lit(b, ",\"duration_ms\":");
-    buf_append_u64(b, us / 1000);
-    buf_putc(b, '.');
-    buf_append(b, frac, 3);
-    buf_append_lit(b, ",\"events\":");
-    buf_append_u64(b, r->events);
-    buf_append_lit(b, ",\"shard\":");
-    buf_append_u64(b, sh->id);
+    w = PUT_LIT(w, ",\"duration_ms\":");
+    w = put_u64(w, us / 1000);
+    *w++ = '.';
+    *w++ = (char)('0' + us / 100 % 10);
+    *w++ = (char)('0' + us / 10 % 10);
+    *w++ = (char)('0' + us % 10);
+    w = PUT_LIT(w, ",\"events\":");
+    w = put_u64(w, r->events);
+    w = PUT_LIT(w, ",\"shard\":");
+    w = put_u64(w, sh->id);
     if (r->cache) {
-        buf_append_lit(b, ",\"cache\":\"");
-        buf_append(b, r->cache, strlen(r->cache));
-        buf_putc(b, '"');
+        w = PUT_LIT(w, ",\"cache\":\"");
+        w = put_mem(w, r->cache, strlen(r->cache));
+        *w++ = '"';
     }
     if (c->admin)
-        buf_append_lit(b, ",\"listener\":\"admin\"");
+        w = PUT_LIT(w, ",\"listener\":\"admin\"");
     if (c->state == CONN_ABORT)
-        buf_append_lit(b, ",\"aborted\":true");
-    log_end(b);
+        w = PUT_LIT(w, ",\"aborted\":true");
+    w = PUT_LIT(w, "}\n");
+    b->len = (size_t)(w - b->data);
     shard_log_line(sh, b);
 }
 

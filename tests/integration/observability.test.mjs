@@ -14,7 +14,7 @@ import path from 'node:path';
 import WebSocket from 'ws';
 import {
   startAgate, stopClean, request, streamRun, runInput, freePort, sleep, RawConn, buildRequest, parseResponses,
-  waitFor,
+  waitFor, rawRequest,
 } from './lib/harness.mjs';
 import { startAguiServer } from './lib/agui-server.mjs';
 
@@ -176,6 +176,22 @@ describe('W3C trace context', () => {
     assert.ok(line, 'request line logged');
     assert.equal(line.trace_id, TRACE);
     assert.equal(line.span_id, m[2]);
+  });
+
+  test('a hostile path is logged as valid JSON: quotes and backslashes escaped, other bytes as ?', T, async () => {
+    // llhttp takes bytes >= 0x80 in a path; '"' and '\\' arrive percent-free here
+    const raw = Buffer.concat([
+      Buffer.from('GET /q"x\\y'), Buffer.from([0xc3, 0xa9, 0xff]),
+      Buffer.from(`/${'z'.repeat(300)} HTTP/1.1\r\nHost: a\r\nX-Request-ID: hostile-path\r\nConnection: close\r\n\r\n`),
+    ]);
+    const res = await rawRequest(agate.port, raw);
+    assert.match(res.text, /^HTTP\/1\.1 404 /);
+    const line = await waitFor(() => agate.stdoutLines().map((l) => JSON.parse(l)).find((j) => j.request_id === 'hostile-path'), 3000, 50);
+    assert.ok(line, 'request line logged and parsed as JSON');
+    // the first 256 bytes of the path, non-ASCII bytes replaced one for one
+    assert.equal(line.path, ('/q"x\\y???/' + 'z'.repeat(300)).slice(0, 256));
+    assert.equal(line.status, 404);
+    assert.equal(line.method, 'GET');
   });
 
   test('an unknown higher version is parsed by its first 55 characters', T, async () => {
