@@ -53,6 +53,8 @@ typedef struct ws_slot {
     buf_t           rid;          /* "runId":"<escaped>" for injection, owned */
     uint64_t        start_us, last_event_us;
     uint32_t        events;       /* sent, for the run's log line */
+    uint32_t        gap_zero;     /* events in the same loop turn as the one before, for the gap
+                                     histogram at slot_finish (see sse.c's count_event) */
 } ws_slot_t;
 
 typedef struct ws_conn {
@@ -252,8 +254,12 @@ static void count_event(ws_slot_t *s, agui_type_t type)
     if (!m || type >= AGUI_TYPE_COUNT)
         return;
     uint64_t now = c->sh->now_us;
-    unsigned a = s->run->agent->slot;
     metrics_add(&m->events[type], 1);
+    if (now == s->last_event_us) {
+        s->gap_zero++;
+        return;
+    }
+    unsigned a = s->run->agent->slot;
     if (!s->last_event_us)
         metrics_observe_us(&m->first_event[a], now - s->start_us);
     else
@@ -371,6 +377,7 @@ static void slot_finish(ws_slot_t *s, enum metrics_outcome outcome)
         metrics_add(&m->runs_ended[a][MT_WS][outcome], 1);
         metrics_gauge_add(&m->streams[MT_WS], -1);
         metrics_observe_us(&m->duration[a], c->sh->now_us - s->start_us);
+        metrics_add(&m->gap[a].bucket[0], s->gap_zero);
     }
     s->run = NULL;
     ws->n_runs--;
@@ -542,6 +549,7 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     s->start_us = sh->now_us;
     s->last_event_us = 0;
     s->events = 0;
+    s->gap_zero = 0;
     ws->n_runs++;
     if (sh->m) {
         metrics_add(&sh->m->runs_started[agent->slot][MT_WS], 1);

@@ -193,6 +193,11 @@ describe('runs', () => {
     assert.equal(metric(m, 'agate_runs_ended_total', { agent: 'echo', transport: 'ws', outcome: 'finished' }), 2);
     assert.equal(metric(m, 'agate_ws_connections'), 1);
     assert.ok(metric(m, 'agate_ws_frames_total', { direction: 'out' }) >= events.length + 5);
+    // every event but each run's first has a gap, the ones of a burst included
+    const sent = metric(m, 'agate_events_sent_total');
+    assert.equal(sent, events.length + ws.events.filter((e) => e.runId === second.runId).length);
+    assert.equal(metric(m, 'agate_run_first_event_seconds_count', { agent: 'echo' }), 2);
+    assert.equal(metric(m, 'agate_run_event_gap_seconds_count', { agent: 'echo' }), sent - 2);
     ws.close(1000);
     await ws.waitClose();
     assert.equal(ws.closeInfo.code, 1000);
