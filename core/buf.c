@@ -39,6 +39,24 @@ size_t buf_fmt_u64(char out[20], uint64_t v)
     return n;
 }
 
+/* Every byte's two hex digits, "000102...ff": one 2-byte copy per byte instead
+ * of two nibble lookups. It formats the traceparent header, the request id and
+ * the log line's ids of every request, and the message ids an echo run or a
+ * cache hit mints (12 instructions per byte before, callgrind). */
+#define HEX_ROW(h) h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" \
+                   h "8" h "9" h "a" h "b" h "c" h "d" h "e" h "f"
+static const char hex_pairs[513] = HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3")
+                                   HEX_ROW("4") HEX_ROW("5") HEX_ROW("6") HEX_ROW("7")
+                                   HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b")
+                                   HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
+
+void buf_fmt_hex(char *out, const void *bytes, size_t n)
+{
+    const uint8_t *b = bytes;
+    for (size_t i = 0; i < n; i++)
+        memcpy(out + 2 * i, hex_pairs + 2 * b[i], 2);
+}
+
 int buf_append_u64(buf_t *b, uint64_t v)
 {
     char tmp[20];

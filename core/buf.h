@@ -58,5 +58,6 @@ static inline int buf_putc(buf_t *b, char c)
 
 int buf_append_u64(buf_t *b, uint64_t v);   /* decimal */
 size_t buf_fmt_u64(char out[20], uint64_t v);   /* decimal digits into out (no NUL); their count */
+void buf_fmt_hex(char *out, const void *bytes, size_t n);   /* 2n lowercase hex digits (no NUL) */
 
 #endif

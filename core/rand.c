@@ -4,7 +4,10 @@
 #include "core/rand.h"
 
 #include <errno.h>
+#include <string.h>
 #include <sys/random.h>
+
+#include "core/buf.h"
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
@@ -39,31 +42,28 @@ uint64_t rand_next(rand_state_t *r)
     return result;
 }
 
-static void put_hex64(uint64_t v, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        out[i] = hex[v & 15];
-}
-
 void rand_hex128(rand_state_t *r, char out[32])
 {
-    put_hex64(rand_next(r), out);
-    put_hex64(rand_next(r), out + 16);
+    uint64_t v[2] = { rand_next(r), rand_next(r) };
+    buf_fmt_hex(out, v, sizeof v);
 }
 
+/* The 16 bytes in memory order, with the version and variant bits set where
+ * RFC 9562 puts them: the high nibble of byte 6 and the top two bits of byte 8. */
 void rand_uuid(rand_state_t *r, char out[36])
 {
-    char h[32];
-    uint64_t a = rand_next(r), b = rand_next(r);
-    a = (a & ~0xf000ull) | 0x4000ull;                             /* version 4 */
-    b = (b & 0x3fffffffffffffffull) | 0x8000000000000000ull;      /* variant 10 */
-    put_hex64(a, h);
-    put_hex64(b, h + 16);
-    int o = 0;
-    for (int i = 0; i < 32; i++) {
-        if (i == 8 || i == 12 || i == 16 || i == 20)
-            out[o++] = '-';
-        out[o++] = h[i];
-    }
+    uint64_t v[2] = { rand_next(r), rand_next(r) };
+    uint8_t b[16];
+    memcpy(b, v, sizeof b);
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);   /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);   /* variant 10 */
+    buf_fmt_hex(out, b, 4);
+    out[8] = '-';
+    buf_fmt_hex(out + 9, b + 4, 2);
+    out[13] = '-';
+    buf_fmt_hex(out + 14, b + 6, 2);
+    out[18] = '-';
+    buf_fmt_hex(out + 19, b + 8, 2);
+    out[23] = '-';
+    buf_fmt_hex(out + 24, b + 10, 6);
 }

@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "core/buf.h"
+
 /* value of a lowercase hex digit, or -1 (uppercase is invalid in traceparent) */
 static inline int hexval(char c)
 {
@@ -97,21 +99,7 @@ void trace_begin(trace_ctx_t *t, rand_state_t *rng, const char *v, size_t n)
     random_id(rng, t->span_id, sizeof t->span_id);
 }
 
-/* Every byte's two hex digits, "000102...ff": one 2-byte copy per byte instead
- * of two nibble lookups (this runs for the traceparent header and the log line of
- * every request; 12 instructions per byte before, callgrind). */
-#define HEX_ROW(h) h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" \
-                   h "8" h "9" h "a" h "b" h "c" h "d" h "e" h "f"
-static const char hex_pairs[513] = HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3")
-                                   HEX_ROW("4") HEX_ROW("5") HEX_ROW("6") HEX_ROW("7")
-                                   HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b")
-                                   HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
-
-void trace_hex(const uint8_t *bytes, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++)
-        memcpy(out + 2 * i, hex_pairs + 2 * bytes[i], 2);
-}
+void trace_hex(const uint8_t *bytes, size_t n, char *out) { buf_fmt_hex(out, bytes, n); }
 
 static void format_with(const trace_ctx_t *t, const uint8_t span[8], char out[TRACEPARENT_LEN])
 {
