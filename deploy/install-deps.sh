@@ -6,7 +6,7 @@ set -euo pipefail
 
 build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev)
 test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium)
-bench=(wrk nginx-light haproxy curl)
+bench=(wrk nginx-light haproxy curl pushpin condure zurl)
 
 want=()
 for purpose in "$@"; do
@@ -35,8 +35,9 @@ if [ "$(id -u)" = 0 ]; then as_root=(); elif sudo -n true 2>/dev/null; then as_r
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-# Servers we install (nginx, prometheus) are started by the tests themselves on
-# loopback ports; their packages must not start a system-wide service on :80/:9090.
+# Servers we install (nginx, haproxy, pushpin, zurl, prometheus) are started by the
+# tests and benches themselves on loopback ports; their packages must not start a
+# system-wide service (on :80, :7999, :9090).
 # A policy-rc.d that says "no" (101) for the duration of the install does that.
 policy=/usr/sbin/policy-rc.d
 added_policy=false
