@@ -57,6 +57,18 @@
 #          request), in proxy it is the proxy (http-reuse always, keep-alive to the
 #          same upstream). One process, one thread per CPU pinned, no logs. The
 #          issues' targets are against nginx; the HAProxy ratios are information.
+#   Pushpin (BENCH_PUSHPIN=1, the default) joins the proxy case as a third
+#          peer (Debian's pushpin 1.36: a runner starting condure (client HTTP),
+#          pushpin-proxy and pushpin-handler, which talk over ZeroMQ IPC). Origin
+#          requests go through zurl, which this script runs itself: the runner's own
+#          zurl config denies 127.*, so loopback origins fail. Config: Debian's
+#          pushpin.conf with the run and log dirs in the temp dir, listening on
+#          127.0.0.1 only, log_level 0 (zurl --loglevel=0), the handler's TCP ports
+#          moved to free ones; routes: one line to the upstream (proxy: path
+#          /v1/agents/up/run rewritten to /agent with path_beg/replace_beg, as nginx
+#          and HAProxy rewrite it). Its CPU and memory are summed over the runner,
+#          condure, pushpin-proxy, pushpin-handler and zurl. Information only: no
+#          target is against Pushpin.
 #   auth   access control and rate limiting on against off (issue 6): the echo case's
 #          agate (no auth, no rules) against one with an API key required on every
 #          request (bench/echo_auth.lua sends it: a SHA-256 and constant-time compare
@@ -101,6 +113,8 @@
 #   BENCH_IDLE_HOLD=14 (streams case, idle keep-alive part: seconds held idle; jemalloc
 #     gives freed pages back over 10 s)
 #   BENCH_HAPROXY=1 (HAProxy rows in the echo, proxy and cache cases; 0: none)
+#   BENCH_PUSHPIN=1 (Pushpin rows in the proxy case; 0: none. Needs the
+#     Debian packages pushpin, condure and zurl: deploy/install-deps.sh bench)
 #   BENCH_PROXY_POOL=64 (agate pool.max_idle and nginx upstream keepalive)
 #   BENCH_PAIRS=10 (pairs per target comparison after the rounds; 0: none)
 #   BENCH_PAIR_SECONDS=3 (length of one slice of a pair)
@@ -114,7 +128,7 @@
 #   AGATE_BIN=build/agate  BENCH_KEEP=1 (keep the temp dir with configs and logs)
 #
 # Exit status: 0 when every check passed (correct agate body, nginx serves the
-# same bytes, both proxies relay the upstream's bytes, no non-2xx responses,
+# same bytes, every proxy relays the upstream's bytes, no non-2xx responses,
 # whole responses read, no upstream failures, no log lines lost), 1 otherwise.
 set -euo pipefail
 
@@ -141,6 +155,7 @@ BENCH_LOG_NULL=${BENCH_LOG_NULL:-1}
 BENCH_PROXY_PASS=${BENCH_PROXY_PASS:-1}
 BENCH_PROXY_POOL=${BENCH_PROXY_POOL:-64}
 BENCH_HAPROXY=${BENCH_HAPROXY:-1}
+BENCH_PUSHPIN=${BENCH_PUSHPIN:-1}
 BENCH_PAIRS=${BENCH_PAIRS:-10}
 BENCH_PAIR_SECONDS=${BENCH_PAIR_SECONDS:-3}
 BENCH_PERF=${BENCH_PERF:-}
@@ -166,6 +181,19 @@ HAPROXY=
 if [ "$BENCH_HAPROXY" = 1 ]; then
   HAPROXY=$(PATH=$PATH:/usr/sbin:/sbin command -v haproxy) ||
     die "haproxy not found; run: deploy/install-deps.sh bench (or BENCH_HAPROXY=0)"
+fi
+PUSHPIN= ZURL= PUSHPIN_CONF=
+if [ "$BENCH_PUSHPIN" = 1 ] && has_case proxy; then
+  for tool in pushpin zurl condure; do
+    command -v "$tool" >/dev/null 2>&1 ||
+      die "$tool not found; run: deploy/install-deps.sh bench (Debian 12: apt-get install pushpin condure zurl), or BENCH_PUSHPIN=0"
+  done
+  PUSHPIN=$(command -v pushpin) ZURL=$(command -v zurl)
+  # Debian's pristine config (the one /etc/pushpin/pushpin.conf starts as), else /etc's.
+  for f in /usr/share/pushpin/pushpin.conf.condure /etc/pushpin/pushpin.conf; do
+    [ -f "$f" ] && { PUSHPIN_CONF=$f; break; }
+  done
+  [ -n "$PUSHPIN_CONF" ] || die "pushpin.conf not found (/usr/share/pushpin/pushpin.conf.condure, /etc/pushpin/pushpin.conf); reinstall pushpin, or BENCH_PUSHPIN=0"
 fi
 if [ -n "$BENCH_PERF" ] && ! command -v perf >/dev/null 2>&1; then
   die "BENCH_PERF needs perf (apt-get install linux-perf)"
@@ -355,6 +383,101 @@ EOF
   start_haproxy "$1" "$URL"
 }
 
+# Pushpin: Debian's runner (`pushpin`) starts condure, pushpin-proxy and
+# pushpin-handler; pushpin-proxy asks zurl for every origin request. The runner's
+# own zurl config denies 127.* (loopback origins end in "error" after a timeout),
+# so zurl is run here with its own config and pushpin-proxy pointed at it.
+declare -A PPKIDS   # NAME -> the runner's children (condure, pushpin-proxy, pushpin-handler)
+# pushpin_conf NAME PORT ROUTE: writes $tmp/NAME/{pushpin.conf,routes,zurl.conf} for a
+# Pushpin on 127.0.0.1:PORT whose routes file is the one line ROUTE. Debian's
+# pushpin.conf, with: run and log dirs here, log_level 0, the handler's TCP ports
+# moved to free ones, and the [proxy] zurl specs on this instance's zurl.
+pushpin_conf() {
+  local d=$tmp/$1 p_push p_sub p_http p_cmd
+  mkdir -p "$d/run" "$d/log"
+  free_port; p_push=$PORT; free_port; p_sub=$PORT; free_port; p_http=$PORT; free_port; p_cmd=$PORT
+  cat >"$d/zurl.conf" <<EOF
+[General]
+in_spec=ipc://$d/run/zurl-in
+in_stream_spec=ipc://$d/run/zurl-in-stream
+out_spec=ipc://$d/run/zurl-out
+defpolicy=allow
+allow=
+deny=
+max_open_requests=$(( 2 * BENCH_STREAMS > 20000 ? 2 * BENCH_STREAMS : 20000 ))
+buffer_size=200000
+timeout=600
+in_hwm=10000
+out_hwm=10000
+EOF
+  printf '%s\n' "$3" >"$d/routes"
+  awk -v d="$d" -v port="127.0.0.1:$2" -v prefix="agb$$-" -v p_push="$p_push" -v p_sub="$p_sub" \
+      -v p_http="$p_http" -v p_cmd="$p_cmd" '
+    BEGIN {
+      v["global/rundir"] = d "/run"; v["global/ipc_prefix"] = prefix; v["global/port_offset"] = 0
+      v["runner/services"] = "condure,pushpin-proxy,pushpin-handler"; v["runner/http_port"] = port
+      v["runner/logdir"] = d "/log"; v["runner/log_level"] = 0
+      v["proxy/routesfile"] = d "/routes"; v["proxy/updates_check"] = "off"
+      v["handler/push_in_spec"] = "tcp://127.0.0.1:" p_push; v["handler/push_in_sub_specs"] = "tcp://127.0.0.1:" p_sub
+      v["handler/push_in_http_port"] = p_http; v["handler/command_spec"] = "tcp://127.0.0.1:" p_cmd
+    }
+    /^\[[a-z]+\]/ {
+      sec = substr($0, 2, index($0, "]") - 2); print
+      if (sec == "proxy") {   # this instance'"'"'s zurl, not /var/run/zurl (internal.conf)
+        print "zurl_out_specs=ipc://" d "/run/zurl-in"
+        print "zurl_out_stream_specs=ipc://" d "/run/zurl-in-stream"
+        print "zurl_in_specs=ipc://" d "/run/zurl-out"
+      }
+      next
+    }
+    /^[a-z_]+=/ {
+      k = sec "/" substr($0, 1, index($0, "=") - 1)
+      if (k in v) { print substr(k, index(k, "/") + 1) "=" v[k]; seen[k] = 1; next }
+    }
+    { print }
+    END { for (k in v) if (!(k in seen)) { print "missing key " k > "/dev/stderr"; exit 1 } }' \
+    "$PUSHPIN_CONF" >"$d/pushpin.conf" || die "pushpin ($1): $PUSHPIN_CONF does not have the keys this script sets"
+}
+running() {  # running PID: the process exists and is not a zombie
+  local st
+  st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+# start_pushpin NAME READY-URL: zurl and the runner with $tmp/NAME's configs; SPID[NAME]
+# is the runner, SPID[NAME-zurl] zurl, PPKIDS[NAME] the runner's three services.
+start_pushpin() {
+  local d=$tmp/$1 k
+  "$ZURL" --config="$d/zurl.conf" --loglevel=0 >>"$d/log/zurl.out" 2>&1 &
+  SPID[$1-zurl]=$!
+  pids+=("$!")
+  "$PUSHPIN" --config="$d/pushpin.conf" >>"$d/log/runner.out" 2>&1 &
+  SPID[$1]=$!
+  pids+=("$!")
+  wait_http "$2" "${SPID[$1]}" "pushpin ($1)" "$d/log/runner.out"
+  running "${SPID[$1-zurl]}" || { cat "$d/log/zurl.out" >&2; die "zurl ($1) exited"; }
+  PPKIDS[$1]=$(pgrep -P "${SPID[$1]}" | tr '\n' ' ' || true)
+  [ "$(wc -w <<<"${PPKIDS[$1]}")" = 3 ] ||
+    die "pushpin ($1): want condure, pushpin-proxy and pushpin-handler under the runner, found: $(for k in ${PPKIDS[$1]}; do cat "/proc/$k/comm"; done | tr '\n' ' ')"
+  for k in ${PPKIDS[$1]}; do pids+=("$k"); done
+}
+# stop_pushpin NAME: the runner (it stops its services), any service left, then zurl.
+stop_pushpin() {
+  local k q alive keep=() kids=" ${PPKIDS[$1]} "
+  stop_server "$1"
+  for k in ${PPKIDS[$1]}; do kill -TERM "$k" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for k in ${PPKIDS[$1]}; do running "$k" && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for k in ${PPKIDS[$1]}; do running "$k" && kill -KILL "$k" 2>/dev/null; done
+  for q in "${pids[@]}"; do [[ $kids == *" $q "* ]] || keep+=("$q"); done
+  pids=("${keep[@]}")
+  PPKIDS[$1]=
+  stop_server "$1-zurl"
+}
+
 # post URL BODY-OUT HEADERS-OUT: the bench request once; prints "code content-type".
 post() {
   curl -s -X POST -H 'Content-Type: application/json' -H 'Accept: text/event-stream' \
@@ -373,7 +496,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 echo "== agate vs nginx, same machine, same run (cases: $BENCH_CASES)"
 echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "machine: nproc=$ncpu, cpu=${cpu_model:-unknown}, kernel=$(uname -r), mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-echo "tools:   $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'),${HAPROXY:+ haproxy/$("$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {print $3}'),} $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}'), $(timeout 5 "$AGATE" --version 2>/dev/null | head -1 || echo "agate ?") ($AGATE_BIN, $(git log -1 --format=%h 2>/dev/null || echo no-git)$(git diff --quiet HEAD -- core net proto 2>/dev/null || echo '+dirty'), built $(date -u -r "$AGATE_BIN" '+%H:%M:%S UTC'), $(readelf -d "$AGATE" 2>/dev/null | grep -q 'NEEDED.*jemalloc' && echo jemalloc || echo 'no jemalloc'))"
+echo "tools:   $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'),${HAPROXY:+ haproxy/$("$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {print $3}'),}${PUSHPIN:+ pushpin/$("$PUSHPIN" --version 2>/dev/null | awk 'NR == 1 {print $2}') (condure/$(condure --version 2>/dev/null | awk 'NR == 1 {print $2}'), zurl/$(dpkg-query -W -f='${Version}' zurl 2>/dev/null || echo '?')),} $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}'), $(timeout 5 "$AGATE" --version 2>/dev/null | head -1 || echo "agate ?") ($AGATE_BIN, $(git log -1 --format=%h 2>/dev/null || echo no-git)$(git diff --quiet HEAD -- core net proto 2>/dev/null || echo '+dirty'), built $(date -u -r "$AGATE_BIN" '+%H:%M:%S UTC'), $(readelf -d "$AGATE" 2>/dev/null | grep -q 'NEEDED.*jemalloc' && echo jemalloc || echo 'no jemalloc'))"
 # How busy is the machine before we start? Other work on these CPUs skews everything.
 cpu_busy() {  # percent of all CPUs busy over one second, from /proc/stat
   local a b
@@ -633,6 +756,15 @@ EOF
     start_haproxy haproxy-proxy "$haproxy_px_url"
     px_peers+=(haproxy-proxy)
   fi
+  # Pushpin as the proxy: the same upstream, the path rewritten by the route
+  # (path_beg + replace_beg), as nginx's proxy_pass and HAProxy's set-path do.
+  if [ -n "$PUSHPIN" ]; then
+    free_port; PUSHPIN_PX_PORT=$PORT
+    pushpin_conf pushpin-proxy "$PUSHPIN_PX_PORT" "*,path_beg=/v1/agents/up/run,replace_beg=/agent 127.0.0.1:$UP_PORT"
+    pushpin_px_url="http://127.0.0.1:$PUSHPIN_PX_PORT/v1/agents/up/run"
+    start_pushpin pushpin-proxy "$pushpin_px_url"
+    px_peers+=(pushpin-proxy)
+  fi
 
   # agate as the proxy: the issue's config, plus the pool size nginx gets.
   px_names=(agate-proxy)
@@ -654,6 +786,7 @@ EOF
     case $n in
       nginx-proxy) u=$nginx_px_url ;;
       haproxy-proxy) u=$haproxy_px_url ;;
+      pushpin-proxy) u=$pushpin_px_url ;;
       *) u="http://127.0.0.1:${MAINPORT[$n]}/v1/agents/up/run" ;;
     esac
     status=$(post "$u" "$tmp/$n.body" "$tmp/$n.headers")
@@ -666,7 +799,7 @@ EOF
     else
       check "$n uses chunked framing ($w bytes on the wire, $nch chunk-size lines)" 'grep -qi "^transfer-encoding: *chunked" "$tmp/$n.headers"'
     fi
-    add_row "$n" "$(case $n in agate-proxy) echo "agate proxy (strict)" ;; agate-proxy-pass) echo "agate proxy (pass)" ;; haproxy-proxy) echo "haproxy proxy" ;; *) echo "nginx proxy" ;; esac)" \
+    add_row "$n" "$(case $n in agate-proxy) echo "agate proxy (strict)" ;; agate-proxy-pass) echo "agate proxy (pass)" ;; haproxy-proxy) echo "haproxy proxy" ;; pushpin-proxy) echo "pushpin proxy" ;; *) echo "nginx proxy" ;; esac)" \
       bench/echo.lua "$u" "$w"
   done
 fi
@@ -770,14 +903,15 @@ tid_ticks() {  # tid_ticks PID TID: CPU ticks of one thread
   [ -n "$2" ] || { echo 0; return; }
   sed 's/^.*) //' "/proc/$1/task/$2/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0
 }
-server_pids() {  # server_pids NAME: the row's server processes (nginx: master and workers)
-  case $1 in
+server_pids() {  # server_pids NAME: the row's server processes (nginx: master and workers;
+  case $1 in     # pushpin: the runner, condure, pushpin-proxy, pushpin-handler and zurl)
     nginx*|upstream) echo "${SPID[$1]}" $(pgrep -P "${SPID[$1]}" || true) ;;
+    pushpin*) echo "${SPID[$1]}" ${PPKIDS[$1]} "${SPID[$1-zurl]}" ;;
     *) echo "${SPID[$1]}" ;;
   esac
 }
 upstream_pids() {  # upstream_pids NAME: the upstream's processes for proxy rows, else none
-  case $1 in agate-proxy|agate-proxy-pass|nginx-proxy|haproxy-proxy) server_pids upstream ;; esac
+  case $1 in agate-proxy|agate-proxy-pass|nginx-proxy|haproxy-proxy|pushpin-proxy) server_pids upstream ;; esac
 }
 
 # run_wrk SECONDS SCRIPT URL OUT
@@ -913,9 +1047,10 @@ table_proxy() {
   local n
   echo "  [proxy] agate vs nginx as a proxy in front of the same upstream nginx (ups: the upstream's CPU)"
   header ups
-  for n in agate-proxy nginx-proxy agate-proxy-pass haproxy-proxy; do has_row $n && row "$1" $n ups; done
+  for n in agate-proxy nginx-proxy agate-proxy-pass haproxy-proxy pushpin-proxy; do has_row $n && row "$1" $n ups; done
   versus "$1" agate-proxy nginx-proxy
   if has_row haproxy-proxy; then versus "$1" agate-proxy haproxy-proxy; fi
+  if has_row pushpin-proxy; then versus "$1" agate-proxy pushpin-proxy; fi
   if has_row agate-proxy-pass; then
     versus "$1" agate-proxy-pass nginx-proxy
     versus "$1" agate-proxy agate-proxy-pass
