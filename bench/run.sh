@@ -41,8 +41,8 @@
 #          $BENCH_STREAMS SSE runs, each paced at one event per
 #          $BENCH_STREAM_INTERVAL_MS ms, holds them $BENCH_STREAM_HOLD s and leaves
 #          mid-run. Rows: agate serving its echo agent itself, and agate, nginx
-#          (proxy_buffering off) and HAProxy as proxies in front of one agate echo
-#          agent that is the source of every stream. Each row starts a fresh server;
+#          (proxy_buffering off), HAProxy and Pushpin as proxies in front of one agate
+#          echo agent that is the source of every stream. Each row starts a fresh server;
 #          reported: its resident memory before and while holding the streams (KiB per
 #          stream), its CPU per event, and the longest gap between two events of one
 #          stream. Checked: every stream opened and streamed at the pace asked for,
@@ -57,7 +57,7 @@
 #          request), in proxy it is the proxy (http-reuse always, keep-alive to the
 #          same upstream). One process, one thread per CPU pinned, no logs. The
 #          issues' targets are against nginx; the HAProxy ratios are information.
-#   Pushpin (BENCH_PUSHPIN=1, the default) joins the proxy case as a third
+#   Pushpin (BENCH_PUSHPIN=1, the default) joins the proxy and streams cases as a third
 #          peer (Debian's pushpin 1.36: a runner starting condure (client HTTP),
 #          pushpin-proxy and pushpin-handler, which talk over ZeroMQ IPC). Origin
 #          requests go through zurl, which this script runs itself: the runner's own
@@ -68,7 +68,10 @@
 #          /v1/agents/up/run rewritten to /agent with path_beg/replace_beg, as nginx
 #          and HAProxy rewrite it). Its CPU and memory are summed over the runner,
 #          condure, pushpin-proxy, pushpin-handler and zurl. Information only: no
-#          target is against Pushpin.
+#          target is against Pushpin. In the streams case it holds
+#          $BENCH_PUSHPIN_STREAMS streams, not $BENCH_STREAMS (it runs out of CPU
+#          near 1200 on 2 CPUs; the row says what $BENCH_STREAMS would need), and its
+#          rows open $BENCH_PUSHPIN_RAMP connections a second.
 #   auth   access control and rate limiting on against off (issue 6): the echo case's
 #          agate (no auth, no rules) against one with an API key required on every
 #          request (bench/echo_auth.lua sends it: a SHA-256 and constant-time compare
@@ -113,8 +116,13 @@
 #   BENCH_IDLE_HOLD=14 (streams case, idle keep-alive part: seconds held idle; jemalloc
 #     gives freed pages back over 10 s)
 #   BENCH_HAPROXY=1 (HAProxy rows in the echo, proxy and cache cases; 0: none)
-#   BENCH_PUSHPIN=1 (Pushpin rows in the proxy case; 0: none. Needs the
+#   BENCH_PUSHPIN=1 (Pushpin rows in the proxy and streams cases; 0: none. Needs the
 #     Debian packages pushpin, condure and zurl: deploy/install-deps.sh bench)
+#   BENCH_PUSHPIN_STREAMS=1000 (streams case: the streams Pushpin holds, at most
+#     BENCH_STREAMS; it needs ~120-200 us of CPU per event, so 2 CPUs carry ~1200
+#     streams at 10 events/s; past that it answers 502 to the streams it cannot start)
+#   BENCH_PUSHPIN_RAMP=500 (streams case: connections Pushpin's rows open per second;
+#     at sseload's 2000/s, 8000 idle-row runs overload it into 502s)
 #   BENCH_PROXY_POOL=64 (agate pool.max_idle and nginx upstream keepalive)
 #   BENCH_PAIRS=10 (pairs per target comparison after the rounds; 0: none)
 #   BENCH_PAIR_SECONDS=3 (length of one slice of a pair)
@@ -156,6 +164,8 @@ BENCH_PROXY_PASS=${BENCH_PROXY_PASS:-1}
 BENCH_PROXY_POOL=${BENCH_PROXY_POOL:-64}
 BENCH_HAPROXY=${BENCH_HAPROXY:-1}
 BENCH_PUSHPIN=${BENCH_PUSHPIN:-1}
+BENCH_PUSHPIN_STREAMS=${BENCH_PUSHPIN_STREAMS:-$(( BENCH_STREAMS < 1000 ? BENCH_STREAMS : 1000 ))}
+BENCH_PUSHPIN_RAMP=${BENCH_PUSHPIN_RAMP:-500}
 BENCH_PAIRS=${BENCH_PAIRS:-10}
 BENCH_PAIR_SECONDS=${BENCH_PAIR_SECONDS:-3}
 BENCH_PERF=${BENCH_PERF:-}
@@ -183,7 +193,7 @@ if [ "$BENCH_HAPROXY" = 1 ]; then
     die "haproxy not found; run: deploy/install-deps.sh bench (or BENCH_HAPROXY=0)"
 fi
 PUSHPIN= ZURL= PUSHPIN_CONF=
-if [ "$BENCH_PUSHPIN" = 1 ] && has_case proxy; then
+if [ "$BENCH_PUSHPIN" = 1 ] && { has_case proxy || has_case streams; }; then
   for tool in pushpin zurl condure; do
     command -v "$tool" >/dev/null 2>&1 ||
       die "$tool not found; run: deploy/install-deps.sh bench (Debian 12: apt-get install pushpin condure zurl), or BENCH_PUSHPIN=0"
@@ -1290,7 +1300,7 @@ wait_streams() {
 }
 # streams_row NAME URL-PORT AGENT: sseload against that server; prints the row.
 streams_row() {
-  local name=$1 port=$2 agent=$3 pids_ r0 r1 t0 t1 line kv_ ok ev hold_ev rate lag err
+  local name=$1 port=$2 agent=$3 n=${4:-$BENCH_STREAMS} ramp=${5:-} pids_ r0 r1 t0 t1 line kv_ ok ev hold_ev rate lag err
   pids_=$(server_pids "$name")
   # One request first, so that what start-up and a first request allocate is
   # counted before, not per stream.
@@ -1298,7 +1308,7 @@ streams_row() {
     "http://127.0.0.1:$port/v1/agents/$agent/run" || true
   sleep 0.5
   r0=$(rss_kib $pids_)
-  timeout -k 5 $((BENCH_STREAM_HOLD + 150)) build/sseload -p "$port" -a "$agent" -c "$BENCH_STREAMS" \
+  timeout -k 5 $((BENCH_STREAM_HOLD + 150)) build/sseload -p "$port" -a "$agent" -c "$n" ${ramp:+-r "$ramp"} \
     -w $(( (BENCH_STREAM_HOLD + 60) * 1000 / BENCH_STREAM_INTERVAL_MS )) -i "$BENCH_STREAM_INTERVAL_MS" \
     -d "$BENCH_STREAM_HOLD" >"$tmp/sseload-$name.out" 2>"$tmp/sseload-$name.err" &
   local lp=$!
@@ -1322,22 +1332,23 @@ streams_row() {
   STREAM_KIB[$name]=$(awk -v a="$r0" -v b="$r1" -v n="$ok" 'BEGIN { printf "%.2f", n ? (b - a) / n : 0 }')
   STREAM_US[$name]=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v e="$hold_ev" 'BEGIN { printf "%.2f", e ? t / hz * 1e6 / e : 0 }')
   # Every stream opened and streamed at the pace asked for, nothing failed.
-  local want; want=$(( BENCH_STREAMS * 1000 / BENCH_STREAM_INTERVAL_MS ))
-  check "$name: all $BENCH_STREAMS streams open and streaming ($ok), no errors ($err), $rate events/s of $want paced" \
-    '[ "$ok" = "$BENCH_STREAMS" ] && [ "$err" = 0 ] && awk -v r="$rate" -v w="$want" "BEGIN { exit !(r >= 0.9 * w) }"'
-  check "$name: $ev events, at least one per stream" '[ "$ev" -ge "$BENCH_STREAMS" ]'
+  local want; want=$(( n * 1000 / BENCH_STREAM_INTERVAL_MS ))
+  check "$name: all $n streams open and streaming ($ok), no errors ($err), $rate events/s of $want paced" \
+    '[ "$ok" = "$n" ] && [ "$err" = 0 ] && awk -v r="$rate" -v w="$want" "BEGIN { exit !(r >= 0.9 * w) }"'
+  check "$name: $ev events, at least one per stream" '[ "$ev" -ge "$n" ]'
 }
-# idle_row NAME PORT: BENCH_STREAMS keep-alive connections, one 40-word echo run
-# each (unpaced), then left idle; resident memory right after and once the
-# allocator's decay has run (BENCH_IDLE_HOLD s later). Prints the row.
+# idle_row NAME PORT [INTERVAL-MS [RAMP]]: BENCH_STREAMS keep-alive connections, one
+# 40-word echo run each (unpaced unless INTERVAL-MS), then left idle; resident memory
+# right after and once the allocator's decay has run (BENCH_IDLE_HOLD s later).
+# Prints the row.
 idle_row() {
-  local name=$1 port=$2 pids_ r0 r1 r2 line idle err
+  local name=$1 port=$2 iv=${3:-0} ramp=${4:-} pids_ r0 r1 r2 line idle err
   pids_=$(server_pids "$name")
   curl -s -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "@$BODY_FILE" \
     "http://127.0.0.1:$port/v1/agents/echo/run" || true
   sleep 0.5
   r0=$(rss_kib $pids_)
-  timeout -k 5 $((BENCH_IDLE_HOLD + 150)) build/sseload -p "$port" -a echo -c "$BENCH_STREAMS" -w "$WORDS" -i 0 \
+  timeout -k 5 $((BENCH_IDLE_HOLD + 150)) build/sseload -p "$port" -a echo -c "$BENCH_STREAMS" -w "$WORDS" -i "$iv" ${ramp:+-r "$ramp"} \
     -d "$BENCH_IDLE_HOLD" -k >"$tmp/idleload-$name.out" 2>"$tmp/idleload-$name.err" &
   local lp=$!
   for _ in $(seq 1500); do grep -q '^READY' "$tmp/idleload-$name.out" 2>/dev/null && break; kill -0 "$lp" 2>/dev/null || break; sleep 0.1; done
@@ -1357,6 +1368,8 @@ idle_row() {
   if [[ $name == agate* ]]; then
     check "$name: all $BENCH_STREAMS runs answered and their connections still open, idle, ${BENCH_IDLE_HOLD}s later ($idle), no errors ($err)" \
       '[ "$idle" = "$BENCH_STREAMS" ] && [ "$err" = 0 ]'
+  elif [ "$idle" != "$BENCH_STREAMS" ] || [ "$err" != 0 ]; then
+    echo "  warn  $name: $idle of $BENCH_STREAMS connections idle at the end, $err errors ($(sort "$tmp/idleload-$name.err" | uniq -c | sort -rn | head -1 | sed 's/^ *//')): its KiB/conn is not comparable"
   fi
 }
 if has_case streams; then
@@ -1404,6 +1417,10 @@ backend stream_src
 EOF
     } >"$tmp/haproxy-sproxy.cfg"
   fi
+  if [ -n "$PUSHPIN" ]; then
+    free_port; PUSHPIN_S_PORT=$PORT
+    pushpin_conf pushpin-sproxy "$PUSHPIN_S_PORT" "* 127.0.0.1:$up_port"
+  fi
   printf '  %-34s %7s %9s %9s %10s %8s %9s %9s %8s\n' row streams "MiB idle" "MiB held" "KiB/stream" "events/s" "srv cpu%" "us/event" "gap_ms"
   for r in $(seq "$BENCH_ROUNDS"); do
     echo "  -- round $r"
@@ -1428,8 +1445,18 @@ EOF
       echo "  info  haproxy-sproxy: $(wait_streams streams-up) runs left at the source after its clients left"
       stop_server haproxy-sproxy
     fi
+    if [ -n "$PUSHPIN" ]; then
+      start_pushpin pushpin-sproxy "http://127.0.0.1:$PUSHPIN_S_PORT/health/live"
+      streams_row pushpin-sproxy "$PUSHPIN_S_PORT" echo "$BENCH_PUSHPIN_STREAMS" "$BENCH_PUSHPIN_RAMP"
+      echo "  info  pushpin-sproxy: $(wait_streams streams-up) runs left at the source after its clients left"
+      if [ "$BENCH_PUSHPIN_STREAMS" != "$BENCH_STREAMS" ]; then
+        echo "  info  pushpin-sproxy held $BENCH_PUSHPIN_STREAMS streams (BENCH_PUSHPIN_STREAMS), not $BENCH_STREAMS: at ${STREAM_US[pushpin-sproxy]:-?} us of CPU per event,"
+        echo "        $BENCH_STREAMS streams ($(( BENCH_STREAMS * 1000 / BENCH_STREAM_INTERVAL_MS )) events/s) need $(awk -v u="${STREAM_US[pushpin-sproxy]:-0}" -v e=$(( BENCH_STREAMS * 1000 / BENCH_STREAM_INTERVAL_MS )) 'BEGIN { printf "%.1f", u * e / 1e6 }') CPUs; this machine has $ncpu (past its CPU it answers 502 to the streams it cannot start)"
+      fi
+      stop_pushpin pushpin-sproxy
+    fi
   done
-  echo "   (MiB: resident memory of the server's processes, nginx master and workers summed; KiB/stream: held minus idle,"
+  echo "   (MiB: resident memory of the server's processes, nginx master and workers summed, Pushpin's five summed; KiB/stream: held minus idle,"
   echo "    over the streams; srv cpu%: % of one CPU while holding them; us/event: server CPU per event relayed)"
   echo
   echo "== idle keep-alive: $BENCH_STREAMS connections, one $WORDS-word echo run each, then idle ${BENCH_IDLE_HOLD}s; build/sseload -k"
@@ -1450,7 +1477,16 @@ EOF
       idle_row haproxy-sproxy "$HAPROXY_S_PORT"
       stop_server haproxy-sproxy
     fi
+    if [ -n "$PUSHPIN" ]; then
+      start_pushpin pushpin-sproxy "http://127.0.0.1:$PUSHPIN_S_PORT/health/live"
+      # Runs paced at 1 ms: an unpaced run reaches Pushpin whole and it answers with
+      # Content-Length, which sseload cannot read as keep-alive (chunked or
+      # close-delimited only). Opened BENCH_PUSHPIN_RAMP a second.
+      idle_row pushpin-sproxy "$PUSHPIN_S_PORT" 1 "$BENCH_PUSHPIN_RAMP"
+      stop_pushpin pushpin-sproxy
+    fi
   done
+  [ -n "$PUSHPIN" ] && echo "   (pushpin-sproxy: runs paced at 1 ms, so that it answers chunked; opened $BENCH_PUSHPIN_RAMP a second)"
   echo "   (KiB/conn: resident memory over the idle connections, against before them: right after the last"
   echo "    response, and ${BENCH_IDLE_HOLD}s later, once agate has trimmed them (2 s) and the allocators have given pages back)"
 fi
