@@ -278,7 +278,7 @@ static int put_hex(buf_t *b, const uint8_t *id, size_t n)
 {
     char hex[32];
 
-    trace_hex(id, n, hex);
+    buf_fmt_hex(hex, id, n);
     if (buf_putc(b, '"') || buf_append(b, hex, 2 * n))
         return -ENOMEM;
     return buf_putc(b, '"');

@@ -99,18 +99,16 @@ void trace_begin(trace_ctx_t *t, rand_state_t *rng, const char *v, size_t n)
     random_id(rng, t->span_id, sizeof t->span_id);
 }
 
-void trace_hex(const uint8_t *bytes, size_t n, char *out) { buf_fmt_hex(out, bytes, n); }
-
 static void format_with(const trace_ctx_t *t, const uint8_t span[8], char out[TRACEPARENT_LEN])
 {
     out[0] = '0';
     out[1] = '0';
     out[2] = '-';
-    trace_hex(t->trace_id, 16, out + 3);
+    buf_fmt_hex(out + 3, t->trace_id, 16);
     out[35] = '-';
-    trace_hex(span, 8, out + 36);
+    buf_fmt_hex(out + 36, span, 8);
     out[52] = '-';
-    trace_hex(&t->flags, 1, out + 53);
+    buf_fmt_hex(out + 53, &t->flags, 1);
 }
 
 void trace_format(const trace_ctx_t *t, char out[TRACEPARENT_LEN])

@@ -44,6 +44,5 @@ void trace_child(const trace_ctx_t *t, rand_state_t *rng, uint8_t child_span[8],
  * printable ASCII, no more than 32 comma-separated members. */
 bool trace_state_valid(const char *v, size_t n);
 
-void trace_hex(const uint8_t *bytes, size_t n, char *out);   /* 2n lowercase hex chars */
 
 #endif

@@ -1,5 +1,6 @@
 /* Unit tests for proto/json.c: the string escaper against a byte-at-a-time
- * reference, exact lengths, and a round trip through jansson's parser. */
+ * reference, exact lengths, and a round trip through jansson's parser; and the
+ * number and hex formatters of core/buf.c that the JSON writers use. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -249,6 +250,25 @@ static void test_fmt_u64(void **state)
     }
 }
 
+/* buf_fmt_hex (core/buf.c): every byte value against printf, nothing written past 2n. */
+static void test_fmt_hex(void **state)
+{
+    (void)state;
+    uint8_t all[256];
+    char got[513], want[3];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    memset(got, 'x', sizeof got);
+    buf_fmt_hex(got, all, 256);
+    for (int i = 0; i < 256; i++) {
+        snprintf(want, sizeof want, "%02x", i);
+        assert_memory_equal(got + 2 * i, want, 2);
+    }
+    assert_int_equal(got[512], 'x');
+    buf_fmt_hex(got, (const uint8_t[]){ 0x00, 0x0f, 0xa0, 0xff }, 4);
+    assert_memory_equal(got, "000fa0ff", 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +281,7 @@ int main(void)
         cmocka_unit_test(test_long_strings),
         cmocka_unit_test(test_jansson_roundtrip),
         cmocka_unit_test(test_fmt_u64),
+        cmocka_unit_test(test_fmt_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

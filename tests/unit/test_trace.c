@@ -234,26 +234,6 @@ static void test_child(void **state)
     assert_memory_equal(out2, out, 36);    /* same version and trace id */
 }
 
-static void test_hex(void **state)
-{
-    const uint8_t b[4] = { 0x00, 0x0f, 0xa0, 0xff };
-    char out[9] = {0};
-
-    trace_hex(b, 4, out);
-    assert_string_equal(out, "000fa0ff");
-
-    /* every byte value against printf */
-    uint8_t all[256];
-    char got[513] = {0}, want[3];
-    for (int i = 0; i < 256; i++)
-        all[i] = (uint8_t)i;
-    trace_hex(all, 256, got);
-    for (int i = 0; i < 256; i++) {
-        snprintf(want, sizeof want, "%02x", i);
-        assert_memory_equal(got + 2 * i, want, 2);
-    }
-}
-
 static bool state_ok(const char *s)
 {
     return trace_state_valid(s, strlen(s));
@@ -314,7 +294,6 @@ int main(void)
         cmocka_unit_test(test_begin_generates),
         cmocka_unit_test(test_format_round_trip),
         cmocka_unit_test(test_child),
-        cmocka_unit_test(test_hex),
         cmocka_unit_test(test_tracestate),
     };
     return cmocka_run_group_tests_name("trace", tests, NULL, NULL);
