@@ -344,26 +344,34 @@ static inline uint64_t follower_lag(const coal_run_t *co)
 
 static void pump(run_t *r);
 
-/* One record to the client under the run's ids: rendered straight into the
- * sink's output where it can take it (SSE, no line feed to split), else into
- * co->out and passed on. 0; 1 when the sink failed and released the run;
- * -ENOMEM or -EINVAL when nothing was sent and the run is still the caller's. */
-static int emit_record(run_t *r, coal_run_t *co, const runrec_t *rec, size_t size)
+/* The whole records the reader can take at once, after reader_peek found one:
+ * the rest of the blob, or of the chunk's published bytes. */
+static const char *reader_span(const reader_t *rd, size_t *len)
 {
-    const run_sink_ops_t *sink = r->sink;
-    bool has_lf = rec->flags & RUNREC_F_LF;
+    if (rd->blob) {
+        *len = rd->blob_len - rd->off;
+        return rd->blob + rd->off;
+    }
+    *len = atomic_load_explicit(&rd->ch->pub, memory_order_acquire) - rd->off;
+    return rd->ch->data + rd->off;
+}
+
+/* Records to the client under the run's ids: as many as the sink takes in one
+ * pass where it can (SSE) and `batch` allows, else the peeked one, rendered
+ * into co->out and passed on. 0; 1 when the sink failed and released the run; -ENOMEM or
+ * -EINVAL when the record was not sent and the run is still the caller's. */
+static int emit_records(run_t *r, coal_run_t *co, const runrec_t *rec, size_t size, bool batch)
+{
     int rc;
-    if (sink->raw_open && !has_lf) {
-        size_t start;
-        buf_t *b = sink->raw_open(r, &start);
-        if (!b)
+    if (batch && r->sink->records) {
+        size_t len, used = 0;
+        const char *span = reader_span(&co->rd, &len);
+        rc = r->sink->records(r, span, len, &co->subst, &used);
+        if (rc == 1)
             return 1;
-        if ((rc = runrec_render_append(b, rec, &co->subst))) {
-            b->len = start;
+        reader_advance(&co->rd, used);
+        if (rc || used)
             return rc;
-        }
-        reader_advance(&co->rd, size);
-        return sink->raw_close(r, (agui_type_t)rec->type, start) ? 1 : 0;
     }
     const char *json = rec->json;
     size_t len = rec->json_len;
@@ -374,7 +382,7 @@ static int emit_record(run_t *r, coal_run_t *co, const runrec_t *rec, size_t siz
         len = co->out.len;
     }
     reader_advance(&co->rd, size);
-    return sink->raw(r, (agui_type_t)rec->type, json, len, has_lf) ? 1 : 0;
+    return r->sink->raw(r, (agui_type_t)rec->type, json, len, rec->flags & RUNREC_F_LF) ? 1 : 0;
 }
 
 static void tick_fired(agate_timer_t *t)
@@ -423,7 +431,7 @@ static void pump(run_t *r)
             return;
         }
         co->last_emit_ms = pace ? co->last_emit_ms + rec.gap_ms : sh->now_ms;
-        int rc = emit_record(r, co, &rec, size);
+        int rc = emit_records(r, co, &rec, size, !pace);   /* paced: one at a time */
         if (rc == 1)
             return;   /* the client is gone; the run was released */
         if (rc) {     /* -EINVAL: a record whose id spans do not fit its event (a bug, not the client's) */

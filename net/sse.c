@@ -21,6 +21,7 @@
 #include "net/http1.h"
 #include "proto/agent.h"
 #include "proto/pbjson.h"
+#include "proto/runrec.h"
 
 static const char SSE_HEADERS[] = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
@@ -55,20 +56,20 @@ static inline unsigned agent_index(const conn_t *c, const run_t *r)
     return r->agent->slot;
 }
 
-/* Per-event metrics: type count, time to first event, gap since the last. The
+/* Per-event metrics: time to first event, gap since the last, for n events
+ * appended in this loop turn (the type counts are the caller's). The
  * events of one burst (one upstream read, one echo run, one cache replay) share
  * a loop turn, so their gaps are exactly 0 by the turn's clock: those are only
  * counted here and added to the histogram's first bucket in one step when the
  * response ends (http_response_done). A scrape taken mid-stream can miss the
  * current burst's zero gaps; nothing else waits. */
-static void count_event(conn_t *c, run_t *r, agui_type_t type)
+static void count_burst(conn_t *c, run_t *r, uint32_t n)
 {
     metrics_shard_t *m = c->sh->m;
     http_req_t *req = &c->http.req;
     uint64_t now = c->sh->now_us;
-    metrics_add(&m->events[type], 1);
     if (now == req->last_event_us) {
-        req->gap_zero++;
+        req->gap_zero += n;
         return;
     }
     unsigned a = agent_index(c, r);
@@ -76,18 +77,27 @@ static void count_event(conn_t *c, run_t *r, agui_type_t type)
         metrics_observe_us(&m->first_event[a], now - req->start_us);
     else
         metrics_observe_us(&m->gap[a], now - req->last_event_us);
+    req->gap_zero += n - 1;
     req->last_event_us = now;
 }
 
-/* Book-keeping after a frame of `bytes` was appended. */
-static void sent_frame(conn_t *c, run_t *r, agui_type_t type, size_t bytes)
+/* Book-keeping after n frames (bytes in all) were appended. */
+static void sent_frames(conn_t *c, run_t *r, uint32_t n, size_t bytes)
 {
     c->http.req.bytes_out += bytes;
-    c->http.req.events++;
-    if (c->sh->m && type < AGUI_TYPE_COUNT)
-        count_event(c, r, type);
+    c->http.req.events += n;
+    if (c->sh->m)
+        count_burst(c, r, n);
     c->last_event_ms = c->sh->now_ms;
     conn_mark_dirty(c);
+}
+
+/* Book-keeping after one frame of `bytes` was appended. */
+static void sent_frame(conn_t *c, run_t *r, agui_type_t type, size_t bytes)
+{
+    if (c->sh->m && type < AGUI_TYPE_COUNT)
+        metrics_add(&c->sh->m->events[type], 1);
+    sent_frames(c, r, 1, bytes);
 }
 
 static int sse_event(run_t *r, const agui_event_t *ev)
@@ -104,31 +114,41 @@ static int sse_event(run_t *r, const agui_event_t *ev)
     return 0;
 }
 
-/* Opens a frame for JSON the caller appends (raw_open): "data: " now, the
- * rest at sse_raw_close. */
-static buf_t *sse_raw_open(run_t *r, size_t *start)
+/* A stored or shared run's records as frames, in one pass (the sink's
+ * `records` op): one parse, one reservation and the copies per event, and the
+ * book-keeping once. This replaced a pass through pump, the sink and the
+ * metrics per event, ~290 instructions each: a 44-event cache hit went from
+ * 43.5 k to 36.8 k (callgrind). A record with a line feed stops it: sse_raw
+ * splits that. */
+static int sse_records(run_t *r, const char *recs, size_t len, const runrec_subst_t *s, size_t *used)
 {
     conn_t *c = sink_conn(r);
     buf_t *b = conn_fill(c);
+    metrics_shard_t *m = c->sh->m;
+    size_t bound = c->sh->cfg->stream_buffer_bytes, pending = conn_out_pending(c);
+    size_t room = pending < bound ? bound - pending : 0, off = 0, start;
+    uint32_t n = 0;
+    int rc = 0;
     conn_body_open(c);
-    *start = b->len;
-    if (buf_append_lit(b, "data: ")) {
+    start = b->len;
+    while (off < len && b->len - start < room) {
+        runrec_t rec;
+        size_t size = runrec_parse(recs + off, len - off, &rec);
+        if (!size || (rec.flags & RUNREC_F_LF) || (rc = runrec_render_sse(b, &rec, s)))
+            break;
+        if (m && rec.type < AGUI_TYPE_COUNT)
+            metrics_add(&m->events[rec.type], 1);
+        off += size;
+        n++;
+    }
+    *used = off;
+    if (n)
+        sent_frames(c, r, n, b->len - start);
+    if (rc == -ENOMEM) {
         conn_abort(c);   /* releases the run */
-        return NULL;
+        return 1;
     }
-    return b;
-}
-
-static int sse_raw_close(run_t *r, agui_type_t type, size_t start)
-{
-    conn_t *c = sink_conn(r);
-    buf_t *b = conn_fill(c);
-    if (buf_append_lit(b, "\n\n")) {
-        conn_abort(c);
-        return -ENOMEM;
-    }
-    sent_frame(c, r, type, b->len - start);
-    return 0;
+    return rc;
 }
 
 /* An upstream's event JSON, unchanged. SSE data cannot hold a raw line break,
@@ -136,14 +156,13 @@ static int sse_raw_close(run_t *r, agui_type_t type, size_t start)
  * line per text line, which the client's parser joins back with "\n". */
 static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool has_lf)
 {
+    conn_t *c = sink_conn(r);
+    buf_t *b = conn_fill(c);
+    conn_body_open(c);
+    size_t start = b->len;
+    if (buf_reserve(b, len + 8))
+        goto nomem;
     if (!has_lf) {   /* nearly every relayed event: one reservation, three copies */
-        conn_t *c = sink_conn(r);
-        buf_t *b = conn_fill(c);
-        conn_body_open(c);
-        if (buf_reserve(b, len + 8)) {
-            conn_abort(c);   /* releases the run */
-            return -ENOMEM;
-        }
         char *w = b->data + b->len;
         memcpy(w, "data: ", 6);
         memcpy(w + 6, json, len);
@@ -152,26 +171,22 @@ static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len, boo
         sent_frame(c, r, type, len + 8);
         return 0;
     }
-    size_t start;
-    buf_t *b = sse_raw_open(r, &start);
-    if (!b)
-        return -ENOMEM;
-    int rc = buf_reserve(b, len + 16);
-    const char *p = json, *end = json + len;
-    while (!rc) {
-        const char *nl = has_lf ? memchr(p, '\n', (size_t)(end - p)) : NULL;
-        const char *stop = nl ? nl : end;
-        rc = buf_append(b, p, (size_t)(stop - p));
+    int rc = buf_append_lit(b, "data: ");
+    for (const char *p = json, *end = json + len; !rc;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        rc = buf_append(b, p, (size_t)((nl ? nl : end) - p));
         if (rc || !nl)
             break;
         rc = buf_append_lit(b, "\ndata: ");
         p = nl + 1;
     }
-    if (rc) {
-        conn_abort(sink_conn(r));
-        return -ENOMEM;
-    }
-    return sse_raw_close(r, type, start);
+    if (rc || buf_append_lit(b, "\n\n"))
+        goto nomem;
+    sent_frame(c, r, type, b->len - start);
+    return 0;
+nomem:
+    conn_abort(c);   /* releases the run */
+    return -ENOMEM;
 }
 
 static bool sse_writable(run_t *r)
@@ -232,8 +247,7 @@ static const run_sink_ops_t sse_sink = {
     .start = sse_start,
     .event = sse_event,
     .raw = sse_raw,
-    .raw_open = sse_raw_open,
-    .raw_close = sse_raw_close,
+    .records = sse_records,
     .writable = sse_writable,
     .end = sse_end,
     .fail = sse_fail,

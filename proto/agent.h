@@ -21,6 +21,7 @@
 #include "proto/runinput.h"
 
 struct run;
+struct runrec_subst;
 
 /* What a run writes to. Before start() the client has seen nothing, so fail()
  * can still answer with an HTTP error; after it, problems become RUN_ERROR
@@ -32,14 +33,14 @@ typedef struct run_sink_ops {
      * has_lf false: the caller knows the JSON holds no line feed (an SSE sink
      * then need not search it for one). */
     int  (*raw)(struct run *r, agui_type_t type, const char *json, size_t len, bool has_lf);
-    /* Optional (NULL: use raw): JSON without a line feed written straight
-     * into the sink's output, which saves a copy per replayed event.
-     * raw_open returns the buffer to append the JSON to and sets *start for
-     * raw_close, which frames and counts the event; NULL, or raw_close's
-     * -errno, and the run was released. A caller that gives up between the
-     * two (a render that failed) sets the buffer's len back to *start. */
-    buf_t *(*raw_open)(struct run *r, size_t *start);
-    int    (*raw_close)(struct run *r, agui_type_t type, size_t start);
+    /* Optional (NULL: use raw): a stretch of a stored or shared run's records
+     * (proto/runrec.h), rendered under s's ids straight into the sink's output
+     * in one pass, for as long as the buffer bound allows. *used is the bytes
+     * of whole records taken; 0 when the first must go through raw (its JSON
+     * holds a line feed). 0; 1 when out of memory and the run was released;
+     * -EINVAL for a record that does not render (the records before it were
+     * sent, the run is still the caller's). */
+    int  (*records)(struct run *r, const char *recs, size_t len, const struct runrec_subst *s, size_t *used);
     bool (*writable)(struct run *r);                         /* under the buffer bound */
     void (*end)(struct run *r);                              /* last event emitted */
     void (*fail)(struct run *r, int status, const char *code, const char *msg, uint32_t retry_after_s);

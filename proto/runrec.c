@@ -177,21 +177,22 @@ static const char *fresh_id(const runrec_subst_t *s, size_t k)
     return s->ids->data + k * RUNREC_ID_LEN;
 }
 
-/* One reservation for the whole event (every patch at its longest), then plain
- * copies: this runs once per replayed event, and the per-append capacity checks
- * and a separate render buffer were most of a cache hit's user time. */
-int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
+/* Writes rec's JSON with every patch replaced at w, which has room for the
+ * event with every patch at its longest (room()). Its end, or NULL with *err
+ * set. Plain copies after one reservation: this runs once per replayed event,
+ * and per-append capacity checks and a separate render buffer were most of a
+ * cache hit's user time. */
+static char *render_at(char *w, const runrec_t *rec, const runrec_subst_t *s, int *err)
 {
-    if (buf_reserve(out, rec->json_len + (size_t)rec->n_patch * s->max_q))
-        return -ENOMEM;
-    char *w = out->data + out->len;
     size_t at = 0;
     for (uint16_t i = 0; i < rec->n_patch; i++) {
         const char *pp = rec->patches + (size_t)i * RUNREC_PATCH;
         uint32_t off = get32(pp), len = get32(pp + 4), id = get32(pp + 8);
         /* the span is the string's content: replace it with its quotes */
-        if (off < 1 || off < at + 1 || (uint64_t)off + len + 1 > rec->json_len)
-            return -EINVAL;
+        if (off < 1 || off < at + 1 || (uint64_t)off + len + 1 > rec->json_len) {
+            *err = -EINVAL;
+            return NULL;
+        }
         memcpy(w, rec->json + at, off - 1 - at);
         w += off - 1 - at;
         if (id == 0) {
@@ -202,8 +203,10 @@ int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *
             w += s->run_q_len;
         } else {
             const char *fresh = fresh_id(s, id - 2);
-            if (!fresh)
-                return -ENOMEM;
+            if (!fresh) {
+                *err = -ENOMEM;
+                return NULL;
+            }
             *w++ = '"';
             memcpy(w, fresh, RUNREC_ID_LEN);
             w += RUNREC_ID_LEN;
@@ -212,6 +215,36 @@ int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *
         at = (size_t)off + len + 1;
     }
     memcpy(w, rec->json + at, rec->json_len - at);
-    out->len = (size_t)(w - out->data) + (rec->json_len - at);
+    return w + (rec->json_len - at);
+}
+
+static inline size_t room(const runrec_t *rec, const runrec_subst_t *s)
+{
+    return rec->json_len + (size_t)rec->n_patch * s->max_q;
+}
+
+int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
+{
+    int err = 0;
+    if (buf_reserve(out, room(rec, s)))
+        return -ENOMEM;
+    char *w = render_at(out->data + out->len, rec, s, &err);
+    if (!w)
+        return err;
+    out->len = (size_t)(w - out->data);
+    return 0;
+}
+
+int runrec_render_sse(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
+{
+    int err = 0;
+    if (buf_reserve(out, room(rec, s) + 8))
+        return -ENOMEM;
+    char *w = out->data + out->len;
+    memcpy(w, "data: ", 6);
+    if (!(w = render_at(w + 6, rec, s, &err)))
+        return err;
+    memcpy(w, "\n\n", 2);
+    out->len = (size_t)(w + 2 - out->data);
     return 0;
 }

@@ -76,6 +76,11 @@ int runrec_subst_init(runrec_subst_t *s, buf_t *q, const char *thread, size_t th
  * line feed. A record without patches comes out as it is stored. */
 int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
 
+/* The event as one SSE frame ("data: <json>\n\n") appended to out, in one
+ * reservation; for a record without RUNREC_F_LF (SSE data cannot hold a line
+ * break). Errors as runrec_render_append. */
+int runrec_render_sse(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
+
 /* The same into out reset first. */
 static inline int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
 {

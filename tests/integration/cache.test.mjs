@@ -19,6 +19,7 @@ import net from 'node:net';
 import { HttpAgent } from '@ag-ui/client';
 import {
   startAgate, stopClean, streamRun, runInput, uid, sleep, request, buildRequest, waitFor,
+  parseResponses, parseSSE, vmRssKiB,
 } from './lib/harness.mjs';
 import { startAguiServer, prettyFrame } from './lib/agui-server.mjs';
 import { openRunSocket } from './lib/wsclient.mjs';
@@ -405,6 +406,82 @@ describe('response cache', () => {
     assert.ok(s.detached, 'its stream ends with RUN_ERROR client_too_slow');
     assert.ok(!s.finished);
     assert.equal(srv.requests.length, 1);
+    await stopClean(agate);
+  });
+
+  test('a HIT bigger than the stream buffer, to a client that stops reading: memory bounded, every event in order', T, async (t) => {
+    // A replay renders stored events into the connection's buffer many at a
+    // time, but only up to stream.buffer: the rest waits for the client to read.
+    const COUNT = 6000;
+    const pad = 'x'.repeat(4000);   // ~24 MB stored
+    const flood = ({ threadId, runId }) => [
+      { type: 'RUN_STARTED', threadId, runId },
+      { type: 'TEXT_MESSAGE_START', messageId: 'm', role: 'assistant' },
+      ...Array.from({ length: COUNT }, (_, i) => ({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm', delta: `${i}:${pad}` })),
+      { type: 'TEXT_MESSAGE_END', messageId: 'm' },
+      { type: 'RUN_FINISHED', threadId, runId },
+    ];
+    const srv = await useServer(t, { script: { events: flood } });
+    const agate = await useAgate(t, {
+      config: cacheConfig(srv.url, { top: 'cache: {max_bytes: 256MiB}', cache: { max_entry: '64MiB' }, stream: { buffer: '16KiB' } }),
+    });
+    const open = (input, paused) => {
+      const sock = net.connect(agate.port, '127.0.0.1');
+      const chunks = [];
+      sock.on('connect', () => {
+        if (paused) sock.pause();
+        sock.write(buildRequest({
+          method: 'POST', path: '/v1/agents/up/run',
+          headers: { 'Content-Type': 'application/json', Connection: 'close' }, body: JSON.stringify(input),
+        }));
+      });
+      sock.on('data', (d) => chunks.push(d));
+      const done = new Promise((resolve, reject) => {
+        sock.on('error', reject);
+        sock.on('close', () => resolve(parseResponses(Buffer.concat(chunks), { methods: ['POST'] }).responses[0]));
+      });
+      return { sock, done };
+    };
+    const q = sameQuestion('a long answer');
+    const miss = await open(q(), false).done;
+    assert.equal(miss.headers['x-cache'], 'MISS');
+    await sleep(200);
+    const rss0 = vmRssKiB(agate.pid);
+
+    const input = q();
+    const hit = open(input, true);
+    let rssMax = 0;
+    for (const end = Date.now() + 1000; Date.now() < end;) {
+      rssMax = Math.max(rssMax, vmRssKiB(agate.pid));
+      await sleep(50);
+    }
+    const growthMiB = (rssMax - rss0) / 1024;
+    t.diagnostic(`agate RSS ${(rss0 / 1024).toFixed(1)} -> ${(rssMax / 1024).toFixed(1)} MiB while the HIT's client read nothing`);
+    assert.ok(growthMiB < 12, `agate's RSS grew by ${growthMiB.toFixed(1)} MiB: the replay did not stop at the buffer bound`);
+
+    hit.sock.resume();
+    const res = await hit.done;
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['x-cache'], 'HIT');
+    const events = parseSSE(res.body.toString('utf8')).frames.filter((f) => f.data !== null).map((f) => JSON.parse(f.data));
+    assert.equal(events.length, COUNT + 4);
+    assert.deepEqual([events[0].threadId, events[0].runId], [input.threadId, input.runId]);
+    assert.equal(events.at(-1).type, 'RUN_FINISHED');
+    const mid = events[1].messageId;
+    assert.notEqual(mid, 'm', 'a fresh message id');
+    let bad = null;
+    for (let i = 0; i < COUNT && !bad; i++) {
+      const e = events[i + 2];
+      if (e.type !== 'TEXT_MESSAGE_CONTENT' || e.messageId !== mid || e.delta !== `${i}:${pad}`) bad = `event ${i + 2}: ${JSON.stringify(e).slice(0, 80)}`;
+    }
+    assert.equal(bad, null, bad);
+    assert.equal(srv.requests.length, 1);
+    // Counted per event, whether relayed (the MISS) or replayed many at a time (the HIT).
+    const m = await metrics(agate);
+    assert.equal(metric(m, 'agate_events_sent_total{type="TEXT_MESSAGE_CONTENT"}'), 2 * COUNT);
+    assert.equal(metric(m, 'agate_events_sent_total{type="RUN_FINISHED"}'), 2);
+    assert.equal(metric(m, 'agate_run_first_event_seconds_count{agent="up"}'), 2);
+    assert.equal(metric(m, 'agate_run_event_gap_seconds_count{agent="up"}'), 2 * (COUNT + 3));
     await stopClean(agate);
   });
 

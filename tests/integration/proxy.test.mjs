@@ -8,12 +8,11 @@
 // and pools), on loopback only, and stops agate with a clean exit.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import http from 'node:http';
 import { HttpAgent, verifyEvents } from '@ag-ui/client';
 import {
   startAgate, stopClean, streamRun, runInput, uid, sleep, freePort, assertError, assertEchoEvents,
-  RawConn, buildRequest, parseSSE, waitFor, request, agateBin, paced,
+  RawConn, buildRequest, parseSSE, waitFor, request, agateBin, paced, vmRssKiB,
 } from './lib/harness.mjs';
 import { startAguiServer, startBlackhole, simpleRun, prettyFrame } from './lib/agui-server.mjs';
 
@@ -92,11 +91,6 @@ function assertHttpError(r, status, code, messageRe) {
   if (messageRe) assert.match(body.message, messageRe, `message: ${body.message}`);
   assert.ok(!/upstream-secret-page|<html|stack trace/i.test(r.text), `the upstream body leaked: ${r.text}`);
   return body;
-}
-
-function vmRssKiB(pid) {
-  const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
 }
 
 /** A rich valid run: every common event type, with timestamp, rawEvent, metadata. */

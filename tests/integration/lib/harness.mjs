@@ -33,6 +33,12 @@ export function agateEnv(extra = {}) {
   return Object.assign(env, extra);
 }
 
+/** A process's resident memory, from /proc (NaN if it cannot be read). */
+export function vmRssKiB(pid) {
+  const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Calls fn every `every` ms until it returns something truthy or `timeout` ms pass;
