@@ -559,19 +559,22 @@ static int request_key(run_t *r, coal_run_t *co, const http_req_t *req, uint8_t 
     for (uint32_t i = 0; i < ag->n_cache_ignore; i++)
         paths[i] = ag->cache_ignore[i];
     canon_omit_t omit = {paths, ag->n_cache_ignore};
-    /* The body again, onto this thread's tape. runinput_parse left this very
-     * body on it, and nothing between it and here (sse_run) parses anything,
-     * but reusing that would tie the key to every future change of the code in
-     * between, and the tape cannot tell whose parse it holds: a stale tape would
-     * be a wrong key, one request's answer served to another. The parse is 2.9k
-     * of the 16.9k instructions of the echo body's key (callgrind, see
-     * proto/canon.c); json_loadb was 46k of 62k. Duplicates refused as
-     * runinput refuses them; deeper than CANON_MAX_DEPTH is uncacheable anyway. */
+    /* The body on this thread's tape. runinput_parse left it there (HTTP runs;
+     * a WebSocket run's body is a copy), so it is read again only when the
+     * tape's generation says anything was parsed since, or the body is not the
+     * bytes runinput read: a stale tape would be a wrong key, one request's
+     * answer served to another. The parse is 2.9k of the 16.9k instructions of
+     * the echo body's key (callgrind, see proto/canon.c). Duplicates refused as
+     * runinput refuses them; a tape that passed its depth limit (lower than
+     * CANON_MAX_DEPTH) is the tape this parse would give. */
     jtape_t *t = jtape_thread();
     if (!t)
         return -ENOMEM;
-    int rc = jtape_parse(t, r->body ? r->body : "", r->body_len, CANON_MAX_DEPTH + 1, JTAPE_REJECT_DUPLICATES);
-    if (rc)
+    const char *body = r->body ? r->body : "";
+    int rc;
+    _Static_assert(RUNINPUT_MAX_DEPTH <= CANON_MAX_DEPTH, "runinput's tape is canon's");
+    if (!(r->in.tape_gen && t->gen == r->in.tape_gen && t->src == body && t->src_len == r->body_len) &&
+        (rc = jtape_parse(t, body, r->body_len, CANON_MAX_DEPTH + 1, JTAPE_REJECT_DUPLICATES)))
         return rc;
     buf_reset(&co->out);
     if ((rc = canon_write_tape(&co->out, t, 0, &omit)))

@@ -300,6 +300,8 @@ static inline unsigned jt_next(const unsigned char **sp, const unsigned char *en
 int jtape_parse(jtape_t *t, const char *src, size_t len, unsigned max_depth, unsigned flags)
 {
     t->src = src;
+    t->src_len = len;
+    t->gen++;
     t->n = 0;
     if (len > UINT32_MAX - 1)   /* so offsets and lengths fit the nodes */
         return -EINVAL;

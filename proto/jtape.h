@@ -38,6 +38,10 @@ typedef struct jtape_node {
 
 typedef struct jtape {
     const char   *src;
+    size_t        src_len;
+    /* Bumped by every jtape_parse. A caller that notes it after its own parse
+     * can tell later that the tape still holds exactly that parse. */
+    uint64_t      gen;
     jtape_node_t *nodes;
     uint32_t      n, cap;
     char         *scratch;          /* decoded strings, each at its input offset

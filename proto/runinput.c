@@ -33,8 +33,6 @@
 #include "proto/jtape.h"
 #include "proto/schema.h"
 
-#define RUNINPUT_MAX_DEPTH 64
-
 /* --- refused bodies: the words jansson would use (cold) ------------------------- */
 
 /* jansson quotes the offending token, which may be any bytes; keep messages ASCII. */
@@ -124,6 +122,7 @@ int runinput_parse(const char *body, size_t len, runinput_t *in, runinput_err_t 
     int rc = t ? jtape_parse(t, body, len, RUNINPUT_MAX_DEPTH, JTAPE_REJECT_DUPLICATES) : -ENOMEM;
     if (rc)
         return ri_refused(body, len, rc, err);
+    in->tape_gen = t->gen;
 
     schema_ctx_t c;   /* not zeroed: only the path frames in use are read */
     c.t = t;

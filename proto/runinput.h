@@ -13,6 +13,8 @@
 
 #include "core/buf.h"
 
+#define RUNINPUT_MAX_DEPTH 64   /* nesting of a body */
+
 typedef struct runinput {
     char       *root;            /* owned block: ids, then user_content; NULL when none */
     const char *user_content;    /* JSON text of the last user message's content, in root */
@@ -21,6 +23,9 @@ typedef struct runinput {
     const char *run_id;     size_t run_id_len;
     int64_t     token_interval_ms;   /* forwardedProps.agate.tokenIntervalMs, -1 when absent */
     int         last_user_msg;       /* index into messages of the last role:"user" message, -1 when none */
+    /* The thread's tape generation (jtape_t.gen) right after the body was
+     * parsed: while it is unchanged, the tape holds this body. */
+    uint64_t    tape_gen;
 } runinput_t;
 
 typedef struct runinput_err {

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "proto/jtape.h"
 #include "proto/runinput.h"
 
 #define CURL_BODY \
@@ -534,6 +535,30 @@ static void test_drop_content(void **state)
     }
 }
 
+/* The cache key reuses runinput's parse while the thread's tape holds it:
+ * tape_gen says so exactly until anything else is parsed on that tape. */
+static void test_tape_gen(void **state)
+{
+    (void)state;
+    const char body[] = "{\"threadId\":\"t\",\"runId\":\"r\",\"messages\":[],\"tools\":[],\"context\":[],\"state\":{},\"forwardedProps\":{}}";
+    runinput_t in;
+    runinput_err_t err;
+    assert_int_equal(runinput_parse(body, sizeof body - 1, &in, &err), 0);
+    jtape_t *t = jtape_thread();
+    assert_true(in.tape_gen != 0);
+    assert_true(t->gen == in.tape_gen);
+    assert_ptr_equal(t->src, body);
+    assert_int_equal(t->src_len, sizeof body - 1);
+    runinput_free(&in);
+    assert_int_equal(jtape_parse(t, body, sizeof body - 1, 8, 0), 0);   /* the same bytes, parsed again */
+    assert_true(t->gen != in.tape_gen);
+    uint64_t g = t->gen;
+    assert_int_equal(jtape_parse(t, "{", 1, 8, 0), -EINVAL);            /* a failed parse counts too */
+    assert_true(t->gen == g + 1);
+    runinput_t bad;
+    assert_int_not_equal(runinput_parse("[]", 2, &bad, &err), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -551,6 +576,7 @@ int main(void)
         cmocka_unit_test(test_user_text),
         cmocka_unit_test(test_no_user_message),
         cmocka_unit_test(test_drop_content),
+        cmocka_unit_test(test_tape_gen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
