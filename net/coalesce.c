@@ -85,6 +85,7 @@ typedef struct coal_run {
     flight_t       *f;                  /* leader's or follower's (a ref) */
     cache_entry_t  *e;                  /* hit (a ref) */
     reader_t        rd;
+    runrec_plan_t   plan;               /* hit: the entry's SSE plan */
     buf_t           ids;                /* fresh ids, RUNREC_ID_LEN each */
     buf_t           out;                /* rendered event; the canonical body at prepare */
     buf_t           quoted;             /* the run's thread and run ids as JSON strings (subst) */
@@ -219,7 +220,17 @@ static void flight_wake(flight_t *f, shard_t *self)
 enum { RD_REC, RD_NONE, RD_END, RD_FAILED };
 
 static void reader_flight(reader_t *rd, const flight_t *f) { *rd = (reader_t){.ch = f->head}; }
-static void reader_blob(reader_t *rd, cache_view_t v) { *rd = (reader_t){.blob = v.data, .blob_len = v.len}; }
+/* An entry's blob: u32 plan length, the plan (proto/runrec.h), the records. */
+static void reader_blob(reader_t *rd, cache_view_t v, runrec_plan_t *plan)
+{
+    uint32_t n = 0;
+    if (v.len >= 4)
+        memcpy(&n, v.data, 4);
+    if (v.len < 4 || n > v.len - 4 || runrec_plan_parse(v.data + 4, n, plan) != n)
+        n = (uint32_t)(v.len >= 4 ? v.len - 4 : 0);   /* cannot be: read as no records */
+    size_t skip = v.len >= 4 ? 4 + (size_t)n : v.len;
+    *rd = (reader_t){.blob = v.data + skip, .blob_len = v.len - skip};
+}
 
 /* The next record without consuming it; *size for reader_advance. */
 static int reader_peek(reader_t *rd, const flight_t *f, runrec_t *rec, size_t *size)
@@ -356,13 +367,21 @@ static const char *reader_span(const reader_t *rd, size_t *len)
     return rd->ch->data + rd->off;
 }
 
-/* Records to the client under the run's ids: as many as the sink takes in one
- * pass where it can (SSE) and `batch` allows, else the peeked one, rendered
- * into co->out and passed on. 0; 1 when the sink failed and released the run; -ENOMEM or
+/* Records to the client under the run's ids: a whole stored run from its plan
+ * where the sink can and it fits, else as many records as the sink takes in
+ * one pass (SSE), else the peeked one, rendered into co->out and passed on;
+ * only the peeked one when `batch` is false. 0; 1 when the sink failed and released the run; -ENOMEM or
  * -EINVAL when the record was not sent and the run is still the caller's. */
 static int emit_records(run_t *r, coal_run_t *co, const runrec_t *rec, size_t size, bool batch)
 {
     int rc;
+    if (batch && co->role == ROLE_HIT && !co->rd.off && r->sink->stored) {
+        rc = r->sink->stored(r, &co->plan, co->rd.blob, co->rd.blob_len, &co->subst);
+        if (!rc)
+            reader_advance(&co->rd, co->rd.blob_len);
+        if (rc != -EAGAIN)
+            return rc;
+    }
     if (batch && r->sink->records) {
         size_t len, used = 0;
         const char *span = reader_span(&co->rd, &len);
@@ -662,7 +681,7 @@ int coalesce_prepare(run_t *r, const http_req_t *req)
             cache_view_t v = cache_view(e);
             co->role = ROLE_HIT;
             co->e = e;
-            reader_blob(&co->rd, v);
+            reader_blob(&co->rd, v, &co->plan);
             r->replay = true;
             set_head(co, "HIT", sh->now_ms - v.stored_ms);
             count(r, MC_HIT);
@@ -780,21 +799,39 @@ void coalesce_record(run_t *r, agui_type_t type, const char *json, size_t len)
     flight_wake(f, sh);
 }
 
-/* The log as one contiguous blob in a new cache entry. */
+/* The log in a new cache entry: its SSE plan (runrec_plan_build), then the
+ * records as one contiguous blob (see reader_blob). Not stored when out of
+ * memory: the run was served, only not kept. */
 static void store(run_t *r, flight_t *f)
 {
     uint64_t total = atomic_load_explicit(&f->total, memory_order_relaxed);
+    size_t n = 0, k = 0;
+    for (log_chunk_t *c = f->head; c; c = atomic_load_explicit(&c->next, memory_order_relaxed))
+        n++;
+    const char **parts = malloc(n * sizeof *parts);
+    size_t *lens = malloc(n * sizeof *lens);
+    buf_t plan = {0};
+    cache_entry_t *e = NULL;
     char *data;
-    cache_entry_t *e = cache_entry_new(total, &data);
-    if (!e)
-        return;
-    size_t at = 0;
-    for (log_chunk_t *c = f->head; c; c = atomic_load_explicit(&c->next, memory_order_relaxed)) {
-        size_t n = atomic_load_explicit(&c->pub, memory_order_relaxed);
-        memcpy(data + at, c->data, n);
-        at += n;
+    if (!parts || !lens)
+        goto out;
+    for (log_chunk_t *c = f->head; c; c = atomic_load_explicit(&c->next, memory_order_relaxed), k++) {
+        parts[k] = c->data;
+        lens[k] = atomic_load_explicit(&c->pub, memory_order_relaxed);
     }
+    if (runrec_plan_build(&plan, parts, lens, n) || plan.len > UINT32_MAX ||
+        !(e = cache_entry_new(4 + plan.len + total, &data)))
+        goto out;
+    uint32_t pl = (uint32_t)plan.len;
+    memcpy(data, &pl, 4);
+    memcpy(data + 4, plan.data, plan.len);
+    for (size_t at = 4 + plan.len, i = 0; i < n; at += lens[i], i++)
+        memcpy(data + at, parts[i], lens[i]);
     cache_insert(e, f->key, r->agent->name, r->agent->cache_ttl_ms, r->sh->now_ms);
+out:
+    buf_free(&plan);
+    free(parts);
+    free(lens);
 }
 
 void coalesce_leader_done(run_t *r, bool finished)

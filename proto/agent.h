@@ -22,6 +22,7 @@
 
 struct run;
 struct runrec_subst;
+struct runrec_plan;
 
 /* What a run writes to. Before start() the client has seen nothing, so fail()
  * can still answer with an HTTP error; after it, problems become RUN_ERROR
@@ -41,6 +42,13 @@ typedef struct run_sink_ops {
      * -EINVAL for a record that does not render (the records before it were
      * sent, the run is still the caller's). */
     int  (*records)(struct run *r, const char *recs, size_t len, const struct runrec_subst *s, size_t *used);
+    /* Optional: a whole stored run, rendered from its plan (proto/runrec.h) in
+     * one pass when all of it fits under the buffer bound. 0: all sent;
+     * -EAGAIN: it does not fit, nothing was written (use `records`); 1: out of
+     * memory, the run was released; -EINVAL: a plan that does not fit its
+     * records, nothing sent, the run still the caller's. */
+    int  (*stored)(struct run *r, const struct runrec_plan *pl, const char *recs, size_t recs_len,
+                   const struct runrec_subst *s);
     bool (*writable)(struct run *r);                         /* under the buffer bound */
     void (*end)(struct run *r);                              /* last event emitted */
     void (*fail)(struct run *r, int status, const char *code, const char *msg, uint32_t retry_after_s);

@@ -248,3 +248,189 @@ int runrec_render_sse(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
     out->len = (size_t)(w + 2 - out->data);
     return 0;
 }
+
+/* --- the SSE plan of a stored run -------------------------------------------------- */
+
+/* Plan layout (host byte order, unaligned):
+ *   u32 n_events, n_ops, copy_bytes, n_ids, n_lfs, n_types, n_fresh
+ *   n_types x { u32 count, u32 type }
+ *   n_ops x { u32 off, u32 len, u32 what }
+ * An op copies len bytes at off in the records, then puts `what`: a patch's id
+ * (as in a record), PUT_LF or PUT_END. */
+#define PLAN_HDR 28u
+#define PLAN_OP  12u
+#define PUT_LF   0xFFFFFFFEu      /* "\ndata: ": a line break inside the event's JSON */
+#define PUT_END  0xFFFFFFFFu      /* "\n\n", and "data: " when another event follows */
+
+typedef struct plan_acc {
+    buf_t   *ops;
+    uint64_t copy;
+    uint32_t n_ids, n_lfs, n_fresh;   /* n_fresh: the highest fresh id's k + 1 */
+} plan_acc_t;
+
+static int plan_op(plan_acc_t *a, uint64_t off, size_t len, uint32_t what)
+{
+    if (off + len > UINT32_MAX || buf_reserve(a->ops, PLAN_OP))
+        return -ENOMEM;
+    char *p = a->ops->data + a->ops->len;
+    put32(p, (uint32_t)off);
+    put32(p + 4, (uint32_t)len);
+    put32(p + 8, what);
+    a->ops->len += PLAN_OP;
+    a->copy += len;
+    a->n_ids += what < PUT_LF;
+    a->n_lfs += what == PUT_LF;
+    if (what >= 2 && what < PUT_LF && what - 1 > a->n_fresh)
+        a->n_fresh = what - 1;
+    return 0;
+}
+
+/* Ops copying rec's JSON [at, to) (the JSON lies at jo in the records), a
+ * PUT_LF at each line feed in it, and `what` after the last piece. */
+static int plan_piece(plan_acc_t *a, uint64_t jo, const runrec_t *rec, size_t at, size_t to, uint32_t what)
+{
+    const char *nl;
+    while ((rec->flags & RUNREC_F_LF) && (nl = memchr(rec->json + at, '\n', to - at))) {
+        size_t p = (size_t)(nl - rec->json);
+        if (plan_op(a, jo + at, p - at, PUT_LF))
+            return -ENOMEM;
+        at = p + 1;
+    }
+    return plan_op(a, jo + at, to - at, what);
+}
+
+/* The ops of one record whose JSON lies at jo in the records. */
+static int plan_record(plan_acc_t *a, uint64_t jo, const runrec_t *rec)
+{
+    size_t at = 0;
+    for (uint16_t i = 0; i < rec->n_patch; i++) {
+        const char *pp = rec->patches + (size_t)i * RUNREC_PATCH;
+        uint32_t off = get32(pp), len = get32(pp + 4), id = get32(pp + 8);
+        if (off < 1 || off < at + 1 || (uint64_t)off + len + 1 > rec->json_len || id >= PUT_LF)
+            return -EINVAL;
+        if (plan_piece(a, jo, rec, at, off - 1, id))
+            return -ENOMEM;
+        at = (size_t)off + len + 1;
+    }
+    return plan_piece(a, jo, rec, at, rec->json_len, PUT_END);
+}
+
+int runrec_plan_build(buf_t *out, const char *const *parts, const size_t *part_lens, size_t n_parts)
+{
+    uint32_t counts[256] = {0};
+    uint32_t n_events = 0, n_types = 0;
+    buf_t ops = {0};
+    plan_acc_t a = {&ops, 0, 0, 0, 0};
+    uint64_t base = 0;   /* the part's offset in the records */
+    int rc = 0;
+    for (size_t k = 0; k < n_parts && !rc; base += part_lens[k], k++) {
+        runrec_t rec;
+        for (size_t off = 0, size; !rc && off < part_lens[k]; off += size) {
+            if (!(size = runrec_parse(parts[k] + off, part_lens[k] - off, &rec))) {
+                rc = -EINVAL;
+                break;
+            }
+            rc = plan_record(&a, base + off + (uint64_t)(rec.json - (parts[k] + off)), &rec);
+            n_events++;
+            n_types += counts[rec.type]++ == 0;
+        }
+    }
+    if (!rc && (a.copy > UINT32_MAX || buf_reserve(out, PLAN_HDR + (size_t)n_types * 8 + ops.len)))
+        rc = -ENOMEM;
+    if (!rc) {
+        char *p = out->data + out->len;
+        uint32_t hdr[7] = {n_events, (uint32_t)(ops.len / PLAN_OP), (uint32_t)a.copy, a.n_ids, a.n_lfs, n_types,
+                           a.n_fresh};
+        for (unsigned i = 0; i < 7; i++, p += 4)
+            put32(p, hdr[i]);
+        for (unsigned t = 0; t < 256; t++)
+            if (counts[t]) {
+                put32(p, counts[t]);
+                put32(p + 4, t);
+                p += 8;
+            }
+        memcpy(p, ops.data, ops.len);
+        out->len = (size_t)(p + ops.len - out->data);
+    }
+    buf_free(&ops);
+    return rc;
+}
+
+size_t runrec_plan_parse(const char *p, size_t avail, runrec_plan_t *pl)
+{
+    if (avail < PLAN_HDR)
+        return 0;
+    pl->n_events = get32(p);
+    pl->n_ops = get32(p + 4);
+    pl->copy_bytes = get32(p + 8);
+    pl->n_ids = get32(p + 12);
+    pl->n_lfs = get32(p + 16);
+    pl->n_types = get32(p + 20);
+    pl->n_fresh = get32(p + 24);
+    uint64_t size = PLAN_HDR + (uint64_t)pl->n_types * 8 + (uint64_t)pl->n_ops * PLAN_OP;
+    if (size > avail)
+        return 0;
+    pl->types = p + PLAN_HDR;
+    pl->ops = pl->types + (size_t)pl->n_types * 8;
+    return (size_t)size;
+}
+
+void runrec_plan_type(const runrec_plan_t *pl, uint32_t i, uint32_t *type, uint32_t *count)
+{
+    *count = get32(pl->types + (size_t)i * 8);
+    *type = get32(pl->types + (size_t)i * 8 + 4);
+}
+
+size_t runrec_plan_room(const runrec_plan_t *pl, const runrec_subst_t *s)
+{
+    return 6 + (size_t)pl->copy_bytes + (size_t)pl->n_ids * s->max_q + (size_t)pl->n_lfs * 7 +
+           (size_t)pl->n_events * 8;
+}
+
+/* One pass over the ops into a reservation of runrec_plan_room: a copy and a
+ * put per id or line end, against ~4 copies and the record parsing per event
+ * that rendering record by record takes. */
+int runrec_plan_render_sse(buf_t *out, const runrec_plan_t *pl, const char *recs, size_t recs_len,
+                           const runrec_subst_t *s)
+{
+    if (!pl->n_ops || get32(pl->ops + (size_t)(pl->n_ops - 1) * PLAN_OP + 8) != PUT_END)
+        return pl->n_events || pl->n_ops ? -EINVAL : 0;
+    if (pl->n_fresh && !fresh_id(s, pl->n_fresh - 1))   /* every fresh id minted here, none in the loop */
+        return -ENOMEM;
+    if (buf_reserve(out, runrec_plan_room(pl, s)))
+        return -ENOMEM;
+    const char *fresh = s->ids->data;
+    char *w = out->data + out->len;
+    memcpy(w, "data: ", 6);
+    w += 6;
+    const char *op = pl->ops;
+    for (uint32_t i = 0; i < pl->n_ops; i++, op += PLAN_OP) {
+        uint32_t off = get32(op), len = get32(op + 4), what = get32(op + 8);
+        if ((uint64_t)off + len > recs_len)
+            return -EINVAL;
+        memcpy(w, recs + off, len);
+        w += len;
+        if (what == PUT_END) {
+            memcpy(w, "\n\ndata: ", 8);
+            w += 8;
+        } else if (what == PUT_LF) {
+            memcpy(w, "\ndata: ", 7);
+            w += 7;
+        } else if (what == 0) {
+            memcpy(w, s->thread_q, s->thread_q_len);
+            w += s->thread_q_len;
+        } else if (what == 1) {
+            memcpy(w, s->run_q, s->run_q_len);
+            w += s->run_q_len;
+        } else {
+            if (what - 2 >= pl->n_fresh)
+                return -EINVAL;
+            *w++ = '"';
+            memcpy(w, fresh + (size_t)(what - 2) * RUNREC_ID_LEN, RUNREC_ID_LEN);
+            w += RUNREC_ID_LEN;
+            *w++ = '"';
+        }
+    }
+    out->len = (size_t)(w - 6 - out->data);   /* no event follows the last */
+    return 0;
+}

@@ -81,6 +81,30 @@ int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *
  * break). Errors as runrec_render_append. */
 int runrec_render_sse(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
 
+/* A stored run's SSE plan: every event's frame as copies out of the records
+ * and the ids and line ends put between them, found once when the run is
+ * stored, so a replay that fits its buffer renders the whole run in one pass
+ * (runrec_plan_render_sse) instead of record by record. */
+typedef struct runrec_plan {
+    uint32_t    n_events, n_ops, copy_bytes, n_ids, n_lfs, n_types, n_fresh;
+    const char *types, *ops;
+} runrec_plan_t;
+
+/* Appends the plan of the records that are the concatenation of the n_parts
+ * parts (a flight's chunks). 0, -ENOMEM, or -EINVAL for a cut record or a
+ * patch that does not fit its event. */
+int runrec_plan_build(buf_t *out, const char *const *parts, const size_t *part_lens, size_t n_parts);
+/* Reads the plan at p; its size, or 0 when avail does not hold it. */
+size_t runrec_plan_parse(const char *p, size_t avail, runrec_plan_t *pl);
+/* The i-th event type of the run (i < n_types) and how many events have it. */
+void runrec_plan_type(const runrec_plan_t *pl, uint32_t i, uint32_t *type, uint32_t *count);
+/* The most bytes runrec_plan_render_sse can append under s. */
+size_t runrec_plan_room(const runrec_plan_t *pl, const runrec_subst_t *s);
+/* Appends every event as SSE frames under s's ids. 0, -ENOMEM, or -EINVAL for
+ * a plan that does not fit recs; on failure out's length is as it was. */
+int runrec_plan_render_sse(buf_t *out, const runrec_plan_t *pl, const char *recs, size_t recs_len,
+                           const runrec_subst_t *s);
+
 /* The same into out reset first. */
 static inline int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
 {

@@ -159,6 +159,7 @@ describe('response cache', () => {
         }
       });
       assert.equal(ids.size, 3, 'm-1, m-2 and tc-1 each mapped');
+      assert.equal(new Set(ids.values()).size, 3, 'to three different new ids');
       assert.equal(events[9].snapshot.id, 'm-1', 'state is the agent\'s data: never rewritten');
     }
     assert.notEqual(runs[0].events[1].messageId, runs[1].events[1].messageId, 'each hit mints its own ids');
@@ -184,8 +185,12 @@ describe('response cache', () => {
     await stopClean(agate);
   });
 
-  test('a HIT replays multi-line (pretty-printed) events as multi-line data, one-line ones as one line', T, async (t) => {
-    // The store notes which events hold a line feed, so a replay splits only those.
+  // The store notes which events hold a line feed, so a replay splits only those.
+  // A HIT that fits the stream buffer is rendered whole from the entry's plan;
+  // one that does not goes a stretch of records at a time, and an event with a
+  // line feed is handed to the sink on its own.
+  const replays = [['whole, from the plan', {}], ['record by record', { buffer: '100B' }]];
+  for (const [how, stream] of replays) test(`a HIT replays multi-line (pretty-printed) events as multi-line data, one-line ones as one line (${how})`, T, async (t) => {
     const q = sameQuestion('pretty please');
     const srv = await useServer(t, {
       script: (rec) => {
@@ -193,7 +198,7 @@ describe('response cache', () => {
         return { events: evs.map((e, i) => (i === 2 || i === 9 ? { pretty: e } : e)) };
       },
     });
-    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url, { stream }) });
     const miss = await post(agate, q());
     assert.equal(miss.headers['x-cache'], 'MISS');
     const input = q();

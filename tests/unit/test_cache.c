@@ -267,21 +267,23 @@ static void test_evids(void **state)
 }
 
 /* Records a run, replays it twice under new ids, checks every rewrite. */
+/* A run with every kind of id and one event holding a line feed. */
+static const char *const events[] = {
+    "{\"type\":\"RUN_STARTED\",\"threadId\":\"T0\",\"runId\":\"R0\"}",
+    "{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}",
+    "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"m1 stays in text\"}",
+    "{\"type\":\"TOOL_CALL_START\",\"toolCallId\":\"tc\",\"toolCallName\":\"f\",\"parentMessageId\":\"m1\"}",
+    "{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m2\",\"toolCallId\":\"tc\",\"content\":\"x\"}",
+    "{\"type\":\"STATE_SNAPSHOT\",\n\"snapshot\":{\"messageId\":\"m1\"}}",   /* a LF: RUNREC_F_LF */
+    "{\"type\":\"RUN_FINISHED\",\"threadId\":\"T0\",\"runId\":\"R0\"}",
+};
+static const agui_type_t types[] = {AGUI_RUN_STARTED, AGUI_TEXT_MESSAGE_START, AGUI_TEXT_MESSAGE_CONTENT,
+                                    AGUI_TOOL_CALL_START, AGUI_TOOL_CALL_RESULT, AGUI_STATE_SNAPSHOT,
+                                    AGUI_RUN_FINISHED};
+
 static void test_runrec_rewrite(void **state)
 {
     (void)state;
-    static const char *const events[] = {
-        "{\"type\":\"RUN_STARTED\",\"threadId\":\"T0\",\"runId\":\"R0\"}",
-        "{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m1\",\"role\":\"assistant\"}",
-        "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m1\",\"delta\":\"m1 stays in text\"}",
-        "{\"type\":\"TOOL_CALL_START\",\"toolCallId\":\"tc\",\"toolCallName\":\"f\",\"parentMessageId\":\"m1\"}",
-        "{\"type\":\"TOOL_CALL_RESULT\",\"messageId\":\"m2\",\"toolCallId\":\"tc\",\"content\":\"x\"}",
-        "{\"type\":\"STATE_SNAPSHOT\",\n\"snapshot\":{\"messageId\":\"m1\"}}",   /* a LF: RUNREC_F_LF */
-        "{\"type\":\"RUN_FINISHED\",\"threadId\":\"T0\",\"runId\":\"R0\"}",
-    };
-    static const agui_type_t types[] = {AGUI_RUN_STARTED, AGUI_TEXT_MESSAGE_START, AGUI_TEXT_MESSAGE_CONTENT,
-                                        AGUI_TOOL_CALL_START, AGUI_TOOL_CALL_RESULT, AGUI_STATE_SNAPSHOT,
-                                        AGUI_RUN_FINISHED};
     const size_t n = sizeof events / sizeof events[0];
     runrec_ids_t ids = {0};
     buf_t log = {0}, out = {0}, fresh = {0}, quoted = {0};
@@ -442,6 +444,82 @@ static void test_runrec_render_append(void **state)
     buf_free(&quoted);
 }
 
+/* A stored run's SSE plan renders, in one pass, exactly the frames that
+ * rendering record by record gives (a line feed splitting its data line),
+ * whatever chunks the log came in; a plan that does not fit its records
+ * appends nothing. */
+static void test_runrec_plan(void **state)
+{
+    (void)state;
+    const size_t n = sizeof events / sizeof events[0];
+    runrec_ids_t ids = {0};
+    buf_t log = {0}, plan = {0}, out = {0}, ref = {0}, one = {0}, fresh = {0}, quoted = {0};
+    size_t cut = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(runrec_build(&log, &ids, types[i], events[i], strlen(events[i]), 0), 0);
+        if (i == 2)
+            cut = log.len;   /* the log in two chunks, split after the third record */
+    }
+    const char *parts[2] = {log.data, log.data + cut};
+    size_t lens[2] = {cut, log.len - cut};
+    assert_int_equal(runrec_plan_build(&plan, parts, lens, 2), 0);
+    runrec_plan_t pl = {0};
+    assert_int_equal(runrec_plan_parse(plan.data, plan.len, &pl), plan.len);
+    assert_int_equal(runrec_plan_parse(plan.data, plan.len - 1, &pl), 0);
+    assert_int_equal(runrec_plan_parse(plan.data, plan.len, &pl), plan.len);
+    assert_int_equal(pl.n_events, n);
+    assert_int_equal(pl.n_types, n);   /* each event its own type */
+    for (uint32_t i = 0; i < pl.n_types; i++) {
+        uint32_t type, count;
+        runrec_plan_type(&pl, i, &type, &count);
+        assert_int_equal(count, 1);
+    }
+    assert_int_equal(pl.n_fresh, 3);   /* m1, tc, m2 */
+
+    rand_state_t rng = {{5, 6, 7, 8}};
+    runrec_subst_t s;
+    assert_int_equal(runrec_subst_init(&s, &quoted, "t\"\n2", 4, "r2", 2, &fresh, &rng), 0);
+    assert_int_equal(buf_append_lit(&out, "head"), 0);
+    assert_int_equal(runrec_plan_render_sse(&out, &pl, log.data, log.len, &s), 0);
+    assert_true(out.len - 4 <= runrec_plan_room(&pl, &s));
+    /* the reference, record by record, under the same (already minted) ids */
+    for (size_t at = 0, size; at < log.len; at += size) {
+        runrec_t rec;
+        assert_true((size = runrec_parse(log.data + at, log.len - at, &rec)) > 0);
+        assert_int_equal(runrec_render(&one, &rec, &s), 0);
+        assert_int_equal(buf_append_lit(&ref, "data: "), 0);
+        for (size_t i = 0; i < one.len; i++)
+            assert_int_equal(one.data[i] == '\n' ? buf_append_lit(&ref, "\ndata: ") : buf_putc(&ref, one.data[i]), 0);
+        assert_int_equal(buf_append_lit(&ref, "\n\n"), 0);
+    }
+    assert_int_equal(out.len, 4 + ref.len);
+    assert_memory_equal(out.data, "head", 4);
+    assert_memory_equal(out.data + 4, ref.data, ref.len);
+    assert_non_null(memmem(ref.data, ref.len, "\"STATE_SNAPSHOT\",\ndata: \"snapshot\"", 34));
+
+    /* records shorter than the plan says, or a plan cut before its last event's end */
+    size_t before = out.len;
+    assert_int_equal(runrec_plan_render_sse(&out, &pl, log.data, log.len - 1, &s), -EINVAL);
+    assert_int_equal(out.len, before);
+    runrec_plan_t short_pl = pl;
+    short_pl.n_ops--;
+    assert_int_equal(runrec_plan_render_sse(&out, &short_pl, log.data, log.len, &s), -EINVAL);
+    assert_int_equal(out.len, before);
+    /* a log cut inside a record has no plan */
+    buf_reset(&plan);
+    lens[1]--;
+    assert_int_equal(runrec_plan_build(&plan, parts, lens, 2), -EINVAL);
+
+    runrec_ids_free(&ids);
+    buf_free(&log);
+    buf_free(&plan);
+    buf_free(&out);
+    buf_free(&ref);
+    buf_free(&one);
+    buf_free(&fresh);
+    buf_free(&quoted);
+}
+
 static void test_store_hit_miss_ref(void **state)
 {
     (void)state;
@@ -529,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_evids),
         cmocka_unit_test(test_runrec_rewrite),
         cmocka_unit_test(test_runrec_render_append),
+        cmocka_unit_test(test_runrec_plan),
         cmocka_unit_test_setup_teardown(test_store_hit_miss_ref, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_store_eviction, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_store_ttl, store_setup, store_teardown),
