@@ -565,6 +565,20 @@ uint32_t jtape_get(jtape_t *t, uint32_t o, const char *key, size_t klen)
     return found;
 }
 
+void jtape_get_keys(jtape_t *t, uint32_t o, const jtape_key_t *keys, size_t n, uint32_t *out)
+{
+    memset(out, 0, n * sizeof *out);
+    for (uint32_t k = o + 1, end = t->nodes[o].next; k < end; k = t->nodes[k + 1].next) {
+        const jtape_node_t *nd = &t->nodes[k];
+        for (size_t i = 0; i < n; i++)
+            if ((nd->flags & JT_F_ESC) ? jtape_str_eq(t, k, keys[i].s, keys[i].len)
+                                       : nd->len == keys[i].len && jtape_bytes_eq(t->src + nd->off, keys[i].s, keys[i].len)) {
+                out[i] = k + 1;
+                break;
+            }
+    }
+}
+
 bool jtape_safe_int(const jtape_t *t, uint32_t i, bool nonneg, int64_t *out)
 {
     const jtape_node_t *nd = &t->nodes[i];

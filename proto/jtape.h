@@ -128,6 +128,14 @@ static inline uint32_t jtape_count(const jtape_t *t, uint32_t i) { return t->nod
  * of duplicates), or 0 when there is none (0 is the root, never a member). */
 uint32_t jtape_get(jtape_t *t, uint32_t o, const char *key, size_t klen);
 
+/* jtape_get for n keys, reading the members once: out[i] is keys[i]'s value. */
+typedef struct jtape_key {
+    const char *s;
+    size_t      len;
+} jtape_key_t;
+#define JTAPE_KEY(lit) { lit, sizeof(lit) - 1 }
+void jtape_get_keys(jtape_t *t, uint32_t o, const jtape_key_t *keys, size_t n, uint32_t *out);
+
 /* A string's bytes, decoded; valid until the next parse. Inline for the common
  * string without escapes, which is read where it lies in the input. */
 const char *jtape_str_decoded(jtape_t *t, uint32_t i, size_t *len);

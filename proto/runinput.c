@@ -85,10 +85,10 @@ static int ri_refused(const char *body, size_t len, int rc, runinput_err_t *err)
 /* forwardedProps.agate.tokenIntervalMs: an integer >= 0 within JavaScript's safe
  * range (what z.int() accepts). 1e3 and 5.0 count as integers, as they do in
  * JavaScript. */
-static int ri_token_interval(jtape_t *t, int64_t *out, runinput_err_t *err)
+static int ri_token_interval(jtape_t *t, uint32_t fp, int64_t *out, runinput_err_t *err)
 {
     *out = -1;
-    uint32_t fp = jtape_get(t, 0, "forwardedProps", 14), agate = 0, v = 0;
+    uint32_t agate = 0, v = 0;
     if (fp && jtape_kind(t, fp) == JT_OBJ)
         agate = jtape_get(t, fp, "agate", 5);
     if (agate && jtape_kind(t, agate) == JT_OBJ)
@@ -134,11 +134,14 @@ int runinput_parse(const char *body, size_t len, runinput_t *in, runinput_err_t 
         snprintf(err->message, sizeof err->message, "%s", c.problem);
         return -EINVAL;
     }
-    if ((rc = ri_token_interval(t, &in->token_interval_ms, err)))
+    static const jtape_key_t keys[] = {JTAPE_KEY("threadId"), JTAPE_KEY("runId"), JTAPE_KEY("messages"),
+                                       JTAPE_KEY("forwardedProps")};
+    uint32_t root[4];
+    jtape_get_keys(t, 0, keys, 4, root);
+    if ((rc = ri_token_interval(t, root[3], &in->token_interval_ms, err)))
         return rc;
 
-    uint32_t tid = jtape_get(t, 0, "threadId", 8), rid = jtape_get(t, 0, "runId", 5);
-    uint32_t msgs = jtape_get(t, 0, "messages", 8), content = 0, i = 0;
+    uint32_t tid = root[0], rid = root[1], msgs = root[2], content = 0, i = 0;
     for (uint32_t m = msgs + 1; m < jtape_end(t, msgs); m = jtape_end(t, m), i++) {
         if (jtape_str_eq(t, jtape_get(t, m, "role", 4), "user", 4)) {
             content = jtape_get(t, m, "content", 7);
