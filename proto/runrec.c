@@ -177,6 +177,14 @@ static const char *fresh_id(const runrec_subst_t *s, size_t k)
     return s->ids->data + k * RUNREC_ID_LEN;
 }
 
+/* The run's own id at w (0: the thread's, 1: the run's), quoted; its end. */
+static inline char *put_own_id(char *w, const runrec_subst_t *s, uint32_t id)
+{
+    size_t n = id ? s->run_q_len : s->thread_q_len;
+    memcpy(w, id ? s->run_q : s->thread_q, n);
+    return w + n;
+}
+
 /* Writes rec's JSON with every patch replaced at w, which has room for the
  * event with every patch at its longest (room()). Its end, or NULL with *err
  * set. Plain copies after one reservation: this runs once per replayed event,
@@ -195,12 +203,8 @@ static char *render_at(char *w, const runrec_t *rec, const runrec_subst_t *s, in
         }
         memcpy(w, rec->json + at, off - 1 - at);
         w += off - 1 - at;
-        if (id == 0) {
-            memcpy(w, s->thread_q, s->thread_q_len);
-            w += s->thread_q_len;
-        } else if (id == 1) {
-            memcpy(w, s->run_q, s->run_q_len);
-            w += s->run_q_len;
+        if (id <= 1) {
+            w = put_own_id(w, s, id);
         } else {
             const char *fresh = fresh_id(s, id - 2);
             if (!fresh) {
@@ -416,12 +420,8 @@ int runrec_plan_render_sse(buf_t *out, const runrec_plan_t *pl, const char *recs
         } else if (what == PUT_LF) {
             memcpy(w, "\ndata: ", 7);
             w += 7;
-        } else if (what == 0) {
-            memcpy(w, s->thread_q, s->thread_q_len);
-            w += s->thread_q_len;
-        } else if (what == 1) {
-            memcpy(w, s->run_q, s->run_q_len);
-            w += s->run_q_len;
+        } else if (what <= 1) {
+            w = put_own_id(w, s, what);
         } else {
             if (what - 2 >= pl->n_fresh)
                 return -EINVAL;
