@@ -11,7 +11,10 @@
  *   - an event's first data line is kept as a (pointer, length) slice of the
  *     input (or of `line`), and the blank line that ends the event hands that
  *     slice to the callback: no copy at all. Only at the end of a feed, or when a
- *     second data line arrives, is the slice copied ("spilled") into `data`.
+ *     second data line arrives, is the slice copied ("spilled") into `data`;
+ *   - and that whole frame, found at the start of a line with nothing of an
+ *     event pending, is dispatched straight from the input without the line
+ *     machinery at all.
  *
  * Invariants between feeds:
  *   - `line` holds the bytes of the current line seen so far, never a line end;
@@ -300,6 +303,24 @@ int sseread_feed(sseread_t *p, const char *bytes, size_t len, sseread_event_cb o
             cr = memchr(pos, '\r', (size_t)(end - pos));
             if (!cr)
                 cr = end;
+        }
+        /* The frame nearly every AG-UI event comes in, "data: <json>\n\n", whole
+         * before the next CR and with nothing of an event pending: dispatched at
+         * once, without a pass through sse_line for each of its two lines (~40 %
+         * of the parse of a 100-byte event, callgrind). The bound is the one
+         * sse_fits would apply to its data line; past it, the general path
+         * fails the same way. */
+        if (p->line.len == 0 && !p->has_data && p->type.len == 0 && cr - pos > 7 && !memcmp(pos, "data: ", 6)) {
+            const char *nl = memchr(pos + 6, '\n', (size_t)(cr - pos - 6));
+            if (nl && nl + 1 < cr && nl[1] == '\n' && (size_t)(nl - pos) <= p->max_event) {
+                f.dptr = pos + 6;
+                f.dlen = (size_t)(nl - pos - 6);
+                p->has_data = true;
+                if ((rc = sse_dispatch(&f)))
+                    break;
+                pos = nl + 2;
+                continue;
+            }
         }
         /* the blank line that ends an event: no call for it */
         const char *eol = *pos == '\n' ? pos : memchr(pos, '\n', (size_t)(cr - pos));
