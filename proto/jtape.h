@@ -97,8 +97,17 @@ static inline bool jtape_bytes_eq(const char *a, const char *b, size_t n)
             return false;
         if (n <= 16)
             return true;
-        if (n > 32)
+        if (n > 64)
             return !__builtin_memcmp(a + 8, b + 8, n - 16);
+        if (n > 32) {   /* 33..64 (a UUID is 36): [8, 32) and [n - 32, n - 8) */
+            for (size_t o = 8; o < 32; o += 8) {
+                __builtin_memcpy(&x, a + o, 8); __builtin_memcpy(&y, b + o, 8);
+                __builtin_memcpy(&x2, a + n - 8 - o, 8); __builtin_memcpy(&y2, b + n - 8 - o, 8);
+                if (x != y || x2 != y2)
+                    return false;
+            }
+            return true;
+        }
         /* 17..32: the middle is covered by [8, 16) and [n - 16, n - 8) */
         __builtin_memcpy(&x, a + 8, 8); __builtin_memcpy(&y, b + 8, 8);
         __builtin_memcpy(&x2, a + n - 16, 8); __builtin_memcpy(&y2, b + n - 16, 8);

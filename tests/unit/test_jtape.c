@@ -266,6 +266,24 @@ static void test_depth(void **state)
     jtape_free(&t);
 }
 
+/* jtape_bytes_eq against memcmp: every length to 80 (each of its word paths),
+ * equal, and unequal at every single position. */
+static void test_bytes_eq(void **state)
+{
+    (void)state;
+    char a[80], b[80];
+    for (size_t i = 0; i < sizeof a; i++)
+        a[i] = b[i] = (char)('a' + i % 26);
+    for (size_t n = 0; n <= sizeof a; n++) {
+        assert_true(jtape_bytes_eq(a, b, n));
+        for (size_t k = 0; k < n; k++) {
+            b[k] ^= 0x20;
+            assert_false(jtape_bytes_eq(a, b, n));
+            b[k] ^= 0x20;
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_member_forms),
         cmocka_unit_test(test_nesting_walk),
         cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_bytes_eq),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
