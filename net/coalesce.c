@@ -226,10 +226,12 @@ static void reader_blob(reader_t *rd, cache_view_t v, runrec_plan_t *plan)
     uint32_t n = 0;
     if (v.len >= 4)
         memcpy(&n, v.data, 4);
-    if (v.len < 4 || n > v.len - 4 || runrec_plan_parse(v.data + 4, n, plan) != n)
-        n = (uint32_t)(v.len >= 4 ? v.len - 4 : 0);   /* cannot be: read as no records */
-    size_t skip = v.len >= 4 ? 4 + (size_t)n : v.len;
-    *rd = (reader_t){.blob = v.data + skip, .blob_len = v.len - skip};
+    if (v.len < 4 || n > v.len - 4 || runrec_plan_parse(v.data + 4, n, plan) != n) {
+        *plan = (runrec_plan_t){0};   /* cannot be (store wrote it): read as a run with no records */
+        *rd = (reader_t){.blob = v.data + v.len};
+        return;
+    }
+    *rd = (reader_t){.blob = v.data + 4 + n, .blob_len = v.len - 4 - n};
 }
 
 /* The next record without consuming it; *size for reader_advance. */

@@ -137,7 +137,8 @@ static inline uint32_t jtape_count(const jtape_t *t, uint32_t i) { return t->nod
  * of duplicates), or 0 when there is none (0 is the root, never a member). */
 uint32_t jtape_get(jtape_t *t, uint32_t o, const char *key, size_t klen);
 
-/* jtape_get for n keys, reading the members once: out[i] is keys[i]'s value. */
+/* jtape_get for n keys, reading the members once: out[i] is keys[i]'s value
+ * (the last of duplicates), or 0. */
 typedef struct jtape_key {
     const char *s;
     size_t      len;

@@ -227,9 +227,10 @@ static inline size_t room(const runrec_t *rec, const runrec_subst_t *s)
     return rec->json_len + (size_t)rec->n_patch * s->max_q;
 }
 
-int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
+int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
 {
     int err = 0;
+    buf_reset(out);
     if (buf_reserve(out, room(rec, s)))
         return -ENOMEM;
     char *w = render_at(out->data + out->len, rec, s, &err);

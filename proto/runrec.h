@@ -70,15 +70,15 @@ typedef struct runrec_subst {
 int runrec_subst_init(runrec_subst_t *s, buf_t *q, const char *thread, size_t thread_len, const char *run,
                       size_t run_len, buf_t *ids, rand_state_t *rng);
 
-/* Appends the event's JSON with every patch replaced to out. 0, -ENOMEM, or
- * -EINVAL for a record whose id spans do not fit its event; on failure out's
- * length is as it was. The ids put in are JSON-escaped, so rendering adds no
- * line feed. A record without patches comes out as it is stored. */
-int runrec_render_append(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
+/* The event's JSON with every patch replaced, into out (reset first). 0,
+ * -ENOMEM, or -EINVAL for a record whose id spans do not fit its event. The
+ * ids put in are JSON-escaped, so rendering adds no line feed. A record
+ * without patches comes out as it is stored. */
+int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
 
 /* The event as one SSE frame ("data: <json>\n\n") appended to out, in one
  * reservation; for a record without RUNREC_F_LF (SSE data cannot hold a line
- * break). Errors as runrec_render_append. */
+ * break). Errors as runrec_render; on failure out's length is as it was. */
 int runrec_render_sse(buf_t *out, const runrec_t *rec, const runrec_subst_t *s);
 
 /* A stored run's SSE plan: every event's frame as copies out of the records
@@ -104,12 +104,5 @@ size_t runrec_plan_room(const runrec_plan_t *pl, const runrec_subst_t *s);
  * a plan that does not fit recs; on failure out's length is as it was. */
 int runrec_plan_render_sse(buf_t *out, const runrec_plan_t *pl, const char *recs, size_t recs_len,
                            const runrec_subst_t *s);
-
-/* The same into out reset first. */
-static inline int runrec_render(buf_t *out, const runrec_t *rec, const runrec_subst_t *s)
-{
-    buf_reset(out);
-    return runrec_render_append(out, rec, s);
-}
 
 #endif

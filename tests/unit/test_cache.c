@@ -397,10 +397,11 @@ static bool has(unsigned i, uint64_t now)
     return e != NULL;
 }
 
-/* runrec_render_append, which the SSE sink's direct path uses: it appends
- * after what the buffer holds, agrees with runrec_render, and a record whose
- * spans do not fit its event leaves the buffer's length as it was. */
-static void test_runrec_render_append(void **state)
+/* runrec_render_sse, which the SSE sink's records path uses: it appends one
+ * frame after what the buffer holds, the frame's data is runrec_render's, and
+ * a record whose spans do not fit its event leaves the buffer's length as it
+ * was. */
+static void test_runrec_render_sse(void **state)
 {
     (void)state;
     const char *ev = "{\"type\":\"RUN_FINISHED\",\"threadId\":\"T0\",\"runId\":\"R0\"}";
@@ -415,12 +416,13 @@ static void test_runrec_render_append(void **state)
     char longid[300];
     memset(longid, 'x', sizeof longid);
     assert_int_equal(runrec_subst_init(&s, &quoted, longid, sizeof longid, "r\"9", 3, &fresh, &rng), 0);
-    assert_int_equal(buf_append_lit(&out, "data: "), 0);
-    assert_int_equal(runrec_render_append(&out, &rec, &s), 0);
+    assert_int_equal(buf_append_lit(&out, "head"), 0);
+    assert_int_equal(runrec_render_sse(&out, &rec, &s), 0);
     assert_int_equal(runrec_render(&one, &rec, &s), 0);
-    assert_int_equal(out.len, 6 + one.len);
-    assert_memory_equal(out.data, "data: ", 6);
-    assert_memory_equal(out.data + 6, one.data, one.len);
+    assert_int_equal(out.len, 4 + 6 + one.len + 2);
+    assert_memory_equal(out.data, "headdata: ", 10);
+    assert_memory_equal(out.data + 10, one.data, one.len);
+    assert_memory_equal(out.data + 10 + one.len, "\n\n", 2);
     json_error_t je;
     json_t *j = json_loadb(one.data, one.len, 0, &je);
     assert_non_null(j);
@@ -434,7 +436,7 @@ static void test_runrec_render_append(void **state)
     uint32_t off = rec.json_len;
     memcpy(last, &off, 4);
     size_t before = out.len;
-    assert_int_equal(runrec_render_append(&out, &rec, &s), -EINVAL);
+    assert_int_equal(runrec_render_sse(&out, &rec, &s), -EINVAL);
     assert_int_equal(out.len, before);
     runrec_ids_free(&ids);
     buf_free(&log);
@@ -606,7 +608,7 @@ int main(void)
         cmocka_unit_test(test_canon_key),
         cmocka_unit_test(test_evids),
         cmocka_unit_test(test_runrec_rewrite),
-        cmocka_unit_test(test_runrec_render_append),
+        cmocka_unit_test(test_runrec_render_sse),
         cmocka_unit_test(test_runrec_plan),
         cmocka_unit_test_setup_teardown(test_store_hit_miss_ref, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_store_eviction, store_setup, store_teardown),
