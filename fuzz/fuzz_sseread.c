@@ -50,6 +50,10 @@ static int fz_event(void *ctx, const sseread_event_t *ev)
     FZ_CHECK(!memchr(ev->data, '\r', ev->data_len));
     FZ_CHECK(ev->multiline || !memchr(ev->data, '\n', ev->data_len));   /* the SSE sinks trust it */
     FZ_CHECK(ev->retry_ms >= -1);
+    /* a relay copies a whole frame as it is: it must be exactly the event */
+    FZ_CHECK(!ev->frame || (ev->frame_len == ev->data_len + 8 && !memcmp(ev->frame, "data: ", 6) &&
+                            ev->data == ev->frame + 6 && !memcmp(ev->data + ev->data_len, "\n\n", 2) &&
+                            !ev->type_len && !ev->multiline));
     fz_put(&l->b, 'D', ev->data, ev->data_len);
     fz_put(&l->b, 'T', ev->type, ev->type_len);
     fz_put(&l->b, 'I', ev->id, ev->id_len);

@@ -217,6 +217,26 @@ nomem:
     return -ENOMEM;
 }
 
+/* The proxy's relay of an SSE upstream's frames read together: one copy and
+ * the book-keeping once, where sse_raw per event cost ~120 instructions. */
+static int sse_frames(run_t *r, const char *p, size_t len, const uint8_t *types, uint32_t n)
+{
+    conn_t *c = sink_conn(r);
+    buf_t *b = conn_fill(c);
+    conn_body_open(c);
+    if (buf_append(b, p, len)) {
+        conn_abort(c);   /* releases the run */
+        return -ENOMEM;
+    }
+    metrics_shard_t *m = c->sh->m;
+    if (m)
+        for (uint32_t i = 0; i < n; i++)
+            if (types[i] < AGUI_TYPE_COUNT)
+                metrics_add(&m->events[types[i]], 1);
+    sent_frames(c, r, n, len);
+    return 0;
+}
+
 static bool sse_writable(run_t *r)
 {
     conn_t *c = sink_conn(r);
@@ -275,6 +295,7 @@ static const run_sink_ops_t sse_sink = {
     .start = sse_start,
     .event = sse_event,
     .raw = sse_raw,
+    .frames = sse_frames,
     .records = sse_records,
     .stored = sse_stored,
     .writable = sse_writable,

@@ -34,6 +34,11 @@ typedef struct run_sink_ops {
      * has_lf false: the caller knows the JSON holds no line feed (an SSE sink
      * then need not search it for one). */
     int  (*raw)(struct run *r, agui_type_t type, const char *json, size_t len, bool has_lf);
+    /* Optional (NULL: use raw for each): n events already framed the way this
+     * sink writes them, back to back in p[0..len) (an SSE upstream's
+     * "data: <json>\n\n" frames for an SSE client), types[i] the i-th one's.
+     * Written as they are. 0, or -errno: the run was released. */
+    int  (*frames)(struct run *r, const char *p, size_t len, const uint8_t *types, uint32_t n);
     /* Optional (NULL: use raw): a stretch of a stored or shared run's records
      * (proto/runrec.h), rendered under s's ids straight into the sink's output
      * in one pass, for as long as the buffer bound allows. *used is the bytes

@@ -44,6 +44,8 @@ typedef struct sse_feed {
     sseread_t         *p;
     const char        *dptr;   /* first data value, not yet copied; NULL if none */
     size_t             dlen;
+    const char        *frame;  /* the whole-frame fast path's frame, for the event it dispatches */
+    size_t             frame_len;
     sseread_event_cb   on_event;
     sseread_comment_cb on_comment;
     void              *ctx;
@@ -141,6 +143,9 @@ static int sse_dispatch(sse_feed_t *f)
     ev.id_len = p->id.len;
     ev.retry_ms = p->retry_ms;
     ev.multiline = p->multiline;
+    ev.frame = f->frame;
+    ev.frame_len = f->frame_len;
+    f->frame = NULL;
     /* Reset before the call: lengths only, so the bytes ev points at stay put. */
     f->dptr = NULL;
     buf_reset(&p->data);
@@ -315,6 +320,8 @@ int sseread_feed(sseread_t *p, const char *bytes, size_t len, sseread_event_cb o
             if (nl && nl + 1 < cr && nl[1] == '\n' && (size_t)(nl - pos) <= p->max_event) {
                 f.dptr = pos + 6;
                 f.dlen = (size_t)(nl - pos - 6);
+                f.frame = pos;
+                f.frame_len = (size_t)(nl + 2 - pos);
                 p->has_data = true;
                 if ((rc = sse_dispatch(&f)))
                     break;

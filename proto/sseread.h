@@ -20,6 +20,11 @@ typedef struct sseread_event {
     const char *id;     size_t id_len;      /* the last event ID (persists across events, per spec) */
     int64_t     retry_ms;                   /* from a "retry:" line in this event, -1 when none */
     bool        multiline;                  /* more than one data line: only then can data hold a LF */
+    /* The event's whole frame in the input when it came as exactly
+     * "data: <data>\n\n" (data_len + 8 bytes, data pointing into it), so a
+     * relay to an SSE client can copy a run of such frames at once; NULL
+     * otherwise (the frame was split, had other fields or other line ends). */
+    const char *frame;  size_t frame_len;
 } sseread_event_t;
 /* The pointers are valid only during the callback (they may point into the bytes
  * passed to sseread_feed or into the parser's buffers); type and id are "" when

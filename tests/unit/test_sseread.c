@@ -26,6 +26,7 @@ typedef struct rec {
     size_t      calls;
     const char *in_lo, *in_hi; /* the current feed, to see where ev->data points */
     size_t      data_in_input;
+    size_t      frames;        /* events that came with their whole frame */
 } rec_t;
 
 static void put_esc(buf_t *b, const char *s, size_t n)
@@ -57,6 +58,17 @@ static int on_event(void *ctx, const sseread_event_t *ev)
     assert_int_equal(ev->multiline, memchr(ev->data, '\n', ev->data_len) != NULL);
     if (r->in_lo && ev->data >= r->in_lo && ev->data < r->in_hi)
         r->data_in_input++;
+    if (ev->frame) {   /* exactly "data: <data>\n\n", in the input, data inside it */
+        assert_int_equal(ev->frame_len, ev->data_len + 8);
+        assert_memory_equal(ev->frame, "data: ", 6);
+        assert_ptr_equal(ev->data, ev->frame + 6);
+        assert_memory_equal(ev->frame + 6 + ev->data_len, "\n\n", 2);
+        assert_int_equal(ev->type_len, 0);
+        assert_false(ev->multiline);
+        if (r->in_lo)
+            assert_true(ev->frame >= r->in_lo && ev->frame + ev->frame_len <= r->in_hi);
+        r->frames++;
+    }
     buf_append_lit(&r->log, "E|");
     put_esc(&r->log, ev->type, ev->type_len);
     buf_putc(&r->log, '|');
@@ -399,6 +411,37 @@ static void test_zero_copy(void **state)
     rec_free(&r);
 }
 
+/* The whole frames a relay may copy as they are: only "data: X\n\n" read in one
+ * piece with nothing of an event pending; consecutive ones lie back to back. */
+static void test_frames(void **state)
+{
+    (void)state;
+    const char s[] = "data: {\"a\":1}\n\ndata: {\"b\":2}\n\n"   /* two frames, back to back */
+                     "data: crlf\r\n\r\n"                          /* other line ends */
+                     "event: named\ndata: x\n\n"                    /* a field before */
+                     "data: one\ndata: two\n\n"                     /* two data lines */
+                     ": comment\ndata: after a comment\n\n";        /* a frame again */
+    sseread_t p;
+    rec_t r = { .in_lo = s, .in_hi = s + sizeof s - 1 };
+    sseread_init(&p, 1 << 20);
+    assert_int_equal(sseread_feed(&p, s, sizeof s - 1, on_event, on_comment, &r), 0);
+    assert_int_equal(r.events, 6);
+    assert_int_equal(r.frames, 3);
+    sseread_free(&p);
+    /* split anywhere inside a frame, that frame is not whole in any read */
+    const char t[] = "data: {\"a\":1}\n\n";
+    for (size_t cut = 1; cut < sizeof t - 1; cut++) {
+        rec_t q = {0};
+        sseread_init(&p, 1 << 20);
+        assert_int_equal(feed_cuts(&p, &q, t, sizeof t - 1, &cut, 1, false), 0);
+        assert_int_equal(q.events, 1);
+        assert_int_equal(q.frames, 0);
+        sseread_free(&p);
+        rec_free(&q);
+    }
+    rec_free(&r);
+}
+
 /* --- split invariance ------------------------------------------------------------ */
 
 /* Every rule above, in one stream. */
@@ -613,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_callback_stop),
         cmocka_unit_test(test_emsgsize),
         cmocka_unit_test(test_zero_copy),
+        cmocka_unit_test(test_frames),
         cmocka_unit_test(test_big_stream_whole),
         cmocka_unit_test(test_big_stream_every_split),
         cmocka_unit_test(test_big_stream_every_split_bounded),
