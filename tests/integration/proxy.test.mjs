@@ -244,6 +244,37 @@ describe('relaying', () => {
     await stopClean(agate);
   });
 
+  // agate holds an upstream read's plain "data: <json>\n\n" frames and writes
+  // them together when the read ends; any other frame in the same read, or a
+  // violation, must still land in the upstream's order.
+  test('one upstream write mixing plain and other frames: the client gets them in order; a violation in it comes after the events before it', T, async (t) => {
+    for (const validation of ['strict', 'pass']) {
+      const input = runInput(`one write ${validation}`);
+      const evs = simpleRun(input, 'a b c d e f');
+      const plain = (e) => `data: ${JSON.stringify(e)}\n\n`;
+      const oneWrite = plain(evs[0]) + plain(evs[1]) + `data: ${JSON.stringify(evs[2])}\r\n\r\n` + plain(evs[3])
+        + `event: message\ndata: ${JSON.stringify(evs[4])}\n\n` + plain(evs[5]) + ': a comment\n\n'
+        + plain(evs[6]) + prettyFrame(evs[7]) + evs.slice(8).map(plain).join('');
+      const up = await useServer(t, { script: { events: [{ raw: oneWrite }] } });
+      const agate = await useAgate(t, { config: proxyConfig({ endpoints: [up.url], validation }) });
+      const r = await run(agate, input);
+      assert.equal(r.statusCode, 200, r.text);
+      assert.ok(r.complete);
+      assert.deepEqual(r.events, evs, `${validation}: every event, in the upstream's order`);
+      await stopClean(agate);
+    }
+    const input = runInput('one write, a violation');
+    const evs = simpleRun(input, 'a b c d');
+    const bad = { type: 'TEXT_MESSAGE_CONTENT', messageId: 'never-started', delta: 'x' };
+    const oneWrite = [...evs.slice(0, 4), bad, ...evs.slice(4)].map((e) => `data: ${JSON.stringify(e)}\n\n`).join('');
+    const up = await useServer(t, { script: { events: [{ raw: oneWrite }, { hold: true }] } });
+    const agate = await useAgate(t, { config: proxyConfig({ endpoints: [up.url], validation: 'strict' }) });
+    const r = await run(agate, input);
+    assertRunError(r, 'upstream_protocol_error', /never-started/);
+    assert.deepEqual(r.events.slice(0, -1), evs.slice(0, 4), 'the events before the violation, then the RUN_ERROR');
+    await stopClean(agate);
+  });
+
   test('the client\'s 200 head is sent when the upstream answers, before its first event', T, async (t) => {
     const input = runInput('head first');
     const up = await useServer(t, { script: { events: [{ delay: 1000 }, ...simpleRun(input)] } });
