@@ -388,6 +388,8 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
         agent_run_drop_body(r);   /* no retry from here on */
         breaker_record(r->sh, &px->hold, false);
         schedule_timer(px);   /* the idle deadline may be earlier than the first-event one */
+        if (!px->r)
+            return 1;   /* (only if the timer could not be armed: the run was ended) */
     }
     px->last_type = type;
     if (r->co)
