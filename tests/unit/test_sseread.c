@@ -381,15 +381,23 @@ static void test_emsgsize(void **state)
     rec_free(&r);
 }
 
+/* A fresh parser (left initialised in *p), s[0..n) in one feed, recorded in r. */
+static void feed_fresh(sseread_t *p, rec_t *r, const char *s, size_t n)
+{
+    r->in_lo = s;
+    r->in_hi = s + n;
+    sseread_init(p, 1 << 20);
+    assert_int_equal(sseread_feed(p, s, n, on_event, on_comment, r), 0);
+}
+
 static void test_zero_copy(void **state)
 {
     /* a whole single-line event in one read: the callback sees the input itself,
      * and nothing is allocated for the data */
     const char s[] = "event: m\ndata: {\"type\":\"RUN_STARTED\"}\n\n: ping\ndata: x\n\n";
     sseread_t p;
-    rec_t r = { .in_lo = s, .in_hi = s + sizeof s - 1 };
-    sseread_init(&p, 1 << 20);
-    assert_int_equal(sseread_feed(&p, s, sizeof s - 1, on_event, on_comment, &r), 0);
+    rec_t r = {0};
+    feed_fresh(&p, &r, s, sizeof s - 1);
     assert_int_equal(r.events, 2);
     assert_int_equal(r.data_in_input, 2);
     assert_null(p.data.data);
@@ -422,9 +430,8 @@ static void test_frames(void **state)
                      "data: one\ndata: two\n\n"                     /* two data lines */
                      ": comment\ndata: after a comment\n\n";        /* a frame again */
     sseread_t p;
-    rec_t r = { .in_lo = s, .in_hi = s + sizeof s - 1 };
-    sseread_init(&p, 1 << 20);
-    assert_int_equal(sseread_feed(&p, s, sizeof s - 1, on_event, on_comment, &r), 0);
+    rec_t r = {0};
+    feed_fresh(&p, &r, s, sizeof s - 1);
     assert_int_equal(r.events, 6);
     assert_int_equal(r.frames, 3);
     sseread_free(&p);
