@@ -340,8 +340,9 @@ static int held_flush(proxy_run_t *px)
 /* One validated event to the client. A whole frame the SSE sink would write
  * byte for byte is held and written with the rest of its read (held_flush
  * from up_body): a copy and the book-keeping per read instead of per event,
- * ~100 instructions an event (callgrind). Anything else is written now,
- * after what is held, so the order stays the upstream's. */
+ * ~84 instructions an event saved (callgrind: 49.9 k -> 46.2 k per 44-event
+ * run). Anything else is written now, after what is held, so the order stays
+ * the upstream's. */
 static int relay(proxy_run_t *px, agui_type_t type, const sseread_event_t *ev)
 {
     run_t *r = px->r;
