@@ -112,6 +112,7 @@ static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, siz
     KEEP(shards, "shards");
     KEEP(max_connections, "limits.max_connections");
     KEEP(metrics_enabled, "metrics.enabled");
+    KEEP(log_writeback_bytes, "log.writeback");
     KEEP(otlp_endpoint, "trace.otlp_endpoint");
     KEEP(service_name, "trace.service_name");
     KEEP(otlp_interval_ms, "trace.otlp_interval");

@@ -5,15 +5,20 @@
  * only by the writer thread; each publishes with release and reads the other's
  * index with acquire, so no lock is needed. The writer polls (every 10 ms, 1 ms
  * while a ring is filling fast): a futex wake per line would put a syscall on
- * the request path, and 10 ms of log latency is invisible to anyone reading logs. */
+ * the request path, and 10 ms of log latency is invisible to anyone reading logs.
+ *
+ * When stdout is a regular file the writer also paces its way to disk (see
+ * file_pace): the fd's offset and the two marks below belong to the writer. */
 #include "core/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,12 +38,15 @@ static struct {
     log_ring_t *rings;
     unsigned    n;
     int         fd;
+    size_t      writeback;   /* window in bytes; 0: stdout is not a file, or pacing is off */
+    off_t       started;     /* [dropped, started) is being written to disk */
+    off_t       dropped;     /* below this the file's pages were given back */
     pthread_t   thr;
     bool        running;
     _Atomic bool stop;
 } g_log;
 
-int log_init(unsigned n, size_t ring_bytes, int fd)
+int log_init(unsigned n, size_t ring_bytes, int fd, size_t writeback)
 {
     size_t cap = 4096;
     while (cap < ring_bytes)
@@ -59,6 +67,13 @@ int log_init(unsigned n, size_t ring_bytes, int fd)
     }
     g_log.n = n;
     g_log.fd = fd;
+    g_log.writeback = 0;
+    struct stat st;
+    off_t at;
+    if (writeback && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (at = lseek(fd, 0, SEEK_CUR)) >= 0) {
+        g_log.writeback = writeback;
+        g_log.started = g_log.dropped = at & ~(off_t)4095;
+    }
     return 0;
 }
 
@@ -132,6 +147,38 @@ static size_t drain(log_ring_t *r)
 #define LOG_IDLE_SLEEP_NS (10 * 1000 * 1000)
 #define LOG_BUSY_SLEEP_NS (1000 * 1000)
 
+/* A log written to a file is written once and read rarely, yet left to the
+ * kernel it fills the page cache with new pages at the log's rate (45 MB/s at
+ * 150k req/s), evicts pages worth keeping, and reaches the disk in one burst
+ * when the dirty limit is hit. So every `writeback` bytes the writer starts
+ * writing the new stretch and gives back the stretch started last time, which
+ * is on disk by then (WAIT_BEFORE only waits when the disk is slower than the
+ * log, and then it is the writer that waits, never a shard). The cache holds at
+ * most two windows of the log, and the same pages are reused. Measured on this
+ * project's 2-vCPU VM, appending 800 MB at 45 MB/s: 1.5-2.0 s of kernel CPU left
+ * to the kernel, 0.3 s paced (4 MiB windows; 1 and 32 MiB the same), because
+ * every new page on a VM that reports freed pages to its host is a fault there. */
+static void file_pace(void)
+{
+    off_t at = lseek(g_log.fd, 0, SEEK_CUR);
+    if (at < 0)
+        return;
+    at &= ~(off_t)4095;   /* whole pages: a partial last page is dirtied again */
+    if (at < g_log.started) {   /* truncated under us (copytruncate rotation) */
+        g_log.started = g_log.dropped = at;
+        return;
+    }
+    if ((size_t)(at - g_log.started) < g_log.writeback)
+        return;
+    if (g_log.started > g_log.dropped) {
+        (void)sync_file_range(g_log.fd, g_log.dropped, g_log.started - g_log.dropped, SYNC_FILE_RANGE_WAIT_BEFORE);
+        (void)posix_fadvise(g_log.fd, g_log.dropped, g_log.started - g_log.dropped, POSIX_FADV_DONTNEED);
+    }
+    (void)sync_file_range(g_log.fd, g_log.started, at - g_log.started, SYNC_FILE_RANGE_WRITE);
+    g_log.dropped = g_log.started;
+    g_log.started = at;
+}
+
 static void *writer_main(void *arg)
 {
     /* SCHED_BATCH: a wake-up of this thread does not preempt a running shard;
@@ -147,6 +194,8 @@ static void *writer_main(void *arg)
             busy |= m > (g_log.rings[i].mask + 1) / 4;
             moved += m;
         }
+        if (moved && g_log.writeback)
+            file_pace();
         if (stopping && !moved)
             return NULL;
         nanosleep(&(struct timespec){0, busy ? LOG_BUSY_SLEEP_NS : LOG_IDLE_SLEEP_NS}, NULL);
@@ -155,6 +204,7 @@ static void *writer_main(void *arg)
 
 int log_start(void)
 {
+    atomic_store_explicit(&g_log.stop, false, memory_order_relaxed);
     int rc = pthread_create(&g_log.thr, NULL, writer_main, NULL);
     if (rc)
         return -rc;

@@ -187,7 +187,7 @@ int main(int argc, char **argv)
      * ~90 ms of a shard at 75k req/s, enough for a writer thread that a busy
      * machine leaves unscheduled for a few of its 10 ms polls (1 MiB dropped
      * ~1 % of lines at 150k req/s on a 2-CPU machine with a compiler running). */
-    int rc = log_init(n + 2, 2u << 20, STDOUT_FILENO);
+    int rc = log_init(n + 2, 2u << 20, STDOUT_FILENO, cfg.log_writeback_bytes);
     if (rc) {
         fprintf(stderr, "agate: log: %s\n", strerror(-rc));
         return 1;
