@@ -160,6 +160,7 @@ static void assert_same_cfg(const cfg_t *a, const cfg_t *b)
     assert_int_equal(a->log_requests, b->log_requests);
     assert_int_equal(a->log_level, b->log_level);
     assert_true(a->log_sample == b->log_sample);
+    assert_int_equal(a->log_writeback_bytes, b->log_writeback_bytes);
     assert_int_equal(a->metrics_enabled, b->metrics_enabled);
     assert_int_equal(a->metrics_on_main, b->metrics_on_main);
     assert_string_equal(a->otlp_endpoint, b->otlp_endpoint);
@@ -223,6 +224,7 @@ static void test_defaults(void **state)
     assert_true(c->log_requests);
     assert_int_equal(c->log_level, CFG_LOG_INFO);
     assert_true(c->log_sample == 1.0);
+    assert_int_equal(c->log_writeback_bytes, 4u << 20);
     assert_true(c->metrics_enabled);
     assert_false(c->metrics_on_main);
     assert_string_equal(c->otlp_endpoint, "");
@@ -260,7 +262,7 @@ static void test_full_file(void **state)
         "  max_token_interval: 250ms\n"
         "  buffer: 1MB\n"
         "  drain_timeout: 3s\n"
-        "log: {requests: no, level: debug, sample: 0.25}\n"
+        "log: {requests: no, level: debug, sample: 0.25, writeback: 0}\n"
         "metrics:\n"
         "  enabled: false\n"
         "  on_main_listener: true\n"
@@ -292,6 +294,7 @@ static void test_full_file(void **state)
     assert_false(c->log_requests);
     assert_int_equal(c->log_level, CFG_LOG_DEBUG);
     assert_true(c->log_sample == 0.25);
+    assert_int_equal(c->log_writeback_bytes, 0);
     assert_false(c->metrics_enabled);
     assert_true(c->metrics_on_main);
     assert_string_equal(c->otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
