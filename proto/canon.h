@@ -46,7 +46,9 @@ typedef struct canon_omit {
 int canon_write_tape(buf_t *out, jtape_t *t, uint32_t node, const canon_omit_t *omit);
 
 /* SHA-256 of "agate-cache-v1\0" agent "\0" (each extra part, length-prefixed)
- * canonical. parts may be NULL when n_parts is 0. 0 or -EIO (libcrypto). */
+ * canonical. parts may be NULL when n_parts is 0. 0 or -EIO (libcrypto).
+ * Each thread remembers the keys of its recent preimages up to 16 KiB and
+ * answers an identical one from memory (see canon.c, "recent keys"). */
 typedef struct canon_part { const char *p; size_t n; } canon_part_t;
 int canon_key(const char *agent, const canon_part_t *parts, size_t n_parts, const char *canonical, size_t len,
               uint8_t key[CANON_KEY_LEN]);

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "core/cache.h"
 #include "proto/canon.h"
@@ -197,6 +198,102 @@ static void key_of(const char *json, const char *agent, uint8_t key[CANON_KEY_LE
     canon_of(&b, json, default_omit, 3);
     assert_int_equal(canon_key(agent, NULL, 0, b.data, b.len - 1, key), 0);
     buf_free(&b);
+}
+
+/* canon_key's definition, computed here without its memo: SHA-256 of the tag,
+ * agent "\0", the number of parts, each part's length (UINT64_MAX: absent) and
+ * bytes, the canonical text; integers 8 bytes little-endian. */
+static void key_ref(const char *agent, const canon_part_t *parts, size_t n_parts, const char *c, size_t len,
+                    uint8_t out[32])
+{
+    EVP_MD_CTX *x = EVP_MD_CTX_new();
+    assert_non_null(x);
+    assert_int_equal(EVP_DigestInit_ex(x, EVP_sha256(), NULL), 1);
+    uint8_t le[8];
+#define U64(v) do { for (int b_ = 0; b_ < 8; b_++) le[b_] = (uint8_t)((uint64_t)(v) >> (8 * b_)); \
+                    EVP_DigestUpdate(x, le, 8); } while (0)
+    EVP_DigestUpdate(x, "agate-cache-v1", 15);
+    EVP_DigestUpdate(x, agent, strlen(agent) + 1);
+    U64(n_parts);
+    for (size_t i = 0; i < n_parts; i++) {
+        U64(parts[i].p ? parts[i].n : UINT64_MAX);
+        if (parts[i].p)
+            EVP_DigestUpdate(x, parts[i].p, parts[i].n);
+    }
+#undef U64
+    EVP_DigestUpdate(x, c, len);
+    unsigned n = 0;
+    assert_int_equal(EVP_DigestFinal_ex(x, out, &n), 1);
+    assert_int_equal(n, 32);
+    EVP_MD_CTX_free(x);
+}
+
+/* Input i of the memo test: one of three agents, one of four forwarded-header
+ * shapes, and a canonical text whose length varies; every 97th is over 16 KiB
+ * (never remembered). */
+#define MEMO_INPUTS 600
+static size_t memo_input(unsigned i, char *c, size_t cap, const char **agent, canon_part_t *part)
+{
+    static const char *const agents[] = {"up", "echo", "a-much-longer-agent-name"};
+    static const canon_part_t shapes[] = {{NULL, 0}, {"", 0}, {"Bearer alice", 12}, {"Bearer bob", 10}};
+    *agent = agents[i % 3];
+    *part = shapes[(i / 3) % 4];
+    size_t len = i % 97 == 0 ? 20000 : 24 + (i * 37) % 700;
+    assert_true(len < cap);
+    int w = snprintf(c, cap, "{\"q\":%u,\"p\":\"", i);
+    memset(c + w, 'a' + (char)(i % 26), len - (size_t)w);
+    c[len - 1] = '}';
+    return len;
+}
+
+/* Every key, cold or remembered, is the definition's: inputs far beyond the
+ * memo's slots, visited forwards, backwards, each several times in a row, and
+ * texts that differ only in their last byte. A memo that answered from the
+ * wrong slot, a stale entry or a prefix would fail here. */
+static void test_canon_key_memo(void **state)
+{
+    (void)state;
+    static char c[21000];
+    uint8_t got[32], want[32];
+    for (int pass = 0; pass < 3; pass++) {
+        for (unsigned k = 0; k < MEMO_INPUTS; k++) {
+            unsigned i = pass == 1 ? MEMO_INPUTS - 1 - k : k;
+            const char *agent;
+            canon_part_t part;
+            size_t len = memo_input(i, c, sizeof c, &agent, &part);
+            size_t np = i % 5 == 0 ? 0 : 1;
+            key_ref(agent, &part, np, c, len, want);
+            for (int rep = 0; rep < (pass == 2 ? 3 : 1); rep++) {
+                assert_int_equal(canon_key(agent, &part, np, c, len, got), 0);
+                if (memcmp(got, want, 32))
+                    fail_msg("input %u, pass %d, repeat %d: key differs from SHA-256 of its preimage", i, pass, rep);
+            }
+            c[len - 2] ^= 1;   /* the same length, one byte apart */
+            key_ref(agent, &part, np, c, len, want);
+            assert_int_equal(canon_key(agent, &part, np, c, len, got), 0);
+            if (memcmp(got, want, 32))
+                fail_msg("input %u with its next-to-last byte changed: a remembered key was answered", i);
+        }
+    }
+    /* One preimage, one byte of it taken through 255 values: in the agent's
+     * name, in a forwarded header, in the text. More values than slots, so
+     * some share a slot and must still each get their own key. */
+    char agent[] = "agent", hdr[] = "Bearer token";
+    char text[] = "{\"messages\":[{\"content\":\"hello\",\"role\":\"user\"}]}";
+    char *at[] = {agent + 2, hdr + 9, text + 25};
+    for (int round = 0; round < 2; round++)
+        for (unsigned k = 0; k < 3; k++) {
+            char was = *at[k];
+            for (int v = 1; v < 256; v++) {
+                *at[k] = (char)v;
+                canon_part_t part = {hdr, sizeof hdr - 1};
+                key_ref(agent, &part, 1, text, sizeof text - 1, want);
+                assert_int_equal(canon_key(agent, &part, 1, text, sizeof text - 1, got), 0);
+                if (memcmp(got, want, 32))
+                    fail_msg("byte %u set to %d: another preimage's key was answered", k, v);
+            }
+            *at[k] = was;
+        }
 }
 
 static void test_canon_key(void **state)
@@ -606,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_canon_omit),
         cmocka_unit_test(test_canon_depth),
         cmocka_unit_test(test_canon_key),
+        cmocka_unit_test(test_canon_key_memo),
         cmocka_unit_test(test_evids),
         cmocka_unit_test(test_runrec_rewrite),
         cmocka_unit_test(test_runrec_render_sse),
