@@ -48,6 +48,8 @@ typedef struct access_ident {
     char     claims[ACCESS_MAX_CLAIMS][ACCESS_VAL_MAX];   /* the claims rate-limit rules name */
     uint8_t  claim_len[ACCESS_MAX_CLAIMS];
     bool     claim_set[ACCESS_MAX_CLAIMS];
+    uint32_t key;                           /* API key: its index in the policy named by key_policy */
+    uint64_t key_policy;                    /* that policy's serial; 0: none (scopes are read instead) */
 } access_ident_t;
 
 /* Concurrency slots held by one run. */
