@@ -906,12 +906,16 @@ child_ticks() {
     for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
     printf "%d", t * hz + 0.5 }' "$tmp/times"
 }
-log_tid() {  # log_tid PID: the thread id of agate's log writer ("agate-log"), or nothing
-  grep -lx agate-log /proc/"$1"/task/*/comm 2>/dev/null | head -1 | cut -d/ -f5
+log_tid() {  # log_tid PID: the thread ids of agate's log writer ("agate-log") and file pacer ("agate-logsync")
+  grep -lx -e agate-log -e agate-logsync /proc/"$1"/task/*/comm 2>/dev/null | cut -d/ -f5 | tr '\n' ' '
 }
-tid_ticks() {  # tid_ticks PID TID: CPU ticks of one thread
-  [ -n "$2" ] || { echo 0; return; }
-  sed 's/^.*) //' "/proc/$1/task/$2/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0
+tid_ticks() {  # tid_ticks PID "TID...": CPU ticks of those threads, summed
+  local t sum=0 v
+  for t in $2; do
+    v=$(sed 's/^.*) //' "/proc/$1/task/$t/stat" 2>/dev/null | awk '{print $12 + $13}')
+    sum=$((sum + ${v:-0}))
+  done
+  echo "$sum"
 }
 server_pids() {  # server_pids NAME: the row's server processes (nginx: master and workers;
   case $1 in     # pushpin: the runner, condure, pushpin-proxy, pushpin-handler and zurl)
@@ -1516,7 +1520,7 @@ if has_case obs; then
   # directly (thread CPU ticks over the row), so it does not drown in req/s noise.
   for n in agate-log agate-sample agate-lognull; do
     has_row $n || continue
-    echo "  info  $n: the log writer thread used $(printf '%.2f' "${LOGUS[mean:$n]}") us of CPU per response ($(awk -v a="${LOGUS[mean:$n]}" -v b="${USREQ[mean:$n]}" 'BEGIN { printf "%.1f", b ? 100 * a / b : 0 }') % of the agate's CPU per response)"
+    echo "  info  $n: the log threads (writer and file pacer) used $(printf '%.2f' "${LOGUS[mean:$n]}") us of CPU per response ($(awk -v a="${LOGUS[mean:$n]}" -v b="${USREQ[mean:$n]}" 'BEGIN { printf "%.1f", b ? 100 * a / b : 0 }') % of the agate's CPU per response)"
   done
   med=""
   [ "$BENCH_ROUNDS" -ge 3 ] && med=" (median of rounds: req/s $(median_pct RPS agate-log agate-bare), CPU per response $(median_pct USREQ agate-log agate-bare))"

@@ -16,14 +16,15 @@
 typedef struct log_ring log_ring_t;
 
 /* Creates n rings of ring_bytes each (rounded up to a power of two) drained to fd.
- * If fd is a regular file and writeback > 0, the writer sends the file to disk and
- * drops it from the page cache every writeback bytes. 0 or -errno. */
+ * If fd is a regular file and writeback > 0, a pacing thread (started by
+ * log_start) sends the file to disk and drops it from the page cache every
+ * writeback bytes. 0 or -errno. */
 int  log_init(unsigned n, size_t ring_bytes, int fd, size_t writeback);
 log_ring_t *log_ring(unsigned i);
 /* Queues one whole line (must end in '\n'). false when dropped. */
 bool log_put(log_ring_t *r, const char *line, size_t len);
 uint64_t log_dropped(void);                      /* lines dropped, all rings */
-int  log_start(void);                            /* the writer thread */
+int  log_start(void);                            /* the writer thread, and the pacer when pacing */
 void log_stop(void);                             /* drains every ring, joins, frees */
 
 /* Writes the start of a JSON log line, {"time":"...","level":"<level>","msg": ,
