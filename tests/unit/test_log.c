@@ -41,6 +41,7 @@ static int open_temp(char *path, size_t len)
     snprintf(path, len, "%s/test_log.XXXXXX", exe);
     int fd = mkstemp(path);
     assert_true(fd >= 0);
+    unlink(path);   /* the fd keeps it; nothing is left behind when a test fails */
     int fl = fcntl(fd, F_GETFL);
     assert_int_equal(fcntl(fd, F_SETFL, fl | O_APPEND), 0);   /* as `agate >> file` */
     return fd;
@@ -142,7 +143,6 @@ static void run(size_t writeback, uint64_t lines, size_t *resident, size_t *page
     check_lines(fd, 0, 0, lines);
     *pages = size / PAGE;
     close(fd);
-    unlink(path);
 }
 
 static void test_writeback_gives_pages_back(void **state)
@@ -186,7 +186,6 @@ static void test_truncated_under_the_writer(void **state)
         fail_msg("%zu of %zu pages still cached after a truncation", res, size / PAGE);
     check_lines(fd, 0, n, 2 * n);
     close(fd);
-    unlink(path);
 }
 
 /* A pipe is not paced; lines still arrive whole and in order. */
