@@ -314,6 +314,18 @@ static void render_cache(render_t *r, const shard_t *sh, unsigned n, const cfg_t
         snprintf(lb, sizeof lb, "agent=\"%s\"", cfg->agents[a].name);
         sample_u(r, "agate_cache_followers_detached", "_total", lb, SUM(m_->cache_detached[a]));
     }
+    static const char *const memo_names[METRICS_MEMO_RESULTS] = {"hit", "miss", "too_large"};
+    family(r, "agate_cache_key_memo", "counter",
+           "Cache keys computed, by agent and whether the shard's memo of recent keys answered (hit), the key was "
+           "hashed and remembered (miss), or the request was over the memo's 16 KiB (too_large).");
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        if (!cfg->agents[a].cache_ttl_ms)
+            continue;
+        for (int k = 0; k < METRICS_MEMO_RESULTS; k++) {
+            snprintf(lb, sizeof lb, "agent=\"%s\",result=\"%s\"", cfg->agents[a].name, memo_names[k]);
+            sample_u(r, "agate_cache_key_memo", "_total", lb, SUM(m_->cache_key_memo[a][k]));
+        }
+    }
     cache_get_stats(&cs);
     family(r, "agate_cache_bytes", "gauge", "Bytes held by the response cache (entries and their headers).");
     sample_i(r, "agate_cache_bytes", "", (int64_t)cs.bytes);

@@ -42,6 +42,7 @@ enum metrics_upfail { MUF_CONNECT, MUF_RESET, MUF_TIMEOUT, MUF_STATUS, MUF_CONTE
 #define METRICS_TIME_BUCKETS 18
 #define METRICS_TIME_FIRST_US 500   /* the first bucket's bound (le="0.0005") */
 #define METRICS_BATCH_BUCKETS 10
+#define METRICS_MEMO_RESULTS  3   /* enum canon_memo: hit, miss, too_large */
 
 typedef struct metrics_hist {
     uint64_t bucket[METRICS_TIME_BUCKETS + 1];   /* per bucket (not cumulative); last is +Inf */
@@ -69,6 +70,7 @@ typedef struct metrics_shard {
     int64_t  up_breaker_open[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];   /* 1 while this shard's breaker is open */
     uint64_t cache_results[CFG_MAX_AGENTS][MC_COUNT];
     uint64_t cache_detached[CFG_MAX_AGENTS];              /* coalesced followers cut for lagging */
+    uint64_t cache_key_memo[CFG_MAX_AGENTS][METRICS_MEMO_RESULTS];   /* how keys were found (enum canon_memo) */
     uint64_t loop_iterations, busy_ns, sqes_submitted;
     uint64_t sqes_per_loop[METRICS_BATCH_BUCKETS + 1];
     metrics_hist_t loop_turn;                             /* working time of one loop turn */

@@ -287,7 +287,7 @@ static void check_canon(const char *s, size_t n)
         assert(full && same(full, root));
         json_decref(full);
         uint8_t key[CANON_KEY_LEN];
-        assert(canon_key("agent", NULL, 0, a.data ? a.data : "", a.len, key) == 0);
+        assert(canon_key("agent", NULL, 0, a.data ? a.data : "", a.len, key, NULL) == 0);
     }
     json_decref(root);
     buf_free(&a);

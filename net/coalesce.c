@@ -607,7 +607,13 @@ static int request_key(run_t *r, coal_run_t *co, const http_req_t *req, uint8_t 
             v = NULL;
         parts[i] = (canon_part_t){v, n};
     }
-    return canon_key(ag->name, parts, ag->n_forward, co->out.data ? co->out.data : "", co->out.len, key);
+    enum canon_memo memo;
+    _Static_assert(CANON_MEMO_COUNT == sizeof r->sh->m->cache_key_memo[0] / sizeof(uint64_t), "one counter each");
+    if ((rc = canon_key(ag->name, parts, ag->n_forward, co->out.data ? co->out.data : "", co->out.len, key, &memo)))
+        return rc;
+    if (r->sh->m)
+        metrics_add(&r->sh->m->cache_key_memo[agent_idx(r)][memo], 1);
+    return 0;
 }
 
 /* A ref on the running flight for key, if one can be joined. */

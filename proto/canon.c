@@ -427,19 +427,26 @@ static size_t memo_preimage(memo_t *m, const char *agent, const canon_part_t *pa
 }
 
 int canon_key(const char *agent, const canon_part_t *parts, size_t n_parts, const char *canonical, size_t len,
-              uint8_t key[CANON_KEY_LEN])
+              uint8_t key[CANON_KEY_LEN], enum canon_memo *memo)
 {
     _Static_assert(CANON_KEY_LEN == DIGEST_SHA256_LEN, "the key is a SHA-256");
+    enum canon_memo ignored;
+    if (!memo)
+        memo = &ignored;
     memo_t *m = memo_thread();
     size_t n = m ? memo_preimage(m, agent, parts, n_parts, canonical, len) : 0;
-    if (!n)
+    if (!n) {
+        *memo = CANON_MEMO_TOO_LARGE;   /* or no memo for this thread: either way, hashed whole */
         return key_sha(agent, parts, n_parts, canonical, len, key);
+    }
     uint64_t h = rl_hash(m->pre, n, 0) | 1;
     memo_slot_t *s = &m->slot[h & (MEMO_SLOTS - 1)];
     if (s->h == h && s->len == n && !memcmp(s->bytes, m->pre, n)) {
         memcpy(key, s->key, CANON_KEY_LEN);
+        *memo = CANON_MEMO_HIT;
         return 0;
     }
+    *memo = CANON_MEMO_MISS;
     EVP_MD_CTX *ctx = digest_sha256_begin();
     if (!ctx)
         return -ENOMEM;

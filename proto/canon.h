@@ -45,12 +45,17 @@ typedef struct canon_omit {
  * -ENOMEM, or -ELOOP past CANON_MAX_DEPTH nesting (the node is depth 0). */
 int canon_write_tape(buf_t *out, jtape_t *t, uint32_t node, const canon_omit_t *omit);
 
+/* How canon_key found a key: this thread's memo of recent keys answered it,
+ * it was hashed and remembered, or its preimage was over the memo's 16 KiB. */
+enum canon_memo { CANON_MEMO_HIT, CANON_MEMO_MISS, CANON_MEMO_TOO_LARGE, CANON_MEMO_COUNT };
+
 /* SHA-256 of "agate-cache-v1\0" agent "\0" (each extra part, length-prefixed)
  * canonical. parts may be NULL when n_parts is 0. 0 or -EIO (libcrypto).
  * Each thread remembers the keys of its recent preimages up to 16 KiB and
- * answers an identical one from memory (see canon.c, "recent keys"). */
+ * answers an identical one from memory (see canon.c, "recent keys"); when memo
+ * is not NULL, *memo says which way this key was found (on success). */
 typedef struct canon_part { const char *p; size_t n; } canon_part_t;
 int canon_key(const char *agent, const canon_part_t *parts, size_t n_parts, const char *canonical, size_t len,
-              uint8_t key[CANON_KEY_LEN]);
+              uint8_t key[CANON_KEY_LEN], enum canon_memo *memo);
 
 #endif

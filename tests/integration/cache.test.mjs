@@ -168,6 +168,13 @@ describe('response cache', () => {
     assert.equal(metric(m, 'agate_cache_requests_total{agent="up",result="hit"}'), 3);
     assert.equal(metric(m, 'agate_cache_requests_total{agent="up",result="miss"}'), 2);
     assert.equal(metric(m, 'agate_cache_entries'), 2);
+    // One key per request; each shard's memo answers a body it has keyed before.
+    // Four of the five asked the same question, over two shards: at least one
+    // asked it again on a shard that had it (even if the other key took its slot).
+    const memo = (result) => metric(m, `agate_cache_key_memo_total{agent="up",result="${result}"}`);
+    assert.equal(memo('hit') + memo('miss'), 5);
+    assert.equal(memo('too_large'), 0);
+    assert.ok(memo('hit') >= 1, `memo hits: ${memo('hit')}`);
     await stopClean(agate);
   });
 

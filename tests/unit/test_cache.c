@@ -196,7 +196,7 @@ static void key_of(const char *json, const char *agent, uint8_t key[CANON_KEY_LE
 {
     buf_t b = {0};
     canon_of(&b, json, default_omit, 3);
-    assert_int_equal(canon_key(agent, NULL, 0, b.data, b.len - 1, key), 0);
+    assert_int_equal(canon_key(agent, NULL, 0, b.data, b.len - 1, key, NULL), 0);
     buf_free(&b);
 }
 
@@ -264,13 +264,22 @@ static void test_canon_key_memo(void **state)
             size_t np = i % 5 == 0 ? 0 : 1;
             key_ref(agent, &part, np, c, len, want);
             for (int rep = 0; rep < (pass == 2 ? 3 : 1); rep++) {
-                assert_int_equal(canon_key(agent, &part, np, c, len, got), 0);
+                enum canon_memo memo = CANON_MEMO_COUNT;
+                assert_int_equal(canon_key(agent, &part, np, c, len, got, &memo), 0);
                 if (memcmp(got, want, 32))
                     fail_msg("input %u, pass %d, repeat %d: key differs from SHA-256 of its preimage", i, pass, rep);
+                /* what the memo says it did: new inputs are never hits, a repeat
+                 * straight after is, and a text over 16 KiB is never kept */
+                if (len > 16384)
+                    assert_int_equal(memo, CANON_MEMO_TOO_LARGE);
+                else if (pass == 0)
+                    assert_int_equal(memo, CANON_MEMO_MISS);
+                else if (rep > 0)
+                    assert_int_equal(memo, CANON_MEMO_HIT);
             }
             c[len - 2] ^= 1;   /* the same length, one byte apart */
             key_ref(agent, &part, np, c, len, want);
-            assert_int_equal(canon_key(agent, &part, np, c, len, got), 0);
+            assert_int_equal(canon_key(agent, &part, np, c, len, got, NULL), 0);
             if (memcmp(got, want, 32))
                 fail_msg("input %u with its next-to-last byte changed: a remembered key was answered", i);
         }
@@ -288,7 +297,7 @@ static void test_canon_key_memo(void **state)
                 *at[k] = (char)v;
                 canon_part_t part = {hdr, sizeof hdr - 1};
                 key_ref(agent, &part, 1, text, sizeof text - 1, want);
-                assert_int_equal(canon_key(agent, &part, 1, text, sizeof text - 1, got), 0);
+                assert_int_equal(canon_key(agent, &part, 1, text, sizeof text - 1, got, NULL), 0);
                 if (memcmp(got, want, 32))
                     fail_msg("byte %u set to %d: another preimage's key was answered", k, v);
             }
@@ -310,10 +319,10 @@ static void test_canon_key(void **state)
     /* forwarded header values are part of the key; absent differs from empty */
     canon_part_t alice = {"Bearer alice", 12}, bob = {"Bearer bob", 10}, none = {NULL, 0}, empty = {"", 0};
     uint8_t a[32], b2[32], n[32], e[32];
-    assert_int_equal(canon_key("up", &alice, 1, "{}", 2, a), 0);
-    assert_int_equal(canon_key("up", &bob, 1, "{}", 2, b2), 0);
-    assert_int_equal(canon_key("up", &none, 1, "{}", 2, n), 0);
-    assert_int_equal(canon_key("up", &empty, 1, "{}", 2, e), 0);
+    assert_int_equal(canon_key("up", &alice, 1, "{}", 2, a, NULL), 0);
+    assert_int_equal(canon_key("up", &bob, 1, "{}", 2, b2, NULL), 0);
+    assert_int_equal(canon_key("up", &none, 1, "{}", 2, n, NULL), 0);
+    assert_int_equal(canon_key("up", &empty, 1, "{}", 2, e, NULL), 0);
     assert_memory_not_equal(a, b2, 32);
     assert_memory_not_equal(n, e, 32);
     /* The bench's echo body (bench/echo-body.json): the key the jansson walk
