@@ -45,9 +45,10 @@
 #          echo agent that is the source of every stream. Each row starts a fresh server;
 #          reported: its resident memory before and while holding the streams (KiB per
 #          stream), its CPU per event, and the longest gap between two events of one
-#          stream. Checked: every stream opened and streamed at the pace asked for,
-#          and once the clients left, agate freed every stream and (as a proxy)
-#          cancelled every upstream run. Then the same servers (fresh again) hold
+#          stream. Checked: every stream opened and streamed at the pace asked for
+#          (a peer that cannot is a warning, not a failed check), and once the
+#          clients left, agate freed every stream and (as a proxy) cancelled every
+#          upstream run. Then the same servers (fresh again) hold
 #          as many idle keep-alive connections, each after one unpaced echo run
 #          (build/sseload -k): memory per idle connection right after and
 #          $BENCH_IDLE_HOLD s later. Run after the wrk rounds, BENCH_ROUNDS times.
@@ -1335,10 +1336,16 @@ streams_row() {
     "$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v e="$hold_ev" 'BEGIN { printf "%.2f", e ? t / hz * 1e6 / e : 0 }')" "$lag"
   STREAM_KIB[$name]=$(awk -v a="$r0" -v b="$r1" -v n="$ok" 'BEGIN { printf "%.2f", n ? (b - a) / n : 0 }')
   STREAM_US[$name]=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v e="$hold_ev" 'BEGIN { printf "%.2f", e ? t / hz * 1e6 / e : 0 }')
-  # Every stream opened and streamed at the pace asked for, nothing failed.
+  # Every stream opened and streamed at the pace asked for, nothing failed. That is
+  # agate's check; a peer that cannot is a finding about the peer (its row's memory
+  # and CPU figures then cover fewer streams), so it warns instead of failing.
   local want; want=$(( n * 1000 / BENCH_STREAM_INTERVAL_MS ))
-  check "$name: all $n streams open and streaming ($ok), no errors ($err), $rate events/s of $want paced" \
-    '[ "$ok" = "$n" ] && [ "$err" = 0 ] && awk -v r="$rate" -v w="$want" "BEGIN { exit !(r >= 0.9 * w) }"'
+  local held='[ "$ok" = "$n" ] && [ "$err" = 0 ] && awk -v r="$rate" -v w="$want" "BEGIN { exit !(r >= 0.9 * w) }"'
+  if [[ $name == agate* ]]; then
+    check "$name: all $n streams open and streaming ($ok), no errors ($err), $rate events/s of $want paced" "$held"
+  elif ! eval "$held"; then
+    echo "  warn  $name (a peer) did not hold them all: $ok of $n streams, $err errors, $rate events/s of $want paced; its per-stream figures are not comparable"
+  fi
   check "$name: $ev events, at least one per stream" '[ "$ev" -ge "$n" ]'
 }
 # idle_row NAME PORT [INTERVAL-MS [RAMP]]: BENCH_STREAMS keep-alive connections, one
