@@ -113,6 +113,7 @@ static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, siz
     KEEP(max_connections, "limits.max_connections");
     KEEP(metrics_enabled, "metrics.enabled");
     KEEP(log_writeback_bytes, "log.writeback");
+    KEEP(log_buffer_bytes, "log.buffer");
     KEEP(otlp_endpoint, "trace.otlp_endpoint");
     KEEP(service_name, "trace.service_name");
     KEEP(otlp_interval_ms, "trace.otlp_interval");

@@ -66,6 +66,7 @@ static const struct cfg_setting settings[] = {
     { "log",    "level",              "AGATE_LOG_LEVEL",          "info",         CFG_K_LEVEL,    0, 0,          F(log_level) },
     { "log",    "sample",             "AGATE_LOG_SAMPLE",         "1",            CFG_K_RATIO,    0, 0,          F(log_sample) },
     { "log",    "writeback",          "AGATE_LOG_WRITEBACK",      "4MiB",         CFG_K_SIZE,     0, 1u << 30,   F(log_writeback_bytes) },
+    { "log",    "buffer",             "AGATE_LOG_BUFFER",         "2MiB",         CFG_K_SIZE,     65536, 1u << 30, F(log_buffer_bytes) },
     { "metrics", "enabled",           "AGATE_METRICS",            "true",         CFG_K_BOOL,     0, 0,          F(metrics_enabled) },
     { "metrics", "on_main_listener",  "AGATE_METRICS_ON_MAIN",    "false",        CFG_K_BOOL,     0, 0,          F(metrics_on_main) },
     { "trace",  "otlp_endpoint",      "AGATE_OTLP_ENDPOINT",      "off",          CFG_K_URL,      0, 0,          F(otlp_endpoint) },

@@ -121,6 +121,7 @@ typedef struct cfg {
     cfg_log_level_t log_level;
     double          log_sample;           /* fraction 0..1 of successful (< 400) request lines written; errors always */
     uint32_t        log_writeback_bytes;  /* stdout a file: to disk and out of the page cache every this many bytes; 0 off */
+    uint32_t        log_buffer_bytes;     /* each log ring (one per shard, main's, the resolver's), rounded up to a power of 2 */
 
     bool     metrics_enabled;             /* count and serve /metrics */
     bool     metrics_on_main;             /* also serve /metrics on the main listener */
@@ -143,8 +144,8 @@ typedef struct cfg {
 /* Built-in defaults: the listeners above, 1 MiB body, 16 KiB headers, 10 s header
  * timeout, 30 s body timeout, 60 s idle, 10000 connections per shard, 15 s
  * heartbeat, 1000 ms token interval cap, 256 KiB stream buffer, 25 s drain,
- * log_requests on, level info, log_sample 1, log writeback every 4 MiB, metrics on (admin listener only),
- * no span export (service "agate", every 1 s, batches of 512), and one agent:
+ * log_requests on, level info, log_sample 1, log writeback every 4 MiB, 2 MiB log
+ * rings, metrics on (admin listener only), no span export (service "agate", every 1 s, batches of 512), and one agent:
  * echo (kind echo, interval 0). */
 void cfg_defaults(cfg_t *c);
 

@@ -501,7 +501,7 @@ describe('request logs', () => {
   });
 
   test('a log reader that stops reading costs log lines, never requests', T, async () => {
-    const agate = await startAgate({ config: 'log: {requests: true}\n', env: { AGATE_SHARDS: '1' } });
+    const agate = await startAgate({ config: 'log: {requests: true, buffer: 1MiB}\n', env: { AGATE_SHARDS: '1' } });
     try {
       agate.proc.stdout.pause();   // the pipe fills; the log writer thread blocks in write()
       const conn = await RawConn.connect(agate.port);
@@ -533,6 +533,32 @@ describe('request logs', () => {
         return /"after-stall-\d+"/.test(agate.stdout());
       }, 10000, 100);
       assert.ok(seen, 'log lines flow again once the reader resumes');
+    } finally {
+      agate.proc.stdout.resume();
+      await stopClean(agate);
+    }
+  });
+
+  test('a larger log.buffer rides out the same stall without losing a line', T, async () => {
+    // The stall above, 8000 lines (~2 MiB): more than the pipe and a 1 MiB ring
+    // hold, less than a 16 MiB one.
+    const agate = await startAgate({ config: 'log: {requests: true}\n', env: { AGATE_SHARDS: '1', AGATE_LOG_BUFFER: '16MiB' } });
+    try {
+      agate.proc.stdout.pause();
+      const conn = await RawConn.connect(agate.port);
+      const batch = 200;
+      const rounds = 40;
+      const one = buildRequest({ path: '/healthz', headers: { 'X-Request-ID': 'held' } });
+      for (let r = 0; r < rounds; r++) {
+        const before = conn.data.length;
+        await conn.write(Buffer.concat(Array(batch).fill(one)));
+        await conn.waitFor((c) => (c.data.toString('latin1', before).match(/HTTP\/1\.1 200 OK/g) || []).length >= batch, 10000);
+      }
+      conn.destroy();
+      assert.equal(sampleValue((await metricsText(agate.adminPort)).text, 'agate_log_lines_dropped_total'), 0);
+      agate.proc.stdout.resume();
+      const all = await waitFor(() => (agate.stdout().match(/"request_id":"held"/g) || []).length === batch * rounds, 10000, 100);
+      assert.ok(all, `every line arrives once the reader resumes: ${(agate.stdout().match(/"request_id":"held"/g) || []).length} of ${batch * rounds}`);
     } finally {
       agate.proc.stdout.resume();
       await stopClean(agate);

@@ -161,6 +161,7 @@ static void assert_same_cfg(const cfg_t *a, const cfg_t *b)
     assert_int_equal(a->log_level, b->log_level);
     assert_true(a->log_sample == b->log_sample);
     assert_int_equal(a->log_writeback_bytes, b->log_writeback_bytes);
+    assert_int_equal(a->log_buffer_bytes, b->log_buffer_bytes);
     assert_int_equal(a->metrics_enabled, b->metrics_enabled);
     assert_int_equal(a->metrics_on_main, b->metrics_on_main);
     assert_string_equal(a->otlp_endpoint, b->otlp_endpoint);
@@ -225,6 +226,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->log_level, CFG_LOG_INFO);
     assert_true(c->log_sample == 1.0);
     assert_int_equal(c->log_writeback_bytes, 4u << 20);
+    assert_int_equal(c->log_buffer_bytes, 2u << 20);
     assert_true(c->metrics_enabled);
     assert_false(c->metrics_on_main);
     assert_string_equal(c->otlp_endpoint, "");
@@ -262,7 +264,7 @@ static void test_full_file(void **state)
         "  max_token_interval: 250ms\n"
         "  buffer: 1MB\n"
         "  drain_timeout: 3s\n"
-        "log: {requests: no, level: debug, sample: 0.25, writeback: 0}\n"
+        "log: {requests: no, level: debug, sample: 0.25, writeback: 0, buffer: 16MiB}\n"
         "metrics:\n"
         "  enabled: false\n"
         "  on_main_listener: true\n"
@@ -295,6 +297,7 @@ static void test_full_file(void **state)
     assert_int_equal(c->log_level, CFG_LOG_DEBUG);
     assert_true(c->log_sample == 0.25);
     assert_int_equal(c->log_writeback_bytes, 0);
+    assert_int_equal(c->log_buffer_bytes, 16u << 20);
     assert_false(c->metrics_enabled);
     assert_true(c->metrics_on_main);
     assert_string_equal(c->otlp_endpoint, "http://127.0.0.1:4318/v1/traces");
@@ -474,6 +477,12 @@ static void test_sizes(void **state)
     assert_int_equal(f->c.max_header_bytes, 1024);
     assert_int_equal(load_kv(f, "stream", "buffer", "512KiB"), 0);
     assert_int_equal(f->c.stream_buffer_bytes, 512 * 1024);
+    static const struct bad bad_log_buffer[] = {
+        { "64000", "must be at least 65536 bytes" }, { "2GiB", "too large: at most 1073741824 bytes" },
+    };
+    check_bad(f, "log", "buffer", bad_log_buffer, sizeof bad_log_buffer / sizeof bad_log_buffer[0]);
+    assert_int_equal(load_kv(f, "log", "buffer", "64KiB"), 0);
+    assert_int_equal(f->c.log_buffer_bytes, 65536);
 }
 
 #define DUR_SYNTAX "expected a duration with a unit (e.g. 10s, 250ms)"
