@@ -192,12 +192,12 @@ describe('reload', () => {
   test('settings read only at start are kept and named in the reload line; the rest applies', T, async () => {
     const agate = await startAgate({ config: config() });
     try {
-      fs.writeFileSync(agate.configPath, `limits: {max_connections: 77}\nstream: {heartbeat: 300ms}\n${config()}`);
+      fs.writeFileSync(agate.configPath, `limits: {max_connections: 77}\nstream: {heartbeat: 300ms}\nlog: {buffer: 8MiB}\n${config()}`);
       agate.signal('SIGHUP');
       await waitFor(() => reloadLines(agate, /"status":"ok"/).length === 1, 5000);
       const line = reloadLines(agate, /"status":"ok"/)[0];
       assert.ok(line.includes('"restart_required":true'), line);
-      assert.ok(line.includes('"restart_keys":"limits.max_connections"'), line);
+      assert.ok(line.includes('"restart_keys":"limits.max_connections,log.buffer"'), line);
       assert.ok(line.includes('"level":"warn"'), line);
       // stream.heartbeat applied: a paced run with a 1 s gap gets a ": ping" comment
       const s = await streamRun(agate.port, runInput('a b', { forwardedProps: { agate: { tokenIntervalMs: 1000 } } }), { headers: bearer(KEY) });
