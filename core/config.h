@@ -145,8 +145,8 @@ typedef struct cfg {
  * timeout, 30 s body timeout, 60 s idle, 10000 connections per shard, 15 s
  * heartbeat, 1000 ms token interval cap, 256 KiB stream buffer, 25 s drain,
  * log_requests on, level info, log_sample 1, log writeback every 4 MiB, 2 MiB log
- * rings, metrics on (admin listener only), no span export (service "agate", every 1 s, batches of 512), and one agent:
- * echo (kind echo, interval 0). */
+ * rings, metrics on (admin listener only), no span export (service "agate", every
+ * 1 s, batches of 512), and one agent: echo (kind echo, interval 0). */
 void cfg_defaults(cfg_t *c);
 
 /* Loads a YAML file over the current values. On error returns -EINVAL (or

@@ -187,8 +187,8 @@ int main(int argc, char **argv)
      * 2 MiB holds ~7000 request lines: ~90 ms of a shard at 75k req/s, enough for
      * a writer thread that a busy machine leaves unscheduled for a few of its
      * 10 ms polls (1 MiB dropped ~1 % of lines at 150k req/s on a 2-CPU machine
-     * with a compiler running), not for a disk that stalls appends for most of a
-     * second (a journal commit waiting on a slow device): that needs more. */
+     * with a compiler running); a writer held in write(2) by a slow disk for
+     * longer needs more (one full make bench dropped 1.1 % of its lines). */
     int rc = log_init(n + 2, cfg.log_buffer_bytes, STDOUT_FILENO, cfg.log_writeback_bytes);
     if (rc) {
         fprintf(stderr, "agate: log: %s\n", strerror(-rc));
