@@ -2,7 +2,8 @@
 #
 #   make            release build -> build/agate
 #   make run        install what is missing, build, start agate on its defaults
-#   make test       install, build release + ASan/UBSan, run unit and integration tests
+#   make test       install, build release + ASan/UBSan, check the layers, run unit and integration tests
+#   make check-layers  core/ includes neither net/ nor proto/, proto/ not net/ (includes and symbols)
 #   make fuzz       libFuzzer targets, each for FUZZ_SECONDS
 #   make bench      agate against nginx on this machine, same run
 #   make V=1        show full command lines
@@ -56,7 +57,7 @@ ASAN_LIBS   := $(LIBS)
 # Keep intermediate objects (llhttp, fuzz) between runs.
 .SECONDARY:
 
-.PHONY: all run test unit integration fuzz bench deps test-deps bench-deps clean check-warnings validate-instr
+.PHONY: all run test unit integration fuzz bench deps test-deps bench-deps clean check-layers validate-instr
 all: build/agate
 
 # --- dependencies ------------------------------------------------------------
@@ -122,7 +123,13 @@ run: deps
 
 test: test-deps
 	$(Q)$(MAKE) --no-print-directory build/agate build/agate-asan $(rel_UNIT_BINS) $(asan_UNIT_BINS)
+	$(Q)tests/check-layers.sh build/asan
 	$(Q)tests/run-all.sh
+
+# The dependency rule core <- proto <- net (core/README.md), from the #include
+# lines and from the symbols of the sanitizer build's objects (no LTO).
+check-layers: build/agate-asan
+	$(Q)tests/check-layers.sh build/asan
 
 unit: build/agate $(rel_UNIT_BINS) $(asan_UNIT_BINS)
 	$(Q)tests/run-unit.sh
@@ -171,7 +178,7 @@ build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
 # `make validate-instr` instructions per event under callgrind (any machine load).
 VB_SRCS := bench/validate_bench.c proto/validate.c proto/validate_ids.c proto/validate_chunk.c \
            proto/validate_seq.c proto/schema.c \
-           proto/jtape.c proto/runinput.c proto/agui.c proto/json.c core/buf.c
+           proto/jtape.c proto/runinput.c proto/agui.c core/json.c core/buf.c
 build/validate_bench: $(VB_SRCS) $(wildcard proto/*.h)
 	@mkdir -p $(@D)
 	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(VB_SRCS) -ljansson -lpthread -lm -o $@

@@ -5,7 +5,7 @@
  *   cc -O2 -std=gnu11 -D_GNU_SOURCE -I. bench/validate_bench.c proto/validate.c \
  *      proto/validate_ids.c proto/validate_chunk.c proto/validate_seq.c proto/schema.c \
  *      proto/jtape.c proto/runinput.c \
- *      proto/agui.c proto/json.c core/buf.c -ljansson -lpthread -lm \
+ *      proto/agui.c core/json.c core/buf.c -ljansson -lpthread -lm \
  *      -o build/validate_bench && build/validate_bench
  *
  * Add -DHAVE_YAJL ... -lyajl (libyajl-dev) for the yajl reference row, and

@@ -14,23 +14,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/qsbr.h"
 #include "core/shard.h"
-#include "net/proxy.h"
 
 typedef struct { _Alignas(64) _Atomic uint32_t runs; } gen_count_t;
-typedef struct { _Alignas(64) _Atomic uint64_t gen, epoch; } shard_seen_t;
 
 typedef struct gen {
     cfg_t        cfg;          /* first member: a generation's cfg_t * is its gen_t * */
-    uint64_t     retired_at;   /* number of the generation that replaced it */
-    uint64_t     cand_epoch;   /* reclaim epoch at which it was seen unused; 0 = not yet */
+    uint64_t     retired_at;   /* qsbr epoch taken when it was replaced: adopted by all once safe */
+    uint64_t     cand_epoch;   /* qsbr epoch taken when it was seen unused; 0 = not yet */
     struct gen  *next;         /* retired list */
     gen_count_t *runs;         /* per shard */
 } gen_t;
 
 static _Atomic(gen_t *) g_current;
-static _Atomic uint64_t g_epoch;        /* bumped by each cfggen_reclaim */
-static shard_seen_t    *g_seen;         /* per shard: generation number and epoch at its last turn */
 static unsigned         g_ngen_shards;   /* shards counted per generation (= g_nshards once set) */
 static gen_t           *g_retired;      /* main thread only */
 
@@ -60,21 +57,12 @@ static void gen_free(gen_t *g)
 const cfg_t *cfggen_init(const cfg_t *start, unsigned nshards)
 {
     g_ngen_shards = nshards;
-    g_seen = aligned_alloc(64, (nshards ? nshards : 1) * sizeof *g_seen);
-    if (!g_seen)
-        return NULL;
-    memset(g_seen, 0, (nshards ? nshards : 1) * sizeof *g_seen);
     gen_t *g = gen_new(start);
-    if (!g) {
-        free(g_seen);
-        g_seen = NULL;
+    if (!g)
         return NULL;
-    }
     for (uint32_t i = 0; i < g->cfg.n_agents; i++)
         g->cfg.agents[i].slot = (uint8_t)i;
     g->cfg.generation = 1;
-    for (unsigned i = 0; i < nshards; i++)
-        atomic_store_explicit(&g_seen[i].gen, 1, memory_order_relaxed);
     atomic_store_explicit(&g_current, g, memory_order_release);
     return &g->cfg;
 }
@@ -170,7 +158,7 @@ int cfggen_publish(const cfg_t *next)
         return -ENOMEM;
     g->cfg.generation = old->cfg.generation + 1;
     atomic_store_explicit(&g_current, g, memory_order_release);
-    old->retired_at = g->cfg.generation;
+    old->retired_at = qsbr_retire();   /* safe: every shard has adopted g since */
     old->next = g_retired;
     g_retired = old;
     for (unsigned i = 0; g_shards && i < g_ngen_shards; i++)
@@ -182,27 +170,19 @@ static bool shard_live(unsigned i) { return !g_shards || !atomic_load(&g_shards[
 
 void cfggen_reclaim(void)
 {
-    if (!g_retired)
-        return;
-    uint64_t epoch = atomic_fetch_add_explicit(&g_epoch, 1, memory_order_acq_rel) + 1;
     bool pending = false;
     for (gen_t **pp = &g_retired; *pp;) {
         gen_t *g = *pp;
-        bool adopted = true, unused = true, turned = true;
-        for (unsigned i = 0; i < g_ngen_shards; i++) {
-            if (!shard_live(i))
-                continue;
-            adopted &= atomic_load_explicit(&g_seen[i].gen, memory_order_acquire) >= g->retired_at;
-            unused &= atomic_load_explicit(&g->runs[i].runs, memory_order_acquire) == 0;
-            turned &= g->cand_epoch && atomic_load_explicit(&g_seen[i].epoch, memory_order_acquire) > g->cand_epoch;
-        }
-        if (g->cand_epoch && turned) {
+        if (g->cand_epoch && qsbr_safe(g->cand_epoch)) {
             *pp = g->next;
             gen_free(g);
             continue;
         }
-        if (!g->cand_epoch && adopted && unused)
-            g->cand_epoch = epoch;
+        bool unused = true;
+        for (unsigned i = 0; i < g_ngen_shards; i++)
+            unused &= atomic_load_explicit(&g->runs[i].runs, memory_order_acquire) == 0;
+        if (!g->cand_epoch && unused && qsbr_safe(g->retired_at))
+            g->cand_epoch = qsbr_retire();   /* one more turn each: a run released mid-turn may still be read */
         pending = true;
         pp = &g->next;
     }
@@ -228,8 +208,6 @@ void cfggen_shutdown(void)
         gen_free(g);
     }
     gen_free(atomic_exchange(&g_current, NULL));
-    free(g_seen);
-    g_seen = NULL;
 }
 
 void cfggen_shard_turn(shard_t *sh)
@@ -238,11 +216,8 @@ void cfggen_shard_turn(shard_t *sh)
     if (cur && &cur->cfg != sh->cfg) {
         const cfg_t *old = sh->cfg;
         sh->cfg = &cur->cfg;
-        proxy_shard_adopt(sh, old);
-        atomic_store_explicit(&g_seen[sh->id].gen, cur->cfg.generation, memory_order_release);
+        shard_adopt(sh, old);   /* every module's adopt hook (net/proxy.c resets breakers) */
     }
-    atomic_store_explicit(&g_seen[sh->id].epoch, atomic_load_explicit(&g_epoch, memory_order_acquire),
-                          memory_order_release);
 }
 
 /* Only this shard writes its counter: a load and a store, no locked add. A

@@ -15,11 +15,12 @@
  * the next unused slot, and a reload that would need more than CFG_MAX_AGENTS
  * distinct names since start is refused.
  *
- * Reclamation (main thread): a replaced generation is freed once (1) every
- * running shard has adopted a newer one, (2) no run on any shard holds it (one
- * counter per shard, on its own cache line, written only by that shard) and
- * (3) every shard has begun a loop turn after (1) and (2) were seen, so nothing
- * a shard read from it during the turn that ended its last run is still in use. */
+ * Reclamation (main thread, core/qsbr.h): a replaced generation is freed once
+ * (1) every running shard has adopted a newer one (passed a quiescent state
+ * after the swap), (2) no run on any shard holds it (one counter per shard, on
+ * its own cache line, written only by that shard) and (3) every shard has
+ * passed a quiescent state after (1) and (2) were seen, so nothing a shard
+ * read from it during the turn that ended its last run is still in use. */
 #ifndef AGATE_CFGGEN_H
 #define AGATE_CFGGEN_H
 
@@ -59,9 +60,10 @@ unsigned cfggen_retained(void);
 /* Main thread, after every shard has stopped. */
 void cfggen_shutdown(void);
 
-/* Shard thread, top of each loop turn: adopts a newly published generation
- * (running the per-shard hooks for agents whose endpoints changed) and reports
- * what it has seen for reclamation. */
+/* Shard thread, top of each loop turn, right after its quiescent state
+ * (core/qsbr.h), before anything else: adopts a newly published generation,
+ * running every module's adopt hook. So a shard seen past a generation's
+ * retirement epoch has adopted a newer one. */
 void cfggen_shard_turn(struct shard *sh);
 
 /* Shard thread: a run starting on, or ending with, generation c. */

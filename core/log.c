@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
-#include "proto/json.h"
+#include "core/json.h"
 
 struct log_ring {
     _Alignas(64) _Atomic uint64_t head;   /* producer */

@@ -1,8 +1,9 @@
-/* main: start-up and shutdown. Reads the configuration (defaults, YAML file,
- * environment), opens every shard's listeners, starts the shards and the log
- * writer, then waits for a signal. SIGTERM/SIGINT begin a graceful drain; a
- * second one cuts running streams; SIGHUP reloads the access sections of the
- * configuration (core/reload.c).
+/* main: the composition root, the one file that names every module. Registers
+ * the modules with the shard loop, reads the configuration (defaults, YAML
+ * file, environment), opens every shard's listeners, starts the shards and the
+ * log writer, then waits for a signal. SIGTERM/SIGINT begin a graceful drain;
+ * a second one cuts running streams; SIGHUP reloads the configuration: agents,
+ * access and every setting the shards read per request (net/reload.c).
  *
  * Exit codes: 0 after a clean stop, 1 when start-up fails (e.g. a port in
  * use), 2 for bad configuration or arguments. */
@@ -14,16 +15,23 @@
 #include <unistd.h>
 
 #include "core/cache.h"
+#include "core/cfggen.h"
 #include "core/config.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/otlp.h"
-#include "core/cfggen.h"
-#include "core/reload.h"
+#include "core/qsbr.h"
 #include "core/shard.h"
 #include "core/version.h"
+#include "net/access.h"
+#include "net/breaker.h"
 #include "net/coalesce.h"
+#include "net/conns.h"
+#include "net/gwmetrics.h"
+#include "net/proxy.h"
+#include "net/reload.h"
 #include "net/upstream.h"
-#include "proto/json.h"
+#include "proto/run.h"
 #include "proto/validate.h"
 
 /* jemalloc (release builds) reads this at start-up; MALLOC_CONF still applies
@@ -34,6 +42,22 @@
  * 1.3 KiB is left after the decay (10 s). Redis ships the same setting. Other
  * builds (ASan) ignore the symbol. */
 const char *malloc_conf = "background_thread:true";
+
+/* Every module with a part in the shards, a run or /metrics. Order matters:
+ * hooks run in this order and `stop`/`free` in reverse, so a module comes
+ * after those it uses (the run pool first, the client connections last). */
+static void register_modules(void)
+{
+    run_register();
+    echo_register();
+    gwmetrics_register();
+    access_register();
+    ups_register();
+    breaker_register();
+    proxy_register();
+    coalesce_register();
+    conns_register();
+}
 
 static void usage(FILE *f)
 {
@@ -114,7 +138,7 @@ static void wait_for_stop(shard_t *shards, unsigned n, const cfg_t *cfg, const s
         struct timespec second = {1, 0};
         int sig = sigtimedwait(set, NULL, &second);
         if (sig < 0) {
-            reload_tick(n, log_ring(n));   /* JWKS file changes; free retired access policies */
+            reload_tick(log_ring(n));   /* JWKS file changes; free retired access policies */
             continue;
         }
         if (sig == SIGHUP) {
@@ -152,6 +176,7 @@ int main(int argc, char **argv)
 {
     static cfg_t cfg;
     bool check_only = false;
+    register_modules();
     if (load_config(&cfg, argc, argv, &check_only))
         return 2;
     char aerr[CFG_ERR_MAX + 64];
@@ -164,7 +189,7 @@ int main(int argc, char **argv)
         return 0;
     }
     unsigned n = shard_count(&cfg);
-    const cfg_t *gen = cfggen_init(&cfg, n);   /* what the shards read; reloads replace it */
+    const cfg_t *gen = qsbr_init(n) ? NULL : cfggen_init(&cfg, n);   /* what the shards read; reloads replace it */
     if (!gen) {
         fprintf(stderr, "agate: out of memory\n");
         return 1;
@@ -202,7 +227,7 @@ int main(int argc, char **argv)
     char err[256];
     unsigned opened = 0;
     for (; opened < n; opened++) {
-        if (shard_listen(&shards[opened], opened, gen, err, sizeof err)) {
+        if (shard_open(&shards[opened], opened, gen, err, sizeof err)) {
             fprintf(stderr, "agate: cannot listen on %s\n", err);
             rc = 1;
             goto fail_listen;
@@ -251,6 +276,8 @@ int main(int argc, char **argv)
     }
     for (unsigned i = 0; i < n; i++)
         shard_join(&shards[i]);
+    for (unsigned i = 0; i < n; i++)
+        shard_close(&shards[i]);   /* what the main thread opened for it (metrics read by scrapes) */
     otlp_stop();   /* after the shards: they are its producers */
     ups_resolver_stop();
     coalesce_shutdown();   /* after the shards: every flight and entry reference is gone */
@@ -258,18 +285,16 @@ int main(int argc, char **argv)
     if (!rc)
         log_main("info", "stopped", NULL, n);
     reload_shutdown();   /* after the shards: no policy pointer or limiter cell is in use */
+    qsbr_shutdown();
     log_stop();
     free(shards);
     return rc;
 
 fail_listen:
-    for (unsigned i = 0; i < opened; i++) {
-        close(shards[i].listen_fd[0]);
-        if (shards[i].listen_fd[1] >= 0)
-            close(shards[i].listen_fd[1]);
-        close(shards[i].wake_fd);
-    }
+    for (unsigned i = 0; i < opened; i++)
+        shard_close(&shards[i]);
     free(shards);
+    qsbr_shutdown();
     log_stop();
     return rc;
 }

@@ -36,7 +36,7 @@
 #include "core/httpc.h"
 #include "core/trace.h"
 #include "core/version.h"
-#include "proto/json.h"
+#include "core/json.h"
 
 #define OTLP_IO_TIMEOUT_MS   2000    /* connect, and each send/receive */
 #define OTLP_REQ_TIMEOUT_MS  5000    /* one whole request: a trickling peer cannot hold us */

@@ -127,4 +127,19 @@ uint64_t rl_table_used(rl_table_t *t, uint64_t now);
 
 static inline void rl_hold_clear(rl_hold_t *h) { h->cell = UINT32_MAX; h->leased = 0; h->amount = 0; }
 
+/* The concurrency slots one run holds, one per limit that applied. */
+#define RL_MAX_HOLDS 8
+typedef struct rl_holds {
+    rl_hold_t h[RL_MAX_HOLDS];
+    uint8_t   n;
+} rl_holds_t;
+
+/* Releases every slot in hs and empties it. */
+static inline void rl_holds_release(rl_table_t *t, rl_holds_t *hs)
+{
+    for (uint8_t i = 0; i < hs->n; i++)
+        rl_release(t, &hs->h[i]);
+    hs->n = 0;
+}
+
 #endif

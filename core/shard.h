@@ -1,9 +1,16 @@
 /* shard: one thread per CPU, owning everything its connections touch.
  *
- * A shard owns its io_uring, its two SO_REUSEPORT listening sockets, a slab of
- * connection slots, the provided receive buffers, a timer heap, an id generator
- * and a log ring. Nothing in a shard is touched by another thread, except the
- * wake eventfd (written by the main thread) and the process-wide flags below. */
+ * A shard owns its io_uring, the provided receive buffers, a timer heap, an id
+ * generator, a log ring and the per-shard state of every module registered with
+ * shard_mod_register (net/conns.c keeps the listeners and connections there,
+ * net/upstream.c its upstream connections, ...). Nothing in a shard is touched
+ * by another thread, except the wake eventfd (written by the main thread), the
+ * metrics a scrape reads, and the process-wide flags below.
+ *
+ * The loop knows no protocol: a completion is dispatched by the operation kind
+ * in its user_data to the handler registered for it (shard_op_register), and
+ * modules join each turn, the drain and the teardown through their
+ * shard_mod_ops_t. */
 #ifndef AGATE_SHARD_H
 #define AGATE_SHARD_H
 
@@ -22,10 +29,47 @@
 #include "core/timer.h"
 #include "core/uring.h"
 
-struct conn;
-struct run;
+struct shard;
 
-enum { SHARD_LISTEN_MAIN = 0, SHARD_LISTEN_ADMIN = 1 };
+#define SHARD_MOD_MAX 12
+
+/* A module's part in every shard. Every hook is optional. Hooks run in
+ * registration order; `stop`, `close` and `free` in reverse, so a module is
+ * registered after those it uses. */
+typedef struct shard_mod_ops {
+    const char *name;
+    /* Main thread, before the shard's thread starts (so bind errors surface at
+     * start-up, and a scrape on any shard finds every shard's state): 0, or
+     * -errno with err filled. `close` undoes it if start-up fails later. */
+    int  (*open)(struct shard *sh, char *err, size_t errlen);
+    void (*close)(struct shard *sh);
+    int  (*init)(struct shard *sh);                          /* shard thread, before the loop */
+    void (*start)(struct shard *sh);                         /* the loop is about to run: arm first SQEs */
+    void (*turn_begin)(struct shard *sh);                    /* each turn, before its completions */
+    void (*turn_end)(struct shard *sh);                      /* each turn, after completions and timers */
+    void (*adopt)(struct shard *sh, const cfg_t *old);       /* a new configuration generation took effect */
+    void (*drain)(struct shard *sh);                         /* graceful drain begins */
+    void (*cut)(struct shard *sh);                           /* drain deadline or second signal: cut streams */
+    bool (*busy)(const struct shard *sh);                    /* a draining shard waits while any says so */
+    void (*stop)(struct shard *sh);                          /* the loop ends: abort everything still open */
+    bool (*inflight)(const struct shard *sh);                /* after stop: operations the kernel still has */
+    void (*free)(struct shard *sh);                          /* the loop has stopped; nothing is in flight */
+} shard_mod_ops_t;
+
+/* A completion kind's handlers. lookup finds the object the completion is for
+ * (slab_lookup: slot and generation); NULL means it is gone, and stale gives
+ * back what the completion carries (a provided buffer). A NULL lookup means
+ * the kind names no object (complete gets NULL). */
+typedef struct shard_op {
+    void *(*lookup)(struct shard *sh, uint64_t ud);
+    void  (*complete)(struct shard *sh, void *obj, struct io_uring_cqe *cqe);
+    void  (*stale)(struct shard *sh, struct io_uring_cqe *cqe);
+} shard_op_t;
+
+/* Main thread, before the first shard_open (start-up; a test's set-up).
+ * Registering the same ops again returns the same id. */
+unsigned shard_mod_register(const shard_mod_ops_t *ops);
+uint8_t  shard_op_register(const shard_op_t *op);
 
 /* Set once by the main thread, read by every shard (readiness, stop). */
 extern _Atomic bool g_agate_draining;
@@ -39,8 +83,7 @@ typedef struct shard {
     const cfg_t  *cfg;               /* the generation it adopted last (core/cfggen.c); runs may hold older ones */
     pthread_t     thr;
     struct io_uring ring;
-    uring_bufs_t  rbufs;
-    int           listen_fd[2];      /* owned; -1 when closed or disabled */
+    uring_bufs_t  rbufs;             /* provided receive buffers for client connections */
     int           wake_fd;           /* eventfd, owned */
     uint64_t      wake_val;
     int           cpu;               /* pinned CPU, -1 when not pinned */
@@ -54,17 +97,9 @@ typedef struct shard {
     log_ring_t   *log;
     buf_t         scratch;           /* log lines, error bodies: reset before each use */
 
-    struct conn  *conns;             /* slab, conn_cap slots */
-    uint32_t     *free_slots;        /* stack of free slot indexes */
-    uint32_t      n_free, conn_cap;
-    uint32_t      n_main, n_admin;   /* open connections per listener */
-    struct conn  *flush_head;        /* connections with output to send this turn */
-    struct conn  *reap_head;         /* aborted connections to free once idle */
-    struct run   *run_pool;          /* free runs, reused */
-    void         *ups;               /* upstream connections (net/upstream.c), NULL without proxy agents */
-    void         *breakers;          /* per-endpoint breakers and balancer (net/breaker.c), set up
-                                        and freed by net/proxy.c; NULL without proxy agents */
-    void         *coal;              /* followers of shared runs (net/coalesce.c) */
+    /* Each registered module's state, owned by that module, which reads it
+     * through its own typed accessor (conns_of, ...). */
+    void         *mod[SHARD_MOD_MAX];
 
     bool          draining, stopping;
     agate_timer_t drain_timer;
@@ -72,20 +107,23 @@ typedef struct shard {
     _Atomic bool  done;              /* the thread has finished its teardown */
 
     metrics_shard_t *m;              /* &metrics, or NULL when metrics are off */
-    metrics_shard_t  metrics;        /* written only by this shard; read by scrapes */
+    metrics_shard_t  metrics;        /* the loop's own; written only by this shard, read by scrapes */
 } shard_t;
 
-/* Main thread: creates the shard's listeners (so bind errors surface before any
- * thread starts) and its thread. 0 or -errno with err filled. */
 /* Shards to run for cfg: its `shards`, else one per CPU this process may use. */
 unsigned shard_count(const cfg_t *c);
-int  shard_listen(shard_t *sh, unsigned id, const cfg_t *cfg, char *err, size_t errlen);
+/* Main thread: sets the shard up and runs every module's `open` (listeners),
+ * so bind errors surface before any thread starts. 0 or -errno with err
+ * filled. shard_close undoes it for a shard that never started. */
+int  shard_open(shard_t *sh, unsigned id, const cfg_t *cfg, char *err, size_t errlen);
+void shard_close(shard_t *sh);
 int  shard_start(shard_t *sh, pthread_barrier_t *ready);
 void shard_wake(shard_t *sh);            /* any thread: make the shard turn its loop (drain, shared runs) */
 void shard_join(shard_t *sh);
 
 /* Shard thread only. */
 struct io_uring_sqe *shard_sqe(shard_t *sh);   /* never NULL: submits to make room */
+void shard_adopt(shard_t *sh, const cfg_t *old);   /* core/cfggen.c: every module's adopt hook */
 void shard_log_line(shard_t *sh, buf_t *line);
 
 #endif

@@ -9,22 +9,21 @@
 #include <liburing.h>
 #include <stdint.h>
 
+/* Operation kinds core itself uses; the others are handed out by
+ * shard_op_register (core/shard.h) to the modules that submit them. */
 enum uring_op {
-    UD_ACCEPT = 1,     /* slot: listener index (0 main, 1 admin) */
-    UD_WAKE,           /* eventfd read: the main thread asks for drain/stop */
-    UD_RECV,           /* multishot recv on a connection */
-    UD_SEND,           /* one send of a connection's output buffer */
-    UD_IGNORE,         /* completions nobody waits for */
-    UD_UP_CONNECT,     /* slot: upstream connection index */
-    UD_UP_SEND,
-    UD_UP_RECV,
+    UD_NONE = 0,
+    UD_WAKE,           /* eventfd read: the main thread asks for drain, stop or a turn */
+    UD_IGNORE,         /* completions nobody waits for (cancels) */
+    UD_FIRST_FREE,     /* the first kind shard_op_register hands out */
+    UD_OP_MAX = 64,
 };
 
-static inline uint64_t uring_ud(enum uring_op op, uint32_t gen, uint32_t slot)
+static inline uint64_t uring_ud(uint8_t op, uint32_t gen, uint32_t slot)
 {
     return (uint64_t)op << 56 | (uint64_t)(gen & 0xffffffu) << 32 | slot;
 }
-static inline enum uring_op uring_ud_op(uint64_t ud) { return (enum uring_op)(ud >> 56); }
+static inline uint8_t uring_ud_op(uint64_t ud) { return (uint8_t)(ud >> 56); }
 static inline uint32_t uring_ud_gen(uint64_t ud) { return (uint32_t)(ud >> 32) & 0xffffffu; }
 static inline uint32_t uring_ud_slot(uint64_t ud) { return (uint32_t)ud; }
 

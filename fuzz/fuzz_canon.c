@@ -32,7 +32,7 @@
 #include "core/buf.h"
 #include "proto/canon.h"
 #include "proto/evids.h"
-#include "proto/json.h"
+#include "core/json.h"
 #include "proto/jtape.h"
 #include "proto/runrec.h"
 

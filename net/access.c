@@ -23,10 +23,13 @@
 #include "core/digest.h"
 
 #include "core/jwt.h"
+#include "core/qsbr.h"
 #include "core/shard.h"
 #include "net/conn.h"
 #include "net/http1.h"
-#include "proto/json.h"
+#include "core/json.h"
+#include "net/gwmetrics.h"
+#include "proto/run.h"
 
 static const uint64_t period_ns[4] = {
     UINT64_C(1000000000), UINT64_C(60000000000), UINT64_C(3600000000000), UINT64_C(86400000000000),
@@ -74,13 +77,9 @@ typedef struct policy {
 } policy_t;
 
 static _Atomic(policy_t *) g_policy;
-static _Atomic uint64_t    g_gen;                 /* bumped after each publish */
-static _Atomic uint64_t    g_seen[1024];          /* per shard: g_gen at the top of its last turn */
-static policy_t           *g_retired;             /* main thread only */
+static policy_t           *g_retired;             /* main thread only; freed by core/qsbr.h */
 static rl_table_t          g_table;
 static bool                g_table_ok;
-
-static __thread access_holds_t t_pending;         /* run slots between admit and agent_run_new */
 
 static inline policy_t *policy(void) { return atomic_load_explicit(&g_policy, memory_order_acquire); }
 
@@ -263,35 +262,20 @@ int access_publish(const cfg_t *cfg, char *err, size_t errlen)
     if (!p)
         return -EINVAL;
     policy_t *old = atomic_exchange_explicit(&g_policy, p, memory_order_acq_rel);
-    uint64_t gen = atomic_fetch_add(&g_gen, 1) + 1;
     if (old) {
-        old->retired_at = gen;
+        old->retired_at = qsbr_retire();
         old->next = g_retired;
         g_retired = old;
     }
     return 0;
 }
 
-void access_quiescent(unsigned shard_id)
+void access_reclaim(void)
 {
-    if (shard_id < sizeof g_seen / sizeof g_seen[0])
-        atomic_store_explicit(&g_seen[shard_id], atomic_load_explicit(&g_gen, memory_order_acquire),
-                              memory_order_release);
-}
-
-void access_reclaim(unsigned nshards)
-{
-    uint64_t low = UINT64_MAX;
-    for (unsigned i = 0; i < nshards && i < sizeof g_seen / sizeof g_seen[0]; i++) {
-        if (g_shards && atomic_load(&g_shards[i].done))
-            continue;   /* a stopped shard holds nothing */
-        uint64_t s = atomic_load_explicit(&g_seen[i], memory_order_acquire);
-        low = s < low ? s : low;
-    }
     policy_t **pp = &g_retired;
     while (*pp) {
         policy_t *p = *pp;
-        if (p->retired_at <= low) {
+        if (qsbr_safe(p->retired_at)) {
             *pp = p->next;
             policy_free(p);
         } else {
@@ -325,7 +309,7 @@ void access_shutdown(void)
     g_table_ok = false;
 }
 
-void access_table_stats(uint64_t *capacity, uint64_t *used, uint64_t *evictions, uint64_t *full)
+static void access_table_stats(uint64_t *capacity, uint64_t *used, uint64_t *evictions, uint64_t *full)
 {
     *capacity = *used = *evictions = *full = 0;
     if (!g_table_ok)
@@ -761,15 +745,10 @@ static int key_tables(policy_t *p, const cfg_t *cfg)
 
 static uint32_t ceil_s(uint64_t ns) { return (uint32_t)((ns + 999999999u) / 1000000000u); }
 
-void access_release(access_holds_t *holds)
-{
-    for (uint8_t i = 0; i < holds->n; i++)
-        rl_release(&g_table, &holds->h[i]);
-    holds->n = 0;
-}
+void access_release(rl_holds_t *holds) { rl_holds_release(&g_table, holds); }
 
 access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const cfg_agent_t *agent,
-                              access_holds_t *holds, access_decision_t *d)
+                              rl_holds_t *holds, access_decision_t *d)
 {
     policy_t *p = policy();
     holds->n = 0;
@@ -851,28 +830,13 @@ refuse:
 
 /* ---- HTTP ---- */
 
-void access_take_pending(access_holds_t *into)
-{
-    *into = t_pending;
-    t_pending.n = 0;
-}
-
-void access_drop_pending(void) { access_release(&t_pending); }
-
-void access_give_pending(access_holds_t *holds)
-{
-    access_release(&t_pending);   /* nothing should be waiting; never leak a slot */
-    t_pending = *holds;
-    holds->n = 0;
-}
-
 static void count_reject(conn_t *c, access_verdict_t v)
 {
-    if (!c->sh || !c->sh->m)
+    if (!c->sh || !gwm(c->sh))
         return;
     enum metrics_reject why = v == ACCESS_RATE_LIMITED ? MRJ_RATE_LIMITED
                             : v == ACCESS_FORBIDDEN ? MRJ_FORBIDDEN : MRJ_UNAUTHORIZED;
-    metrics_add(&c->sh->m->rejected[why], 1);
+    metrics_add(&gwm(c->sh)->rejected[why], 1);
 }
 
 void access_http_refuse(conn_t *c, const access_decision_t *d)
@@ -916,16 +880,16 @@ void access_http_refuse(conn_t *c, const access_decision_t *d)
     http_respond(c, status, "application/json", b->data, b->len, extra);
 }
 
-bool access_http_run(conn_t *c, const cfg_agent_t *agent)
+bool access_http_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds)
 {
     policy_t *p = policy();
     c->quota.set = false;
-    t_pending.n = 0;
+    holds->n = 0;
     if (!p || (!p->auth_on && !p->n_rules))
         return true;
     access_ident_t id;
     access_decision_t d;
-    if (identify(p, c, &c->http.req, &id, &d) || access_admit(&id, c->sh->cfg, agent, &t_pending, &d)) {
+    if (identify(p, c, &c->http.req, &id, &d) || access_admit(&id, c->sh->cfg, agent, holds, &d)) {
         access_http_refuse(c, &d);
         return false;
     }
@@ -1074,4 +1038,29 @@ void access_head_headers(conn_t *c, buf_t *b, const char *ctype)
             }
         }
     }
+}
+
+/* The shared rate-limit table: its size, cells in use (a scan),
+ * cells taken over from idle keys, and lookups that found no cell (allowed). */
+static void render_ratelimit(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    uint64_t cap, used, evictions, full;
+    access_table_stats(&cap, &used, &evictions, &full);
+    metrics_family(r, "agate_ratelimit_cells", "gauge", "Rate-limit table cells, by state (capacity, used).");
+    metrics_sample_u(r, "agate_ratelimit_cells", "", "state=\"capacity\"", cap);
+    metrics_sample_u(r, "agate_ratelimit_cells", "", "state=\"used\"", used);
+    metrics_family(r, "agate_ratelimit_evictions", "counter", "Rate-limit cells taken over from an idle key.");
+    metrics_sample_u(r, "agate_ratelimit_evictions", "_total", "", evictions);
+    metrics_family(r, "agate_ratelimit_table_full", "counter", "Rate-limit lookups that found no free cell (allowed, not counted against a limit).");
+    metrics_sample_u(r, "agate_ratelimit_table_full", "_total", "", full);
+}
+
+static void access_run_release(run_t *r) { access_release(&r->holds); }
+
+static const run_ext_ops_t access_ext = {.release = access_run_release};
+
+void access_register(void)
+{
+    run_ext_register(&access_ext);
+    metrics_register(render_ratelimit);
 }

@@ -7,14 +7,13 @@
  * SIGHUP, JWKS file change) and published with one atomic pointer store.
  * Shards load the pointer per request and never keep it across loop turns; an
  * old policy is freed once every shard has started a turn after the swap
- * (quiescent-state reclamation, access_quiescent), so readers take no lock and
- * no reference count. Limiter state lives in the table, keyed by a hash of each
+ * (core/qsbr.h), so readers take no lock and no reference count. Limiter state lives in the table, keyed by a hash of each
  * rule's definition: a reload that keeps a rule keeps its state.
  *
  * Transports: access_identify once per request (HTTP) or per connection
  * (WebSocket upgrade), then access_admit per run. A run's concurrency slots
- * ride in run_t.acc and are released by agent_run_release, however the run
- * ends. */
+ * ride in run_t.holds and are released by run_release (a run hook
+ * registered by access_register), however the run ends. */
 #ifndef AGATE_ACCESS_H
 #define AGATE_ACCESS_H
 
@@ -29,7 +28,7 @@
 struct conn;
 struct http_req;
 
-#define ACCESS_MAX_HOLDS  8
+#define ACCESS_MAX_HOLDS  RL_MAX_HOLDS
 #define ACCESS_MAX_CLAIMS 4
 #define ACCESS_VAL_MAX    128
 
@@ -52,11 +51,6 @@ typedef struct access_ident {
     uint64_t key_policy;                    /* that policy's serial; 0: none (scopes are read instead) */
 } access_ident_t;
 
-/* Concurrency slots held by one run. */
-typedef struct access_holds {
-    rl_hold_t h[ACCESS_MAX_HOLDS];
-    uint8_t   n;
-} access_holds_t;
 
 typedef enum access_verdict {
     ACCESS_ALLOW = 0,
@@ -81,8 +75,8 @@ typedef struct access_decision {
  * limiter table is made on the first call. 0, or -errno with err filled; on
  * error the published policy is unchanged. */
 int  access_publish(const cfg_t *cfg, char *err, size_t errlen);
-/* Frees policies no shard can still see; call now and then (1 s tick). */
-void access_reclaim(unsigned nshards);
+/* Frees policies no shard can still see (core/qsbr.h); call now and then (1 s tick). */
+void access_reclaim(void);
 /* True when the configured JWKS file changed since the policy was built. */
 bool access_jwks_changed(uint64_t *sig);   /* sig: the file's stat, hashed (a failure is retried when it changes) */
 /* Frees everything at exit (after the shards stopped). */
@@ -90,8 +84,9 @@ void access_shutdown(void);
 
 /* ---- shards ---- */
 
-/* Top of each loop turn: this shard holds no policy pointer from before. */
-void access_quiescent(unsigned shard_id);
+/* Main thread, at start-up: the release of a run's slots (a run hook) and
+ * the limiter table's metrics. */
+void access_register(void);
 
 /* Identity of the request from its headers and peer. ACCESS_UNAUTHORIZED
  * when credentials were given and are bad. */
@@ -100,22 +95,15 @@ access_verdict_t access_identify(struct conn *c, const struct http_req *r, acces
 /* Authorization and limits for one run of agent. On ACCESS_ALLOW, *holds has
  * the concurrency slots taken (release with access_release). */
 access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const cfg_agent_t *agent,
-                              access_holds_t *holds, access_decision_t *d);
-void access_release(access_holds_t *holds);
+                              rl_holds_t *holds, access_decision_t *d);
+void access_release(rl_holds_t *holds);
 
 /* HTTP: identify + admit for POST /v1/agents/{name}/run. Answers 401/403/429
- * itself and returns false; on true the slots wait in this thread's hand-off
- * (access_take_pending, called by agent_run_new) and the quota is noted on the
- * connection for the response head. */
-bool access_http_run(struct conn *c, const cfg_agent_t *agent);
-/* After the route handler: slots not taken by a run (the request failed
- * before one started) go back. */
-void access_drop_pending(void);
-/* Puts slots from access_admit into the hand-off (transports other than HTTP,
- * right before agent_run_new). */
-void access_give_pending(access_holds_t *holds);
-/* Moves the hand-off's slots into a run's holds. */
-void access_take_pending(access_holds_t *into);
+ * itself and returns false; on true *holds has the slots taken (run_new moves
+ * them into the run; whatever is left the caller gives back with
+ * access_release) and the quota is noted on the connection for the response
+ * head. */
+bool access_http_run(struct conn *c, const cfg_agent_t *agent, rl_holds_t *holds);
 /* HTTP: /metrics on the main listener when auth is on: needs scope admin. */
 bool access_http_admin(struct conn *c);
 /* HTTP OPTIONS: a CORS preflight is answered here (204, or 403 for an origin
@@ -126,7 +114,5 @@ void access_http_refuse(struct conn *c, const access_decision_t *d);
 /* Response-head lines every response gets: security headers, CORS, quota. */
 void access_head_headers(struct conn *c, buf_t *b, const char *ctype);
 
-/* For /metrics. */
-void access_table_stats(uint64_t *capacity, uint64_t *used, uint64_t *evictions, uint64_t *full);
 
 #endif

@@ -10,7 +10,8 @@
 
 #include "core/cfggen.h"
 #include "net/breaker.h"
-#include "proto/json.h"
+#include "core/json.h"
+#include "net/gwmetrics.h"
 
 enum br_state { BR_CLOSED, BR_OPEN, BR_HALF_OPEN };
 
@@ -32,7 +33,9 @@ typedef struct breaker_shard {
     uint32_t      epoch[CFG_MAX_AGENTS];   /* bumped when a reload changes the agent's endpoints */
 } breaker_shard_t;
 
-static inline breaker_shard_t *table(const shard_t *sh) { return sh->breakers; }
+static unsigned g_breaker_mod;
+
+static inline breaker_shard_t *table(const shard_t *sh) { return (breaker_shard_t *)sh->mod[g_breaker_mod]; }
 static inline br_endpoint_t *EP(const shard_t *sh, unsigned a, unsigned e) { return &table(sh)->ep[a][e]; }
 
 /* --- log lines ------------------------------------------------------------------ */
@@ -258,19 +261,26 @@ int breaker_shard_init(shard_t *sh)
     breaker_shard_t *t = calloc(1, sizeof *t);
     if (!t)
         return -ENOMEM;
-    if (sh->m)
+    if (gwm(sh))
         for (unsigned a = 0; a < CFG_MAX_AGENTS; a++)
             for (unsigned e = 0; e < CFG_MAX_ENDPOINTS; e++)
-                t->ep[a][e].metric = &sh->m->up_breaker_open[a][e];
-    sh->breakers = t;
+                t->ep[a][e].metric = &gwm(sh)->up_breaker_open[a][e];
+    sh->mod[g_breaker_mod] = t;
     return 0;
 }
 
+bool breaker_shard_ready(const shard_t *sh) { return table(sh) != NULL; }
+
 void breaker_shard_free(shard_t *sh)
 {
-    free(sh->breakers);
-    sh->breakers = NULL;
+    free(table(sh));
+    sh->mod[g_breaker_mod] = NULL;
 }
+
+/* Set up lazily by net/proxy.c, freed with the shard. */
+static const shard_mod_ops_t breaker_mod = {.name = "breaker", .free = breaker_shard_free};
+
+void breaker_register(void) { g_breaker_mod = shard_mod_register(&breaker_mod); }
 
 void breaker_adopt(shard_t *sh, const cfg_t *old)
 {

@@ -42,8 +42,10 @@ typedef struct breaker_hold {
 
 #define BREAKER_HOLD_NONE ((breaker_hold_t){.ep = -1})
 
-int  breaker_shard_init(shard_t *sh);   /* 0 or -ENOMEM */
-void breaker_shard_free(shard_t *sh);
+void breaker_register(void);           /* main thread, at start-up: the per-shard table's slot */
+int  breaker_shard_init(shard_t *sh);   /* 0 or -ENOMEM; freed with the shard */
+bool breaker_shard_ready(const shard_t *sh);
+void breaker_shard_free(shard_t *sh);   /* the shard module's free; tests call it */
 
 /* Shard thread, adopting a new generation (sh->cfg): every agent that is new
  * or whose endpoints changed starts with closed, untried breakers. Attempts

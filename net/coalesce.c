@@ -32,6 +32,7 @@
 #include "core/cache.h"
 #include "proto/canon.h"
 #include "proto/runrec.h"
+#include "net/gwmetrics.h"
 
 #define LOG_CHUNK   (64u * 1024)
 #define MASK_WORDS  16                  /* shards tracked per flight: 1024 */
@@ -95,6 +96,12 @@ typedef struct coal_run {
     char            head[64];
     struct coal_run *prev, *next;       /* shard follower list */
 } coal_run_t;
+
+static unsigned g_co_ext;     /* run_t.ext index (coalesce_register) */
+static unsigned g_coal_mod;   /* shard_t.mod index */
+
+static inline coal_run_t *CO(const run_t *r) { return (coal_run_t *)r->ext[g_co_ext]; }
+static inline struct coal_shard *coal_of(const shard_t *sh) { return (struct coal_shard *)sh->mod[g_coal_mod]; }
 
 typedef struct coal_shard {
     _Atomic bool  pending;              /* a followed flight moved on */
@@ -208,7 +215,7 @@ static void flight_wake(flight_t *f, shard_t *self)
             if (s >= g_nshards)
                 continue;
             shard_t *t = &g_shards[s];
-            coal_shard_t *cs = t->coal;
+            coal_shard_t *cs = coal_of(t);
             if (cs && !atomic_exchange(&cs->pending, true) && t != self)
                 shard_wake(t);
         }
@@ -275,28 +282,28 @@ static inline void reader_advance(reader_t *rd, size_t size)
 
 /* --- per-shard follower lists ------------------------------------------------------- */
 
-int coalesce_shard_init(shard_t *sh)
+static int coalesce_shard_init(shard_t *sh)
 {
     coal_shard_t *cs = calloc(1, sizeof *cs);
     if (!cs)
         return -ENOMEM;
-    sh->coal = cs;
+    sh->mod[g_coal_mod] = cs;
     cache_thread_online();
     return 0;
 }
 
-void coalesce_shard_free(shard_t *sh)
+static void coalesce_shard_free(shard_t *sh)
 {
-    if (!sh->coal)
+    if (!coal_of(sh))
         return;
     cache_thread_offline();
-    free(sh->coal);
-    sh->coal = NULL;
+    free(coal_of(sh));
+    sh->mod[g_coal_mod] = NULL;
 }
 
 static void list_add(coal_run_t *co)
 {
-    coal_shard_t *cs = co->r->sh->coal;
+    coal_shard_t *cs = coal_of(co->r->sh);
     co->prev = NULL;
     co->next = cs->followers;
     if (cs->followers)
@@ -307,7 +314,7 @@ static void list_add(coal_run_t *co)
 
 static void list_del(coal_run_t *co)
 {
-    coal_shard_t *cs = co->r->sh->coal;
+    coal_shard_t *cs = coal_of(co->r->sh);
     if (!co->on_list)
         return;
     if (co->prev)
@@ -415,7 +422,7 @@ static void tick_fired(agate_timer_t *t)
  * callers touch nothing of it afterwards. */
 static void pump(run_t *r)
 {
-    coal_run_t *co = r->co;
+    coal_run_t *co = CO(r);
     shard_t *sh = r->sh;
     bool pace = co->role == ROLE_HIT && r->agent->cache_pace;
     while (!r->blocked) {
@@ -469,7 +476,7 @@ static void pump(run_t *r)
 
 static void replay_start(run_t *r)
 {
-    coal_run_t *co = r->co;
+    coal_run_t *co = CO(r);
     if (runrec_subst_init(&co->subst, &co->quoted, r->in.thread_id, r->in.thread_id_len, r->in.run_id,
                           r->in.run_id_len, &co->ids, &r->sh->rng)) {
         replay_fail(r, 503, "out_of_memory", "out of memory");
@@ -490,13 +497,12 @@ static void replay_start(run_t *r)
 
 static void replay_resume(run_t *r) { pump(r); }
 static void replay_stop(run_t *r) { (void)r; }   /* coalesce_run_stop does it, whatever the role */
-static void replay_destroy(run_t *r) { (void)r; }
 
-const agent_kind_ops_t coalesce_replay_ops = {replay_start, replay_resume, replay_stop, replay_destroy};
+static const run_kind_ops_t coalesce_replay_ops = {replay_start, replay_resume, replay_stop};
 
-void coalesce_shard_poll(shard_t *sh)
+static void coalesce_shard_poll(shard_t *sh)
 {
-    coal_shard_t *cs = sh->coal;
+    coal_shard_t *cs = coal_of(sh);
     if (!cs)
         return;
     if (sh->now_ms >= cs->next_sweep_ms) {
@@ -520,8 +526,8 @@ void coalesce_shard_poll(shard_t *sh)
         if (lag < co->best_lag)
             co->best_lag = lag;
         if (lag - co->best_lag > r->agent->cache_max_lag) {
-            if (sh->m)
-                metrics_add(&sh->m->cache_detached[agent_idx(r)], 1);
+            if (gwm(sh))
+                metrics_add(&gwm(sh)->cache_detached[agent_idx(r)], 1);
             replay_fail(r, 503, "client_too_slow",
                         "this client fell too far behind the shared upstream run and was detached");
         }
@@ -533,12 +539,12 @@ void coalesce_shard_poll(shard_t *sh)
 
 static coal_run_t *co_of(run_t *r)
 {
-    if (!r->co) {
-        r->co = calloc(1, sizeof *r->co);
-        if (!r->co)
+    if (!CO(r)) {
+        r->ext[g_co_ext] = calloc(1, sizeof(coal_run_t));
+        if (!CO(r))
             return NULL;
     }
-    coal_run_t *co = r->co;
+    coal_run_t *co = CO(r);
     co->r = r;
     co->role = ROLE_NONE;
     co->verdict = -1;
@@ -608,11 +614,11 @@ static int request_key(run_t *r, coal_run_t *co, const http_req_t *req, uint8_t 
         parts[i] = (canon_part_t){v, n};
     }
     enum canon_memo memo;
-    _Static_assert(CANON_MEMO_COUNT == sizeof r->sh->m->cache_key_memo[0] / sizeof(uint64_t), "one counter each");
+    _Static_assert(CANON_MEMO_COUNT == sizeof gwm(r->sh)->cache_key_memo[0] / sizeof(uint64_t), "one counter each");
     if ((rc = canon_key(ag->name, parts, ag->n_forward, co->out.data ? co->out.data : "", co->out.len, key, &memo)))
         return rc;
-    if (r->sh->m)
-        metrics_add(&r->sh->m->cache_key_memo[agent_idx(r)][memo], 1);
+    if (gwm(r->sh))
+        metrics_add(&gwm(r->sh)->cache_key_memo[agent_idx(r)][memo], 1);
     return 0;
 }
 
@@ -643,9 +649,9 @@ static flight_t *flight_join(const uint8_t key[CANON_KEY_LEN])
 
 static void count(run_t *r, enum metrics_cache what)
 {
-    r->co->verdict = (int8_t)what;
-    if (r->sh->m)
-        metrics_add(&r->sh->m->cache_results[agent_idx(r)][what], 1);
+    CO(r)->verdict = (int8_t)what;
+    if (gwm(r->sh))
+        metrics_add(&gwm(r->sh)->cache_results[agent_idx(r)][what], 1);
 }
 
 /* By hand: this snprintf and sse.c's head_lines one were 3 % of a cache hit's
@@ -691,6 +697,7 @@ int coalesce_prepare(run_t *r, const http_req_t *req)
             co->e = e;
             reader_blob(&co->rd, v, &co->plan);
             r->replay = true;
+            r->ops = &coalesce_replay_ops;
             set_head(co, "HIT", sh->now_ms - v.stored_ms);
             count(r, MC_HIT);
             return 0;
@@ -703,6 +710,7 @@ follow:
         co->f = f;
         reader_flight(&co->rd, f);
         r->replay = true;
+        r->ops = &coalesce_replay_ops;
         set_head(co, "COALESCED", sh->now_ms > f->start_ms ? sh->now_ms - f->start_ms : 0);
         count(r, MC_COALESCED);
         return 0;
@@ -739,9 +747,9 @@ follow:
 const char *coalesce_result(const run_t *r)
 {
     static const char *const names[MC_COUNT] = {[MC_HIT] = "HIT", [MC_MISS] = "MISS", [MC_COALESCED] = "COALESCED"};
-    if (!r->co || r->co->verdict < 0 || r->co->verdict >= MC_COUNT)
+    if (!CO(r) || CO(r)->verdict < 0 || CO(r)->verdict >= MC_COUNT)
         return NULL;
-    return names[r->co->verdict];
+    return names[CO(r)->verdict];
 }
 
 /* --- the leader ---------------------------------------------------------------------- */
@@ -773,7 +781,7 @@ static void leader_abandon(flight_t *f, shard_t *sh, const char *code, const cha
 
 void coalesce_record(run_t *r, agui_type_t type, const char *json, size_t len)
 {
-    coal_run_t *co = r->co;
+    coal_run_t *co = CO(r);
     flight_t *f = co ? co->f : NULL;
     if (!f || co->role != ROLE_LEADER || !f->recording)
         return;
@@ -844,7 +852,7 @@ out:
 
 void coalesce_leader_done(run_t *r, bool finished)
 {
-    coal_run_t *co = r->co;
+    coal_run_t *co = CO(r);
     if (!co || co->role != ROLE_LEADER || !co->f)
         return;
     flight_t *f = co->f;
@@ -860,7 +868,7 @@ void coalesce_leader_done(run_t *r, bool finished)
 
 void coalesce_leader_failed(run_t *r, int status, const char *code, const char *msg)
 {
-    coal_run_t *co = r->co;
+    coal_run_t *co = CO(r);
     if (!co || co->role != ROLE_LEADER || !co->f)
         return;
     flight_t *f = co->f;
@@ -876,9 +884,11 @@ void coalesce_leader_failed(run_t *r, int status, const char *code, const char *
 
 /* --- release ------------------------------------------------------------------------- */
 
-void coalesce_run_stop(run_t *r)
+static void coalesce_run_stop(run_t *r)
 {
-    coal_run_t *co = r->co;
+    coal_run_t *co = CO(r);
+    if (!co)
+        return;
     switch (co->role) {
     case ROLE_LEADER:
         coalesce_leader_failed(r, 502, "upstream_failed", "the request that led this shared run was cancelled");
@@ -907,11 +917,30 @@ void coalesce_run_stop(run_t *r)
         buf_free(&co->quoted);
 }
 
-void coalesce_run_destroy(run_t *r)
+static void coalesce_run_destroy(run_t *r)
 {
-    buf_free(&r->co->out);
-    buf_free(&r->co->ids);
-    buf_free(&r->co->quoted);
-    free(r->co);
-    r->co = NULL;
+    coal_run_t *co = CO(r);
+    if (!co)
+        return;
+    buf_free(&co->out);
+    buf_free(&co->ids);
+    buf_free(&co->quoted);
+    free(co);
+    r->ext[g_co_ext] = NULL;
+}
+
+bool coalesce_active(const run_t *r) { return CO(r) != NULL && CO(r)->role != ROLE_NONE; }
+
+static const run_ext_ops_t coalesce_ext = {.release = coalesce_run_stop, .destroy = coalesce_run_destroy};
+static const shard_mod_ops_t coalesce_mod = {
+    .name = "coalesce",
+    .init = coalesce_shard_init,
+    .turn_end = coalesce_shard_poll,
+    .free = coalesce_shard_free,
+};
+
+void coalesce_register(void)
+{
+    g_coal_mod = shard_mod_register(&coalesce_mod);
+    g_co_ext = run_ext_register(&coalesce_ext);
 }

@@ -22,13 +22,13 @@
 
 #include "core/shard.h"
 #include "net/http1.h"
-#include "proto/agent.h"
+#include "proto/run.h"
 
 /* Process start/end, around the shards (after cache_init, before cache_shutdown). */
 int  coalesce_init(void);
 void coalesce_shutdown(void);
 
-/* Before agent_run_start, for a run of an agent with a cache: decides HIT,
+/* Before run_start, for a run of an agent with a cache: decides HIT,
  * COALESCED or MISS from the request (its Cache-Control and the headers that
  * are part of the key) and sets the run up for it, including the X-Cache and
  * Age head lines. req is the run's HTTP request; for a WebSocket run it is
@@ -48,13 +48,11 @@ void coalesce_record(run_t *r, agui_type_t type, const char *json, size_t len);
 void coalesce_leader_done(run_t *r, bool finished);   /* finished: ended with RUN_FINISHED */
 void coalesce_leader_failed(run_t *r, int status, const char *code, const char *msg);
 
-/* proto/agent.c: the run is being released / its pooled memory freed. */
-void coalesce_run_stop(run_t *r);
-void coalesce_run_destroy(run_t *r);
+/* Whether the run takes part in coalescing (a leader, a follower, a HIT). */
+bool coalesce_active(const run_t *r);
 
-/* core/shard.c */
-int  coalesce_shard_init(shard_t *sh);
-void coalesce_shard_free(shard_t *sh);
-void coalesce_shard_poll(shard_t *sh);   /* end of each loop turn */
+/* Main thread, at start-up: the per-shard follower lists (a shard module,
+ * polled at the end of each turn) and the per-run state (run hooks). */
+void coalesce_register(void);
 
 #endif

@@ -21,9 +21,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "net/sse.h"
-#include "net/ws.h"
-#include "proto/agent.h"
+#include "net/conns.h"
+#include "net/gwmetrics.h"
 
 #define CONN_LINGER_MS      2000
 #define CONN_KEEP_BUF_BYTES (16 * 1024)   /* output capacity a freed slot keeps for reuse */
@@ -37,19 +36,19 @@ static void arm_recv(conn_t *c)
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = c->sh->rbufs.bgid;
-    io_uring_sqe_set_data64(sqe, uring_ud(UD_RECV, c->gen, c->slot));
+    io_uring_sqe_set_data64(sqe, slab_ud(c, g_conns_op_recv));
     c->recv_armed = true;
     c->inflight++;
 }
 
 /* Stops reading: the multishot recv completes with -ECANCELED. */
-static void pause_recv(conn_t *c)
+void conn_pause_recv(conn_t *c)
 {
     if (!c->recv_armed || c->recv_paused)
         return;
     c->recv_paused = true;
     struct io_uring_sqe *sqe = shard_sqe(c->sh);
-    io_uring_prep_cancel64(sqe, uring_ud(UD_RECV, c->gen, c->slot), 0);
+    io_uring_prep_cancel64(sqe, slab_ud(c, g_conns_op_recv), 0);
     io_uring_sqe_set_data64(sqe, uring_ud(UD_IGNORE, 0, 0));
 }
 
@@ -59,7 +58,8 @@ void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
     c->fd = fd;
     c->state = CONN_OPEN;
     c->admin = admin;
-    c->over_cap = !admin && sh->n_main >= sh->cfg->max_connections;
+    conns_t *cs = conns_of(sh);
+    c->over_cap = !admin && cs->n_main >= sh->cfg->max_connections;
     c->inflight = 0;
     /* in_flush/in_reap are left alone: a reused slot may still be linked in this turn's lists. */
     c->recv_armed = c->recv_paused = c->send_inflight = c->in_feed = false;
@@ -69,17 +69,18 @@ void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
     c->run = NULL;
     c->run_slot = -1;
     c->ws = NULL;
+    c->proto = &http1_proto;
     c->peer_len = 0;
     c->key_memo.len = 0;
     c->last_progress_ms = sh->now_ms;
     c->timer.cb = conn_timer_fired;
     c->timer_kind = CONN_T_NONE;
     if (admin)
-        sh->n_admin++;
+        cs->n_admin++;
     else
-        sh->n_main++;
-    if (sh->m)
-        metrics_gauge_add(&sh->m->connections[admin], 1);
+        cs->n_main++;
+    if (gwm(sh))
+        metrics_gauge_add(&gwm(sh)->connections[admin], 1);
     http_conn_init(c);
     /* The first request must begin and finish its headers within header_timeout. */
     conn_set_timer(c, CONN_T_HEADER, sh->cfg->header_timeout_ms);
@@ -87,13 +88,11 @@ void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
 
 void conn_accept(shard_t *sh, int fd, bool admin)
 {
-    if (!sh->n_free) {
+    conn_t *c = slab_take(&conns_of(sh)->slab);
+    if (!c) {
         close(fd);   /* every slot, reserve included, is taken: refuse outright */
         return;
     }
-    uint32_t slot = sh->free_slots[--sh->n_free];
-    conn_t *c = &sh->conns[slot];
-    c->slot = slot;
     conn_init_slot(sh, c, fd, admin);
     arm_recv(c);
 }
@@ -120,8 +119,8 @@ static void conn_timer_fired(agate_timer_t *t)
         c->timer_kind = CONN_T_NONE;
         if (c->state != CONN_OPEN || c->http.req.responding)
             return;
-        if (c->sh->m)
-            metrics_add(&c->sh->m->rejected[MRJ_TIMEOUT], 1);
+        if (gwm(c->sh))
+            metrics_add(&gwm(c->sh)->rejected[MRJ_TIMEOUT], 1);
         http_error(c, 408, "request_timeout",
                    body ? "request body not received in time" : "request headers not received in time",
                    NULL);
@@ -157,7 +156,7 @@ static void conn_timer_fired(agate_timer_t *t)
 static void conn_trim(conn_t *c)
 {
     http_req_t *r = &c->http.req;
-    if (c->state != CONN_OPEN || c->send_inflight || conn_out_pending(c) || c->run || c->ws ||
+    if (c->state != CONN_OPEN || c->send_inflight || conn_out_pending(c) || c->proto->busy(c) ||
         c->pending.len || r->in_message || r->responding)
         return;   /* not idle after all: the idle timer that follows still applies */
     buf_free(&c->out[0]);
@@ -165,8 +164,8 @@ static void conn_trim(conn_t *c)
     c->sent = 0;
     buf_free(&c->pending);
     http_req_trim(r);
-    if (c->sh->m)
-        metrics_add(&c->sh->m->conn_trims, 1);
+    if (gwm(c->sh))
+        metrics_add(&gwm(c->sh)->conn_trims, 1);
 }
 
 size_t conn_out_pending(const conn_t *c)
@@ -179,8 +178,9 @@ void conn_mark_dirty(conn_t *c)
     if (c->in_flush)
         return;
     c->in_flush = true;
-    c->flush_next = c->sh->flush_head;
-    c->sh->flush_head = c;
+    conns_t *cs = conns_of(c->sh);
+    c->flush_next = cs->flush_head;
+    cs->flush_head = c;
 }
 
 void conn_body_open(conn_t *c)
@@ -245,7 +245,7 @@ void conn_flush(conn_t *c)
     }
     struct io_uring_sqe *sqe = shard_sqe(c->sh);
     io_uring_prep_send(sqe, c->fd, s->data + c->sent, s->len - c->sent, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, uring_ud(UD_SEND, c->gen, c->slot));
+    io_uring_sqe_set_data64(sqe, slab_ud(c, g_conns_op_send));
     c->send_inflight = true;
     c->inflight++;
 }
@@ -262,14 +262,11 @@ void conn_on_send(conn_t *c, int res)
     }
     c->sent += (size_t)res;
     c->last_progress_ms = c->sh->now_ms;
-    if (c->sh->m)
-        metrics_add(&c->sh->m->bytes_out, (uint64_t)res);
+    if (gwm(c->sh))
+        metrics_add(&gwm(c->sh)->bytes_out, (uint64_t)res);
     if (c->sent < c->out[c->sending].len || conn_fill(c)->len || c->state == CONN_CLOSING)
         conn_mark_dirty(c);
-    if (c->run && c->run->blocked && conn_out_pending(c) <= c->sh->cfg->stream_buffer_bytes / 2)
-        agent_run_resume(c->run);
-    if (c->ws)
-        ws_on_sent(c);
+    c->proto->sent(c);
 }
 
 bool conn_is_idle(const conn_t *c)
@@ -277,12 +274,11 @@ bool conn_is_idle(const conn_t *c)
     return c->state == CONN_OPEN && !c->http.req.responding && !c->http.req.in_message && !c->pending.len;
 }
 
-/* Parses what waited in `pending` once the response before it is done. */
+/* Reads what waited in `pending` once the response before it is done. */
 static void process_pending(conn_t *c)
 {
-    if (c->pending.len && c->state == CONN_OPEN && !c->ws)
-        http_feed(c, c->pending.data, c->pending.len, true);
-    ws_take_pending(c);   /* an upgrade was pipelined: what followed it is frames */
+    if (c->pending.len && c->state == CONN_OPEN)
+        c->proto->pending(c);
     if (c->state == CONN_OPEN && c->recv_paused && !c->recv_armed && !c->pending.len) {
         c->recv_paused = false;
         arm_recv(c);
@@ -324,22 +320,16 @@ void conn_abort(conn_t *c)
     c->state = CONN_ABORT;
     timer_cancel(&c->sh->timers, &c->timer);
     timer_cancel(&c->sh->timers, &c->hb_timer);
-    if (c->run) {
-        struct run *r = c->run;
-        c->run = NULL;
-        sse_run_ended(c, r, c->sh->draining ? MO_CUT : MO_CLIENT_CLOSED);
-        agent_run_abort(r);
-    }
-    if (c->ws)
-        ws_abort(c);
+    c->proto->abort(c);
     /* A direct shutdown, not an SQE: it takes effect now, so the in-flight recv
      * and send complete promptly and the fd cannot have been reused meanwhile. */
     if (c->inflight)
         shutdown(c->fd, SHUT_RDWR);
     if (!c->in_reap) {
         c->in_reap = true;
-        c->reap_next = c->sh->reap_head;
-        c->sh->reap_head = c;
+        conns_t *cs = conns_of(c->sh);
+        c->reap_next = cs->reap_head;
+        cs->reap_head = c;
     }
 }
 
@@ -359,41 +349,36 @@ void conn_reap(conn_t *c)
             buf_free(&c->out[i]);
     }
     buf_free(&c->pending);
-    if (c->ws)
-        ws_free(c);
+    if (c->proto->free)
+        c->proto->free(c);
     http_conn_free(&c->http);
     c->state = CONN_FREE;
-    c->gen++;
+    conns_t *cs = conns_of(sh);
     if (c->admin)
-        sh->n_admin--;
+        cs->n_admin--;
     else
-        sh->n_main--;
-    if (sh->m)
-        metrics_gauge_add(&sh->m->connections[c->admin], -1);
-    sh->free_slots[sh->n_free++] = c->slot;
+        cs->n_main--;
+    if (gwm(sh))
+        metrics_gauge_add(&gwm(sh)->connections[c->admin], -1);
+    slab_put(&cs->slab, c);
+}
+
+void conn_free_buffers(conn_t *c)
+{
+    buf_free(&c->out[0]);
+    buf_free(&c->out[1]);
+    buf_free(&c->pending);
+    http_conn_free(&c->http);
 }
 
 void conn_input(conn_t *c, const char *data, size_t n)
 {
     if (c->state != CONN_OPEN)
         return;   /* CLOSING/LINGER: the peer's further bytes are discarded */
-    if (c->ws) {
-        ws_input(c, data, n);
-        return;
-    }
-    if (c->http.req.responding || c->pending.len) {
-        if (buf_append(&c->pending, data, n)) {
-            conn_abort(c);
-            return;
-        }
-        const cfg_t *cfg = c->sh->cfg;
-        if (c->pending.len > (size_t)cfg->max_header_bytes + cfg->max_body_bytes)
-            pause_recv(c);
-        return;
-    }
-    http_feed(c, data, n, false);
-    ws_take_pending(c);   /* frames that came in the same read as the upgrade request */
+    c->proto->input(c, data, n);
 }
+
+void conn_set_proto(conn_t *c, const conn_proto_t *proto) { c->proto = proto; }
 
 void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe)
 {
@@ -404,8 +389,8 @@ void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe)
     }
     if (cqe->res > 0) {
         uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        if (sh->m)
-            metrics_add(&sh->m->bytes_in, (uint64_t)cqe->res);
+        if (gwm(sh))
+            metrics_add(&gwm(sh)->bytes_in, (uint64_t)cqe->res);
         conn_input(c, uring_bufs_addr(&sh->rbufs, bid), (size_t)cqe->res);
         uring_bufs_recycle(&sh->rbufs, bid);
     } else if (cqe->res == 0 || (cqe->res != -ENOBUFS && cqe->res != -ECANCELED)) {

@@ -20,6 +20,7 @@
 #include "core/buf.h"
 #include "core/ratelimit.h"
 #include "core/shard.h"
+#include "core/slab.h"
 #include "core/timer.h"
 #include "net/http1.h"
 
@@ -44,9 +45,24 @@ typedef struct conn_key_memo {
     char     key[64];
 } conn_key_memo_t;
 
+struct conn;
+
+/* What the protocol spoken on a connection does with it: HTTP/1.1 from the
+ * accept (net/http1.c), WebSocket after an upgrade (net/ws.c, which sets it
+ * with conn_set_proto). conn.c calls these and knows no protocol itself. */
+typedef struct conn_proto {
+    void (*input)(struct conn *c, const char *data, size_t n);   /* bytes received */
+    void (*pending)(struct conn *c);     /* what waited in c->pending may be read now */
+    void (*sent)(struct conn *c);        /* a send completed: output went down */
+    bool (*busy)(const struct conn *c);  /* work that keeps the connection's buffers (no trim) */
+    void (*drain)(struct conn *c);       /* optional: graceful shutdown began, the connection is not idle */
+    void (*abort)(struct conn *c);       /* the connection is being aborted: stop what runs on it */
+    void (*free)(struct conn *c);        /* optional: the slot is being freed */
+} conn_proto_t;
+
 typedef struct conn {
+    slab_item_t   item;               /* first: slot and generation in the shard's slab (net/conns.c) */
     shard_t      *sh;
-    uint32_t      slot, gen;
     int           fd;                 /* owned */
     conn_state_t  state;
     uint8_t       inflight;           /* SQEs naming this slot not yet completed */
@@ -54,6 +70,7 @@ typedef struct conn {
     bool          over_cap;           /* accepted past max_connections: answer 503 */
     bool          recv_armed, recv_paused, send_inflight, in_flush, in_reap, in_feed;
 
+    const conn_proto_t *proto;        /* http1_proto until an upgrade hands the connection on */
     http_conn_t   http;               /* parser and current request */
     buf_t         pending;            /* input received while a response is running */
 
@@ -70,7 +87,7 @@ typedef struct conn {
     uint64_t          last_event_ms;
 
     struct run   *run;                /* the streaming run, owned while set */
-    struct ws_conn *ws;               /* WebSocket state once upgraded (net/ws.c), owned */
+    struct ws_conn *ws;               /* WebSocket state once upgraded, owned by net/ws.c */
     rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access.c) */
     int16_t            run_slot;      /* agent slot of the current request's run, for its span; -1 none */
     conn_key_memo_t key_memo;         /* the API key it presented last (net/access.c); wiped at close */
@@ -81,10 +98,18 @@ typedef struct conn {
 } conn_t;
 
 void conn_accept(shard_t *sh, int fd, bool admin);
-/* Initialises slot c (c->slot set by the caller) without arming I/O: conn_accept's
- * first half, also used by tests and fuzzers that feed bytes directly. */
+/* Initialises slab slot c without arming I/O: conn_accept's first half, also
+ * used by tests and fuzzers that feed bytes directly. */
 void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin);
+/* Frees the buffers a slot keeps across connections (the shard is stopping). */
+void conn_free_buffers(conn_t *c);
 void conn_input(conn_t *c, const char *data, size_t n);   /* received bytes */
+/* Hands the connection to another protocol (an upgrade); the bytes that came
+ * after the upgrade request wait in c->pending for its `pending`. */
+void conn_set_proto(conn_t *c, const conn_proto_t *proto);
+/* Stops reading until conn_resume_input: input queued past what a request
+ * could legally be (net/http1.c). */
+void conn_pause_recv(conn_t *c);
 void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe);
 void conn_on_send(conn_t *c, int res);
 void conn_flush(conn_t *c);                   /* from the shard loop */

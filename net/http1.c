@@ -19,7 +19,9 @@
 #include "net/conn.h"
 #include "core/otlp.h"
 #include "net/router.h"
-#include "proto/json.h"
+#include "net/sse.h"
+#include "core/json.h"
+#include "net/gwmetrics.h"
 
 static inline conn_t *conn_of(llhttp_t *p) { return (conn_t *)p->data; }
 
@@ -283,8 +285,8 @@ static enum metrics_reject reject_reason(int status)
 static void bad_request(conn_t *c, llhttp_errno_t e)
 {
     http_req_t *r = &c->http.req;
-    if (c->sh->m)
-        metrics_add(&c->sh->m->rejected[reject_reason(r->err_status ? r->err_status : 400)], 1);
+    if (gwm(c->sh))
+        metrics_add(&gwm(c->sh)->rejected[reject_reason(r->err_status ? r->err_status : 400)], 1);
     if (r->err_status) {
         http_error(c, r->err_status, r->err_code, r->err_msg, NULL);
         return;
@@ -642,7 +644,7 @@ void http_response_done(conn_t *c)
     if (!r->responding)
         return;
     r->responding = false;
-    metrics_shard_t *m = c->sh->m;
+    gwmetrics_t *m = gwm(c->sh);
     if (m && r->gap_zero && c->run_slot >= 0)
         metrics_add(&m->gap[c->run_slot].bucket[0], r->gap_zero);   /* the bursts' zero gaps */
     if (m && r->status >= 100 && r->status < 600)
@@ -661,3 +663,46 @@ void http_response_done(conn_t *c)
     else
         conn_response_finished(c);
 }
+
+/* ---- the connection's protocol until an upgrade (conn_proto_t) ---- */
+
+/* An upgrade inside the bytes just parsed handed the connection on: what came
+ * after the upgrade request is the new protocol's. */
+static void hand_over(conn_t *c)
+{
+    if (c->proto != &http1_proto && c->pending.len && c->state == CONN_OPEN)
+        c->proto->pending(c);
+}
+
+static void http1_input(conn_t *c, const char *data, size_t n)
+{
+    if (c->http.req.responding || c->pending.len) {
+        /* Pipelined behind a running response: kept until it is done. */
+        if (buf_append(&c->pending, data, n)) {
+            conn_abort(c);
+            return;
+        }
+        const cfg_t *cfg = c->sh->cfg;
+        if (c->pending.len > (size_t)cfg->max_header_bytes + cfg->max_body_bytes)
+            conn_pause_recv(c);
+        return;
+    }
+    http_feed(c, data, n, false);
+    hand_over(c);
+}
+
+static void http1_pending(conn_t *c)
+{
+    http_feed(c, c->pending.data, c->pending.len, true);
+    hand_over(c);
+}
+
+static bool http1_busy(const conn_t *c) { return c->run != NULL; }
+
+const conn_proto_t http1_proto = {
+    .input = http1_input,
+    .pending = http1_pending,
+    .sent = sse_conn_sent,
+    .busy = http1_busy,
+    .abort = sse_conn_abort,
+};

@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/shard.h"
 #include "core/trace.h"
+#include "net/gwmetrics.h"
 
 #define HTTP_MAX_HEADERS 64
 #define HTTP_REQ_ID_MAX  128
@@ -76,6 +77,9 @@ void http_req_trim(http_req_t *r);
 /* Feeds received bytes; dispatches each complete request. `from_pending` says
  * the bytes are the connection's own pending buffer. */
 void http_feed(struct conn *c, const char *data, size_t len, bool from_pending);
+/* A connection's protocol from its accept (net/conn.h): requests parsed here,
+ * a streaming run's backpressure and abort handed to net/sse.c. */
+extern const struct conn_proto http1_proto;
 
 /* Request accessors. */
 static inline const char *http_str(const http_req_t *r, http_slice_t s)

@@ -36,12 +36,13 @@
 #include "net/http1.h"
 #include "net/proxy.h"
 #include "net/upstream.h"
-#include "proto/agent.h"
+#include "proto/run.h"
 #include "net/sse.h"
 #include "proto/pbjson.h"
 #include "proto/pbread.h"
 #include "proto/sseread.h"
 #include "proto/validate.h"
+#include "net/gwmetrics.h"
 
 enum px_phase { PX_ATTEMPT, PX_BACKOFF, PX_DONE };
 
@@ -74,6 +75,10 @@ typedef struct proxy_run {
     uint32_t    held_n;
     uint8_t     held_types[64];
 } proxy_run_t;
+
+static unsigned g_px_ext;   /* run_t.ext index (proxy_register) */
+
+static inline proxy_run_t *PX(const run_t *r) { return (proxy_run_t *)r->ext[g_px_ext]; }
 
 static inline unsigned agent_idx(const run_t *r) { return r->agent->slot; }
 
@@ -199,7 +204,7 @@ static void run_error(proxy_run_t *px, const char *code, const char *msg)
     ev.message = (agui_str_t){msg, strlen(msg)};
     ev.code = (agui_str_t){code, strlen(code)};
     r->errored = true;
-    if (r->co)
+    if (coalesce_active(r))
         coalesce_leader_failed(r, 502, code, msg);
     if (r->sink->event(r, &ev) == 0)
         r->sink->end(r);
@@ -215,7 +220,7 @@ static void give_up(proxy_run_t *px, int status, const char *code, const char *m
     if (r->started) {
         run_error(px, code, msg);
     } else {
-        if (r->co)
+        if (coalesce_active(r))
             coalesce_leader_failed(r, status, code, msg);
         r->sink->fail(r, status, code, msg, retry_after_s);
     }
@@ -227,8 +232,8 @@ static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count
 {
     run_t *r = px->r;
     const cfg_agent_t *ag = r->agent;
-    if (r->sh->m && px->ep >= 0)
-        metrics_add(&r->sh->m->up_failures[agent_idx(r)][px->ep][kind], 1);
+    if (gwm(r->sh) && px->ep >= 0)
+        metrics_add(&gwm(r->sh)->up_failures[agent_idx(r)][px->ep][kind], 1);
     if (count_in_breaker)
         breaker_record(r->sh, &px->hold, true);
     span_failed(px, kind);
@@ -248,15 +253,15 @@ static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count
     uint64_t delay = cap ? rand_next(&r->sh->rng) % cap : 0;
     px->phase = PX_BACKOFF;
     px->backoff_until_ms = r->sh->now_ms + delay;
-    if (r->sh->m)
-        metrics_add(&r->sh->m->up_retries[agent_idx(r)], 1);
+    if (gwm(r->sh))
+        metrics_add(&gwm(r->sh)->up_retries[agent_idx(r)], 1);
     schedule_timer(px);
 }
 
 static void tick_fired(agate_timer_t *t)
 {
     run_t *r = (run_t *)((char *)t - offsetof(run_t, tick));
-    proxy_run_t *px = r->px;
+    proxy_run_t *px = PX(r);
     const cfg_agent_t *ag = r->agent;
     uint64_t now = r->sh->now_ms;
     char msg[128];
@@ -386,14 +391,14 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
     px->last_event_ms = r->sh->now_ms;
     if (!px->first_event) {
         px->first_event = true;
-        agent_run_drop_body(r);   /* no retry from here on */
+        run_drop_body(r);   /* no retry from here on */
         breaker_record(r->sh, &px->hold, false);
         schedule_timer(px);   /* the idle deadline may be earlier than the first-event one */
         if (!px->r)
             return 1;   /* (only if the timer could not be armed: the run was ended) */
     }
     px->last_type = type;
-    if (r->co)
+    if (coalesce_active(r))
         coalesce_record(r, type, ev->data, ev->data_len);   /* cached agent: for the cache and the followers */
     return relay(px, type, ev);   /* the buffer bound is checked once per read (up_body) */
 }
@@ -522,7 +527,7 @@ static void up_done(void *owner, bool keep_alive)
     }
     span_end(px, NULL);
     px->phase = PX_DONE;
-    if (r->co)
+    if (coalesce_active(r))
         coalesce_leader_done(r, px->last_type == AGUI_RUN_FINISHED);   /* only a finished run is stored */
     r->sink->end(r);
 }
@@ -646,8 +651,8 @@ static void attempt(proxy_run_t *px)
     }
     px->u = u;
     px->ep = ep;
-    if (r->sh->m)
-        metrics_add(&r->sh->m->up_attempts[agent_idx(r)][ep], 1);
+    if (gwm(r->sh))
+        metrics_add(&gwm(r->sh)->up_attempts[agent_idx(r)][ep], 1);
     build_request(px, ups_out(u), &r->agent->endpoints[ep]);
     span_begin(px, &r->agent->endpoints[ep]);
     ups_send(u);
@@ -657,20 +662,20 @@ static void attempt(proxy_run_t *px)
 
 static void px_start(run_t *r)
 {
-    if (!r->sh->breakers) {   /* the shard could not set up proxy state when the agent appeared */
+    if (!breaker_shard_ready(r->sh)) {   /* the shard could not set up proxy state when the agent appeared */
         r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
         return;
     }
-    if (!r->px) {
-        r->px = calloc(1, sizeof *r->px);
-        if (!r->px) {
+    if (!PX(r)) {
+        r->ext[g_px_ext] = calloc(1, sizeof(proxy_run_t));
+        if (!PX(r)) {
             r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
             return;
         }
-        sseread_init(&r->px->sse, 0);   /* bounded per attempt: the agent's max_event */
-        pbread_init(&r->px->pb, 0);
+        sseread_init(&PX(r)->sse, 0);   /* bounded per attempt: the agent's max_event */
+        pbread_init(&PX(r)->pb, 0);
     }
-    proxy_run_t *px = r->px;
+    proxy_run_t *px = PX(r);
     px->r = r;
     px->u = NULL;
     px->ep = -1;
@@ -695,7 +700,7 @@ static void px_start(run_t *r)
 
 static void px_resume(run_t *r)
 {
-    proxy_run_t *px = r->px;
+    proxy_run_t *px = PX(r);
     if (px && px->u)
         ups_resume(px->u);
 }
@@ -704,7 +709,7 @@ static void px_resume(run_t *r)
  * upstream connection at once so the agent sees the cancel. */
 static void px_stop(run_t *r)
 {
-    proxy_run_t *px = r->px;
+    proxy_run_t *px = PX(r);
     if (!px || !px->r)
         return;
     span_end(px, "cancelled");   /* still running: the client left, or cancelled the run */
@@ -714,18 +719,21 @@ static void px_stop(run_t *r)
 
 static void px_destroy(run_t *r)
 {
-    sseread_free(&r->px->sse);
-    pbread_free(&r->px->pb);
-    buf_free(&r->px->pbjson);
-    free(r->px->span);
-    validate_free(r->px->val);
-    free(r->px);
-    r->px = NULL;
+    proxy_run_t *px = PX(r);
+    if (!px)
+        return;
+    sseread_free(&px->sse);
+    pbread_free(&px->pb);
+    buf_free(&px->pbjson);
+    free(px->span);
+    validate_free(px->val);
+    free(px);
+    r->ext[g_px_ext] = NULL;
 }
 
-const agent_kind_ops_t proxy_agent_ops = {px_start, px_resume, px_stop, px_destroy};
+static const run_kind_ops_t proxy_agent_ops = {px_start, px_resume, px_stop};
 
-int proxy_shard_init(shard_t *sh)
+static int proxy_shard_init(shard_t *sh)
 {
     bool any = false;
     for (uint32_t a = 0; a < sh->cfg->n_agents; a++)
@@ -735,22 +743,26 @@ int proxy_shard_init(shard_t *sh)
     int rc = breaker_shard_init(sh);
     if (rc)
         return rc;
-    rc = ups_shard_init(sh);
-    if (rc)
-        breaker_shard_free(sh);
-    return rc;
+    return ups_shard_init(sh);   /* on failure the shard frees the breakers with itself */
 }
 
-void proxy_shard_adopt(shard_t *sh, const cfg_t *old)
+/* A new configuration generation (sh->cfg is the new one): sets up proxy state
+ * if the first proxy agent appeared, and starts the breakers of every agent
+ * whose endpoints changed afresh. */
+static void proxy_shard_adopt(shard_t *sh, const cfg_t *old)
 {
-    if (!sh->breakers && proxy_shard_init(sh))
+    if (!breaker_shard_ready(sh) && proxy_shard_init(sh))
         return;   /* out of memory: proxy runs fail with 503 until a later adoption succeeds */
-    if (sh->breakers)   /* else still no proxy agent */
+    if (breaker_shard_ready(sh))   /* else still no proxy agent */
         breaker_adopt(sh, old);
 }
 
-void proxy_shard_free(shard_t *sh)
+static const shard_mod_ops_t proxy_mod = {.name = "proxy", .init = proxy_shard_init, .adopt = proxy_shard_adopt};
+static const run_ext_ops_t proxy_ext = {.destroy = px_destroy};
+
+void proxy_register(void)
 {
-    ups_shard_free(sh);
-    breaker_shard_free(sh);
+    shard_mod_register(&proxy_mod);
+    g_px_ext = run_ext_register(&proxy_ext);
+    run_kind_register(CFG_AGENT_PROXY, &proxy_agent_ops);
 }

@@ -1,15 +1,11 @@
 /* proxy: agents behind agate (kind proxy). The run logic is reached through
- * proxy_agent_ops (proto/agent.h); this header is the shard's view. */
+ * the kind ops it registers (proto/run.h); the shard's side is a shard module
+ * that sets up the breakers and upstream connections once an agent is a proxy
+ * and resets breakers when a reload changes an agent's endpoints. */
 #ifndef AGATE_PROXY_H
 #define AGATE_PROXY_H
 
-#include "core/shard.h"
-
-int  proxy_shard_init(shard_t *sh);   /* 0 or -ENOMEM; nothing when no agent is a proxy */
-void proxy_shard_free(shard_t *sh);
-/* Shard thread, when it adopts a new configuration generation (sh->cfg is the
- * new one): sets up proxy state if the first proxy agent appeared, and starts
- * the breakers of every agent whose endpoints changed afresh. */
-void proxy_shard_adopt(shard_t *sh, const cfg_t *old);
+/* Main thread, at start-up, after ups_register and breaker_register. */
+void proxy_register(void);
 
 #endif

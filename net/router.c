@@ -13,6 +13,7 @@
 #include "net/http1.h"
 #include "net/sse.h"
 #include "net/demo.h"
+#include "net/gwmetrics.h"
 #include "net/ws.h"
 
 #define M(x) (1u << (x))
@@ -74,10 +75,11 @@ static void agent_run(conn_t *c, const char *name, size_t len)
         http_error(c, 404, "agent_not_found", "no agent by that name is configured", NULL);
         return;
     }
-    if (!access_http_run(c, agent))   /* 401, 403 or 429 answered */
+    rl_holds_t holds;
+    if (!access_http_run(c, agent, &holds))   /* 401, 403 or 429 answered */
         return;
-    sse_run(c, agent);
-    access_drop_pending();            /* slots no run took (the request failed first) */
+    sse_run(c, agent, &holds);
+    access_release(&holds);   /* slots no run took (the request failed before one started) */
 }
 
 static void agent_ws(conn_t *c, const char *name, size_t len)

@@ -19,9 +19,10 @@
 
 #include "net/coalesce.h"
 #include "net/http1.h"
-#include "proto/agent.h"
+#include "proto/run.h"
 #include "proto/pbjson.h"
 #include "proto/runrec.h"
+#include "net/gwmetrics.h"
 
 static const char SSE_HEADERS[] = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
@@ -65,7 +66,7 @@ static inline unsigned agent_index(const conn_t *c, const run_t *r)
  * current burst's zero gaps; nothing else waits. */
 static void count_burst(conn_t *c, run_t *r, uint32_t n)
 {
-    metrics_shard_t *m = c->sh->m;
+    gwmetrics_t *m = gwm(c->sh);
     http_req_t *req = &c->http.req;
     uint64_t now = c->sh->now_us;
     if (now == req->last_event_us) {
@@ -86,7 +87,7 @@ static void sent_frames(conn_t *c, run_t *r, uint32_t n, size_t bytes)
 {
     c->http.req.bytes_out += bytes;
     c->http.req.events += n;
-    if (c->sh->m)
+    if (gwm(c->sh))
         count_burst(c, r, n);
     c->last_event_ms = c->sh->now_ms;
     conn_mark_dirty(c);
@@ -95,8 +96,8 @@ static void sent_frames(conn_t *c, run_t *r, uint32_t n, size_t bytes)
 /* Book-keeping after one frame of `bytes` was appended. */
 static void sent_frame(conn_t *c, run_t *r, agui_type_t type, size_t bytes)
 {
-    if (c->sh->m && type < AGUI_TYPE_COUNT)
-        metrics_add(&c->sh->m->events[type], 1);
+    if (gwm(c->sh) && type < AGUI_TYPE_COUNT)
+        metrics_add(&gwm(c->sh)->events[type], 1);
     sent_frames(c, r, 1, bytes);
 }
 
@@ -123,7 +124,7 @@ static int sse_records(run_t *r, const char *recs, size_t len, const runrec_subs
 {
     conn_t *c = sink_conn(r);
     buf_t *b = conn_fill(c);
-    metrics_shard_t *m = c->sh->m;
+    gwmetrics_t *m = gwm(c->sh);
     size_t bound = c->sh->cfg->stream_buffer_bytes, pending = conn_out_pending(c);
     size_t room = pending < bound ? bound - pending : 0, off = 0, start;
     uint32_t n = 0;
@@ -168,7 +169,7 @@ static int sse_stored(run_t *r, const runrec_plan_t *pl, const char *recs, size_
     }
     if (rc || !pl->n_events)
         return rc;
-    metrics_shard_t *m = c->sh->m;
+    gwmetrics_t *m = gwm(c->sh);
     for (uint32_t i = 0; m && i < pl->n_types; i++) {
         uint32_t type, count;
         runrec_plan_type(pl, i, &type, &count);
@@ -228,7 +229,7 @@ static int sse_frames(run_t *r, const char *p, size_t len, const uint8_t *types,
         conn_abort(c);   /* releases the run */
         return -ENOMEM;
     }
-    metrics_shard_t *m = c->sh->m;
+    gwmetrics_t *m = gwm(c->sh);
     if (m)
         for (uint32_t i = 0; i < n; i++)
             if (types[i] < AGUI_TYPE_COUNT)
@@ -249,7 +250,7 @@ bool sse_run_is_proto(const run_t *r) { return r->sink == &pb_sink; }
 
 void sse_run_ended(conn_t *c, run_t *r, enum metrics_outcome outcome)
 {
-    metrics_shard_t *m = c->sh->m;
+    gwmetrics_t *m = gwm(c->sh);
     if (!m)
         return;
     unsigned a = agent_index(c, r);
@@ -263,7 +264,7 @@ static void sse_end(run_t *r)
     conn_t *c = sink_conn(r);
     sse_run_ended(c, r, r->errored ? MO_ERROR : MO_FINISHED);
     c->run = NULL;
-    agent_run_release(r);
+    run_release(r);
     timer_cancel(&c->sh->timers, &c->hb_timer);
     http_stream_end(c);
 }
@@ -284,7 +285,7 @@ static void sse_fail(run_t *r, int status, const char *code, const char *msg, ui
     conn_t *c = sink_conn(r);
     sse_run_ended(c, r, MO_ERROR);
     c->run = NULL;
-    agent_run_release(r);
+    run_release(r);
     char extra[48] = "";
     if (retry_after_s)
         snprintf(extra, sizeof extra, "Retry-After: %u\r\n", retry_after_s);
@@ -443,7 +444,7 @@ static void heartbeat_fired(agate_timer_t *t)
     heartbeat_arm(c);
 }
 
-void sse_run(conn_t *c, const cfg_agent_t *agent)
+void sse_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds)
 {
     http_req_t *req = &c->http.req;
     runinput_t in;
@@ -452,15 +453,15 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
         char msg[sizeof err.field + sizeof err.message + 32];
         snprintf(msg, sizeof msg, "invalid RunAgentInput: %s%s%s", err.field, err.field[0] ? ": " : "",
                  err.message);
-        if (c->sh->m)
-            metrics_add(&c->sh->m->rejected[MRJ_INVALID_INPUT], 1);
+        if (gwm(c->sh))
+            metrics_add(&gwm(c->sh)->rejected[MRJ_INVALID_INPUT], 1);
         http_error_field(c, 400, "invalid_request", msg, err.field);
         return;
     }
     const char *accept;
     size_t accept_len;
     bool pb = http_header(req, "accept", &accept, &accept_len) && accept_prefers_proto(accept, accept_len);
-    run_t *r = agent_run_new(c->sh, agent, &in, pb ? &pb_sink : &sse_sink, c);
+    run_t *r = run_new(c->sh, agent, &in, holds, pb ? &pb_sink : &sse_sink, c);
     if (!r) {
         http_error(c, 503, "out_of_memory", "out of memory", NULL);
         return;
@@ -471,11 +472,27 @@ void sse_run(conn_t *c, const cfg_agent_t *agent)
     r->body_buf = &req->body;
     c->run = r;
     c->run_slot = (int16_t)agent->slot;
-    if (c->sh->m) {
-        metrics_add(&c->sh->m->runs_started[agent_index(c, r)][transport_of(r)], 1);
-        metrics_gauge_add(&c->sh->m->streams[transport_of(r)], 1);
+    if (gwm(c->sh)) {
+        metrics_add(&gwm(c->sh)->runs_started[agent_index(c, r)][transport_of(r)], 1);
+        metrics_gauge_add(&gwm(c->sh)->streams[transport_of(r)], 1);
     }
     coalesce_prepare(r, req);   /* cached agents: HIT, COALESCED or MISS; ENOMEM just means uncached */
     req->cache = coalesce_result(r);   /* for the log line: the run may be released by then */
-    agent_run_start(r);
+    run_start(r);
+}
+
+void sse_conn_sent(conn_t *c)
+{
+    if (c->run && c->run->blocked && conn_out_pending(c) <= c->sh->cfg->stream_buffer_bytes / 2)
+        run_resume(c->run);
+}
+
+void sse_conn_abort(conn_t *c)
+{
+    if (!c->run)
+        return;
+    run_t *r = c->run;
+    c->run = NULL;
+    sse_run_ended(c, r, c->sh->draining ? MO_CUT : MO_CLIENT_CLOSED);
+    run_abort(r);
 }

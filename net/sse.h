@@ -9,9 +9,11 @@
 #define AGATE_SSE_H
 
 #include "core/config.h"
+#include "core/ratelimit.h"
 #include "net/conn.h"
+#include "net/gwmetrics.h"
 
-void sse_run(conn_t *c, const cfg_agent_t *agent);
+void sse_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds);   /* moves the slots into the run */
 
 struct run;
 /* Accounts for a run's end (metrics); called once per run, however it ends. */
@@ -19,5 +21,10 @@ void sse_run_ended(conn_t *c, struct run *r, enum metrics_outcome outcome);
 /* Whether the run streams in the protobuf encoding (its client asked for it);
  * the proxy then asks its upstream for protobuf first. */
 bool sse_run_is_proto(const struct run *r);
+/* The HTTP connection's side of its run (net/http1.c's conn_proto_t): a send
+ * completed (a blocked run resumes under half the bound); the connection is
+ * being aborted (the run ends as cut or client_closed). */
+void sse_conn_sent(conn_t *c);
+void sse_conn_abort(conn_t *c);
 
 #endif

@@ -10,7 +10,7 @@
 #include "net/upstream.h"
 
 #include "core/log.h"
-#include "proto/json.h"
+#include "core/json.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -109,11 +109,9 @@ static int resolve(const cfg_endpoint_t *ep, struct sockaddr_storage *ss, sockle
     return 0;
 }
 
-/* Per-shard slab and pools, hung off shard_t.ups. */
+/* Per-shard slab and pools (this module's shard_t.mod entry). */
 typedef struct ups_shard {
-    ups_t    slots[UPS_SLOTS];
-    uint32_t free[UPS_SLOTS];
-    uint32_t n_free;
+    slab_t   slab;        /* ups_t, UPS_SLOTS */
     uint32_t n_live;
     ups_t   *pool[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
     uint32_t pool_len[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
@@ -330,50 +328,58 @@ void ups_resolver_stop(void)
     g_resolver.want = NULL;
 }
 
-static inline ups_shard_t *US(const shard_t *sh) { return (ups_shard_t *)sh->ups; }
+static unsigned g_ups_mod;
+static uint8_t  g_op_connect, g_op_send, g_op_recv;
+
+static inline ups_shard_t *US(const shard_t *sh) { return (ups_shard_t *)sh->mod[g_ups_mod]; }
 
 int ups_shard_init(shard_t *sh)
 {
     ups_shard_t *us = calloc(1, sizeof *us);
     if (!us)
         return -ENOMEM;
-    for (uint32_t i = 0; i < UPS_SLOTS; i++) {
-        us->slots[i].fd = -1;
-        us->slots[i].slot = i;
-        us->free[i] = UPS_SLOTS - 1 - i;
-    }
-    us->n_free = UPS_SLOTS;
-    int rc = uring_bufs_init(&sh->ring, &us->rbufs, UPS_RECV_BGID, UPS_RECV_BUFS, UPS_RECV_BUF_SIZE);
-    if (rc) {
-        free(us);
-        return rc;
-    }
-    sh->ups = us;
+    int rc = slab_init(&us->slab, UPS_SLOTS, sizeof(ups_t));
+    if (rc)
+        goto fail;
+    for (uint32_t i = 0; i < UPS_SLOTS; i++)
+        ((ups_t *)slab_at(&us->slab, i))->fd = -1;
+    rc = uring_bufs_init(&sh->ring, &us->rbufs, UPS_RECV_BGID, UPS_RECV_BUFS, UPS_RECV_BUF_SIZE);
+    if (rc)
+        goto fail_slab;
+    sh->mod[g_ups_mod] = us;
     return 0;
+fail_slab:
+    slab_free(&us->slab);
+fail:
+    free(us);
+    return rc;
 }
 
-void ups_shard_free(shard_t *sh)
+static void ups_shard_free(shard_t *sh)
 {
     ups_shard_t *us = US(sh);
     if (!us)
         return;
     for (uint32_t i = 0; i < UPS_SLOTS; i++)
-        buf_free(&us->slots[i].out);
+        buf_free(&((ups_t *)slab_at(&us->slab, i))->out);
+    slab_free(&us->slab);
     uring_bufs_free(&sh->ring, &us->rbufs);
     free(us);
-    sh->ups = NULL;
+    sh->mod[g_ups_mod] = NULL;
 }
 
-bool ups_busy(const shard_t *sh) { return US(sh) && US(sh)->n_live; }
+static bool ups_busy(const shard_t *sh) { return US(sh) && US(sh)->n_live; }
 
-void ups_abort_all(shard_t *sh)
+static void ups_abort_all(shard_t *sh)
 {
     ups_shard_t *us = US(sh);
     if (!us)
         return;
-    for (uint32_t i = 0; i < UPS_SLOTS; i++)
-        if (us->slots[i].state != UPS_FREE)
-            ups_abort(&us->slots[i]);
+    for (uint32_t i = 0; i < UPS_SLOTS; i++) {
+        ups_t *u = slab_at(&us->slab, i);
+        if (u->state != UPS_FREE)
+            ups_abort(u);
+    }
 }
 
 /* --- response parsing ------------------------------------------------------ */
@@ -451,7 +457,7 @@ static void arm_recv(ups_t *u)
     io_uring_prep_recv(sqe, u->fd, NULL, b->size, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = b->bgid;
-    io_uring_sqe_set_data64(sqe, uring_ud(UD_UP_RECV, u->gen, u->slot));
+    io_uring_sqe_set_data64(sqe, slab_ud(u, g_op_recv));
     u->recv_armed = true;
     u->inflight++;
 }
@@ -460,7 +466,7 @@ static void arm_send(ups_t *u)
 {
     struct io_uring_sqe *sqe = shard_sqe(u->sh);
     io_uring_prep_send(sqe, u->fd, u->out.data + u->sent, u->out.len - u->sent, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, uring_ud(UD_UP_SEND, u->gen, u->slot));
+    io_uring_sqe_set_data64(sqe, slab_ud(u, g_op_send));
     u->send_inflight = true;
     u->inflight++;
 }
@@ -503,7 +509,7 @@ ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const 
         u->state = UPS_ACTIVE;
         u->reused = true;
     } else {
-        if (!us->n_free)
+        if (!us->slab.n_free)
             return NULL;
         struct sockaddr_storage ss;
         uint32_t addr_seq;
@@ -513,7 +519,7 @@ ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const 
             return NULL;
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        u = &us->slots[us->free[--us->n_free]];
+        u = slab_take(&us->slab);
         us->n_live++;
         u->sh = sh;
         u->fd = fd;
@@ -530,7 +536,7 @@ ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const 
         u->addr = ss;
         u->addr_seq = addr_seq;
         io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&u->addr, alen);
-        io_uring_sqe_set_data64(sqe, uring_ud(UD_UP_CONNECT, u->gen, u->slot));
+        io_uring_sqe_set_data64(sqe, slab_ud(u, g_op_connect));
         sqe->flags |= IOSQE_IO_LINK;
         u->inflight++;
         u->connect_ts.tv_sec = ag->connect_timeout_ms / 1000;
@@ -616,10 +622,9 @@ static void ups_free_slot(ups_t *u)
     close(u->fd);
     u->fd = -1;
     u->state = UPS_FREE;
-    u->gen++;
     if (u->out.cap > 64 * 1024)
         buf_free(&u->out);
-    us->free[us->n_free++] = u->slot;
+    slab_put(&us->slab, u);
     us->n_live--;
 }
 
@@ -730,33 +735,63 @@ static void on_recv(ups_t *u, struct io_uring_cqe *cqe)
     }
 }
 
-void ups_on_cqe(shard_t *sh, struct io_uring_cqe *cqe)
+/* ---- completions and the shard module -------------------------------------- */
+
+static void *ups_lookup(shard_t *sh, uint64_t ud) { return US(sh) ? slab_lookup(&US(sh)->slab, ud) : NULL; }
+
+static void ups_stale(shard_t *sh, struct io_uring_cqe *cqe)
 {
-    uint64_t ud = io_uring_cqe_get_data64(cqe);
-    uint32_t slot = uring_ud_slot(ud);
-    ups_shard_t *us = US(sh);
-    if (!us || slot >= UPS_SLOTS)
-        return;
-    ups_t *u = &us->slots[slot];
-    if ((u->gen & 0xffffffu) != uring_ud_gen(ud) || u->state == UPS_FREE) {
-        if (cqe->flags & IORING_CQE_F_BUFFER)
-            uring_bufs_recycle(&us->rbufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
-        return;
-    }
-    u->inflight--;
-    switch (uring_ud_op(ud)) {
-    case UD_UP_CONNECT:
-        on_connect(u, cqe->res);
-        break;
-    case UD_UP_SEND:
-        on_send(u, cqe->res);
-        break;
-    case UD_UP_RECV:
-        on_recv(u, cqe);
-        break;
-    default:
-        break;
-    }
+    if (US(sh) && (cqe->flags & IORING_CQE_F_BUFFER))
+        uring_bufs_recycle(&US(sh)->rbufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+}
+
+static void after_cqe(ups_t *u)
+{
     if (u->state == UPS_ABORT && !u->inflight)
         ups_free_slot(u);
+}
+
+static void on_connect_cqe(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
+{
+    ups_t *u = obj;
+    u->inflight--;
+    on_connect(u, cqe->res);
+    after_cqe(u);
+}
+
+static void on_send_cqe(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
+{
+    ups_t *u = obj;
+    u->inflight--;
+    on_send(u, cqe->res);
+    after_cqe(u);
+}
+
+static void on_recv_cqe(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
+{
+    ups_t *u = obj;
+    u->inflight--;
+    on_recv(u, cqe);
+    after_cqe(u);
+}
+
+static const shard_op_t connect_op = {ups_lookup, on_connect_cqe, NULL};
+static const shard_op_t send_op = {ups_lookup, on_send_cqe, NULL};
+static const shard_op_t recv_op = {ups_lookup, on_recv_cqe, ups_stale};
+
+/* Set up lazily by net/proxy.c; stopped after the client connections (it is
+ * registered before them), so runs have let go of theirs first. */
+static const shard_mod_ops_t ups_mod = {
+    .name = "upstream",
+    .stop = ups_abort_all,
+    .inflight = ups_busy,
+    .free = ups_shard_free,
+};
+
+void ups_register(void)
+{
+    g_ups_mod = shard_mod_register(&ups_mod);
+    g_op_connect = shard_op_register(&connect_op);
+    g_op_send = shard_op_register(&send_op);
+    g_op_recv = shard_op_register(&recv_op);
 }

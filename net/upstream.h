@@ -18,6 +18,7 @@
 
 #include "core/buf.h"
 #include "core/shard.h"
+#include "core/slab.h"
 #include "core/timer.h"
 
 typedef enum ups_state { UPS_FREE, UPS_CONNECTING, UPS_ACTIVE, UPS_IDLE, UPS_ABORT } ups_state_t;
@@ -38,8 +39,8 @@ typedef struct ups_ops {
 } ups_ops_t;
 
 typedef struct ups {
+    slab_item_t     item;                  /* first: slot and generation in the shard's slab */
     shard_t        *sh;
-    uint32_t        slot, gen;
     int             fd;                    /* owned */
     ups_state_t     state;
     uint8_t         inflight;              /* SQEs naming this slot not yet completed */
@@ -60,12 +61,12 @@ typedef struct ups {
     struct ups     *pool_next;
 } ups_t;
 
-/* Per-shard state: the slab and the idle pools. */
+/* Main thread, at start-up: registers the per-shard state (a shard module:
+ * the slab, the idle pools, its provided buffers) and the completion kinds. */
+void ups_register(void);
+/* Shard thread: sets the state up (net/proxy.c does, once an agent is a
+ * proxy); 0 or -errno. Freed with the shard. */
 int  ups_shard_init(shard_t *sh);
-void ups_shard_free(shard_t *sh);
-void ups_on_cqe(shard_t *sh, struct io_uring_cqe *cqe);
-bool ups_busy(const shard_t *sh);          /* any connection not yet freed */
-void ups_abort_all(shard_t *sh);
 
 /* The address an endpoint resolved to. Set by the main thread before shards
  * start (and by the resolver thread later); shards only read it. */

@@ -40,8 +40,9 @@
 #include "net/coalesce.h"
 #include "net/http1.h"
 #include "net/wsframe.h"
-#include "proto/agent.h"
-#include "proto/json.h"
+#include "proto/run.h"
+#include "core/json.h"
+#include "net/gwmetrics.h"
 
 #define WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_CLOSE_WAIT_MS 2000    /* after our close frame, how long the peer gets to go */
@@ -209,10 +210,11 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
     snprintf(extra, sizeof extra, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s", acc,
              agui ? "Sec-WebSocket-Protocol: ag-ui\r\n" : "");
     http_upgrade(c, extra);
-    c->ws = ws;   /* from here conn.c routes input, sends, abort and reap to us */
+    c->ws = ws;
+    conn_set_proto(c, &ws_proto);   /* from here conn.c routes input, sends, abort and reap to us */
     c->run_slot = (int16_t)agent->slot;
-    if (sh->m)
-        metrics_gauge_add(&sh->m->ws_connections, 1);
+    if (gwm(sh))
+        metrics_gauge_add(&gwm(sh)->ws_connections, 1);
     if (cfg->ws_ping_interval_ms)
         timer_arm(&sh->timers, &ws->timer, sh->now_ms + cfg->ws_ping_interval_ms);
 }
@@ -235,9 +237,9 @@ static int put_frame(ws_conn_t *ws, int opcode, const char *a, size_t an, const 
     buf_append(out, b, bn);
     buf_append(out, d, dn);
     c->http.req.bytes_out += hl + len;
-    if (c->sh->m) {
-        metrics_add(&c->sh->m->ws_messages[1], 1);
-        metrics_add(&c->sh->m->ws_bytes[1], hl + len);
+    if (gwm(c->sh)) {
+        metrics_add(&gwm(c->sh)->ws_messages[1], 1);
+        metrics_add(&gwm(c->sh)->ws_bytes[1], hl + len);
     }
     conn_mark_dirty(c);
     return 0;
@@ -250,7 +252,7 @@ static void count_event(ws_slot_t *s, agui_type_t type)
     c->http.req.events++;
     s->events++;
     c->last_event_ms = c->sh->now_ms;
-    metrics_shard_t *m = c->sh->m;
+    gwmetrics_t *m = gwm(c->sh);
     if (!m || type >= AGUI_TYPE_COUNT)
         return;
     uint64_t now = c->sh->now_us;
@@ -370,7 +372,7 @@ static void slot_finish(ws_slot_t *s, enum metrics_outcome outcome)
     ws_conn_t *ws = s->ws;
     conn_t *c = ws->c;
     run_t *r = s->run;
-    metrics_shard_t *m = c->sh->m;
+    gwmetrics_t *m = gwm(c->sh);
     log_run(s, outcome);
     if (m) {
         unsigned a = r->agent->slot;
@@ -381,7 +383,7 @@ static void slot_finish(ws_slot_t *s, enum metrics_outcome outcome)
     }
     s->run = NULL;
     ws->n_runs--;
-    agent_run_release(r);
+    run_release(r);
 }
 
 /* Closes a draining connection once its last run is over. */
@@ -500,7 +502,7 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     shard_t *sh = c->sh;
     const char *err_code = NULL, *err_msg = NULL;
     access_decision_t ad;
-    access_holds_t holds = {0};
+    rl_holds_t holds = {0};
     const cfg_agent_t *agent = &sh->cfg->agents[ws->agent];   /* this generation's settings for it */
     if (sh->draining) {
         err_code = "shutting_down";
@@ -535,10 +537,9 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
         runinput_free(in);
         return -ENOMEM;
     }
-    access_give_pending(&holds);   /* agent_run_new moves the slots into the run */
-    run_t *r = agent_run_new(sh, agent, in, &ws_sink, s);
+    run_t *r = run_new(sh, agent, in, &holds, &ws_sink, s);   /* the slots move into the run */
     if (!r) {
-        access_drop_pending();
+        access_release(&holds);
         return -ENOMEM;
     }
     r->conn = c;
@@ -551,9 +552,9 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
     s->events = 0;
     s->gap_zero = 0;
     ws->n_runs++;
-    if (sh->m) {
-        metrics_add(&sh->m->runs_started[agent->slot][MT_WS], 1);
-        metrics_gauge_add(&sh->m->streams[MT_WS], 1);
+    if (gwm(sh)) {
+        metrics_add(&gwm(sh)->runs_started[agent->slot][MT_WS], 1);
+        metrics_gauge_add(&gwm(sh)->streams[MT_WS], 1);
     }
     /* Cached agents: HIT, COALESCED or MISS, as for HTTP runs. There are no
      * per-message headers, so the upgrade request stands in for each run's:
@@ -562,7 +563,7 @@ static int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t 
      * the key, so a directive inside it would make another question. ENOMEM
      * just means uncached. */
     coalesce_prepare(r, &c->http.req);
-    agent_run_start(r);   /* may emit, end and release the run before returning */
+    run_start(r);   /* may emit, end and release the run before returning */
     return 0;
 }
 
@@ -599,8 +600,8 @@ static int not_a_run(ws_conn_t *ws, const char *text, size_t len, const runinput
         char msg[sizeof err->field + sizeof err->message + 32];
         snprintf(msg, sizeof msg, "invalid RunAgentInput: %s%s%s", err->field, err->field[0] ? ": " : "",
                  err->message);
-        if (ws->c->sh->m)
-            metrics_add(&ws->c->sh->m->rejected[MRJ_INVALID_INPUT], 1);
+        if (gwm(ws->c->sh))
+            metrics_add(&gwm(ws->c->sh)->rejected[MRJ_INVALID_INPUT], 1);
         rc = put_error(ws, NULL, id, id_len, "invalid_input", msg);
     }
     json_decref(root);
@@ -618,8 +619,8 @@ static int on_message(void *ctx, int opcode, const char *data, size_t len)
         ws_close(ws, WSF_CLOSE_UNSUPPORTED, "send RunAgentInput as text messages");
         return 1;
     }
-    if (ws->c->sh->m)
-        metrics_add(&ws->c->sh->m->ws_messages[0], 1);
+    if (gwm(ws->c->sh))
+        metrics_add(&gwm(ws->c->sh)->ws_messages[0], 1);
     runinput_t in;
     runinput_err_t err;
     /* A CANCEL is never a valid RunAgentInput (no threadId), so the common case
@@ -646,8 +647,8 @@ static int on_control(void *ctx, int opcode, const char *payload, size_t len)
     ws_conn_t *ws = ctx;
     if (ws->closing || ws->c->state != CONN_OPEN)
         return 1;
-    if (ws->c->sh->m)
-        metrics_add(&ws->c->sh->m->ws_messages[0], 1);
+    if (gwm(ws->c->sh))
+        metrics_add(&gwm(ws->c->sh)->ws_messages[0], 1);
     switch (opcode) {
     case WSF_PING:
         return ws->closing ? 0 : put_frame(ws, WSF_PONG, payload, len, NULL, 0, NULL, 0);
@@ -686,18 +687,18 @@ static void feed(ws_conn_t *ws, const char *data, size_t n)
         ws_close(ws, (unsigned)rc, close_reason(rc));
 }
 
-void ws_input(conn_t *c, const char *data, size_t n)
+static void ws_input(conn_t *c, const char *data, size_t n)
 {
     ws_conn_t *ws = c->ws;
     ws->last_rx_ms = c->sh->now_ms;
     ws->ping_sent_ms = 0;
-    if (c->sh->m)
-        metrics_add(&c->sh->m->ws_bytes[0], n);
+    if (gwm(c->sh))
+        metrics_add(&gwm(c->sh)->ws_bytes[0], n);
     if (!ws->closing)
         feed(ws, data, n);
 }
 
-void ws_take_pending(conn_t *c)
+static void ws_take_pending(conn_t *c)
 {
     if (!c->ws || !c->pending.len || c->state != CONN_OPEN)
         return;
@@ -745,7 +746,7 @@ static void ws_close(ws_conn_t *ws, unsigned code, const char *reason)
     conn_close_after_flush(c);
 }
 
-void ws_on_sent(conn_t *c)
+static void ws_on_sent(conn_t *c)
 {
     ws_conn_t *ws = c->ws;
     if (ws->closing || conn_out_pending(c) > c->sh->cfg->stream_buffer_bytes / 2)
@@ -756,11 +757,11 @@ void ws_on_sent(conn_t *c)
     for (uint32_t k = 0; k < ws->cap && !ws->closing; k++) {
         run_t *r = ws->slots[(start + k) % ws->cap].run;
         if (r && r->blocked)
-            agent_run_resume(r);
+            run_resume(r);
     }
 }
 
-void ws_drain(conn_t *c)
+static void ws_drain(conn_t *c)
 {
     if (c->ws && c->state == CONN_OPEN)
         maybe_drained(c->ws);
@@ -814,14 +815,14 @@ static void ws_timer_fired(agate_timer_t *t)
         conn_abort(c);   /* no memory for a timer: a connection we cannot time out is unsafe */
 }
 
-void ws_abort(conn_t *c)
+static void ws_abort(conn_t *c)
 {
     ws_conn_t *ws = c->ws;
     timer_cancel(&c->sh->timers, &ws->timer);
     stop_runs(ws, c->sh->draining ? MO_CUT : MO_CLIENT_CLOSED);
 }
 
-void ws_free(conn_t *c)
+static void ws_free(conn_t *c)
 {
     ws_conn_t *ws = c->ws;
     c->ws = NULL;
@@ -832,7 +833,19 @@ void ws_free(conn_t *c)
     }
     wsf_free(&ws->parser);
     buf_free(&ws->tmp);
-    if (c->sh->m)
-        metrics_gauge_add(&c->sh->m->ws_connections, -1);
+    if (gwm(c->sh))
+        metrics_gauge_add(&gwm(c->sh)->ws_connections, -1);
     free(ws);
 }
+
+static bool ws_busy(const conn_t *c) { return true; }
+
+const conn_proto_t ws_proto = {
+    .input = ws_input,
+    .pending = ws_take_pending,
+    .sent = ws_on_sent,
+    .busy = ws_busy,
+    .drain = ws_drain,
+    .abort = ws_abort,
+    .free = ws_free,
+};

@@ -30,12 +30,8 @@ struct ws_conn;
 /* GET /v1/agents/{name}/ws: the handshake; 101 and WebSocket mode, or an HTTP
  * error (400, 426, 503) and close. */
 void ws_upgrade(conn_t *c, const cfg_agent_t *agent);
+/* The connection's protocol after the upgrade (net/conn.h). */
+extern const conn_proto_t ws_proto;
 
-void ws_input(conn_t *c, const char *data, size_t n);   /* bytes received in WS mode */
-void ws_take_pending(conn_t *c);                         /* frames that came with the upgrade request */
-void ws_on_sent(conn_t *c);                              /* a send completed: resume blocked runs */
-void ws_drain(conn_t *c);                                /* shutdown: no new runs, close when idle */
-void ws_abort(conn_t *c);                                /* the connection is gone: stop every run */
-void ws_free(conn_t *c);                                 /* the slot is being reaped */
 
 #endif

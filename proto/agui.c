@@ -5,7 +5,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "proto/json.h"
+#include "core/json.h"
 
 static const char *const names[AGUI_TYPE_COUNT] = {
     [AGUI_RUN_STARTED] = "RUN_STARTED",

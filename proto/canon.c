@@ -35,7 +35,7 @@
 
 #include "core/digest.h"
 #include "core/ratelimit.h"   /* rl_hash: the project's 64-bit hash of bytes */
-#include "proto/json.h"
+#include "core/json.h"
 
 typedef struct kv {
     const char *k;

@@ -5,7 +5,7 @@
  * something left out (threadId, runId, parentRunId by default):
  *  - object keys sorted bytewise on their decoded bytes, shorter first on a
  *    common prefix; no whitespace;
- *  - strings with the minimal escapes of proto/json.c;
+ *  - strings with the minimal escapes of core/json.c;
  *  - numbers as jansson held them, since the key was first defined on a
  *    jansson tree: an integer (within int64) in decimal, so -0 is 0; a real as
  *    strtod reads it, written as the integer it equals when whole and within

@@ -35,7 +35,7 @@
 #include <string.h>
 
 #include "agui.pb-c.h"
-#include "proto/json.h"
+#include "core/json.h"
 #include "proto/jtape.h"
 
 typedef const ProtobufCMessageDescriptor pbd_t;

@@ -181,7 +181,7 @@ void runinput_free(runinput_t *in)
     in->thread_id_len = in->run_id_len = 0;
 }
 
-/* The same bound as a request body's (agent_run_drop_body): below it, keep the block. */
+/* The same bound as a request body's (run_drop_body): below it, keep the block. */
 #define RUNINPUT_DROP_MIN 2048
 
 void runinput_drop_content(runinput_t *in)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto/json.h"
+#include "core/json.h"
 
 static uint64_t fnv(const char *p, size_t n)
 {

@@ -5,23 +5,45 @@
 #ifndef AGATE_FAKECONN_H
 #define AGATE_FAKECONN_H
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/config.h"
 #include "core/shard.h"
+#include "net/access.h"
+#include "net/breaker.h"
+#include "net/coalesce.h"
 #include "net/conn.h"
-#include "proto/agent.h"
+#include "net/conns.h"
+#include "net/gwmetrics.h"
+#include "net/proxy.h"
+#include "net/upstream.h"
+#include "proto/run.h"
 
 typedef struct fakeconn {
     cfg_t    cfg;
     shard_t  sh;
-    conn_t   conns[1];
-    uint32_t free_slots[1];
+    conns_t  conns;         /* one slot, no listeners */
     buf_t    wire;          /* every byte the server sent, in order */
 } fakeconn_t;
 
+/* The modules main.c registers, in its order (registering twice is harmless). */
+static inline void fake_register(void)
+{
+    run_register();
+    echo_register();
+    gwmetrics_register();
+    access_register();
+    ups_register();
+    breaker_register();
+    proxy_register();
+    coalesce_register();
+    conns_register();
+}
+
 static inline void fake_init(fakeconn_t *f)
 {
+    fake_register();
     memset(f, 0, sizeof *f);
     cfg_defaults(&f->cfg);
     f->cfg.log_requests = true;     /* exercise the log line; no ring, so it goes nowhere */
@@ -32,25 +54,30 @@ static inline void fake_open(fakeconn_t *f)
 {
     shard_t *sh = &f->sh;
     sh->cfg = &f->cfg;
-    sh->conns = f->conns;
-    sh->free_slots = f->free_slots;
-    sh->conn_cap = 1;
     sh->now_ms = 1000;
     strcpy(sh->http_date, "Thu, 01 Jan 1970 00:00:00 GMT");
     sh->rng.s[0] = 1;
-    f->conns[0].slot = 0;
+    if (!f->conns.slab.base) {
+        uint32_t open_before = f->conns.n_main;   /* a test may say others are open */
+        if (conns_attach(sh, &f->conns, 1))
+            abort();
+        f->conns.n_main = open_before;
+    }
     buf_reserve(&f->wire, 1);
     f->wire.data[0] = 0;
-    conn_init_slot(sh, &f->conns[0], -1, false);
+    conn_t *c = slab_at(&f->conns.slab, 0);
+    if (!c->item.live)
+        slab_take(&f->conns.slab);
+    conn_init_slot(sh, c, -1, false);
 }
 
 /* Delivers everything queued, as the kernel would after a full send. */
 static inline void fake_flush(fakeconn_t *f)
 {
-    shard_t *sh = &f->sh;
-    while (sh->flush_head) {
-        conn_t *c = sh->flush_head;
-        sh->flush_head = c->flush_next;
+    conns_t *cs = &f->conns;
+    while (cs->flush_head) {
+        conn_t *c = cs->flush_head;
+        cs->flush_head = c->flush_next;
         c->in_flush = false;
         if (c->state == CONN_ABORT || c->state == CONN_FREE)
             continue;
@@ -68,11 +95,11 @@ static inline void fake_flush(fakeconn_t *f)
         if (c->state == CONN_CLOSING)
             c->state = CONN_LINGER;   /* the FIN; what follows is discarded */
         if (c->run && c->run->blocked)
-            agent_run_resume(c->run);
+            run_resume(c->run);
     }
 }
 
-static inline conn_t *fake_conn(fakeconn_t *f) { return &f->conns[0]; }
+static inline conn_t *fake_conn(fakeconn_t *f) { return slab_at(&f->conns.slab, 0); }
 
 static inline void fake_send(fakeconn_t *f, const char *data, size_t n)
 {
@@ -96,14 +123,15 @@ static inline void fake_settle(fakeconn_t *f)
 
 static inline void fake_close(fakeconn_t *f)
 {
-    conn_t *c = fake_conn(f);
-    if (c->state != CONN_FREE) {
-        conn_abort(c);
-        conn_reap(c);
+    if (f->conns.slab.base) {
+        conn_t *c = fake_conn(f);
+        if (c->state != CONN_FREE) {
+            conn_abort(c);
+            conn_reap(c);
+        }
+        conns_detach(&f->sh);
     }
-    buf_free(&c->out[0]);
-    buf_free(&c->out[1]);
-    agent_pool_free(&f->sh);
+    run_pool_free(&f->sh);
     timer_heap_free(&f->sh.timers);
     buf_free(&f->sh.scratch);
     buf_free(&f->wire);

@@ -14,9 +14,11 @@
 #include <cmocka.h>
 
 #include "net/breaker.h"
+#include "net/gwmetrics.h"
 
 static shard_t sh;   /* static: both are large */
 static cfg_t cfg, old_cfg;
+static gwmetrics_t gm;
 
 /* One proxy agent in slot 0 with n endpoints; its breaker opens after
  * `failures` failures in a row, stays open 1 s and admits `trials` trials. */
@@ -41,13 +43,16 @@ static cfg_agent_t *setup(unsigned n, uint32_t failures, uint32_t trials, cfg_ba
     ag->breaker_open_ms = 1000;
     ag->breaker_half_open = trials;
     sh.cfg = &cfg;
-    sh.m = &sh.metrics;
+    gwmetrics_register();
+    breaker_register();
+    memset(&gm, 0, sizeof gm);
+    sh.mod[g_gwm_mod] = &gm;
     sh.now_ms = 5000;
     assert_int_equal(breaker_shard_init(&sh), 0);
     return ag;
 }
 
-static int64_t gauge(unsigned e) { return sh.metrics.up_breaker_open[0][e]; }
+static int64_t gauge(unsigned e) { return gm.up_breaker_open[0][e]; }
 
 /* A pick that must succeed, on endpoint want (-1: any). */
 static breaker_hold_t take(int want)

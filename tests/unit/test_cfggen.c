@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "core/cfggen.h"
+#include "core/qsbr.h"
 #include "core/shard.h"
 
 static void add_agent(cfg_t *c, const char *name, cfg_agent_kind_t kind)
@@ -143,12 +144,20 @@ static void test_endpoints_changed(void **state)
     assert_true(cfggen_endpoints_changed(&a, &b));
 }
 
-/* Two fake shards (no ring: cfggen_shard_turn only needs id and cfg). */
+/* What a shard's loop does at the top of each turn (core/shard.c). */
+static void turn(shard_t *sh)
+{
+    qsbr_quiescent(sh->id);
+    cfggen_shard_turn(sh);
+}
+
+/* Two fake shards (no ring: a turn's top only needs id and cfg). */
 static void test_reclaim(void **state)
 {
     (void)state;
     static shard_t sh[2];
     names(&running, (const char *[]){"echo"}, 1);
+    assert_int_equal(qsbr_init(2), 0);
     const cfg_t *g1 = cfggen_init(&running, 2);
     assert_non_null(g1);
     assert_int_equal(g1->generation, 1);
@@ -169,14 +178,14 @@ static void test_reclaim(void **state)
     assert_int_equal(cfggen_retained(), 1);
 
     for (int round = 0; round < 4; round++) {   /* shard 1 adopts, shard 0 does not yet */
-        cfggen_shard_turn(&sh[1]);
+        turn(&sh[1]);
         cfggen_reclaim();
     }
     assert_ptr_equal(sh[1].cfg, g2);
     assert_int_equal(cfggen_retained(), 1);
     for (int round = 0; round < 4; round++) {   /* both adopted, the run still holds g1 */
-        cfggen_shard_turn(&sh[0]);
-        cfggen_shard_turn(&sh[1]);
+        turn(&sh[0]);
+        turn(&sh[1]);
         cfggen_reclaim();
     }
     assert_int_equal(cfggen_retained(), 1);
@@ -186,13 +195,14 @@ static void test_reclaim(void **state)
     assert_int_equal(cfggen_retained(), 1);
     cfggen_reclaim();                            /* no shard turned since */
     assert_int_equal(cfggen_retained(), 1);
-    cfggen_shard_turn(&sh[0]);
+    turn(&sh[0]);
     cfggen_reclaim();                            /* shard 1 has not turned yet */
     assert_int_equal(cfggen_retained(), 1);
-    cfggen_shard_turn(&sh[1]);
+    turn(&sh[1]);
     cfggen_reclaim();
     assert_int_equal(cfggen_retained(), 0);
     cfggen_shutdown();
+    qsbr_shutdown();
 }
 
 int main(void)

@@ -316,7 +316,7 @@ static void test_request_id(void **state)
 static void test_connection_cap(void **state)
 {
     f.cfg.max_connections = 1;
-    f.sh.n_main = 1;                    /* one connection already open on this shard */
+    f.conns.n_main = 1;                    /* one connection already open on this shard */
     fake_open(&f);
     send_str("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     wire_resp_t r[2];

@@ -1,4 +1,4 @@
-/* Unit tests for proto/json.c: the string escaper against a byte-at-a-time
+/* Unit tests for core/json.c: the string escaper against a byte-at-a-time
  * reference, exact lengths, and a round trip through jansson's parser; and the
  * number and hex formatters of core/buf.c that the JSON writers use. */
 #include <setjmp.h>
@@ -12,7 +12,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "proto/json.h"
+#include "core/json.h"
 
 /* The obvious escaper, the spec json_put_str must match byte for byte. */
 static void ref_escape(buf_t *b, const char *s, size_t n)

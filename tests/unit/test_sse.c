@@ -225,12 +225,12 @@ static void test_disconnect_releases_run(void **state)
     assert_true(timer_armed(&r->tick));
     conn_abort(fake_conn(&f));            /* what an EOF from the client does */
     assert_null(fake_conn(&f)->run);
-    assert_ptr_equal(f.sh.run_pool, r);   /* back in the pool at once */
+    assert_ptr_equal(run_pool_head(&f.sh), r);   /* back in the pool at once */
     assert_false(timer_armed(&r->tick));
     conn_reap(fake_conn(&f));
     assert_int_equal(fake_conn(&f)->state, CONN_FREE);
     assert_int_equal(f.sh.timers.n, 0);
-    assert_int_equal(f.sh.n_main, 0);
+    assert_int_equal(f.conns.n_main, 0);
 }
 
 static void test_http10_close_delimited(void **state)

@@ -25,7 +25,7 @@ int  reload_init(const cfg_t *cfg, char *err, size_t errlen);
  * environment). */
 void reload_config(log_ring_t *log);
 /* Once a second: JWKS file changes, and freeing policies no shard can see. */
-void reload_tick(unsigned nshards, log_ring_t *log);
+void reload_tick(log_ring_t *log);
 void reload_shutdown(void);
 
 #endif

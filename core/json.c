@@ -5,7 +5,7 @@
  * no escaping (everything except '"', '\\' and < 0x20) are copied in runs with one
  * memcpy, and space is reserved once per call, never per byte. Input is assumed
  * to be valid UTF-8 and is not checked: bytes >= 0x80 pass through. */
-#include "proto/json.h"
+#include "core/json.h"
 
 #include <errno.h>
 #include <stdint.h>

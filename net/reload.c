@@ -3,7 +3,7 @@
  * Invariant: g_applied is the configuration whose access sections the
  * published policy was built from, so a JWKS change rebuilds exactly that
  * policy with the new keys. */
-#include "core/reload.h"
+#include "net/reload.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,7 +13,7 @@
 #include "core/cfggen.h"
 #include "net/access.h"
 #include "net/upstream.h"
-#include "proto/json.h"
+#include "core/json.h"
 
 static cfg_t *g_applied;   /* heap copy; main thread only */
 
@@ -128,7 +128,7 @@ void reload_config(log_ring_t *log)
     free(pub);
 }
 
-void reload_tick(unsigned nshards, log_ring_t *log)
+void reload_tick(log_ring_t *log)
 {
     /* A file that failed to load is tried again, and logged again, only once
      * it changes (not every second while it stays broken). */
@@ -144,7 +144,7 @@ void reload_tick(unsigned nshards, log_ring_t *log)
         else
             log_reload(log, "jwks", "ok", NULL, NULL, NULL, NULL);
     }
-    access_reclaim(nshards);
+    access_reclaim();
     cfggen_reclaim();
 }
 

@@ -1,13 +1,13 @@
-/* agent: a run of an agent, and the sink its events go to.
+/* run: a run of an agent, and the sink its events go to.
  *
- * A run produces AG-UI events; a sink (the SSE writer today, WebSocket and
- * protobuf later) encodes and queues them. The sink owns the run: it calls
- * agent_run_abort() when its client goes away, and the run calls sink->end()
+ * A run produces AG-UI events; a sink (SSE, the protobuf encoding, WebSocket:
+ * net/sse.c, net/ws.c) encodes and queues them. The sink owns the run: it calls
+ * run_abort() when its client goes away, and the run calls sink->end()
  * when it has emitted its last event, after which the sink releases it. Runs
  * come from a per-shard free list, so starting one does not allocate once the
  * shard is warm. */
-#ifndef AGATE_AGENT_H
-#define AGATE_AGENT_H
+#ifndef AGATE_RUN_H
+#define AGATE_RUN_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,7 +16,7 @@
 #include "core/config.h"
 #include "core/shard.h"
 #include "core/timer.h"
-#include "net/access.h"
+#include "core/ratelimit.h"
 #include "proto/agui.h"
 #include "proto/runinput.h"
 
@@ -59,75 +59,89 @@ typedef struct run_sink_ops {
     void (*fail)(struct run *r, int status, const char *code, const char *msg, uint32_t retry_after_s);
 } run_sink_ops_t;
 
-struct proxy_run;
+#define RUN_EXT_MAX 4
 
 typedef struct run {
     shard_t            *sh;
     const cfg_t        *cfg;          /* the configuration generation it started on, held until release */
     const cfg_agent_t  *agent;        /* in cfg->agents */
+    const struct run_kind_ops *ops;   /* its agent kind's, or a replay's (net/coalesce.c) */
     runinput_t          in;           /* owned */
     const run_sink_ops_t *sink;
     void               *sink_ctx;     /* the sink's per-run context (SSE: the connection) */
-    struct conn        *conn;         /* the client's connection: request headers, trace, peer */
+    struct conn        *conn;         /* the client's connection (opaque here): headers, trace, peer */
     const char         *body;         /* the RunAgentInput as the client sent it (proxies forward */
     size_t              body_len;     /* it); in body_buf, owned by the sink; NULL once dropped */
-    buf_t              *body_buf;     /* the sink's buffer holding it, for agent_run_drop_body */
+    buf_t              *body_buf;     /* the sink's buffer holding it, for run_drop_body */
     agate_timer_t       tick;
     uint32_t            interval_ms;
     bool                blocked;      /* waiting for the sink to drain */
     bool                tick_due;
-
-    /* echo agent state */
-    uint8_t             phase;
-    buf_t               text;         /* the text being echoed, owned, kept across reuse */
-    size_t              pos;
-    char                message_id[36];
-
-    /* proxy agent state (net/proxy.c); allocated on first use, kept across reuse */
-    struct proxy_run   *px;
     bool                started;      /* sink->start() done */
     bool                errored;      /* ended with RUN_ERROR */
+    bool                replay;       /* served from the cache or a shared run, not by its agent */
     /* A protobuf upstream's frame for the event being passed to sink->raw (NULL
      * otherwise), so a protobuf sink relays it instead of re-encoding the JSON. */
     const uint8_t      *raw_pb;
     size_t              raw_pb_len;
-    access_holds_t      acc;          /* concurrency slots (net/access.c), released with the run */
-
-    /* response cache (net/coalesce.c); allocated on first use, kept across reuse */
-    struct coal_run    *co;
-    bool                replay;       /* served from the cache or a shared run, not by its agent */
     const char         *head_extra;   /* more head lines for start() ("Name: value\r\n"...), or NULL */
+    rl_holds_t          holds;        /* concurrency slots, released by a run hook (net/access.c) */
+
+    /* Per-run state of the modules that registered with run_ext_register (echo,
+     * proxy, coalescing): each allocates its own on first use and keeps it
+     * across reuse; the module's accessor gives it its type. */
+    void               *ext[RUN_EXT_MAX];
 
     struct run         *next_free;
 } run_t;
 
-/* Takes ownership of `in` (also on failure). Returns NULL on ENOMEM. */
-run_t *agent_run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in,
-                     const run_sink_ops_t *sink, void *sink_ctx);
-void agent_run_start(run_t *r);
+/* What each kind of agent does with a run. */
+typedef struct run_kind_ops {
+    void (*start)(run_t *r);
+    void (*resume)(run_t *r);
+    void (*stop)(run_t *r);          /* before release: drop what the kind holds */
+} run_kind_ops_t;
+
+/* A module's hooks on every run, whatever its kind. */
+typedef struct run_ext_ops {
+    void (*release)(run_t *r);       /* optional: the run ends, however it ends */
+    void (*destroy)(run_t *r);       /* optional: the pooled run is freed */
+} run_ext_ops_t;
+
+/* Main thread, before any run starts (start-up; a test's set-up): the kind
+ * ops for agents of kind, and a module's run hooks. run_ext_register returns
+ * the module's index into run_t.ext; registering the same ops again returns
+ * the same index. */
+void     run_kind_register(cfg_agent_kind_t kind, const run_kind_ops_t *ops);
+unsigned run_ext_register(const run_ext_ops_t *ops);
+
+/* On success the run owns `in` and the slots in *holds (holds->n becomes 0);
+ * NULL on ENOMEM, and then `in` is freed and *holds is still the caller's. */
+run_t *run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in, rl_holds_t *holds,
+               const run_sink_ops_t *sink, void *sink_ctx);
+void run_start(run_t *r);
 /* The run will not read its request body again (the echo agent has its text, a
  * proxied run its first event: no retry can resend it). A stream may last
  * minutes and a RunAgentInput carries the whole conversation, so a large body
  * is given back now instead of at the stream's end (a small one stays for the
  * connection's next request), and so is the input's copy of the last user
  * message (runinput_drop_content). */
-void agent_run_drop_body(run_t *r);
-void agent_run_resume(run_t *r);     /* the sink drained below its bound */
-void agent_run_abort(run_t *r);      /* the client is gone: stop and release */
-void agent_run_release(run_t *r);    /* after sink->end */
-void agent_pool_free(shard_t *sh);
+void run_drop_body(run_t *r);
+void run_resume(run_t *r);     /* the sink drained below its bound */
+void run_abort(run_t *r);      /* the client is gone: stop and release */
+void run_release(run_t *r);    /* after sink->end */
 
-/* What each kind of agent does with a run. */
-typedef struct agent_kind_ops {
-    void (*start)(run_t *r);
-    void (*resume)(run_t *r);
-    void (*stop)(run_t *r);          /* before release: drop what the kind holds */
-    void (*destroy)(run_t *r);       /* the pooled run is being freed */
-} agent_kind_ops_t;
-extern const agent_kind_ops_t echo_agent_ops, proxy_agent_ops, coalesce_replay_ops;
+/* Main thread, at start-up, before the modules whose runs it pools: the
+ * per-shard pool of free runs (a shard module, freed when the shard stops). */
+void run_register(void);
+void run_pool_free(shard_t *sh);   /* tests that drive runs without a shard loop */
+run_t *run_pool_head(const shard_t *sh);   /* the next run new would reuse (tests) */
+
+/* The built-in echo agent (proto/echo.c): registers its kind and run state. */
+void echo_register(void);
 
 /* The effective pacing for a request: the agent's, overridden by the request,
  * capped by configuration. */
-uint32_t agent_token_interval(const cfg_t *cfg, const cfg_agent_t *agent, const runinput_t *in);
+uint32_t run_token_interval(const cfg_t *cfg, const cfg_agent_t *agent, const runinput_t *in);
 
 #endif

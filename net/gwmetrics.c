@@ -1,0 +1,296 @@
+/* gwmetrics: the gateway's metrics: HTTP requests and connections, runs and
+ * events, upstream attempts and breakers, the response cache. One struct per
+ * shard (a shard module's state, allocated when metrics are on), written only
+ * by its shard with the relaxed single-writer adds of core/metrics.h, summed
+ * by the render functions registered with core/metrics.c at a scrape. */
+#include "net/gwmetrics.h"
+
+#include <llhttp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cache.h"
+
+unsigned g_gwm_mod;
+
+static const char *const listener_names[ML_COUNT] = {"main", "admin"};
+static const char *const route_names[MR_COUNT] = {"none", "run", "health", "metrics", "not_found", "ws", "demo", "admin"};
+static const char *const method_names[MM_COUNT] = {"GET", "HEAD", "POST", "OPTIONS", "OTHER"};
+static const char *const transport_names[MT_COUNT] = {[MT_SSE] = "sse", [MT_PROTO] = "proto", [MT_WS] = "ws"};
+static const char *const outcome_names[MO_COUNT] = {"finished", "error", "client_closed", "cut"};
+static const char *const reject_names[MRJ_COUNT] = {
+    "bad_request", "invalid_input", "body_too_large", "headers_too_large",
+    "timeout", "connection_limit", "expectation", "unauthorized", "forbidden", "rate_limited",
+};
+
+enum metrics_method metrics_method_of(int method)
+{
+    switch (method) {
+    case HTTP_GET: return MM_GET;
+    case HTTP_HEAD: return MM_HEAD;
+    case HTTP_POST: return MM_POST;
+    case HTTP_OPTIONS: return MM_OPTIONS;
+    default: return MM_OTHER;
+    }
+}
+
+
+
+#define SUM(expr)                                        \
+    ({                                                   \
+        uint64_t acc_ = 0;                               \
+        for (unsigned s_ = 0; s_ < n; s_++) {            \
+            const gwmetrics_t *m_ = gwm(&sh[s_]);        \
+            acc_ += metrics_rd(&(expr));                 \
+        }                                                \
+        acc_;                                            \
+    })
+
+/* A latency histogram summed over shards; `field` is the offset of one
+ * agent's metrics_hist_t inside gwmetrics_t. */
+static void hist_time(metrics_render_t *r, const char *name, const char *labels, const shard_t *sh, unsigned n,
+                      size_t field)
+{
+    metrics_hist_t sum = {0};
+    for (unsigned s = 0; s < n; s++)
+        metrics_hist_add(&sum, (const metrics_hist_t *)((const char *)gwm(&sh[s]) + field));
+    metrics_hist(r, name, labels, &sum);
+}
+
+/* One gauge sample with one label, summed over shards; `field` is the gauge's
+ * offset inside gwmetrics_t. */
+static void gauge_sum(metrics_render_t *r, const char *name, const char *label, const char *value, const shard_t *sh,
+                      unsigned n, size_t field)
+{
+    char lb[128];
+    int64_t v = 0;
+    for (unsigned s = 0; s < n; s++)
+        v += metrics_rdi((const int64_t *)((const char *)gwm(&sh[s]) + field));
+    snprintf(lb, sizeof lb, "%s=\"%s\"", label, value);
+    metrics_sample_i(r, name, lb, v);
+}
+
+static void render_http(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    char lb[256];
+    metrics_family(r, "agate_http_requests", "counter", "HTTP requests answered, by listener, route, method and status class.");
+    for (int l = 0; l < ML_COUNT; l++)
+        for (int rt = 0; rt < MR_COUNT; rt++)
+            for (int me = 0; me < MM_COUNT; me++)
+                for (int c = 0; c < 5; c++) {
+                    uint64_t v = SUM(m_->requests[l][rt][me][c]);
+                    if (!v && !(rt == MR_RUN && me == MM_POST && c == 1 && l == ML_MAIN))
+                        continue;   /* keep the series set small; one always-present series */
+                    snprintf(lb, sizeof lb, "listener=\"%s\",route=\"%s\",method=\"%s\",code=\"%dxx\"",
+                             listener_names[l], route_names[rt], method_names[me], c + 1);
+                    metrics_sample_u(r, "agate_http_requests", "_total", lb, v);
+                }
+    metrics_family(r, "agate_http_rejected_requests", "counter", "Requests refused before reaching an agent, by reason.");
+    for (int i = 0; i < MRJ_COUNT; i++) {
+        snprintf(lb, sizeof lb, "reason=\"%s\"", reject_names[i]);
+        metrics_sample_u(r, "agate_http_rejected_requests", "_total", lb, SUM(m_->rejected[i]));
+    }
+    metrics_family(r, "agate_connections", "gauge", "Open client connections, by listener.");
+    for (int l = 0; l < ML_COUNT; l++)
+        gauge_sum(r, "agate_connections", "listener", listener_names[l], sh, n,
+                  offsetof(gwmetrics_t, connections) + (size_t)l * sizeof(int64_t));
+    metrics_family(r, "agate_connection_trims", "counter", "Idle keep-alive connections that gave their buffers back.");
+    metrics_sample_u(r, "agate_connection_trims", "_total", "", SUM(m_->conn_trims));
+    metrics_family(r, "agate_received_bytes", "counter", "Bytes received from clients.");
+    metrics_sample_u(r, "agate_received_bytes", "_total", "", SUM(m_->bytes_in));
+    metrics_family(r, "agate_sent_bytes", "counter", "Bytes sent to clients.");
+    metrics_sample_u(r, "agate_sent_bytes", "_total", "", SUM(m_->bytes_out));
+    metrics_family(r, "agate_ws_connections", "gauge", "Open WebSocket connections.");
+    gauge_sum(r, "agate_ws_connections", "listener", "main", sh, n, offsetof(gwmetrics_t, ws_connections));
+    metrics_family(r, "agate_ws_frames", "counter", "WebSocket frames (data messages and control frames), by direction.");
+    metrics_sample_u(r, "agate_ws_frames", "_total", "direction=\"in\"", SUM(m_->ws_messages[0]));
+    metrics_sample_u(r, "agate_ws_frames", "_total", "direction=\"out\"", SUM(m_->ws_messages[1]));
+    metrics_family(r, "agate_ws_bytes", "counter", "WebSocket bytes on the wire after the upgrade, by direction.");
+    metrics_sample_u(r, "agate_ws_bytes", "_total", "direction=\"in\"", SUM(m_->ws_bytes[0]));
+    metrics_sample_u(r, "agate_ws_bytes", "_total", "direction=\"out\"", SUM(m_->ws_bytes[1]));
+}
+
+static void render_runs(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    char lb[256];
+    metrics_family(r, "agate_runs_started", "counter", "Agent runs started, by agent and transport.");
+    for (uint32_t a = 0; a < cfg->n_agents; a++)
+        for (int t = 0; t < MT_COUNT; t++) {
+            snprintf(lb, sizeof lb, "agent=\"%s\",transport=\"%s\"", cfg->agents[a].name, transport_names[t]);
+            metrics_sample_u(r, "agate_runs_started", "_total", lb, SUM(m_->runs_started[a][t]));
+        }
+    metrics_family(r, "agate_runs_ended", "counter",
+           "Agent runs ended, by agent, transport and outcome (finished, error, client_closed, cut).");
+    for (uint32_t a = 0; a < cfg->n_agents; a++)
+        for (int t = 0; t < MT_COUNT; t++)
+            for (int o = 0; o < MO_COUNT; o++) {
+                snprintf(lb, sizeof lb, "agent=\"%s\",transport=\"%s\",outcome=\"%s\"", cfg->agents[a].name,
+                         transport_names[t], outcome_names[o]);
+                metrics_sample_u(r, "agate_runs_ended", "_total", lb, SUM(m_->runs_ended[a][t][o]));
+            }
+    metrics_family(r, "agate_streams", "gauge", "Event streams in progress, by transport.");
+    for (int t = 0; t < MT_COUNT; t++)
+        gauge_sum(r, "agate_streams", "transport", transport_names[t], sh, n,
+                  offsetof(gwmetrics_t, streams) + (size_t)t * sizeof(int64_t));
+    metrics_family(r, "agate_events_sent", "counter", "AG-UI events sent to clients, by event type.");
+    for (int t = 0; t < AGUI_TYPE_COUNT; t++) {
+        snprintf(lb, sizeof lb, "type=\"%s\"", agui_type_name((agui_type_t)t));
+        metrics_sample_u(r, "agate_events_sent", "_total", lb, SUM(m_->events[t]));
+    }
+    static const struct {
+        const char *name, *help;
+        size_t      off;
+    } hists[] = {
+        {"agate_run_first_event_seconds", "Time from request to the run's first event.", offsetof(gwmetrics_t, first_event)},
+        {"agate_run_duration_seconds", "Time from request to the run's last byte queued.", offsetof(gwmetrics_t, duration)},
+        {"agate_run_event_gap_seconds", "Time between consecutive events of a run.", offsetof(gwmetrics_t, gap)},
+    };
+    for (size_t h = 0; h < sizeof hists / sizeof hists[0]; h++) {
+        metrics_family(r, hists[h].name, "histogram", hists[h].help);
+        for (uint32_t a = 0; a < cfg->n_agents; a++) {
+            snprintf(lb, sizeof lb, "agent=\"%s\"", cfg->agents[a].name);
+            hist_time(r, hists[h].name, lb, sh, n, hists[h].off + a * sizeof(metrics_hist_t));
+        }
+    }
+}
+
+static const char *const upfail_names[MUF_COUNT] = {"connect", "reset", "timeout", "status", "content_type", "protocol"};
+
+static void render_upstreams(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    char lb[320];
+    bool any = false;
+    for (uint32_t a = 0; a < cfg->n_agents; a++)
+        any |= cfg->agents[a].kind == CFG_AGENT_PROXY;
+    if (!any)
+        return;
+#define FOR_ENDPOINTS                                                                      \
+    for (uint32_t a = 0; a < cfg->n_agents; a++)                                           \
+        for (uint32_t e = 0; e < (cfg->agents[a].kind == CFG_AGENT_PROXY ? cfg->agents[a].n_endpoints : 0); e++)
+#define EP_LABELS(extra_fmt, ...)                                                          \
+    snprintf(lb, sizeof lb, "agent=\"%s\",endpoint=\"%s:%u\"" extra_fmt, cfg->agents[a].name,   \
+             cfg->agents[a].endpoints[e].host, cfg->agents[a].endpoints[e].port, ##__VA_ARGS__)
+    metrics_family(r, "agate_upstream_attempts", "counter", "Requests sent to upstream agents, by agent and endpoint.");
+    FOR_ENDPOINTS {
+        EP_LABELS("");
+        metrics_sample_u(r, "agate_upstream_attempts", "_total", lb, SUM(m_->up_attempts[a][e]));
+    }
+    metrics_family(r, "agate_upstream_failures", "counter", "Failed upstream attempts, by agent, endpoint and kind.");
+    FOR_ENDPOINTS {
+        for (int k = 0; k < MUF_COUNT; k++) {
+            EP_LABELS(",kind=\"%s\"", upfail_names[k]);
+            metrics_sample_u(r, "agate_upstream_failures", "_total", lb, SUM(m_->up_failures[a][e][k]));
+        }
+    }
+    metrics_family(r, "agate_upstream_breaker_open", "gauge", "Shards on which the endpoint's circuit breaker is open.");
+    FOR_ENDPOINTS {
+        EP_LABELS("");
+        int64_t v = 0;
+        for (unsigned s = 0; s < n; s++)
+            v += metrics_rdi(&gwm(&sh[s])->up_breaker_open[a][e]);
+        metrics_sample_i(r, "agate_upstream_breaker_open", lb, v);
+    }
+#undef EP_LABELS
+#undef FOR_ENDPOINTS
+    metrics_family(r, "agate_upstream_retries", "counter", "Upstream attempts retried on another endpoint, by agent.");
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        if (cfg->agents[a].kind != CFG_AGENT_PROXY)
+            continue;
+        snprintf(lb, sizeof lb, "agent=\"%s\"", cfg->agents[a].name);
+        metrics_sample_u(r, "agate_upstream_retries", "_total", lb, SUM(m_->up_retries[a]));
+    }
+}
+
+/* The response cache: per-agent results from the shards, the store's own
+ * process-wide counters from core/cache.c. */
+static void render_cache(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    static const char *const result_names[MC_COUNT] = {"hit", "miss", "coalesced"};
+    char lb[CFG_NAME_MAX + 32];
+    cache_stats_t cs;
+    metrics_family(r, "agate_cache_requests", "counter", "Runs of cached agents, by agent and X-Cache result.");
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        if (!cfg->agents[a].cache_ttl_ms)
+            continue;
+        for (int k = 0; k < MC_COUNT; k++) {
+            snprintf(lb, sizeof lb, "agent=\"%s\",result=\"%s\"", cfg->agents[a].name, result_names[k]);
+            metrics_sample_u(r, "agate_cache_requests", "_total", lb, SUM(m_->cache_results[a][k]));
+        }
+    }
+    metrics_family(r, "agate_cache_followers_detached", "counter", "Coalesced clients cut off for lagging behind the shared run.");
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        if (!cfg->agents[a].cache_ttl_ms)
+            continue;
+        snprintf(lb, sizeof lb, "agent=\"%s\"", cfg->agents[a].name);
+        metrics_sample_u(r, "agate_cache_followers_detached", "_total", lb, SUM(m_->cache_detached[a]));
+    }
+    static const char *const memo_names[METRICS_MEMO_RESULTS] = {"hit", "miss", "too_large"};
+    metrics_family(r, "agate_cache_key_memo", "counter",
+           "Cache keys computed, by agent and whether the shard's memo of recent keys answered (hit), the key was "
+           "hashed and remembered (miss), or the request was over the memo's 16 KiB (too_large).");
+    for (uint32_t a = 0; a < cfg->n_agents; a++) {
+        if (!cfg->agents[a].cache_ttl_ms)
+            continue;
+        for (int k = 0; k < METRICS_MEMO_RESULTS; k++) {
+            snprintf(lb, sizeof lb, "agent=\"%s\",result=\"%s\"", cfg->agents[a].name, memo_names[k]);
+            metrics_sample_u(r, "agate_cache_key_memo", "_total", lb, SUM(m_->cache_key_memo[a][k]));
+        }
+    }
+    cache_get_stats(&cs);
+    metrics_family(r, "agate_cache_bytes", "gauge", "Bytes held by the response cache (entries and their headers).");
+    metrics_sample_i(r, "agate_cache_bytes", "", (int64_t)cs.bytes);
+    metrics_family(r, "agate_cache_max_bytes", "gauge", "The response cache's cap, cache.max_bytes.");
+    metrics_sample_i(r, "agate_cache_max_bytes", "", (int64_t)cs.max_bytes);
+    metrics_family(r, "agate_cache_entries", "gauge", "Runs held by the response cache.");
+    metrics_sample_i(r, "agate_cache_entries", "", (int64_t)cs.entries);
+    metrics_family(r, "agate_cache_inserts", "counter", "Runs stored in the response cache.");
+    metrics_sample_u(r, "agate_cache_inserts", "_total", "", cs.inserts);
+    metrics_family(r, "agate_cache_evictions", "counter", "Entries evicted to stay under cache.max_bytes (S3-FIFO).");
+    metrics_sample_u(r, "agate_cache_evictions", "_total", "", cs.evictions);
+    metrics_family(r, "agate_cache_expirations", "counter", "Entries removed because their ttl passed.");
+    metrics_sample_u(r, "agate_cache_expirations", "_total", "", cs.expirations);
+    metrics_family(r, "agate_cache_purged", "counter", "Entries removed by DELETE /admin/cache.");
+    metrics_sample_u(r, "agate_cache_purged", "_total", "", cs.purged);
+}
+
+
+/* Allocated on the main thread so a scrape on any shard finds every shard's. */
+static int gwm_open(shard_t *sh, char *err, size_t errlen)
+{
+    if (!sh->cfg->metrics_enabled)
+        return 0;
+    if (!(sh->mod[g_gwm_mod] = calloc(1, sizeof(gwmetrics_t)))) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void gwm_close(shard_t *sh)
+{
+    free(sh->mod[g_gwm_mod]);
+    sh->mod[g_gwm_mod] = NULL;
+}
+
+static void render_all(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    for (unsigned s = 0; s < n; s++)
+        if (!gwm(&sh[s]))
+            return;   /* metrics off */
+    render_http(r, sh, n, cfg);
+    render_runs(r, sh, n, cfg);
+    render_upstreams(r, sh, n, cfg);
+    render_cache(r, sh, n, cfg);
+}
+
+/* Freed by the main thread after every shard has stopped (shard_close): a
+ * scrape on one shard reads every shard's, also while another tears down. */
+static const shard_mod_ops_t gwm_mod = {.name = "gwmetrics", .open = gwm_open, .close = gwm_close};
+
+void gwmetrics_register(void)
+{
+    g_gwm_mod = shard_mod_register(&gwm_mod);
+    metrics_register(render_all);
+}

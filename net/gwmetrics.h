@@ -1,0 +1,73 @@
+/* gwmetrics: the gateway's per-shard metrics (HTTP, runs and events,
+ * upstreams, the response cache) and their label sets. Recording is a relaxed
+ * single-writer add (core/metrics.h) through gwm(sh), which is NULL when
+ * metrics are off. Label sets are bounded enums and configured agent names. */
+#ifndef AGATE_GWMETRICS_H
+#define AGATE_GWMETRICS_H
+
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/metrics.h"
+#include "core/shard.h"
+#include "proto/agui.h"
+#include "proto/canon.h"
+
+enum metrics_listener { ML_MAIN, ML_ADMIN, ML_COUNT };
+enum metrics_route { MR_NONE, MR_RUN, MR_HEALTH, MR_METRICS, MR_NOT_FOUND, MR_WS, MR_DEMO, MR_ADMIN, MR_COUNT };
+enum metrics_method { MM_GET, MM_HEAD, MM_POST, MM_OPTIONS, MM_OTHER, MM_COUNT };
+enum metrics_transport { MT_SSE, MT_PROTO, MT_WS, MT_COUNT };   /* proto: SSE's HTTP stream in the protobuf encoding */
+enum metrics_outcome { MO_FINISHED, MO_ERROR, MO_CLIENT_CLOSED, MO_CUT, MO_COUNT };
+enum metrics_reject {
+    MRJ_BAD_REQUEST,        /* malformed HTTP */
+    MRJ_INVALID_INPUT,      /* RunAgentInput failed validation */
+    MRJ_BODY_TOO_LARGE,
+    MRJ_HEADERS_TOO_LARGE,
+    MRJ_TIMEOUT,            /* header or body read timeout */
+    MRJ_CONNECTION_LIMIT,
+    MRJ_EXPECTATION,
+    MRJ_UNAUTHORIZED,       /* 401: missing or bad credentials (net/access.c) */
+    MRJ_FORBIDDEN,          /* 403: scope missing */
+    MRJ_RATE_LIMITED,       /* 429: a rate or concurrency limit */
+    MRJ_COUNT
+};
+enum metrics_cache { MC_HIT, MC_MISS, MC_COALESCED, MC_COUNT };   /* X-Cache of a cached agent's run */
+enum metrics_upfail { MUF_CONNECT, MUF_RESET, MUF_TIMEOUT, MUF_STATUS, MUF_CONTENT_TYPE, MUF_PROTOCOL, MUF_COUNT };
+
+#define METRICS_MEMO_RESULTS CANON_MEMO_COUNT   /* enum canon_memo: hit, miss, too_large */
+
+typedef struct gwmetrics {
+    uint64_t requests[ML_COUNT][MR_COUNT][MM_COUNT][5];   /* by status class 1xx..5xx */
+    uint64_t rejected[MRJ_COUNT];
+    uint64_t runs_started[CFG_MAX_AGENTS][MT_COUNT];
+    uint64_t runs_ended[CFG_MAX_AGENTS][MT_COUNT][MO_COUNT];
+    uint64_t events[AGUI_TYPE_COUNT];
+    metrics_hist_t first_event[CFG_MAX_AGENTS];
+    metrics_hist_t duration[CFG_MAX_AGENTS];
+    metrics_hist_t gap[CFG_MAX_AGENTS];
+    int64_t  connections[ML_COUNT];                       /* gauges */
+    int64_t  streams[MT_COUNT];
+    int64_t  ws_connections;                              /* gauge: upgraded connections */
+    uint64_t ws_messages[2], ws_bytes[2];                 /* WebSocket frames/bytes: [0] in, [1] out */
+    uint64_t bytes_in, bytes_out;
+    uint64_t conn_trims;                                  /* idle keep-alive connections that gave back their buffers */
+    uint64_t up_attempts[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
+    uint64_t up_failures[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS][MUF_COUNT];
+    uint64_t up_retries[CFG_MAX_AGENTS];
+    int64_t  up_breaker_open[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];   /* 1 while this shard's breaker is open */
+    uint64_t cache_results[CFG_MAX_AGENTS][MC_COUNT];
+    uint64_t cache_detached[CFG_MAX_AGENTS];              /* coalesced followers cut for lagging */
+    uint64_t cache_key_memo[CFG_MAX_AGENTS][METRICS_MEMO_RESULTS];   /* how keys were found (enum canon_memo) */
+} gwmetrics_t;
+
+extern unsigned g_gwm_mod;   /* this module's index in shard_t.mod */
+
+/* The shard's gateway metrics, or NULL when metrics are off. */
+static inline gwmetrics_t *gwm(const shard_t *sh) { return (gwmetrics_t *)sh->mod[g_gwm_mod]; }
+
+enum metrics_method metrics_method_of(int llhttp_method);
+
+/* Main thread, at start-up: the per-shard struct and the render function. */
+void gwmetrics_register(void);
+
+#endif
