@@ -23,6 +23,7 @@
 #include <urcu/rculfhash.h>
 
 #include "core/config.h"
+#include "core/list.h"
 
 enum { Q_NONE, Q_SMALL, Q_MAIN };
 #define GHOST_MAX      4096      /* ghost fingerprints remembered */
@@ -37,7 +38,7 @@ struct cache_entry {
     _Atomic uint32_t     refs;
     _Atomic uint8_t      freq;
     uint8_t              queue;          /* Q_*, writer mutex */
-    struct cache_entry  *qprev, *qnext;  /* writer mutex */
+    list_t               qnode;          /* in its queue; writer mutex */
     char                 agent[CFG_NAME_MAX];
     uint64_t             stored_ms, expires_ms;
     size_t               len;
@@ -45,8 +46,8 @@ struct cache_entry {
 };
 
 typedef struct queue {
-    cache_entry_t *head, *tail;    /* pop at head, push at tail */
-    uint64_t       bytes;
+    list_t   entries;   /* pop at the front, push at the back */
+    uint64_t bytes;
 } queue_t;
 
 static struct {
@@ -78,6 +79,8 @@ static inline size_t entry_bytes(const cache_entry_t *e) { return ENTRY_OVERHEAD
 int cache_init(uint64_t max_bytes)
 {
     C.max_bytes = max_bytes;
+    list_init(&C.small.entries);
+    list_init(&C.main.entries);
     C.ht = cds_lfht_new_flavor(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, &urcu_memb_flavor, NULL);
     return C.ht ? 0 : -ENOMEM;
 }
@@ -119,33 +122,24 @@ cache_view_t cache_view(const cache_entry_t *e)
 
 static queue_t *queue_of(cache_entry_t *e) { return e->queue == Q_SMALL ? &C.small : &C.main; }
 
+static cache_entry_t *q_head(const queue_t *q)
+{
+    list_t *n = list_first(&q->entries);
+    return n ? list_item(n, cache_entry_t, qnode) : NULL;
+}
+
 static void q_push(queue_t *q, cache_entry_t *e, uint8_t which)
 {
     e->queue = which;
-    e->qnext = NULL;
-    e->qprev = q->tail;
-    if (q->tail)
-        q->tail->qnext = e;
-    else
-        q->head = e;
-    q->tail = e;
+    list_push_back(&q->entries, &e->qnode);
     q->bytes += entry_bytes(e);
 }
 
 static void q_unlink(cache_entry_t *e)
 {
-    queue_t *q = queue_of(e);
-    if (e->qprev)
-        e->qprev->qnext = e->qnext;
-    else
-        q->head = e->qnext;
-    if (e->qnext)
-        e->qnext->qprev = e->qprev;
-    else
-        q->tail = e->qprev;
-    q->bytes -= entry_bytes(e);
+    queue_of(e)->bytes -= entry_bytes(e);
+    list_unlink(&e->qnode);
     e->queue = Q_NONE;
-    e->qprev = e->qnext = NULL;
 }
 
 static void ghost_add(uint64_t h)
@@ -185,8 +179,8 @@ static bool evict_one(void)
 {
     uint64_t small_target = C.max_bytes / 100 * SMALL_SHARE;
     for (;;) {
-        if (C.small.head && (C.small.bytes > small_target || !C.main.head)) {
-            cache_entry_t *e = C.small.head;
+        if (q_head(&C.small) && (C.small.bytes > small_target || !q_head(&C.main))) {
+            cache_entry_t *e = q_head(&C.small);
             q_unlink(e);
             if (atomic_load_explicit(&e->freq, memory_order_relaxed) >= 1) {
                 atomic_store_explicit(&e->freq, 0, memory_order_relaxed);
@@ -198,8 +192,8 @@ static bool evict_one(void)
             C.evictions++;
             return true;
         }
-        if (C.main.head) {
-            cache_entry_t *e = C.main.head;
+        if (q_head(&C.main)) {
+            cache_entry_t *e = q_head(&C.main);
             uint8_t f = atomic_load_explicit(&e->freq, memory_order_relaxed);
             q_unlink(e);
             if (f > 0) {
@@ -307,8 +301,8 @@ int cache_insert(cache_entry_t *e, const uint8_t key[CACHE_KEY_LEN], const char 
 static size_t purge_queue(queue_t *q, const char *agent)
 {
     size_t n = 0;
-    for (cache_entry_t *e = q->head, *next; e; e = next) {
-        next = e->qnext;
+    list_each_safe(&q->entries, node, tmp) {
+        cache_entry_t *e = list_item(node, cache_entry_t, qnode);
         if (!agent || !strcmp(agent, e->agent)) {
             remove_entry(e);
             n++;
@@ -330,8 +324,8 @@ size_t cache_purge(const char *agent)
 
 static void expire_queue(queue_t *q, uint64_t now_ms)
 {
-    for (cache_entry_t *e = q->head, *next; e; e = next) {
-        next = e->qnext;
+    list_each_safe(&q->entries, node, tmp) {
+        cache_entry_t *e = list_item(node, cache_entry_t, qnode);
         if (now_ms >= e->expires_ms) {
             remove_entry(e);
             C.expirations++;
@@ -377,7 +371,6 @@ void cache_shutdown(void)
     urcu_memb_barrier();   /* every table ref dropped */
     cds_lfht_destroy(C.ht, NULL);
     C.ht = NULL;
-    memset(&C.small, 0, sizeof C.small);
-    memset(&C.main, 0, sizeof C.main);
+    C.small.bytes = C.main.bytes = 0;   /* the purge emptied both lists */
     C.ghost_n = C.ghost_next = 0;
 }
