@@ -3,7 +3,8 @@
  * build/gen):
  *
  *   cc -O2 -std=gnu11 -D_GNU_SOURCE -I. -Ibuild/gen bench/pbjson_bench.c \
- *      proto/pbjson.c proto/jtape.c proto/agui.c core/json.c core/buf.c build/gen/agui.pb-c.c \
+ *      proto/pbjson.c proto/pbjson_enc.c proto/pbjson_dec.c proto/jtape.c proto/agui.c \
+ *      core/json.c core/buf.c build/gen/agui.pb-c.c \
  *      build/gen/google/protobuf/struct.pb-c.c -lprotobuf-c -lpthread -lm \
  *      -o build/pbjson_bench && build/pbjson_bench
  *
