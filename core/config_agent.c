@@ -11,6 +11,7 @@
  * error. cfg_agent_validate accepts exactly what cfg_load_agents can build.
  * Cold path. */
 #include "core/config_int.h"
+#include "core/url.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -59,111 +60,20 @@ static const char *const proxy_sections[] = { "timeouts", "retry", "breaker", "p
 
 /* ---- a proxy agent's lists: endpoint URLs and header names ---- */
 
-#define ENDPOINT_RULE "expected http://host[:port][/path] (e.g. http://127.0.0.1:8000/agent)"
-
-static bool is_hex(char ch)
-{
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-}
-
-/* NULL if host (hlen bytes, not bracketed) is a name or an IPv4 address. A
- * name is checked only for its characters; the upstream module resolves it. */
-static const char *endpoint_host(const char *host, size_t hlen)
-{
-    bool numeric = true;
-
-    if (!isalnum((unsigned char)host[0]))
-        return "host must be a name, an IPv4 address or an [IPv6] address";
-    for (size_t i = 0; i < hlen; i++) {
-        char ch = host[i];
-        if (!isalnum((unsigned char)ch) && ch != '-' && ch != '.' && ch != '_')
-            return "host must be a name, an IPv4 address or an [IPv6] address";
-        numeric &= (ch >= '0' && ch <= '9') || ch == '.';
-    }
-    /* "10.1" or "1.2.3.256" would reach getaddrinfo as a legacy inet_aton
-     * form or a failing lookup; neither is what was meant. */
-    if (numeric) {
-        struct in_addr a4;
-        if (inet_pton(AF_INET, host, &a4) != 1)
-            return "not an IPv4 address (four numbers 0 to 255)";
-    }
-    return NULL;
-}
-
-/* Parses an agent endpoint: http only; host a name, an IPv4 address or an
- * [IPv6] address, stored without the brackets; port 1..65535, default 80;
- * path "/" when absent, the query kept. The path goes into the request line
- * verbatim, so it must be printable ASCII with well-formed %XX escapes.
- * NULL on success, else the problem (for messages); *ep is written only on
+/* A proxy agent's endpoint: core/url.h's http:// URL, host and port and
+ * path kept. NULL on success, else the problem; *ep is written only on
  * success. */
-static const char *endpoint_parse(const char *url, cfg_endpoint_t *ep)
+static const char *endpoint_parse(const char *text, cfg_endpoint_t *ep)
 {
-    static const char http[] = "http://", https[] = "https://";
-    cfg_endpoint_t out;
-    const char *h, *hend, *p, *bad;
-    size_t hlen, plen;
-    uint64_t port = 80;
-
-    if (strncasecmp(url, https, sizeof https - 1) == 0)
-        return "https is not supported yet (use http://)";
-    if (strncasecmp(url, http, sizeof http - 1) != 0)
-        return ENDPOINT_RULE;
-    if (strchr(url, '#'))
-        return "a #fragment is not allowed in an endpoint";
-    h = url + sizeof http - 1;
-    hend = h + strcspn(h, "/?");
-    if (memchr(h, '@', (size_t)(hend - h)))
-        return "user@ (userinfo) is not allowed in an endpoint";
-
-    memset(&out, 0, sizeof out);
-    if (*h == '[') {
-        const char *rb = memchr(h, ']', (size_t)(hend - h));
-        struct in6_addr a6;
-        if (!rb)
-            return "missing ] after the IPv6 address";
-        hlen = (size_t)(rb - h - 1);
-        if (hlen >= INET6_ADDRSTRLEN)
-            return "not a numeric IPv6 address inside [ ]";
-        memcpy(out.host, h + 1, hlen);
-        if (inet_pton(AF_INET6, out.host, &a6) != 1)
-            return "not a numeric IPv6 address inside [ ]";
-        p = rb + 1;
-    } else {
-        const char *colon = memchr(h, ':', (size_t)(hend - h));
-        if (colon && memchr(colon + 1, ':', (size_t)(hend - colon - 1)))
-            return "put an IPv6 address in brackets, e.g. http://[::1]:8000/agent";
-        p = h + strcspn(h, ":/?");
-        hlen = (size_t)(p - h);
-        if (hlen == 0)
-            return "missing host";
-        if (hlen >= CFG_HOST_MAX)
-            return "host too long (at most 127 characters)";
-        memcpy(out.host, h, hlen);
-        bad = endpoint_host(out.host, hlen);
-        if (bad)
-            return bad;
-    }
-    if (*p == ':') {
-        p++;
-        if (!cfg_take_digits(&p, &port) || port < 1 || port > 65535 || (*p && *p != '/' && *p != '?'))
-            return "port must be a number from 1 to 65535";
-    } else if (*p && *p != '/' && *p != '?') {
-        return ENDPOINT_RULE;    /* "[::1]x" */
-    }
-    out.port = (uint16_t)port;
-
-    plen = strlen(p);
-    if (plen + (*p != '/') >= CFG_UPATH_MAX)
-        return "path too long (at most 255 characters)";
-    for (size_t i = 0; i < plen; i++) {
-        if (p[i] <= 0x20 || p[i] > 0x7e)
-            return "path must be printable ASCII without spaces (percent-encode the rest, e.g. %20)";
-        if (p[i] == '%' && !(is_hex(p[i + 1]) && is_hex(p[i + 2])))
-            return "bad %-escape in the path (expected % and two hex digits)";
-    }
-    out.path[0] = '/';
-    memcpy(out.path + (*p != '/'), p, plen + 1);
-    *ep = out;
+    url_t u;
+    const char *bad = url_parse(text, &u);
+    if (bad)
+        return bad;
+    _Static_assert(sizeof ep->host == sizeof u.host && sizeof ep->path == sizeof u.path, "url_t holds an endpoint");
+    memset(ep, 0, sizeof *ep);
+    memcpy(ep->host, u.host, sizeof ep->host);
+    ep->port = u.port;
+    memcpy(ep->path, u.path, sizeof ep->path);
     return NULL;
 }
 

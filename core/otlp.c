@@ -35,6 +35,7 @@
 #include "core/config.h"
 #include "core/httpc.h"
 #include "core/trace.h"
+#include "core/url.h"
 #include "core/version.h"
 #include "core/json.h"
 
@@ -71,41 +72,24 @@ static _Atomic uint64_t g_exported, g_dropped, g_failed;
 
 /* ---- endpoint ---- */
 
+/* core/url.h's URL, with a path (OTLP receivers route on it: no guessing)
+ * and a host that cfg_parse_addr takes without resolving. */
 int otlp_parse_endpoint(const char *url, otlp_endpoint_t *ep)
 {
-    static const char scheme[] = "http://";
+    url_t u;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    char host[OTLP_HOST_MAX];
-    const char *auth, *path;
-    size_t hlen, plen;
-
-    if (!url || strlen(url) > OTLP_URL_MAX || strncasecmp(url, scheme, sizeof scheme - 1) != 0)
+    if (!url || strlen(url) > OTLP_URL_MAX || url_parse(url, &u) || !u.has_path)
         return -EINVAL;
-    auth = url + sizeof scheme - 1;
-    path = strchr(auth, '/');
-    if (!path)
-        return -EINVAL;    /* the path is where OTLP receivers route: no guessing it */
-    hlen = (size_t)(path - auth);
-    /* An empty host would read as 0.0.0.0 to cfg_parse_addr; "user@" is not ours. */
-    if (hlen == 0 || hlen >= sizeof host || auth[0] == ':' || memchr(auth, '@', hlen))
+    if (strlen(u.authority) >= sizeof ep->host || strlen(u.path) >= sizeof ep->path ||
+        cfg_parse_addr(u.authority, &ss, &sslen))
         return -EINVAL;
-    memcpy(host, auth, hlen);
-    host[hlen] = '\0';
-    if (cfg_parse_addr(host, &ss, &sslen))
-        return -EINVAL;
-    plen = strlen(path);
-    for (size_t i = 0; i < plen; i++) {
-        /* the path goes into the request line verbatim */
-        if (path[i] <= 0x20 || path[i] > 0x7e || path[i] == '#')
-            return -EINVAL;
-    }
     if (ep) {
         memset(ep, 0, sizeof *ep);
         ep->addr = ss;
         ep->addr_len = sslen;
-        memcpy(ep->host, host, hlen + 1);
-        memcpy(ep->path, path, plen + 1);
+        memcpy(ep->host, u.authority, strlen(u.authority) + 1);
+        memcpy(ep->path, u.path, strlen(u.path) + 1);
     }
     return 0;
 }
