@@ -3,7 +3,8 @@
 # run (`make bench` runs this; bench/RESULTS.md says where agate stands). A driver over one file per case, bench/cases/<case>.sh (what
 # the case measures and checks is at its top), the servers' set-up in
 # bench/lib/peers.sh, the wrk rows and CPU accounting in bench/lib/measure.sh, and
-# the paired comparisons and their intervals in bench/lib/stats.sh.
+# the paired comparisons and their intervals in bench/lib/stats.sh. The whole output
+# is also written to bench/runs/<date>-<commit>.txt.
 #
 # Cases (BENCH_CASES, all on by default):
 #   echo      agate's echo agent vs nginx (and HAProxy) serving the same bytes (issue 2)
@@ -52,6 +53,7 @@
 #   BENCH_PORT=18480 (first port tried; the next free ones are used)
 #   BENCH_NGINX_AFFINITY=auto (worker_cpu_affinity; "off" to let workers float)
 #   BENCH_WAIT_IDLE=0 (wait up to this many seconds for < 10 % CPU busy first)
+#   BENCH_RUNS_DIR=bench/runs (where the run's output is kept; "": nowhere)
 #   AGATE_BIN=build/agate  BENCH_KEEP=1 (keep the temp dir with configs and logs)
 #
 # Exit status: 0 when every check passed (correct agate body, nginx serves the
@@ -61,6 +63,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+run_cmd="$(for v in $(compgen -e | grep -E '^(BENCH_|AGATE_BIN$)' | grep -v '^BENCH_API_KEY$' || true); do
+  [[ ${!v} =~ [[:space:]] ]] && printf '%s="%s" ' "$v" "${!v}" || printf '%s=%s ' "$v" "${!v}"; done)bench/run.sh${*:+ $*}${MAKELEVEL:+ (from make)}"
 
 BENCH_CASES=${BENCH_CASES:-echo obs proxy cache ws auth streams}
 BENCH_WS_CONNS=${BENCH_WS_CONNS:-4}
@@ -91,6 +95,7 @@ BENCH_PAIR_SECONDS=${BENCH_PAIR_SECONDS:-3}
 BENCH_PERF=${BENCH_PERF:-}
 BENCH_PORT=${BENCH_PORT:-18480}
 BENCH_NGINX_AFFINITY=${BENCH_NGINX_AFFINITY:-auto}
+BENCH_RUNS_DIR=${BENCH_RUNS_DIR-bench/runs}
 AGATE_BIN=${AGATE_BIN:-build/agate}
 BODY_FILE=bench/echo-body.json
 # shellcheck disable=SC2034 # the cases use it
@@ -125,11 +130,11 @@ if [ ! -e "$AGATE_BIN" ]; then
 fi
 [ -f "$BODY_FILE" ] || die "$BODY_FILE missing"
 
-# --- processes and clean-up --------------------------------------------------------------
+# --- processes, clean-up and the run's file -------------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/agate-bench.XXXXXX")
 chmod 755 "$tmp"
 pids=()
-WRK_PID=''
+WRK_PID='' TEE_PID=''
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -143,15 +148,31 @@ cleanup() {
     sleep 0.1
   done
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Not a bare `wait`: it would wait for tee too, which waits for this shell.
+  [ ${#pids[@]} = 0 ] || wait "${pids[@]}" 2>/dev/null || true
   if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: kept $tmp"; else rm -rf "$tmp"; fi
+  [ -n "${run_file:-}" ] && echo "bench: this run's output is in $run_file"
+  if [ -n "$TEE_PID" ]; then   # let tee write the last lines before the shell returns
+    exec >&- 2>&-
+    for _ in $(seq 50); do kill -0 "$TEE_PID" 2>/dev/null || break; sleep 0.1; done
+  fi
   exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-commit=$(git log -1 --format=%h 2>/dev/null || echo no-git)$(git diff --quiet HEAD -- core net proto 2>/dev/null || echo '+dirty')
+commit=$(git log -1 --format=%h 2>/dev/null || echo no-git)
+git diff --quiet HEAD -- . ':!bench' ':!docs' ':!tests' ':!fuzz' ':!*.md' 2>/dev/null || commit+=+dirty
+run_file=
+if [ -n "$BENCH_RUNS_DIR" ]; then
+  mkdir -p "$BENCH_RUNS_DIR"
+  run_file=$BENCH_RUNS_DIR/$(date -u +%Y-%m-%dT%H%M%SZ)-$commit.txt
+  # tee ignores the terminal's ^C, and with -p a reader that goes away (| head): the
+  # clean-up's last lines, and the rest of the run, still reach the file.
+  exec > >(trap "" INT TERM; exec tee -p -a "$run_file") 2>&1
+  TEE_PID=$!
+fi
 
 # A private copy of the binary: a rebuild of build/agate while we run changes nothing.
 AGATE=$tmp/agate

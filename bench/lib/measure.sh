@@ -99,15 +99,17 @@ cpu_busy() {  # percent of all CPUs busy over one second, from /proc/stat
     printf "%.0f", (u + i) ? 100 * u / (u + i) : 0 }'
 }
 
-# machine_header: what the run's numbers depend on: the date, machine (CPU model,
-# nproc, kernel), the servers' and wrk's versions, the agate binary, and
+# machine_header: what the run's numbers depend on: the command, date, commit, machine
+# (CPU model, nproc, kernel), the servers' and wrk's versions, the agate binaries, and
 # how busy the machine was before the start (BENCH_WAIT_IDLE: wait for it to quieten).
 machine_header() {
   local cpu_model busy waited
   ncpu=$(nproc)
   cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo "== agate vs nginx, same machine, same run (cases: $BENCH_CASES)"
+  echo "command: $run_cmd"
   echo "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "commit:  $commit (committed $(git log -1 --format=%cd --date=short 2>/dev/null || echo ?))"
   echo "machine: nproc=$ncpu, cpu=${cpu_model:-unknown}, kernel=$(uname -r), mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
   echo "tools:   $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'),${HAPROXY:+ haproxy/$("$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {print $3}'),}${PUSHPIN:+ pushpin/$("$PUSHPIN" --version 2>/dev/null | awk 'NR == 1 {print $2}') (condure/$(condure --version 2>/dev/null | awk 'NR == 1 {print $2}'), zurl/$(dpkg-query -W -f='${Version}' zurl 2>/dev/null || echo '?')),} $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}'), $(timeout 5 "$AGATE" --version 2>/dev/null | head -1 || echo "agate ?") ($AGATE_BIN, $commit, built $(date -u -r "$AGATE_BIN" '+%H:%M:%S UTC'), $(readelf -d "$AGATE" 2>/dev/null | grep -q 'NEEDED.*jemalloc' && echo jemalloc || echo 'no jemalloc'))"
   # How busy is the machine before we start? Other work on these CPUs skews everything.
