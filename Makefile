@@ -4,7 +4,7 @@
 #   make run        install what is missing, build, start agate on its defaults
 #   make test       install, build release + ASan/UBSan, run unit and integration tests
 #   make fuzz       libFuzzer targets, each for FUZZ_SECONDS
-#   make bench      agate against nginx on this machine, same run
+#   make bench      agate against nginx, HAProxy and Pushpin on this machine, same run
 #   make V=1        show full command lines
 #
 # Object trees are kept apart per variant: build/rel (release, jemalloc) and
@@ -157,10 +157,11 @@ fuzz: deps
 	$(Q)fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
 # --- benchmarks --------------------------------------------------------------------
+# make bench: bench/run.sh, every case, after the rate limiter's micro-benchmark. The
+# whole output is kept in bench/runs/; bench/RESULTS.md says where agate stands.
 bench: bench-deps
 	$(Q)$(MAKE) --no-print-directory build/agate build/ratelimit_bench build/wsload build/sseload
-	$(Q)build/ratelimit_bench
-	$(Q)bench/run.sh
+	$(Q)BENCH_LIMITER=1 bench/run.sh
 
 # The rate limiter alone (core/ratelimit.c): ns per decision, 1 and N threads.
 build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h

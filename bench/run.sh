@@ -53,6 +53,7 @@
 #   BENCH_PORT=18480 (first port tried; the next free ones are used)
 #   BENCH_NGINX_AFFINITY=auto (worker_cpu_affinity; "off" to let workers float)
 #   BENCH_WAIT_IDLE=0 (wait up to this many seconds for < 10 % CPU busy first)
+#   BENCH_LIMITER=0 (1: run build/ratelimit_bench first, as `make bench` does)
 #   BENCH_RUNS_DIR=bench/runs (where the run's output is kept; "": nowhere)
 #   AGATE_BIN=build/agate  BENCH_KEEP=1 (keep the temp dir with configs and logs)
 #
@@ -95,6 +96,7 @@ BENCH_PAIR_SECONDS=${BENCH_PAIR_SECONDS:-3}
 BENCH_PERF=${BENCH_PERF:-}
 BENCH_PORT=${BENCH_PORT:-18480}
 BENCH_NGINX_AFFINITY=${BENCH_NGINX_AFFINITY:-auto}
+BENCH_LIMITER=${BENCH_LIMITER:-0}
 BENCH_RUNS_DIR=${BENCH_RUNS_DIR-bench/runs}
 AGATE_BIN=${AGATE_BIN:-build/agate}
 BODY_FILE=bench/echo-body.json
@@ -179,6 +181,12 @@ AGATE=$tmp/agate
 copy_binary "$AGATE_BIN" "$AGATE"
 
 machine_header
+if [ "$BENCH_LIMITER" = 1 ]; then
+  echo "== the rate limiter alone: build/ratelimit_bench (core/ratelimit.c, no HTTP)"
+  [ -x build/ratelimit_bench ] || make --no-print-directory build/ratelimit_bench
+  build/ratelimit_bench
+  echo
+fi
 
 # --- the run ----------------------------------------------------------------------------
 echo_record                                   # every case needs the recorded body
