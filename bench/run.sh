@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # bench/run.sh: agate against nginx, HAProxy and Pushpin on this machine, in the same
-# run (`make bench` runs this; bench/RESULTS.md says where agate stands). A driver over one file per case, bench/cases/<case>.sh (what
+# run, and against an earlier agate (`make bench` runs this; bench/RESULTS.md says
+# where agate stands). A driver over one file per case, bench/cases/<case>.sh (what
 # the case measures and checks is at its top), the servers' set-up in
 # bench/lib/peers.sh, the wrk rows and CPU accounting in bench/lib/measure.sh, and
 # the paired comparisons and their intervals in bench/lib/stats.sh. The whole output
 # is also written to bench/runs/<date>-<commit>.txt.
 #
-# Cases (BENCH_CASES, all on by default):
+# Cases (BENCH_CASES; all but baseline by default, baseline too when BENCH_BASELINE is set):
 #   echo      agate's echo agent vs nginx (and HAProxy) serving the same bytes (issue 2)
 #   obs       what metrics and request logs cost (issue 3: < 3 % of runs/s)
 #   proxy     agate as a proxy vs nginx, HAProxy, Pushpin (issue 4: >= 1.3x nginx)
@@ -14,16 +15,19 @@
 #   ws        AG-UI over WebSocket, build/wsload (issue 5: figures)
 #   auth      an API key and rate limits on vs off (issue 6: within 5 % of off)
 #   streams   thousands of slow streams, then idle keep-alive connections, held (figures)
+#   baseline  build/agate vs agate built from BENCH_BASELINE: echo, proxy and cache CPU
+#             per response, new/baseline (issue 22: unchanged within the noise)
 #
 # A run: every server is started and checked (a failed check stops the run before
 # timing); BENCH_ROUNDS timed rounds over the wrk rows of all cases, interleaved, with
 # each round's tables and their means; each target's comparison again in interleaved
 # pairs; ws and streams; then targets and server-side checks. The timing and pairs
-# sections print how long they take. The agate binary is copied to the temp dir
+# sections print how long they take. The agate binaries are copied to the temp dir
 # first, so a rebuild of build/agate during the run changes nothing.
 #
 # Environment (all optional)
-#   BENCH_CASES="echo obs proxy cache ws auth streams"
+#   BENCH_CASES="echo obs proxy cache ws auth streams" (+ baseline with BENCH_BASELINE)
+#   BENCH_BASELINE=<commit> (e.g. 3bf7da1: the baseline case's agate, built in build/baseline-<sha>)
 #   BENCH_SECONDS=10  BENCH_WARMUP=2  BENCH_ROUNDS=2  BENCH_CONNECTIONS=64  BENCH_THREADS=2
 #   BENCH_SHARDS=$(nproc)  BENCH_NGINX_OFC=1 (echo case: the open_file_cache row too)
 #   BENCH_PAIRS=10 (pairs per comparison after the rounds; 0: none)
@@ -67,7 +71,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 run_cmd="$(for v in $(compgen -e | grep -E '^(BENCH_|AGATE_BIN$)' | grep -v '^BENCH_API_KEY$' || true); do
   [[ ${!v} =~ [[:space:]] ]] && printf '%s="%s" ' "$v" "${!v}" || printf '%s=%s ' "$v" "${!v}"; done)bench/run.sh${*:+ $*}${MAKELEVEL:+ (from make)}"
 
-BENCH_CASES=${BENCH_CASES:-echo obs proxy cache ws auth streams}
+BENCH_BASELINE=${BENCH_BASELINE:-}
+BENCH_CASES=${BENCH_CASES:-echo obs proxy cache ws auth streams${BENCH_BASELINE:+ baseline}}
 BENCH_WS_CONNS=${BENCH_WS_CONNS:-4}
 BENCH_WS_RUNS=${BENCH_WS_RUNS:-16}
 BENCH_WS_ONE_CONNS=${BENCH_WS_ONE_CONNS:-32}
@@ -102,7 +107,7 @@ AGATE_BIN=${AGATE_BIN:-build/agate}
 BODY_FILE=bench/echo-body.json
 # shellcheck disable=SC2034 # the cases use it
 WORDS=40
-ALL_CASES="echo obs proxy cache ws auth streams"
+ALL_CASES="echo obs proxy cache ws auth streams baseline"
 
 die() { echo "bench: $*" >&2; exit 1; }
 has_case() { [[ " $BENCH_CASES " == *" $1 "* ]]; }
@@ -120,6 +125,12 @@ for c in $BENCH_CASES; do
   [[ " $ALL_CASES " == *" $c "* ]] || die "BENCH_CASES: unknown case '$c' (${ALL_CASES// /, })"
 done
 [ -n "${BENCH_CASES// /}" ] || die "BENCH_CASES is empty"
+if has_case baseline && [ -z "$BENCH_BASELINE" ]; then
+  die "the baseline case needs BENCH_BASELINE=<commit> (e.g. BENCH_BASELINE=3bf7da1, or make bench BASELINE=3bf7da1)"
+fi
+if [ -n "$BENCH_BASELINE" ] && ! has_case baseline; then
+  echo "bench: BENCH_BASELINE is set but BENCH_CASES has no baseline case; no baseline rows" >&2
+fi
 
 . bench/lib/peers.sh
 . bench/lib/measure.sh
@@ -176,9 +187,14 @@ if [ -n "$BENCH_RUNS_DIR" ]; then
   TEE_PID=$!
 fi
 
-# A private copy of the binary: a rebuild of build/agate while we run changes nothing.
+# Private copies of the binaries: a rebuild of build/agate while we run changes nothing.
 AGATE=$tmp/agate
 copy_binary "$AGATE_BIN" "$AGATE"
+if has_case baseline; then
+  baseline_build
+  AGATE_BASE=$tmp/agate-baseline
+  copy_binary "$BASE_BIN" "$AGATE_BASE"
+fi
 
 machine_header
 if [ "$BENCH_LIMITER" = 1 ]; then
@@ -190,17 +206,17 @@ fi
 
 # --- the run ----------------------------------------------------------------------------
 echo_record                                   # every case needs the recorded body
-for_cases setup "obs auth echo proxy cache"
+for_cases setup "obs auth echo proxy cache baseline"
 [ $fail = 0 ] || die "correctness checks failed; not timing"
 echo
 order_rows
-timed_rounds "echo auth cache obs proxy"
-if [ "$BENCH_PAIRS" -gt 0 ]; then for_cases pairs "obs auth proxy cache"; fi
+timed_rounds "echo auth cache obs proxy baseline"
+if [ "$BENCH_PAIRS" -gt 0 ]; then for_cases pairs "obs auth proxy cache baseline"; fi
 run_pairs
 for_cases run "ws streams"
 echo
 echo "== targets and server-side checks"
-for_cases targets "obs proxy cache auth"
+for_cases targets "obs proxy cache auth baseline"
 rows_report
 profiles
 

@@ -63,7 +63,7 @@ EOF
   return 0
 }
 # cache_agent_yaml URL: the config of an agate whose agent "up" proxies to URL with
-# its answers cached.
+# its answers cached (also the baseline case's cache rows).
 cache_agent_yaml() {
   cat <<EOF
 cache: {max_bytes: 64MiB}

@@ -107,7 +107,8 @@ EOF
       bench/echo.lua "$u" "$w"
   done
 }
-# proxy_agent_yaml URL VALIDATION: the config of an agate whose agent "up" proxies to URL.
+# proxy_agent_yaml URL VALIDATION: the config of an agate whose agent "up" proxies to
+# URL (also the baseline case's proxy rows).
 proxy_agent_yaml() {
   cat <<EOF
 agents:

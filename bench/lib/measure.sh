@@ -22,7 +22,8 @@
 # the tables; rows not named there run last, in the order they were added).
 rows=()
 ROW_ORDER="agate-bare agate agate-auth agate-log agate-sample agate-lognull nginx nginx-ofc haproxy
-  agate-proxy agate-proxy-pass nginx-proxy haproxy-proxy pushpin-proxy agate-cache nginx-cache haproxy-cache"
+  agate-proxy agate-proxy-pass nginx-proxy haproxy-proxy pushpin-proxy agate-cache nginx-cache haproxy-cache
+  base-echo new-echo base-proxy new-proxy base-cache new-cache"
 declare -A LABEL
 add_row() {  # add_row NAME LABEL SCRIPT URL WIRE-BYTES (a second add of NAME is ignored)
   [ -n "${LABEL[$1]:-}" ] && return 0
@@ -112,6 +113,8 @@ machine_header() {
   echo "commit:  $commit (committed $(git log -1 --format=%cd --date=short 2>/dev/null || echo ?))"
   echo "machine: nproc=$ncpu, cpu=${cpu_model:-unknown}, kernel=$(uname -r), mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
   echo "tools:   $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'),${HAPROXY:+ haproxy/$("$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {print $3}'),}${PUSHPIN:+ pushpin/$("$PUSHPIN" --version 2>/dev/null | awk 'NR == 1 {print $2}') (condure/$(condure --version 2>/dev/null | awk 'NR == 1 {print $2}'), zurl/$(dpkg-query -W -f='${Version}' zurl 2>/dev/null || echo '?')),} $(wrk -v 2>&1 | awk 'NR==1 {print $1, $2}'), $(timeout 5 "$AGATE" --version 2>/dev/null | head -1 || echo "agate ?") ($AGATE_BIN, $commit, built $(date -u -r "$AGATE_BIN" '+%H:%M:%S UTC'), $(readelf -d "$AGATE" 2>/dev/null | grep -q 'NEEDED.*jemalloc' && echo jemalloc || echo 'no jemalloc'))"
+  has_case baseline &&
+    echo "baseline: agate from $BASE_SHORT ($BASE_BIN, built $(date -u -r "$BASE_BIN" '+%Y-%m-%d %H:%M:%S UTC'), $(readelf -d "$AGATE_BASE" 2>/dev/null | grep -q 'NEEDED.*jemalloc' && echo jemalloc || echo 'no jemalloc'))"
   # How busy is the machine before we start? Other work on these CPUs skews everything.
   busy=$(cpu_busy)
   # BENCH_WAIT_IDLE=N: wait up to N seconds for the machine to go quiet (< 10 % busy).
@@ -203,16 +206,24 @@ measure() {
 }
 
 # slice NAME OUT: one BENCH_PAIR_SECONDS wrk run against a row's server, no warm-up
-# (a paired comparison's unit). Sets SLICE_RPS (req/s). Runs in this shell, not in
-# $(...), so that a failure reaches $fail.
+# (a paired comparison's unit). Sets SLICE_RPS (req/s) and SLICE_US (the server's CPU
+# per response, us: its processes' ticks over the slice / the responses wrk read).
+# Runs in this shell, not in $(...), so that a failure reaches $fail.
+# shellcheck disable=SC2086 # pid lists are split into words on purpose
 slice() {
+  local spids t0 t1 req
   row_spec "$1" || die "slice: no row $1"
+  spids=$(server_pids "$1")
+  t0=$(pid_ticks $spids)
   run_wrk "$BENCH_PAIR_SECONDS" "$spec_script" "$spec_url" "$2"
+  t1=$(pid_ticks $spids)
   if grep -q 'Non-2xx or 3xx responses:' "$2"; then
     echo "  FAIL  $1 paired slice: $(grep 'Non-2xx' "$2")"; fail=1
   fi
   SLICE_RPS=$(awk '/^Requests\/sec:/ {print $2}' "$2")
-  [ -n "$SLICE_RPS" ] || { cat "$2" >&2; die "could not parse wrk output for $1 (paired slice)"; }
+  req=$(sed -n 's/^BENCH_SUMMARY requests=\([0-9]*\).*/\1/p' "$2")
+  if [ -z "$SLICE_RPS" ] || [ "${req:-0}" -eq 0 ]; then cat "$2" >&2; die "could not parse wrk output for $1 (paired slice)"; fi
+  SLICE_US=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v r="$req" 'BEGIN { printf "%.3f", 1e6 * t / hz / r }')
 }
 
 # --- tables -----------------------------------------------------------------------------

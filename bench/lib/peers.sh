@@ -82,7 +82,8 @@ wait_http() {
 }
 
 # start_agate NAME STDOUT [VAR=VALUE...]: starts an agate with the built-in defaults,
-# request logs off unless a VAR says otherwise, plus the given environment.
+# request logs off unless a VAR says otherwise, plus the given environment. The
+# binary is $AGATE (the copy of build/agate), or $START_BIN when set (the baseline).
 start_agate() {
   local name=$1 out=$2; shift 2
   local mport aport
@@ -94,7 +95,7 @@ start_agate() {
   env "${unset_env[@]}" \
     AGATE_LISTEN="127.0.0.1:$mport" AGATE_ADMIN_LISTEN="127.0.0.1:$aport" \
     AGATE_SHARDS="$BENCH_SHARDS" AGATE_LOG_REQUESTS=false "$@" \
-    "$AGATE" >"$out" 2>"$tmp/$name.stderr" &
+    "${START_BIN:-$AGATE}" >"$out" 2>"$tmp/$name.stderr" &
   SPID[$name]=$!
   pids+=("$!")
   MAINPORT[$name]=$mport ADMINPORT[$name]=$aport

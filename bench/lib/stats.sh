@@ -12,6 +12,8 @@
 # measured as one block sits in one machine phase (agate-bare once served 74.9 k
 # req/s through the first comparison's 3 min and 82.4 k through the next one's; that
 # comparison read 4.0 %, where the same configurations interleaved read 1.2 %).
+# The ratio is of req/s (the targets against nginx and the overhead targets) or of
+# the server's CPU per response (the baseline case: new/baseline).
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # pctdiff A B: how much A is above B, in %, signed.
@@ -52,53 +54,68 @@ pair_stats() {
     printf "%.4f %.4f %.4f %.4f %.1f\n", med, lo, hi, s / n, 100 * cov }'
 }
 
-# add_comparison A B: a paired comparison, reported as B/A of req/s under B's name in
-# PAIR_MED etc.
+# add_comparison A B [rps|cpu]: a paired comparison, reported as B/A (of req/s, or
+# of the server's CPU per response) under B's name in PAIR_MED etc.
 comparisons=()
-add_comparison() { comparisons+=("$1 $2"); }
+add_comparison() { comparisons+=("$1 $2 ${3:-rps}"); }
 declare -A PAIR_MED PAIR_LO PAIR_HI PAIR_MEAN PAIR_COV
 # run_pairs: every comparison, BENCH_PAIRS pairs each, interleaved; prints one line
 # per comparison.
 run_pairs() {
-  local p cmp a b med lo hi mn cov ra rb
+  local p cmp a b m col ncpu=0 med lo hi mn cov ra rb ua ub
   [ "$BENCH_PAIRS" -gt 0 ] && [ ${#comparisons[@]} -gt 0 ] || return 0
+  for cmp in "${comparisons[@]}"; do [ "${cmp##* }" = cpu ] && ncpu=$((ncpu + 1)); done
   echo
   echo "== paired: $BENCH_PAIRS pairs of ${BENCH_PAIR_SECONDS}s slices per comparison, wrk alternating between the two servers"
   echo "   (B/A per pair; the median with its distribution-free confidence interval, and the mean; about $(( ${#comparisons[@]} * BENCH_PAIRS * 2 * (BENCH_PAIR_SECONDS + 1) )) s)"
-  for cmp in "${comparisons[@]}"; do read -r a b <<<"$cmp"; : >"$tmp/pairs-$b.txt"; done
+  [ "$ncpu" = 0 ] || echo "   (lines marked CPU: B/A of the server's CPU per response, its ticks over the slice / the responses in it)"
+  for cmp in "${comparisons[@]}"; do read -r a b m <<<"$cmp"; : >"$tmp/pairs-$b.txt"; done
   for p in $(seq "$BENCH_PAIRS"); do
     for cmp in "${comparisons[@]}"; do
-      read -r a b <<<"$cmp"
+      read -r a b m <<<"$cmp"
       if [ $((p % 2)) = 1 ]; then
-        slice "$a" "$tmp/pair-$p-$a.txt"; ra=$SLICE_RPS
-        slice "$b" "$tmp/pair-$p-$b.txt"; rb=$SLICE_RPS
+        slice "$a" "$tmp/pair-$p-$a.txt"; ra=$SLICE_RPS ua=$SLICE_US
+        slice "$b" "$tmp/pair-$p-$b.txt"; rb=$SLICE_RPS ub=$SLICE_US
       else
-        slice "$b" "$tmp/pair-$p-$b.txt"; rb=$SLICE_RPS
-        slice "$a" "$tmp/pair-$p-$a.txt"; ra=$SLICE_RPS
+        slice "$b" "$tmp/pair-$p-$b.txt"; rb=$SLICE_RPS ub=$SLICE_US
+        slice "$a" "$tmp/pair-$p-$a.txt"; ra=$SLICE_RPS ua=$SLICE_US
       fi
-      echo "$ra $rb" >>"$tmp/pairs-$b.txt"
+      echo "$ra $rb $ua $ub" >>"$tmp/pairs-$b.txt"
     done
   done
   for cmp in "${comparisons[@]}"; do
-    read -r a b <<<"$cmp"
-    read -r med lo hi mn cov < <(awk '{ print $2 / $1 }' "$tmp/pairs-$b.txt" | sort -g | pair_stats)
+    read -r a b m <<<"$cmp"
+    # shellcheck disable=SC2016 # awk's fields
+    if [ "$m" = cpu ]; then col='($3 > 0) ? $4 / $3 : 0'; else col='$2 / $1'; fi
+    read -r med lo hi mn cov < <(awk "{ print $col }" "$tmp/pairs-$b.txt" | sort -g | pair_stats)
     PAIR_MED[$b]=$med; PAIR_LO[$b]=$lo; PAIR_HI[$b]=$hi; PAIR_MEAN[$b]=$mn; PAIR_COV[$b]=$cov
-    printf '  %-26s median %sx (%s %% CI %s-%sx), mean %sx; req/s %s: %s, %s: %s (means of slices)\n' "$b/$a:" \
-      "$(printf %.3f "$med")" "$cov" "$(printf %.3f "$lo")" "$(printf %.3f "$hi")" "$(printf %.3f "$mn")" \
-      "$b" "$(awk '{ s += $2 } END { printf "%.0f", s / NR }' "$tmp/pairs-$b.txt")" \
-      "$a" "$(awk '{ s += $1 } END { printf "%.0f", s / NR }' "$tmp/pairs-$b.txt")"
+    if [ "$m" = cpu ]; then
+      printf '  %-26s median %sx (%s %% CI %s-%sx), mean %sx; us/req %s: %s, %s: %s (means of slices)\n' "$b/$a CPU:" \
+        "$(printf %.3f "$med")" "$cov" "$(printf %.3f "$lo")" "$(printf %.3f "$hi")" "$(printf %.3f "$mn")" \
+        "$b" "$(awk '{ s += $4 } END { printf "%.2f", s / NR }' "$tmp/pairs-$b.txt")" \
+        "$a" "$(awk '{ s += $3 } END { printf "%.2f", s / NR }' "$tmp/pairs-$b.txt")"
+    else
+      printf '  %-26s median %sx (%s %% CI %s-%sx), mean %sx; req/s %s: %s, %s: %s (means of slices)\n' "$b/$a:" \
+        "$(printf %.3f "$med")" "$cov" "$(printf %.3f "$lo")" "$(printf %.3f "$hi")" "$(printf %.3f "$mn")" \
+        "$b" "$(awk '{ s += $2 } END { printf "%.0f", s / NR }' "$tmp/pairs-$b.txt")" \
+        "$a" "$(awk '{ s += $1 } END { printf "%.0f", s / NR }' "$tmp/pairs-$b.txt")"
+    fi
   done
 }
 
 # paired_verdict NAME KIND LIMIT: the paired median against a target. KIND "cost":
-# 1 - ratio must stay under LIMIT %; KIND "ratio": the ratio must reach LIMIT.
+# 1 - ratio must stay under LIMIT %; KIND "ratio": the ratio must reach LIMIT; KIND
+# "same" (no LIMIT): the ratio new/baseline, unchanged when its interval holds 1.
 paired_verdict() {
   [ -n "${PAIR_MED[$1]:-}" ] || return 0
-  awk -v m="${PAIR_MED[$1]}" -v lo="${PAIR_LO[$1]}" -v hi="${PAIR_HI[$1]}" -v k="$2" -v lim="$3" -v n="$BENCH_PAIRS" -v cov="${PAIR_COV[$1]}" 'BEGIN {
+  awk -v m="${PAIR_MED[$1]}" -v lo="${PAIR_LO[$1]}" -v hi="${PAIR_HI[$1]}" -v k="$2" -v lim="${3:-1}" -v n="$BENCH_PAIRS" -v cov="${PAIR_COV[$1]}" 'BEGIN {
     if (k == "cost") {
       c = 100 * (1 - m); cw = 100 * (1 - lo); cb = 100 * (1 - hi)
       v = (cw < lim) ? "met with " cov " % confidence" : (c < lim) ? "met on the median, not with " cov " % confidence" : (cb < lim) ? "NOT met on the median (within the interval)" : "NOT met"
       printf "        paired (%d pairs): median cost %.1f %% (%s %% CI %.1f to %.1f %%): %s\n", n, c, cov, cb, cw, v
+    } else if (k == "same") {
+      v = (lo <= 1 && hi >= 1) ? "unchanged within the noise (the interval holds 1)" : (hi < 1) ? "less than the baseline (the whole interval under 1)" : "MORE than the baseline (the whole interval over 1)"
+      printf "        paired (%d pairs): median %.3fx, %+.1f %% (%s %% CI %.3f-%.3fx): %s\n", n, m, 100 * (m - 1), cov, lo, hi, v
     } else {
       v = (lo >= lim) ? "met with " cov " % confidence" : (m >= lim) ? "met on the median, not with " cov " % confidence" : (hi >= lim) ? "NOT met on the median (within the interval)" : "NOT met"
       printf "        paired (%d pairs): median %.2fx (%s %% CI %.2f-%.2fx): %s\n", n, m, cov, lo, hi, v
