@@ -30,8 +30,8 @@ baseline_build() {
   dir=build/baseline-${sha:0:12}
   if [ ! -x "$dir/build/agate" ]; then
     if [ ! -e "$dir/.git" ]; then
-      git worktree prune   # a worktree removed with build/ (make clean) is still registered
-      git worktree add --detach "$dir" "$sha" >/dev/null || die "cannot create the worktree $dir"
+      # -f: a worktree deleted with build/ (make clean) is still registered; take it over.
+      git worktree add -f --detach "$dir" "$sha" >/dev/null || die "cannot create the worktree $dir"
     fi
     echo "bench: building the baseline agate ($BASE_SHORT) in $dir"
     # Its own make, not a sub-make of `make bench` (no jobserver, no command-line variables).
