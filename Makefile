@@ -5,7 +5,8 @@
 #   make test       install, build release + ASan/UBSan, check the layers, run unit and integration tests
 #   make check-layers  core/ includes neither net/ nor proto/, proto/ not net/ (includes and symbols)
 #   make fuzz       libFuzzer targets, each for FUZZ_SECONDS
-#   make bench      agate against nginx on this machine, same run
+#   make bench      agate against nginx, HAProxy and Pushpin on this machine, same run
+#                   (BASELINE=<commit>: and against agate built from that commit)
 #   make V=1        show full command lines
 #
 # Object trees are kept apart per variant: build/rel (release, jemalloc) and
@@ -164,10 +165,14 @@ fuzz: deps
 	$(Q)fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BINS)
 
 # --- benchmarks --------------------------------------------------------------------
+# make bench [BASELINE=<commit>]: bench/run.sh, every case, after the rate limiter's
+# micro-benchmark; with BASELINE (e.g. 3bf7da1, the commit before issue 22's redesign)
+# also the baseline case: build/agate's echo, proxy and cache CPU per response against
+# agate built from that commit (in build/baseline-<sha>). The whole output is kept in
+# bench/runs/; bench/RESULTS.md says where agate stands.
 bench: bench-deps
 	$(Q)$(MAKE) --no-print-directory build/agate build/ratelimit_bench build/wsload build/sseload
-	$(Q)build/ratelimit_bench
-	$(Q)bench/run.sh
+	$(Q)BENCH_LIMITER=1 $(if $(BASELINE),BENCH_BASELINE=$(BASELINE)) bench/run.sh
 
 # The rate limiter alone (core/ratelimit.c): ns per decision, 1 and N threads.
 build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
