@@ -1,8 +1,10 @@
 /* config: agate's configuration, from built-in defaults, one YAML file and
  * environment overrides, in that order (later wins).
  *
- * The cfg_t is filled once at start-up by the main thread and is read-only after
- * the shards start; shards keep a const pointer to it. */
+ * A cfg_t is filled by the main thread and never changed once shards can see
+ * it: a reload builds a new one and publishes it as a new generation
+ * (core/cfggen.h); a shard reads the generation it adopted last through a
+ * const pointer, a run the one it started on. */
 #ifndef AGATE_CONFIG_H
 #define AGATE_CONFIG_H
 

@@ -1,7 +1,8 @@
-/* config_int: what the three files of the config module share, and nothing
- * outside them may use: the settings-table row, the value parsers
- * (config_value.c), the YAML loader's helpers and table walks (config.c) and
- * the agent pieces (config_agent.c). Private: not installed, not included
+/* config_int: what the files of the config module share, and nothing outside
+ * them may use: the settings-table row, the value parsers (config_value.c),
+ * the YAML loader's helpers and table walks (config.c), and the pieces of the
+ * agent, access and cache sections (config_agent.c, config_auth.c,
+ * config_cache.c). Private: not installed, not included
  * outside core/config*.c; core/config.h stays the module's interface. */
 #ifndef AGATE_CONFIG_INT_H
 #define AGATE_CONFIG_INT_H

@@ -15,14 +15,10 @@
  * keys (one heap array above, per object), and numbers over 127 characters are
  * copied to the heap to be NUL-terminated for strtod (both cold).
  *
- * Measured with callgrind (a loop of request_key's calls built -O2 -flto with
- * jemalloc as in release, --toggle-collect on the loop body, 1001 runs less
- * 1), the key of bench/echo-body.json with the default omit paths:
- * json_loadb 46.6k + tree walk 3.8k + SHA-256 10.3k + json_decref 1.8k = 62.4k
- * instructions before; jtape_parse 2.9k + this walk 3.0k + SHA-256 10.3k =
- * 16.9k then. Of the walk, 1.4k was json_put_str; unescaped string values
- * are now copied as they came (~0.8k less per cache hit), and a body that
- * runinput has just parsed is not parsed again (net/coalesce.c). */
+ * Why the tape and not jansson's tree: the key of bench/echo-body.json costs
+ * ~16.9k instructions this way, 10.3k of them SHA-256, against 62.4k through
+ * json_loadb and a tree walk (callgrind). A body runinput has just parsed is
+ * not parsed again (net/coalesce.c). */
 #include "proto/canon.h"
 
 #include <errno.h>

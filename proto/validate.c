@@ -14,14 +14,10 @@
  *
  * Cost. No allocation per event and no tree: the tape is reused, strings stay
  * in the input (escapes are decoded only in strings that are read, such as ids),
- * and the checks read the tape where it lies. bench/validate_bench.c, the same
- * 44-event run, same machine (2 shared cores), same build: 1190 ns/event with
- * jansson (json_loadb into a per-thread arena, then the tree walk), 75 ns/event
- * with the first tape; yajl 2.1 (libyajl-dev) with no-op callbacks alone costs
- * 182 ns/event. Since measured in instructions (make validate-instr, which
- * machine load does not move): 2260 per event, then 1080 with the tape's
- * single loop, key bit sets and the newest-id check, then 462 with the delta
- * events' usual shape read without the tape (40 of the run's 44 events).
+ * and the checks read the tape where it lies. Why not jansson or yajl, which
+ * parse JSON too: on bench/validate_bench.c's 44-event run jansson's tree
+ * cost 1190 ns an event and yajl's callbacks alone 182, the tape 75; today an
+ * event costs ~460 instructions (make validate-instr).
  *
  * Input the tape refuses (not JSON as jansson reads it, or nested deeper than
  * VALIDATE_MAX_DEPTH) is handed to jansson once more only to word the error as
