@@ -1,5 +1,5 @@
-/* main: the composition root, the one file that names every module. Registers
- * the modules with the shard loop, reads the configuration (defaults, YAML
+/* main: the composition root. Registers every module (net/modules.c), reads
+ * the configuration (defaults, YAML
  * file, environment), opens every shard's listeners, starts the shards and the
  * log writer, then waits for a signal. SIGTERM/SIGINT begin a graceful drain;
  * a second one cuts running streams; SIGHUP reloads the configuration: agents,
@@ -23,15 +23,10 @@
 #include "core/qsbr.h"
 #include "core/shard.h"
 #include "core/version.h"
-#include "net/access.h"
-#include "net/breaker.h"
 #include "net/coalesce.h"
-#include "net/conns.h"
-#include "net/gwmetrics.h"
-#include "net/proxy.h"
+#include "net/modules.h"
 #include "net/reload.h"
 #include "net/upstream.h"
-#include "proto/run.h"
 #include "proto/validate.h"
 
 /* jemalloc (release builds) reads this at start-up; MALLOC_CONF still applies
@@ -42,22 +37,6 @@
  * 1.3 KiB is left after the decay (10 s). Redis ships the same setting. Other
  * builds (ASan) ignore the symbol. */
 const char *malloc_conf = "background_thread:true";
-
-/* Every module with a part in the shards, a run or /metrics. Order matters:
- * hooks run in this order and `stop`/`free` in reverse, so a module comes
- * after those it uses (the run pool first, the client connections last). */
-static void register_modules(void)
-{
-    run_register();
-    echo_register();
-    gwmetrics_register();
-    access_register();
-    ups_register();
-    breaker_register();
-    proxy_register();
-    coalesce_register();
-    conns_register();
-}
 
 static void usage(FILE *f)
 {
@@ -176,7 +155,7 @@ int main(int argc, char **argv)
 {
     static cfg_t cfg;
     bool check_only = false;
-    register_modules();
+    modules_register();   /* net/modules.c: every module, in order */
     if (load_config(&cfg, argc, argv, &check_only))
         return 2;
     char aerr[CFG_ERR_MAX + 64];

@@ -99,6 +99,18 @@ void metrics_sample_f(metrics_render_t *r, const char *name, const char *suffix,
     buf_append(r->b, line, (size_t)n);
 }
 
+void metrics_counter(metrics_render_t *r, const char *name, const char *help, uint64_t v)
+{
+    metrics_family(r, name, "counter", help);
+    metrics_sample_u(r, name, "_total", "", v);
+}
+
+void metrics_gauge(metrics_render_t *r, const char *name, const char *help, int64_t v)
+{
+    metrics_family(r, name, "gauge", help);
+    metrics_sample_i(r, name, "", v);
+}
+
 void metrics_hist(metrics_render_t *r, const char *name, const char *labels, const metrics_hist_t *h)
 {
     uint64_t cum = 0;
@@ -155,17 +167,13 @@ static void render_engine(metrics_render_t *r, const shard_t *sh, unsigned n)
     }
     metrics_sample_u(r, "agate_uring_sqes_per_loop", "_sum", "", SUM(m_->sqes_submitted));
     metrics_sample_u(r, "agate_uring_sqes_per_loop", "_count", "", cum);
-    metrics_family(r, "agate_log_lines_dropped", "counter", "Log lines dropped because the log writer fell behind.");
-    metrics_sample_u(r, "agate_log_lines_dropped", "_total", "", log_dropped());
+    metrics_counter(r, "agate_log_lines_dropped", "Log lines dropped because the log writer fell behind.", log_dropped());
     if (otlp_enabled()) {
         otlp_stats_t st;
         otlp_get_stats(&st);
-        metrics_family(r, "agate_otlp_spans_exported", "counter", "Spans accepted by the OTLP collector.");
-        metrics_sample_u(r, "agate_otlp_spans_exported", "_total", "", st.exported);
-        metrics_family(r, "agate_otlp_spans_dropped", "counter", "Spans dropped: exporter behind, or the collector failed.");
-        metrics_sample_u(r, "agate_otlp_spans_dropped", "_total", "", st.dropped);
-        metrics_family(r, "agate_otlp_failed_batches", "counter", "OTLP export requests that failed.");
-        metrics_sample_u(r, "agate_otlp_failed_batches", "_total", "", st.failed_batches);
+        metrics_counter(r, "agate_otlp_spans_exported", "Spans accepted by the OTLP collector.", st.exported);
+        metrics_counter(r, "agate_otlp_spans_dropped", "Spans dropped: exporter behind, or the collector failed.", st.dropped);
+        metrics_counter(r, "agate_otlp_failed_batches", "OTLP export requests that failed.", st.failed_batches);
     }
 }
 

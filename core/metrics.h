@@ -82,6 +82,10 @@ void metrics_family(metrics_render_t *r, const char *name, const char *type, con
 void metrics_sample_u(metrics_render_t *r, const char *name, const char *suffix, const char *labels, uint64_t v);
 void metrics_sample_i(metrics_render_t *r, const char *name, const char *labels, int64_t v);
 void metrics_sample_f(metrics_render_t *r, const char *name, const char *suffix, const char *labels, double v);
+/* A family of one unlabelled sample: a counter (named _total in Prometheus
+ * text) or a gauge. */
+void metrics_counter(metrics_render_t *r, const char *name, const char *help, uint64_t v);
+void metrics_gauge(metrics_render_t *r, const char *name, const char *help, int64_t v);
 /* A latency histogram's samples (buckets, sum, count), h summed over shards. */
 void metrics_hist(metrics_render_t *r, const char *name, const char *labels, const metrics_hist_t *h);
 

@@ -96,12 +96,9 @@ static void render_http(metrics_render_t *r, const shard_t *sh, unsigned n, cons
     for (int l = 0; l < ML_COUNT; l++)
         gauge_sum(r, "agate_connections", "listener", listener_names[l], sh, n,
                   offsetof(gwmetrics_t, connections) + (size_t)l * sizeof(int64_t));
-    metrics_family(r, "agate_connection_trims", "counter", "Idle keep-alive connections that gave their buffers back.");
-    metrics_sample_u(r, "agate_connection_trims", "_total", "", SUM(m_->conn_trims));
-    metrics_family(r, "agate_received_bytes", "counter", "Bytes received from clients.");
-    metrics_sample_u(r, "agate_received_bytes", "_total", "", SUM(m_->bytes_in));
-    metrics_family(r, "agate_sent_bytes", "counter", "Bytes sent to clients.");
-    metrics_sample_u(r, "agate_sent_bytes", "_total", "", SUM(m_->bytes_out));
+    metrics_counter(r, "agate_connection_trims", "Idle keep-alive connections that gave their buffers back.", SUM(m_->conn_trims));
+    metrics_counter(r, "agate_received_bytes", "Bytes received from clients.", SUM(m_->bytes_in));
+    metrics_counter(r, "agate_sent_bytes", "Bytes sent to clients.", SUM(m_->bytes_out));
     metrics_family(r, "agate_ws_connections", "gauge", "Open WebSocket connections.");
     gauge_sum(r, "agate_ws_connections", "listener", "main", sh, n, offsetof(gwmetrics_t, ws_connections));
     metrics_family(r, "agate_ws_frames", "counter", "WebSocket frames (data messages and control frames), by direction.");
@@ -239,20 +236,13 @@ static void render_cache(metrics_render_t *r, const shard_t *sh, unsigned n, con
         }
     }
     cache_get_stats(&cs);
-    metrics_family(r, "agate_cache_bytes", "gauge", "Bytes held by the response cache (entries and their headers).");
-    metrics_sample_i(r, "agate_cache_bytes", "", (int64_t)cs.bytes);
-    metrics_family(r, "agate_cache_max_bytes", "gauge", "The response cache's cap, cache.max_bytes.");
-    metrics_sample_i(r, "agate_cache_max_bytes", "", (int64_t)cs.max_bytes);
-    metrics_family(r, "agate_cache_entries", "gauge", "Runs held by the response cache.");
-    metrics_sample_i(r, "agate_cache_entries", "", (int64_t)cs.entries);
-    metrics_family(r, "agate_cache_inserts", "counter", "Runs stored in the response cache.");
-    metrics_sample_u(r, "agate_cache_inserts", "_total", "", cs.inserts);
-    metrics_family(r, "agate_cache_evictions", "counter", "Entries evicted to stay under cache.max_bytes (S3-FIFO).");
-    metrics_sample_u(r, "agate_cache_evictions", "_total", "", cs.evictions);
-    metrics_family(r, "agate_cache_expirations", "counter", "Entries removed because their ttl passed.");
-    metrics_sample_u(r, "agate_cache_expirations", "_total", "", cs.expirations);
-    metrics_family(r, "agate_cache_purged", "counter", "Entries removed by DELETE /admin/cache.");
-    metrics_sample_u(r, "agate_cache_purged", "_total", "", cs.purged);
+    metrics_gauge(r, "agate_cache_bytes", "Bytes held by the response cache (entries and their headers).", (int64_t)cs.bytes);
+    metrics_gauge(r, "agate_cache_max_bytes", "The response cache's cap, cache.max_bytes.", (int64_t)cs.max_bytes);
+    metrics_gauge(r, "agate_cache_entries", "Runs held by the response cache.", (int64_t)cs.entries);
+    metrics_counter(r, "agate_cache_inserts", "Runs stored in the response cache.", cs.inserts);
+    metrics_counter(r, "agate_cache_evictions", "Entries evicted to stay under cache.max_bytes (S3-FIFO).", cs.evictions);
+    metrics_counter(r, "agate_cache_expirations", "Entries removed because their ttl passed.", cs.expirations);
+    metrics_counter(r, "agate_cache_purged", "Entries removed by DELETE /admin/cache.", cs.purged);
 }
 
 

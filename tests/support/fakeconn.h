@@ -10,14 +10,9 @@
 
 #include "core/config.h"
 #include "core/shard.h"
-#include "net/access.h"
-#include "net/breaker.h"
-#include "net/coalesce.h"
 #include "net/conn.h"
 #include "net/conns.h"
-#include "net/gwmetrics.h"
-#include "net/proxy.h"
-#include "net/upstream.h"
+#include "net/modules.h"
 #include "proto/run.h"
 
 typedef struct fakeconn {
@@ -27,23 +22,9 @@ typedef struct fakeconn {
     buf_t    wire;          /* every byte the server sent, in order */
 } fakeconn_t;
 
-/* The modules main.c registers, in its order (registering twice is harmless). */
-static inline void fake_register(void)
-{
-    run_register();
-    echo_register();
-    gwmetrics_register();
-    access_register();
-    ups_register();
-    breaker_register();
-    proxy_register();
-    coalesce_register();
-    conns_register();
-}
-
 static inline void fake_init(fakeconn_t *f)
 {
-    fake_register();
+    modules_register();   /* as core/main.c does */
     memset(f, 0, sizeof *f);
     cfg_defaults(&f->cfg);
     f->cfg.log_requests = true;     /* exercise the log line; no ring, so it goes nowhere */

@@ -1,0 +1,29 @@
+/* modules: the registration order (see modules.h). Hooks run in this order
+ * and `stop`/`free` in reverse, so a module comes after those it uses: the
+ * run pool first (freed last, after every module that may still release a
+ * run), the client connections last (stopped first, so their runs let go of
+ * upstream connections before those are aborted), coalescing before the
+ * connections (its end-of-turn pump queues output the connections then send). */
+#include "net/modules.h"
+
+#include "net/access.h"
+#include "net/breaker.h"
+#include "net/coalesce.h"
+#include "net/conns.h"
+#include "net/gwmetrics.h"
+#include "net/proxy.h"
+#include "net/upstream.h"
+#include "proto/run.h"
+
+void modules_register(void)
+{
+    run_register();
+    echo_register();
+    gwmetrics_register();
+    access_register();
+    ups_register();
+    breaker_register();
+    proxy_register();
+    coalesce_register();
+    conns_register();
+}
