@@ -30,6 +30,7 @@
 #include <urcu/rculfhash.h>
 
 #include "core/cache.h"
+#include "core/list.h"
 #include "proto/canon.h"
 #include "proto/runrec.h"
 #include "net/gwmetrics.h"
@@ -82,7 +83,6 @@ typedef struct coal_run {
     uint8_t         role;
     int8_t          verdict;            /* enum metrics_cache counted for it, -1 before */
     bool            store;              /* leader: store a clean end */
-    bool            on_list;
     flight_t       *f;                  /* leader's or follower's (a ref) */
     cache_entry_t  *e;                  /* hit (a ref) */
     reader_t        rd;
@@ -94,7 +94,7 @@ typedef struct coal_run {
     uint64_t        last_emit_ms;       /* paced replay */
     uint64_t        best_lag;           /* follower: the least it was ever behind */
     char            head[64];
-    struct coal_run *prev, *next;       /* shard follower list */
+    list_t          link;               /* follower: on its shard's list; else linked to itself */
 } coal_run_t;
 
 static unsigned g_co_ext;     /* run_t.ext index (coalesce_register) */
@@ -105,11 +105,12 @@ static inline struct coal_shard *coal_of(const shard_t *sh) { return (struct coa
 
 typedef struct coal_shard {
     _Atomic bool  pending;              /* a followed flight moved on */
-    coal_run_t   *followers;
-    /* The poll's next follower. Pumping one follower may release others (a
-     * WebSocket connection's runs all end when one write fails), so list_del
-     * moves this on instead of leaving the poll a released run. */
-    coal_run_t   *iter_next;
+    list_t        followers;            /* coal_run_t.link, newest first */
+    /* While the poll walks `followers`, the node it visits next, else NULL.
+     * Pumping one follower may release others (a WebSocket connection's runs
+     * all end when one write fails), so coal_follower_del moves this on past
+     * a node it unlinks instead of leaving the poll a released run. */
+    list_t       *poll_next;
     uint64_t      next_sweep_ms;
 } coal_shard_t;
 
@@ -287,6 +288,7 @@ static int coalesce_shard_init(shard_t *sh)
     coal_shard_t *cs = calloc(1, sizeof *cs);
     if (!cs)
         return -ENOMEM;
+    list_init(&cs->followers);
     sh->mod[g_coal_mod] = cs;
     cache_thread_online();
     return 0;
@@ -301,31 +303,15 @@ static void coalesce_shard_free(shard_t *sh)
     sh->mod[g_coal_mod] = NULL;
 }
 
-static void list_add(coal_run_t *co)
+/* Takes a follower off its shard's list; nothing for a run never attached. */
+static void coal_follower_del(coal_run_t *co)
 {
+    if (list_empty(&co->link))
+        return;   /* linked to itself: never attached, or already taken off */
     coal_shard_t *cs = coal_of(co->r->sh);
-    co->prev = NULL;
-    co->next = cs->followers;
-    if (cs->followers)
-        cs->followers->prev = co;
-    cs->followers = co;
-    co->on_list = true;
-}
-
-static void list_del(coal_run_t *co)
-{
-    coal_shard_t *cs = coal_of(co->r->sh);
-    if (!co->on_list)
-        return;
-    if (co->prev)
-        co->prev->next = co->next;
-    else
-        cs->followers = co->next;
-    if (co->next)
-        co->next->prev = co->prev;
-    if (cs->iter_next == co)
-        cs->iter_next = co->next;
-    co->on_list = false;
+    if (cs->poll_next == &co->link)
+        cs->poll_next = co->link.next;
+    list_unlink(&co->link);
 }
 
 /* --- replay ------------------------------------------------------------------------- */
@@ -486,7 +472,7 @@ static void replay_start(run_t *r)
     if (co->role == ROLE_FOLLOWER) {
         flight_t *f = co->f;
         unsigned s = r->sh->id;
-        list_add(co);
+        list_push_front(&coal_of(r->sh)->followers, &co->link);
         co->best_lag = atomic_load_explicit(&f->total, memory_order_acquire);   /* its backlog at attach */
         if (s < MASK_WORDS * 64)
             atomic_fetch_or(&f->mask[s / 64], 1ull << (s % 64));
@@ -509,11 +495,20 @@ static void coalesce_shard_poll(shard_t *sh)
         cs->next_sweep_ms = sh->now_ms + 1000;
         cache_expire(sh->now_ms);
     }
-    if (!cs->followers || !atomic_exchange(&cs->pending, false))
+    if (list_empty(&cs->followers) || !atomic_exchange(&cs->pending, false))
         return;
     atomic_thread_fence(memory_order_seq_cst);
-    for (coal_run_t *co = cs->followers; co; co = cs->iter_next) {
-        cs->iter_next = co->next;   /* list_del moves it on if pumping co releases that one */
+    /* Not list_each_safe: the next node it keeps may be unlinked by this
+     * node's pump (its run released with this one's connection), and an
+     * unlinked node is linked to itself, so the walk would visit a released
+     * run and then stay on it. The next node lives in the shard instead,
+     * where coal_follower_del moves it past a node it unlinks. Re-reading
+     * n->next after the pump would not do either: n's own pump may have
+     * unlinked n. A follower attached meanwhile goes in at the front, behind
+     * the walk: its replay_start pumped it already. */
+    for (list_t *n = cs->followers.next; n != &cs->followers; n = cs->poll_next) {
+        cs->poll_next = n->next;
+        coal_run_t *co = list_item(n, coal_run_t, link);
         run_t *r = co->r;
         if (!r->blocked) {
             pump(r);   /* takes all it can now: only what it cannot take is lag */
@@ -532,7 +527,7 @@ static void coalesce_shard_poll(shard_t *sh)
                         "this client fell too far behind the shared upstream run and was detached");
         }
     }
-    cs->iter_next = NULL;
+    cs->poll_next = NULL;
 }
 
 /* --- deciding ------------------------------------------------------------------------ */
@@ -543,6 +538,7 @@ static coal_run_t *co_of(run_t *r)
         r->ext[g_co_ext] = calloc(1, sizeof(coal_run_t));
         if (!CO(r))
             return NULL;
+        list_init(&CO(r)->link);   /* on no list: coal_follower_del leaves it alone */
     }
     coal_run_t *co = CO(r);
     co->r = r;
@@ -895,7 +891,7 @@ static void coalesce_run_stop(run_t *r)
         flight_put(co->f);
         break;
     case ROLE_FOLLOWER:
-        list_del(co);
+        coal_follower_del(co);
         flight_put(co->f);
         break;
     case ROLE_HIT:
