@@ -1,7 +1,7 @@
 /* config_auth: the access-control sections of the YAML file (auth:, cors:,
  * security_headers:, rate_limit:), their defaults, environment overrides and
  * cross-checks. Part of the config module (core/config_int.h); the values land
- * in cfg_t.access as plain data, and net/access.c compiles them (reads key
+ * in cfg_t.access as plain data, and net/access_policy.c compiles them (reads key
  * files, hashes rule identities) when the shards start or on SIGHUP.
  *
  * Secrets (JWT HMAC secrets) are kept only in cfg_t and the compiled policy;

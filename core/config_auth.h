@@ -1,6 +1,6 @@
 /* config_auth: the access-control part of the configuration: `auth:`, `cors:`,
  * `security_headers:` and `rate_limit:`. Plain fixed-size data inside cfg_t
- * (cfg_t is copied by value while loading); net/access.c compiles it into the
+ * (cfg_t is copied by value while loading); net/access_policy.c compiles it into the
  * run-time policy (keys parsed, rule identities hashed). */
 #ifndef AGATE_CONFIG_AUTH_H
 #define AGATE_CONFIG_AUTH_H

@@ -3,7 +3,7 @@
  * validates it, compiles the access policy (auth keys, JWT keys, CORS, rate
  * limit rules) and publishes it to the shards with one pointer swap; a bad file
  * is logged and the running policy kept. Limiter state survives for every rule
- * whose definition did not change (net/access.c keys cells by rule identity).
+ * whose definition did not change (net/access_policy.c keys cells by rule identity).
  *
  * Agents and every setting the shards read per request are swapped too, as a
  * new configuration generation (core/cfggen.c): runs started before the reload

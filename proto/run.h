@@ -1,7 +1,7 @@
 /* run: a run of an agent, and the sink its events go to.
  *
  * A run produces AG-UI events; a sink (SSE, the protobuf encoding, WebSocket:
- * net/sse.c, net/ws.c) encodes and queues them. The sink owns the run: it calls
+ * net/sse.c, net/ws_run.c) encodes and queues them. The sink owns the run: it calls
  * run_abort() when its client goes away, and the run calls sink->end()
  * when it has emitted its last event, after which the sink releases it. Runs
  * come from a per-shard free list, so starting one does not allocate once the
@@ -65,7 +65,7 @@ typedef struct run {
     shard_t            *sh;
     const cfg_t        *cfg;          /* the configuration generation it started on, held until release */
     const cfg_agent_t  *agent;        /* in cfg->agents */
-    const struct run_kind_ops *ops;   /* its agent kind's, or a replay's (net/coalesce.c) */
+    const struct run_kind_ops *ops;   /* its agent kind's, or a replay's (net/coalesce_replay.c) */
     runinput_t          in;           /* owned */
     const run_sink_ops_t *sink;
     void               *sink_ctx;     /* the sink's per-run context (SSE: the connection) */
@@ -85,7 +85,7 @@ typedef struct run {
     const uint8_t      *raw_pb;
     size_t              raw_pb_len;
     const char         *head_extra;   /* more head lines for start() ("Name: value\r\n"...), or NULL */
-    rl_holds_t          holds;        /* concurrency slots, released by a run hook (net/access.c) */
+    rl_holds_t          holds;        /* concurrency slots, released by a run hook (net/access_policy.c) */
 
     /* Per-run state of the modules that registered with run_ext_register (echo,
      * proxy, coalescing): each allocates its own on first use and keeps it
