@@ -237,3 +237,9 @@ void cfggen_release(const shard_t *sh, const cfg_t *c)
     _Atomic uint32_t *n = &((gen_t *)c)->runs[sh->id].runs;
     atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) - 1, memory_order_release);
 }
+
+/* Registered before every other module, so its turn_begin is the first thing a
+ * shard does after its quiescent state. */
+static const shard_mod_ops_t cfggen_mod = {.name = "cfggen", .turn_begin = cfggen_shard_turn};
+
+void cfggen_register(void) { shard_mod_register(&cfggen_mod); }

@@ -60,6 +60,10 @@ unsigned cfggen_retained(void);
 /* Main thread, after every shard has stopped. */
 void cfggen_shutdown(void);
 
+/* Main thread, at start-up, before any other shard module: cfggen_shard_turn
+ * as the first turn_begin hook (core/shard.h). */
+void cfggen_register(void);
+
 /* Shard thread, top of each loop turn, right after its quiescent state
  * (core/qsbr.h), before anything else: adopts a newly published generation,
  * running every module's adopt hook. So a shard seen past a generation's

@@ -17,7 +17,6 @@
 
 #include "core/log.h"
 #include "core/otlp.h"
-#include "core/shard.h"
 #include "core/version.h"
 
 /* jemalloc's control interface; absent (NULL) in the sanitizer build, which uses
@@ -32,7 +31,6 @@ static const char *const time_bounds_txt[METRICS_TIME_BUCKETS] = {
     "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
     "1", "2.5", "5", "10", "30", "60", "300", "1800",
 };
-static const uint64_t batch_bounds[METRICS_BATCH_BUCKETS] = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256};
 
 void metrics_observe_us_slow(metrics_hist_t *h, uint64_t us)
 {
@@ -42,17 +40,6 @@ void metrics_observe_us_slow(metrics_hist_t *h, uint64_t us)
     metrics_add(&h->bucket[i], 1);
     metrics_add(&h->sum_us, us);
 }
-
-void metrics_observe_batch(metrics_shard_t *m, uint64_t sqes)
-{
-    int i = 0;
-    while (i < METRICS_BATCH_BUCKETS && sqes > batch_bounds[i])
-        i++;
-    metrics_add(&m->sqes_per_loop[i], 1);
-    metrics_add(&m->sqes_submitted, sqes);
-}
-
-static inline uint64_t rd(const uint64_t *p) { return metrics_rd(p); }
 
 static metrics_render_fn g_renders[16];
 static unsigned          g_nrenders;
@@ -125,48 +112,9 @@ void metrics_hist(metrics_render_t *r, const char *name, const char *labels, con
     metrics_sample_u(r, name, "_count", labels, cum);
 }
 
-#define SUM(expr)                                   \
-    ({                                              \
-        uint64_t acc_ = 0;                          \
-        for (unsigned s_ = 0; s_ < n; s_++) {       \
-            const metrics_shard_t *m_ = &sh[s_].metrics; \
-            acc_ += rd(&(expr));                    \
-        }                                           \
-        acc_;                                       \
-    })
-
-static void render_engine(metrics_render_t *r, const shard_t *sh, unsigned n)
+/* The log writer's and the span exporter's own counters. */
+static void render_threads(metrics_render_t *r)
 {
-    char lb[64];
-    metrics_family(r, "agate_shard_busy_seconds", "counter", "Time each shard's loop spent working rather than waiting for I/O.");
-    for (unsigned s = 0; s < n; s++) {
-        snprintf(lb, sizeof lb, "shard=\"%u\"", s);
-        metrics_sample_f(r, "agate_shard_busy_seconds", "_total", lb, (double)rd(&sh[s].metrics.busy_ns) / 1e9);
-    }
-    metrics_family(r, "agate_shard_loop_iterations", "counter", "Event loop turns, per shard.");
-    for (unsigned s = 0; s < n; s++) {
-        snprintf(lb, sizeof lb, "shard=\"%u\"", s);
-        metrics_sample_u(r, "agate_shard_loop_iterations", "_total", lb, rd(&sh[s].metrics.loop_iterations));
-    }
-    metrics_family(r, "agate_shard_loop_turn_seconds", "histogram",
-           "Time one event loop turn spent working (completions, timers, flushes), all shards; a long turn delays "
-           "every connection of its shard.");
-    metrics_hist_t turn = {0};
-    for (unsigned s = 0; s < n; s++)
-        metrics_hist_add(&turn, &sh[s].metrics.loop_turn);
-    metrics_hist(r, "agate_shard_loop_turn_seconds", "", &turn);
-    metrics_family(r, "agate_uring_sqes_per_loop", "histogram", "io_uring submission queue entries submitted per loop turn.");
-    uint64_t cum = 0;
-    for (int i = 0; i <= METRICS_BATCH_BUCKETS; i++) {
-        cum += SUM(m_->sqes_per_loop[i]);
-        if (i < METRICS_BATCH_BUCKETS)
-            snprintf(lb, sizeof lb, "le=\"%llu\"", (unsigned long long)batch_bounds[i]);
-        else
-            snprintf(lb, sizeof lb, "le=\"+Inf\"");
-        metrics_sample_u(r, "agate_uring_sqes_per_loop", "_bucket", lb, cum);
-    }
-    metrics_sample_u(r, "agate_uring_sqes_per_loop", "_sum", "", SUM(m_->sqes_submitted));
-    metrics_sample_u(r, "agate_uring_sqes_per_loop", "_count", "", cum);
     metrics_counter(r, "agate_log_lines_dropped", "Log lines dropped because the log writer fell behind.", log_dropped());
     if (otlp_enabled()) {
         otlp_stats_t st;
@@ -239,16 +187,14 @@ static void render_process(metrics_render_t *r)
     }
 }
 
-int metrics_render(buf_t *out, const shard_t *sh, unsigned n, const cfg_t *cfg, bool om)
+int metrics_render(buf_t *out, const struct shard *sh, unsigned n, const cfg_t *cfg, bool om)
 {
     metrics_render_t r = {out, om};
     metrics_family(&r, "agate_build_info", "gauge", "Build information; always 1.");
     metrics_sample_u(&r, "agate_build_info", "", "version=\"" AGATE_VERSION "\"", 1);
-    metrics_family(&r, "agate_draining", "gauge", "1 once a graceful shutdown has begun.");
-    metrics_sample_u(&r, "agate_draining", "", "", atomic_load_explicit(&g_agate_draining, memory_order_relaxed));
     for (unsigned i = 0; i < g_nrenders; i++)
         g_renders[i](&r, sh, n, cfg);
-    render_engine(&r, sh, n);
+    render_threads(&r);
     render_process(&r);
     if (om)
         buf_append_lit(r.b, "# EOF\n");

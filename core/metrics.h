@@ -1,6 +1,6 @@
 /* metrics: per-shard counters, gauges and histograms, summed at scrape time.
  *
- * Each shard owns one metrics_shard_t and is its only writer. A write is a
+ * Each shard owns its modules' metrics structs and is their only writer. A write is a
  * relaxed atomic load and store of the shard's own word: a plain add on x86, no
  * lock prefix, no cache line shared with another writer. A scrape (on whichever
  * shard serves GET /metrics) reads every shard's words with relaxed loads and
@@ -21,20 +21,12 @@
 
 #define METRICS_TIME_BUCKETS 18
 #define METRICS_TIME_FIRST_US 500   /* the first bucket's bound (le="0.0005") */
-#define METRICS_BATCH_BUCKETS 10
 
 typedef struct metrics_hist {
     uint64_t bucket[METRICS_TIME_BUCKETS + 1];   /* per bucket (not cumulative); last is +Inf */
     uint64_t sum_us;
 } metrics_hist_t;
 
-/* The shard loop's own metrics (core/shard.c); the gateway's are in
- * net/gwmetrics.h, each module's render function registered here. */
-typedef struct metrics_shard {
-    uint64_t loop_iterations, busy_ns, sqes_submitted;
-    uint64_t sqes_per_loop[METRICS_BATCH_BUCKETS + 1];
-    metrics_hist_t loop_turn;                             /* working time of one loop turn */
-} metrics_shard_t;
 
 static inline void metrics_add(uint64_t *p, uint64_t v)
 {
@@ -57,7 +49,6 @@ static inline void metrics_observe_us(metrics_hist_t *h, uint64_t us)
         metrics_observe_us_slow(h, us);
     }
 }
-void metrics_observe_batch(metrics_shard_t *m, uint64_t sqes);
 
 static inline uint64_t metrics_rd(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline int64_t metrics_rdi(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }

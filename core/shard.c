@@ -21,7 +21,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "core/cfggen.h"
 #include "core/clock.h"
 #include "core/qsbr.h"
 
@@ -165,6 +164,64 @@ static void handle_cqe(shard_t *sh, struct io_uring_cqe *cqe)
     o->complete(sh, obj, cqe);
 }
 
+/* ---- the loop's metrics ---- */
+
+static const uint64_t batch_bounds[SHARD_BATCH_BUCKETS] = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256};
+
+static void observe_batch(shard_metrics_t *m, uint64_t sqes)
+{
+    int i = 0;
+    while (i < SHARD_BATCH_BUCKETS && sqes > batch_bounds[i])
+        i++;
+    metrics_add(&m->sqes_per_loop[i], 1);
+    metrics_add(&m->sqes_submitted, sqes);
+}
+
+static uint64_t sum_of(const shard_t *sh, unsigned n, size_t off)
+{
+    uint64_t v = 0;
+    for (unsigned s = 0; s < n; s++)
+        v += metrics_rd((const uint64_t *)((const char *)&sh[s].metrics + off));
+    return v;
+}
+
+static void render_loop(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    metrics_gauge(r, "agate_draining", "1 once a graceful shutdown has begun.",
+                  atomic_load_explicit(&g_agate_draining, memory_order_relaxed));
+    char lb[64];
+    metrics_family(r, "agate_shard_busy_seconds", "counter", "Time each shard's loop spent working rather than waiting for I/O.");
+    for (unsigned s = 0; s < n; s++) {
+        snprintf(lb, sizeof lb, "shard=\"%u\"", s);
+        metrics_sample_f(r, "agate_shard_busy_seconds", "_total", lb, (double)metrics_rd(&sh[s].metrics.busy_ns) / 1e9);
+    }
+    metrics_family(r, "agate_shard_loop_iterations", "counter", "Event loop turns, per shard.");
+    for (unsigned s = 0; s < n; s++) {
+        snprintf(lb, sizeof lb, "shard=\"%u\"", s);
+        metrics_sample_u(r, "agate_shard_loop_iterations", "_total", lb, metrics_rd(&sh[s].metrics.loop_iterations));
+    }
+    metrics_family(r, "agate_shard_loop_turn_seconds", "histogram",
+           "Time one event loop turn spent working (completions, timers, flushes), all shards; a long turn delays "
+           "every connection of its shard.");
+    metrics_hist_t turn = {0};
+    for (unsigned s = 0; s < n; s++)
+        metrics_hist_add(&turn, &sh[s].metrics.loop_turn);
+    metrics_hist(r, "agate_shard_loop_turn_seconds", "", &turn);
+    metrics_family(r, "agate_uring_sqes_per_loop", "histogram", "io_uring submission queue entries submitted per loop turn.");
+    uint64_t cum = 0;
+    for (int i = 0; i <= SHARD_BATCH_BUCKETS; i++) {
+        cum += sum_of(sh, n, offsetof(shard_metrics_t, sqes_per_loop) + (size_t)i * sizeof(uint64_t));
+        if (i < SHARD_BATCH_BUCKETS)
+            snprintf(lb, sizeof lb, "le=\"%llu\"", (unsigned long long)batch_bounds[i]);
+        else
+            snprintf(lb, sizeof lb, "le=\"+Inf\"");
+        metrics_sample_u(r, "agate_uring_sqes_per_loop", "_bucket", lb, cum);
+    }
+    metrics_sample_u(r, "agate_uring_sqes_per_loop", "_sum", "", sum_of(sh, n, offsetof(shard_metrics_t, sqes_submitted)));
+    metrics_sample_u(r, "agate_uring_sqes_per_loop", "_count", "", cum);
+}
+
+
 static void loop_turn(shard_t *sh, bool wait)
 {
     struct io_uring_cqe *cqe;
@@ -178,10 +235,10 @@ static void loop_turn(shard_t *sh, bool wait)
     int rc = io_uring_submit_and_wait_timeout(&sh->ring, &cqe, wait ? 1 : 0,
                                               next == UINT64_MAX ? NULL : &ts, NULL);
     update_clock(sh);
-    /* Quiescent first, then adopt: a shard seen past a generation's retirement
-     * has adopted the next one before it starts any run (core/cfggen.c). */
+    /* Quiescent first, then the modules' turn_begin, the first of which is
+     * core/cfggen.c's adoption of a reloaded configuration: a shard seen past a
+     * generation's retirement has adopted the next one before it starts any run. */
     qsbr_quiescent(sh->id);     /* holds nothing published before this turn (core/qsbr.h) */
-    cfggen_shard_turn(sh);      /* a reloaded configuration takes effect here, between turns */
     EACH_MOD(i)
         CALL(i, turn_begin, sh);
     uint64_t woke_us = sh->now_us;
@@ -200,7 +257,7 @@ static void loop_turn(shard_t *sh, bool wait)
         uint64_t busy_us = clock_mono_us() - woke_us;
         metrics_add(&sh->m->busy_ns, busy_us * 1000u);
         metrics_observe_us(&sh->m->loop_turn, busy_us);
-        metrics_observe_batch(sh->m, rc > 0 ? (uint64_t)rc : 0);
+        observe_batch(sh->m, rc > 0 ? (uint64_t)rc : 0);
     }
 }
 
@@ -340,6 +397,7 @@ int shard_open(shard_t *sh, unsigned id, const cfg_t *cfg, char *err, size_t err
     }
     sh->log = log_ring(id);
     sh->m = cfg->metrics_enabled ? &sh->metrics : NULL;
+    metrics_register(render_loop);   /* once: a second registration is ignored */
     int rc = 0;
     unsigned i = 0;
     for (; i < g_nmods; i++)

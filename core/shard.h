@@ -78,6 +78,14 @@ extern _Atomic bool g_agate_stop_now;   /* a second signal: cut running streams 
 extern struct shard *g_shards;
 extern unsigned      g_nshards;
 
+/* The loop's own metrics (rendered by core/shard.c). */
+#define SHARD_BATCH_BUCKETS 10
+typedef struct shard_metrics {
+    uint64_t loop_iterations, busy_ns, sqes_submitted;
+    uint64_t sqes_per_loop[SHARD_BATCH_BUCKETS + 1];
+    metrics_hist_t loop_turn;                             /* working time of one loop turn */
+} shard_metrics_t;
+
 typedef struct shard {
     unsigned      id;
     const cfg_t  *cfg;               /* the generation it adopted last (core/cfggen.c); runs may hold older ones */
@@ -106,8 +114,8 @@ typedef struct shard {
     int           start_rc;          /* start-up result for the main thread */
     _Atomic bool  done;              /* the thread has finished its teardown */
 
-    metrics_shard_t *m;              /* &metrics, or NULL when metrics are off */
-    metrics_shard_t  metrics;        /* the loop's own; written only by this shard, read by scrapes */
+    shard_metrics_t *m;              /* &metrics, or NULL when metrics are off */
+    shard_metrics_t  metrics;        /* the loop's own; written only by this shard, read by scrapes */
 } shard_t;
 
 /* Shards to run for cfg: its `shards`, else one per CPU this process may use. */

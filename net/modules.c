@@ -6,6 +6,7 @@
  * connections (its end-of-turn pump queues output the connections then send). */
 #include "net/modules.h"
 
+#include "core/cfggen.h"
 #include "net/access.h"
 #include "net/breaker.h"
 #include "net/coalesce.h"
@@ -17,6 +18,7 @@
 
 void modules_register(void)
 {
+    cfggen_register();   /* first: a reloaded configuration is adopted before any other hook runs */
     run_register();
     echo_register();
     gwmetrics_register();
