@@ -20,6 +20,7 @@ typedef struct fakeconn {
     shard_t  sh;
     conns_t  conns;         /* one slot, no listeners */
     buf_t    wire;          /* every byte the server sent, in order */
+    bool     admin;         /* set before fake_open: the connection came in on the admin listener */
 } fakeconn_t;
 
 static inline void fake_init(fakeconn_t *f)
@@ -49,7 +50,7 @@ static inline void fake_open(fakeconn_t *f)
     conn_t *c = slab_at(&f->conns.slab, 0);
     if (!c->item.live)
         slab_take(&f->conns.slab);
-    conn_init_slot(sh, c, -1, false);
+    conn_init_slot(sh, c, -1, f->admin);
 }
 
 /* Delivers everything queued, as the kernel would after a full send. */
