@@ -38,10 +38,16 @@ static inline bool wire_next(const char *w, size_t len, size_t *pos, wire_resp_t
         for (;;) {
             char *e;
             unsigned long n = strtoul(p, &e, 16);
-            if (e == p || e + 2 > end)
+            if (e == p || e + 2 > end || (n && (size_t)(end - (e + 2)) < n + 2)) {
+                free(r->body);   /* not all there yet */
                 return false;
+            }
             p = e + 2;
             if (!n) {
+                if (end - p < 2) {
+                    free(r->body);
+                    return false;
+                }
                 p += 2;
                 break;
             }
@@ -51,6 +57,10 @@ static inline bool wire_next(const char *w, size_t len, size_t *pos, wire_resp_t
         }
     } else if (cl) {
         size_t n = strtoul(cl + 17, NULL, 10);
+        if ((size_t)(end - p) < n) {
+            free(r->body);
+            return false;
+        }
         memcpy(r->body, p, n);
         r->body_len = n;
         p += n;
