@@ -191,8 +191,8 @@ static int read_small(const char *path, char **out, size_t *len, char *err, size
 
 int jwt_keyset_add_pem_file(jwt_keyset_t *ks, const char *kid, const char *path, char *err, size_t errlen)
 {
-    char *text;
-    size_t len;
+    char *text = NULL;
+    size_t len = 0;
     char why[160];
     int rc = read_small(path, &text, &len, err, errlen);
     if (rc)
