@@ -217,13 +217,13 @@ static inline void sr_call(shardrun_t *s, sr_fn fn, void *arg)
     pthread_mutex_unlock(&g_sr.mu);
 }
 
-static void sr_nothing(shard_t *sh, void *arg) { (void)sh, (void)arg; }
+static inline void sr_nothing(shard_t *sh, void *arg) { (void)sh, (void)arg; }
 
 /* Calls cond(sh, arg) on the shard thread, turn after turn, until it is true;
  * false when SR_WAIT_MS passed. */
 typedef bool (*sr_cond)(shard_t *sh, void *arg);
 struct sr_until { sr_cond cond; void *arg; bool ok; };
-static void sr_until_fn(shard_t *sh, void *arg)
+static inline void sr_until_fn(shard_t *sh, void *arg)
 {
     struct sr_until *u = arg;
     u->ok = u->cond(sh, u->arg);
