@@ -303,16 +303,17 @@ static void test_first_event_timeout(void **state)
 
 /* A 2xx event-stream head starts the client's 200; an attempt that then
  * brings no event ends it with a RUN_ERROR (the only event), cleanly. */
-static void test_head_without_event(void **state)
+static void head_without_event(bool quiet)
 {
-    agent()->first_event_timeout_ms = 150;
+    if (quiet)
+        agent()->first_event_timeout_ms = 150;
     start();
     static const struct { const char *resp, *code, *msg; } cases[] = {
         {SSE_HEAD "Content-Length: 0\r\n\r\n", "upstream_failed", "without an event"},
         {SSE_HEAD "Content-Length: 11\r\n\r\n: comment\n\n", "upstream_failed", "without an event"},
         {SSE_HEAD "Transfer-Encoding: chunked\r\n\r\n", "upstream_timeout", "no event from the upstream within 150 ms"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    for (size_t i = quiet ? 2 : 0; i < (quiet ? 3 : 2); i++) {
         int c = client_run("", INPUT);
         buf_t req = {0};
         int u = agent_accept(&req);
@@ -332,45 +333,65 @@ static void test_head_without_event(void **state)
     }
 }
 
+static void test_head_then_end(void **state) { head_without_event(false); }
+static void test_head_then_silence(void **state) { head_without_event(true); }
+
 /* ---- after the first event: RUN_ERROR, and the stream ends cleanly ---- */
+
+struct late {
+    const char *tail;   /* after the head and RUN_STARTED */
+    bool        close_after;
+    bool        dropped;   /* the attempt's connection is closed (not pooled) */
+    const char *code, *msg;
+};
+
+/* The head and RUN_STARTED, then `tail`: the client's stream must end with a
+ * RUN_ERROR of code/msg and be terminated (the response completes). */
+static void late_failure(const struct late *l)
+{
+    int c = client_run("", INPUT);
+    buf_t req = {0};
+    int u = agent_accept(&req);
+    buf_free(&req);
+    char chunk[512];
+    snprintf(chunk, sizeof chunk, SSE_HEAD "Transfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n%s", strlen(EV_START),
+             EV_START, l->tail);
+    sr_write(u, chunk);
+    if (l->close_after)
+        close(u);
+    wire_resp_t r = client_response(c);
+    assert_int_equal(r.status, 200);
+    json_t *ev = wire_events(r.body, NULL);
+    assert_int_equal(json_array_size(ev), 2);
+    assert_string_equal(ev_type(ev, 0), "RUN_STARTED");
+    assert_string_equal(ev_type(ev, 1), "RUN_ERROR");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(ev, 1), "code")), l->code);
+    assert_non_null(strstr(json_string_value(json_object_get(json_array_get(ev, 1), "message")), l->msg));
+    json_decref(ev);
+    free(r.body);
+    if (l->dropped)
+        assert_true(sr_sees_eof(u, SR_WAIT_MS));
+    if (!l->close_after)
+        close(u);
+    close(c);
+}
 
 static void test_errors_after_first_event(void **state)
 {
+    start();
+    const struct late cut = {"", true, false, "upstream_failed", "connection broke"};
+    /* (a response that ended cleanly leaves a reusable connection, finished run or not) */
+    const struct late unfinished = {"0\r\n\r\n", false, false, "upstream_failed", "before the run finished"};
+    late_failure(&cut);
+    late_failure(&unfinished);
+}
+
+static void test_idle_timeout(void **state)
+{
     agent()->idle_timeout_ms = 150;
     start();
-    static const struct { const char *tail; const char *code, *msg; bool close_after; } cases[] = {
-        {"", "upstream_failed", "connection broke", true},                          /* cut mid-stream */
-        {"0\r\n\r\n", "upstream_failed", "before the run finished", false},         /* ended, unfinished */
-        {"", "upstream_timeout", "no event from the upstream for 150 ms", false},   /* went quiet */
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int c = client_run("", INPUT);
-        buf_t req = {0};
-        int u = agent_accept(&req);
-        buf_free(&req);
-        char chunk[512];
-        snprintf(chunk, sizeof chunk, SSE_HEAD "Transfer-Encoding: chunked\r\n\r\n%zx\r\n%s\r\n%s", strlen(EV_START),
-                 EV_START, cases[i].tail);
-        sr_write(u, chunk);
-        if (cases[i].close_after)
-            close(u);
-        wire_resp_t r = client_response(c);   /* complete: the chunked stream was terminated */
-        assert_int_equal(r.status, 200);
-        json_t *ev = wire_events(r.body, NULL);
-        assert_int_equal(json_array_size(ev), 2);
-        assert_string_equal(ev_type(ev, 0), "RUN_STARTED");
-        assert_string_equal(ev_type(ev, 1), "RUN_ERROR");
-        assert_string_equal(json_string_value(json_object_get(json_array_get(ev, 1), "code")), cases[i].code);
-        assert_non_null(strstr(json_string_value(json_object_get(json_array_get(ev, 1), "message")), cases[i].msg));
-        json_decref(ev);
-        free(r.body);
-        if (!cases[i].close_after) {
-            if (cases[i].tail[0] == 0)
-                assert_true(sr_sees_eof(u, SR_WAIT_MS));   /* the quiet upstream is dropped */
-            close(u);
-        }
-        close(c);
-    }
+    const struct late quiet = {"", false, true, "upstream_timeout", "no event from the upstream for 150 ms"};
+    late_failure(&quiet);
 }
 
 static void test_strict_validation(void **state)
@@ -504,8 +525,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors_before_first_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_first_event_timeout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_head_without_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_head_then_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_head_then_silence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_after_first_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strict_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pass_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_next_endpoint, setup, teardown),
