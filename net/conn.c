@@ -275,10 +275,27 @@ bool conn_is_idle(const conn_t *c)
 }
 
 /* Reads what waited in `pending` once the response before it is done. */
+/* Keep-alive between requests: TRIM, then IDLE for the rest of idle_timeout. */
+static void arm_keepalive(conn_t *c)
+{
+    uint32_t idle = c->sh->cfg->idle_timeout_ms;
+    if (idle > CONN_TRIM_MS)
+        conn_set_timer(c, CONN_T_TRIM, CONN_TRIM_MS);
+    else
+        conn_set_timer(c, CONN_T_IDLE, idle);
+}
+
 static void process_pending(conn_t *c)
 {
-    if (c->pending.len && c->state == CONN_OPEN)
+    if (c->pending.len && c->state == CONN_OPEN) {
         c->proto->pending(c);
+        /* The last pipelined request was answered while its bytes still sat in
+         * pending, so conn_response_finished could not arm the keep-alive. (An
+         * upgraded connection is never idle: its upgrade request is still
+         * responding.) */
+        if (conn_is_idle(c))
+            arm_keepalive(c);
+    }
     if (c->state == CONN_OPEN && c->recv_paused && !c->recv_armed && !c->pending.len) {
         c->recv_paused = false;
         arm_recv(c);
@@ -293,13 +310,8 @@ void conn_response_finished(conn_t *c)
         conn_close_after_flush(c);
         return;
     }
-    if (!c->pending.len) {
-        uint32_t idle = c->sh->cfg->idle_timeout_ms;
-        if (idle > CONN_TRIM_MS)
-            conn_set_timer(c, CONN_T_TRIM, CONN_TRIM_MS);   /* then CONN_T_IDLE for the rest */
-        else
-            conn_set_timer(c, CONN_T_IDLE, idle);
-    }
+    if (!c->pending.len)
+        arm_keepalive(c);
     if (!c->in_feed)
         process_pending(c);
 }
