@@ -81,7 +81,10 @@ bool cfggen_endpoints_changed(const cfg_agent_t *a, const cfg_agent_t *b)
     return false;
 }
 
-/* Settings read only at start: a reload keeps the running value and says so. */
+/* Settings read only at start: a reload keeps the running value and says so.
+ * Core's own fields are listed here (two of their names, trace.otlp_interval
+ * and trace.otlp_max_batch, are not the file's keys, but the reload line has
+ * always said so); every registered section lists its own (cfg_section_t.restart). */
 static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, size_t len)
 {
     size_t used = 0;
@@ -109,6 +112,7 @@ static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, siz
     KEEP(cache_max_bytes, "cache.max_bytes");
     KEEP(dns_refresh_ms, "upstream.dns_refresh");
 #undef KEEP
+    cfg_keep_start_only(running, out, restart, len);   /* the registered sections' own */
 }
 
 int cfggen_prepare(const cfg_t *running, const cfg_t *loaded, cfg_t *out, char *restart, size_t restart_len,

@@ -1,22 +1,25 @@
 /* config: builds the one cfg_t agate runs with (built-in defaults, then one
  * YAML file, then AGATE_* environment variables) and checks it.
  *
- * This file owns the public API (core/config.h), the server's settings table,
- * the YAML loader with its walking helpers and the key named at a syntax
- * error, the environment overrides, cfg_validate and the --help text. The
- * module's other files: config_value.c parses and checks every scalar value,
- * config_agent.c owns the agents (their tables, the endpoint URL and header
- * name parsers, the agents: part of the file and of cfg_validate);
- * core/config_int.h is what the three share, and is private to them.
+ * This file owns the public API (core/config.h), core's own section (the
+ * settings table of listen, limits, stream, log, metrics, trace, ...), the
+ * YAML loader with its walking helpers and the key named at a syntax error,
+ * and the --help text. The module's other files: config_sect.c is the
+ * registry of sections and every walk over them (defaults, top-level keys,
+ * environment, checks, --help lines, start-only keys); config_value.c parses
+ * and checks every scalar value; config_agent.c (with config_cache.c) owns the
+ * agents section. core/config_sect.h is what a section's own code uses,
+ * core/config_int.h what the module's files share, private to them.
  *
  * Every scalar setting is one row of a table: YAML key, environment variable,
- * default (as text) and range. settings[] holds the server's, echo_settings[]
- * and proxy_settings[] an agent's (keyed relative to agents.<name>).
- * cfg_defaults, the YAML loader, the environment overrides, cfg_validate and
- * the --help text all walk those tables and share cfg_setting_parse() and
- * cfg_setting_check(), so a value is spelled the same everywhere and the
- * documented default is the real default. Only a proxy agent's two lists
- * (endpoints, forward_headers) have parsers of their own.
+ * default (as text) and range. settings[] holds core's, each registered
+ * section its own, echo_settings[] and proxy_settings[] an agent's (keyed
+ * relative to agents.<name>). cfg_defaults, the YAML loader, the environment
+ * overrides, cfg_validate and the --help text all walk those tables and share
+ * cfg_setting_parse() and cfg_setting_check(), so a value is spelled the same
+ * everywhere and the documented default is the real default. Lists and
+ * mappings the rows cannot express have parsers of their own: a section's
+ * load hook, a proxy agent's endpoints and forward_headers.
  *
  * Invariants: cfg_load_file and cfg_apply_env work on a copy and write *c only
  * when the whole input was good. Every agent, whatever its type, holds every
@@ -79,7 +82,18 @@ static const struct cfg_setting settings[] = {
 #undef F
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
-static const char *const sections[] = { "limits", "stream", "log", "metrics", "trace", "upstream", "cache", "ws" };
+/* core's own top-level keys: its rows' (listen, shards, ...) and its sections' */
+static const char *const core_keys[] = {
+    "listen", "admin_listen", "shards", "demo", "limits", "stream", "log", "metrics", "trace", "upstream", "cache",
+    "ws", NULL,
+};
+
+static int core_validate(const cfg_t *c, const void *conf, char *key, size_t keylen, char *why, size_t whylen);
+
+cfg_section_t cfg_core_section = {
+    .name = "core", .keys = core_keys, .rows = settings, .n_rows = N_SETTINGS, .rank = 0,
+    .validate = core_validate,
+};
 
 __attribute__((format(printf, 3, 4)))
 static void errf(char *err, size_t errlen, const char *fmt, ...)
@@ -117,12 +131,7 @@ void cfg_table_defaults(const struct cfg_setting *rows, size_t n, void *base)
 void cfg_defaults(cfg_t *c)
 {
     memset(c, 0, sizeof *c);
-    cfg_table_defaults(settings, N_SETTINGS, c);
-    snprintf(c->agents[0].name, CFG_NAME_MAX, "echo");
-    c->agents[0].kind = CFG_AGENT_ECHO;
-    cfg_agent_defaults(&c->agents[0]);
-    c->n_agents = 1;
-    cfg_access_defaults(&c->access);
+    cfg_sections_defaults(c);
 }
 
 /* ---- the YAML file ---- */
@@ -324,25 +333,14 @@ static int load_root(const struct cfg_loader *ld, const yaml_node_t *root)
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         const yaml_node_t *kn = cfg_node_at(ld, p->key), *vn = cfg_node_at(ld, p->value);
         const char *key = cfg_key_text(ld, p);
-        const struct cfg_setting *s = cfg_find_setting(settings, N_SETTINGS, NULL, key);
-        char list[CFG_WHY_MAX] = "";
-        size_t used = 0;
+        const cfg_section_t *s = cfg_section_of(key);
+        char list[CFG_WHY_MAX];
         int rc;
 
-        if (strcmp(key, "agents") == 0) {
-            rc = cfg_load_agents(ld, kn, vn);
-        } else if (cfg_access_owns(key)) {
-            rc = cfg_load_access(ld, key, kn, vn);
-        } else if (cfg_in_list(sections, sizeof sections / sizeof sections[0], key)) {
-            rc = cfg_load_section(ld, kn, vn, settings, N_SETTINGS, key, key, ld->c);
-        } else if (s) {
-            rc = cfg_load_setting(ld, s, kn, vn, ld->c, key);
+        if (s) {
+            rc = cfg_section_load(ld, s, key, kn, vn);
         } else {
-            cfg_list_rows(list, sizeof list, &used, settings, N_SETTINGS, NULL);
-            for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
-                cfg_list_add(list, sizeof list, &used, sections[i]);
-            cfg_list_add(list, sizeof list, &used, "agents");
-            cfg_list_add(list, sizeof list, &used, "auth, cors, security_headers, rate_limit");
+            cfg_sections_keys(list, sizeof list);
             rc = cfg_unknown_key(ld, kn, key, list);
         }
         if (rc)
@@ -558,22 +556,10 @@ fail_parser:
 
 int cfg_apply_env(cfg_t *c, char *err, size_t errlen)
 {
-    char why[CFG_WHY_MAX];
     cfg_t work;
 
     memcpy(&work, c, sizeof work);
-    for (size_t i = 0; i < N_SETTINGS; i++) {
-        const struct cfg_setting *s = &settings[i];
-        const char *v = s->env ? getenv(s->env) : NULL;
-
-        if (!v || !*v)
-            continue;    /* `AGATE_X= agate` in a script means "not set" */
-        if (cfg_setting_parse(s, v, &work, why, sizeof why)) {
-            errf(err, errlen, "%s: %s", s->env, why);
-            return -EINVAL;
-        }
-    }
-    if (cfg_access_env(&work, err, errlen))
+    if (cfg_sections_env(&work, err, errlen))
         return -EINVAL;
     memcpy(c, &work, sizeof *c);
     return 0;
@@ -642,45 +628,33 @@ int cfg_table_check(const struct cfg_setting *rows, size_t n, const void *base, 
     return 0;
 }
 
-int cfg_validate(const cfg_t *c, char *err, size_t errlen)
+/* core's cross-field rule, after its rows' checks: the listeners apart */
+static int core_validate(const cfg_t *c, const void *conf, char *key, size_t keylen, char *why, size_t whylen)
 {
     struct sockaddr_storage main_ss, admin_ss;
-    char name[CFG_KEY_MAX], key[2 * CFG_KEY_MAX], why[CFG_WHY_MAX];    /* key: name + "." + a table key */
     bool admin_on;
     socklen_t sslen;
 
-    if (cfg_table_check(settings, N_SETTINGS, c, NULL, key, sizeof key, why, sizeof why))
-        return validate_fail(c, err, errlen, key, "%s", why);
-    /* both are terminated and parse: the table check passed */
+    /* both are terminated and parse: the rows' checks passed */
     admin_on = c->admin_listen[0] && strcmp(c->admin_listen, "off") != 0;
     memset(&main_ss, 0, sizeof main_ss);
     memset(&admin_ss, 0, sizeof admin_ss);
     cfg_addr_parse(c->listen, &main_ss, &sslen);
     if (admin_on)
         cfg_addr_parse(c->admin_listen, &admin_ss, &sslen);
-    if (admin_on && addr_overlap(&main_ss, &admin_ss))
-        return validate_fail(c, err, errlen, "admin_listen",
-                             "%s overlaps listen %s (same port); use another port", c->admin_listen, c->listen);
-
-    uint32_t live = 0;
-    for (uint32_t i = 0; i < c->n_agents && i < CFG_MAX_AGENTS; i++)
-        live += !c->agents[i].removed;
-    if (live == 0)
-        return validate_fail(c, err, errlen, "agents", "at least one agent is required");
-    if (c->n_agents > CFG_MAX_AGENTS)
-        return validate_fail(c, err, errlen, "agents", "too many agents (at most %d)", CFG_MAX_AGENTS);
-    for (uint32_t i = 0; i < c->n_agents; i++) {
-        const cfg_agent_t *a = &c->agents[i];
-
-        snprintf(name, sizeof name, "agents.%.*s", (int)strnlen(a->name, CFG_NAME_MAX), a->name);
-        if (cfg_agent_validate(a, name, key, sizeof key, why, sizeof why))
-            return validate_fail(c, err, errlen, key, "%s", why);
-        for (uint32_t j = 0; j < i; j++) {
-            if (strcmp(c->agents[j].name, a->name) == 0)
-                return validate_fail(c, err, errlen, name, "duplicate agent name");
-        }
+    if (admin_on && addr_overlap(&main_ss, &admin_ss)) {
+        snprintf(key, keylen, "admin_listen");
+        snprintf(why, whylen, "%s overlaps listen %s (same port); use another port", c->admin_listen, c->listen);
+        return -EINVAL;
     }
-    if (cfg_access_validate(c, key, sizeof key, why, sizeof why))
+    return 0;
+}
+
+int cfg_validate(const cfg_t *c, char *err, size_t errlen)
+{
+    char key[2 * CFG_KEY_MAX], why[CFG_WHY_MAX];    /* key: a name + "." + a table key */
+
+    if (cfg_sections_validate(c, key, sizeof key, why, sizeof why))
         return validate_fail(c, err, errlen, key, "%s", why);
     return 0;
 }
@@ -702,26 +676,18 @@ static pthread_once_t env_help_once = PTHREAD_ONCE_INIT;
 
 static void env_help_build(void)
 {
-    char name[CFG_KEY_MAX];
     size_t used;
 
     used = (size_t)snprintf(env_help, sizeof env_help,
         "Environment (applied after the config file; empty variables are ignored):\n"
         "  %-26s %s\n", "AGATE_CONFIG", "path of the YAML config file");
-    for (size_t i = 0; i < N_SETTINGS; i++) {
-        setting_name(&settings[i], name, sizeof name);
-        assert(used < sizeof env_help);
-        used += (size_t)snprintf(env_help + used, sizeof env_help - used, "  %-26s %-26s default %s\n",
-                                 settings[i].env, name, settings[i].deflt);
-    }
-    assert(used < sizeof env_help);
-    used += cfg_access_env_help(env_help + used, sizeof env_help - used);   /* auth, rate_limit */
+    used += cfg_sections_help(env_help + used, sizeof env_help - used);
     assert(used < sizeof env_help);
     used += (size_t)snprintf(env_help + used, sizeof env_help - used,
         "Values use the file's syntax: sizes 1048576, 64KiB, 1MiB, 1MB; durations 250ms, 10s,\n"
         "2m, 1h; booleans true/false, yes/no, on/off; addresses host:port, [v6]:port, :port;\n"
         "ratios 0 to 1 (0.25); the OTLP endpoint http://host:port/path, or off.\n");
-    assert(used < sizeof env_help);    /* the table grew: enlarge env_help */
+    assert(used < sizeof env_help);    /* the rows grew: enlarge env_help */
 }
 
 const char *cfg_env_help(void)

@@ -8,12 +8,11 @@
 #ifndef AGATE_CONFIG_H
 #define AGATE_CONFIG_H
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
-
-#include "core/config_auth.h"
 
 #define CFG_MAX_AGENTS     64
 #define CFG_NAME_MAX       64
@@ -93,6 +92,13 @@ typedef struct cfg_agent {
 
 typedef enum cfg_log_level { CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_WARN, CFG_LOG_ERROR } cfg_log_level_t;
 
+/* Bytes of every cfg_t that the registered sections keep their structs in
+ * (cfg_t.sect). The largest is access's (net/access_conf.h), about 107 KiB;
+ * cfg_section_register refuses a section that no longer fits. */
+#define CFG_SECT_BYTES     (128u << 10)
+#define CFG_SECT_ALIGN     16
+#define CFG_SECT_MAX       16
+
 typedef struct cfg {
     char     path[CFG_PATH_MAX];          /* file loaded, "" when only defaults/env */
 
@@ -138,10 +144,84 @@ typedef struct cfg {
     cfg_agent_t agents[CFG_MAX_AGENTS];
     uint32_t    n_agents;
 
-    cfg_access_t access;                  /* auth, cors, security_headers, rate_limit (core/config_auth.c) */
-
     uint64_t    generation;               /* core/cfggen.c: 1, 2, ... once published; 0 for any other cfg_t */
+
+    /* The registered sections' structs, each at its section's off: plain data
+     * like everything above, so a cfg_t still copies by value (cfggen). */
+    uint32_t    n_sect;                   /* sections registered when cfg_defaults built it */
+    _Alignas(CFG_SECT_ALIGN) unsigned char sect[CFG_SECT_BYTES];
 } cfg_t;
+
+/* ---- sections: a module owns top-level keys of the file ----
+ *
+ * A module registers its section (like an nginx module's ngx_command_t rows
+ * beside its conf struct, or HAProxy's cfg_kw_list) from its register function,
+ * which runs before cfg_defaults (net/modules.c; tests and fuzzers call it
+ * too). The section names the top-level keys it owns, its scalar settings as
+ * rows of a table (struct cfg_setting, core/config_sect.h) with offsets into
+ * its own struct, and that struct's size; the engine gives the struct a place
+ * in cfg_t.sect, and cfg_defaults, the YAML loader, the environment, cfg_validate,
+ * --help and reloads (cfg_keep_start_only) walk every section's rows and call its
+ * hooks. The module reads its settings through a typed accessor of its own,
+ * e.g. net/ws.h's ws_conf(cfg). Hooks are optional; conf is the section's struct
+ * in the cfg_t being built. */
+struct cfg;
+struct cfg_setting;
+struct cfg_loader;
+struct yaml_node_s;
+
+typedef struct cfg_section {
+    const char *name;                    /* for the abort of a registration bug */
+    const char *const *keys;             /* top-level keys it owns, NULL-terminated, in the order messages list them */
+    const struct cfg_setting *rows;      /* its scalar settings; a row's section is its top-level key or NULL for a key of its own */
+    size_t      n_rows;
+    /* sizeof its struct, kept in cfg_t.sect; 0 for core's own sections, whose
+     * rows and hooks work on cfg_t's named fields (conf is the cfg_t). */
+    size_t      size;
+    /* Where its keys come among the top-level ones in "unknown key" messages
+     * and --help, lowest first (core's own 0, agents 50), then registration
+     * order. Text only: sections never depend on each other's order. */
+    unsigned    rank;
+    /* Dotted keys of its rows read only at start: a reload keeps their running
+     * values and names them in restart_keys (core/cfggen.c). NULL-terminated. */
+    const char *const *restart;
+    /* After the rows' defaults (cfg_defaults zeroes the struct first). */
+    void   (*defaults)(void *conf);
+    /* The value of top-level key k (named key), in place of the rows: for a
+     * section with lists or mappings the rows cannot express. */
+    int    (*load)(const struct cfg_loader *ld, const char *key, const struct yaml_node_s *k,
+                   const struct yaml_node_s *v, void *conf);
+    /* After the rows' AGATE_* variables; err names the variable. */
+    int    (*env)(void *conf, char *err, size_t errlen);
+    /* After the rows' checks: cross-field rules, against the whole c. On
+     * failure the dotted key and the problem, which cfg_validate reports. */
+    int    (*validate)(const struct cfg *c, const void *conf, char *key, size_t keylen, char *why, size_t whylen);
+    /* More --help lines after the rows' variables; bytes written, at most cap - 1. */
+    size_t (*help)(char *out, size_t cap);
+
+    /* The engine's, set by cfg_section_register. */
+    size_t      off;                     /* of its struct in cfg_t.sect */
+    unsigned    id;                      /* 1 + its registration index; 0 until registered */
+} cfg_section_t;
+
+/* Main thread, before cfg_defaults. Registering the same section again does
+ * nothing; a key another section owns, a restart key without a row, or a
+ * struct that does not fit in CFG_SECT_BYTES aborts (a build bug). */
+void cfg_section_register(cfg_section_t *s);
+
+/* Section s's struct in c. The assert catches a section read from a cfg_t
+ * built by a cfg_defaults that ran before it was registered (or never was). */
+static inline const void *cfg_sect(const cfg_t *c, const cfg_section_t *s)
+{
+    assert(s->id && s->id <= c->n_sect && s->size);
+    return c->sect + s->off;
+}
+
+static inline void *cfg_sect_mut(cfg_t *c, const cfg_section_t *s)
+{
+    assert(s->id && s->id <= c->n_sect && s->size);
+    return c->sect + s->off;
+}
 
 /* Built-in defaults: the listeners above, 1 MiB body, 16 KiB headers, 10 s header
  * timeout, 30 s body timeout, 60 s idle, 10000 connections per shard, 15 s
@@ -180,5 +260,11 @@ int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 
 /* Text for --help: the environment variables and what they override. */
 const char *cfg_env_help(void);
+
+/* For a reload (core/cfggen.c): the registered sections' start-only keys
+ * (cfg_section_t.restart) whose value differs between running and out get
+ * running's value back in out, and are appended to restart (comma-separated,
+ * after what it holds). */
+void cfg_keep_start_only(const cfg_t *running, cfg_t *out, char *restart, size_t len);
 
 #endif

@@ -486,3 +486,64 @@ int cfg_agent_validate(const cfg_agent_t *a, const char *base, char *key, size_t
         return -EINVAL;
     return cfg_cache_validate(a, base, key, keylen, why, whylen);
 }
+
+/* ---- the agents section: core's own, registered by the engine ---- */
+
+/* One agent, echo (kind echo, interval 0): the file's agents: replaces it. */
+static void agents_defaults(void *conf)
+{
+    cfg_t *c = conf;
+
+    snprintf(c->agents[0].name, CFG_NAME_MAX, "echo");
+    c->agents[0].kind = CFG_AGENT_ECHO;
+    cfg_agent_defaults(&c->agents[0]);
+    c->n_agents = 1;
+}
+
+static int agents_load(const struct cfg_loader *ld, const char *key, const yaml_node_t *k, const yaml_node_t *v,
+                       void *conf)
+{
+    return cfg_load_agents(ld, k, v);
+}
+
+static int agents_validate(const cfg_t *c, const void *conf, char *key, size_t keylen, char *why, size_t whylen)
+{
+    char name[CFG_KEY_MAX];
+    uint32_t live = 0;
+
+    for (uint32_t i = 0; i < c->n_agents && i < CFG_MAX_AGENTS; i++)
+        live += !c->agents[i].removed;
+    snprintf(key, keylen, "agents");
+    if (live == 0) {
+        snprintf(why, whylen, "at least one agent is required");
+        return -EINVAL;
+    }
+    if (c->n_agents > CFG_MAX_AGENTS) {
+        snprintf(why, whylen, "too many agents (at most %d)", CFG_MAX_AGENTS);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < c->n_agents; i++) {
+        const cfg_agent_t *a = &c->agents[i];
+
+        snprintf(name, sizeof name, "agents.%.*s", (int)strnlen(a->name, CFG_NAME_MAX), a->name);
+        if (cfg_agent_validate(a, name, key, keylen, why, whylen))
+            return -EINVAL;
+        for (uint32_t j = 0; j < i; j++) {
+            if (strcmp(c->agents[j].name, a->name) == 0) {
+                snprintf(key, keylen, "%s", name);
+                snprintf(why, whylen, "duplicate agent name");
+                return -EINVAL;
+            }
+        }
+    }
+    return 0;
+}
+
+static const char *const agents_keys[] = { "agents", NULL };
+
+/* Its values are cfg_t's own fields (size 0): core/cfggen.c keeps agents in
+ * their slots across reloads by name. */
+cfg_section_t cfg_agents_section = {
+    .name = "agents", .keys = agents_keys, .rank = 50,
+    .defaults = agents_defaults, .load = agents_load, .validate = agents_validate,
+};

@@ -1,12 +1,14 @@
 /* config_auth: the access-control sections of the YAML file (auth:, cors:,
  * security_headers:, rate_limit:), their defaults, environment overrides and
- * cross-checks. Part of the config module (core/config_int.h); the values land
- * in cfg_t.access as plain data, and net/access_policy.c compiles them (reads key
- * files, hashes rule identities) when the shards start or on SIGHUP.
+ * cross-checks: a section of the configuration (cfg_access_section); the values
+ * land in its struct in cfg_t (cfg_access(c)) as plain data, and
+ * net/access_policy.c compiles them (reads key files, hashes rule identities)
+ * when the shards start or on SIGHUP.
  *
  * Secrets (JWT HMAC secrets) are kept only in cfg_t and the compiled policy;
  * no message here ever quotes a secret's value, only its key. API keys are
  * configured as SHA-256 digests. Cold path. */
+#include "core/config_auth.h"
 #include "core/config_int.h"
 
 #include <arpa/inet.h>
@@ -47,14 +49,10 @@ static const struct cfg_setting rule_rows[] = {
 #undef R
 #define N_RULE_ROWS (sizeof rule_rows / sizeof rule_rows[0])
 
-static const char *const owned[] = { "auth", "cors", "security_headers", "rate_limit" };
-
-bool cfg_access_owns(const char *key) { return cfg_in_list(owned, sizeof owned / sizeof owned[0], key); }
-
-void cfg_access_defaults(cfg_access_t *a)
+static void access_defaults(void *conf)
 {
-    memset(a, 0, sizeof *a);
-    cfg_table_defaults(access_rows, N_ROWS, a);
+    cfg_access_t *a = conf;
+
     snprintf(a->cors_methods, sizeof a->cors_methods, "GET, POST, OPTIONS");
     snprintf(a->cors_headers, sizeof a->cors_headers,
              "Authorization, Content-Type, Accept, X-API-Key, X-Request-ID, traceparent, tracestate");
@@ -553,9 +551,11 @@ static int load_rate_limit(const struct cfg_loader *ld, const yaml_node_t *k, co
     return 0;
 }
 
-int cfg_load_access(const struct cfg_loader *ld, const char *key, const yaml_node_t *k, const yaml_node_t *v)
+/* The file's auth:, cors:, security_headers: or rate_limit: value. */
+static int access_load(const struct cfg_loader *ld, const char *key, const yaml_node_t *k, const yaml_node_t *v,
+                       void *conf)
 {
-    cfg_access_t *a = &ld->c->access;
+    cfg_access_t *a = conf;
     if (!strcmp(key, "auth"))
         return load_auth(ld, k, v, a);
     if (!strcmp(key, "cors"))
@@ -565,42 +565,11 @@ int cfg_load_access(const struct cfg_loader *ld, const char *key, const yaml_nod
     return cfg_load_setting(ld, cfg_find_setting(access_rows, N_ROWS, NULL, key), k, v, a, key);
 }
 
-int cfg_access_env(cfg_t *c, char *err, size_t errlen)
+/* After the rows' checks: names that must be configured agents, and no two
+ * API keys or rules alike. */
+static int access_validate(const cfg_t *c, const void *conf, char *key, size_t keylen, char *why, size_t whylen)
 {
-    char why[CFG_WHY_MAX];
-    for (size_t i = 0; i < N_ROWS; i++) {
-        const struct cfg_setting *s = &access_rows[i];
-        const char *v = s->env ? getenv(s->env) : NULL;
-        if (!v || !*v)
-            continue;
-        if (cfg_setting_parse(s, v, &c->access, why, sizeof why)) {
-            snprintf(err, errlen, "%s: %s", s->env, why);
-            return -EINVAL;
-        }
-    }
-    return 0;
-}
-
-size_t cfg_access_env_help(char *out, size_t cap)
-{
-    size_t used = 0;
-    char name[96];
-    for (size_t i = 0; i < N_ROWS && used < cap; i++) {
-        const struct cfg_setting *s = &access_rows[i];
-        if (!s->env)
-            continue;
-        snprintf(name, sizeof name, "%s%s%s", s->section ? s->section : "", s->section ? "." : "", s->key);
-        used += (size_t)snprintf(out + used, cap - used, "  %-26s %-26s default %s\n", s->env, name,
-                                 *s->deflt ? s->deflt : "(none)");
-    }
-    return used < cap ? used : cap;
-}
-
-int cfg_access_validate(const cfg_t *c, char *key, size_t keylen, char *why, size_t whylen)
-{
-    const cfg_access_t *a = &c->access;
-    if (cfg_table_check(access_rows, N_ROWS, a, NULL, key, keylen, why, whylen))
-        return -EINVAL;
+    const cfg_access_t *a = conf;
     for (uint32_t i = 0; i < a->n_agents; i++) {
         if (!cfg_find_agent(c, a->agents[i].agent, strlen(a->agents[i].agent))) {
             snprintf(key, keylen, "auth.agents.%s", a->agents[i].agent);
@@ -633,3 +602,10 @@ int cfg_access_validate(const cfg_t *c, char *key, size_t keylen, char *why, siz
     }
     return 0;
 }
+
+static const char *const access_keys[] = { "auth", "cors", "security_headers", "rate_limit", NULL };
+
+cfg_section_t cfg_access_section = {
+    .name = "access", .keys = access_keys, .rows = access_rows, .n_rows = N_ROWS, .size = sizeof(cfg_access_t),
+    .rank = 60, .defaults = access_defaults, .load = access_load, .validate = access_validate,
+};

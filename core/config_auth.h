@@ -1,6 +1,6 @@
 /* config_auth: the access-control part of the configuration: `auth:`, `cors:`,
- * `security_headers:` and `rate_limit:`. Plain fixed-size data inside cfg_t
- * (cfg_t is copied by value while loading); net/access_policy.c compiles it into the
+ * `security_headers:` and `rate_limit:`. Plain fixed-size data inside cfg_t's
+ * sections area (cfg_t is copied by value while loading); net/access_policy.c compiles it into the
  * run-time policy (keys parsed, rule identities hashed). */
 #ifndef AGATE_CONFIG_AUTH_H
 #define AGATE_CONFIG_AUTH_H
@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "core/config.h"
 
 #define CFG_MAX_API_KEYS   64
 #define CFG_MAX_SCOPES     8
@@ -110,5 +112,11 @@ typedef struct cfg_access {
     cfg_rl_rule_t rules[CFG_MAX_RULES];
     uint32_t      n_rules;
 } cfg_access_t;
+
+/* The section (core/config.h) and its struct in a cfg_t. */
+extern cfg_section_t cfg_access_section;
+
+static inline const cfg_access_t *cfg_access(const cfg_t *c) { return cfg_sect(c, &cfg_access_section); }
+static inline cfg_access_t *cfg_access_mut(cfg_t *c) { return cfg_sect_mut(c, &cfg_access_section); }
 
 #endif

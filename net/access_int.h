@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "core/config.h"
+#include "core/config_auth.h"
 #include "core/jwt.h"
 #include "core/ratelimit.h"
 #include "net/access.h"

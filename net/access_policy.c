@@ -187,7 +187,7 @@ static access_policy_t *policy_build(const cfg_t *cfg, char *err, size_t errlen)
     }
     static uint64_t serials;   /* main thread only */
     p->serial = ++serials;
-    memcpy(&p->cfg, &cfg->access, sizeof p->cfg);
+    memcpy(&p->cfg, cfg_access(cfg), sizeof p->cfg);
     const cfg_access_t *a = &p->cfg;
     char why[256];
     for (uint32_t i = 0; i < a->n_jwt_keys; i++) {
@@ -239,7 +239,7 @@ fail:
 int access_publish(const cfg_t *cfg, char *err, size_t errlen)
 {
     if (!g_access_table_ok) {
-        if (rl_table_init(&g_access_table, cfg->access.rl_table_size)) {
+        if (rl_table_init(&g_access_table, cfg_access(cfg)->rl_table_size)) {
             snprintf(err, errlen, "rate_limit.table_size: out of memory");
             return -ENOMEM;
         }

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/config_auth.h"
 #include "core/digest.h"
 #include "net/access.h"
 #include "tests/support/fakeconn.h"
@@ -71,7 +72,8 @@ static void publish(void)
 
 static void add_key(const char *name, const char *key, const char *scopes[])
 {
-    cfg_api_key_t *k = &C->access.api_keys[C->access.n_api_keys++];
+    cfg_access_t *a = cfg_access_mut(C);
+    cfg_api_key_t *k = &a->api_keys[a->n_api_keys++];
     snprintf(k->name, sizeof k->name, "%s", name);
     assert_int_equal(digest_sha256(key, strlen(key), k->sha256), 0);
     for (int i = 0; scopes && scopes[i]; i++)
@@ -80,7 +82,8 @@ static void add_key(const char *name, const char *key, const char *scopes[])
 
 static cfg_rl_rule_t *add_rule(const char *name, cfg_rl_key_t key)
 {
-    cfg_rl_rule_t *r = &C->access.rules[C->access.n_rules++];
+    cfg_access_t *a = cfg_access_mut(C);
+    cfg_rl_rule_t *r = &a->rules[a->n_rules++];
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
     r->key = key;
@@ -126,7 +129,7 @@ static void expect_error(wire_resp_t *r, int status, const char *code)
 
 static void test_api_keys(void **state)
 {
-    C->access.anonymous = false;
+    cfg_access_mut(C)->anonymous = false;
     add_key("ci", "sekrit-ci-key", (const char *[]){"agents:run", NULL});
     publish();
     fake_open(&f);
@@ -164,7 +167,7 @@ static void test_api_keys(void **state)
  * accepts other bytes for it, and wipes it when it closes. */
 static void test_key_memo(void **state)
 {
-    C->access.anonymous = false;
+    cfg_access_mut(C)->anonymous = false;
     add_key("ci", "sekrit-ci-key", (const char *[]){"agents:run", NULL});
     publish();
     fake_open(&f);
@@ -214,8 +217,9 @@ static void hs256(char *tok, size_t cap, const char *claims)
 
 static void test_jwt(void **state)
 {
-    C->access.anonymous = false;
-    cfg_jwt_key_t *k = &C->access.jwt_keys[C->access.n_jwt_keys++];
+    cfg_access_t *a = cfg_access_mut(C);
+    a->anonymous = false;
+    cfg_jwt_key_t *k = &a->jwt_keys[a->n_jwt_keys++];
     memcpy(k->secret, SECRET, strlen(SECRET));
     k->secret_len = (uint32_t)strlen(SECRET);
     publish();
@@ -252,7 +256,7 @@ static void test_jwt(void **state)
 
 static void test_scopes(void **state)
 {
-    C->access.anonymous = false;
+    cfg_access_mut(C)->anonymous = false;
     add_key("echo-only", "k-echo", (const char *[]){"agents:run:echo", NULL});
     add_key("nothing", "k-none", NULL);
     add_key("ops", "k-admin", (const char *[]){"admin", NULL});
@@ -282,16 +286,17 @@ static void test_scopes(void **state)
  * agent that names its own scope. */
 static void test_agent_rules(void **state)
 {
-    C->access.anonymous = false;
+    cfg_access_t *a = cfg_access_mut(C);
+    a->anonymous = false;
     add_key("a", "k-a", (const char *[]){"agents:run", NULL});
     add_key("t", "k-t", (const char *[]){"team:blue", NULL});
-    snprintf(C->access.agents[0].agent, sizeof C->access.agents[0].agent, "echo");
-    C->access.agents[0].anonymous = 1;
-    snprintf(C->access.agents[1].agent, sizeof C->access.agents[1].agent, "other");
-    C->access.agents[1].anonymous = -1;
-    snprintf(C->access.agents[1].scopes.s[0], CFG_SCOPE_MAX, "team:blue");
-    C->access.agents[1].scopes.n = 1;
-    C->access.n_agents = 2;
+    snprintf(a->agents[0].agent, sizeof a->agents[0].agent, "echo");
+    a->agents[0].anonymous = 1;
+    snprintf(a->agents[1].agent, sizeof a->agents[1].agent, "other");
+    a->agents[1].anonymous = -1;
+    snprintf(a->agents[1].scopes.s[0], CFG_SCOPE_MAX, "team:blue");
+    a->agents[1].scopes.n = 1;
+    a->n_agents = 2;
     publish();
     fake_open(&f);
     wire_resp_t r = ask_on(&f, run_req("echo", "", BODY));
@@ -309,7 +314,7 @@ static void test_agent_rules(void **state)
 /* /metrics on the main listener with auth on needs scope admin. */
 static void test_metrics_needs_admin(void **state)
 {
-    C->access.anonymous = false;
+    cfg_access_mut(C)->anonymous = false;
     C->metrics_on_main = true;
     add_key("a", "k-a", (const char *[]){"agents:run", NULL});
     add_key("ops", "k-admin", (const char *[]){"admin", NULL});
@@ -455,9 +460,10 @@ static int loopback_fd(int *client)
  * then its right-most address that is not itself a trusted proxy. */
 static void test_client_ip_and_trusted_proxies(void **state)
 {
+    cfg_access_t *a = cfg_access_mut(C);
     cfg_rl_rule_t *rule = add_rule("per-ip", CFG_RLK_CLIENT_IP);
     rule->rate[1] = 1;
-    cfg_cidr_t *t = &C->access.trusted[C->access.n_trusted++];
+    cfg_cidr_t *t = &a->trusted[a->n_trusted++];
     t->addr[10] = t->addr[11] = 0xff;                 /* 127.0.0.0/8 as ::ffff:127.0.0.0/104 */
     t->addr[12] = 127;
     t->bits = 104;
@@ -590,9 +596,10 @@ static void test_websocket_admission(void **state)
 
 static void test_cors(void **state)
 {
-    snprintf(C->access.origins[C->access.n_origins++], CFG_ORIGIN_MAX, "https://app.example");
-    snprintf(C->access.cors_expose, sizeof C->access.cors_expose, "X-Request-ID");
-    C->access.cors_max_age_ms = 120000;
+    cfg_access_t *a = cfg_access_mut(C);
+    snprintf(a->origins[a->n_origins++], CFG_ORIGIN_MAX, "https://app.example");
+    snprintf(a->cors_expose, sizeof a->cors_expose, "X-Request-ID");
+    a->cors_max_age_ms = 120000;
     publish();
     fake_open(&f);
     wire_resp_t r = ask_on(&f, "OPTIONS /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
@@ -630,7 +637,8 @@ static void test_cors(void **state)
 
 static void test_cors_any_origin(void **state)
 {
-    snprintf(C->access.origins[C->access.n_origins++], CFG_ORIGIN_MAX, "*");
+    cfg_access_t *a = cfg_access_mut(C);
+    snprintf(a->origins[a->n_origins++], CFG_ORIGIN_MAX, "*");
     publish();
     fake_open(&f);
     wire_resp_t r = ask_on(&f, "GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: https://any.example\r\n\r\n");
@@ -641,8 +649,9 @@ static void test_cors_any_origin(void **state)
     /* with credentials, "*" is not allowed by browsers: the origin is echoed */
     fake_init(&f);
     C = &f.cfg;
-    snprintf(C->access.origins[C->access.n_origins++], CFG_ORIGIN_MAX, "*");
-    C->access.cors_credentials = true;
+    a = cfg_access_mut(C);
+    snprintf(a->origins[a->n_origins++], CFG_ORIGIN_MAX, "*");
+    a->cors_credentials = true;
     publish();
     fake_open(&f);
     r = ask_on(&f, "GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: https://any.example\r\n\r\n");
@@ -673,7 +682,7 @@ static void test_security_headers(void **state)
 
     fake_init(&f);
     C = &f.cfg;
-    C->access.security_headers = false;
+    cfg_access_mut(C)->security_headers = false;
     publish();
     fake_open(&f);
     r = ask_on(&f, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
