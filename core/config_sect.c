@@ -10,7 +10,6 @@
  * rank, then in registration order, so messages and --help list keys the same
  * way every run. Main thread, cold path. */
 #include "core/config_int.h"
-#include "core/config_auth.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -89,7 +88,6 @@ static void register_builtins(void)
     done = true;
     cfg_section_register(&cfg_core_section);
     cfg_section_register(&cfg_agents_section);
-    cfg_section_register(&cfg_access_section);
 }
 
 const cfg_section_t *cfg_section_of(const char *key)

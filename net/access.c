@@ -30,7 +30,7 @@
 
 /* ---- identity ---- */
 
-static bool in_cidr(const uint8_t a[16], const cfg_cidr_t *c)
+static bool in_cidr(const uint8_t a[16], const access_cidr_t *c)
 {
     unsigned bits = c->bits, i = 0;
     for (; bits >= 8; bits -= 8, i++)
@@ -225,7 +225,7 @@ static void key_remember(const access_policy_t *p, conn_t *c, const char *key, s
  * authorize and access_admit use p's tables while p is the policy. */
 void access_ident_of_key(const access_policy_t *p, uint32_t k, access_ident_t *id)
 {
-    const cfg_api_key_t *key = &p->cfg.api_keys[k];
+    const access_api_key_t *key = &p->cfg.api_keys[k];
     id->kind = ACCESS_API_KEY;
     id->name_len = (uint8_t)strnlen(key->name, ACCESS_VAL_MAX - 1);
     memcpy(id->name, key->name, id->name_len);
@@ -345,7 +345,7 @@ access_verdict_t access_authorize(const access_policy_t *p, const access_ident_t
     }
     if (access_has_scope(id, "admin", 5))
         return ACCESS_ALLOW;
-    const cfg_scopes_t *need = p->need[ai];
+    const access_scopes_t *need = p->need[ai];
     if (need) {
         for (uint32_t i = 0; i < need->n; i++)
             if (access_has_scope_str(id, need->s[i]))
@@ -370,26 +370,26 @@ access_verdict_t access_authorize(const access_policy_t *p, const access_ident_t
 bool access_rule_key(const access_rule_t *r, const access_ident_t *id, char *out, size_t *len)
 {
     switch (r->def->key) {
-    case CFG_RLK_GLOBAL:
+    case ACCESS_RLK_GLOBAL:
         *len = 0;
         return true;
-    case CFG_RLK_CLIENT_IP:
+    case ACCESS_RLK_CLIENT_IP:
         memcpy(out, id->client, id->client_len);
         *len = id->client_len;
         return true;
-    case CFG_RLK_API_KEY:
+    case ACCESS_RLK_API_KEY:
         if (id->kind != ACCESS_API_KEY)
             return false;
         memcpy(out, id->name, id->name_len);
         *len = id->name_len;
         return true;
-    case CFG_RLK_CLAIM:
+    case ACCESS_RLK_CLAIM:
         if (r->claim < 0 || !id->claim_set[r->claim])
             return false;
         memcpy(out, id->claims[r->claim], id->claim_len[r->claim]);
         *len = id->claim_len[r->claim];
         return true;
-    case CFG_RLK_IDENTITY:
+    case ACCESS_RLK_IDENTITY:
     default:
         if (id->kind != ACCESS_ANON && id->name_len) {
             out[0] = id->kind == ACCESS_JWT ? 'j' : 'k';
@@ -422,7 +422,7 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
     if (!p->n_rules)
         return ACCESS_ALLOW;
 
-    rl_hold_t charged[CFG_MAX_RULES * 4];
+    rl_hold_t charged[ACCESS_MAX_RULES * 4];
     unsigned n_charged = 0;
     uint64_t now = rl_now_ns();
     char kb[1 + ACCESS_VAL_MAX + 48];

@@ -3,7 +3,7 @@
  * CORS, security headers, and rate/concurrency limits on the shared lock-free
  * table (core/ratelimit.c).
  *
- * The policy is compiled from cfg_t.access on the main thread (start-up,
+ * The policy is compiled from access_conf(cfg) on the main thread (start-up,
  * SIGHUP, JWKS file change) and published with one atomic pointer store.
  * Shards load the pointer per request and never keep it across loop turns; an
  * old policy is freed once every shard has started a turn after the swap

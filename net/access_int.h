@@ -1,6 +1,6 @@
 /* access_int: what the three files of the access module share, and nothing
  * outside them may use. access_policy.c compiles the policy from
- * cfg_t.access and publishes it; access.c identifies a caller and admits its
+ * access_conf(cfg) and publishes it; access.c identifies a caller and admits its
  * runs against the published policy; access_http.c answers for them on HTTP
  * (refusals, CORS preflight, response-head lines). net/access.h stays the
  * module's interface; this header is included only by net/access*.c.
@@ -20,40 +20,40 @@
 #include <sys/stat.h>
 
 #include "core/config.h"
-#include "core/config_auth.h"
+#include "net/access_conf.h"
 #include "core/jwt.h"
 #include "core/ratelimit.h"
 #include "net/access.h"
 
 typedef struct access_rule {
-    const cfg_rl_rule_t *def;          /* into policy.cfg */
+    const access_rl_rule_t *def;          /* into policy.cfg */
     uint64_t  id;                      /* hash of the definition: limiter cells survive a reload that keeps it */
     rl_rate_t rate[4];
     uint32_t  count[4];
     uint32_t  conc_lease;              /* rl_conc_lease_for(concurrent, shards) */
     uint64_t  agents;                  /* bit per agent index (CFG_MAX_AGENTS <= 64) */
-    int       claim;                   /* index into policy.claims for CFG_RLK_CLAIM */
+    int       claim;                   /* index into policy.claims for ACCESS_RLK_CLAIM */
     bool      fixed;                   /* global: a request's key base is fixed_base[agent slot] */
     bool      by_key;                  /* keyed by API key or identity: policy.key_base for an API key */
     uint64_t  fixed_base[CFG_MAX_AGENTS];
 } access_rule_t;
 
 typedef struct access_policy {
-    cfg_access_t   cfg;
+    access_conf_t   cfg;
     jwt_keyset_t   keys;
     bool           auth_on, cors_on, any_origin, need_client, active;
     int8_t         anon[CFG_MAX_AGENTS];
-    const cfg_scopes_t *need[CFG_MAX_AGENTS];   /* configured scopes, NULL = default */
-    access_rule_t  rules[CFG_MAX_RULES];
+    const access_scopes_t *need[CFG_MAX_AGENTS];   /* configured scopes, NULL = default */
+    access_rule_t  rules[ACCESS_MAX_RULES];
     uint32_t       n_rules;
-    char           claims[ACCESS_MAX_CLAIMS][CFG_CLAIM_MAX];
+    char           claims[ACCESS_MAX_CLAIMS][ACCESS_CLAIM_MAX];
     uint32_t       n_claims;
     struct stat    jwks_st;
     uint64_t       serial;         /* never reused: names this policy in conn_t.key_memo and idents */
     /* Per API key, worked out once at build: the agent slots it may run
      * (authorize's answer) and each by_key rule's limiter key base per agent
      * slot, at key_base[(key * n_rules + rule) * slots + slot]. */
-    uint64_t       key_runs[CFG_MAX_API_KEYS];
+    uint64_t       key_runs[ACCESS_MAX_API_KEYS];
     uint64_t      *key_base;
     unsigned       slots;          /* agent slots in use: the highest + 1 */
     uint64_t       agent_hash[CFG_MAX_AGENTS];   /* by slot: mixed into a per-agent rule's keys */

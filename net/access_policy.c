@@ -1,6 +1,6 @@
 /* access_policy: the compiled access policy and the shared limiter table.
  *
- * The main thread builds a policy from cfg_t.access (start-up, SIGHUP, a
+ * The main thread builds a policy from access_conf(cfg) (start-up, SIGHUP, a
  * changed JWKS file): keys loaded, rules compiled to their rates and leases,
  * and per API key the agents it may run and its limiter key bases worked out
  * once, so a request pays a bit test and a load instead of scope compares and
@@ -91,7 +91,7 @@ static int compile_rules(access_policy_t *p, const cfg_t *cfg, char *err, size_t
      * value must not size the leases; at start-up none run yet. */
     unsigned threads = g_nshards ? g_nshards : shard_count(cfg);
     for (uint32_t i = 0; i < p->cfg.n_rules; i++) {
-        const cfg_rl_rule_t *d = &p->cfg.rules[i];
+        const access_rl_rule_t *d = &p->cfg.rules[i];
         access_rule_t *r = &p->rules[i];
         r->def = d;
         r->id = rl_hash(d, sizeof *d, 0x61676174u);   /* the whole definition: any change is a new rule */
@@ -116,7 +116,7 @@ static int compile_rules(access_policy_t *p, const cfg_t *cfg, char *err, size_t
             r->agents |= UINT64_C(1) << ag->slot;
         }
         r->claim = -1;
-        if (d->key == CFG_RLK_CLAIM) {
+        if (d->key == ACCESS_RLK_CLAIM) {
             uint32_t c = 0;
             while (c < p->n_claims && strcmp(p->claims[c], d->claim))
                 c++;
@@ -125,15 +125,15 @@ static int compile_rules(access_policy_t *p, const cfg_t *cfg, char *err, size_t
                 return -EINVAL;
             }
             if (c == p->n_claims)
-                memcpy(p->claims[p->n_claims++], d->claim, sizeof d->claim);   /* both CFG_CLAIM_MAX */
+                memcpy(p->claims[p->n_claims++], d->claim, sizeof d->claim);   /* both ACCESS_CLAIM_MAX */
             r->claim = (int)c;
         }
-        if (d->key == CFG_RLK_IDENTITY || d->key == CFG_RLK_CLIENT_IP)
+        if (d->key == ACCESS_RLK_IDENTITY || d->key == ACCESS_RLK_CLIENT_IP)
             p->need_client = true;
-        r->fixed = d->key == CFG_RLK_GLOBAL;
+        r->fixed = d->key == ACCESS_RLK_GLOBAL;
         for (uint32_t a = 0; r->fixed && a < cfg->n_agents; a++)
             r->fixed_base[cfg->agents[a].slot] = rl_key_base(access_rule_seed(p, r, &cfg->agents[a]), "", 0);
-        r->by_key = d->key == CFG_RLK_API_KEY || d->key == CFG_RLK_IDENTITY;
+        r->by_key = d->key == ACCESS_RLK_API_KEY || d->key == ACCESS_RLK_IDENTITY;
     }
     p->n_rules = p->cfg.n_rules;
     return 0;
@@ -187,11 +187,11 @@ static access_policy_t *policy_build(const cfg_t *cfg, char *err, size_t errlen)
     }
     static uint64_t serials;   /* main thread only */
     p->serial = ++serials;
-    memcpy(&p->cfg, cfg_access(cfg), sizeof p->cfg);
-    const cfg_access_t *a = &p->cfg;
+    memcpy(&p->cfg, access_conf(cfg), sizeof p->cfg);
+    const access_conf_t *a = &p->cfg;
     char why[256];
     for (uint32_t i = 0; i < a->n_jwt_keys; i++) {
-        const cfg_jwt_key_t *k = &a->jwt_keys[i];
+        const access_jwt_key_t *k = &a->jwt_keys[i];
         int rc = k->secret_len ? jwt_keyset_add_secret(&p->keys, k->kid, k->secret, k->secret_len)
                                : jwt_keyset_add_pem_file(&p->keys, k->kid, k->pem_file, why, sizeof why);
         if (rc) {
@@ -239,7 +239,7 @@ fail:
 int access_publish(const cfg_t *cfg, char *err, size_t errlen)
 {
     if (!g_access_table_ok) {
-        if (rl_table_init(&g_access_table, cfg_access(cfg)->rl_table_size)) {
+        if (rl_table_init(&g_access_table, access_conf(cfg)->rl_table_size)) {
             snprintf(err, errlen, "rate_limit.table_size: out of memory");
             return -ENOMEM;
         }
@@ -330,6 +330,7 @@ static const run_ext_ops_t access_ext = {.release = access_run_release};
 
 void access_register(void)
 {
+    cfg_section_register(&access_conf_section);
     run_ext_register(&access_ext);
     metrics_register(render_ratelimit);
 }

@@ -1,6 +1,7 @@
 /* config_fx: the fixture and helpers the core/config unit tests share
  * (tests/unit/test_config_*.c). Each test gets its own temp file (mkstemp), a
- * config at its defaults and a clean AGATE_* environment; load() writes YAML
+ * config at its defaults (after every module registered its section, as
+ * core/main.c does) and a clean AGATE_* environment; load() writes YAML
  * there and loads it, and the assert_err_* helpers check that an error names the
  * file, line and key. Expected messages used by more than one file are here, so
  * that a changed message is changed once. */
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "net/modules.h"
 
 static const char *const env_names[] = {
     "AGATE_LISTEN", "AGATE_ADMIN_LISTEN", "AGATE_SHARDS", "AGATE_MAX_CONNECTIONS",
@@ -61,6 +63,7 @@ static inline int setup(void **state)
         return -1;
     }
     close(fd);
+    modules_register();   /* as core/main.c does: every module's config section first */
     cfg_defaults(&f->c);
     clear_env();
     *state = f;

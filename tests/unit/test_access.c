@@ -24,9 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/config_auth.h"
 #include "core/digest.h"
 #include "net/access.h"
+#include "net/access_conf.h"
 #include "tests/support/fakeconn.h"
 #include "tests/unit/wire.h"
 
@@ -72,18 +72,18 @@ static void publish(void)
 
 static void add_key(const char *name, const char *key, const char *scopes[])
 {
-    cfg_access_t *a = cfg_access_mut(C);
-    cfg_api_key_t *k = &a->api_keys[a->n_api_keys++];
+    access_conf_t *a = access_conf_mut(C);
+    access_api_key_t *k = &a->api_keys[a->n_api_keys++];
     snprintf(k->name, sizeof k->name, "%s", name);
     assert_int_equal(digest_sha256(key, strlen(key), k->sha256), 0);
     for (int i = 0; scopes && scopes[i]; i++)
-        snprintf(k->scopes.s[k->scopes.n++], CFG_SCOPE_MAX, "%s", scopes[i]);
+        snprintf(k->scopes.s[k->scopes.n++], ACCESS_SCOPE_MAX, "%s", scopes[i]);
 }
 
-static cfg_rl_rule_t *add_rule(const char *name, cfg_rl_key_t key)
+static access_rl_rule_t *add_rule(const char *name, access_rl_key_t key)
 {
-    cfg_access_t *a = cfg_access_mut(C);
-    cfg_rl_rule_t *r = &a->rules[a->n_rules++];
+    access_conf_t *a = access_conf_mut(C);
+    access_rl_rule_t *r = &a->rules[a->n_rules++];
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
     r->key = key;
@@ -129,7 +129,7 @@ static void expect_error(wire_resp_t *r, int status, const char *code)
 
 static void test_api_keys(void **state)
 {
-    cfg_access_mut(C)->anonymous = false;
+    access_conf_mut(C)->anonymous = false;
     add_key("ci", "sekrit-ci-key", (const char *[]){"agents:run", NULL});
     publish();
     fake_open(&f);
@@ -167,7 +167,7 @@ static void test_api_keys(void **state)
  * accepts other bytes for it, and wipes it when it closes. */
 static void test_key_memo(void **state)
 {
-    cfg_access_mut(C)->anonymous = false;
+    access_conf_mut(C)->anonymous = false;
     add_key("ci", "sekrit-ci-key", (const char *[]){"agents:run", NULL});
     publish();
     fake_open(&f);
@@ -217,9 +217,9 @@ static void hs256(char *tok, size_t cap, const char *claims)
 
 static void test_jwt(void **state)
 {
-    cfg_access_t *a = cfg_access_mut(C);
+    access_conf_t *a = access_conf_mut(C);
     a->anonymous = false;
-    cfg_jwt_key_t *k = &a->jwt_keys[a->n_jwt_keys++];
+    access_jwt_key_t *k = &a->jwt_keys[a->n_jwt_keys++];
     memcpy(k->secret, SECRET, strlen(SECRET));
     k->secret_len = (uint32_t)strlen(SECRET);
     publish();
@@ -256,7 +256,7 @@ static void test_jwt(void **state)
 
 static void test_scopes(void **state)
 {
-    cfg_access_mut(C)->anonymous = false;
+    access_conf_mut(C)->anonymous = false;
     add_key("echo-only", "k-echo", (const char *[]){"agents:run:echo", NULL});
     add_key("nothing", "k-none", NULL);
     add_key("ops", "k-admin", (const char *[]){"admin", NULL});
@@ -286,7 +286,7 @@ static void test_scopes(void **state)
  * agent that names its own scope. */
 static void test_agent_rules(void **state)
 {
-    cfg_access_t *a = cfg_access_mut(C);
+    access_conf_t *a = access_conf_mut(C);
     a->anonymous = false;
     add_key("a", "k-a", (const char *[]){"agents:run", NULL});
     add_key("t", "k-t", (const char *[]){"team:blue", NULL});
@@ -294,7 +294,7 @@ static void test_agent_rules(void **state)
     a->agents[0].anonymous = 1;
     snprintf(a->agents[1].agent, sizeof a->agents[1].agent, "other");
     a->agents[1].anonymous = -1;
-    snprintf(a->agents[1].scopes.s[0], CFG_SCOPE_MAX, "team:blue");
+    snprintf(a->agents[1].scopes.s[0], ACCESS_SCOPE_MAX, "team:blue");
     a->agents[1].scopes.n = 1;
     a->n_agents = 2;
     publish();
@@ -314,7 +314,7 @@ static void test_agent_rules(void **state)
 /* /metrics on the main listener with auth on needs scope admin. */
 static void test_metrics_needs_admin(void **state)
 {
-    cfg_access_mut(C)->anonymous = false;
+    access_conf_mut(C)->anonymous = false;
     C->metrics_on_main = true;
     add_key("a", "k-a", (const char *[]){"agents:run", NULL});
     add_key("ops", "k-admin", (const char *[]){"admin", NULL});
@@ -344,7 +344,7 @@ static unsigned header_u(const char *head, const char *name)
 
 static void test_rate_limit(void **state)
 {
-    cfg_rl_rule_t *rule = add_rule("everyone", CFG_RLK_GLOBAL);
+    access_rl_rule_t *rule = add_rule("everyone", ACCESS_RLK_GLOBAL);
     rule->rate[1] = 2;   /* per minute */
     publish();
     fake_open(&f);
@@ -382,10 +382,10 @@ static void test_rate_limit(void **state)
 /* A request refused by one rule is not charged by the others. */
 static void test_refusal_charges_nothing(void **state)
 {
-    cfg_rl_rule_t *wide = add_rule("wide", CFG_RLK_GLOBAL);
+    access_rl_rule_t *wide = add_rule("wide", ACCESS_RLK_GLOBAL);
     wide->rate[1] = 3;
     wide->per_agent = false;
-    cfg_rl_rule_t *narrow = add_rule("narrow", CFG_RLK_GLOBAL);
+    access_rl_rule_t *narrow = add_rule("narrow", ACCESS_RLK_GLOBAL);
     narrow->rate[1] = 1;
     snprintf(narrow->agents[0], sizeof narrow->agents[0], "echo");
     narrow->n_agents = 1;
@@ -416,7 +416,7 @@ static void test_rate_limit_per_key(void **state)
 {
     add_key("a", "k-a", (const char *[]){"agents:run", NULL});
     add_key("b", "k-b", (const char *[]){"agents:run", NULL});
-    cfg_rl_rule_t *rule = add_rule("per-key", CFG_RLK_API_KEY);
+    access_rl_rule_t *rule = add_rule("per-key", ACCESS_RLK_API_KEY);
     rule->rate[1] = 1;
     publish();
     fake_open(&f);
@@ -460,10 +460,10 @@ static int loopback_fd(int *client)
  * then its right-most address that is not itself a trusted proxy. */
 static void test_client_ip_and_trusted_proxies(void **state)
 {
-    cfg_access_t *a = cfg_access_mut(C);
-    cfg_rl_rule_t *rule = add_rule("per-ip", CFG_RLK_CLIENT_IP);
+    access_conf_t *a = access_conf_mut(C);
+    access_rl_rule_t *rule = add_rule("per-ip", ACCESS_RLK_CLIENT_IP);
     rule->rate[1] = 1;
-    cfg_cidr_t *t = &a->trusted[a->n_trusted++];
+    access_cidr_t *t = &a->trusted[a->n_trusted++];
     t->addr[10] = t->addr[11] = 0xff;                 /* 127.0.0.0/8 as ::ffff:127.0.0.0/104 */
     t->addr[12] = 127;
     t->bits = 104;
@@ -491,7 +491,7 @@ static void test_client_ip_and_trusted_proxies(void **state)
     /* No trusted proxies: the header is the client's to write, and is ignored. */
     fake_init(&f);
     C = &f.cfg;
-    rule = add_rule("per-ip", CFG_RLK_CLIENT_IP);
+    rule = add_rule("per-ip", ACCESS_RLK_CLIENT_IP);
     rule->rate[1] = 1;
     publish();
     fake_open(&f);
@@ -508,7 +508,7 @@ static void test_client_ip_and_trusted_proxies(void **state)
 /* A run holds its concurrency slot until it ends, however it ends. */
 static void test_concurrency_released(void **state)
 {
-    cfg_rl_rule_t *rule = add_rule("one-at-a-time", CFG_RLK_GLOBAL);
+    access_rl_rule_t *rule = add_rule("one-at-a-time", ACCESS_RLK_GLOBAL);
     rule->concurrent = 1;
     publish();
     fake_open(&f);
@@ -541,7 +541,7 @@ static void test_concurrency_released(void **state)
 /* A request refused before its run starts (invalid input) takes no slot. */
 static void test_refused_run_takes_no_slot(void **state)
 {
-    cfg_rl_rule_t *rule = add_rule("one-at-a-time", CFG_RLK_GLOBAL);
+    access_rl_rule_t *rule = add_rule("one-at-a-time", ACCESS_RLK_GLOBAL);
     rule->concurrent = 1;
     publish();
     fake_open(&f);
@@ -559,7 +559,7 @@ static void test_refused_run_takes_no_slot(void **state)
  * refusal is the run's RUN_ERROR, not the connection's end. */
 static void test_websocket_admission(void **state)
 {
-    cfg_rl_rule_t *rule = add_rule("one-at-a-time", CFG_RLK_GLOBAL);
+    access_rl_rule_t *rule = add_rule("one-at-a-time", ACCESS_RLK_GLOBAL);
     rule->concurrent = 1;
     publish();
     fake_open(&f);
@@ -596,8 +596,8 @@ static void test_websocket_admission(void **state)
 
 static void test_cors(void **state)
 {
-    cfg_access_t *a = cfg_access_mut(C);
-    snprintf(a->origins[a->n_origins++], CFG_ORIGIN_MAX, "https://app.example");
+    access_conf_t *a = access_conf_mut(C);
+    snprintf(a->origins[a->n_origins++], ACCESS_ORIGIN_MAX, "https://app.example");
     snprintf(a->cors_expose, sizeof a->cors_expose, "X-Request-ID");
     a->cors_max_age_ms = 120000;
     publish();
@@ -637,8 +637,8 @@ static void test_cors(void **state)
 
 static void test_cors_any_origin(void **state)
 {
-    cfg_access_t *a = cfg_access_mut(C);
-    snprintf(a->origins[a->n_origins++], CFG_ORIGIN_MAX, "*");
+    access_conf_t *a = access_conf_mut(C);
+    snprintf(a->origins[a->n_origins++], ACCESS_ORIGIN_MAX, "*");
     publish();
     fake_open(&f);
     wire_resp_t r = ask_on(&f, "GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: https://any.example\r\n\r\n");
@@ -649,8 +649,8 @@ static void test_cors_any_origin(void **state)
     /* with credentials, "*" is not allowed by browsers: the origin is echoed */
     fake_init(&f);
     C = &f.cfg;
-    a = cfg_access_mut(C);
-    snprintf(a->origins[a->n_origins++], CFG_ORIGIN_MAX, "*");
+    a = access_conf_mut(C);
+    snprintf(a->origins[a->n_origins++], ACCESS_ORIGIN_MAX, "*");
     a->cors_credentials = true;
     publish();
     fake_open(&f);
@@ -682,7 +682,7 @@ static void test_security_headers(void **state)
 
     fake_init(&f);
     C = &f.cfg;
-    cfg_access_mut(C)->security_headers = false;
+    access_conf_mut(C)->security_headers = false;
     publish();
     fake_open(&f);
     r = ask_on(&f, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");

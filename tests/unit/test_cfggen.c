@@ -16,6 +16,7 @@
 #include "core/cfggen.h"
 #include "core/qsbr.h"
 #include "core/shard.h"
+#include "net/modules.h"
 
 static void add_agent(cfg_t *c, const char *name, cfg_agent_kind_t kind)
 {
@@ -214,5 +215,6 @@ int main(void)
         cmocka_unit_test(test_endpoints_changed),
         cmocka_unit_test(test_reclaim),
     };
+    modules_register();   /* the sections cfg_defaults lays out, as core/main.c does */
     return cmocka_run_group_tests_name("cfggen", tests, NULL, NULL);
 }

@@ -142,7 +142,7 @@ static void test_env_help(void **state)
     assert_non_null(strstr(help, "default 0.0.0.0:8080"));
     assert_non_null(strstr(help, "trace.otlp_endpoint"));
     assert_non_null(strstr(help, "default off"));
-    /* the access sections' overrides (core/config_auth.c) */
+    /* the access sections' overrides (net/access_conf.c) */
     assert_non_null(strstr(help, "AGATE_AUTH_ANONYMOUS       auth.anonymous"));
     assert_non_null(strstr(help, "AGATE_JWKS_FILE            auth.jwt.jwks_file"));
     assert_non_null(strstr(help, "AGATE_SECURITY_HEADERS"));

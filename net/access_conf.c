@@ -1,15 +1,17 @@
-/* config_auth: the access-control sections of the YAML file (auth:, cors:,
- * security_headers:, rate_limit:), their defaults, environment overrides and
- * cross-checks: a section of the configuration (cfg_access_section); the values
- * land in its struct in cfg_t (cfg_access(c)) as plain data, and
- * net/access_policy.c compiles them (reads key files, hashes rule identities)
- * when the shards start or on SIGHUP.
+/* access_conf: the access module's section of the configuration
+ * (access_conf_section): the top-level keys auth:, cors:, security_headers: and
+ * rate_limit:, their rows (defaults, AGATE_* variables, ranges), their own
+ * loader for the lists and mappings rows cannot express, and the cross-checks.
+ * The values land in the section's struct in cfg_t (access_conf(c)) as plain
+ * data; access_policy.c compiles them (reads key files, hashes rule
+ * identities) when the shards start or on SIGHUP.
  *
  * Secrets (JWT HMAC secrets) are kept only in cfg_t and the compiled policy;
  * no message here ever quotes a secret's value, only its key. API keys are
  * configured as SHA-256 digests. Cold path. */
-#include "core/config_auth.h"
-#include "core/config_int.h"
+#include "net/access_conf.h"
+
+#include "core/config_sect.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,16 +20,16 @@
 #include <string.h>
 #include <strings.h>
 
-#define X(field) offsetof(cfg_access_t, field)
+#define X(field) offsetof(access_conf_t, field)
 static const struct cfg_setting access_rows[] = {
     { "auth",       "anonymous",          "AGATE_AUTH_ANONYMOUS",        "true",      CFG_K_BOOL,     0, 0,          X(anonymous) },
     { "auth",       "api_key_header",     NULL,                          "x-api-key", CFG_K_TEXT,     1, 63,         X(api_key_header) },
     { "auth",       "metrics_need_admin", NULL,                          "true",      CFG_K_BOOL,     0, 0,          X(metrics_need_admin) },
     { "auth.jwt",   "jwks_file",          "AGATE_JWKS_FILE",             "",          CFG_K_TEXT,     0, 511,        X(jwks_file) },
-    { "auth.jwt",   "issuer",             NULL,                          "",          CFG_K_TEXT,     0, CFG_ISS_MAX - 1, X(issuer) },
-    { "auth.jwt",   "audience",           NULL,                          "",          CFG_K_TEXT,     0, CFG_ISS_MAX - 1, X(audience) },
+    { "auth.jwt",   "issuer",             NULL,                          "",          CFG_K_TEXT,     0, ACCESS_ISS_MAX - 1, X(issuer) },
+    { "auth.jwt",   "audience",           NULL,                          "",          CFG_K_TEXT,     0, ACCESS_ISS_MAX - 1, X(audience) },
     { "auth.jwt",   "leeway",             NULL,                          "60s",       CFG_K_DURATION, 0, 86400000,   X(leeway_ms) },
-    { "auth.jwt",   "scope_claim",        NULL,                          "scope",     CFG_K_TEXT,     1, CFG_CLAIM_MAX - 1, X(scope_claim) },
+    { "auth.jwt",   "scope_claim",        NULL,                          "scope",     CFG_K_TEXT,     1, ACCESS_CLAIM_MAX - 1, X(scope_claim) },
     { "cors",       "allow_credentials",  NULL,                          "false",     CFG_K_BOOL,     0, 0,          X(cors_credentials) },
     { "cors",       "max_age",            NULL,                          "10m",       CFG_K_DURATION, 0, 86400000,   X(cors_max_age_ms) },
     { NULL,         "security_headers",   "AGATE_SECURITY_HEADERS",      "true",      CFG_K_BOOL,     0, 0,          X(security_headers) },
@@ -36,7 +38,7 @@ static const struct cfg_setting access_rows[] = {
 #undef X
 #define N_ROWS (sizeof access_rows / sizeof access_rows[0])
 
-#define R(field) offsetof(cfg_rl_rule_t, field)
+#define R(field) offsetof(access_rl_rule_t, field)
 static const struct cfg_setting rule_rows[] = {
     { NULL, "per_second", NULL, "0", CFG_K_UINT, 0, 100000000, R(rate[0]) },
     { NULL, "per_minute", NULL, "0", CFG_K_UINT, 0, 100000000, R(rate[1]) },
@@ -51,7 +53,7 @@ static const struct cfg_setting rule_rows[] = {
 
 static void access_defaults(void *conf)
 {
-    cfg_access_t *a = conf;
+    access_conf_t *a = conf;
 
     snprintf(a->cors_methods, sizeof a->cors_methods, "GET, POST, OPTIONS");
     snprintf(a->cors_headers, sizeof a->cors_headers,
@@ -92,7 +94,7 @@ static int text_into(const struct cfg_loader *ld, const yaml_node_t *k, const ya
 }
 
 static int load_scopes(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, const char *name,
-                       cfg_scopes_t *out)
+                       access_scopes_t *out)
 {
     yaml_node_item_t *it, *top;
     char item[CFG_KEY_MAX + 16];
@@ -104,9 +106,9 @@ static int load_scopes(const struct cfg_loader *ld, const yaml_node_t *k, const 
     for (; it < top; it++) {
         const yaml_node_t *n = cfg_node_at(ld, *it);
         snprintf(item, sizeof item, "%s[%u]", name, out->n);
-        if (out->n == CFG_MAX_SCOPES)
-            return cfg_load_fail(ld, n, name, "too many scopes (at most %d)", CFG_MAX_SCOPES);
-        if (text_into(ld, n, n, item, out->s[out->n], CFG_SCOPE_MAX))
+        if (out->n == ACCESS_MAX_SCOPES)
+            return cfg_load_fail(ld, n, name, "too many scopes (at most %d)", ACCESS_MAX_SCOPES);
+        if (text_into(ld, n, n, item, out->s[out->n], ACCESS_SCOPE_MAX))
             return -EINVAL;
         if (strchr(out->s[out->n], ' '))
             return cfg_load_fail(ld, n, item, "a scope has no spaces");
@@ -121,7 +123,7 @@ static int load_hlist(const struct cfg_loader *ld, const yaml_node_t *k, const y
 {
     yaml_node_item_t *it, *top;
     size_t used = 0;
-    char one[CFG_HLIST_MAX];
+    char one[ACCESS_HLIST_MAX];
     if (seq_items(ld, k, v, name, &it, &top))
         return -EINVAL;
     dst[0] = 0;
@@ -150,7 +152,7 @@ static int hexval(char ch)
 }
 
 /* "10.0.0.0/8", "::1/128", "127.0.0.1" (a host). */
-static int parse_cidr(const char *s, cfg_cidr_t *out)
+static int parse_cidr(const char *s, access_cidr_t *out)
 {
     char host[64];
     const char *slash = strchr(s, '/');
@@ -187,7 +189,7 @@ static int parse_cidr(const char *s, cfg_cidr_t *out)
 
 /* ---- auth: ---- */
 
-static int load_api_key(const struct cfg_loader *ld, const yaml_node_t *n, const char *name, cfg_api_key_t *key)
+static int load_api_key(const struct cfg_loader *ld, const yaml_node_t *n, const char *name, access_api_key_t *key)
 {
     char sub[CFG_KEY_MAX + 32];
     bool have_digest = false;
@@ -226,7 +228,7 @@ static int load_api_key(const struct cfg_loader *ld, const yaml_node_t *n, const
     return 0;
 }
 
-static int load_jwt_key(const struct cfg_loader *ld, const yaml_node_t *n, const char *name, cfg_jwt_key_t *key)
+static int load_jwt_key(const struct cfg_loader *ld, const yaml_node_t *n, const char *name, access_jwt_key_t *key)
 {
     char sub[CFG_KEY_MAX + 32];
     const char *t;
@@ -266,7 +268,7 @@ static int load_jwt_key(const struct cfg_loader *ld, const yaml_node_t *n, const
     return 0;
 }
 
-static int load_jwt(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, cfg_access_t *a)
+static int load_jwt(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, access_conf_t *a)
 {
     char name[CFG_KEY_MAX];
     if (cfg_node_is_null(v))
@@ -285,8 +287,8 @@ static int load_jwt(const struct cfg_loader *ld, const yaml_node_t *k, const yam
             for (; it < top; it++) {
                 char item[CFG_KEY_MAX];
                 snprintf(item, sizeof item, "auth.jwt.keys[%u]", a->n_jwt_keys);
-                if (a->n_jwt_keys == CFG_MAX_JWT_KEYS)
-                    return cfg_load_fail(ld, kn, name, "too many keys (at most %d)", CFG_MAX_JWT_KEYS);
+                if (a->n_jwt_keys == ACCESS_MAX_JWT_KEYS)
+                    return cfg_load_fail(ld, kn, name, "too many keys (at most %d)", ACCESS_MAX_JWT_KEYS);
                 if (load_jwt_key(ld, cfg_node_at(ld, *it), item, &a->jwt_keys[a->n_jwt_keys++]))
                     return -EINVAL;
             }
@@ -301,7 +303,7 @@ static int load_jwt(const struct cfg_loader *ld, const yaml_node_t *k, const yam
     return 0;
 }
 
-static int load_auth_agents(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, cfg_access_t *a)
+static int load_auth_agents(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, access_conf_t *a)
 {
     if (cfg_map_check(ld, k, v, "auth.agents", "agent names to their access settings"))
         return -EINVAL;
@@ -310,9 +312,9 @@ static int load_auth_agents(const struct cfg_loader *ld, const yaml_node_t *k, c
         const yaml_node_t *kn = cfg_node_at(ld, p->key), *vn = cfg_node_at(ld, p->value);
         char name[CFG_KEY_MAX], sub[CFG_KEY_MAX + 32];
         cfg_join(name, sizeof name, "auth.agents", cfg_key_text(ld, p));
-        if (a->n_agents == CFG_MAX_AUTH_AGENTS)
+        if (a->n_agents == ACCESS_MAX_AUTH_AGENTS)
             return cfg_load_fail(ld, kn, name, "too many agents");
-        cfg_agent_auth_t *ag = &a->agents[a->n_agents++];
+        access_agent_auth_t *ag = &a->agents[a->n_agents++];
         memset(ag, 0, sizeof *ag);
         ag->anonymous = -1;
         if (text_into(ld, kn, kn, name, ag->agent, sizeof ag->agent))
@@ -343,7 +345,7 @@ static int load_auth_agents(const struct cfg_loader *ld, const yaml_node_t *k, c
     return 0;
 }
 
-static int load_auth(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, cfg_access_t *a)
+static int load_auth(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, access_conf_t *a)
 {
     char name[CFG_KEY_MAX];
     if (cfg_node_is_null(v))
@@ -362,8 +364,8 @@ static int load_auth(const struct cfg_loader *ld, const yaml_node_t *k, const ya
             for (; it < top; it++) {
                 char item[CFG_KEY_MAX];
                 snprintf(item, sizeof item, "auth.api_keys[%u]", a->n_api_keys);
-                if (a->n_api_keys == CFG_MAX_API_KEYS)
-                    return cfg_load_fail(ld, kn, name, "too many API keys (at most %d)", CFG_MAX_API_KEYS);
+                if (a->n_api_keys == ACCESS_MAX_API_KEYS)
+                    return cfg_load_fail(ld, kn, name, "too many API keys (at most %d)", ACCESS_MAX_API_KEYS);
                 if (load_api_key(ld, cfg_node_at(ld, *it), item, &a->api_keys[a->n_api_keys++]))
                     return -EINVAL;
             }
@@ -377,8 +379,8 @@ static int load_auth(const struct cfg_loader *ld, const yaml_node_t *k, const ya
             for (; it < top; it++) {
                 const yaml_node_t *n = cfg_node_at(ld, *it);
                 const char *t;
-                if (a->n_trusted == CFG_MAX_CIDRS)
-                    return cfg_load_fail(ld, n, name, "too many entries (at most %d)", CFG_MAX_CIDRS);
+                if (a->n_trusted == ACCESS_MAX_CIDRS)
+                    return cfg_load_fail(ld, n, name, "too many entries (at most %d)", ACCESS_MAX_CIDRS);
                 if (cfg_node_text(ld, n, n, name, &t))
                     return -EINVAL;
                 if (parse_cidr(t, &a->trusted[a->n_trusted++]))
@@ -401,7 +403,7 @@ static int load_auth(const struct cfg_loader *ld, const yaml_node_t *k, const ya
 
 /* ---- cors: ---- */
 
-static int load_cors(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, cfg_access_t *a)
+static int load_cors(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, access_conf_t *a)
 {
     char name[CFG_KEY_MAX];
     if (cfg_node_is_null(v))
@@ -419,10 +421,10 @@ static int load_cors(const struct cfg_loader *ld, const yaml_node_t *k, const ya
             a->n_origins = 0;
             for (; it < top; it++) {
                 const yaml_node_t *n = cfg_node_at(ld, *it);
-                if (a->n_origins == CFG_MAX_ORIGINS)
-                    return cfg_load_fail(ld, n, name, "too many origins (at most %d)", CFG_MAX_ORIGINS);
+                if (a->n_origins == ACCESS_MAX_ORIGINS)
+                    return cfg_load_fail(ld, n, name, "too many origins (at most %d)", ACCESS_MAX_ORIGINS);
                 char *o = a->origins[a->n_origins++];
-                if (text_into(ld, n, n, name, o, CFG_ORIGIN_MAX))
+                if (text_into(ld, n, n, name, o, ACCESS_ORIGIN_MAX))
                     return -EINVAL;
                 size_t ol = strlen(o);
                 if (strcmp(o, "*") && (strchr(o, ' ') || (strncmp(o, "http://", 7) && strncmp(o, "https://", 8)) ||
@@ -452,14 +454,14 @@ static int load_cors(const struct cfg_loader *ld, const yaml_node_t *k, const ya
 
 /* ---- rate_limit: ---- */
 
-static int load_rule(const struct cfg_loader *ld, const yaml_node_t *n, const char *name, cfg_rl_rule_t *r)
+static int load_rule(const struct cfg_loader *ld, const yaml_node_t *n, const char *name, access_rl_rule_t *r)
 {
     char sub[CFG_KEY_MAX + 32];
     if (cfg_map_check(ld, n, n, name, "rule settings"))
         return -EINVAL;
     memset(r, 0, sizeof *r);
     cfg_table_defaults(rule_rows, N_RULE_ROWS, r);
-    r->key = CFG_RLK_IDENTITY;
+    r->key = ACCESS_RLK_IDENTITY;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         const yaml_node_t *kn = cfg_node_at(ld, p->key), *vn = cfg_node_at(ld, p->value);
         const char *k = cfg_key_text(ld, p), *t;
@@ -471,15 +473,15 @@ static int load_rule(const struct cfg_loader *ld, const yaml_node_t *n, const ch
             if (cfg_node_text(ld, kn, vn, sub, &t))
                 return -EINVAL;
             if (!strcmp(t, "identity"))
-                r->key = CFG_RLK_IDENTITY;
+                r->key = ACCESS_RLK_IDENTITY;
             else if (!strcmp(t, "client_ip"))
-                r->key = CFG_RLK_CLIENT_IP;
+                r->key = ACCESS_RLK_CLIENT_IP;
             else if (!strcmp(t, "api_key"))
-                r->key = CFG_RLK_API_KEY;
+                r->key = ACCESS_RLK_API_KEY;
             else if (!strcmp(t, "global"))
-                r->key = CFG_RLK_GLOBAL;
+                r->key = ACCESS_RLK_GLOBAL;
             else if (!strncmp(t, "claim:", 6) && t[6] && strlen(t + 6) < sizeof r->claim) {
-                r->key = CFG_RLK_CLAIM;
+                r->key = ACCESS_RLK_CLAIM;
                 memcpy(r->claim, t + 6, strlen(t + 6) + 1);
             } else
                 return cfg_load_fail(ld, kn, sub, "expected identity, client_ip, api_key, global or claim:<name>");
@@ -490,8 +492,8 @@ static int load_rule(const struct cfg_loader *ld, const yaml_node_t *n, const ch
             r->n_agents = 0;
             for (; it < top; it++) {
                 const yaml_node_t *in = cfg_node_at(ld, *it);
-                if (r->n_agents == CFG_MAX_RULE_AGENTS)
-                    return cfg_load_fail(ld, in, sub, "too many agents (at most %d)", CFG_MAX_RULE_AGENTS);
+                if (r->n_agents == ACCESS_MAX_RULE_AGENTS)
+                    return cfg_load_fail(ld, in, sub, "too many agents (at most %d)", ACCESS_MAX_RULE_AGENTS);
                 if (text_into(ld, in, in, sub, r->agents[r->n_agents++], 64))
                     return -EINVAL;
             }
@@ -512,7 +514,7 @@ static int load_rule(const struct cfg_loader *ld, const yaml_node_t *n, const ch
     return 0;
 }
 
-static int load_rate_limit(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, cfg_access_t *a)
+static int load_rate_limit(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, access_conf_t *a)
 {
     char name[CFG_KEY_MAX];
     if (cfg_node_is_null(v))
@@ -535,8 +537,8 @@ static int load_rate_limit(const struct cfg_loader *ld, const yaml_node_t *k, co
             for (; it < top; it++) {
                 char item[CFG_KEY_MAX];
                 snprintf(item, sizeof item, "rate_limit.rules[%u]", a->n_rules);
-                if (a->n_rules == CFG_MAX_RULES)
-                    return cfg_load_fail(ld, kn, name, "too many rules (at most %d)", CFG_MAX_RULES);
+                if (a->n_rules == ACCESS_MAX_RULES)
+                    return cfg_load_fail(ld, kn, name, "too many rules (at most %d)", ACCESS_MAX_RULES);
                 if (load_rule(ld, cfg_node_at(ld, *it), item, &a->rules[a->n_rules++]))
                     return -EINVAL;
             }
@@ -555,7 +557,7 @@ static int load_rate_limit(const struct cfg_loader *ld, const yaml_node_t *k, co
 static int access_load(const struct cfg_loader *ld, const char *key, const yaml_node_t *k, const yaml_node_t *v,
                        void *conf)
 {
-    cfg_access_t *a = conf;
+    access_conf_t *a = conf;
     if (!strcmp(key, "auth"))
         return load_auth(ld, k, v, a);
     if (!strcmp(key, "cors"))
@@ -569,7 +571,7 @@ static int access_load(const struct cfg_loader *ld, const char *key, const yaml_
  * API keys or rules alike. */
 static int access_validate(const cfg_t *c, const void *conf, char *key, size_t keylen, char *why, size_t whylen)
 {
-    const cfg_access_t *a = conf;
+    const access_conf_t *a = conf;
     for (uint32_t i = 0; i < a->n_agents; i++) {
         if (!cfg_find_agent(c, a->agents[i].agent, strlen(a->agents[i].agent))) {
             snprintf(key, keylen, "auth.agents.%s", a->agents[i].agent);
@@ -586,7 +588,7 @@ static int access_validate(const cfg_t *c, const void *conf, char *key, size_t k
                 return -EINVAL;
             }
     for (uint32_t i = 0; i < a->n_rules; i++) {
-        const cfg_rl_rule_t *r = &a->rules[i];
+        const access_rl_rule_t *r = &a->rules[i];
         for (uint32_t j = 0; j < i; j++)
             if (!strcmp(r->name, a->rules[j].name)) {
                 snprintf(key, keylen, "rate_limit.rules[%u].name", i);
@@ -605,7 +607,8 @@ static int access_validate(const cfg_t *c, const void *conf, char *key, size_t k
 
 static const char *const access_keys[] = { "auth", "cors", "security_headers", "rate_limit", NULL };
 
-cfg_section_t cfg_access_section = {
-    .name = "access", .keys = access_keys, .rows = access_rows, .n_rows = N_ROWS, .size = sizeof(cfg_access_t),
+/* rank 60: listed last, after the agents, as before sections existed */
+cfg_section_t access_conf_section = {
+    .name = "access", .keys = access_keys, .rows = access_rows, .n_rows = N_ROWS, .size = sizeof(access_conf_t),
     .rank = 60, .defaults = access_defaults, .load = access_load, .validate = access_validate,
 };
