@@ -59,11 +59,6 @@ static const struct cfg_setting settings[] = {
     { "stream", "max_token_interval", "AGATE_MAX_TOKEN_INTERVAL", "1s",           CFG_K_DURATION, 0, UINT32_MAX, F(max_token_interval_ms) },
     { "stream", "buffer",             "AGATE_STREAM_BUFFER",      "256KiB",       CFG_K_SIZE,     1, UINT32_MAX, F(stream_buffer_bytes) },
     { "stream", "drain_timeout",      "AGATE_DRAIN_TIMEOUT",      "25s",          CFG_K_DURATION, 1, UINT32_MAX, F(drain_timeout_ms) },
-    { "ws",     "max_message",        "AGATE_WS_MAX_MESSAGE",     "1MiB",         CFG_K_SIZE,     16, 1u << 30,  F(ws_max_message_bytes) },
-    { "ws",     "ping_interval",      "AGATE_WS_PING_INTERVAL",   "30s",          CFG_K_DURATION, 0, UINT32_MAX, F(ws_ping_interval_ms) },
-    { "ws",     "pong_timeout",       "AGATE_WS_PONG_TIMEOUT",    "10s",          CFG_K_DURATION, 1, UINT32_MAX, F(ws_pong_timeout_ms) },
-    { "ws",     "stall_timeout",      "AGATE_WS_STALL_TIMEOUT",   "30s",          CFG_K_DURATION, 1, UINT32_MAX, F(ws_stall_timeout_ms) },
-    { "ws",     "max_runs",           "AGATE_WS_MAX_RUNS",        "16",           CFG_K_UINT,     1, 1024,       F(ws_max_runs) },
     { NULL,     "demo",               "AGATE_DEMO",               "true",         CFG_K_BOOL,     0, 0,          F(demo) },
     { "log",    "requests",           "AGATE_LOG_REQUESTS",       "true",         CFG_K_BOOL,     0, 0,          F(log_requests) },
     { "log",    "level",              "AGATE_LOG_LEVEL",          "info",         CFG_K_LEVEL,    0, 0,          F(log_level) },
@@ -85,7 +80,7 @@ static const struct cfg_setting settings[] = {
 /* core's own top-level keys: its rows' (listen, shards, ...) and its sections' */
 static const char *const core_keys[] = {
     "listen", "admin_listen", "shards", "demo", "limits", "stream", "log", "metrics", "trace", "upstream", "cache",
-    "ws", NULL,
+    NULL,
 };
 
 static int core_validate(const cfg_t *c, const void *conf, char *key, size_t keylen, char *why, size_t whylen);

@@ -118,11 +118,6 @@ typedef struct cfg {
     uint32_t stream_buffer_bytes;         /* per-stream output bound (backpressure) */
     uint32_t drain_timeout_ms;            /* SIGTERM: time given to running streams */
 
-    uint32_t ws_max_message_bytes;        /* WebSocket: largest client message, close 1009 past it */
-    uint32_t ws_ping_interval_ms;         /* ping a connection quiet this long; 0 = never */
-    uint32_t ws_pong_timeout_ms;          /* no byte from the peer this long after a ping: close */
-    uint32_t ws_stall_timeout_ms;         /* output held over stream.buffer this long: close 1008 */
-    uint32_t ws_max_runs;                 /* concurrent runs per WebSocket connection */
     bool     demo;                        /* serve the demo page at GET / */
 
     bool            log_requests;         /* one JSON line per request on stdout */

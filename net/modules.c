@@ -14,6 +14,7 @@
 #include "net/gwmetrics.h"
 #include "net/proxy.h"
 #include "net/upstream.h"
+#include "net/ws.h"
 #include "proto/run.h"
 
 void modules_register(void)
@@ -27,5 +28,6 @@ void modules_register(void)
     breaker_register();
     proxy_register();
     coalesce_register();
+    ws_register();
     conns_register();
 }

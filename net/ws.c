@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/config_sect.h"
 #include "net/access.h"
 #include "net/gwmetrics.h"
 #include "net/http1.h"
@@ -117,7 +118,7 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
 {
     http_req_t *r = &c->http.req;
     shard_t *sh = c->sh;
-    const cfg_t *cfg = sh->cfg;
+    const ws_conf_t *wc = ws_conf(sh->cfg);
     static const char v13[] = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n";
     const char *v;
     size_t n;
@@ -149,7 +150,7 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
         access_http_refuse(c, &ad);
         return;
     }
-    ws_conn_t *ws = calloc(1, sizeof *ws + cfg->ws_max_runs * sizeof(ws_slot_t));
+    ws_conn_t *ws = calloc(1, sizeof *ws + wc->max_runs * sizeof(ws_slot_t));
     if (!ws) {
         refuse(c, 503, "out_of_memory", "out of memory", NULL);
         return;
@@ -157,10 +158,10 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
     ws->c = c;
     ws->agent = agent->slot;
     ws->ident = ident;
-    ws->cap = cfg->ws_max_runs;
+    ws->cap = wc->max_runs;
     for (uint32_t i = 0; i < ws->cap; i++)
         ws->slots[i].ws = ws;
-    wsf_init(&ws->parser, cfg->ws_max_message_bytes);
+    wsf_init(&ws->parser, wc->max_message_bytes);
     ws->timer.cb = ws_timer_fired;
     ws->last_rx_ms = sh->now_ms;
 
@@ -174,8 +175,8 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
     c->run_slot = (int16_t)agent->slot;
     if (gwm(sh))
         metrics_gauge_add(&gwm(sh)->ws_connections, 1);
-    if (cfg->ws_ping_interval_ms)
-        timer_arm(&sh->timers, &ws->timer, sh->now_ms + cfg->ws_ping_interval_ms);
+    if (wc->ping_interval_ms)
+        timer_arm(&sh->timers, &ws->timer, sh->now_ms + wc->ping_interval_ms);
 }
 
 /* ---- frames in ---- */
@@ -333,7 +334,7 @@ static void ws_timer_fired(agate_timer_t *t)
 {
     ws_conn_t *ws = (ws_conn_t *)((char *)t - offsetof(ws_conn_t, timer));
     conn_t *c = ws->c;
-    const cfg_t *cfg = c->sh->cfg;
+    const ws_conf_t *wc = ws_conf(c->sh->cfg);
     uint64_t now = c->sh->now_ms, next = UINT64_MAX;
     if (ws->closing) {
         if (now >= ws->close_at_ms)
@@ -346,30 +347,30 @@ static void ws_timer_fired(agate_timer_t *t)
         return;
     if (ws->blocked_since_ms && conn_out_pending(c)) {
         uint64_t since = ws->blocked_since_ms > c->last_progress_ms ? ws->blocked_since_ms : c->last_progress_ms;
-        if (now - since >= cfg->ws_stall_timeout_ms) {
+        if (now - since >= wc->stall_timeout_ms) {
             ws_close(ws, WSF_CLOSE_POLICY, "client too slow: send buffer stuck");
             return;
         }
-        next = since + cfg->ws_stall_timeout_ms;
+        next = since + wc->stall_timeout_ms;
     }
-    if (cfg->ws_ping_interval_ms) {
+    if (wc->ping_interval_ms) {
         if (ws->ping_sent_ms) {
-            if (now - ws->ping_sent_ms >= cfg->ws_pong_timeout_ms) {
+            if (now - ws->ping_sent_ms >= wc->pong_timeout_ms) {
                 ws_close(ws, WSF_CLOSE_GOING_AWAY, "ping timeout");
                 return;
             }
-            uint64_t due = ws->ping_sent_ms + cfg->ws_pong_timeout_ms;
+            uint64_t due = ws->ping_sent_ms + wc->pong_timeout_ms;
             next = due < next ? due : next;
-        } else if (now - ws->last_rx_ms >= cfg->ws_ping_interval_ms) {
+        } else if (now - ws->last_rx_ms >= wc->ping_interval_ms) {
             if (ws_put_frame(ws, WSF_PING, "agate", 5, NULL, 0, NULL, 0)) {
                 conn_abort(c);
                 return;
             }
             ws->ping_sent_ms = now;
-            uint64_t due = now + cfg->ws_pong_timeout_ms;
+            uint64_t due = now + wc->pong_timeout_ms;
             next = due < next ? due : next;
         } else {
-            uint64_t due = ws->last_rx_ms + cfg->ws_ping_interval_ms;
+            uint64_t due = ws->last_rx_ms + wc->ping_interval_ms;
             next = due < next ? due : next;
         }
     }
@@ -411,3 +412,25 @@ const conn_proto_t ws_proto = {
     .abort = ws_abort,
     .free = ws_free,
 };
+
+/* ---- the ws: section of the configuration ---- */
+
+#define W(field) offsetof(ws_conf_t, field)
+static const struct cfg_setting ws_rows[] = {
+    { "ws", "max_message",   "AGATE_WS_MAX_MESSAGE",   "1MiB", CFG_K_SIZE,     16, 1u << 30,  W(max_message_bytes) },
+    { "ws", "ping_interval", "AGATE_WS_PING_INTERVAL", "30s",  CFG_K_DURATION, 0, UINT32_MAX, W(ping_interval_ms) },
+    { "ws", "pong_timeout",  "AGATE_WS_PONG_TIMEOUT",  "10s",  CFG_K_DURATION, 1, UINT32_MAX, W(pong_timeout_ms) },
+    { "ws", "stall_timeout", "AGATE_WS_STALL_TIMEOUT", "30s",  CFG_K_DURATION, 1, UINT32_MAX, W(stall_timeout_ms) },
+    { "ws", "max_runs",      "AGATE_WS_MAX_RUNS",      "16",   CFG_K_UINT,     1, 1024,       W(max_runs) },
+};
+#undef W
+
+static const char *const ws_keys[] = { "ws", NULL };
+
+/* rank 40: after upstream and cache, before the agents, in messages and --help */
+cfg_section_t ws_conf_section = {
+    .name = "ws", .keys = ws_keys, .rows = ws_rows, .n_rows = sizeof ws_rows / sizeof ws_rows[0],
+    .size = sizeof(ws_conf_t), .rank = 40,
+};
+
+void ws_register(void) { cfg_section_register(&ws_conf_section); }

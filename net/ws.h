@@ -27,6 +27,24 @@
 
 struct ws_conn;
 
+/* The ws: section of the configuration (ws_conf_section, registered by
+ * ws_register), read through ws_conf(cfg); AGATE_WS_* override it. */
+typedef struct ws_conf {
+    uint32_t max_message_bytes;   /* ws.max_message: largest client message, close 1009 past it */
+    uint32_t ping_interval_ms;    /* ws.ping_interval: ping a connection quiet this long; 0 = never */
+    uint32_t pong_timeout_ms;     /* ws.pong_timeout: no byte from the peer this long after a ping: close */
+    uint32_t stall_timeout_ms;    /* ws.stall_timeout: output held over stream.buffer this long: close 1008 */
+    uint32_t max_runs;            /* ws.max_runs: concurrent runs per WebSocket connection */
+} ws_conf_t;
+
+extern cfg_section_t ws_conf_section;
+
+static inline const ws_conf_t *ws_conf(const cfg_t *c) { return cfg_sect(c, &ws_conf_section); }
+static inline ws_conf_t *ws_conf_mut(cfg_t *c) { return cfg_sect_mut(c, &ws_conf_section); }
+
+/* Main thread, at start-up: registers the ws: section. */
+void ws_register(void);
+
 /* GET /v1/agents/{name}/ws: the handshake; 101 and WebSocket mode, or an HTTP
  * error (400, 426, 503) and close. */
 void ws_upgrade(conn_t *c, const cfg_agent_t *agent);

@@ -21,6 +21,7 @@
 #include "net/access.h"
 #include "net/conn.h"
 #include "net/gwmetrics.h"
+#include "net/ws.h"
 #include "net/wsframe.h"
 #include "proto/run.h"
 #include "proto/runinput.h"

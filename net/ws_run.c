@@ -256,7 +256,7 @@ static bool ws_sink_writable(run_t *r)
         ws->blocked_since_ms = c->sh->now_ms;
         /* The timer may be idle (pings off) or set for a later ping: it must
          * look at the stall by its deadline. */
-        uint64_t due = c->sh->now_ms + c->sh->cfg->ws_stall_timeout_ms;
+        uint64_t due = c->sh->now_ms + ws_conf(c->sh->cfg)->stall_timeout_ms;
         if (!timer_armed(&ws->timer) || ws->timer.at > due)
             timer_arm(&c->sh->timers, &ws->timer, due);
     }

@@ -34,7 +34,7 @@ static int setup(void **state)
     fake_init(&f);
     memset(&gm, 0, sizeof gm);
     f.sh.mod[g_gwm_mod] = &gm;
-    f.cfg.ws_ping_interval_ms = 0;   /* tests that want pings turn them on */
+    ws_conf_mut(&f.cfg)->ping_interval_ms = 0;   /* tests that want pings turn them on */
     return 0;
 }
 
@@ -384,7 +384,7 @@ static void test_concurrent_runs(void **state)
 
 static void test_max_runs_and_duplicates(void **state)
 {
-    f.cfg.ws_max_runs = 2;
+    ws_conf_mut(&f.cfg)->max_runs = 2;
     upgrade();
     send_text(run_input("r1", "a b c d", 100));
     send_text(run_input("r1", "again", 0));      /* same runId while it runs */
@@ -478,7 +478,7 @@ static void test_peer_close(void **state)
         fake_init(&f);
         f.sh.mod[g_gwm_mod] = &gm;
         memset(&gm, 0, sizeof gm);
-        f.cfg.ws_ping_interval_ms = 0;
+        ws_conf_mut(&f.cfg)->ping_interval_ms = 0;
         upgrade();
         send_text(run_input("r", "a b c", 100));
         if (cases[i].code)
@@ -540,7 +540,7 @@ static void test_protocol_closes(void **state)
     fake_close(&f);
     /* a message over ws.max_message: 1009, before the rest arrives */
     fake_init(&f);
-    f.cfg.ws_max_message_bytes = 64;
+    ws_conf_mut(&f.cfg)->max_message_bytes = 64;
     upgrade();
     uint8_t hdr[6] = {0x80 | WSF_TEXT, 0x80 | 100, 1, 2, 3, 4};   /* a 100-byte text frame's header */
     fake_send(&f, (const char *)hdr, 6);
@@ -600,8 +600,8 @@ static void test_drain(void **state)
 
 static void test_ping_timer(void **state)
 {
-    f.cfg.ws_ping_interval_ms = 1000;
-    f.cfg.ws_pong_timeout_ms = 500;
+    ws_conf_mut(&f.cfg)->ping_interval_ms = 1000;
+    ws_conf_mut(&f.cfg)->pong_timeout_ms = 500;
     upgrade();
     conn_t *c = fake_conn(&f);
     fake_advance(&f, 999);
@@ -632,7 +632,7 @@ static void test_ping_timer(void **state)
 static void test_stall_close(void **state)
 {
     f.cfg.stream_buffer_bytes = 512;
-    f.cfg.ws_stall_timeout_ms = 3000;
+    ws_conf_mut(&f.cfg)->stall_timeout_ms = 3000;
     upgrade();
     conn_t *c = fake_conn(&f);
     char words[2048] = "";
