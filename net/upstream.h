@@ -73,6 +73,8 @@ int  ups_shard_init(shard_t *sh);
 int ups_resolve_all(const cfg_t *cfg, char *err, size_t errlen);
 /* Copies endpoint ep's current address (lock-free: a seqlock the resolver writes). */
 socklen_t ups_addr(unsigned agent, unsigned ep, struct sockaddr_storage *out, uint32_t *seq);
+/* The sequence of endpoint ep's address: it moves when the address changes. */
+uint32_t ups_addr_seq(unsigned agent, unsigned ep);
 /* Re-resolves host names every cfg->dns_refresh_ms on a thread of its own, so a
  * slow DNS server never stalls a shard. log_ring: where it reports changes. */
 int  ups_resolver_start(const cfg_t *cfg, struct log_ring *log_ring);
