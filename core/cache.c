@@ -22,7 +22,7 @@
 #include <urcu/urcu-memb.h>
 #include <urcu/rculfhash.h>
 
-#include "core/config.h"
+#include "core/config_sect.h"
 #include "core/list.h"
 
 enum { Q_NONE, Q_SMALL, Q_MAIN };
@@ -374,3 +374,22 @@ void cache_shutdown(void)
     C.small.bytes = C.main.bytes = 0;   /* the purge emptied both lists */
     C.ghost_n = C.ghost_next = 0;
 }
+
+/* ---- the cache: section of the configuration ---- */
+
+static const struct cfg_setting cache_rows[] = {
+    { "cache", "max_bytes", "AGATE_CACHE_MAX_BYTES", "64MiB", CFG_K_SIZE, 0, UINT32_MAX,
+      offsetof(cache_conf_t, max_bytes) },
+};
+
+static const char *const cache_keys[] = { "cache", NULL };
+/* The store is sized once, before the shards start (core/main.c). */
+static const char *const cache_restart[] = { "cache.max_bytes", NULL };
+
+/* rank 30: after upstream, before ws, in messages and --help */
+cfg_section_t cache_conf_section = {
+    .name = "cache", .keys = cache_keys, .rows = cache_rows, .n_rows = sizeof cache_rows / sizeof cache_rows[0],
+    .size = sizeof(cache_conf_t), .rank = 30, .restart = cache_restart,
+};
+
+void cache_register(void) { cfg_section_register(&cache_conf_section); }

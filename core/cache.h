@@ -27,7 +27,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/config.h"
+
 #define CACHE_KEY_LEN 32
+
+/* The cache: section of the configuration (cache_conf_section, registered by
+ * cache_register), read through cache_conf(cfg). Which agents are cached, and
+ * how, is per agent (agents.<name>.cache, core/config_cache.c). */
+typedef struct cache_conf {
+    uint32_t max_bytes;   /* cache.max_bytes: the store's bytes, process-wide; 0 = stores nothing */
+} cache_conf_t;
+
+extern cfg_section_t cache_conf_section;
+
+static inline const cache_conf_t *cache_conf(const cfg_t *c) { return cfg_sect(c, &cache_conf_section); }
+static inline cache_conf_t *cache_conf_mut(cfg_t *c) { return cfg_sect_mut(c, &cache_conf_section); }
+
+/* Main thread, at start-up (net/modules.c): registers the cache: section. */
+void cache_register(void);
 
 typedef struct cache_entry cache_entry_t;
 

@@ -133,7 +133,6 @@ typedef struct cfg {
     char     service_name[CFG_NAME_MAX];  /* OTLP resource service.name */
     uint32_t otlp_interval_ms;            /* exporter wake-up period */
     uint32_t otlp_max_batch;
-    uint32_t cache_max_bytes;             /* response cache, process-wide; 0 = stores nothing */
     uint32_t dns_refresh_ms;              /* re-resolve upstream host names this often; 0 = only at start */              /* spans per OTLP request */
 
     cfg_agent_t agents[CFG_MAX_AGENTS];

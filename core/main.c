@@ -221,7 +221,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "agate: OTLP export disabled: %s\n", strerror(-orc));
     }
     validate_init();   /* jansson's allocator hooks are process-wide: set them before any shard parses */
-    if (cache_init(cfg.cache_max_bytes) || coalesce_init()) {   /* shared by every shard */
+    if (cache_init(cache_conf(&cfg)->max_bytes) || coalesce_init()) {   /* shared by every shard */
         fprintf(stderr, "agate: response cache: out of memory\n");
         _exit(1);
     }

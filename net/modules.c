@@ -6,6 +6,7 @@
  * connections (its end-of-turn pump queues output the connections then send). */
 #include "net/modules.h"
 
+#include "core/cache.h"
 #include "core/cfggen.h"
 #include "net/access.h"
 #include "net/breaker.h"
@@ -27,6 +28,7 @@ void modules_register(void)
     ups_register();
     breaker_register();
     proxy_register();
+    cache_register();
     coalesce_register();
     ws_register();
     conns_register();

@@ -121,7 +121,7 @@ static inline void sr_init(shardrun_t *s)
     s->cfg.max_connections = 16;
     s->cfg.log_requests = false;
     s->cfg.drain_timeout_ms = 100;
-    s->cfg.cache_max_bytes = 1u << 20;
+    cache_conf_mut(&s->cfg)->max_bytes = 1u << 20;
 }
 
 /* A proxy agent in slot `slot` named name, with one endpoint per port. */
@@ -172,8 +172,8 @@ static inline int sr_start(shardrun_t *s)
         fprintf(stderr, "shardrun: %s\n", err);
         abort();
     }
-    s->cache = s->cfg.cache_max_bytes != 0;
-    if (s->cache && (cache_init(s->cfg.cache_max_bytes) || coalesce_init()))
+    s->cache = cache_conf(&s->cfg)->max_bytes != 0;
+    if (s->cache && (cache_init(cache_conf(&s->cfg)->max_bytes) || coalesce_init()))
         abort();
     if (shard_open(&s->sh, 0, &s->cfg, err, sizeof err)) {
         fprintf(stderr, "shardrun: %s\n", err);

@@ -1,6 +1,9 @@
 /* Unit tests for core/config's cache settings: agents.<name>.cache (a proxy
- * agent's ttl, limits, pacing, coalescing, ignored fields) and cache.max_bytes. */
+ * agent's ttl, limits, pacing, coalescing, ignored fields) and cache.max_bytes
+ * (core/cache.c's section). */
 #include "tests/unit/config_fx.h"
+
+#include "core/cache.h"
 
 /* agents.<name>.cache and cache.max_bytes: defaults, values, errors naming line and key */
 static void test_cache_config(void **state)
@@ -16,7 +19,7 @@ static void test_cache_config(void **state)
     assert_true(a->cache_coalesce);
     assert_int_equal(a->n_cache_ignore, 3);
     assert_string_equal(a->cache_ignore[2], "parentRunId");
-    assert_int_equal(f->c.cache_max_bytes, 64u << 20);
+    assert_int_equal(cache_conf(&f->c)->max_bytes, 64u << 20);
 
     assert_int_equal(load_proxy(f, "    cache: {ttl: 5m, max_entry: 64KiB, max_lag: 2MiB, pace: true, coalesce: false,\n"
                                    "            ignore_fields: [threadId, \"messages[].id\", forwardedProps.session]}\n"), 0);
@@ -46,7 +49,7 @@ static void test_cache_config(void **state)
     assert_int_equal(cfg_validate(&f->c, f->err, sizeof f->err), -EINVAL);
     assert_non_null(strstr(f->err, "agents.lg.cache.ttl: caching needs validation: strict"));
     assert_int_equal(load(f, "cache: {max_bytes: 1GiB}\n"), 0);
-    assert_int_equal(f->c.cache_max_bytes, 1u << 30);
+    assert_int_equal(cache_conf(&f->c)->max_bytes, 1u << 30);
 }
 
 int main(void)

@@ -42,7 +42,7 @@ static cfg_agent_t *agent(void) { return &S.cfg.agents[1]; }
 static int setup(void **state)
 {
     sr_init(&S);
-    S.cfg.cache_max_bytes = 0;
+    cache_conf_mut(&S.cfg)->max_bytes = 0;
     up_lfd = sr_listen(&up_port, 16);
     dead_port = sr_free_port();
     uint16_t ports[1] = {up_port};

@@ -184,7 +184,7 @@ static int setup(void **state)
     up_lfd = sr_listen(&up_port, 16);
     uint16_t ports[2] = {up_port, sr_free_port()};   /* endpoint 1: nothing listens there */
     sr_proxy_agent(&S, 0, "up", ports, 2)->connect_timeout_ms = 2000;
-    S.cfg.cache_max_bytes = 0;
+    cache_conf_mut(&S.cfg)->max_bytes = 0;
     if (sr_start(&S))
         return 0;
     return 0;
@@ -374,7 +374,7 @@ static void test_connect_timeout(void **state)
     sr_init(&S);
     uint16_t ports[1] = {bh_port};
     sr_proxy_agent(&S, 0, "up", ports, 1)->connect_timeout_ms = 150;
-    S.cfg.cache_max_bytes = 0;
+    cache_conf_mut(&S.cfg)->max_bytes = 0;
     if (sr_start(&S))
         skip();
     owner_t o;
