@@ -109,7 +109,6 @@ static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, siz
     KEEP(service_name, "trace.service_name");
     KEEP(otlp_interval_ms, "trace.otlp_interval");
     KEEP(otlp_max_batch, "trace.otlp_max_batch");
-    KEEP(dns_refresh_ms, "upstream.dns_refresh");
 #undef KEEP
     cfg_keep_start_only(running, out, restart, len);   /* the registered sections' own */
 }

@@ -71,14 +71,13 @@ static const struct cfg_setting settings[] = {
     { "trace",  "service_name",       "AGATE_SERVICE_NAME",       "agate",        CFG_K_TEXT,     1, CFG_NAME_MAX - 1, F(service_name) },
     { "trace",  "export_interval",    "AGATE_OTLP_INTERVAL",      "1s",           CFG_K_DURATION, 1, 3600000,    F(otlp_interval_ms) },
     { "trace",  "max_batch",          "AGATE_OTLP_MAX_BATCH",     "512",          CFG_K_UINT,     1, 10000,      F(otlp_max_batch) },
-    { "upstream", "dns_refresh",      "AGATE_DNS_REFRESH",        "30s",          CFG_K_DURATION, 0, 86400000,   F(dns_refresh_ms) },
 };
 #undef F
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
 /* core's own top-level keys: its rows' (listen, shards, ...) and its sections' */
 static const char *const core_keys[] = {
-    "listen", "admin_listen", "shards", "demo", "limits", "stream", "log", "metrics", "trace", "upstream", NULL,
+    "listen", "admin_listen", "shards", "demo", "limits", "stream", "log", "metrics", "trace", NULL,
 };
 
 static int core_validate(const cfg_t *c, const void *conf, char *key, size_t keylen, char *why, size_t whylen);

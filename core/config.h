@@ -132,8 +132,7 @@ typedef struct cfg {
     char     otlp_endpoint[CFG_URL_MAX];  /* "http://host:port/path"; "" = no span export */
     char     service_name[CFG_NAME_MAX];  /* OTLP resource service.name */
     uint32_t otlp_interval_ms;            /* exporter wake-up period */
-    uint32_t otlp_max_batch;
-    uint32_t dns_refresh_ms;              /* re-resolve upstream host names this often; 0 = only at start */              /* spans per OTLP request */
+    uint32_t otlp_max_batch;              /* spans per OTLP request */
 
     cfg_agent_t agents[CFG_MAX_AGENTS];
     uint32_t    n_agents;

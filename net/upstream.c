@@ -504,6 +504,7 @@ static const shard_mod_ops_t ups_mod = {
 
 void ups_register(void)
 {
+    cfg_section_register(&ups_conf_section);
     g_ups_mod = shard_mod_register(&ups_mod);
     g_op_connect = shard_op_register(&connect_op);
     g_op_send = shard_op_register(&send_op);

@@ -61,8 +61,20 @@ typedef struct ups {
     struct ups     *pool_next;
 } ups_t;
 
+/* The upstream: section of the configuration (ups_conf_section, in
+ * upstream_dns.c), read through ups_conf(cfg). */
+typedef struct ups_conf {
+    uint32_t dns_refresh_ms;   /* upstream.dns_refresh: re-resolve host names this often; 0 = only at start */
+} ups_conf_t;
+
+extern cfg_section_t ups_conf_section;
+
+static inline const ups_conf_t *ups_conf(const cfg_t *c) { return cfg_sect(c, &ups_conf_section); }
+static inline ups_conf_t *ups_conf_mut(cfg_t *c) { return cfg_sect_mut(c, &ups_conf_section); }
+
 /* Main thread, at start-up: registers the per-shard state (a shard module:
- * the slab, the idle pools, its provided buffers) and the completion kinds. */
+ * the slab, the idle pools, its provided buffers), the completion kinds and
+ * the upstream: section. */
 void ups_register(void);
 /* Shard thread: sets the state up (net/proxy.c does, once an agent is a
  * proxy); 0 or -errno. Freed with the shard. */
@@ -75,7 +87,7 @@ int ups_resolve_all(const cfg_t *cfg, char *err, size_t errlen);
 socklen_t ups_addr(unsigned agent, unsigned ep, struct sockaddr_storage *out, uint32_t *seq);
 /* The sequence of endpoint ep's address: it moves when the address changes. */
 uint32_t ups_addr_seq(unsigned agent, unsigned ep);
-/* Re-resolves host names every cfg->dns_refresh_ms on a thread of its own, so a
+/* Re-resolves host names every upstream.dns_refresh on a thread of its own, so a
  * slow DNS server never stalls a shard. log_ring: where it reports changes. */
 int  ups_resolver_start(const cfg_t *cfg, struct log_ring *log_ring);
 /* Main thread, after a reload: the endpoints to follow from now on (starts the

@@ -9,6 +9,7 @@
  * only its own copy of the configuration, never a generation being freed. */
 #include "net/upstream.h"
 
+#include "core/config_sect.h"
 #include "core/log.h"
 #include "core/json.h"
 
@@ -212,8 +213,9 @@ static void *resolver_main(void *arg)
         memcpy(cfg, g_resolver.want, sizeof *cfg);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += cfg->dns_refresh_ms / 1000;
-        until.tv_nsec += (long)(cfg->dns_refresh_ms % 1000) * 1000000L;
+        uint32_t every = ups_conf(cfg)->dns_refresh_ms;
+        until.tv_sec += every / 1000;
+        until.tv_nsec += (long)(every % 1000) * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
@@ -248,7 +250,7 @@ static bool any_named(const cfg_t *cfg)
 /* Under g_resolver.mu: starts the thread when some endpoint has a name to follow. */
 static int resolver_start_locked(log_ring_t *log_ring)
 {
-    if (g_resolver.running || !any_named(g_resolver.want) || !g_resolver.want->dns_refresh_ms)
+    if (g_resolver.running || !any_named(g_resolver.want) || !ups_conf(g_resolver.want)->dns_refresh_ms)
         return 0;
     cfg_t *own = malloc(sizeof *own);
     if (!own)
@@ -306,3 +308,20 @@ void ups_resolver_stop(void)
     free(g_resolver.want);
     g_resolver.want = NULL;
 }
+
+/* ---- the upstream: section of the configuration ---- */
+
+static const struct cfg_setting ups_rows[] = {
+    { "upstream", "dns_refresh", "AGATE_DNS_REFRESH", "30s", CFG_K_DURATION, 0, 86400000,
+      offsetof(ups_conf_t, dns_refresh_ms) },
+};
+
+static const char *const ups_keys[] = { "upstream", NULL };
+/* The resolver thread starts (or not) with the shards; its interval stays. */
+static const char *const ups_restart[] = { "upstream.dns_refresh", NULL };
+
+/* rank 20: the first section after core's own in messages and --help */
+cfg_section_t ups_conf_section = {
+    .name = "upstream", .keys = ups_keys, .rows = ups_rows, .n_rows = sizeof ups_rows / sizeof ups_rows[0],
+    .size = sizeof(ups_conf_t), .rank = 20, .restart = ups_restart,
+};

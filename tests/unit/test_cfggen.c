@@ -13,10 +13,13 @@
 
 #include <cmocka.h>
 
+#include "core/cache.h"
 #include "core/cfggen.h"
 #include "core/qsbr.h"
 #include "core/shard.h"
 #include "net/modules.h"
+#include "net/upstream.h"
+#include "net/ws.h"
 
 static void add_agent(cfg_t *c, const char *name, cfg_agent_kind_t kind)
 {
@@ -118,6 +121,20 @@ static void test_start_only_kept(void **state)
     assert_string_equal(out.listen, running.listen);
     assert_int_equal(out.max_connections, running.max_connections);
     assert_int_equal(out.heartbeat_ms, running.heartbeat_ms + 1);
+
+    /* a registered section's start-only keys (cfg_section_t.restart) come after
+     * core's, in rank order; its other keys apply */
+    names(&loaded, (const char *[]){"echo"}, 1);
+    loaded.shards = running.shards + 1;
+    cache_conf_mut(&loaded)->max_bytes = cache_conf(&running)->max_bytes + 1;
+    ups_conf_mut(&loaded)->dns_refresh_ms = ups_conf(&running)->dns_refresh_ms + 1;
+    ws_conf_mut(&loaded)->max_runs = ws_conf(&running)->max_runs + 1;
+    assert_int_equal(cfggen_prepare(&running, &loaded, &out, restart, sizeof restart, err, sizeof err), 0);
+    assert_string_equal(restart, "shards,upstream.dns_refresh,cache.max_bytes");
+    assert_int_equal(out.shards, running.shards);
+    assert_int_equal(cache_conf(&out)->max_bytes, cache_conf(&running)->max_bytes);
+    assert_int_equal(ups_conf(&out)->dns_refresh_ms, ups_conf(&running)->dns_refresh_ms);
+    assert_int_equal(ws_conf(&out)->max_runs, ws_conf(&running)->max_runs + 1);
 }
 
 static void test_endpoints_changed(void **state)
