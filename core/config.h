@@ -4,7 +4,11 @@
  * A cfg_t is filled by the main thread and never changed once shards can see
  * it: a reload builds a new one and publishes it as a new generation
  * (core/cfggen.h); a shard reads the generation it adopted last through a
- * const pointer, a run the one it started on. */
+ * const pointer, a run the one it started on.
+ *
+ * cfg_t's named fields are core's own settings and the agents; every other
+ * module's settings are its registered section's struct inside cfg_t.sect
+ * (cfg_section_t below), which only that module reads. */
 #ifndef AGATE_CONFIG_H
 #define AGATE_CONFIG_H
 
@@ -165,8 +169,11 @@ struct yaml_node_s;
 
 typedef struct cfg_section {
     const char *name;                    /* for the abort of a registration bug */
-    const char *const *keys;             /* top-level keys it owns, NULL-terminated, in the order messages list them */
-    const struct cfg_setting *rows;      /* its scalar settings; a row's section is its top-level key or NULL for a key of its own */
+    /* The top-level keys it owns, NULL-terminated, in the order messages list them. */
+    const char *const *keys;
+    /* Its scalar settings; a row's section is the top-level key whose mapping
+     * holds it, or NULL for a top-level key of its own (security_headers). */
+    const struct cfg_setting *rows;
     size_t      n_rows;
     /* sizeof its struct, kept in cfg_t.sect; 0 for core's own sections, whose
      * rows and hooks work on cfg_t's named fields (conf is the cfg_t). */

@@ -3,7 +3,8 @@
  * run pool first (freed last, after every module that may still release a
  * run), the client connections last (stopped first, so their runs let go of
  * upstream connections before those are aborted), coalescing before the
- * connections (its end-of-turn pump queues output the connections then send). */
+ * connections (its end-of-turn pump queues output the connections then send).
+ * Configuration sections are listed by their rank, not by this order. */
 #include "net/modules.h"
 
 #include "core/cache.h"
