@@ -82,9 +82,10 @@ bool cfggen_endpoints_changed(const cfg_agent_t *a, const cfg_agent_t *b)
 }
 
 /* Settings read only at start: a reload keeps the running value and says so.
- * Core's own fields are listed here (two of their names, trace.otlp_interval
- * and trace.otlp_max_batch, are not the file's keys, but the reload line has
- * always said so); every registered section lists its own (cfg_section_t.restart). */
+ * Core's own fields are listed here, named as the reload line has always named
+ * them (trace.otlp_interval and trace.otlp_max_batch are the file's
+ * trace.export_interval and trace.max_batch); every registered section lists
+ * its own (cfg_section_t.restart), appended after these. */
 static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, size_t len)
 {
     size_t used = 0;
