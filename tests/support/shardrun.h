@@ -266,6 +266,15 @@ static inline void sr_stop(shardrun_t *s)
     }
 }
 
+/* sr_stop, and the test's agent listener (*lfd) closed; for teardowns. */
+static inline void sr_stop_with(shardrun_t *s, int *lfd)
+{
+    sr_stop(s);
+    if (*lfd >= 0)
+        close(*lfd);
+    *lfd = -1;
+}
+
 /* ---- sockets, for the client and the agent services ---- */
 
 static inline void sr_timeouts(int fd)

@@ -234,10 +234,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    sr_stop(&S);
-    if (up_lfd >= 0)
-        close(up_lfd);
-    up_lfd = -1;
+    sr_stop_with(&S, &up_lfd);
     return 0;
 }
 
