@@ -82,10 +82,9 @@ bool cfggen_endpoints_changed(const cfg_agent_t *a, const cfg_agent_t *b)
 }
 
 /* Settings read only at start: a reload keeps the running value and says so.
- * Core's own fields are listed here, named as the reload line has always named
- * them (trace.otlp_interval and trace.otlp_max_batch are the file's
- * trace.export_interval and trace.max_batch); every registered section lists
- * its own (cfg_section_t.restart), appended after these. */
+ * Core's own fields are listed here by their keys in the file; every
+ * registered section lists its own (cfg_section_t.restart), appended after
+ * these. */
 static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, size_t len)
 {
     size_t used = 0;
@@ -108,8 +107,8 @@ static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, siz
     KEEP(log_buffer_bytes, "log.buffer");
     KEEP(otlp_endpoint, "trace.otlp_endpoint");
     KEEP(service_name, "trace.service_name");
-    KEEP(otlp_interval_ms, "trace.otlp_interval");
-    KEEP(otlp_max_batch, "trace.otlp_max_batch");
+    KEEP(otlp_interval_ms, "trace.export_interval");
+    KEEP(otlp_max_batch, "trace.max_batch");
 #undef KEEP
     cfg_keep_start_only(running, out, restart, len);   /* the registered sections' own */
 }

@@ -606,9 +606,11 @@ static int access_validate(const cfg_t *c, const void *conf, char *key, size_t k
 }
 
 static const char *const access_keys[] = { "auth", "cors", "security_headers", "rate_limit", NULL };
+/* The limiter table is sized once, at the first publish (access_publish). */
+static const char *const access_restart[] = { "rate_limit.table_size", NULL };
 
 /* rank 60: listed last, after the agents, as before sections existed */
 cfg_section_t access_conf_section = {
     .name = "access", .keys = access_keys, .rows = access_rows, .n_rows = N_ROWS, .size = sizeof(access_conf_t),
-    .rank = 60, .defaults = access_defaults, .load = access_load, .validate = access_validate,
+    .rank = 60, .restart = access_restart, .defaults = access_defaults, .load = access_load, .validate = access_validate,
 };

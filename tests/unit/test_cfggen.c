@@ -17,6 +17,7 @@
 #include "core/cfggen.h"
 #include "core/qsbr.h"
 #include "core/shard.h"
+#include "net/access_conf.h"
 #include "net/modules.h"
 #include "net/upstream.h"
 #include "net/ws.h"
@@ -129,8 +130,15 @@ static void test_start_only_kept(void **state)
     cache_conf_mut(&loaded)->max_bytes = cache_conf(&running)->max_bytes + 1;
     ups_conf_mut(&loaded)->dns_refresh_ms = ups_conf(&running)->dns_refresh_ms + 1;
     ws_conf_mut(&loaded)->max_runs = ws_conf(&running)->max_runs + 1;
+    access_conf_mut(&loaded)->rl_table_size = access_conf(&running)->rl_table_size * 2;
+    loaded.otlp_interval_ms = running.otlp_interval_ms + 1;
+    loaded.otlp_max_batch = running.otlp_max_batch + 1;
     assert_int_equal(cfggen_prepare(&running, &loaded, &out, restart, sizeof restart, err, sizeof err), 0);
-    assert_string_equal(restart, "shards,upstream.dns_refresh,cache.max_bytes");
+    /* named as in the file, so the reload line points at real keys */
+    assert_string_equal(restart, "shards,trace.export_interval,trace.max_batch,upstream.dns_refresh,"
+                                 "cache.max_bytes,rate_limit.table_size");
+    assert_int_equal(access_conf(&out)->rl_table_size, access_conf(&running)->rl_table_size);
+    assert_int_equal(out.otlp_max_batch, running.otlp_max_batch);
     assert_int_equal(out.shards, running.shards);
     assert_int_equal(cache_conf(&out)->max_bytes, cache_conf(&running)->max_bytes);
     assert_int_equal(ups_conf(&out)->dns_refresh_ms, ups_conf(&running)->dns_refresh_ms);
