@@ -11,7 +11,7 @@
 #include "core/cfggen.h"
 #include "net/breaker.h"
 #include "core/json.h"
-#include "net/gwmetrics.h"
+#include "net/upstream_metrics.h"
 
 enum br_state { BR_CLOSED, BR_OPEN, BR_HALF_OPEN };
 
@@ -261,10 +261,10 @@ int breaker_shard_init(shard_t *sh)
     breaker_shard_t *t = calloc(1, sizeof *t);
     if (!t)
         return -ENOMEM;
-    if (gwm(sh))
+    if (upm(sh))
         for (unsigned a = 0; a < CFG_MAX_AGENTS; a++)
             for (unsigned e = 0; e < CFG_MAX_ENDPOINTS; e++)
-                t->ep[a][e].metric = &gwm(sh)->up_breaker_open[a][e];
+                t->ep[a][e].metric = &upm(sh)->breaker_open[a][e];
     sh->mod[g_breaker_mod] = t;
     return 0;
 }

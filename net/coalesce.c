@@ -17,7 +17,7 @@
 
 #include "core/cache.h"
 #include "net/coalesce_int.h"
-#include "net/gwmetrics.h"
+#include "net/coalesce_metrics.h"
 #include "proto/canon.h"
 #include "proto/jtape.h"
 #include "proto/runinput.h"
@@ -105,19 +105,18 @@ static int request_key(run_t *r, coal_run_t *co, const http_req_t *req, uint8_t 
         parts[i] = (canon_part_t){v, n};
     }
     enum canon_memo memo;
-    _Static_assert(CANON_MEMO_COUNT == sizeof gwm(r->sh)->cache_key_memo[0] / sizeof(uint64_t), "one counter each");
     if ((rc = canon_key(ag->name, parts, ag->n_forward, co->out.data ? co->out.data : "", co->out.len, key, &memo)))
         return rc;
-    if (gwm(r->sh))
-        metrics_add(&gwm(r->sh)->cache_key_memo[coal_agent_idx(r)][memo], 1);
+    if (coalm(r->sh))
+        metrics_add(&coalm(r->sh)->key_memo[coal_agent_idx(r)][memo], 1);
     return 0;
 }
 
-static void count(run_t *r, enum metrics_cache what)
+static void count(run_t *r, enum coalm_result what)
 {
     coal_run_of(r)->verdict = (int8_t)what;
-    if (gwm(r->sh))
-        metrics_add(&gwm(r->sh)->cache_results[coal_agent_idx(r)][what], 1);
+    if (coalm(r->sh))
+        metrics_add(&coalm(r->sh)->results[coal_agent_idx(r)][what], 1);
 }
 
 /* By hand: this snprintf and sse.c's head_lines one were 3 % of a cache hit's

@@ -21,7 +21,7 @@
 #include "core/cache.h"
 #include "core/timer.h"
 #include "net/coalesce_int.h"
-#include "net/gwmetrics.h"
+#include "net/coalesce_metrics.h"
 
 /* --- per-shard follower lists ------------------------------------------------------- */
 
@@ -248,8 +248,8 @@ static void coalesce_shard_poll(shard_t *sh)
         if (lag < co->best_lag)
             co->best_lag = lag;
         if (lag - co->best_lag > r->agent->cache_max_lag) {
-            if (gwm(sh))
-                metrics_add(&gwm(sh)->cache_detached[coal_agent_idx(r)], 1);
+            if (coalm(sh))
+                metrics_add(&coalm(sh)->detached[coal_agent_idx(r)], 1);
             replay_fail(r, 503, "client_too_slow",
                         "this client fell too far behind the shared upstream run and was detached");
         }

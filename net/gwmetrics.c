@@ -1,17 +1,16 @@
-/* gwmetrics: the gateway's metrics: HTTP requests and connections, runs and
- * events, upstream attempts and breakers, the response cache. One struct per
- * shard (a shard module's state, allocated when metrics are on), written only
- * by its shard with the relaxed single-writer adds of core/metrics.h, summed
- * by the render functions registered with core/metrics.c at a scrape. */
+/* gwmetrics: the gateway's metrics (HTTP requests and connections, runs and
+ * events) and the per-shard blocks that hold them and every feature's own
+ * (upstream_metrics.c, coalesce_metrics.c). A block is written only by its
+ * shard with the relaxed single-writer adds of core/metrics.h and summed by
+ * its render function at a scrape. */
 #include "net/gwmetrics.h"
 
+#include <errno.h>
 #include <llhttp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "core/cache.h"
 
 unsigned g_gwm_mod;
 
@@ -38,15 +37,7 @@ enum metrics_method metrics_method_of(int method)
 
 
 
-#define SUM(expr)                                        \
-    ({                                                   \
-        uint64_t acc_ = 0;                               \
-        for (unsigned s_ = 0; s_ < n; s_++) {            \
-            const gwmetrics_t *m_ = gwm(&sh[s_]);        \
-            acc_ += metrics_rd(&(expr));                 \
-        }                                                \
-        acc_;                                            \
-    })
+#define SUM(expr) GWM_SUM(sh, n, gwmetrics_t, g_gwm_mod, expr)
 
 /* A latency histogram summed over shards; `field` is the offset of one
  * agent's metrics_hist_t inside gwmetrics_t. */
@@ -153,115 +144,37 @@ static void render_runs(metrics_render_t *r, const shard_t *sh, unsigned n, cons
     }
 }
 
-static const char *const upfail_names[MUF_COUNT] = {"connect", "reset", "timeout", "status", "content_type", "protocol"};
+/* Every feature's block, in registration order. The allocation is one module
+ * ("gwmetrics", registered with the first block) so the hooks need not know
+ * which block they serve. */
+#define GWM_BLOCKS_MAX 8
+static struct gwm_block {
+    shard_mod_ops_t   ops;   /* a name only: the slot in shard_t.mod */
+    unsigned          idx;
+    size_t            size;
+    metrics_render_fn render;
+} g_blocks[GWM_BLOCKS_MAX];
+static unsigned g_nblocks;
 
-static void render_upstreams(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+static void gwm_close(shard_t *sh)
 {
-    char lb[320];
-    bool any = false;
-    for (uint32_t a = 0; a < cfg->n_agents; a++)
-        any |= cfg->agents[a].kind == CFG_AGENT_PROXY;
-    if (!any)
-        return;
-#define FOR_ENDPOINTS                                                                      \
-    for (uint32_t a = 0; a < cfg->n_agents; a++)                                           \
-        for (uint32_t e = 0; e < (cfg->agents[a].kind == CFG_AGENT_PROXY ? cfg->agents[a].n_endpoints : 0); e++)
-#define EP_LABELS(extra_fmt, ...)                                                          \
-    snprintf(lb, sizeof lb, "agent=\"%s\",endpoint=\"%s:%u\"" extra_fmt, cfg->agents[a].name,   \
-             cfg->agents[a].endpoints[e].host, cfg->agents[a].endpoints[e].port, ##__VA_ARGS__)
-    metrics_family(r, "agate_upstream_attempts", "counter", "Requests sent to upstream agents, by agent and endpoint.");
-    FOR_ENDPOINTS {
-        EP_LABELS("");
-        metrics_sample_u(r, "agate_upstream_attempts", "_total", lb, SUM(m_->up_attempts[a][e]));
-    }
-    metrics_family(r, "agate_upstream_failures", "counter", "Failed upstream attempts, by agent, endpoint and kind.");
-    FOR_ENDPOINTS {
-        for (int k = 0; k < MUF_COUNT; k++) {
-            EP_LABELS(",kind=\"%s\"", upfail_names[k]);
-            metrics_sample_u(r, "agate_upstream_failures", "_total", lb, SUM(m_->up_failures[a][e][k]));
-        }
-    }
-    metrics_family(r, "agate_upstream_breaker_open", "gauge", "Shards on which the endpoint's circuit breaker is open.");
-    FOR_ENDPOINTS {
-        EP_LABELS("");
-        int64_t v = 0;
-        for (unsigned s = 0; s < n; s++)
-            v += metrics_rdi(&gwm(&sh[s])->up_breaker_open[a][e]);
-        metrics_sample_i(r, "agate_upstream_breaker_open", lb, v);
-    }
-#undef EP_LABELS
-#undef FOR_ENDPOINTS
-    metrics_family(r, "agate_upstream_retries", "counter", "Upstream attempts retried on another endpoint, by agent.");
-    for (uint32_t a = 0; a < cfg->n_agents; a++) {
-        if (cfg->agents[a].kind != CFG_AGENT_PROXY)
-            continue;
-        snprintf(lb, sizeof lb, "agent=\"%s\"", cfg->agents[a].name);
-        metrics_sample_u(r, "agate_upstream_retries", "_total", lb, SUM(m_->up_retries[a]));
+    for (unsigned b = 0; b < g_nblocks; b++) {
+        free(sh->mod[g_blocks[b].idx]);
+        sh->mod[g_blocks[b].idx] = NULL;
     }
 }
 
-/* The response cache: per-agent results from the shards, the store's own
- * process-wide counters from core/cache.c. */
-static void render_cache(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
-{
-    static const char *const result_names[MC_COUNT] = {"hit", "miss", "coalesced"};
-    char lb[CFG_NAME_MAX + 32];
-    cache_stats_t cs;
-    metrics_family(r, "agate_cache_requests", "counter", "Runs of cached agents, by agent and X-Cache result.");
-    for (uint32_t a = 0; a < cfg->n_agents; a++) {
-        if (!cfg->agents[a].cache_ttl_ms)
-            continue;
-        for (int k = 0; k < MC_COUNT; k++) {
-            snprintf(lb, sizeof lb, "agent=\"%s\",result=\"%s\"", cfg->agents[a].name, result_names[k]);
-            metrics_sample_u(r, "agate_cache_requests", "_total", lb, SUM(m_->cache_results[a][k]));
-        }
-    }
-    metrics_family(r, "agate_cache_followers_detached", "counter", "Coalesced clients cut off for lagging behind the shared run.");
-    for (uint32_t a = 0; a < cfg->n_agents; a++) {
-        if (!cfg->agents[a].cache_ttl_ms)
-            continue;
-        snprintf(lb, sizeof lb, "agent=\"%s\"", cfg->agents[a].name);
-        metrics_sample_u(r, "agate_cache_followers_detached", "_total", lb, SUM(m_->cache_detached[a]));
-    }
-    static const char *const memo_names[METRICS_MEMO_RESULTS] = {"hit", "miss", "too_large"};
-    metrics_family(r, "agate_cache_key_memo", "counter",
-           "Cache keys computed, by agent and whether the shard's memo of recent keys answered (hit), the key was "
-           "hashed and remembered (miss), or the request was over the memo's 16 KiB (too_large).");
-    for (uint32_t a = 0; a < cfg->n_agents; a++) {
-        if (!cfg->agents[a].cache_ttl_ms)
-            continue;
-        for (int k = 0; k < METRICS_MEMO_RESULTS; k++) {
-            snprintf(lb, sizeof lb, "agent=\"%s\",result=\"%s\"", cfg->agents[a].name, memo_names[k]);
-            metrics_sample_u(r, "agate_cache_key_memo", "_total", lb, SUM(m_->cache_key_memo[a][k]));
-        }
-    }
-    cache_get_stats(&cs);
-    metrics_gauge(r, "agate_cache_bytes", "Bytes held by the response cache (entries and their headers).", (int64_t)cs.bytes);
-    metrics_gauge(r, "agate_cache_max_bytes", "The response cache's cap, cache.max_bytes.", (int64_t)cs.max_bytes);
-    metrics_gauge(r, "agate_cache_entries", "Runs held by the response cache.", (int64_t)cs.entries);
-    metrics_counter(r, "agate_cache_inserts", "Runs stored in the response cache.", cs.inserts);
-    metrics_counter(r, "agate_cache_evictions", "Entries evicted to stay under cache.max_bytes (S3-FIFO).", cs.evictions);
-    metrics_counter(r, "agate_cache_expirations", "Entries removed because their ttl passed.", cs.expirations);
-    metrics_counter(r, "agate_cache_purged", "Entries removed by DELETE /admin/cache.", cs.purged);
-}
-
-
-/* Allocated on the main thread so a scrape on any shard finds every shard's. */
 static int gwm_open(shard_t *sh, char *err, size_t errlen)
 {
     if (!sh->cfg->metrics_enabled)
         return 0;
-    if (!(sh->mod[g_gwm_mod] = calloc(1, sizeof(gwmetrics_t)))) {
-        snprintf(err, errlen, "out of memory");
-        return -ENOMEM;
-    }
+    for (unsigned b = 0; b < g_nblocks; b++)
+        if (!(sh->mod[g_blocks[b].idx] = calloc(1, g_blocks[b].size))) {
+            gwm_close(sh);
+            snprintf(err, errlen, "out of memory for %s metrics", g_blocks[b].ops.name);
+            return -ENOMEM;
+        }
     return 0;
-}
-
-static void gwm_close(shard_t *sh)
-{
-    free(sh->mod[g_gwm_mod]);
-    sh->mod[g_gwm_mod] = NULL;
 }
 
 static void render_all(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
@@ -269,18 +182,42 @@ static void render_all(metrics_render_t *r, const shard_t *sh, unsigned n, const
     for (unsigned s = 0; s < n; s++)
         if (!gwm(&sh[s]))
             return;   /* metrics off */
-    render_http(r, sh, n, cfg);
-    render_runs(r, sh, n, cfg);
-    render_upstreams(r, sh, n, cfg);
-    render_cache(r, sh, n, cfg);
+    for (unsigned b = 0; b < g_nblocks; b++)
+        g_blocks[b].render(r, sh, n, cfg);
 }
 
 /* Freed by the main thread after every shard has stopped (shard_close): a
  * scrape on one shard reads every shard's, also while another tears down. */
 static const shard_mod_ops_t gwm_mod = {.name = "gwmetrics", .open = gwm_open, .close = gwm_close};
 
+unsigned gwm_block_register(const char *name, size_t size, metrics_render_fn render)
+{
+    for (unsigned b = 0; b < g_nblocks; b++)
+        if (!strcmp(g_blocks[b].ops.name, name))
+            return g_blocks[b].idx;   /* a test's set-up runs twice */
+    if (g_nblocks == GWM_BLOCKS_MAX) {
+        fprintf(stderr, "agate: bug: more than GWM_BLOCKS_MAX metrics blocks (%s)\n", name);
+        abort();
+    }
+    if (!g_nblocks) {
+        shard_mod_register(&gwm_mod);
+        metrics_register(render_all);
+    }
+    struct gwm_block *b = &g_blocks[g_nblocks++];
+    b->ops.name = name;
+    b->idx = shard_mod_register(&b->ops);
+    b->size = size;
+    b->render = render;
+    return b->idx;
+}
+
+static void render_gateway(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
+{
+    render_http(r, sh, n, cfg);
+    render_runs(r, sh, n, cfg);
+}
+
 void gwmetrics_register(void)
 {
-    g_gwm_mod = shard_mod_register(&gwm_mod);
-    metrics_register(render_all);
+    g_gwm_mod = gwm_block_register("gateway", sizeof(gwmetrics_t), render_gateway);
 }

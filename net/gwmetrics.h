@@ -1,5 +1,6 @@
-/* gwmetrics: the gateway's per-shard metrics (HTTP, runs and events,
- * upstreams, the response cache) and their label sets. Recording is a relaxed
+/* gwmetrics: the gateway's per-shard metrics (HTTP, connections, runs and
+ * events) and their label sets, plus the per-shard block every feature's
+ * metrics use (gwm_block_register: upstream_metrics, coalesce_metrics). Recording is a relaxed
  * single-writer add (core/metrics.h) through gwm(sh), which is NULL when
  * metrics are off. Label sets are bounded enums and configured agent names. */
 #ifndef AGATE_GWMETRICS_H
@@ -31,10 +32,6 @@ enum metrics_reject {
     MRJ_RATE_LIMITED,       /* 429: a rate or concurrency limit */
     MRJ_COUNT
 };
-enum metrics_cache { MC_HIT, MC_MISS, MC_COALESCED, MC_COUNT };   /* X-Cache of a cached agent's run */
-enum metrics_upfail { MUF_CONNECT, MUF_RESET, MUF_TIMEOUT, MUF_STATUS, MUF_CONTENT_TYPE, MUF_PROTOCOL, MUF_COUNT };
-
-#define METRICS_MEMO_RESULTS CANON_MEMO_COUNT   /* enum canon_memo: hit, miss, too_large */
 
 typedef struct gwmetrics {
     uint64_t requests[ML_COUNT][MR_COUNT][MM_COUNT][5];   /* by status class 1xx..5xx */
@@ -51,13 +48,6 @@ typedef struct gwmetrics {
     uint64_t ws_messages[2], ws_bytes[2];                 /* WebSocket frames/bytes: [0] in, [1] out */
     uint64_t bytes_in, bytes_out;
     uint64_t conn_trims;                                  /* idle keep-alive connections that gave back their buffers */
-    uint64_t up_attempts[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
-    uint64_t up_failures[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS][MUF_COUNT];
-    uint64_t up_retries[CFG_MAX_AGENTS];
-    int64_t  up_breaker_open[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];   /* 1 while this shard's breaker is open */
-    uint64_t cache_results[CFG_MAX_AGENTS][MC_COUNT];
-    uint64_t cache_detached[CFG_MAX_AGENTS];              /* coalesced followers cut for lagging */
-    uint64_t cache_key_memo[CFG_MAX_AGENTS][METRICS_MEMO_RESULTS];   /* how keys were found (enum canon_memo) */
 } gwmetrics_t;
 
 extern unsigned g_gwm_mod;   /* this module's index in shard_t.mod */
@@ -69,5 +59,24 @@ enum metrics_method metrics_method_of(int llhttp_method);
 
 /* Main thread, at start-up: the per-shard struct and the render function. */
 void gwmetrics_register(void);
+
+/* Main thread, at start-up: a feature's per-shard metrics block. Returns its
+ * index in shard_t.mod, whose state is `size` zeroed bytes when metrics are on
+ * and NULL when off, allocated and freed on the main thread (shard_open,
+ * shard_close) so a scrape on any shard reads every shard's. `render` runs at
+ * a scrape only when metrics are on, blocks in registration order. */
+unsigned gwm_block_register(const char *name, size_t size, metrics_render_fn render);
+
+/* The sum over the n shards of `expr`, in which m_ names each shard's block
+ * (of C type `type`, module index `idx`). */
+#define GWM_SUM(sh, n, type, idx, expr)                                                    \
+    ({                                                                                     \
+        uint64_t acc_ = 0;                                                                 \
+        for (unsigned s_ = 0; s_ < (n); s_++) {                                            \
+            const type *m_ = (const type *)(sh)[s_].mod[idx];                              \
+            acc_ += metrics_rd(&(expr));                                                   \
+        }                                                                                  \
+        acc_;                                                                              \
+    })
 
 #endif

@@ -12,10 +12,12 @@
 #include "net/access.h"
 #include "net/breaker.h"
 #include "net/coalesce.h"
+#include "net/coalesce_metrics.h"
 #include "net/conns.h"
 #include "net/gwmetrics.h"
 #include "net/proxy.h"
 #include "net/upstream.h"
+#include "net/upstream_metrics.h"
 #include "net/ws.h"
 #include "proto/run.h"
 
@@ -24,7 +26,9 @@ void modules_register(void)
     cfggen_register();   /* first: a reloaded configuration is adopted before any other hook runs */
     run_register();
     echo_register();
-    gwmetrics_register();
+    gwmetrics_register();   /* metrics blocks: the gateway's, then each feature's */
+    upm_register();
+    coalm_register();
     access_register();
     ups_register();
     breaker_register();

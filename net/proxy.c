@@ -42,7 +42,7 @@
 #include "proto/pbread.h"
 #include "proto/sseread.h"
 #include "proto/validate.h"
-#include "net/gwmetrics.h"
+#include "net/upstream_metrics.h"
 
 enum px_phase { PX_ATTEMPT, PX_BACKOFF, PX_DONE };
 
@@ -136,11 +136,10 @@ static void span_end(proxy_run_t *px, const char *error_type)
     otlp_put(sh->id, s);
 }
 
-static const char *const upfail_types[MUF_COUNT] = {"connect", "reset", "timeout", "status", "content_type", "protocol"};
 
 /* An attempt failed before or after its first event: error.type is the kind of
  * failure, or (OTel) the status code when the upstream answered with an error. */
-static void span_failed(proxy_run_t *px, enum metrics_upfail kind)
+static void span_failed(proxy_run_t *px, enum upm_fail kind)
 {
     char code[8];
     if (!px->span_open)
@@ -149,7 +148,7 @@ static void span_failed(proxy_run_t *px, enum metrics_upfail kind)
         snprintf(code, sizeof code, "%u", px->up_status);
         span_end(px, code);
     } else {
-        span_end(px, upfail_types[kind]);
+        span_end(px, upm_fail_name(kind));
     }
 }
 
@@ -227,13 +226,13 @@ static void give_up(proxy_run_t *px, int status, const char *code, const char *m
 }
 
 /* An attempt failed before any event: retry elsewhere, or give up. */
-static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count_in_breaker, bool retryable,
+static void attempt_failed(proxy_run_t *px, enum upm_fail kind, bool count_in_breaker, bool retryable,
                            int status, const char *code, const char *msg)
 {
     run_t *r = px->r;
     const cfg_agent_t *ag = r->agent;
-    if (gwm(r->sh) && px->ep >= 0)
-        metrics_add(&gwm(r->sh)->up_failures[agent_idx(r)][px->ep][kind], 1);
+    if (upm(r->sh) && px->ep >= 0)
+        metrics_add(&upm(r->sh)->failures[agent_idx(r)][px->ep][kind], 1);
     if (count_in_breaker)
         breaker_record(r->sh, &px->hold, true);
     span_failed(px, kind);
@@ -253,8 +252,8 @@ static void attempt_failed(proxy_run_t *px, enum metrics_upfail kind, bool count
     uint64_t delay = cap ? rand_next(&r->sh->rng) % cap : 0;
     px->phase = PX_BACKOFF;
     px->backoff_until_ms = r->sh->now_ms + delay;
-    if (gwm(r->sh))
-        metrics_add(&gwm(r->sh)->up_retries[agent_idx(r)], 1);
+    if (upm(r->sh))
+        metrics_add(&upm(r->sh)->retries[agent_idx(r)], 1);
     schedule_timer(px);
 }
 
@@ -541,7 +540,7 @@ static void up_fail(void *owner, ups_fail_t why, int err)
              why == UPS_FAIL_CONNECT ? "connection failed" : why == UPS_FAIL_RESET ? "connection broke" : "sent an invalid HTTP response",
              strerror(-err));
     bool timeout = err == -ETIMEDOUT;
-    enum metrics_upfail kind = timeout ? MUF_TIMEOUT : why == UPS_FAIL_CONNECT ? MUF_CONNECT
+    enum upm_fail kind = timeout ? MUF_TIMEOUT : why == UPS_FAIL_CONNECT ? MUF_CONNECT
                              : why == UPS_FAIL_RESET ? MUF_RESET : MUF_PROTOCOL;
     attempt_failed(px, kind, true, true, timeout ? 504 : 502, timeout ? "upstream_timeout" : "upstream_failed", msg);
 }
@@ -651,8 +650,8 @@ static void attempt(proxy_run_t *px)
     }
     px->u = u;
     px->ep = ep;
-    if (gwm(r->sh))
-        metrics_add(&gwm(r->sh)->up_attempts[agent_idx(r)][ep], 1);
+    if (upm(r->sh))
+        metrics_add(&upm(r->sh)->attempts[agent_idx(r)][ep], 1);
     build_request(px, ups_out(u), &r->agent->endpoints[ep]);
     span_begin(px, &r->agent->endpoints[ep]);
     ups_send(u);

@@ -15,10 +15,11 @@
 
 #include "net/breaker.h"
 #include "net/gwmetrics.h"
+#include "net/upstream_metrics.h"
 
 static shard_t sh;   /* static: both are large */
 static cfg_t cfg, old_cfg;
-static gwmetrics_t gm;
+static upm_t gm;
 
 /* One proxy agent in slot 0 with n endpoints; its breaker opens after
  * `failures` failures in a row, stays open 1 s and admits `trials` trials. */
@@ -44,15 +45,16 @@ static cfg_agent_t *setup(unsigned n, uint32_t failures, uint32_t trials, cfg_ba
     ag->breaker_half_open = trials;
     sh.cfg = &cfg;
     gwmetrics_register();
+    upm_register();
     breaker_register();
     memset(&gm, 0, sizeof gm);
-    sh.mod[g_gwm_mod] = &gm;
+    sh.mod[g_upm_mod] = &gm;
     sh.now_ms = 5000;
     assert_int_equal(breaker_shard_init(&sh), 0);
     return ag;
 }
 
-static int64_t gauge(unsigned e) { return gm.up_breaker_open[0][e]; }
+static int64_t gauge(unsigned e) { return gm.breaker_open[0][e]; }
 
 /* A pick that must succeed, on endpoint want (-1: any). */
 static breaker_hold_t take(int want)

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include "net/coalesce_metrics.h"
 #include "tests/support/shardrun.h"
 #include "tests/unit/wire.h"
 
@@ -496,7 +497,7 @@ static void test_leader_client_leaves(void **state)
 /* A follower that stops reading falls behind; past cache.max_lag more than
  * it ever was, it is detached with RUN_ERROR client_too_slow; the leader and
  * the other followers go on. */
-static void read_metrics(shard_t *sh, void *arg) { memcpy(arg, gwm(sh), sizeof(gwmetrics_t)); }
+static void read_metrics(shard_t *sh, void *arg) { memcpy(arg, coalm(sh), sizeof(coalm_t)); }
 
 static void test_slow_follower_detached(void **state)
 {
@@ -523,11 +524,11 @@ static void test_slow_follower_detached(void **state)
     assert_true(sr_until(&S, has_ended, &fast));
     assert_int_equal(fast.n, 6);                              /* everything, the padding included */
     assert_string_equal(member(fast.ev[5], "type", v, sizeof v), "RUN_FINISHED");
-    gwmetrics_t *gm = calloc(1, sizeof *gm);
+    coalm_t *gm = calloc(1, sizeof *gm);
     sr_call(&S, read_metrics, gm);
-    assert_int_equal(gm->cache_detached[CACHED], 1);
-    assert_int_equal(gm->cache_results[CACHED][MC_COALESCED], 2);
-    assert_int_equal(gm->cache_results[CACHED][MC_MISS], 1);
+    assert_int_equal(gm->detached[CACHED], 1);
+    assert_int_equal(gm->results[CACHED][MC_COALESCED], 2);
+    assert_int_equal(gm->results[CACHED][MC_MISS], 1);
     free(gm);
 }
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include "net/upstream_metrics.h"
 #include "tests/support/shardrun.h"
 #include "tests/unit/wire.h"
 
@@ -434,7 +435,7 @@ static void test_pass_validation(void **state)
 
 /* ---- endpoints: retry, breaker ---- */
 
-static void read_metrics(shard_t *sh, void *arg) { memcpy(arg, gwm(sh), sizeof(gwmetrics_t)); }
+static void read_metrics(shard_t *sh, void *arg) { memcpy(arg, upm(sh), sizeof(upm_t)); }
 
 /* Endpoint 0 refuses, endpoint 1 answers: with one retry both runs succeed,
  * each attempt on the dead endpoint retried on the other (counted). */
@@ -458,12 +459,12 @@ static void test_retry_next_endpoint(void **state)
         close(u);
         close(c);
     }
-    gwmetrics_t *m = calloc(1, sizeof *m);
+    upm_t *m = calloc(1, sizeof *m);
     sr_call(&S, read_metrics, m);
-    assert_true(m->up_retries[1] >= 1);                       /* round robin sent a run to the dead one */
-    assert_int_equal(m->up_attempts[1][0], m->up_retries[1]);   /* every attempt there was retried */
-    assert_int_equal(m->up_failures[1][0][MUF_CONNECT], m->up_retries[1]);
-    assert_int_equal(m->up_attempts[1][1], 2);
+    assert_true(m->retries[1] >= 1);                       /* round robin sent a run to the dead one */
+    assert_int_equal(m->attempts[1][0], m->retries[1]);   /* every attempt there was retried */
+    assert_int_equal(m->failures[1][0][MUF_CONNECT], m->retries[1]);
+    assert_int_equal(m->attempts[1][1], 2);
     free(m);
 }
 
@@ -488,10 +489,10 @@ static void test_breaker_refuses(void **state)
     assert_true(atoi(v) >= 1 && atoi(v) <= 10);
     free(r.body);
     close(c);
-    gwmetrics_t *m = calloc(1, sizeof *m);
+    upm_t *m = calloc(1, sizeof *m);
     sr_call(&S, read_metrics, m);
-    assert_int_equal(m->up_attempts[1][0], 1);              /* the refusal made no attempt */
-    assert_int_equal(m->up_breaker_open[1][0], 1);
+    assert_int_equal(m->attempts[1][0], 1);              /* the refusal made no attempt */
+    assert_int_equal(m->breaker_open[1][0], 1);
     free(m);
 }
 
