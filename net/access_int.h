@@ -116,8 +116,10 @@ void access_cred_wipe(access_cred_t *cr);
 
 /* ---- access.c: used by the policy's key tables and by access_http.c ---- */
 
-/* Identity under p: access_identify once the policy is loaded; `upgrade`
- * also takes the credential ways of a WebSocket upgrade (access_cred_find). */
+/* Identity of the request under p, from its peer and its credential
+ * (access_cred_find; `upgrade` takes a WebSocket upgrade's ways too).
+ * ACCESS_UNAUTHORIZED or ACCESS_BAD_REQUEST when a credential was given and
+ * is bad; none at all is ACCESS_ALLOW with an anonymous identity. */
 access_verdict_t access_policy_identify(const access_policy_t *p, struct conn *c, const struct http_req *r,
                                         bool upgrade, access_ident_t *id, access_decision_t *d);
 void access_ident_of_key(const access_policy_t *p, uint32_t k, access_ident_t *id);
