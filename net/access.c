@@ -15,7 +15,6 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -261,7 +260,7 @@ static access_verdict_t identify_key(const access_policy_t *p, conn_t *c, const 
     return ACCESS_ALLOW;
 }
 
-access_verdict_t access_policy_identify(const access_policy_t *p, conn_t *c, const http_req_t *r,
+access_verdict_t access_policy_identify(const access_policy_t *p, conn_t *c, const http_req_t *r, bool upgrade,
                                         access_ident_t *id, access_decision_t *d)
 {
     memset(d, 0, sizeof *d);
@@ -276,44 +275,20 @@ access_verdict_t access_policy_identify(const access_policy_t *p, conn_t *c, con
         client_address(p, c, r, id);
     if (!p->auth_on)
         return ACCESS_ALLOW;
-    const char *v;
-    size_t n;
-    if (http_header(r, "authorization", &v, &n)) {
-        if (n < 7 || strncasecmp(v, "Bearer ", 7)) {
-            access_refuse_401(d, "invalid_request", "Authorization must be Bearer <token>");
-            return d->verdict;
-        }
-        v += 7;
-        n -= 7;
-        while (n && *v == ' ')
-            v++, n--;
-        while (n && v[n - 1] == ' ')
-            n--;
-        if (!n) {
-            access_refuse_401(d, "invalid_request", "empty bearer token");
-            return d->verdict;
-        }
+    access_cred_t cr;
+    if (access_cred_find(p->cfg.api_key_header, r, upgrade, &cr, d))
+        return d->verdict;
+    access_verdict_t v = ACCESS_ALLOW;
+    if (cr.kind == ACCESS_CRED_KEY) {
+        v = identify_key(p, c, cr.tok, cr.len, id, d);
+    } else if (cr.kind == ACCESS_CRED_BEARER) {
         /* Two dots: a JWT (when JWT keys are configured); anything else is an API key. */
-        const char *dot = memchr(v, '.', n);
-        bool jwt_shape = dot && memchr(dot + 1, '.', n - (size_t)(dot + 1 - v));
-        if (jwt_shape && p->keys.n)
-            return identify_jwt(p, c, v, n, id, d);
-        return identify_key(p, c, v, n, id, d);
+        const char *t = cr.tok, *dot = memchr(t, '.', cr.len);
+        bool jwt_shape = dot && memchr(dot + 1, '.', cr.len - (size_t)(dot + 1 - t));
+        v = jwt_shape && p->keys.n ? identify_jwt(p, c, t, cr.len, id, d) : identify_key(p, c, t, cr.len, id, d);
     }
-    if (p->cfg.api_key_header[0] && http_header(r, p->cfg.api_key_header, &v, &n))
-        return identify_key(p, c, v, n, id, d);
-    return ACCESS_ALLOW;
-}
-
-access_verdict_t access_identify(conn_t *c, const http_req_t *r, access_ident_t *id, access_decision_t *d)
-{
-    access_policy_t *p = access_policy();
-    memset(d, 0, sizeof *d);
-    if (!p) {
-        memset(id, 0, sizeof *id);
-        return ACCESS_ALLOW;
-    }
-    return access_policy_identify(p, c, r, id, d);
+    access_cred_wipe(&cr);
+    return v;
 }
 
 /* ---- authorization and limits ---- */

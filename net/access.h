@@ -10,8 +10,9 @@
  * (core/qsbr.h), so readers take no lock and no reference count. Limiter state lives in the table, keyed by a hash of each
  * rule's definition: a reload that keeps a rule keeps its state.
  *
- * Transports: access_identify once per request (HTTP) or per connection
- * (WebSocket upgrade), then access_admit per run. A run's concurrency slots
+ * Transports: identity once per request (HTTP) or per connection (the
+ * WebSocket upgrade, which is also refused 401/403 when that identity may not
+ * run the URL's agent), then access_admit per run. A run's concurrency slots
  * ride in run_t.holds and are released by run_release (a run hook
  * registered by access_register), however the run ends. */
 #ifndef AGATE_ACCESS_H
@@ -57,9 +58,10 @@ typedef enum access_verdict {
     ACCESS_UNAUTHORIZED,                    /* 401: missing or bad credentials */
     ACCESS_FORBIDDEN,                       /* 403: authenticated, scope missing */
     ACCESS_RATE_LIMITED,                    /* 429 */
+    ACCESS_BAD_REQUEST,                     /* 400: credentials sent more than one way */
 } access_verdict_t;
 
-/* The outcome of access_identify/access_admit, enough for any transport to
+/* The outcome of identifying a caller or access_admit, enough for any transport to
  * answer: HTTP writes a 401/403/429, WebSocket a RUN_ERROR (code rate_limited). */
 typedef struct access_decision {
     access_verdict_t verdict;
@@ -88,10 +90,6 @@ void access_shutdown(void);
  * the limiter table's metrics. */
 void access_register(void);
 
-/* Identity of the request from its headers and peer. ACCESS_UNAUTHORIZED
- * when credentials were given and are bad. */
-access_verdict_t access_identify(struct conn *c, const struct http_req *r, access_ident_t *id,
-                                 access_decision_t *d);
 /* Authorization and limits for one run of agent. On ACCESS_ALLOW, *holds has
  * the concurrency slots taken (release with access_release). */
 access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const cfg_agent_t *agent,
@@ -104,6 +102,12 @@ void access_release(rl_holds_t *holds);
  * access_release) and the quota is noted on the connection for the response
  * head. */
 bool access_http_run(struct conn *c, const cfg_agent_t *agent, rl_holds_t *holds);
+/* HTTP: a WebSocket upgrade to agent. Identifies the caller from the headers,
+ * a bearer.agate. Sec-WebSocket-Protocol entry or ?access_token= (net/access_cred.c)
+ * into *id, which the connection keeps for its runs, and checks that this identity
+ * may run agent (scopes; rate limits stay per run). Answers 400/401/403 itself
+ * and returns false. */
+bool access_http_upgrade(struct conn *c, const cfg_agent_t *agent, access_ident_t *id);
 /* HTTP: /metrics on the main listener when auth is on: needs scope admin. */
 bool access_http_admin(struct conn *c);
 /* HTTP OPTIONS: a CORS preflight is answered here (204, or 403 for an origin

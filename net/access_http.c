@@ -1,5 +1,5 @@
-/* access_http: the access module's answers on HTTP. A refused run or admin
- * request gets 401/403/429 with a JSON body and the WWW-Authenticate,
+/* access_http: the access module's answers on HTTP. A refused run, WebSocket
+ * upgrade or admin request gets 400/401/403/429 with a JSON body and the WWW-Authenticate,
  * Retry-After and RateLimit-* lines a client needs to act on it; a CORS
  * preflight is answered here; every response head gets the security headers,
  * the CORS lines for an allowed Origin and the quota of the request it
@@ -24,7 +24,8 @@ static void count_reject(conn_t *c, access_verdict_t v)
     if (!c->sh || !gwm(c->sh))
         return;
     enum metrics_reject why = v == ACCESS_RATE_LIMITED ? MRJ_RATE_LIMITED
-                            : v == ACCESS_FORBIDDEN ? MRJ_FORBIDDEN : MRJ_UNAUTHORIZED;
+                            : v == ACCESS_FORBIDDEN ? MRJ_FORBIDDEN
+                            : v == ACCESS_BAD_REQUEST ? MRJ_BAD_REQUEST : MRJ_UNAUTHORIZED;
     metrics_add(&gwm(c->sh)->rejected[why], 1);
 }
 
@@ -32,11 +33,12 @@ void access_http_refuse(conn_t *c, const access_decision_t *d)
 {
     char extra[384];
     buf_t *b = &c->sh->scratch;
-    int status = d->verdict == ACCESS_RATE_LIMITED ? 429 : d->verdict == ACCESS_FORBIDDEN ? 403 : 401;
+    int status = d->verdict == ACCESS_RATE_LIMITED ? 429 : d->verdict == ACCESS_FORBIDDEN ? 403
+               : d->verdict == ACCESS_BAD_REQUEST ? 400 : 401;
     extra[0] = 0;
     if (status == 401 && !strcmp(d->error, "unauthorized"))
         snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer realm=\"agate\"\r\n");
-    else if (status == 401)
+    else if (status == 401 || status == 400)   /* 400: invalid_request, two ways (RFC 6750 3.1) */
         snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer realm=\"agate\", error=\"%s\", "
                  "error_description=\"%s\"\r\n", d->error, d->message);
     else if (status == 403)
@@ -78,11 +80,31 @@ bool access_http_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds)
         return true;
     access_ident_t id;
     access_decision_t d;
-    if (access_policy_identify(p, c, &c->http.req, &id, &d) || access_admit(&id, c->sh->cfg, agent, holds, &d)) {
+    if (access_policy_identify(p, c, &c->http.req, false, &id, &d) ||
+        access_admit(&id, c->sh->cfg, agent, holds, &d)) {
         access_http_refuse(c, &d);
         return false;
     }
     c->quota = d.quota;
+    return true;
+}
+
+bool access_http_upgrade(conn_t *c, const cfg_agent_t *agent, access_ident_t *id)
+{
+    access_policy_t *p = access_policy();
+    access_decision_t d;
+    if (!p) {
+        memset(id, 0, sizeof *id);
+        return true;
+    }
+    /* The endpoint names one agent, so "may this caller run it" is known now:
+     * an upgrade that every run would be refused on is refused itself. */
+    if (access_policy_identify(p, c, &c->http.req, true, id, &d) ||
+        access_authorize(p, id, agent, agent->slot, &d)) {
+        c->http.req.keep_alive = false;   /* llhttp took it as an upgrade: no more HTTP after it */
+        access_http_refuse(c, &d);
+        return false;
+    }
     return true;
 }
 
@@ -93,7 +115,7 @@ bool access_http_admin(conn_t *c)
         return true;
     access_ident_t id;
     access_decision_t d;
-    if (!access_policy_identify(p, c, &c->http.req, &id, &d)) {
+    if (!access_policy_identify(p, c, &c->http.req, false, &id, &d)) {
         if (id.kind == ACCESS_ANON) {
             access_refuse_401(&d, "unauthorized", "credentials required: Authorization: Bearer <token or API key>");
         } else if (!access_has_scope_str(&id, "admin")) {

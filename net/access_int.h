@@ -1,8 +1,9 @@
-/* access_int: what the three files of the access module share, and nothing
+/* access_int: what the files of the access module share, and nothing
  * outside them may use. access_policy.c compiles the policy from
  * access_conf(cfg) and publishes it; access.c identifies a caller and admits its
- * runs against the published policy; access_http.c answers for them on HTTP
- * (refusals, CORS preflight, response-head lines). net/access.h stays the
+ * runs against the published policy, with the credential access_cred.c finds
+ * in the request; access_http.c answers for them on HTTP (refusals, CORS
+ * preflight, the WebSocket upgrade's check, response-head lines). net/access.h stays the
  * module's interface; this header is included only by net/access*.c.
  *
  * A policy is immutable once published: readers on any shard take it with
@@ -83,11 +84,44 @@ static inline access_policy_t *access_policy(void)
  * access_admit must agree on it). */
 uint64_t access_rule_seed(const access_policy_t *p, const access_rule_t *r, const cfg_agent_t *agent);
 
+/* ---- access_cred.c: where the credential is ---- */
+
+typedef enum access_cred_kind {
+    ACCESS_CRED_NONE = 0,
+    ACCESS_CRED_BEARER,       /* a bearer token: a JWT when JWT-shaped and JWT keys exist, else an API key */
+    ACCESS_CRED_KEY,          /* the API key header: always an API key */
+} access_cred_kind_t;
+
+/* A request's one credential: tok points into the request, or into buf when
+ * it had to be decoded (a base64url protocol entry, a percent-encoded
+ * access_token). Lives on the caller's stack for one identify. */
+typedef struct access_cred {
+    access_cred_kind_t kind;
+    const char        *tok;
+    size_t             len;
+    bool               decoded;          /* buf holds len secret bytes: access_cred_wipe */
+    char               buf[JWT_MAX_TOKEN];
+} access_cred_t;
+
+/* Finds the credential of r: the headers, and on a WebSocket upgrade
+ * (`upgrade`) also a Sec-WebSocket-Protocol entry or the access_token query
+ * parameter. key_header: auth.api_key_header ("" for none). ACCESS_ALLOW with
+ * cr->kind NONE when there is none; a malformed one is ACCESS_UNAUTHORIZED,
+ * two of them (or an access_token outside an upgrade) ACCESS_BAD_REQUEST,
+ * error invalid_request, in d. */
+access_verdict_t access_cred_find(const char *key_header, const struct http_req *r, bool upgrade,
+                                  access_cred_t *cr, access_decision_t *d);
+/* Clears a decoded token's bytes. */
+void access_cred_wipe(access_cred_t *cr);
+
 /* ---- access.c: used by the policy's key tables and by access_http.c ---- */
 
-/* Identity under p: access_identify once the policy is loaded. */
+/* Identity of the request under p, from its peer and its credential
+ * (access_cred_find; `upgrade` takes a WebSocket upgrade's ways too).
+ * ACCESS_UNAUTHORIZED or ACCESS_BAD_REQUEST when a credential was given and
+ * is bad; none at all is ACCESS_ALLOW with an anonymous identity. */
 access_verdict_t access_policy_identify(const access_policy_t *p, struct conn *c, const struct http_req *r,
-                                        access_ident_t *id, access_decision_t *d);
+                                        bool upgrade, access_ident_t *id, access_decision_t *d);
 void access_ident_of_key(const access_policy_t *p, uint32_t k, access_ident_t *id);
 access_verdict_t access_authorize(const access_policy_t *p, const access_ident_t *id, const cfg_agent_t *agent,
                                   unsigned ai, access_decision_t *d);

@@ -144,12 +144,8 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
         return;
     }
     access_ident_t ident;
-    access_decision_t ad;
-    if (access_identify(c, r, &ident, &ad)) {   /* bad credentials: 401 instead of the upgrade */
-        c->http.req.keep_alive = false;
-        access_http_refuse(c, &ad);
+    if (!access_http_upgrade(c, agent, &ident))   /* 400, 401 or 403 instead of the upgrade */
         return;
-    }
     ws_conn_t *ws = calloc(1, sizeof *ws + wc->max_runs * sizeof(ws_slot_t));
     if (!ws) {
         refuse(c, 503, "out_of_memory", "out of memory", NULL);

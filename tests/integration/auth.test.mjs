@@ -3,15 +3,19 @@
 // ES256 from a JWKS file), every refusal path (missing, expired, wrong signature,
 // wrong audience, alg none, algorithm confusion, bad key, wrong scope), CORS
 // preflight and headers, security headers, /metrics needing `admin`, SIGHUP
-// reload of keys, and that no credential ever reaches the log.
+// reload of keys, and that no credential ever reaches the log. WebSocket upgrades:
+// refused 401/403 before the 101 when every run would be, and the credential ways a
+// browser has (a bearer.agate. Sec-WebSocket-Protocol entry, ?access_token=), never
+// echoed, logged or put in a span.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import { spawnSync } from 'node:child_process';
+import WebSocket from 'ws';
 import {
-  startAgate, stopClean, request, runInput, assertError, writeTemp, waitFor, streamRun, sleep,
+  startAgate, stopClean, request, runInput, assertError, writeTemp, waitFor, streamRun, sleep, RawConn, buildRequest,
 } from './lib/harness.mjs';
 
 const T = { timeout: 20000 };
@@ -22,6 +26,9 @@ const KEY_RUN = `k-run-${crypto.randomBytes(12).toString('hex')}`;
 const KEY_ECHO_ONLY = `k-echo-${crypto.randomBytes(12).toString('hex')}`;
 const KEY_NONE = `k-none-${crypto.randomBytes(12).toString('hex')}`;
 const KEY_ADMIN = `k-admin-${crypto.randomBytes(12).toString('hex')}`;
+// A key with bytes a subprotocol token cannot hold ('/', '=', ' ', a quote): sent
+// base64url in a protocol entry, percent-encoded in access_token.
+const KEY_ODD = `k/odd "${crypto.randomBytes(6).toString('base64')}"+x==`;
 // Test keys come from the openssl command, not crypto.generateKeyPairSync: node 20
 // can deadlock exporting a generated key (ExportJWK holds the key's mutex while it
 // allocates; a GC there finalizes the KeyGenJob, whose destructor takes the same
@@ -72,6 +79,7 @@ function config({ jwksPath, pemPath, keys = [KEY_RUN, KEY_ECHO_ONLY, KEY_NONE, K
     `    - {name: echo-only, sha256: ${sha(echoOnly)}, scopes: ["agents:run:echo"]}`,
     `    - {name: no-scope, sha256: ${sha(none)}}`,
     `    - {name: ops, sha256: ${sha(admin)}, scopes: [admin]}`,
+    `    - {name: odd, sha256: ${sha(KEY_ODD)}, scopes: [agents:run]}`,
     '  jwt:',
     '    issuer: https://issuer.test',
     '    audience: agate',
@@ -301,6 +309,210 @@ describe('auth reload', () => {
     } finally {
       ka?.close();
       await stopClean(agate);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+// WebSocket upgrades
+
+/** Opens /v1/agents/{agent}/ws with the `ws` client: {ws} once open, or the refusal
+ * {status, headers, body} when agate answers the upgrade with an error. */
+function upgrade(port, { agent = 'echo', query = '', protocols = ['ag-ui'], headers = {} } = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/agents/${agent}/ws${query}`, protocols, { headers });
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve({ ws }));
+    ws.once('unexpected-response', (_req, res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, text, body: JSON.parse(text) }));
+    });
+    ws.once('error', reject);
+  });
+}
+
+/** One echo run over an open socket: its events, ending with RUN_FINISHED or RUN_ERROR. */
+function wsRun(ws, text = 'hello over ws') {
+  const input = runInput(text);
+  const events = [];
+  return new Promise((resolve, reject) => {
+    ws.on('message', (m) => {
+      const e = JSON.parse(m.toString());
+      if (e.runId !== input.runId) return;
+      events.push(e);
+      if (e.type === 'RUN_FINISHED' || e.type === 'RUN_ERROR') resolve(events);
+    });
+    ws.once('close', () => reject(new Error('closed before the run ended')));
+    ws.send(JSON.stringify(input));
+  });
+}
+
+const proto = (tok) => `bearer.agate.${tok}`;
+const proto64 = (tok) => `base64url.bearer.agate.${Buffer.from(tok).toString('base64url')}`;
+const qs = (tok) => `?access_token=${encodeURIComponent(tok)}`;
+
+/** A refused upgrade: status, JSON error body, and the Bearer challenge for 400/401/403. */
+function assertRefused(r, status, code, what) {
+  assert.equal(r.status, status, `${what}: ${r.status} ${r.text}`);
+  assert.match(r.headers['content-type'], /^application\/json/, what);
+  assert.equal(r.body.error, code, `${what}: ${r.text}`);
+  assert.equal(typeof r.body.message, 'string', what);
+  assert.match(r.headers['www-authenticate'], /^Bearer realm="agate"/, what);
+  assert.equal(r.headers.upgrade, undefined, `${what}: no upgrade`);
+}
+
+describe('WebSocket upgrade credentials', () => {
+  let agate;
+  let collector;
+  const spansSeen = [];
+  before(async () => {
+    collector = http.createServer((req, res) => {
+      let data = '';
+      req.on('data', (d) => { data += d; });
+      req.on('end', () => { spansSeen.push(data); res.writeHead(200, { 'Content-Type': 'application/json' }); res.end('{}'); });
+    });
+    await new Promise((r) => collector.listen(0, '127.0.0.1', r));
+    const jwksPath = writeTemp(JSON.stringify({ keys: [{ ...EC_JWK, kid: 'ec1', use: 'sig', alg: 'ES256' }] }), 'jwks.json');
+    const pemPath = writeTemp(RSA_PEM, 'rsa.pem');
+    agate = await startAgate({
+      config: `${config({ jwksPath, pemPath })}trace: {otlp_endpoint: "http://127.0.0.1:${collector.address().port}/v1/traces", export_interval: 100ms}\n`,
+    });
+  });
+  after(async () => {
+    if (agate) await stopClean(agate);
+    collector?.close();
+  });
+
+  test('no credentials: the upgrade itself is refused 401 (not a 101 whose runs all fail)', T, async () => {
+    const r = await upgrade(agate.port);
+    assertRefused(r, 401, 'unauthorized', 'no credentials');
+    assert.equal(r.headers['www-authenticate'], 'Bearer realm="agate"');
+    // an agent open to anonymous callers still upgrades without any
+    const open = await upgrade(agate.port, { agent: 'open' });
+    assert.ok(open.ws, 'anonymous agent upgrades');
+    assert.equal((await wsRun(open.ws)).at(-1).type, 'RUN_FINISHED');
+    open.ws.close();
+    const m = (await request(agate.adminPort, { path: '/metrics' })).text;
+    assert.match(m, /agate_http_requests_total\{listener="main",route="ws",method="GET",code="4xx"\} [1-9]/);
+  });
+
+  test('valid credentials without the agent\'s scope: 403 insufficient_scope naming the scope', T, async () => {
+    for (const [what, opts] of [
+      ['header', { headers: bearer(KEY_ECHO_ONLY) }],
+      ['protocol entry', { protocols: ['ag-ui', proto(KEY_ECHO_ONLY)] }],
+      ['access_token', { query: qs(KEY_ECHO_ONLY) }],
+      ['JWT without a run scope', { query: qs(hs(claims({ scope: 'profile' }))) }],
+    ]) {
+      const r = await upgrade(agate.port, { agent: 'other', ...opts });
+      assertRefused(r, 403, 'insufficient_scope', what);
+      assert.equal(r.body.scope, 'agents:run:other', what);
+      assert.match(r.headers['www-authenticate'], /error="insufficient_scope", scope="agents:run:other"/, what);
+    }
+    // the same key may run echo: the refusal is per agent
+    const ok = await upgrade(agate.port, { agent: 'echo', protocols: ['ag-ui', proto(KEY_ECHO_ONLY)] });
+    assert.ok(ok.ws);
+    ok.ws.close();
+  });
+
+  test('every credential way upgrades and runs; only ag-ui is echoed, never the credential entry', T, async () => {
+    const ways = [
+      ['Authorization', { headers: bearer(KEY_RUN) }],
+      ['X-API-Key', { headers: { 'X-API-Key': KEY_RUN } }],
+      ['bearer.agate. entry, API key', { protocols: ['ag-ui', proto(KEY_RUN)] }],
+      ['bearer.agate. entry first, JWT', { protocols: [proto(hs()), 'ag-ui'] }],
+      ['base64url.bearer.agate. entry, odd key', { protocols: [proto64(KEY_ODD), 'ag-ui'] }],
+      ['base64url.bearer.agate. entry, JWT', { protocols: ['ag-ui', proto64(es())] }],
+      ['access_token, API key', { query: qs(KEY_RUN) }],
+      ['access_token percent-encoded, odd key', { query: `?x=1&access_token=${encodeURIComponent(KEY_ODD)}&y` }],
+      ['access_token, JWT', { query: qs(rs()) }],
+    ];
+    for (const [what, opts] of ways) {
+      const r = await upgrade(agate.port, opts);
+      assert.ok(r.ws, `${what}: ${r.status} ${r.text}`);
+      assert.equal(r.ws.protocol, 'ag-ui', `${what}: the server selected ag-ui`);
+      const events = await wsRun(r.ws);
+      assert.equal(events.at(-1).type, 'RUN_FINISHED', `${what}: ${JSON.stringify(events.at(-1))}`);
+      r.ws.close();
+    }
+    // The 101 on the wire: Sec-WebSocket-Protocol is exactly ag-ui, the token nowhere.
+    const conn = await RawConn.connect(agate.port);
+    await conn.write(buildRequest({
+      path: '/v1/agents/echo/ws',
+      headers: {
+        Upgrade: 'websocket', Connection: 'Upgrade', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+        'Sec-WebSocket-Protocol': `${proto(KEY_RUN)}, ag-ui`,
+      },
+    }));
+    assert.ok(await conn.waitFor((c) => c.data.indexOf('\r\n\r\n') >= 0, 5000), 'no response head');
+    const head = conn.data.toString('latin1');
+    conn.destroy();
+    assert.match(head, /^HTTP\/1\.1 101 /, head.slice(0, 200));
+    assert.match(head, /\r\nSec-WebSocket-Protocol: ag-ui\r\n/i);
+    assert.ok(!head.includes(KEY_RUN) && !head.includes('bearer.agate'), 'the credential entry is not echoed');
+  });
+
+  test('bad credentials in a browser way are 401 invalid_token; malformed ones 401 invalid_request', T, async () => {
+    for (const [what, opts, code] of [
+      ['wrong key in an entry', { protocols: ['ag-ui', proto('not-a-key')] }, 'invalid_token'],
+      ['wrong key in access_token', { query: qs('not-a-key') }, 'invalid_token'],
+      ['expired JWT in access_token', { query: qs(hs(claims({ exp: now() - 60 }))) }, 'invalid_token'],
+      ['tampered JWT in an entry', { protocols: ['ag-ui', proto(`${hs()}x`)] }, 'invalid_token'],
+      ['an entry that is not base64url', { protocols: ['ag-ui', 'base64url.bearer.agate.a'] }, 'invalid_request'],
+      ['an empty entry', { protocols: ['ag-ui', 'bearer.agate.'] }, 'invalid_request'],
+      ['an empty access_token', { query: '?access_token=' }, 'invalid_request'],
+      ['a broken escape in access_token', { query: '?access_token=ab%zz' }, 'invalid_request'],
+      // bad credentials are refused even where anonymous callers may run
+      ['wrong key, anonymous agent', { agent: 'open', query: qs('not-a-key') }, 'invalid_token'],
+    ]) {
+      const r = await upgrade(agate.port, opts);
+      assertRefused(r, 401, code, what);
+      assert.match(r.headers['www-authenticate'], new RegExp(`error="${code}"`), what);
+    }
+  });
+
+  test('a credential sent two ways is 400 invalid_request; access_token on a POST run is 400', T, async () => {
+    for (const [what, opts] of [
+      ['Authorization and an entry', { headers: bearer(KEY_RUN), protocols: ['ag-ui', proto(KEY_RUN)] }],
+      ['X-API-Key and access_token', { headers: { 'X-API-Key': KEY_RUN }, query: qs(KEY_RUN) }],
+      ['an entry and access_token', { protocols: ['ag-ui', proto(KEY_RUN)], query: qs(KEY_RUN) }],
+      ['two entries', { protocols: ['ag-ui', proto(KEY_RUN), proto64(KEY_RUN)] }],
+      ['access_token twice', { query: `${qs(KEY_RUN)}&access_token=${KEY_RUN}` }],
+    ]) {
+      const r = await upgrade(agate.port, opts);
+      assertRefused(r, 400, 'invalid_request', what);
+      assert.match(r.headers['www-authenticate'], /error="invalid_request"/, what);
+    }
+    const post = await request(agate.port, {
+      method: 'POST', path: `/v1/agents/echo/run${qs(KEY_RUN)}`, headers: { 'Content-Type': 'application/json' }, body: BODY(),
+    });
+    assertError(post, 400, 'invalid_request');
+    assert.match(JSON.parse(post.text).message, /WebSocket upgrade only/);
+  });
+
+  test('no credential given in a URL or a protocol entry reaches the log, a span or an answer', T, async () => {
+    const jwt = hs(claims({ sub: 'span-check' }));
+    const wsLines = () => agate.stdoutLines().filter((l) => l.includes('"path":"/v1/agents/echo/ws"')).length;
+    const wsSpans = () => spansSeen.join('\n').split('/v1/agents/{name}/ws').length - 1;
+    const [lines0, spans0] = [wsLines(), wsSpans()];
+    const ok = await upgrade(agate.port, { query: `?access_token=${jwt}` });
+    assert.ok(ok.ws);
+    assert.equal((await wsRun(ok.ws)).at(-1).type, 'RUN_FINISHED');
+    ok.ws.close();
+    const bad = `k-bad-${crypto.randomBytes(12).toString('hex')}`;
+    const refused = await upgrade(agate.port, { query: qs(bad) });
+    assertRefused(refused, 401, 'invalid_token', 'bad access_token');
+    const refused2 = await upgrade(agate.port, { protocols: ['ag-ui', proto(bad)] });
+    assertRefused(refused2, 401, 'invalid_token', 'bad entry');
+    for (const r of [refused, refused2]) assert.ok(!JSON.stringify(r.headers).includes(bad) && !r.text.includes(bad), 'not in the answer');
+    // the log lines (the upgrade's, written when the socket closes, and the run's) and the spans
+    assert.ok(await waitFor(() => wsLines() >= lines0 + 3, 5000), 'the three upgrades were logged');
+    assert.ok(await waitFor(() => wsSpans() >= spans0 + 3, 5000), 'the three upgrades\' spans were exported');
+    const out = agate.stdout();
+    const spans = spansSeen.join('\n');
+    for (const s of [jwt, jwt.split('.')[2], bad, KEY_RUN, KEY_ECHO_ONLY, 'access_token']) {
+      assert.ok(!out.includes(s), `a credential in the log: ${s.slice(0, 12)}`);
+      assert.ok(!spans.includes(s), `a credential in a span: ${s.slice(0, 12)}`);
     }
   });
 });

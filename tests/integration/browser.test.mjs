@@ -2,13 +2,16 @@
 // /usr/bin/chromium through playwright-core): it runs the echo agent over SSE
 // (fetch + a stream reader) and over WebSocket, and the test reads the streamed
 // text back from the page. Either transport breaking fails the test. A
-// screenshot is saved under tests/output/.
+// screenshot is saved under tests/output/. Then a page's own `new WebSocket()`
+// against an agent that needs credentials: a bearer.agate. subprotocol entry and
+// ?access_token= open it and run; a bad token gets the handshake refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startAgate, stopClean, request, REPO_ROOT } from './lib/harness.mjs';
+import { startAgate, stopClean, request, runInput, waitFor, REPO_ROOT } from './lib/harness.mjs';
 
 const T = { timeout: 60000 };
 const CHROMIUM = '/usr/bin/chromium';
@@ -73,5 +76,100 @@ test('demo: false turns the page off (404)', { timeout: 15000 }, async () => {
   assert.equal((await request(on.port, { path: '/' })).statusCode, 200);
   assert.equal((await request(on.adminPort, { path: '/' })).statusCode, 404, 'main listener only');
   await stopClean(on);
+  await stopClean(agate);
+});
+
+// In the page: opens url with protocols, sends one run when open, and resolves
+// with what happened: whether it opened, the selected protocol, the events of the
+// run, and the close code (1006 when the handshake failed).
+function pageSocket({ url, protocols, input }) {
+  return new Promise((resolve) => {
+    const out = { opened: false, protocol: null, events: [], code: null };
+    const ws = protocols === undefined ? new WebSocket(url) : new WebSocket(url, protocols);
+    ws.onopen = () => { out.opened = true; out.protocol = ws.protocol; ws.send(JSON.stringify(input)); };
+    ws.onmessage = (m) => {
+      const e = JSON.parse(m.data);
+      out.events.push(e);
+      if (e.type === 'RUN_FINISHED' || e.type === 'RUN_ERROR') ws.close(1000);
+    };
+    ws.onclose = (e) => { out.code = e.code; resolve(out); };
+  });
+}
+
+test('a browser WebSocket authenticates with a bearer.agate. protocol entry or ?access_token=', T, async (t) => {
+  const KEY = `k-${crypto.randomBytes(12).toString('hex')}`;
+  const SECRET = crypto.randomBytes(24).toString('hex');
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = `${b64({ alg: 'HS256' })}.${b64({ sub: 'browser', exp: Math.floor(Date.now() / 1000) + 300, scope: 'agents:run' })}`;
+  const JWT = `${head}.${crypto.createHmac('sha256', SECRET).update(head).digest('base64url')}`;
+  const agate = await startAgate({
+    config: [
+      'auth:',
+      '  anonymous: false',
+      `  api_keys: [{name: web, sha256: ${crypto.createHash('sha256').update(KEY).digest('hex')}, scopes: [agents:run]}]`,
+      `  jwt: {keys: [{secret: "${SECRET}"}]}`,
+    ].join('\n') + '\n',
+  });
+  t.after(async () => { if (!agate.exitInfo) await agate.stop(5000); });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  const consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+  assert.equal((await page.goto(`http://127.0.0.1:${agate.port}/`)).status(), 200);   // a page of agate's origin
+  const ws = `ws://127.0.0.1:${agate.port}/v1/agents/echo/ws`;
+  const open = (url, protocols) => page.evaluate(pageSocket, { url, protocols, input: runInput('from the browser') });
+  const text = (r) => r.events.filter((e) => e.type === 'TEXT_MESSAGE_CONTENT').map((e) => e.delta).join('');
+
+  for (const [what, url, protocols] of [
+    ['API key in a protocol entry', ws, ['ag-ui', `bearer.agate.${KEY}`]],
+    ['JWT in a protocol entry, listed first', ws, [`bearer.agate.${JWT}`, 'ag-ui']],
+    ['JWT in access_token', `${ws}?access_token=${JWT}`, 'ag-ui'],
+    ['API key in access_token, no subprotocol at all', `${ws}?access_token=${encodeURIComponent(KEY)}`, undefined],
+  ]) {
+    const r = await open(url, protocols);
+    assert.ok(r.opened, `${what}: the handshake failed (${r.code}; ${consoleErrors.join(' | ')})`);
+    assert.equal(r.protocol, protocols === undefined ? '' : 'ag-ui', `${what}: selected subprotocol`);
+    assert.deepEqual(r.events.map((e) => e.type),
+      ['RUN_STARTED', 'TEXT_MESSAGE_START', 'TEXT_MESSAGE_CONTENT', 'TEXT_MESSAGE_CONTENT', 'TEXT_MESSAGE_CONTENT',
+        'TEXT_MESSAGE_END', 'RUN_FINISHED'], what);
+    assert.equal(text(r), 'from the browser', what);
+    assert.equal(r.code, 1000, what);
+  }
+  assert.deepEqual(consoleErrors, []);
+
+  // A bad token: agate answers 401 (with WWW-Authenticate: Bearer, which Chromium
+  // takes as an HTTP auth challenge it has nothing for) and the handshake fails (1006).
+  const refusedLines = () => agate.stdoutLines().filter((l) => /"path":"\/v1\/agents\/echo\/ws","status":401/.test(l)).length;
+  for (const [what, url, protocols] of [
+    ['bad key in a protocol entry', ws, ['ag-ui', 'bearer.agate.not-the-key']],
+    ['bad JWT in access_token', `${ws}?access_token=${JWT}x`, 'ag-ui'],
+    ['no credential', ws, 'ag-ui'],
+  ]) {
+    consoleErrors.length = 0;
+    const before = refusedLines();
+    const r = await open(url, protocols);
+    assert.equal(r.opened, false, what);
+    assert.equal(r.code, 1006, what);
+    assert.deepEqual(r.events, [], what);
+    assert.ok(consoleErrors.some((m) => /HTTP Authentication failed|Unexpected response code: 401/.test(m)), `${what}: ${consoleErrors.join(' | ')}`);
+    assert.ok(await waitFor(() => refusedLines() === before + 1, 5000), `${what}: agate refused it 401`);
+  }
+
+  // Offering only the credential entry: agate never selects it (it would echo
+  // the token), so the 101 names no subprotocol, and Chromium, having offered
+  // one, fails the handshake. Hence 'ag-ui' alongside the entry.
+  consoleErrors.length = 0;
+  const lonely = await open(ws, [`bearer.agate.${KEY}`]);
+  assert.equal(lonely.opened, false);
+  assert.equal(lonely.code, 1006);
+  assert.ok(consoleErrors.some((m) => /Sent non-empty 'Sec-WebSocket-Protocol' header but no response was received/.test(m)),
+    consoleErrors.join(' | '));
+  assert.ok(await waitFor(() => agate.stdoutLines().some((l) => /"path":"\/v1\/agents\/echo\/ws","status":101/.test(l)
+    && /"events":0/.test(l)), 5000), 'agate did answer that one 101');
+
+  const out = agate.stdout();
+  for (const s of [KEY, JWT.split('.')[2]]) assert.ok(!out.includes(s), 'a credential in the log');
+  await page.close();
   await stopClean(agate);
 });

@@ -276,4 +276,37 @@ describe('rate limits', () => {
       ws.close();
     } finally { await stopClean(agate); }
   });
+
+  test('WebSocket: a key given as a header, a bearer.agate. protocol entry or access_token is one identity', T, async () => {
+    const agate = await startAgate({ config: config(['{name: ws, key: api_key, per_minute: 2}']) });
+    const open = (opts) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${agate.port}/v1/agents/echo/ws${opts.query ?? ''}`, opts.protocols ?? ['ag-ui'],
+        { headers: opts.headers ?? {} });
+      ws.msgs = [];
+      ws.on('message', (d) => ws.msgs.push(JSON.parse(d.toString())));
+      ws.once('open', () => resolve(ws));
+      ws.once('error', reject);
+    });
+    const runOn = async (ws) => {
+      const input = runInput('one');
+      ws.send(JSON.stringify(input));
+      await waitFor(() => ws.msgs.some((m) => /^RUN_(FINISHED|ERROR)$/.test(m.type) && m.runId === input.runId), 5000);
+      return ws.msgs.find((m) => /^RUN_(FINISHED|ERROR)$/.test(m.type) && m.runId === input.runId);
+    };
+    try {
+      const sockets = [
+        await open({ headers: auth(KEY_A) }),
+        await open({ protocols: ['ag-ui', `bearer.agate.${KEY_A}`] }),
+        await open({ query: `?access_token=${KEY_A}` }),
+        await open({ protocols: ['ag-ui', `bearer.agate.${KEY_B}`] }),
+      ];
+      assert.equal((await runOn(sockets[0])).type, 'RUN_FINISHED');
+      assert.equal((await runOn(sockets[1])).type, 'RUN_FINISHED');
+      const third = await runOn(sockets[2]);   // key a's third run this minute, whichever way it came
+      assert.equal(third.type, 'RUN_ERROR');
+      assert.equal(third.code, 'rate_limited');
+      assert.equal((await runOn(sockets[3])).type, 'RUN_FINISHED', 'key b has its own bucket');
+      for (const ws of sockets) ws.close();
+    } finally { await stopClean(agate); }
+  });
 });

@@ -6,8 +6,10 @@
  * limits (RateLimit-* on every answer, 429 with Retry-After, nothing charged
  * by a refused request, per API key buckets, client addresses through trusted
  * proxies), concurrency slots held by a run and released however it ends
- * (run_release), a WebSocket run refused as a RUN_ERROR, CORS preflights and
- * response headers, security headers. The limiter table and the JWT verifier
+ * (run_release), a WebSocket run refused as a RUN_ERROR, a WebSocket upgrade
+ * refused 401/403/400 and the browser's ways of sending a token on it (a
+ * bearer.agate. protocol entry, base64url or not, and ?access_token=), CORS
+ * preflights and response headers, security headers. The limiter table and the JWT verifier
  * have their own tests (test_ratelimit.c, test_jwt.c). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -592,6 +594,111 @@ static void test_websocket_admission(void **state)
     assert_int_equal(gm.runs_started[0][MT_WS], 1);
 }
 
+/* One upgrade to agent on a fresh connection (a refused upgrade closes it),
+ * built from `base`; returns its answer, whose head the caller checks. */
+static cfg_t base_cfg;
+static wire_resp_t upgrade_on(const char *target, const char *extra)
+{
+    fake_close(&f);
+    fake_init(&f);
+    f.cfg = base_cfg;
+    f.sh.mod[g_gwm_mod] = &gm;
+    fake_open(&f);
+    snprintf(reqbuf, sizeof reqbuf,
+             "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n%s\r\n", target, extra);
+    return ask_on(&f, reqbuf);
+}
+
+static void expect_upgraded(wire_resp_t *r, const char *what)
+{
+    if (r->status != 101)
+        fail_msg("%s: %d %s", what, r->status, r->body ? r->body : "");
+    assert_non_null(fake_conn(&f)->ws);
+    free(r->body);
+}
+
+/* The upgrade names one agent: a caller who may not run it is refused before
+ * the 101, in the HTTP path's words. The token may come in a header, a
+ * Sec-WebSocket-Protocol entry (plain or base64url; never echoed) or
+ * access_token (percent-decoded, '+' kept); one way only. */
+static void test_websocket_upgrade(void **state)
+{
+    access_conf_mut(C)->anonymous = false;
+    add_key("ci", "k/odd=+", (const char *[]){"agents:run:echo", NULL});
+    publish();
+    base_cfg = *C;
+    fake_open(&f);
+
+    wire_resp_t r = upgrade_on("/v1/agents/echo/ws", "");
+    expect_error(&r, 401, "unauthorized");
+    assert_non_null(strstr(r.head, "\r\nWWW-Authenticate: Bearer realm=\"agate\"\r\n"));
+    assert_null(fake_conn(&f)->ws);
+    free(r.body);
+    r = upgrade_on("/v1/agents/other/ws", "X-API-Key: k/odd=+\r\n");   /* a key without other's scope */
+    expect_error(&r, 403, "insufficient_scope");
+    assert_null(fake_conn(&f)->ws);
+    free(r.body);
+    assert_int_equal(gm.rejected[MRJ_UNAUTHORIZED], 1);
+    assert_int_equal(gm.rejected[MRJ_FORBIDDEN], 1);
+
+    r = upgrade_on("/v1/agents/echo/ws", "Authorization: Bearer k/odd=+\r\n");
+    expect_upgraded(&r, "Authorization");
+    /* base64url("k/odd=+") = "ay9vZGQ9Kw"; the entry among others, in a second header line */
+    r = upgrade_on("/v1/agents/echo/ws", "Sec-WebSocket-Protocol: x\r\nSec-WebSocket-Protocol: ag-ui ,\t"
+                                         "base64url.bearer.agate.ay9vZGQ9Kw\r\n");
+    assert_non_null(strstr(r.head, "\r\nSec-WebSocket-Protocol: ag-ui\r\n"));
+    assert_null(strstr(r.head, "bearer"));
+    expect_upgraded(&r, "base64url entry");
+    r = upgrade_on("/v1/agents/echo/ws?access_token=k%2fodd%3D+", "");
+    assert_null(strstr(r.head, "Sec-WebSocket-Protocol"));   /* none offered, none selected */
+    expect_upgraded(&r, "access_token");
+    r = upgrade_on("/v1/agents/echo/ws?a=b&access_token=k%2Fodd%3d%2B&c", "");
+    expect_upgraded(&r, "access_token among others");
+
+    static const struct { const char *target, *extra; int status; const char *code; } bad[] = {
+        {"/v1/agents/echo/ws", "Sec-WebSocket-Protocol: ag-ui, bearer.agate.k/odd=\r\n", 401, "invalid_token"},
+        {"/v1/agents/echo/ws?access_token=k/odd=", "", 401, "invalid_token"},   /* '+' is not a space */
+        {"/v1/agents/echo/ws?access_token=k%2Godd", "", 401, "invalid_request"},
+        {"/v1/agents/echo/ws?access_token=k%2", "", 401, "invalid_request"},
+        {"/v1/agents/echo/ws?access_token", "", 401, "invalid_request"},
+        {"/v1/agents/echo/ws", "Sec-WebSocket-Protocol: base64url.bearer.agate.ay9vZGQ9K\r\n", 401, "invalid_request"},
+        {"/v1/agents/echo/ws", "Sec-WebSocket-Protocol: bearer.agate.\r\n", 401, "invalid_request"},
+        {"/v1/agents/echo/ws?access_token=k", "Authorization: Bearer k\r\n", 400, "invalid_request"},
+        {"/v1/agents/echo/ws?access_token=k", "Sec-WebSocket-Protocol: bearer.agate.k\r\n", 400, "invalid_request"},
+        {"/v1/agents/echo/ws", "Sec-WebSocket-Protocol: bearer.agate.k, bearer.agate.k\r\n", 400, "invalid_request"},
+        {"/v1/agents/echo/ws", "X-API-Key: k\r\nSec-WebSocket-Protocol: bearer.agate.k\r\n", 400, "invalid_request"},
+        {"/v1/agents/echo/ws?access_token=a&access_token=a", "", 400, "invalid_request"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = upgrade_on(bad[i].target, bad[i].extra);
+        if (r.status != bad[i].status)
+            fail_msg("case %zu: %d %s", i, r.status, r.body);
+        expect_error(&r, bad[i].status, bad[i].code);
+        char want[96];
+        snprintf(want, sizeof want, "\r\nWWW-Authenticate: Bearer realm=\"agate\", error=\"%s\"", bad[i].code);
+        assert_non_null(strstr(r.head, want));
+        assert_non_null(strstr(r.head, "\r\nConnection: close\r\n"));
+        assert_null(fake_conn(&f)->ws);
+        free(r.body);
+    }
+    assert_int_equal(gm.rejected[MRJ_BAD_REQUEST], 5);
+
+    /* Outside an upgrade, access_token is refused: a request that can send a header must. */
+    fake_close(&f);
+    fake_init(&f);
+    f.cfg = base_cfg;
+    fake_open(&f);
+    r = ask_on(&f, "POST /v1/agents/echo/run?access_token=k%2Fodd%3D%2B HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                   "2\r\n\r\n{}");
+    expect_error(&r, 400, "invalid_request");
+    free(r.body);
+    /* and a protocol entry on a POST is not a credential at all */
+    r = ask_on(&f, run_req("echo", "Sec-WebSocket-Protocol: bearer.agate.k/odd=+\r\n", BODY));
+    expect_error(&r, 401, "unauthorized");
+    free(r.body);
+}
+
 /* ---- CORS and security headers ---- */
 
 static void test_cors(void **state)
@@ -707,6 +814,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrency_released, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_run_takes_no_slot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_websocket_admission, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_websocket_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cors_any_origin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_security_headers, setup, teardown),
