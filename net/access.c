@@ -276,6 +276,16 @@ access_verdict_t access_policy_identify(const access_policy_t *p, conn_t *c, con
         client_address(p, c, r, id);
     if (!p->auth_on)
         return ACCESS_ALLOW;
+    /* Two of either would leave "which one counts" to whoever reads them next
+     * (a proxy in front, the agent behind): refused, not first-wins (RFC 6750
+     * section 3.1: invalid_request, 400). */
+    if (http_header_count(r, "authorization") > 1 ||
+        (p->cfg.api_key_header[0] && http_header_count(r, p->cfg.api_key_header) > 1)) {
+        d->verdict = ACCESS_BAD_REQUEST;
+        d->error = "invalid_request";
+        d->message = "credentials sent more than once: one Authorization or API key header";
+        return d->verdict;
+    }
     const char *v;
     size_t n;
     if (http_header(r, "authorization", &v, &n)) {

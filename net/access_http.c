@@ -1,5 +1,5 @@
 /* access_http: the access module's answers on HTTP. A refused run or admin
- * request gets 401/403/429 with a JSON body and the WWW-Authenticate,
+ * request gets 400/401/403/429 with a JSON body and the WWW-Authenticate,
  * Retry-After and RateLimit-* lines a client needs to act on it; a CORS
  * preflight is answered here; every response head gets the security headers,
  * the CORS lines for an allowed Origin and the quota of the request it
@@ -24,7 +24,8 @@ static void count_reject(conn_t *c, access_verdict_t v)
     if (!c->sh || !gwm(c->sh))
         return;
     enum metrics_reject why = v == ACCESS_RATE_LIMITED ? MRJ_RATE_LIMITED
-                            : v == ACCESS_FORBIDDEN ? MRJ_FORBIDDEN : MRJ_UNAUTHORIZED;
+                            : v == ACCESS_FORBIDDEN ? MRJ_FORBIDDEN
+                            : v == ACCESS_BAD_REQUEST ? MRJ_BAD_REQUEST : MRJ_UNAUTHORIZED;
     metrics_add(&gwm(c->sh)->rejected[why], 1);
 }
 
@@ -32,11 +33,12 @@ void access_http_refuse(conn_t *c, const access_decision_t *d)
 {
     char extra[384];
     buf_t *b = &c->sh->scratch;
-    int status = d->verdict == ACCESS_RATE_LIMITED ? 429 : d->verdict == ACCESS_FORBIDDEN ? 403 : 401;
+    int status = d->verdict == ACCESS_RATE_LIMITED ? 429 : d->verdict == ACCESS_FORBIDDEN ? 403
+               : d->verdict == ACCESS_BAD_REQUEST ? 400 : 401;
     extra[0] = 0;
     if (status == 401 && !strcmp(d->error, "unauthorized"))
         snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer realm=\"agate\"\r\n");
-    else if (status == 401)
+    else if (status == 401 || status == 400)
         snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer realm=\"agate\", error=\"%s\", "
                  "error_description=\"%s\"\r\n", d->error, d->message);
     else if (status == 403)
