@@ -96,7 +96,7 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
                               rl_holds_t *holds, access_decision_t *d);
 void access_release(rl_holds_t *holds);
 
-/* HTTP: identify + admit for POST /v1/agents/{name}/run. Answers 401/403/429
+/* HTTP: identify + admit for POST /v1/agents/{name}/run. Answers 400/401/403/429
  * itself and returns false; on true *holds has the slots taken (run_new moves
  * them into the run; whatever is left the caller gives back with
  * access_release) and the quota is noted on the connection for the response
@@ -113,7 +113,7 @@ bool access_http_admin(struct conn *c);
 /* HTTP OPTIONS: a CORS preflight is answered here (204, or 403 for an origin
  * not allowed); returns false when the request is not a preflight. */
 bool access_http_preflight(struct conn *c, const char *allow);
-/* Writes 401/403/429 for d (JSON body, WWW-Authenticate, Retry-After, RateLimit-*). */
+/* Writes 400/401/403/429 for d (JSON body, WWW-Authenticate, Retry-After, RateLimit-*). */
 void access_http_refuse(struct conn *c, const access_decision_t *d);
 /* Response-head lines every response gets: security headers, CORS, quota. */
 void access_head_headers(struct conn *c, buf_t *b, const char *ctype);

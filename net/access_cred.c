@@ -54,6 +54,10 @@ static access_verdict_t from_headers(const char *key_header, const http_req_t *r
 {
     const char *v;
     size_t n;
+    /* Two of either would leave "which one counts" to whoever reads them next
+     * (a proxy in front, the agent behind): refused, not first-wins. */
+    if (http_header_count(r, "authorization") > 1 || (key_header[0] && http_header_count(r, key_header) > 1))
+        return refuse(d, ACCESS_BAD_REQUEST, "credentials sent more than once: one Authorization or API key header");
     if (http_header(r, "authorization", &v, &n)) {
         if (n < 7 || strncasecmp(v, "Bearer ", 7))
             return refuse(d, ACCESS_UNAUTHORIZED, "Authorization must be Bearer <token>");

@@ -17,6 +17,7 @@
 #include "core/clock.h"
 #include "net/access.h"
 #include "net/conn.h"
+#include "net/http1_head.h"
 #include "core/otlp.h"
 #include "net/router.h"
 #include "net/sse.h"
@@ -37,7 +38,7 @@ static void req_reset(http_req_t *r)
 {
     r->raw.len = 0;
     r->body.len = 0;
-    r->url = r->path = (http_slice_t){0, 0};
+    r->url = r->path = r->host = (http_slice_t){0, 0};
     r->n_hdrs = 0;
     r->header_bytes = 0;
     r->keep_alive = r->head = r->expect_continue = r->chunked_resp = false;
@@ -47,6 +48,7 @@ static void req_reset(http_req_t *r)
     r->err_code = NULL;
     r->err_status = 0;
     r->err_msg = NULL;
+    r->err_extra = NULL;
     r->bytes_out = 0;
     r->events = 0;
     r->gap_zero = 0;
@@ -82,6 +84,12 @@ static int on_message_begin(llhttp_t *p)
     if (c->timer_kind != CONN_T_HEADER)
         conn_set_timer(c, CONN_T_HEADER, c->sh->cfg->header_timeout_ms);
     return 0;
+}
+
+/* 505 for HTTP/2.0, HTTP/3.x, HTTP/0.9 before any header is read. */
+static int on_version_complete(llhttp_t *p)
+{
+    return http_head_version(&conn_of(p)->http.req, llhttp_get_http_major(p));
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
@@ -140,6 +148,15 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return keep_head_bytes(conn_of(p), at, len);
 }
 
+uint32_t http_header_count(const http_req_t *r, const char *name)
+{
+    size_t nl = strlen(name);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < r->n_hdrs; i++)
+        n += r->hdrs[i].name.len == nl && !strncasecmp(http_str(r, r->hdrs[i].name), name, nl);
+    return n;
+}
+
 bool http_header(const http_req_t *r, const char *name, const char **val, size_t *len)
 {
     size_t nl = strlen(name);
@@ -188,10 +205,7 @@ static int on_headers_complete(llhttp_t *p)
     r->minor = llhttp_get_http_minor(p);
     r->keep_alive = llhttp_should_keep_alive(p);
     r->head = r->method == HTTP_HEAD;
-    r->path = r->url;
-    const char *u = http_str(r, r->url), *q = memchr(u, '?', r->url.len);
-    if (q)
-        r->path.len = (uint32_t)(q - u);
+    r->path = r->url;   /* until http_head_check reads the target: a log line has a path */
     set_request_id(c);
 
     const char *v;
@@ -201,8 +215,8 @@ static int on_headers_complete(llhttp_t *p)
     r->traced = true;
     if (c->over_cap)
         return stop_with(r, 503, "too_many_connections", "connection limit reached, retry later");
-    if (r->major == 1 && r->minor >= 1 && !http_header(r, "host", &v, &n))
-        return stop_with(r, 400, "bad_request", "missing Host header");
+    if (http_head_check(r, p))   /* target, Host, Transfer- and Content-Encoding */
+        return -1;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_body_bytes)
         return stop_with(r, 413, "payload_too_large", "request body exceeds the limit");
     if (http_header(r, "expect", &v, &n)) {
@@ -243,6 +257,7 @@ static int on_message_complete(llhttp_t *p)
 static const llhttp_settings_t http_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
+    .on_version_complete = on_version_complete,
     .on_header_field = on_header_field,
     .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
@@ -255,6 +270,10 @@ void http_conn_init(conn_t *c)
 {
     llhttp_init(&c->http.parser, HTTP_REQUEST, &http_settings);
     c->http.parser.data = c;
+    /* llhttp's own version check makes HTTP/3.0 a 400 and HTTP/1.2 a 400; with it
+     * off we answer 505 for other majors and read 1.2+ as 1.1 (RFC 9112 section
+     * 2.3). llhttp 8.1 has the flag but not yet its setter. */
+    c->http.parser.lenient_flags |= LENIENT_VERSION;
     req_reset(&c->http.req);
     c->http.req.in_message = false;
     c->http.req.responding = false;
@@ -288,7 +307,7 @@ static void bad_request(conn_t *c, llhttp_errno_t e)
     if (gwm(c->sh))
         metrics_add(&gwm(c->sh)->rejected[reject_reason(r->err_status ? r->err_status : 400)], 1);
     if (r->err_status) {
-        http_error(c, r->err_status, r->err_code, r->err_msg, NULL);
+        http_error(c, r->err_status, r->err_code, r->err_msg, r->err_extra);
         return;
     }
     char msg[160];
@@ -350,9 +369,11 @@ const char *http_status_text(int status)
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default:  return "Unknown";
     }
 }

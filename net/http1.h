@@ -29,7 +29,8 @@ typedef struct http_hdr { http_slice_t name, value; } http_hdr_t;
 
 typedef struct http_req {
     buf_t        raw;                 /* URL and header bytes, owned */
-    http_slice_t url, path;
+    http_slice_t url, path;           /* path: the target's, without the query (absolute-form too) */
+    http_slice_t host;                /* absolute-form target's authority, else the Host header */
     http_hdr_t  *hdrs;                /* owned; grows with the request, up to HTTP_MAX_HEADERS */
     uint32_t     n_hdrs, cap_hdrs;
     uint32_t     header_bytes;
@@ -46,6 +47,7 @@ typedef struct http_req {
     const char  *err_code;            /* set by a callback that stops the parser */
     int          err_status;
     const char  *err_msg;
+    const char  *err_extra;           /* header lines for that answer ("Name: value\r\n"), or NULL */
     uint64_t     start_us;            /* monotonic, first byte of the request */
     uint64_t     last_event_us;       /* last AG-UI event written, for gap metrics */
     uint64_t     bytes_out;           /* response bytes queued */
@@ -87,6 +89,9 @@ static inline const char *http_str(const http_req_t *r, http_slice_t s)
     return r->raw.data ? r->raw.data + s.off : "";   /* no request line yet: an empty slice */
 }
 bool http_header(const http_req_t *r, const char *name, const char **val, size_t *len);
+/* How many field lines carry this name: fields whose second copy would be
+ * ambiguous (Host, credentials) are refused when it is not 0 or 1. */
+uint32_t http_header_count(const http_req_t *r, const char *name);
 
 /* Responses. extra_headers is zero or more complete "Name: value\r\n" lines. */
 void http_respond(struct conn *c, int status, const char *ctype, const char *body, size_t len,

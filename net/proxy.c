@@ -598,9 +598,9 @@ static void build_request(proxy_run_t *px, buf_t *b, const cfg_endpoint_t *ep)
     conn_peer(c);
     buf_append(b, c->peer, c->peer_len);
     buf_append_lit(b, "\r\nX-Forwarded-Proto: http");
-    if (http_header(req, "host", &v, &vl)) {
+    if (req->host.len) {   /* Host, or an absolute-form target's authority (RFC 9112 section 3.2.2) */
         buf_append_lit(b, "\r\nX-Forwarded-Host: ");
-        buf_append(b, v, vl);
+        buf_append(b, http_str(req, req->host), req->host.len);
     }
     /* traceparent: our trace, a new span id for this attempt. */
     char tp[TRACEPARENT_LEN];

@@ -1,7 +1,8 @@
 // Access control against the real binary: API keys (Bearer and X-API-Key), JWTs
 // signed at test time with node:crypto (HS256 from config, RS256 from a PEM file,
 // ES256 from a JWKS file), every refusal path (missing, expired, wrong signature,
-// wrong audience, alg none, algorithm confusion, bad key, wrong scope), CORS
+// wrong audience, alg none, algorithm confusion, bad key, wrong scope, credentials
+// sent twice), CORS
 // preflight and headers, security headers, /metrics needing `admin`, SIGHUP
 // reload of keys, and that no credential ever reaches the log. WebSocket upgrades:
 // refused 401/403 before the 101 when every run would be, and the credential ways a
@@ -15,7 +16,8 @@ import http from 'node:http';
 import { spawnSync } from 'node:child_process';
 import WebSocket from 'ws';
 import {
-  startAgate, stopClean, request, runInput, assertError, writeTemp, waitFor, streamRun, sleep, RawConn, buildRequest,
+  startAgate, stopClean, request, runInput, assertError, writeTemp, waitFor, streamRun, sleep, RawConn,
+  rawRequest, buildRequest, parseResponses,
 } from './lib/harness.mjs';
 
 const T = { timeout: 20000 };
@@ -161,6 +163,28 @@ describe('auth', () => {
       assert.match(res.headers['content-type'], /text\/event-stream/);
       assert.match(res.text, /RUN_FINISHED/);
     }
+  });
+
+  test('credentials sent twice are 400 invalid_request, not "the first one wins"', T, async () => {
+    const twice = [
+      { Authorization: [`Bearer ${KEY_RUN}`, 'Bearer not-a-key'] },
+      { Authorization: ['Bearer not-a-key', `Bearer ${KEY_RUN}`] },
+      { 'X-API-Key': [KEY_RUN, KEY_RUN] },
+    ];
+    const reqs = twice.map((headers) => buildRequest({ method: 'POST', path: '/v1/agents/echo/run', headers, body: BODY() }));
+    reqs.push(buildRequest({ path: '/metrics', headers: { Authorization: [`Bearer ${KEY_ADMIN}`, `Bearer ${KEY_ADMIN}`] } }));
+    reqs.push(buildRequest({ method: 'POST', path: '/v1/agents/echo/run', headers: { ...bearer(KEY_RUN), Connection: 'close' }, body: BODY() }));
+    const methods = ['POST', 'POST', 'POST', 'GET', 'POST'];
+    const r = await rawRequest(agate.port, Buffer.concat(reqs), { timeout: 6000 });
+    const { responses } = parseResponses(r.data, { methods, eof: r.closed });
+    assert.equal(responses.length, 5, r.text.slice(0, 600));
+    for (const res of responses.slice(0, 4)) {
+      const body = assertError(res, 400, 'invalid_request');
+      assert.match(body.message, /more than once/);
+      assert.match(res.headers['www-authenticate'], /^Bearer realm="agate", error="invalid_request"/);
+    }
+    assert.equal(responses[4].statusCode, 200, 'the connection serves the next request');
+    assert.match(responses[4].text, /RUN_FINISHED/);
   });
 
   test('a wrong API key is 401 invalid_token', T, async () => {

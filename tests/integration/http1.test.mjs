@@ -280,6 +280,8 @@ describe('HTTP/1.1', () => {
     ['invalid chunk size', `POST ${RUN} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n`],
     ['NUL in a header value', 'GET /health/live HTTP/1.1\r\nHost: x\r\nX-Bad: a\u0000b\r\n\r\n'],
     ['bare LF in the request line', 'GET /health/live\nHTTP/1.1\r\n\r\n'],
+    ['Content-Length with gzip, chunked (smuggling)',
+      `POST ${RUN} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n`],
   ];
   for (const [name, raw] of malformed) {
     test(`malformed HTTP: ${name} → 400 bad_request, then close`, T, async () => {
@@ -287,6 +289,74 @@ describe('HTTP/1.1', () => {
       assert.ok(res.headers['x-request-id'], 'a generated X-Request-ID');
     });
   }
+
+  // RFC 9110/9112 rules llhttp leaves to agate (net/http1_head.c): each was
+  // served, or refused with another status, before.
+  const chunkedBody = (text) => {
+    const b = JSON.stringify(runInput(text));
+    return `${b.length.toString(16)}\r\n${b}\r\n0\r\n\r\n`;
+  };
+  const runBody = JSON.stringify(runInput('strict'));
+  const strict = [
+    ['HTTP/2.0 on an HTTP/1 request line', 'GET /health/live HTTP/2.0\r\nHost: x\r\n\r\n', 505, 'http_version_not_supported'],
+    ['HTTP/3.0', 'GET /health/live HTTP/3.0\r\nHost: x\r\n\r\n', 505, 'http_version_not_supported'],
+    ['the HTTP/2 connection preface', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 505, 'http_version_not_supported'],
+    ['two Host headers', 'GET /health/live HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n', 400, 'bad_request',
+      /more than one Host/],
+    ['Transfer-Encoding: gzip, chunked', `POST ${RUN} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n${chunkedBody('gz')}`,
+      501, 'not_implemented', /chunked/],
+    ['Transfer-Encoding: gzip then chunked on two lines',
+      `POST ${RUN} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n${chunkedBody('gz')}`,
+      501, 'not_implemented'],
+    ['an empty Transfer-Encoding beside Content-Length',
+      `POST ${RUN} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: ${runBody.length}\r\n\r\n${runBody}`, 400, 'bad_request'],
+    ['Transfer-Encoding on HTTP/1.0', `POST ${RUN} HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n${chunkedBody('ten')}`, 400, 'bad_request'],
+    ['Content-Encoding: gzip on the body',
+      `POST ${RUN} HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: ${runBody.length}\r\n\r\n${runBody}`,
+      415, 'unsupported_media_type', /Content-Encoding/],
+    ['CONNECT (authority-form)', 'CONNECT gw.example:443 HTTP/1.1\r\nHost: gw.example:443\r\n\r\n', 501, 'not_implemented'],
+    ['asterisk-form with GET', 'GET * HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'bad_request'],
+    ['absolute-form with another scheme', 'GET ftp://gw.example/health/live HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'bad_request'],
+    ['absolute-form with user information', 'GET http://u:p@gw.example/health/live HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'bad_request'],
+  ];
+  for (const [name, raw, status, code, says] of strict) {
+    test(`strict HTTP: ${name} → ${status} ${code}, then close`, T, async () => {
+      const res = await expectErrorAndClose(agate.port, Buffer.from(raw, 'latin1'), status, code);
+      if (says) assert.match(JSON.parse(res.text).message, says);
+      if (status === 415) assert.equal(res.headers['accept-encoding'], 'identity');
+    });
+  }
+
+  test('strict HTTP: chunked in any case and spacing, Content-Encoding identity, HTTP/1.2 as 1.1 are served', T, async () => {
+    const body = JSON.stringify(runInput('still fine'));
+    const reqs = [
+      `POST ${RUN} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:   ChUnKeD \r\n\r\n${chunkedBody('still fine')}`,
+      `POST ${RUN} HTTP/1.1\r\nHost: x\r\nContent-Encoding: identity\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      `POST ${RUN} HTTP/1.2\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      'OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    ];
+    const methods = ['POST', 'POST', 'POST', 'OPTIONS'];
+    const r = await rawRequest(agate.port, Buffer.from(reqs.join('')), { timeout: 6000 });
+    const { responses } = parseResponses(r.data, { methods, eof: r.closed });
+    assert.deepEqual(responses.map((x) => x.statusCode), [200, 200, 200, 404], r.text.slice(0, 500));
+    for (const res of responses.slice(0, 3)) assertEchoEvents(sseEvents(res.text), { text: 'still fine' });
+    assert.equal(responses[2].headers['transfer-encoding'], 'chunked', 'HTTP/1.2 answered as 1.1');
+  });
+
+  test('absolute-form request target: routed by its path, query apart, any case of http(s)', T, async () => {
+    const reqs = [
+      buildRequest({ method: 'POST', path: `http://gw.example${RUN}`, host: 'gw.example', body: runInput('absolute') }),
+      buildRequest({ method: 'GET', path: 'HTTPS://gw.example:8443/health/live?probe=1', host: 'gw.example:8443' }),
+      buildRequest({ method: 'GET', path: 'http://gw.example/nope', host: 'gw.example', headers: { Connection: 'close' } }),
+    ];
+    const methods = ['POST', 'GET', 'GET'];
+    const r = await rawRequest(agate.port, Buffer.concat(reqs), { timeout: 6000 });
+    const { responses } = parseResponses(r.data, { methods, eof: r.closed });
+    assert.deepEqual(responses.map((x) => x.statusCode), [200, 200, 404], r.text.slice(0, 500));
+    assertEchoEvents(sseEvents(responses[0].text), { text: 'absolute' });
+    assert.deepEqual(JSON.parse(responses[1].text), { status: 'ok' });
+    assertError(responses[2], 404, 'not_found');
+  });
 
   test('malformed request after a good one on a keep-alive connection: 200 then 400 and close', T, async () => {
     const bytes = Buffer.concat([

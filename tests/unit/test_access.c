@@ -1,7 +1,7 @@
 /* access: identity, authorization, limits and CORS on HTTP requests, through
  * fake connections (tests/support/fakeconn.h) with a policy published from
  * each test's configuration. API keys (Bearer and the key header, a wrong
- * one, none, a remembered one and its wipe), HS256 JWTs (sub, scope, expiry),
+ * one, none, one sent twice, a remembered one and its wipe), HS256 JWTs (sub, scope, expiry),
  * scopes (403 naming the scope, admin for everything and for /metrics), rate
  * limits (RateLimit-* on every answer, 429 with Retry-After, nothing charged
  * by a refused request, per API key buckets, client addresses through trusted
@@ -163,6 +163,41 @@ static void test_api_keys(void **state)
     free(r.body);
     assert_int_equal(gm.rejected[MRJ_UNAUTHORIZED], 4);
     assert_int_equal(fake_conn(&f)->state, CONN_OPEN);   /* refusals keep the connection */
+}
+
+/* Credentials twice (two Authorization lines, two key-header lines) are a 400
+ * invalid_request, whichever copy is good: not "the first one wins". One of
+ * each kind is not a duplicate (Authorization is read first, as before). */
+static void test_duplicate_credentials(void **state)
+{
+    access_conf_mut(C)->anonymous = false;
+    C->metrics_on_main = true;
+    add_key("ci", "sekrit-ci-key", (const char *[]){"agents:run", "admin", NULL});
+    publish();
+    fake_open(&f);
+    const char *twice[] = {
+        "Authorization: Bearer sekrit-ci-key\r\nAuthorization: Bearer someone-else\r\n",
+        "Authorization: Bearer someone-else\r\nauthorization: Bearer sekrit-ci-key\r\n",
+        "Authorization: Bearer sekrit-ci-key\r\nAuthorization: Bearer sekrit-ci-key\r\n",
+        "X-API-Key: sekrit-ci-key\r\nx-api-key: other\r\n",
+    };
+    for (size_t i = 0; i < sizeof twice / sizeof twice[0]; i++) {
+        wire_resp_t r = ask_on(&f, run_req("echo", twice[i], BODY));
+        expect_error(&r, 400, "invalid_request");
+        assert_non_null(strstr(r.body, "more than once"));
+        assert_non_null(strstr(r.head, "\r\nWWW-Authenticate: Bearer realm=\"agate\", error=\"invalid_request\""));
+        free(r.body);
+    }
+    wire_resp_t r = ask_on(&f, "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekrit-ci-key\r\n"
+                               "Authorization: Bearer sekrit-ci-key\r\n\r\n");
+    expect_error(&r, 400, "invalid_request");
+    free(r.body);
+    assert_int_equal(gm.rejected[MRJ_BAD_REQUEST], 5);
+    assert_int_equal(gm.rejected[MRJ_UNAUTHORIZED], 0);
+    r = ask_on(&f, run_req("echo", "Authorization: Bearer sekrit-ci-key\r\nX-API-Key: other\r\n", BODY));
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    assert_int_equal(fake_conn(&f)->state, CONN_OPEN);   /* a refusal like the others: the connection stays */
 }
 
 /* A connection remembers the key it presented (no SHA-256 per request), never
@@ -802,6 +837,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_api_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_credentials, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_memo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_jwt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scopes, setup, teardown),

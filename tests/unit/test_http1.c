@@ -1,6 +1,7 @@
 /* http1 + conn + router, driven through a fake connection: keep-alive,
- * pipelining order, every limit and error path, timeouts, Expect, HEAD,
- * OPTIONS, HTTP/1.0, request ids, the connection cap. */
+ * pipelining order, every limit and error path, the RFC 9110/9112 head rules
+ * (versions, Host, Transfer- and Content-Encoding, request-target forms),
+ * timeouts, Expect, HEAD, OPTIONS, HTTP/1.0, request ids, the connection cap. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -114,7 +115,35 @@ struct bad_case {
     int status;
     const char *code;
     bool closes;
+    const char *says;   /* in the message, when set */
 };
+
+/* Each request on a fresh connection: one error response, with the code (and
+ * the words) given, and the connection closed or kept as the case says. */
+static void expect_cases(const struct bad_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        fake_init(&f);
+        fake_open(&f);
+        send_str(cases[i].req);
+        if (getenv("T_DEBUG"))
+            fprintf(stderr, "case %zu: %s\n", i, f.wire.data);
+        wire_resp_t r[2];
+        assert_int_equal(responses(r, 2), 1);
+        assert_error(&r[0], cases[i].status, cases[i].code);
+        if (cases[i].status == 405)
+            assert_non_null(strstr(r[0].head, "\r\nAllow: "));
+        if (cases[i].says)
+            assert_non_null(strstr(r[0].body, cases[i].says));
+        assert_int_equal(fake_conn(&f)->state, cases[i].closes ? CONN_LINGER : CONN_OPEN);
+        if (cases[i].closes)
+            assert_non_null(strstr(r[0].head, "\r\nConnection: close\r\n"));
+        free_resps(r, 1);
+        fake_close(&f);
+    }
+    fake_init(&f);
+    fake_open(&f);
+}
 
 static void test_bad_input(void **state)
 {
@@ -127,39 +156,141 @@ static void test_bad_input(void **state)
         snprintf(many + strlen(many), sizeof many - strlen(many), "X-H%d: v\r\n", i);
     strcat(many, "\r\n");
     const struct bad_case cases[] = {
-        {"GARBAGE\r\n\r\n", 400, "bad_request", true},
-        {"GET /healthz HTTP/1.1\r\n\r\n", 400, "bad_request", true},                       /* no Host */
-        {"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found", false},
-        {"POST /v1/agents/nobody/run HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404, "agent_not_found", false},
-        {"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed", false},
-        {"GET /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed", false},
-        {"POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413, "payload_too_large", true},
-        {"POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}", 417, "expectation_failed", true},
-        {"POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{bad}", 400, "invalid_request", false},
-        {"POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", 400, "invalid_request", false},
-        {huge, 431, "request_header_fields_too_large", true},
-        {many, 431, "request_header_fields_too_large", true},
+        {"GARBAGE\r\n\r\n", 400, "bad_request", true, NULL},
+        {"GET /healthz HTTP/1.1\r\n\r\n", 400, "bad_request", true, "missing Host"},   /* no Host */
+        {"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found", false, NULL},
+        {"POST /v1/agents/nobody/run HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404, "agent_not_found", false, NULL},
+        {"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed", false, NULL},
+        {"GET /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method_not_allowed", false, NULL},
+        {"POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413, "payload_too_large", true, NULL},
+        {"POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}", 417, "expectation_failed", true, NULL},
+        {"POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{bad}", 400, "invalid_request", false, NULL},
+        {"POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", 400, "invalid_request", false, NULL},
+        {huge, 431, "request_header_fields_too_large", true, NULL},
+        {many, 431, "request_header_fields_too_large", true, NULL},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    expect_cases(cases, sizeof cases / sizeof cases[0]);
+    free(huge);
+}
+
+#define RUN_LINE "POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\n"
+#define CHUNKED_BODY "57\r\n" RUN_BODY "\r\n0\r\n\r\n"
+
+/* RFC 9110/9112 rules llhttp leaves to us (net/http1_head.c): every one of
+ * these was served, or refused with the wrong status, before. */
+static void test_strict_head(void **state)
+{
+    const struct bad_case cases[] = {
+        /* versions: 505, before the headers are read */
+        {"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505, "http_version_not_supported", true, "HTTP/1.1"},
+        {"GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n", 505, "http_version_not_supported", true, NULL},
+        {"GET /healthz HTTP/0.9\r\n\r\n", 505, "http_version_not_supported", true, NULL},
+        {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "http_version_not_supported", true, NULL},   /* h2 preface */
+        /* Host */
+        {"GET /healthz HTTP/1.1\r\nHost: x\r\nhost: x\r\n\r\n", 400, "bad_request", true, "more than one Host"},
+        {"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request", true, "more than one Host"},
+        /* Transfer-Encoding: chunked, exactly */
+        {RUN_LINE "Transfer-Encoding: gzip, chunked\r\n\r\n" CHUNKED_BODY, 501, "not_implemented", true, "chunked"},
+        {RUN_LINE "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n" CHUNKED_BODY, 501, "not_implemented", true, NULL},
+        {RUN_LINE "Transfer-Encoding: gzip\r\n\r\n" RUN_BODY, 501, "not_implemented", true, NULL},
+        {RUN_LINE "Transfer-Encoding: \r\nContent-Length: 87\r\n\r\n" RUN_BODY, 400, "bad_request", true, "chunked, once"},
+        {"POST /v1/agents/echo/run HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n" CHUNKED_BODY, 400, "bad_request", true,
+         "HTTP/1.0"},
+        /* Content-Encoding on a body: agate decodes none */
+        {RUN_LINE "Content-Encoding: gzip\r\nContent-Length: 87\r\n\r\n" RUN_BODY, 415, "unsupported_media_type", true,
+         "Content-Encoding"},
+        {RUN_LINE "Content-Encoding: identity, br\r\nContent-Length: 87\r\n\r\n" RUN_BODY, 415, "unsupported_media_type", true,
+         NULL},
+        {RUN_LINE "Content-Encoding: GZIP\r\nTransfer-Encoding: chunked\r\n\r\n" CHUNKED_BODY, 415, "unsupported_media_type",
+         true, NULL},
+        /* request-target forms */
+        {"CONNECT gw.example:443 HTTP/1.1\r\nHost: gw.example:443\r\n\r\n", 501, "not_implemented", true, "CONNECT"},
+        {"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request", true, "only for OPTIONS"},
+        {"GET ftp://x/healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request", true, "http(s)"},
+        {"GET http://u:p@x/healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request", true, "user information"},
+        {"GET http:///healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request", true, "no host"},
+        {"GET http://x/healthz HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n", 400, "bad_request", true, "more than one Host"},
+    };
+    expect_cases(cases, sizeof cases / sizeof cases[0]);
+
+    fake_open(&f);   /* 415 says which codings are taken */
+    send_str(RUN_LINE "Content-Encoding: gzip\r\nContent-Length: 87\r\n\r\n" RUN_BODY);
+    assert_non_null(strstr(f.wire.data, "\r\nAccept-Encoding: identity\r\n"));
+}
+
+/* What stays accepted: chunked in any case with OWS, Content-Encoding identity
+ * or on a request without a body, HTTP/1.x past 1.1 read as 1.1; and what
+ * stays refused as before: Content-Length beside Transfer-Encoding (request
+ * smuggling) and OPTIONS * (no such resource). */
+static void test_strict_head_accepts(void **state)
+{
+    const char *ok[] = {
+        RUN_LINE "Transfer-Encoding:  Chunked \r\n\r\n" CHUNKED_BODY,
+        RUN_LINE "Transfer-Encoding: ,CHUNKED\r\n\r\n" CHUNKED_BODY,
+        RUN_LINE "Content-Encoding: identity\r\nContent-Length: 87\r\n\r\n" RUN_BODY,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n\r\n",
+        "POST /v1/agents/echo/run HTTP/1.2\r\nHost: x\r\nContent-Length: 87\r\n\r\n" RUN_BODY,
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         fake_init(&f);
         fake_open(&f);
-        send_str(cases[i].req);
-        if (getenv("T_DEBUG"))
-            fprintf(stderr, "case %zu: %s\n", i, f.wire.data);
+        send_str(ok[i]);
         wire_resp_t r[2];
         assert_int_equal(responses(r, 2), 1);
-        assert_error(&r[0], cases[i].status, cases[i].code);
-        if (cases[i].status == 405)
-            assert_non_null(strstr(r[0].head, "\r\nAllow: "));
-        assert_int_equal(fake_conn(&f)->state, cases[i].closes ? CONN_LINGER : CONN_OPEN);
-        if (cases[i].closes)
-            assert_non_null(strstr(r[0].head, "\r\nConnection: close\r\n"));
+        assert_int_equal(r[0].status, 200);
+        assert_int_equal(fake_conn(&f)->state, CONN_OPEN);
         free_resps(r, 1);
         fake_close(&f);
     }
-    free(huge);
     fake_init(&f);
+    fake_open(&f);   /* 1.2 as 1.1: a chunked stream on a kept connection */
+    send_str("POST /v1/agents/echo/run HTTP/1.2\r\nHost: x\r\nContent-Length: 87\r\n\r\n" RUN_BODY);
+    assert_non_null(strstr(f.wire.data, "\r\nTransfer-Encoding: chunked\r\n"));
+    assert_non_null(strstr(f.wire.data, "RUN_FINISHED"));
+    fake_close(&f);
+
+    const struct bad_case cases[] = {
+        {RUN_LINE "Transfer-Encoding: chunked\r\nContent-Length: 87\r\n\r\n" CHUNKED_BODY, 400, "bad_request", true,
+         "Content-Length"},
+        {RUN_LINE "Content-Length: 87\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" CHUNKED_BODY, 400, "bad_request", true,
+         "Content-Length"},
+        {"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found", false, NULL},
+    };
+    expect_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* absolute-form (RFC 9112 section 3.2.2) is routed by its path: any case of
+ * http or https, a port, the query apart, "/" for no path. */
+static void test_absolute_form(void **state)
+{
     fake_open(&f);
+    send_str("POST http://gw.example/v1/agents/echo/run HTTP/1.1\r\nHost: gw.example\r\nContent-Length: 87\r\n\r\n" RUN_BODY
+             "GET HTTPS://gw.example:8443/healthz?probe=1 HTTP/1.1\r\nHost: gw.example:8443\r\n\r\n"
+             "OPTIONS http://gw.example?x=1 HTTP/1.1\r\nHost: gw.example\r\n\r\n"
+             "GET http://gw.example/nope HTTP/1.1\r\nHost: gw.example\r\n\r\n");
+    wire_resp_t r[5];
+    assert_int_equal(responses(r, 5), 4);
+    assert_int_equal(r[0].status, 200);
+    assert_non_null(strstr(r[0].body, "RUN_FINISHED"));
+    assert_int_equal(r[1].status, 200);
+    assert_string_equal(r[1].body, "{\"status\":\"ok\"}\n");
+    assert_int_equal(r[2].status, 204);                          /* "/": the demo page's route */
+    assert_non_null(strstr(r[2].head, "\r\nAllow: GET, HEAD, OPTIONS\r\n"));
+    assert_error(&r[3], 404, "not_found");
+    assert_int_equal(fake_conn(&f)->state, CONN_OPEN);
+    free_resps(r, 4);
+    fake_close(&f);
+
+    fake_init(&f);   /* the query of an absolute-form target is read (admin: ?agent=) */
+    f.admin = true;
+    fake_open(&f);
+    send_str("DELETE http://gw.example/admin/cache?agent=nobody HTTP/1.1\r\nHost: gw.example\r\n\r\n"
+             "DELETE http://gw.example/admin/cache?agent=echo HTTP/1.1\r\nHost: gw.example\r\n\r\n");
+    assert_int_equal(responses(r, 5), 2);
+    assert_error(&r[0], 404, "agent_not_found");
+    assert_int_equal(r[1].status, 200);
+    assert_string_equal(r[1].body, "{\"purged\":0}\n");
+    free_resps(r, 2);
 }
 
 static void test_chunked_body_limit(void **state)
@@ -342,6 +473,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pipelined_order_behind_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byte_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strict_head, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strict_head_accepts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_absolute_form, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunked_body_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_field_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_timeout, setup, teardown),

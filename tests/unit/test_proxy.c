@@ -3,15 +3,15 @@
  * real client socket in front and agent services played by the test behind.
  *
  * The upstream request (the body unchanged; Host, Accept, X-Request-ID,
- * X-Forwarded-*, a child traceparent, allow-listed headers only), the relay
- * byte for byte; every failure before the first event as its HTTP error
- * (5xx, 429, 400/422, other 4xx, wrong Content-Type, no event, garbage, a
- * broken connection, a refused connect, the first-event timeout), and after
- * it as a RUN_ERROR that ends the stream cleanly (a broken stream, a stream
- * ended early, the idle timeout, strict validation; pass relays); a retry on
- * the next endpoint; the breaker refusing with Retry-After; the client's
- * disconnect seen by the agent as a close; the upstream connection kept
- * alive for the next run. */
+ * X-Forwarded-* (the host an absolute-form target names), a child traceparent,
+ * allow-listed headers only), the relay byte for byte; every failure before the
+ * first event as its HTTP error (5xx, 429, 400/422, other 4xx, wrong
+ * Content-Type, no event, garbage, a broken connection, a refused connect, the
+ * first-event timeout), and after it as a RUN_ERROR that ends the stream
+ * cleanly (a broken stream, a stream ended early, the idle timeout, strict
+ * validation; pass relays); a retry on the next endpoint; the breaker refusing
+ * with Retry-After; the client's disconnect seen by the agent as a close; the
+ * upstream connection kept alive for the next run. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -216,6 +216,25 @@ static void test_upstream_keepalive(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, EVENTS);
     free(r.body);
+    buf_free(&req);
+    close(u);
+    close(c);
+}
+
+/* An absolute-form target (RFC 9112 section 3.2.2) is routed by its path, and
+ * its authority, not the Host line, is the host the agent is told of. */
+static void test_absolute_form_host(void **state)
+{
+    start();
+    int c = sr_connect(S.port);
+    snprintf(reqbuf, sizeof reqbuf, "POST http://gw.example:8443/v1/agents/up/run?x=1 HTTP/1.1\r\nHost: x\r\n"
+             "Content-Length: %zu\r\n\r\n%s", strlen(INPUT), INPUT);
+    sr_write(c, reqbuf);
+    buf_t req = {0};
+    int u = agent_accept(&req);
+    char v[256];
+    assert_memory_equal(req.data, "POST /agent HTTP/1.1\r\n", 22);
+    assert_string_equal(header_of(req.data, "\r\nX-Forwarded-Host: ", v, sizeof v), "gw.example:8443");
     buf_free(&req);
     close(u);
     close(c);
@@ -520,6 +539,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_relay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upstream_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_absolute_form_host, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_before_first_event, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connect_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_first_event_timeout, setup, teardown),
