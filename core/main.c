@@ -6,7 +6,8 @@
  * access and every setting the shards read per request (net/reload.c).
  *
  * Exit codes: 0 after a clean stop, 1 when start-up fails (e.g. a port in
- * use), 2 for bad configuration or arguments. */
+ * use, by anything, another agate included: net/listener.c), 2 for bad
+ * configuration or arguments. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>

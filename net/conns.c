@@ -93,12 +93,14 @@ static int conns_open(shard_t *sh, char *err, size_t errlen)
     }
     cs->listen_fd[0] = cs->listen_fd[1] = -1;
     sh->mod[g_conns_mod] = cs;
-    int fd = listener_open(sh->cfg->listen, err, errlen);
+    /* Shard 0's sockets bind first and alone: another process on the address
+     * stops start-up here (net/listener.c). */
+    int fd = listener_open(sh->cfg->listen, sh->id == 0, err, errlen);
     if (fd < 0)
         goto fail;
     cs->listen_fd[CONNS_LISTEN_MAIN] = fd;
     if (sh->cfg->admin_listen[0] && strcmp(sh->cfg->admin_listen, "off")) {
-        fd = listener_open(sh->cfg->admin_listen, err, errlen);
+        fd = listener_open(sh->cfg->admin_listen, sh->id == 0, err, errlen);
         if (fd < 0)
             goto fail;
         cs->listen_fd[CONNS_LISTEN_ADMIN] = fd;
