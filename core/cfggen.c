@@ -101,6 +101,11 @@ static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, siz
     KEEP(listen, "listen");
     KEEP(admin_listen, "admin_listen");
     KEEP(shards, "shards");
+    /* Compared as configured: lowered at start to fit the descriptor limit
+     * (net/fdlimit.c) is not a change, and the lowered value stays. */
+    if (running->max_connections_set && out->max_connections == running->max_connections_set)
+        out->max_connections = running->max_connections;
+    out->max_connections_set = running->max_connections_set;
     KEEP(max_connections, "limits.max_connections");
     KEEP(metrics_enabled, "metrics.enabled");
     KEEP(log_writeback_bytes, "log.writeback");

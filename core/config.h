@@ -111,6 +111,7 @@ typedef struct cfg {
     uint32_t shards;                      /* 0 = one per online CPU */
 
     uint32_t max_connections;             /* per shard; more are answered 503 and closed */
+    uint32_t max_connections_set;         /* as configured when lowered at start to fit the descriptor limit, else 0 */
     uint32_t max_body_bytes;              /* request body limit, 413 past it */
     uint32_t max_header_bytes;            /* request line + headers limit, 431 past it */
     uint32_t header_timeout_ms;           /* first byte to end of headers, 408 past it */

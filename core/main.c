@@ -6,7 +6,8 @@
  * access and every setting the shards read per request (net/reload.c).
  *
  * Exit codes: 0 after a clean stop, 1 when start-up fails (e.g. a port in
- * use), 2 for bad configuration or arguments. */
+ * use, by anything, another agate included: net/listener.c), 2 for bad
+ * configuration or arguments. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "core/shard.h"
 #include "core/version.h"
 #include "net/coalesce.h"
+#include "net/fdlimit.h"
 #include "net/modules.h"
 #include "net/reload.h"
 #include "net/upstream.h"
@@ -168,6 +170,10 @@ int main(int argc, char **argv)
         return 0;
     }
     unsigned n = shard_count(&cfg);
+    /* Before the generation copies max_connections: it may be lowered to fit
+     * the descriptor limit, and the admin listener's reserve is set. */
+    fdlimit_plan_t fdp;
+    bool fdp_ok = !fdlimit_fit(&cfg, n, &fdp);
     const cfg_t *gen = qsbr_init(n) ? NULL : cfggen_init(&cfg, n);   /* what the shards read; reloads replace it */
     if (!gen) {
         fprintf(stderr, "agate: out of memory\n");
@@ -198,6 +204,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "agate: log: %s\n", strerror(-rc));
         return 1;
     }
+    if (fdp_ok)
+        fdlimit_log(&fdp, n, log_ring(n));   /* the soft limit raised, max_connections lowered */
     shard_t *shards = calloc(n, sizeof *shards);
     if (!shards) {
         fprintf(stderr, "agate: out of memory\n");

@@ -91,6 +91,8 @@ void conn_accept(shard_t *sh, int fd, bool admin)
     conn_t *c = slab_take(&conns_of(sh)->slab);
     if (!c) {
         close(fd);   /* every slot, reserve included, is taken: refuse outright */
+        if (gwm(sh))
+            metrics_add(&gwm(sh)->refused[MCR_NO_SLOT], 1);
         return;
     }
     conn_init_slot(sh, c, fd, admin);
@@ -373,6 +375,8 @@ void conn_reap(conn_t *c)
     if (gwm(sh))
         metrics_gauge_add(&gwm(sh)->connections[c->admin], -1);
     slab_put(&cs->slab, c);
+    if (cs->n_waiting)
+        conns_resume_accept(sh);   /* a descriptor came back: an accept out of them may succeed now */
 }
 
 void conn_free_buffers(conn_t *c)

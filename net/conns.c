@@ -2,7 +2,13 @@
  *
  * Ownership: the shard module owns the listening sockets and the slab; each
  * conn_t owns its fd and buffers (net/conn.c). A slot goes back to the slab
- * only when no SQE naming it is in flight (conn_reap). */
+ * only when no SQE naming it is in flight (conn_reap).
+ *
+ * Out of descriptors: a main-listener connection that gets one of the numbers
+ * kept for the admin listener (net/fdlimit.h) is closed at once, unanswered;
+ * an accept that fails is re-armed after a back-off (conns_listener_t), never
+ * at once: a multishot accept ends on its first error, and re-arming it while
+ * the error lasts spun both CPUs and starved the admin listener. */
 #include "net/conns.h"
 
 #include <errno.h>
@@ -13,9 +19,16 @@
 #include <unistd.h>
 
 #include "net/conn.h"
+#include "net/fdlimit.h"
+#include "net/gwmetrics.h"
 #include "net/listener.h"
 
 #define CONNS_RESERVE 64   /* slots past max_connections, to answer 503 */
+/* Accept back-off: nginx pauses accepting 500 ms on EMFILE; this starts short
+ * and doubles, so a blip costs little and a lasting shortage costs two failed
+ * accepts a second per listener. */
+#define CONNS_BACKOFF_MIN_MS 10
+#define CONNS_BACKOFF_MAX_MS 500
 
 unsigned g_conns_mod;
 uint8_t  g_conns_op_recv, g_conns_op_send;
@@ -24,20 +37,86 @@ static uint8_t g_op_accept;
 static void arm_accept(shard_t *sh, int which)
 {
     struct io_uring_sqe *sqe = shard_sqe(sh);
-    io_uring_prep_multishot_accept(sqe, conns_of(sh)->listen_fd[which], NULL, NULL, SOCK_CLOEXEC);
+    io_uring_prep_multishot_accept(sqe, conns_of(sh)->lis[which].fd, NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, uring_ud(g_op_accept, 0, (uint32_t)which));
+}
+
+static void stop_waiting(conns_t *cs, conns_listener_t *l)
+{
+    if (!timer_armed(&l->retry))
+        return;
+    timer_cancel(&l->sh->timers, &l->retry);
+    cs->n_waiting--;
 }
 
 static void close_listener(conns_t *cs, int which)
 {
-    int fd = cs->listen_fd[which];
+    conns_listener_t *l = &cs->lis[which];
+    int fd = l->fd;
     if (fd < 0)
         return;
+    stop_waiting(cs, l);
     /* shutdown() makes the pending multishot accept complete and refuses new
      * connections at once; close() alone would leave the accept holding the file. */
     shutdown(fd, SHUT_RDWR);
     close(fd);
-    cs->listen_fd[which] = -1;
+    l->fd = -1;
+}
+
+static void retry_fired(agate_timer_t *t)
+{
+    conns_listener_t *l = (conns_listener_t *)((char *)t - offsetof(conns_listener_t, retry));
+    conns_of(l->sh)->n_waiting--;
+    if (l->fd >= 0)
+        arm_accept(l->sh, l->which);
+}
+
+void conns_resume_accept(shard_t *sh)
+{
+    conns_t *cs = conns_of(sh);
+    for (int i = 0; i < 2 && cs->n_waiting; i++) {
+        conns_listener_t *l = &cs->lis[i];
+        if (timer_armed(&l->retry)) {
+            stop_waiting(cs, l);
+            arm_accept(sh, i);   /* backoff_ms stays: a failure now waits longer */
+        }
+    }
+}
+
+static enum metrics_accept_error accept_error_of(int err)
+{
+    switch (err) {
+    case EMFILE: return MAE_EMFILE;
+    case ENFILE: return MAE_ENFILE;
+    case ENOMEM:
+    case ENOBUFS: return MAE_ENOMEM;
+    default: return MAE_OTHER;
+    }
+}
+
+/* The accept ended with an error: count it and try again after a pause. */
+static void accept_failed(shard_t *sh, conns_listener_t *l, int err)
+{
+    if (gwm(sh))
+        metrics_add(&gwm(sh)->accept_errors[l->which][accept_error_of(err)], 1);
+    l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : CONNS_BACKOFF_MIN_MS;
+    if (l->backoff_ms > CONNS_BACKOFF_MAX_MS)
+        l->backoff_ms = CONNS_BACKOFF_MAX_MS;
+    if (timer_arm(&sh->timers, &l->retry, sh->now_ms + l->backoff_ms)) {
+        arm_accept(sh, l->which);   /* no memory for the timer: the old behaviour beats a dead listener */
+        return;
+    }
+    conns_of(sh)->n_waiting++;
+}
+
+/* A main-listener connection on one of the admin listener's descriptors:
+ * closed at once, unanswered (a response written before the request is read
+ * would be lost to the reset the close causes when the request arrives). */
+static void refuse(shard_t *sh, int fd, enum metrics_refusal why)
+{
+    close(fd);
+    if (gwm(sh))
+        metrics_add(&gwm(sh)->refused[why], 1);
 }
 
 /* ---- completions ---- */
@@ -47,13 +126,20 @@ static void on_accept(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
     conns_t *cs = conns_of(sh);
     uint64_t ud = io_uring_cqe_get_data64(cqe);
     int which = (int)uring_ud_slot(ud);
+    conns_listener_t *l = &cs->lis[which];
     if (cqe->res >= 0) {
-        if (cs->listen_fd[which] < 0)
+        l->backoff_ms = 0;
+        if (l->fd < 0)
             close(cqe->res);
+        else if (which == CONNS_LISTEN_MAIN && fdlimit_reserved(cqe->res))
+            refuse(sh, cqe->res, MCR_FD_RESERVE);
         else
             conn_accept(sh, cqe->res, which == CONNS_LISTEN_ADMIN);
+    } else if (l->fd >= 0 && !(cqe->flags & IORING_CQE_F_MORE)) {
+        accept_failed(sh, l, -cqe->res);
+        return;
     }
-    if (!(cqe->flags & IORING_CQE_F_MORE) && cs->listen_fd[which] >= 0)
+    if (!(cqe->flags & IORING_CQE_F_MORE) && l->fd >= 0)
         arm_accept(sh, which);
 }
 
@@ -84,6 +170,16 @@ static const shard_op_t send_op = {lookup, on_send, NULL};
 
 /* ---- the shard module ---- */
 
+static void init_listeners(shard_t *sh, conns_t *cs)
+{
+    for (int i = 0; i < 2; i++) {
+        cs->lis[i].fd = -1;
+        cs->lis[i].which = (uint8_t)i;
+        cs->lis[i].sh = sh;
+        cs->lis[i].retry.cb = retry_fired;
+    }
+}
+
 static int conns_open(shard_t *sh, char *err, size_t errlen)
 {
     conns_t *cs = calloc(1, sizeof *cs);
@@ -91,17 +187,19 @@ static int conns_open(shard_t *sh, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    cs->listen_fd[0] = cs->listen_fd[1] = -1;
+    init_listeners(sh, cs);
     sh->mod[g_conns_mod] = cs;
-    int fd = listener_open(sh->cfg->listen, err, errlen);
+    /* Shard 0's sockets bind first and alone: another process on the address
+     * stops start-up here (net/listener.c). */
+    int fd = listener_open(sh->cfg->listen, sh->id == 0, err, errlen);
     if (fd < 0)
         goto fail;
-    cs->listen_fd[CONNS_LISTEN_MAIN] = fd;
+    cs->lis[CONNS_LISTEN_MAIN].fd = fd;
     if (sh->cfg->admin_listen[0] && strcmp(sh->cfg->admin_listen, "off")) {
-        fd = listener_open(sh->cfg->admin_listen, err, errlen);
+        fd = listener_open(sh->cfg->admin_listen, sh->id == 0, err, errlen);
         if (fd < 0)
             goto fail;
-        cs->listen_fd[CONNS_LISTEN_ADMIN] = fd;
+        cs->lis[CONNS_LISTEN_ADMIN].fd = fd;
     }
     return 0;
 fail:
@@ -136,7 +234,7 @@ static int conns_init(shard_t *sh)
 static void conns_start(shard_t *sh)
 {
     for (int i = 0; i < 2; i++)
-        if (conns_of(sh)->listen_fd[i] >= 0)
+        if (conns_of(sh)->lis[i].fd >= 0)
             arm_accept(sh, i);
 }
 
@@ -243,7 +341,7 @@ void conns_register(void)
 int conns_attach(shard_t *sh, conns_t *cs, uint32_t cap)
 {
     memset(cs, 0, sizeof *cs);
-    cs->listen_fd[0] = cs->listen_fd[1] = -1;
+    init_listeners(sh, cs);
     sh->mod[g_conns_mod] = cs;
     int rc = slab_init(&cs->slab, cap, sizeof(conn_t));
     if (!rc)

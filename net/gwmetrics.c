@@ -19,6 +19,8 @@ static const char *const route_names[MR_COUNT] = {"none", "run", "health", "metr
 static const char *const method_names[MM_COUNT] = {"GET", "HEAD", "POST", "OPTIONS", "OTHER"};
 static const char *const transport_names[MT_COUNT] = {[MT_SSE] = "sse", [MT_PROTO] = "proto", [MT_WS] = "ws"};
 static const char *const outcome_names[MO_COUNT] = {"finished", "error", "client_closed", "cut"};
+static const char *const accept_error_names[MAE_COUNT] = {"emfile", "enfile", "enomem", "other"};
+static const char *const refusal_names[MCR_COUNT] = {"no_slot", "fd_reserve"};
 static const char *const reject_names[MRJ_COUNT] = {
     "bad_request", "invalid_input", "body_too_large", "headers_too_large",
     "timeout", "connection_limit", "expectation", "unauthorized", "forbidden", "rate_limited",
@@ -87,6 +89,21 @@ static void render_http(metrics_render_t *r, const shard_t *sh, unsigned n, cons
     for (int l = 0; l < ML_COUNT; l++)
         gauge_sum(r, "agate_connections", "listener", listener_names[l], sh, n,
                   offsetof(gwmetrics_t, connections) + (size_t)l * sizeof(int64_t));
+    metrics_family(r, "agate_accept_errors", "counter",
+           "Failed accepts, by listener and reason (emfile: out of descriptors); each pauses that listener's "
+           "accepting briefly.");
+    for (int l = 0; l < ML_COUNT; l++)
+        for (int e = 0; e < MAE_COUNT; e++) {
+            snprintf(lb, sizeof lb, "listener=\"%s\",reason=\"%s\"", listener_names[l], accept_error_names[e]);
+            metrics_sample_u(r, "agate_accept_errors", "_total", lb, SUM(m_->accept_errors[l][e]));
+        }
+    metrics_family(r, "agate_connections_refused", "counter",
+           "Connections closed unanswered as soon as accepted, by reason (no_slot: every slot of the shard "
+           "taken; fd_reserve: only the admin listener's reserved descriptors were left).");
+    for (int i = 0; i < MCR_COUNT; i++) {
+        snprintf(lb, sizeof lb, "reason=\"%s\"", refusal_names[i]);
+        metrics_sample_u(r, "agate_connections_refused", "_total", lb, SUM(m_->refused[i]));
+    }
     metrics_counter(r, "agate_connection_trims", "Idle keep-alive connections that gave their buffers back.", SUM(m_->conn_trims));
     metrics_counter(r, "agate_received_bytes", "Bytes received from clients.", SUM(m_->bytes_in));
     metrics_counter(r, "agate_sent_bytes", "Bytes sent to clients.", SUM(m_->bytes_out));

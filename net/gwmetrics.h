@@ -32,6 +32,12 @@ enum metrics_reject {
     MRJ_RATE_LIMITED,       /* 429: a rate or concurrency limit */
     MRJ_COUNT
 };
+/* Why a listener's accept failed (net/conns.c): out of descriptors for the
+ * process, for the system, out of kernel memory, anything else. */
+enum metrics_accept_error { MAE_EMFILE, MAE_ENFILE, MAE_ENOMEM, MAE_OTHER, MAE_COUNT };
+/* Why an accepted connection was closed unanswered: every slot of the shard
+ * taken, or it got one of the admin listener's descriptors (net/fdlimit.h). */
+enum metrics_refusal { MCR_NO_SLOT, MCR_FD_RESERVE, MCR_COUNT };
 
 typedef struct gwmetrics {
     uint64_t requests[ML_COUNT][MR_COUNT][MM_COUNT][5];   /* by status class 1xx..5xx */
@@ -43,6 +49,8 @@ typedef struct gwmetrics {
     metrics_hist_t duration[CFG_MAX_AGENTS];
     metrics_hist_t gap[CFG_MAX_AGENTS];
     int64_t  connections[ML_COUNT];                       /* gauges */
+    uint64_t accept_errors[ML_COUNT][MAE_COUNT];
+    uint64_t refused[MCR_COUNT];                          /* connections closed unanswered at accept */
     int64_t  streams[MT_COUNT];
     int64_t  ws_connections;                              /* gauge: upgraded connections */
     uint64_t ws_messages[2], ws_bytes[2];                 /* WebSocket frames/bytes: [0] in, [1] out */

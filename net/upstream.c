@@ -18,6 +18,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "net/fdlimit.h"
+
 #define UPS_SLOTS 4096   /* upstream connections per shard */
 /* Upstream reads get their own provided buffers, 16 KiB instead of the
  * clients' 4 KiB: a streamed answer arrives in bursts larger than a request,
@@ -231,6 +233,10 @@ ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const 
         int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return NULL;
+        if (fdlimit_reserved(fd)) {   /* the admin listener's (net/fdlimit.h): out of descriptors for us */
+            close(fd);
+            return NULL;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         u = slab_take(&us->slab);

@@ -145,6 +145,31 @@ static void test_start_only_kept(void **state)
     assert_int_equal(ws_conf(&out)->max_runs, ws_conf(&running)->max_runs + 1);
 }
 
+/* max_connections lowered at start to fit the descriptor limit (net/fdlimit.c):
+ * a reload of the same file keeps the lowered value and names nothing; a
+ * changed value is a start-only change like any other. */
+static void test_lowered_max_connections(void **state)
+{
+    (void)state;
+    char restart[256], err[256];
+    names(&running, (const char *[]){"echo"}, 1);
+    loaded = running;   /* the same file as the running one */
+    running.max_connections = 100;
+    running.max_connections_set = loaded.max_connections = 10000;
+    assert_int_equal(cfggen_prepare(&running, &loaded, &out, restart, sizeof restart, err, sizeof err), 0);
+    assert_string_equal(restart, "");
+    assert_int_equal(out.max_connections, 100);
+    assert_int_equal(out.max_connections_set, 10000);
+
+    loaded.max_connections = 20000;
+    assert_int_equal(cfggen_prepare(&running, &loaded, &out, restart, sizeof restart, err, sizeof err), 0);
+    assert_string_equal(restart, "limits.max_connections");
+    assert_int_equal(out.max_connections, 100);
+    assert_int_equal(out.max_connections_set, 10000);
+    running.max_connections_set = 0;
+    running.max_connections = loaded.max_connections;
+}
+
 static void test_endpoints_changed(void **state)
 {
     (void)state;
@@ -237,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_slots_follow_names),
         cmocka_unit_test(test_name_bound),
         cmocka_unit_test(test_start_only_kept),
+        cmocka_unit_test(test_lowered_max_connections),
         cmocka_unit_test(test_endpoints_changed),
         cmocka_unit_test(test_reclaim),
     };

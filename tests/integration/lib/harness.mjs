@@ -33,6 +33,22 @@ export function agateEnv(extra = {}) {
   return Object.assign(env, extra);
 }
 
+/** CPU time (user + system) a process has used, in seconds, from /proc/PID/stat. */
+let clkTck;
+export function cpuSeconds(pid) {
+  clkTck ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+  const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = st.slice(st.lastIndexOf(')') + 2).split(' ');   // f[0] is field 3 (state): utime is f[11], stime f[12]
+  return (Number(f[11]) + Number(f[12])) / clkTck;
+}
+
+/** A process's RLIMIT_NOFILE, from /proc/PID/limits: {soft, hard} (Infinity for unlimited). */
+export function nofileOf(pid = 'self') {
+  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'));
+  const n = (x) => (x === 'unlimited' ? Infinity : Number(x));
+  return { soft: n(m[1]), hard: n(m[2]) };
+}
+
 /** A process's resident memory, from /proc (NaN if it cannot be read). */
 export function vmRssKiB(pid) {
   const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -145,11 +161,14 @@ async function killAndReap(proc, exited, closed) {
  *   env:    extra environment (overrides the AGATE_LISTEN/AGATE_ADMIN_LISTEN/AGATE_SHARDS set here)
  *   args:   extra command-line arguments
  *   ready:  wait for GET /health/ready == 200 on the main port (default true)
+ *   port, adminPort: listen on these instead of free ports (e.g. another agate's)
+ *   nofile: {soft, hard} descriptor limit (RLIMIT_NOFILE) to start it under, set by
+ *           /bin/sh's ulimit before it execs agate (same pid); hard omitted: inherited
  */
-export async function startAgate({ config, env = {}, args = [], ready = true, readyTimeout = 10000 } = {}) {
+export async function startAgate({ config, env = {}, args = [], ready = true, readyTimeout = 10000, port, adminPort, nofile } = {}) {
   phase = 'a free port';
-  const port = await freePort();
-  let adminPort = await freePort();
+  port ??= await freePort();
+  adminPort ??= await freePort();
   while (adminPort === port) adminPort = await freePort();
   const configPath = config == null ? null : writeTemp(config);
   const fullEnv = agateEnv({
@@ -161,7 +180,11 @@ export async function startAgate({ config, env = {}, args = [], ready = true, re
   const argv = [...(configPath ? ['--config', configPath] : []), ...args];
   const bin = agateBin();
   if (!fs.existsSync(bin)) throw new Error(`agate binary not found: ${bin} (build it, or set AGATE_BIN)`);
-  const proc = spawn(bin, argv, { cwd: REPO_ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Soft first: a hard limit under the current soft one is refused.
+  const limits = nofile ? [`ulimit -Sn ${Number(nofile.soft)}`, ...(nofile.hard ? [`ulimit -Hn ${Number(nofile.hard)}`] : [])] : [];
+  const proc = nofile
+    ? spawn('/bin/sh', ['-c', `${limits.join(' && ')} && exec "$0" "$@"`, bin, ...argv], { cwd: REPO_ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(bin, argv, { cwd: REPO_ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
 
   let out = '';
