@@ -1032,6 +1032,31 @@ describe('validation', () => {
     assert.equal(r.text, up.requests[0].frames.join(''));
     await stopClean(agate);
   });
+
+  // Valid JSON that JSON.parse, zod and verifyEvents read; jansson (which the
+  // tape followed) refused it: "NUL byte in object key not supported".
+  test('U+0000 in keys: strict and pass relay the events, HttpAgent gets them unchanged', T, async (t) => {
+    const evs = (i) => [
+      RS(i),
+      { type: 'CUSTOM', name: 'k', value: { '\u0000': 1 } },
+      { type: 'STATE_SNAPSHOT', snapshot: { 'a\u0000b': { '\u0000': ['\u0000', { '\u0000\u0000': null }] } } },
+      RF(i),
+    ];
+    const up = await useServer(t, { script: { events: evs } });
+    for (const validation of ['strict', 'pass']) {
+      const agate = await useAgate(t, { config: proxyConfig({ endpoints: [up.url], validation }) });
+      const input = runInput(`nul keys ${validation}`);
+      const r = await run(agate, input);
+      assert.equal(r.statusCode, 200, r.text);
+      assert.ok(r.complete);
+      assert.deepEqual(r.events, evs(input), `${validation}: every event, as sent`);
+      assert.ok(r.text.includes('{"\\u0000":1}'), 'the key is written as \\u0000');
+      const input2 = runInput(`nul keys client ${validation}`);
+      const got = await observe(new HttpAgent({ url: `http://127.0.0.1:${agate.port}${RUN_PATH}` }), input2);
+      assert.deepEqual(got, evs(input2), `${validation}: verifyEvents passes them unchanged`);
+      await stopClean(agate);
+    }
+  });
 });
 
 describe('slow clients and disconnects', () => {
