@@ -321,8 +321,8 @@ static int pb_event(run_t *r, const agui_event_t *ev)
 }
 
 /* An upstream's JSON event, transcoded. One the schema cannot carry (only in
- * validation: pass, or a string holding U+0000) is left out rather than sent
- * half-encoded; the rest of the stream goes on. */
+ * validation: pass) is left out rather than sent half-encoded; the rest of the
+ * stream goes on. */
 static int pb_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool has_lf)
 {
     (void)has_lf;

@@ -134,3 +134,36 @@ void pbjson_fail(conv_t *cv, int err, const char *fmt, ...)
         va_end(ap);
     }
 }
+
+/* ---- U+0000 in strings (see pbjson_int.h) ----------------------------------------- */
+
+void pbjson_wire_nul(uint8_t *p, size_t n, pbd_t *d, enum pbjson_nul_dir dir)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint64_t tag, len;
+        if (pbjson_varint(p, n, &i, &tag))
+            return;
+        switch (tag & 7) {
+        case 0: if (pbjson_varint(p, n, &i, &len)) return; continue;
+        case 1: i += 8; continue;
+        case 5: i += 4; continue;
+        case 2: break;
+        default: return;   /* groups: refused before this is called */
+        }
+        if (pbjson_varint(p, n, &i, &len) || len > n - i)
+            return;
+        pbf_t *f = protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+        if (f && f->type == PROTOBUF_C_TYPE_STRING) {
+            for (uint8_t *c = p + i, *e = c + len; c < e; c++) {
+                if (dir == PBJSON_NUL_TO_WIRE)
+                    *c = *c == 0xFF ? 0 : *c;
+                else
+                    *c = *c == 0xFF ? 0xFE : *c == 0 ? 0xFF : *c;
+            }
+        } else if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            pbjson_wire_nul(p + i, (size_t)len, f->descriptor, dir);
+        }
+        i += (size_t)len;
+    }
+}

@@ -59,7 +59,9 @@ static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad)
 }
 
 /* A protobuf string as a JSON string. Invalid UTF-8 becomes U+FFFD per maximal
- * subpart, as the WHATWG decoder behind @bufbuild/protobuf's reader does. */
+ * subpart, as the WHATWG decoder behind @bufbuild/protobuf's reader does; in
+ * an event whose strings hold U+0000 (cv->nul), 0xFF is that U+0000 (a NUL
+ * ends a subpart just as 0xFF does, so the replacements are the same). */
 static void put_str(conv_t *cv, const char *s)
 {
     size_t n = strlen(s), i = 0, bad;
@@ -80,6 +82,9 @@ static void put_str(conv_t *cv, const char *s)
             if (k) {
                 memcpy(t + o, s + i, k);
                 o += k, i += k;
+            } else if (cv->nul && u[i] == 0xFF) {
+                t[o++] = '\0';
+                i++;
             } else {
                 memcpy(t + o, "\xEF\xBF\xBD", 3);
                 o += 3, i += bad;
@@ -503,20 +508,6 @@ static void arm_to_json(conv_t *cv, agui_type_t type, const ProtobufCMessage *ar
 
 /* ---- the wire walk: bounds nesting and rejects what @ag-ui/proto rejects ---- */
 
-static int rd_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
-{
-    *v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*i >= n)
-            return -1;
-        uint8_t c = p[(*i)++];
-        *v |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80))
-            return 0;
-    }
-    return -1;
-}
-
 /* A field is in a real (several-member) oneof, not a synthetic one standing for
  * proto3 `optional`. */
 static bool real_oneof(pbd_t *d, pbf_t *f)
@@ -532,8 +523,9 @@ static bool real_oneof(pbd_t *d, pbf_t *f)
 /* Walks one message level: every tag well formed, no groups, messages nested at
  * most PBJSON_MAX_DEPTH deep, and no two different arms of a real oneof sent as
  * length-delimited fields (protobuf-c would keep the last one silently; the
- * JavaScript decoder refuses the frame). */
-static int walk(const uint8_t *p, size_t n, pbd_t *d, int depth)
+ * JavaScript decoder refuses the frame). Sets *nul when a string field holds
+ * a NUL byte. */
+static int walk(const uint8_t *p, size_t n, pbd_t *d, int depth, bool *nul)
 {
     if (depth > PBJSON_MAX_DEPTH)
         return -1;
@@ -541,16 +533,16 @@ static int walk(const uint8_t *p, size_t n, pbd_t *d, int depth)
     size_t i = 0;
     while (i < n) {
         uint64_t tag, len;
-        if (rd_varint(p, n, &i, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
+        if (pbjson_varint(p, n, &i, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
             return -1;
         switch (tag & 7) {
-        case 0: if (rd_varint(p, n, &i, &len)) return -1; continue;
+        case 0: if (pbjson_varint(p, n, &i, &len)) return -1; continue;
         case 1: if (n - i < 8) return -1; i += 8; continue;
         case 5: if (n - i < 4) return -1; i += 4; continue;
         case 2: break;
         default: return -1;   /* groups: no AG-UI encoder writes them */
         }
-        if (rd_varint(p, n, &i, &len) || len > n - i)
+        if (pbjson_varint(p, n, &i, &len) || len > n - i)
             return -1;
         pbf_t *f = d ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3)) : NULL;
         if (f && real_oneof(d, f)) {
@@ -559,9 +551,11 @@ static int walk(const uint8_t *p, size_t n, pbd_t *d, int depth)
             arm_off = f->quantifier_offset, arm_id = f->id;
         }
         if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-            int rc = walk(p + i, (size_t)len, f->descriptor, depth + 1);
+            int rc = walk(p + i, (size_t)len, f->descriptor, depth + 1, nul);
             if (rc)
                 return rc;
+        } else if (f && f->type == PROTOBUF_C_TYPE_STRING && !*nul) {
+            *nul = memchr(p + i, 0, (size_t)len) != NULL;
         }
         i += (size_t)len;
     }
@@ -574,14 +568,14 @@ agui_type_t pbjson_sniff_type(const uint8_t *pb, size_t len)
     size_t i = 0;
     while (i < len) {
         uint64_t tag, v;
-        if (rd_varint(pb, len, &i, &tag))
+        if (pbjson_varint(pb, len, &i, &tag))
             break;
         if ((tag & 7) != 2) {
-            if ((tag & 7) == 0 ? rd_varint(pb, len, &i, &v) : (tag & 7) == 1 ? (i += 8, 0) : (tag & 7) == 5 ? (i += 4, 0) : 1)
+            if ((tag & 7) == 0 ? pbjson_varint(pb, len, &i, &v) : (tag & 7) == 1 ? (i += 8, 0) : (tag & 7) == 5 ? (i += 4, 0) : 1)
                 break;
             continue;
         }
-        if (rd_varint(pb, len, &i, &v) || v > len - i)
+        if (pbjson_varint(pb, len, &i, &v) || v > len - i)
             break;
         for (int t = 0; t < AGUI_TYPE_COUNT; t++)
             if (pbjson_type_arm[t] && (uint64_t)pbjson_type_arm[t] == tag >> 3)
@@ -600,12 +594,24 @@ int pbjson_to_json(buf_t *b, const uint8_t *pb, size_t len, agui_type_t *type, c
     pbjson_conv_init(&cv, a, b, msg);
     size_t start = b->len;
     *type = AGUI_TYPE_COUNT;
-    int w = walk(pb, len, &ag_ui__event__descriptor, 0);
+    bool nul = false;
+    int w = walk(pb, len, &ag_ui__event__descriptor, 0, &nul);
     AgUi__Event *env = NULL;
+    if (!w && nul) {   /* protobuf-c would cut its strings at their NULs: unpack a copy marked */
+        uint8_t *copy = cv_alloc(&cv, len);
+        if (copy) {
+            memcpy(copy, pb, len);
+            pbjson_wire_nul(copy, len, &ag_ui__event__descriptor, PBJSON_NUL_FROM_WIRE);
+            pb = copy;
+            cv.nul = true;
+        }
+    }
     if (w == -2)
         pbjson_fail(&cv, -EPROTO, "not an AG-UI event: two different kinds in one message");
     else if (w)
         pbjson_fail(&cv, -EPROTO, "not an AG-UI event: malformed protobuf or nested deeper than %d", PBJSON_MAX_DEPTH);
+    else if (cv.err)
+        ;   /* out of memory for the copy */
     else if (!(env = ag_ui__event__unpack(&cv.alloc, len, pb)))
         pbjson_fail(&cv, -EPROTO, "not an AG-UI event: protobuf-c could not unpack it");
     if (!cv.err && env->event_case == AG_UI__EVENT__EVENT__NOT_SET) {

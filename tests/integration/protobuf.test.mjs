@@ -143,6 +143,18 @@ const scenarios = {
       },
     },
   ],
+  // U+0000 in strings and keys: valid UTF-8 that @ag-ui/proto carries; agate
+  // dropped these events (protobuf-c's strings end at NUL).
+  nul: [
+    { type: 'RUN_STARTED', threadId: 't\u0000', runId: 'r\u00005' },
+    { type: 'TEXT_MESSAGE_START', messageId: 'n\u00001', role: 'assistant' },
+    { type: 'TEXT_MESSAGE_CONTENT', messageId: 'n\u00001', delta: 'a\u0000b' },
+    { type: 'TEXT_MESSAGE_END', messageId: 'n\u00001' },
+    { type: 'CUSTOM', name: 'k\u0000', value: { '\u0000': 1 } },
+    { type: 'STATE_SNAPSHOT', snapshot: { 'a\u0000b': { '\u0000': ['\u0000', { '\u0000\u0000': 'x\u0000yé' }] } } },
+    { type: 'MESSAGES_SNAPSHOT', messages: [{ id: '\u0000', role: 'user', content: 'hi\u0000' }, { id: 'a\u0000', role: 'assistant', content: '\u0000' }] },
+    { type: 'RUN_FINISHED', threadId: 't\u0000', runId: 'r\u00005', result: { '\u0000': '\u0000' } },
+  ],
   plain: [
     { type: 'RUN_STARTED', threadId: 't3', runId: 'r4' },
     { type: 'TEXT_MESSAGE_START', messageId: 'p1' },
@@ -297,8 +309,7 @@ describe('HttpAgent over protobuf', () => {
   });
 
   test('proxy agent (SSE upstream and protobuf upstream): exactly the upstream events', T, async (t) => {
-    const events = scenarios.plain;
-    for (const upstream of ['sse', 'proto']) {
+    for (const [upstream, events] of [['sse', scenarios.plain], ['proto', scenarios.plain], ['sse', scenarios.nul], ['proto', scenarios.nul]]) {
       const script = upstream === 'sse' ? { contentType: SSE, events } : { contentType: AGUI_MEDIA_TYPE, events: events.map((e) => ({ raw: frameOf(e) })) };
       const { agate } = await setup(t, script);
       const url = `http://127.0.0.1:${agate.port}/v1/agents/up/run`;
@@ -310,6 +321,9 @@ describe('HttpAgent over protobuf', () => {
       const sse = await agentRun(url);
       assert.deepStrictEqual(pb.events, sse.events, `${upstream} upstream`);
       assert.deepStrictEqual(pb.events.map((e) => e.type), events.map((e) => e.type));
+      // and the events are the upstream's own (HttpAgent's own run ids aside)
+      const own = (evs) => evs.filter((e) => !/^RUN_/.test(e.type));
+      assert.deepStrictEqual(own(pb.events), own(events.map(viaProto)), `${upstream} upstream: the events, unchanged`);
       await stopClean(agate);
     }
   });
