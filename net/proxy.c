@@ -44,6 +44,9 @@
 #include "proto/validate.h"
 #include "net/gwmetrics.h"
 
+/* An event nests as deep from a protobuf upstream as from an SSE one. */
+_Static_assert(PBJSON_MAX_DEPTH == VALIDATE_MAX_DEPTH, "one JSON depth bound for both encodings");
+
 enum px_phase { PX_ATTEMPT, PX_BACKOFF, PX_DONE };
 
 typedef struct proxy_run {

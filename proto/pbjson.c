@@ -26,9 +26,10 @@
  * structs, strings and arrays come from a per-thread bump arena that is rewound
  * after each conversion (the first chunk is kept); JSON input is read onto a
  * per-thread jtape (proto/jtape.c), whose arrays keep their capacity. Input
- * nesting is bounded (PBJSON_MAX_DEPTH) before any recursive code sees it: on
- * the wire by a descriptor-guided walk, in JSON by the tape's depth bound and
- * ours. A conversion keeps its first error only, and on error leaves the
+ * nesting is bounded before any recursive code sees it: on the wire by a
+ * descriptor-guided walk (in message levels), in JSON by the tape's depth
+ * bound; both directions then hold the JSON to PBJSON_MAX_DEPTH levels, the
+ * bound an SSE event has. A conversion keeps its first error only, and on error leaves the
  * caller's buffer as it was. */
 #include "proto/pbjson.h"
 

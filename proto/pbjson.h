@@ -18,9 +18,10 @@
 #define PBJSON_MEDIA_TYPE "application/vnd.ag-ui.event+proto"
 /* @ag-ui/client refuses a frame over 10 MiB; agate never writes or reads a bigger one. */
 #define PBJSON_MAX_FRAME  (10u << 20)
-/* Nesting bound for one event (messages inside messages, JSON arrays and
- * objects inside google.protobuf.Value), both ways: deeper input is refused
- * before it reaches a recursive decoder. */
+/* Nesting bound for one event, both ways, in JSON levels (the event object is
+ * one; what jtape counts), the same bound validation puts on an SSE upstream's
+ * event (VALIDATE_MAX_DEPTH), whatever number of protobuf message levels the
+ * encoding takes for it (up to three a level: Value, Struct, its entry). */
 #define PBJSON_MAX_DEPTH  64
 #define PBJSON_MSG_MAX    160
 

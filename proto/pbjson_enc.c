@@ -5,8 +5,9 @@
  * JSON text is read onto the thread's jtape, then the hooks and the generic
  * descriptor walk build protobuf-c structs in the thread's arena, and
  * libprotobuf-c packs them. Invariants: a JSON key the schema does not know is
- * dropped, as ts-proto drops it; messages and values nest at most
- * PBJSON_MAX_DEPTH deep (cv->depth, counted before recursing); a frame is never
+ * dropped, as ts-proto drops it; the JSON nests at most PBJSON_MAX_DEPTH deep
+ * (the tape's bound) and messages and values at most PB_ENC_DEPTH (cv->depth,
+ * counted before recursing); a frame is never
  * larger than PBJSON_MAX_FRAME; on error nothing is appended. */
 #include "proto/pbjson.h"
 
@@ -27,6 +28,11 @@
  * 0 is the root; JN_NONE stands for an absent member. */
 typedef uint32_t jn_t;
 #define JN_NONE UINT32_MAX
+
+/* Messages and values built one inside another: a recursion guard. The tape
+ * bounds the JSON at PBJSON_MAX_DEPTH levels first, and a level never takes
+ * more than two of these (a content part and its arm). */
+#define PB_ENC_DEPTH (2 * PBJSON_MAX_DEPTH)
 
 static inline uint8_t jk(conv_t *cv, jn_t i) { return jtape_kind(cv->t, i); }
 
@@ -88,7 +94,7 @@ static Google__Protobuf__Struct *struct_from_json(conv_t *cv, jn_t o)
 
 static Google__Protobuf__Value *value_from_json(conv_t *cv, jn_t v)
 {
-    if (++cv->depth > PBJSON_MAX_DEPTH) {
+    if (++cv->depth > PB_ENC_DEPTH) {
         pbjson_fail(cv, -EINVAL, "nested deeper than %d", PBJSON_MAX_DEPTH);
         return NULL;
     }
@@ -404,7 +410,7 @@ static ProtobufCMessage *msg_from_json(conv_t *cv, pbd_t *d, jn_t obj)
         pbjson_fail(cv, -EINVAL, "%s: expected an object", d->short_name);
         return NULL;
     }
-    if (++cv->depth > PBJSON_MAX_DEPTH) {
+    if (++cv->depth > PB_ENC_DEPTH) {
         pbjson_fail(cv, -EINVAL, "nested deeper than %d", PBJSON_MAX_DEPTH);
         return NULL;
     }
@@ -584,13 +590,18 @@ int pbjson_frame_json(buf_t *b, const char *json, size_t len, char msg[PBJSON_MS
     conv_t cv;
     pbjson_conv_init(&cv, a, NULL, msg);
     cv.t = &a->tape;
-    /* The tape's own depth bound is looser: ours, counted per message and value
-     * below, names the problem. */
-    int prc = jtape_parse(cv.t, json, len, 4 * PBJSON_MAX_DEPTH, 0);
-    if (prc) {
-        pbjson_fail(&cv, prc == -ENOMEM ? -ENOMEM : -EINVAL, prc == -ENOMEM ? "out of memory" : "not JSON");
+    /* The JSON's depth is bounded here, as validation bounds it (the tape
+     * counts the same brackets); the count below per message and value is a
+     * guard for the recursion, never the tighter one. */
+    int prc = jtape_parse(cv.t, json, len, PBJSON_MAX_DEPTH, 0);
+    if (prc == -ENOMEM)
+        pbjson_fail(&cv, -ENOMEM, "out of memory");
+    else if (prc && jtape_too_deep(json, len, PBJSON_MAX_DEPTH))
+        pbjson_fail(&cv, -EINVAL, "nested deeper than %d", PBJSON_MAX_DEPTH);
+    else if (prc)
+        pbjson_fail(&cv, -EINVAL, "not JSON");
+    if (prc)
         return cv.err;
-    }
     size_t start = b->len;
     agui_type_t type = AGUI_TYPE_COUNT;
     jn_t t = jget(&cv, 0, "type");

@@ -371,6 +371,56 @@ describe('Accept negotiation', () => {
   });
 });
 
+describe('nesting', () => {
+  // The JSON depth of an event (the event object is one level) is bounded at
+  // 64 whatever the encoding; protobuf spends two or three message levels on
+  // each JSON level (Value, Struct, FieldsEntry), and agate used to bound
+  // those instead: ~21 nested objects or 32 arrays from a protobuf upstream
+  // were refused, while SSE took 63 and @ag-ui/proto decodes them.
+  const nested = (k, shape) => {
+    let v = 'leaf';
+    for (let i = 0; i < k; i++) v = shape === 'o' || (shape === 'oa' && i % 2) ? { k: v } : [v];
+    return v;
+  };
+  const stream = (k, shape) => [
+    { type: 'RUN_STARTED', threadId: 't', runId: 'r' },
+    { type: 'STATE_SNAPSHOT', snapshot: nested(k, shape) },
+    { type: 'RUN_FINISHED', threadId: 't', runId: 'r' },
+  ];
+  for (const shape of ['o', 'a', 'oa']) {
+    test(`${{ o: 'objects', a: 'arrays', oa: 'objects and arrays' }[shape]}: up to 63 levels in a snapshot pass from either upstream encoding to either client, 64 are refused by both`, T, async (t) => {
+      for (const upstream of ['sse', 'proto']) {
+        const script = (rec) => {
+          const events = stream(rec.json.state.k, shape);
+          return upstream === 'sse' ? { contentType: SSE, events } : { contentType: AGUI_MEDIA_TYPE, events: events.map((e) => ({ raw: frameOf(e) })) };
+        };
+        const { agate } = await setup(t, script);
+        for (const k of [21, 22, 32, 33, 63, 64]) {
+          for (const accept of [SSE, AGUI_MEDIA_TYPE]) {
+            const res = await run(agate, 'up', accept, runInput('deep', { state: { k } }));
+            const got = accept === SSE ? sseEvents(res.body.toString('utf8')) : decodeFrames(res.body);
+            const label = `${upstream} upstream, ${accept} client, ${k} levels`;
+            if (k < 64) {
+              assertSameEvents(got, stream(k, shape).map(viaProto), label);
+            } else {
+              assert.deepStrictEqual(got.map((e) => e.type), ['RUN_STARTED', 'RUN_ERROR'], label);
+              assert.match(got[1].message, /deeper than 64/, label);
+            }
+          }
+        }
+        // and HttpAgent over protobuf takes the deepest allowed snapshot as its state
+        const agent = new HttpAgent({
+          url: `http://127.0.0.1:${agate.port}/v1/agents/up/run`, threadId: 't', initialState: { k: 63 },
+          fetch: (url, init) => fetch(url, { ...init, headers: { ...init.headers, Accept: AGUI_MEDIA_TYPE } }),
+        });
+        await agent.runAgent({ runId: 'r' });
+        assert.deepStrictEqual(agent.state, nested(63, shape), `${upstream} upstream: HttpAgent's state`);
+        await stopClean(agate);
+      }
+    });
+  }
+});
+
 describe('bad protobuf from an upstream', () => {
   const started = frameOf({ type: 'RUN_STARTED', threadId: 't', runId: 'r' });
   const lenPrefix = (bytes) => { const b = Buffer.alloc(4); b.writeUInt32BE(bytes.length); return Buffer.concat([b, bytes]); };
