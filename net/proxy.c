@@ -416,6 +416,8 @@ static int on_pb_frame(void *ctx, const uint8_t *msg, size_t len)
     proxy_run_t *px = ctx;
     agui_type_t type;
     char why[PBJSON_MSG_MAX];
+    if (pbjson_is_heartbeat(msg, len))
+        return 0;   /* an upstream agate's keep-alive: no event (as ": ping" is none on SSE) */
     buf_reset(&px->pbjson);
     int rc = pbjson_to_json(&px->pbjson, msg, len, &type, why);
     if (rc == -ENOENT && px->r->agent->validation != CFG_VALIDATION_STRICT)

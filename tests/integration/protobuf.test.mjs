@@ -14,7 +14,9 @@ import assert from 'node:assert/strict';
 import { HttpAgent } from '@ag-ui/client';
 import { encode, decode, AGUI_MEDIA_TYPE } from '@ag-ui/proto';
 import { EventEncoder } from '@ag-ui/encoder';
-import { startAgate, stopClean, uid, runInput, request, sseEvents } from './lib/harness.mjs';
+import {
+  startAgate, stopClean, uid, runInput, request, sseEvents, paced, assertEchoEvents, streamRun,
+} from './lib/harness.mjs';
 import { startAguiServer } from './lib/agui-server.mjs';
 
 const T = { timeout: 20000 };
@@ -419,6 +421,90 @@ describe('nesting', () => {
       }
     });
   }
+});
+
+describe('protobuf heartbeat', () => {
+  // The encoding has no comment frame. Without some frame a quiet protobuf run
+  // was cut by a load balancer's idle timeout (60 s is common). The keep-alive
+  // is a frame holding only field 19999 (protobuf's own range: no AG-UI schema
+  // can name it), which @ag-ui/client drops as an event from a later protocol.
+  const HEARTBEAT = Buffer.from([0, 0, 0, 4, 0xfa, 0xe1, 0x09, 0x00]);
+  const config = (more = '') => `stream: {heartbeat: 200ms, max_token_interval: 1s}\nagents:\n  echo: {type: echo, token_interval_ms: 0}\n${more}`;
+  const protoFetch = (url, init) => fetch(url, { ...init, headers: { ...init.headers, Accept: AGUI_MEDIA_TYPE } });
+
+  /** The body's frames, in order: a heartbeat as 'HB', an event decoded. */
+  function frames(buf) {
+    const out = [];
+    for (let i = 0; i < buf.length;) {
+      const n = buf.readUInt32BE(i);
+      const f = buf.subarray(i, i + 4 + n);
+      out.push(f.equals(HEARTBEAT) ? 'HB' : decode(f.subarray(4)));
+      i += 4 + n;
+    }
+    return out;
+  }
+
+  test('a quiet stream gets heartbeat frames between its events; @ag-ui/client drops them and keeps every event', T, async (t) => {
+    const agate = await startAgate({ config: config() });
+    t.after(async () => { if (!agate.exitInfo) await stopClean(agate); });
+    const text = 'tick tock tick';
+    const res = await run(agate, 'echo', AGUI_MEDIA_TYPE, runInput(text, { forwardedProps: paced(700) }));
+    assert.equal(res.contentType, AGUI_MEDIA_TYPE);
+    const got = frames(res.body);
+    const kinds = got.map((f) => (f === 'HB' ? f : f.type));
+    const first = kinds.indexOf('TEXT_MESSAGE_CONTENT'), last = kinds.lastIndexOf('TEXT_MESSAGE_CONTENT');
+    assert.ok(kinds.slice(first, last).includes('HB'), `a heartbeat between content events: ${JSON.stringify(kinds)}`);
+    assertEchoEvents(got.filter((f) => f !== 'HB'), { text });
+
+    // The official client, over protobuf: the same events as over SSE, each
+    // heartbeat dropped with the warning @ag-ui/client 1.0.0 gives a frame
+    // of a later protocol.
+    const url = `http://127.0.0.1:${agate.port}/v1/agents/echo/run`;
+    const warns = [];
+    const warn = console.warn;
+    console.warn = (...a) => { warns.push(a.join(' ')); };
+    const events = [];
+    const failures = [];
+    try {
+      const agent = new HttpAgent({ url, threadId: uid('thread'), initialMessages: [{ id: uid('m'), role: 'user', content: text }], fetch: protoFetch });
+      await agent.runAgent({ runId: uid('run'), forwardedProps: paced(700) }, {
+        onEvent: ({ event }) => { events.push(event); },
+        onRunFailed: ({ error }) => { failures.push(error); },
+      });
+    } finally { console.warn = warn; }
+    assert.deepEqual(failures, []);
+    assertEchoEvents(events, { text });
+    assert.ok(warns.length >= 1, 'the client saw heartbeats');
+    for (const w of warns) assert.match(w, /Dropped an event this build does not know/);
+  });
+
+  test('no heartbeat on a stream that is never quiet for one', T, async (t) => {
+    const agate = await startAgate({ config: config() });
+    t.after(async () => { if (!agate.exitInfo) await stopClean(agate); });
+    const text = 'a b c d e f';
+    const res = await run(agate, 'echo', AGUI_MEDIA_TYPE, runInput(text, { forwardedProps: paced(20) }));
+    const got = frames(res.body);
+    assert.ok(!got.includes('HB'), 'no heartbeat');
+    assertEchoEvents(got, { text });
+  });
+
+  test('agate in front of agate: the outer skips the inner\'s heartbeats (strict) and sends its own', T, async (t) => {
+    const inner = await startAgate({ config: config() });
+    t.after(async () => { if (!inner.exitInfo) await stopClean(inner); });
+    const outer = await startAgate({
+      config: config(`  up:\n    type: proxy\n    endpoints: [http://127.0.0.1:${inner.port}/v1/agents/echo/run]\n    validation: strict\n    retry: {attempts: 0}\n`),
+    });
+    t.after(async () => { if (!outer.exitInfo) await stopClean(outer); });
+    const text = 'slow words here';
+    const res = await run(outer, 'up', AGUI_MEDIA_TYPE, runInput(text, { forwardedProps: paced(700) }));
+    const got = frames(res.body);
+    assert.ok(got.includes('HB'), `the outer's heartbeats: ${JSON.stringify(got.map((f) => (f === 'HB' ? f : f.type)))}`);
+    assertEchoEvents(got.filter((f) => f !== 'HB'), { text });
+    // an SSE client of the outer: ": ping" comments, the same events
+    const r = await streamRun(outer.port, runInput(text, { forwardedProps: paced(700) }), { agent: 'up' });
+    assertEchoEvents(r.events, { text });
+    assert.ok(r.frames.some((f) => f.data === null && f.comments.includes('ping')));
+  });
 });
 
 describe('bad protobuf from an upstream', () => {
