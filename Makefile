@@ -183,7 +183,7 @@ build/ratelimit_bench: bench/ratelimit_bench.c core/ratelimit.c core/ratelimit.h
 # `make validate-instr` instructions per event under callgrind (any machine load).
 VB_SRCS := bench/validate_bench.c proto/validate.c proto/validate_ids.c proto/validate_chunk.c \
            proto/validate_seq.c proto/schema.c \
-           proto/jtape.c proto/runinput.c proto/agui.c core/json.c core/buf.c
+           proto/jtape.c proto/jsonwhy.c proto/runinput.c proto/agui.c core/json.c core/buf.c
 build/validate_bench: $(VB_SRCS) $(wildcard proto/*.h)
 	@mkdir -p $(@D)
 	$(Q)$(CC) -O2 -std=gnu11 -D_GNU_SOURCE -I. $(VB_SRCS) -ljansson -lpthread -lm -o $@

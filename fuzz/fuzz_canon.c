@@ -234,8 +234,44 @@ static void same_as_oracle(jtape_t *t, uint32_t node, json_t *v, const canon_omi
 }
 
 /* Deeper than jansson's own limit (2048 values, scalars counted) is the only
- * input the tape may read and jansson not. */
+ * input the tape may read and jansson not, with \u0000 in a key. */
 #define TAPE_DEPTH 4096
+
+/* The canonical text of s (on tape t) read back gives itself; with nothing
+ * omitted it means root, the oracle's value, when there is one (NULL: a key
+ * holding U+0000, which jansson cannot hold); and it hashes. Leaves t holding s. */
+static void check_fixed_point(jtape_t *t, const char *s, size_t n, json_t *root)
+{
+    canon_omit_t omit = {omit_paths, sizeof omit_paths / sizeof omit_paths[0]};
+    buf_t a = {0}, b = {0}, c = {0};
+    int rc = canon_write_tape(&a, t, 0, &omit);
+    assert(rc == 0 || rc == -ELOOP);
+    if (rc == 0) {
+        /* a fixed point */
+        assert(jtape_parse(t, a.data ? a.data : "", a.len, TAPE_DEPTH, JTAPE_REJECT_DUPLICATES) == 0);
+        assert(canon_write_tape(&b, t, 0, &omit) == 0);
+        assert(a.len == b.len && (!a.len || !memcmp(a.data, b.data, a.len)));
+        /* with nothing omitted, the canonical text means the same value */
+        assert(jtape_parse(t, s, n, TAPE_DEPTH, JTAPE_REJECT_DUPLICATES) == 0);
+        assert(canon_write_tape(&c, t, 0, NULL) == 0);
+        if (root) {
+            json_error_t je;
+            json_t *full = json_loadb(c.data ? c.data : "", c.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+            assert(full && same(full, root));
+            json_decref(full);
+        } else {   /* no oracle: the full text is a fixed point too */
+            b.len = 0;
+            assert(jtape_parse(t, c.data ? c.data : "", c.len, TAPE_DEPTH, JTAPE_REJECT_DUPLICATES) == 0);
+            assert(canon_write_tape(&b, t, 0, NULL) == 0);
+            assert(b.len == c.len && (!c.len || !memcmp(b.data, c.data, c.len)));
+        }
+        uint8_t key[CANON_KEY_LEN];
+        assert(canon_key("agent", NULL, 0, a.data ? a.data : "", a.len, key, NULL) == 0);
+    }
+    buf_free(&a);
+    buf_free(&b);
+    buf_free(&c);
+}
 
 static void check_canon(const char *s, size_t n)
 {
@@ -251,9 +287,16 @@ static void check_canon(const char *s, size_t n)
      * ("[1\0]" is [1]: stream_unget leaves the NUL in its buffer, where NUL
      * means "fetch the next byte"). */
     if (!root)
-        assert(trc || json_error_code(&je) == json_error_stack_overflow);
+        assert(trc || json_error_code(&je) == json_error_stack_overflow ||
+               json_error_code(&je) == json_error_null_byte_in_key);
     else
         assert(trc == 0 || memchr(s, '\0', n));
+    /* \u0000 in a key: the tape reads it (as JSON.parse does), jansson cannot
+     * hold it, so there is no oracle; the text must still be a fixed point. */
+    if (!root && !trc) {
+        check_fixed_point(t, s, n, NULL);
+        return;
+    }
     if (!root || trc) {
         json_decref(root);
         return;
@@ -272,27 +315,8 @@ static void check_canon(const char *s, size_t n)
         }
     }
 
-    buf_t a = {0}, b = {0}, c = {0};
-    int rc = canon_write_tape(&a, t, 0, &omit);
-    assert(rc == 0 || rc == -ELOOP);
-    if (rc == 0) {
-        /* a fixed point */
-        assert(jtape_parse(t, a.data ? a.data : "", a.len, TAPE_DEPTH, JTAPE_REJECT_DUPLICATES) == 0);
-        assert(canon_write_tape(&b, t, 0, &omit) == 0);
-        assert(a.len == b.len && (!a.len || !memcmp(a.data, b.data, a.len)));
-        /* with nothing omitted, the canonical text means the same value */
-        assert(jtape_parse(t, s, n, TAPE_DEPTH, JTAPE_REJECT_DUPLICATES) == 0);
-        assert(canon_write_tape(&c, t, 0, NULL) == 0);
-        json_t *full = json_loadb(c.data ? c.data : "", c.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
-        assert(full && same(full, root));
-        json_decref(full);
-        uint8_t key[CANON_KEY_LEN];
-        assert(canon_key("agent", NULL, 0, a.data ? a.data : "", a.len, key, NULL) == 0);
-    }
+    check_fixed_point(t, s, n, root);
     json_decref(root);
-    buf_free(&a);
-    buf_free(&b);
-    buf_free(&c);
 }
 
 /* Duplicate keys, which request_key refuses: the writer keeps the last value,

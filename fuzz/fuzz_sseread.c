@@ -12,6 +12,8 @@
  *   - sseread fed the whole stream at once;
  *   - sseread fed it in pieces, on the same parser after sseread_reset (so a
  *     reset must leave nothing behind).
+ * Then the split parse is ended (sseread_end) and must match the reference
+ * read to the end of the stream, the unfinished last line included.
  * Each event is also checked for what callers rely on: no CR or LF in type or
  * id, no NUL in id, no CR in data, retry -1 or not negative. */
 #include <errno.h>
@@ -149,7 +151,9 @@ static bool ref_fits(const ref_t *r, size_t line_len, size_t max_event)
     return !max_event || line_len + r->data.len + r->type.len <= max_event;
 }
 
-static int ref_parse(const char *s, size_t n, size_t max_event, fz_log_t *l)
+/* at_end: the stream ends there (sseread_end): the unfinished line is read
+ * and the event built so far dispatched, as @ag-ui/client does. */
+static int ref_parse(const char *s, size_t n, size_t max_event, bool at_end, fz_log_t *l)
 {
     static const char bom[] = "\xEF\xBB\xBF";
     if (n < 3 && !memcmp(s, bom, n))
@@ -165,8 +169,13 @@ static int ref_parse(const char *s, size_t n, size_t max_event, fz_log_t *l)
             rc = -EMSGSIZE;
             break;
         }
-        if (j == n)                              /* an unfinished line: dropped at EOF */
+        if (j == n) {                            /* an unfinished line */
+            if (at_end && j > i)
+                rc = ref_line(&r, l, s + i, j - i);
+            if (at_end && !rc)
+                rc = ref_line(&r, l, NULL, 0);
             break;
+        }
         rc = ref_line(&r, l, s + i, j - i);
         i = j + 1;
         if (s[j] == '\r' && i < n && s[i] == '\n')
@@ -198,8 +207,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t max_event = bound < 128 ? 0 : (size_t)(bound - 127) * 3;
     size_t stop_after = stop >= 1 && stop <= 15 ? stop : 0;
 
-    fz_log_t ref = { .stop_after = stop_after };
-    int ref_rc = ref_parse(s, n, max_event, &ref);
+    fz_log_t ref = { .stop_after = stop_after }, ref_e = { .stop_after = stop_after };
+    int ref_rc = ref_parse(s, n, max_event, false, &ref);
+    int ref_e_rc = ref_parse(s, n, max_event, true, &ref_e);
 
     sseread_t p;
     sseread_init(&p, max_event);
@@ -222,9 +232,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FZ_CHECK(split_rc == whole_rc);
     FZ_CHECK(fz_same(&split, &whole));
+    /* the end of the stream: the same on the split parse as the reference */
+    if (!split_rc) {
+        split_rc = sseread_end(&p, fz_event, fz_comment, &split);
+        FZ_CHECK(split_rc == ref_e_rc);
+        FZ_CHECK(fz_same(&split, &ref_e));
+        size_t had = split.b.len;   /* nothing is left for a second call */
+        FZ_CHECK(sseread_end(&p, fz_event, fz_comment, &split) == 0 && split.b.len == had);
+    }
 
     sseread_free(&p);
     buf_free(&ref.b);
+    buf_free(&ref_e.b);
     buf_free(&whole.b);
     buf_free(&split.b);
     return 0;

@@ -9,7 +9,8 @@
  * watch the tape and the id tables.
  *
  * Differential: proto/jtape.c must accept exactly what jansson accepts (with the
- * flags validate.c's error path uses) and read the same strings, since jansson
+ * flags validate.c's error path uses; but for \u0000 in keys, which the tape
+ * reads as JSON.parse does) and read the same strings, since jansson
  * is only asked to word the errors now. Every piece is parsed by both. And
  * validate_event's shortcut for the delta events must give the verdicts of the
  * tape path: a second validator takes every piece through validate_event_tape
@@ -95,6 +96,19 @@ static void fuzz_differential(const char *p, size_t len, size_t flags, unsigned 
      * tape refuses that, as JSON.parse does (validate says "not JSON"). */
     if (j && rc && memchr(p, '\0', len)) {
         json_decref(j);
+        return;
+    }
+    /* And one difference: the tape reads \u0000 in a key (JSON.parse does),
+     * jansson refuses it. The rest of the text must still be what jansson
+     * reads: with every \u0000 spelled \u0001 the two must agree again. */
+    if (!j && rc == 0 && json_error_code(&je) == json_error_null_byte_in_key) {
+        char *q = malloc(len);
+        assert(q);
+        memcpy(q, p, len);
+        for (char *u = q; (u = memmem(u, len - (size_t)(u - q), "\\u0000", 6)); u += 6)
+            u[5] = '1';
+        fuzz_differential(q, len, flags & ~(size_t)JSON_REJECT_DUPLICATES, 0);
+        free(q);
         return;
     }
     assert((rc == 0) == (j != NULL));

@@ -44,6 +44,9 @@
 #include "proto/validate.h"
 #include "net/upstream_metrics.h"
 
+/* An event nests as deep from a protobuf upstream as from an SSE one. */
+_Static_assert(PBJSON_MAX_DEPTH == VALIDATE_MAX_DEPTH, "one JSON depth bound for both encodings");
+
 enum px_phase { PX_ATTEMPT, PX_BACKOFF, PX_DONE };
 
 typedef struct proxy_run {
@@ -371,8 +374,8 @@ static int on_sse_event(void *ctx, const sseread_event_t *ev)
 {
     proxy_run_t *px = ctx;
     run_t *r = px->r;
-    if (ev->type_len && !(ev->type_len == 7 && !memcmp(ev->type, "message", 7)))
-        return 0;   /* named events are not AG-UI events */
+    /* The event: field is not read: @ag-ui/client takes the data of every
+     * frame, whatever its name, and so does agate. */
     agui_type_t type;
     if (r->agent->validation == CFG_VALIDATION_STRICT) {
         char msg[VALIDATE_MSG_MAX];
@@ -412,6 +415,8 @@ static int on_pb_frame(void *ctx, const uint8_t *msg, size_t len)
     proxy_run_t *px = ctx;
     agui_type_t type;
     char why[PBJSON_MSG_MAX];
+    if (pbjson_is_heartbeat(msg, len))
+        return 0;   /* an upstream agate's keep-alive: no event (as ": ping" is none on SSE) */
     buf_reset(&px->pbjson);
     int rc = pbjson_to_json(&px->pbjson, msg, len, &type, why);
     if (rc == -ENOENT && px->r->agent->validation != CFG_VALIDATION_STRICT)
@@ -464,30 +469,18 @@ static void up_head(void *owner, int status, const char *ctype, size_t ctype_len
         attempt_failed(px, MUF_STATUS, false, false, 502, "upstream_error", msg);
 }
 
-static void up_body(void *owner, const char *p, size_t n)
+/* After the parser returned rc: the held frames go out, and a parser error
+ * ends the run. 0 when the run goes on, 1 when it has ended (or the client is
+ * gone), else rc (< 0) once the run has been ended for it. */
+static int after_feed(proxy_run_t *px, int rc)
 {
-    proxy_run_t *px = owner;
-    if (!px->head_ok)
-        return;
-    int rc = px->proto ? pbread_feed(&px->pb, p, n, on_pb_frame, px)
-                       : sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
     /* An error below ends the run with a RUN_ERROR: the events before it go first. */
     if (rc <= 0 && px->r && held_flush(px))
-        return;   /* the client is gone: the run was released */
-    if (rc == 0) {
-        /* Over the client's buffer bound: read no more from the upstream until
-         * it drains. Once per read, not per event: the events of this read
-         * are in memory already and all go on, so only the next read can wait
-         * (a check per event cost ~16 instructions each and changed nothing). */
-        run_t *r = px->r;
-        if (r && !r->blocked && !r->sink->writable(r)) {
-            r->blocked = true;
-            ups_pause(px->u);
-        }
-        return;
-    }
+        return 1;   /* the client is gone: the run was released */
     if (rc > 0 || !px->r)
-        return;   /* an event handler already ended the run (it returns 1) */
+        return 1;   /* an event handler already ended the run (it returns 1) */
+    if (rc == 0)
+        return 0;
     /* The parser dropped the event it was building and stopped: carrying on
      * would lose that event silently and read the rest from inside it. */
     if (rc == -EMSGSIZE) {
@@ -498,6 +491,27 @@ static void up_body(void *owner, const char *p, size_t n)
     } else {   /* -ENOMEM: a buffer could not grow */
         span_end(px, "out_of_memory");
         run_error(px, "upstream_failed", "out of memory");
+    }
+    return rc;
+}
+
+static void up_body(void *owner, const char *p, size_t n)
+{
+    proxy_run_t *px = owner;
+    if (!px->head_ok)
+        return;
+    int rc = px->proto ? pbread_feed(&px->pb, p, n, on_pb_frame, px)
+                       : sseread_feed(&px->sse, p, n, on_sse_event, NULL, px);
+    if (after_feed(px, rc) == 0) {
+        /* Over the client's buffer bound: read no more from the upstream until
+         * it drains. Once per read, not per event: the events of this read
+         * are in memory already and all go on, so only the next read can wait
+         * (a check per event cost ~16 instructions each and changed nothing). */
+        run_t *r = px->r;
+        if (r && !r->blocked && !r->sink->writable(r)) {
+            r->blocked = true;
+            ups_pause(px->u);
+        }
     }
 }
 
@@ -511,9 +525,13 @@ static bool run_closed(const proxy_run_t *px)
 static void up_done(void *owner, bool keep_alive)
 {
     proxy_run_t *px = owner;
-    run_t *r = px->r;
     if (!px->head_ok)
         return;
+    /* An SSE stream may end inside its last event (no blank line after it):
+     * @ag-ui/client reads that event, so it is relayed too. */
+    if (!px->proto && after_feed(px, sseread_end(&px->sse, on_sse_event, NULL, px)))
+        return;
+    run_t *r = px->r;
     if (!px->first_event) {   /* counted against its endpoint (metrics, breaker) before it is let go */
         attempt_failed(px, MUF_PROTOCOL, true, true, 502, "upstream_failed", "upstream ended the stream without an event");
         return;

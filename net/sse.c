@@ -5,10 +5,10 @@
  * SSE ("data: <json>\n\n") is the default. A request whose Accept prefers
  * application/vnd.ag-ui.event+proto gets the protobuf encoding instead: each
  * event one length-prefixed ag_ui.Event (proto/pbjson.c), the same chunked
- * stream, buffer bound, backpressure and stall detection. Heartbeats are off
- * for protobuf: the encoding has no comment frame, and any frame is an event
- * to @ag-ui/client (an empty or unknown one fails or warns), so a quiet
- * protobuf stream stays quiet. */
+ * stream, buffer bound, backpressure, stall detection and heartbeat interval.
+ * The encoding has no comment frame, so its heartbeat is PBJSON_HEARTBEAT, a
+ * frame @ag-ui/client drops (with a console warning each time): without one a
+ * quiet run is cut by a proxy's or load balancer's idle timeout. */
 #include "net/sse.h"
 
 #include <errno.h>
@@ -321,8 +321,8 @@ static int pb_event(run_t *r, const agui_event_t *ev)
 }
 
 /* An upstream's JSON event, transcoded. One the schema cannot carry (only in
- * validation: pass, or a string holding U+0000) is left out rather than sent
- * half-encoded; the rest of the stream goes on. */
+ * validation: pass) is left out rather than sent half-encoded; the rest of the
+ * stream goes on. */
 static int pb_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool has_lf)
 {
     (void)has_lf;
@@ -355,6 +355,8 @@ static void pb_start(run_t *r)
     char head[256];
     http_stream_begin(c, 200, PBJSON_MEDIA_TYPE, head_lines(r, head, sizeof head));
     c->last_event_ms = c->sh->now_ms;
+    c->hb_timer.cb = heartbeat_fired;
+    heartbeat_arm(c);
 }
 
 static const run_sink_ops_t pb_sink = {
@@ -433,11 +435,12 @@ static void heartbeat_fired(agate_timer_t *t)
     if (c->sh->now_ms - c->last_event_ms >= c->sh->cfg->heartbeat_ms) {
         conn_body_open(c);
         buf_t *b = conn_fill(c);
-        if (buf_append_lit(b, ": ping\n\n")) {
+        bool pb = c->run->sink == &pb_sink;
+        if (pb ? buf_append(b, PBJSON_HEARTBEAT, PBJSON_HEARTBEAT_LEN) : buf_append_lit(b, ": ping\n\n")) {
             conn_abort(c);
             return;
         }
-        c->http.req.bytes_out += 8;
+        c->http.req.bytes_out += pb ? PBJSON_HEARTBEAT_LEN : 8;
         c->last_event_ms = c->sh->now_ms;
         conn_mark_dirty(c);
     }

@@ -19,7 +19,6 @@
 #include "net/ws.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,10 +196,9 @@ static int on_message(void *ctx, int opcode, const char *data, size_t len)
     if (!maybe_cancel && !runinput_parse(data, len, &in, &err))
         return ws_run_start(ws, &in, data, len);
     if (maybe_cancel) {
-        json_t *root = json_loadb(data, len, 0, NULL);
-        json_t *type = root ? json_object_get(root, "type") : NULL;
-        bool cancel = json_is_string(type) && !strcmp(json_string_value(type), "CANCEL");
-        json_decref(root);
+        runinput_peek_t pk;
+        runinput_peek(data, len, &pk);   /* (no memory: not a CANCEL, then) */
+        bool cancel = pk.type && pk.type_len == 6 && !memcmp(pk.type, "CANCEL", 6);
         if (!cancel && !runinput_parse(data, len, &in, &err))
             return ws_run_start(ws, &in, data, len);
         if (cancel)

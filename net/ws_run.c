@@ -17,7 +17,6 @@
  * passed through with the runId member spliced in after its opening brace).
  * Nothing but the close frame goes out once it is queued (ws->closing). */
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -395,17 +394,19 @@ static int cancel_run(ws_conn_t *ws, const char *id, size_t n)
  * with its runId when it has one), or not a JSON object at all (close 1007). */
 int ws_not_a_run(ws_conn_t *ws, const char *text, size_t len, const runinput_err_t *err)
 {
-    json_t *root = json_loadb(text, len, 0, NULL);
-    if (!root || !json_is_object(root)) {
-        json_decref(root);
+    runinput_peek_t pk;
+    if (runinput_peek(text, len, &pk)) {
+        ws_close(ws, WSF_CLOSE_INTERNAL, "out of memory");
+        return 1;
+    }
+    if (!pk.object) {
         ws_close(ws, WSF_CLOSE_INVALID_DATA, "a message must be a JSON object");
         return 1;
     }
-    json_t *type = json_object_get(root, "type"), *rid = json_object_get(root, "runId");
-    const char *id = json_is_string(rid) ? json_string_value(rid) : NULL;
-    size_t id_len = id ? json_string_length(rid) : 0;
+    const char *id = pk.run_id;
+    size_t id_len = pk.run_id_len;
     int rc;
-    if (json_is_string(type) && !strcmp(json_string_value(type), "CANCEL")) {
+    if (pk.type && pk.type_len == 6 && !memcmp(pk.type, "CANCEL", 6)) {
         rc = id ? cancel_run(ws, id, id_len)
                 : put_error(ws, NULL, NULL, 0, "invalid_input", "CANCEL needs a runId string");
     } else {
@@ -416,7 +417,6 @@ int ws_not_a_run(ws_conn_t *ws, const char *text, size_t len, const runinput_err
             metrics_add(&gwm(ws->c->sh)->rejected[MRJ_INVALID_INPUT], 1);
         rc = put_error(ws, NULL, id, id_len, "invalid_input", msg);
     }
-    json_decref(root);
     return rc;
 }
 

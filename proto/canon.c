@@ -6,7 +6,10 @@
  * for the same body (json_loadb with JSON_REJECT_DUPLICATES | JSON_DECODE_ANY |
  * JSON_ALLOW_NUL, retried with JSON_DECODE_INT_AS_REAL on numeric overflow),
  * byte for byte: fuzz/fuzz_canon.c keeps that walk as its oracle and checks
- * every input against it, so a key never changes meaning. Keys sort on their
+ * every input against it, so a key never changes meaning. A body with U+0000
+ * in a key, which jansson refused and the tape reads (as JSON.parse does),
+ * is written by the same rules: the key sorts on its bytes, NUL included, and
+ * is written as \u0000; no omit path names such a key. Keys sort on their
  * decoded bytes (an escaped key "\u0062" sorts as "b"), strings are read
  * through jtape_str only when they have escapes, integers are copied as
  * written (only -0 changes) and only reals go through strtod (and every
@@ -100,7 +103,9 @@ static bool omit_step(const char *const *act, size_t n_act, const char *k, size_
     *into_array = false;
     for (size_t i = 0; i < n_act; i++) {
         const char *p = act[i];
-        if (strncmp(p, k, kl))   /* keys never hold a NUL (jansson and jtape refuse it) */
+        /* A path is a C string, so it names no key holding a NUL; the check
+         * is only made on a match, which strncmp also gives for "a" and "a\0b". */
+        if (strncmp(p, k, kl) || memchr(k, '\0', kl))
             continue;
         const char *rest = p + kl;
         bool arr = rest[0] == '[' && rest[1] == ']';

@@ -18,7 +18,8 @@
  * end the last 16 bytes of the input are loaded instead and the bytes before
  * the position shifted out, so short strings at the end never fall back to a
  * byte loop. Non-ASCII is checked as strict UTF-8, as jansson does (no
- * overlongs, surrogates or > U+10FFFF). Escapes are checked when scanned and
+ * overlongs, surrogates or > U+10FFFF). \u0000 is read in keys too, as
+ * JSON.parse reads it (jansson refuses it there). Escapes are checked when scanned and
  * decoded only when a string is read; a decoded string goes to the scratch
  * area at its own input offset (decoding never lengthens), so strings never
  * overlap and decoding never moves earlier results. Numbers are checked for
@@ -99,7 +100,7 @@ static size_t jt_utf8(const unsigned char *s, const unsigned char *end)
  * quote: an escape, a non-ASCII sequence or a control byte. Returns where the
  * scan resumes, or NULL when the string is invalid. Out of line: rare. */
 static __attribute__((noinline)) const unsigned char *
-jt_str_special(const unsigned char *s, const unsigned char *end, uint8_t *flags, bool key)
+jt_str_special(const unsigned char *s, const unsigned char *end, uint8_t *flags)
 {
     unsigned c = *s;
     if (c >= 0x80) {
@@ -134,9 +135,7 @@ jt_str_special(const unsigned char *s, const unsigned char *end, uint8_t *flags,
             return NULL;
         return s + 6;
     }
-    if (v == 0 && key)
-        return NULL;   /* jansson: "NUL byte in object key not supported" */
-    return s;
+    return s;   /* \u0000 too, in a key as in a value: JSON.parse reads both */
 }
 
 #ifdef __SSE2__
@@ -180,7 +179,7 @@ static inline const unsigned char *jt_plain(const unsigned char *s, const unsign
 
 /* s: just after an opening quote. Returns the closing quote, or NULL. */
 static inline const unsigned char *jt_string(const unsigned char *s, const unsigned char *end,
-                                             const unsigned char *base, uint8_t *flags, bool key)
+                                             const unsigned char *base, uint8_t *flags)
 {
     for (;;) {
         s = jt_plain(s, end, base);
@@ -188,7 +187,7 @@ static inline const unsigned char *jt_string(const unsigned char *s, const unsig
             return NULL;
         if (JT_LIKELY(*s == '"'))
             return s;
-        if (!(s = jt_str_special(s, end, flags, key)))
+        if (!(s = jt_str_special(s, end, flags)))
             return NULL;
     }
 }
@@ -332,7 +331,7 @@ value:   /* a value starts at s */
     switch (c) {
     case '"': {
         fl = 0;
-        const unsigned char *q = jt_string(s + 1, end, base, &fl, false);
+        const unsigned char *q = jt_string(s + 1, end, base, &fl);
         if (!q)
             goto bad;
         jt_str_node(nd, n + 1, base, s + 1, q, fl);
@@ -432,7 +431,7 @@ key:   /* an object member's key starts at s */
     }
     {
         fl = 0;
-        const unsigned char *q = jt_string(s + 1, end, base, &fl, true);
+        const unsigned char *q = jt_string(s + 1, end, base, &fl);
         if (!q)
             goto bad;
         jt_str_node(&nodes[n], n + 1, base, s + 1, q, fl);
@@ -443,7 +442,7 @@ key:   /* an object member's key starts at s */
      * whitespace skips and the dispatch of value. */
     if (end - s >= 2 && s[0] == ':' && s[1] == '"') {
         fl = 0;
-        const unsigned char *q = jt_string(s + 2, end, base, &fl, false);
+        const unsigned char *q = jt_string(s + 2, end, base, &fl);
         if (!q)
             goto bad;
         jt_str_node(&nodes[n], n + 1, base, s + 2, q, fl);
@@ -738,7 +737,7 @@ const char *jtape_scan_str(const char *s, const char *end, const char *base, boo
 {
     uint8_t fl = 0;
     const unsigned char *q = jt_string((const unsigned char *)s, (const unsigned char *)end,
-                                       (const unsigned char *)base, &fl, false);
+                                       (const unsigned char *)base, &fl);
     *escaped = (fl & JT_F_ESC) != 0;
     return (const char *)q;
 }

@@ -3,10 +3,12 @@
  * (decoded, converted) only when asked for. The validators of upstream events and
  * of RunAgentInput bodies walk the tape with the accessors below.
  *
- * It reads exactly the language jansson reads with JSON_DECODE_ANY | JSON_ALLOW_NUL
- * (plus JSON_REJECT_DUPLICATES with JTAPE_REJECT_DUPLICATES): callers keep jansson
- * only to word the error for input the tape refuses. fuzz/fuzz_validate.c and
- * fuzz/fuzz_runinput.c check that the two agree on every input they try.
+ * It reads the language jansson reads with JSON_DECODE_ANY | JSON_ALLOW_NUL
+ * (plus JSON_REJECT_DUPLICATES with JTAPE_REJECT_DUPLICATES), and one thing more:
+ * U+0000 in an object key, which JSON.parse and AG-UI's clients read and jansson
+ * refuses. Callers keep jansson only to word the error for input the tape
+ * refuses. fuzz/fuzz_validate.c and fuzz/fuzz_runinput.c check that the two
+ * agree on every input they try, but for that key.
  *
  * Layout: node 0 is the root. A container's members follow it; an object's are
  * (key string, value) pairs. Every node's `next` is the index just past its
@@ -54,7 +56,8 @@ typedef struct jtape {
 #define JTAPE_REJECT_DUPLICATES 1u
 
 /* Reads src[0..n) onto the tape. 0 on success; -EINVAL when jansson would refuse
- * the input, or containers nest deeper than max_depth; -ENOMEM. */
+ * the input (but for a U+0000 in a key), or containers nest deeper than
+ * max_depth; -ENOMEM. A key's bytes may hold NUL: read it by its length. */
 int  jtape_parse(jtape_t *t, const char *src, size_t n, unsigned max_depth, unsigned flags);
 void jtape_free(jtape_t *t);
 

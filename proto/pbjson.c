@@ -26,9 +26,10 @@
  * structs, strings and arrays come from a per-thread bump arena that is rewound
  * after each conversion (the first chunk is kept); JSON input is read onto a
  * per-thread jtape (proto/jtape.c), whose arrays keep their capacity. Input
- * nesting is bounded (PBJSON_MAX_DEPTH) before any recursive code sees it: on
- * the wire by a descriptor-guided walk, in JSON by the tape's depth bound and
- * ours. A conversion keeps its first error only, and on error leaves the
+ * nesting is bounded before any recursive code sees it: on the wire by a
+ * descriptor-guided walk (in message levels), in JSON by the tape's depth
+ * bound; both directions then hold the JSON to PBJSON_MAX_DEPTH levels, the
+ * bound an SSE event has. A conversion keeps its first error only, and on error leaves the
  * caller's buffer as it was. */
 #include "proto/pbjson.h"
 
@@ -132,5 +133,38 @@ void pbjson_fail(conv_t *cv, int err, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(cv->msg, PBJSON_MSG_MAX, fmt, ap);
         va_end(ap);
+    }
+}
+
+/* ---- U+0000 in strings (see pbjson_int.h) ----------------------------------------- */
+
+void pbjson_wire_nul(uint8_t *p, size_t n, pbd_t *d, enum pbjson_nul_dir dir)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint64_t tag, len;
+        if (pbjson_varint(p, n, &i, &tag))
+            return;
+        switch (tag & 7) {
+        case 0: if (pbjson_varint(p, n, &i, &len)) return; continue;
+        case 1: i += 8; continue;
+        case 5: i += 4; continue;
+        case 2: break;
+        default: return;   /* groups: refused before this is called */
+        }
+        if (pbjson_varint(p, n, &i, &len) || len > n - i)
+            return;
+        pbf_t *f = protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+        if (f && f->type == PROTOBUF_C_TYPE_STRING) {
+            for (uint8_t *c = p + i, *e = c + len; c < e; c++) {
+                if (dir == PBJSON_NUL_TO_WIRE)
+                    *c = *c == 0xFF ? 0 : *c;
+                else
+                    *c = *c == 0xFF ? 0xFE : *c == 0 ? 0xFF : *c;
+            }
+        } else if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            pbjson_wire_nul(p + i, (size_t)len, f->descriptor, dir);
+        }
+        i += (size_t)len;
     }
 }

@@ -3,7 +3,9 @@
  *
  * The bytes are walked once against the descriptors before libprotobuf-c
  * unpacks them into the thread's arena: the walk bounds nesting
- * (PBJSON_MAX_DEPTH) before any recursive code runs and refuses what
+ * (PB_WIRE_DEPTH message levels) before any recursive code runs, the JSON
+ * writer then bounds the JSON's own depth (PBJSON_MAX_DEPTH, as validation
+ * bounds an SSE upstream's event), and the walk refuses what
  * @ag-ui/proto's decode refuses and protobuf-c would accept (groups, two arms of
  * one oneof). The JSON written is what that decode returns: implicit fields with
  * their defaults, repeated fields as arrays, optional ones only when set,
@@ -32,6 +34,25 @@ static void put(conv_t *cv, const char *s, size_t n)
 }
 #define PUT(cv, lit) put((cv), (lit), sizeof(lit) - 1)
 
+/* A JSON container opens (its text starts with '{' or '[') or closes. Nesting
+ * is bounded as the SSE path bounds it, by the JSON's own depth (what jtape
+ * counts, PBJSON_MAX_DEPTH), not by protobuf's message levels, of which a
+ * JSON level takes up to three (Value, Struct, its entry). */
+static void open_c(conv_t *cv, const char *s, size_t n)
+{
+    put(cv, s, n);
+    if (++cv->depth > PBJSON_MAX_DEPTH)
+        pbjson_fail(cv, -EPROTO, "not an AG-UI event: nested deeper than %d", PBJSON_MAX_DEPTH);
+}
+
+static void close_c(conv_t *cv, char c)
+{
+    cv->depth--;
+    put(cv, &c, 1);
+}
+#define OPEN(cv, lit) open_c((cv), (lit), sizeof(lit) - 1)
+#define CLOSE(cv, c) close_c((cv), (c))
+
 /* Length of the well-formed UTF-8 sequence at s (1..4), or 0 when the bytes
  * there start no well-formed sequence; *bad: how many bytes the ill-formed
  * maximal subpart spans (Unicode's "maximal subpart" rule, as WHATWG decodes). */
@@ -59,7 +80,9 @@ static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad)
 }
 
 /* A protobuf string as a JSON string. Invalid UTF-8 becomes U+FFFD per maximal
- * subpart, as the WHATWG decoder behind @bufbuild/protobuf's reader does. */
+ * subpart, as the WHATWG decoder behind @bufbuild/protobuf's reader does; in
+ * an event whose strings hold U+0000 (cv->nul), 0xFF is that U+0000 (a NUL
+ * ends a subpart just as 0xFF does, so the replacements are the same). */
 static void put_str(conv_t *cv, const char *s)
 {
     size_t n = strlen(s), i = 0, bad;
@@ -80,6 +103,9 @@ static void put_str(conv_t *cv, const char *s)
             if (k) {
                 memcpy(t + o, s + i, k);
                 o += k, i += k;
+            } else if (cv->nul && u[i] == 0xFF) {
+                t[o++] = '\0';
+                i++;
             } else {
                 memcpy(t + o, "\xEF\xBF\xBD", 3);
                 o += 3, i += bad;
@@ -150,7 +176,7 @@ static bool value_set(const Google__Protobuf__Value *v)
 
 static void struct_to_json(conv_t *cv, const Google__Protobuf__Struct *s)
 {
-    PUT(cv, "{");
+    OPEN(cv, "{");
     bool first = true;
     for (size_t i = 0; i < s->n_fields; i++) {
         const Google__Protobuf__Struct__FieldsEntry *e = s->fields[i];
@@ -163,8 +189,10 @@ static void struct_to_json(conv_t *cv, const Google__Protobuf__Struct *s)
         PUT(cv, ":");
         value_to_json(cv, e->value);
     }
-    PUT(cv, "}");
+    CLOSE(cv, '}');
 }
+
+static const Google__Protobuf__Struct empty_struct = GOOGLE__PROTOBUF__STRUCT__INIT;
 
 static void value_to_json(conv_t *cv, const Google__Protobuf__Value *v)
 {
@@ -178,19 +206,16 @@ static void value_to_json(conv_t *cv, const Google__Protobuf__Value *v)
     case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE: put_str(cv, v->string_value); break;
     case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE: if (v->bool_value) PUT(cv, "true"); else PUT(cv, "false"); break;
     case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
-        if (v->struct_value)
-            struct_to_json(cv, v->struct_value);
-        else
-            PUT(cv, "{}");
+        struct_to_json(cv, v->struct_value ? v->struct_value : &empty_struct);
         break;
     case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE:
-        PUT(cv, "[");
+        OPEN(cv, "[");
         for (size_t i = 0; v->list_value && i < v->list_value->n_values; i++) {
             if (i)
                 PUT(cv, ",");
             value_to_json(cv, v->list_value->values[i]);
         }
-        PUT(cv, "]");
+        CLOSE(cv, ']');
         break;
     default: PUT(cv, "null"); break;
     }
@@ -257,13 +282,13 @@ static void field_to_json(conv_t *cv, const ProtobufCMessage *m, pbf_t *f, bool 
         size_t n = *(const size_t *)member((void *)m, f->quantifier_offset);
         const char *arr = *(char *const *)member((void *)m, f->offset);
         key(cv, first, f->name);
-        PUT(cv, "[");
+        OPEN(cv, "[");
         for (size_t i = 0; i < n; i++) {
             if (i)
                 PUT(cv, ",");
             scalar_to_json(cv, f, arr + i * elem_size(f));
         }
-        PUT(cv, "]");
+        CLOSE(cv, ']');
         return;
     }
     if (!present(m, f))
@@ -288,12 +313,12 @@ static void source_to_json(conv_t *cv, const AgUi__InputContentSource *src)
     const ProtobufCMessage *arm = src->source_case == AG_UI__INPUT_CONTENT_SOURCE__SOURCE_DATA ? &src->data->base
                                 : src->source_case == AG_UI__INPUT_CONTENT_SOURCE__SOURCE_URL  ? &src->url->base
                                                                                                 : &src->file->base;
-    PUT(cv, "{\"type\":\"");
+    OPEN(cv, "{\"type\":\"");
     put(cv, names[src->source_case], strlen(names[src->source_case]));
     PUT(cv, "\"");
     bool first = false;
     fields_to_json(cv, arm, &first, NULL);
-    PUT(cv, "}");
+    CLOSE(cv, '}');
 }
 
 /* A part whose arm this schema does not know, or whose source names no arm,
@@ -315,7 +340,7 @@ static void part_to_json(conv_t *cv, const AgUi__InputContent *ic)
 {
     pbf_t *f = protobuf_c_message_descriptor_get_field(&ag_ui__input_content__descriptor, ic->part_case);
     const ProtobufCMessage *arm = *(void *const *)member((void *)ic, f->offset);
-    PUT(cv, "{\"type\":\"");
+    OPEN(cv, "{\"type\":\"");
     put(cv, f->name, strlen(f->name));
     PUT(cv, "\"");
     bool first = false;
@@ -332,12 +357,12 @@ static void part_to_json(conv_t *cv, const AgUi__InputContent *ic)
         }
         field_to_json(cv, arm, af, &first);
     }
-    PUT(cv, "}");
+    CLOSE(cv, '}');
 }
 
 static void parts_to_json(conv_t *cv, AgUi__InputContent *const *parts, size_t n)
 {
-    PUT(cv, "[");
+    OPEN(cv, "[");
     bool any = false;
     for (size_t i = 0; i < n; i++) {
         if (!part_ok(parts[i]))
@@ -347,7 +372,7 @@ static void parts_to_json(conv_t *cv, AgUi__InputContent *const *parts, size_t n
         any = true;
         part_to_json(cv, parts[i]);
     }
-    PUT(cv, "]");
+    CLOSE(cv, ']');
 }
 
 static bool known_role(const char *r)
@@ -374,7 +399,7 @@ static void message_to_json(conv_t *cv, const AgUi__Message *m)
     if (known && ((!parts && has_parts) || (has_map && !map) || (map && has_str) || (parts && has_str && has_parts)))
         pbjson_fail(cv, -EPROTO, "message %s carries a content form its role (%s) does not use", m->id, role);
     static const char *const skip[] = {"content", "content_parts", "activity_content", "tool_calls", NULL};
-    PUT(cv, "{");
+    OPEN(cv, "{");
     bool first = true;
     fields_to_json(cv, &m->base, &first, skip);
     if (parts && !has_str) {
@@ -389,7 +414,7 @@ static void message_to_json(conv_t *cv, const AgUi__Message *m)
     }
     if (m->n_tool_calls)
         field_to_json(cv, &m->base, fld(&ag_ui__message__descriptor, "tool_calls"), &first);
-    PUT(cv, "}");
+    CLOSE(cv, '}');
 }
 
 static void msg_to_json(conv_t *cv, const ProtobufCMessage *m)
@@ -402,10 +427,10 @@ static void msg_to_json(conv_t *cv, const ProtobufCMessage *m)
         message_to_json(cv, (const AgUi__Message *)m);
         return;
     }
-    PUT(cv, "{");
+    OPEN(cv, "{");
     bool first = true;
     fields_to_json(cv, m, &first, NULL);
-    PUT(cv, "}");
+    CLOSE(cv, '}');
 }
 
 static void fields_to_json(conv_t *cv, const ProtobufCMessage *m, bool *first, const char *const *skip)
@@ -422,7 +447,7 @@ static void outcome_to_json(conv_t *cv, bool *first, const char *outcome, const 
                             const char *list1, size_t n1, const char *list2, size_t n2)
 {
     key(cv, first, "outcome");
-    PUT(cv, "{\"type\":");
+    OPEN(cv, "{\"type\":");
     put_str(cv, outcome);
     bool f = false;
     pbd_t *d = m->descriptor;
@@ -430,7 +455,7 @@ static void outcome_to_json(conv_t *cv, bool *first, const char *outcome, const 
         field_to_json(cv, m, fld(d, list1), &f);
     if (n2)
         field_to_json(cv, m, fld(d, list2), &f);
-    PUT(cv, "}");
+    CLOSE(cv, '}');
 }
 
 /* The arm's members, as @ag-ui/proto's decode shapes them. */
@@ -447,12 +472,12 @@ static void arm_to_json(conv_t *cv, agui_type_t type, const ProtobufCMessage *ar
         if (e->outcome && e->outcome[0]) {
             if (!strcmp(e->outcome, "interrupt")) {   /* interrupts always, even empty */
                 key(cv, first, "outcome");
-                PUT(cv, "{\"type\":\"interrupt\"");
+                OPEN(cv, "{\"type\":\"interrupt\"");
                 bool f = false;
                 field_to_json(cv, arm, fld(arm->descriptor, "interrupts"), &f);
                 if (e->n_pending_tool_call_ids)
                     field_to_json(cv, arm, fld(arm->descriptor, "pending_tool_call_ids"), &f);
-                PUT(cv, "}");
+                CLOSE(cv, '}');
             } else {
                 outcome_to_json(cv, first, e->outcome, arm, "pending_tool_call_ids", e->n_pending_tool_call_ids,
                                 "interrupts", e->n_interrupts);
@@ -503,20 +528,6 @@ static void arm_to_json(conv_t *cv, agui_type_t type, const ProtobufCMessage *ar
 
 /* ---- the wire walk: bounds nesting and rejects what @ag-ui/proto rejects ---- */
 
-static int rd_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
-{
-    *v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*i >= n)
-            return -1;
-        uint8_t c = p[(*i)++];
-        *v |= (uint64_t)(c & 0x7f) << shift;
-        if (!(c & 0x80))
-            return 0;
-    }
-    return -1;
-}
-
 /* A field is in a real (several-member) oneof, not a synthetic one standing for
  * proto3 `optional`. */
 static bool real_oneof(pbd_t *d, pbf_t *f)
@@ -529,28 +540,38 @@ static bool real_oneof(pbd_t *d, pbf_t *f)
     return n > 1;
 }
 
+/* Protobuf message levels an event of PBJSON_MAX_DEPTH JSON levels may take:
+ * a JSON object inside a Value is three (Value, Struct, its FieldsEntry), and
+ * the event object itself two (the envelope and its arm), one more where the
+ * value hangs off the BaseEvent (rawEvent). Deeper is deeper than the JSON
+ * bound too; within it, the JSON writer counts the real depth (open_c). The
+ * bound is for the recursion of this walk and of protobuf-c's unpack, which
+ * has none of its own (~0.9 KiB of stack a level). */
+#define PB_WIRE_DEPTH (3 * PBJSON_MAX_DEPTH + 2)
+
 /* Walks one message level: every tag well formed, no groups, messages nested at
- * most PBJSON_MAX_DEPTH deep, and no two different arms of a real oneof sent as
- * length-delimited fields (protobuf-c would keep the last one silently; the
- * JavaScript decoder refuses the frame). */
-static int walk(const uint8_t *p, size_t n, pbd_t *d, int depth)
+ * most PB_WIRE_DEPTH deep (else -3), and no two different arms of a real oneof
+ * sent as length-delimited fields (-2: protobuf-c would keep the last one
+ * silently; the JavaScript decoder refuses the frame). Sets *nul when a string
+ * field holds a NUL byte. -1: malformed. */
+static int walk(const uint8_t *p, size_t n, pbd_t *d, int depth, bool *nul)
 {
-    if (depth > PBJSON_MAX_DEPTH)
-        return -1;
+    if (depth > PB_WIRE_DEPTH)
+        return -3;
     uint32_t arm_off = UINT32_MAX, arm_id = 0;
     size_t i = 0;
     while (i < n) {
         uint64_t tag, len;
-        if (rd_varint(p, n, &i, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
+        if (pbjson_varint(p, n, &i, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
             return -1;
         switch (tag & 7) {
-        case 0: if (rd_varint(p, n, &i, &len)) return -1; continue;
+        case 0: if (pbjson_varint(p, n, &i, &len)) return -1; continue;
         case 1: if (n - i < 8) return -1; i += 8; continue;
         case 5: if (n - i < 4) return -1; i += 4; continue;
         case 2: break;
         default: return -1;   /* groups: no AG-UI encoder writes them */
         }
-        if (rd_varint(p, n, &i, &len) || len > n - i)
+        if (pbjson_varint(p, n, &i, &len) || len > n - i)
             return -1;
         pbf_t *f = d ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3)) : NULL;
         if (f && real_oneof(d, f)) {
@@ -559,9 +580,11 @@ static int walk(const uint8_t *p, size_t n, pbd_t *d, int depth)
             arm_off = f->quantifier_offset, arm_id = f->id;
         }
         if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-            int rc = walk(p + i, (size_t)len, f->descriptor, depth + 1);
+            int rc = walk(p + i, (size_t)len, f->descriptor, depth + 1, nul);
             if (rc)
                 return rc;
+        } else if (f && f->type == PROTOBUF_C_TYPE_STRING && !*nul) {
+            *nul = memchr(p + i, 0, (size_t)len) != NULL;
         }
         i += (size_t)len;
     }
@@ -574,14 +597,14 @@ agui_type_t pbjson_sniff_type(const uint8_t *pb, size_t len)
     size_t i = 0;
     while (i < len) {
         uint64_t tag, v;
-        if (rd_varint(pb, len, &i, &tag))
+        if (pbjson_varint(pb, len, &i, &tag))
             break;
         if ((tag & 7) != 2) {
-            if ((tag & 7) == 0 ? rd_varint(pb, len, &i, &v) : (tag & 7) == 1 ? (i += 8, 0) : (tag & 7) == 5 ? (i += 4, 0) : 1)
+            if ((tag & 7) == 0 ? pbjson_varint(pb, len, &i, &v) : (tag & 7) == 1 ? (i += 8, 0) : (tag & 7) == 5 ? (i += 4, 0) : 1)
                 break;
             continue;
         }
-        if (rd_varint(pb, len, &i, &v) || v > len - i)
+        if (pbjson_varint(pb, len, &i, &v) || v > len - i)
             break;
         for (int t = 0; t < AGUI_TYPE_COUNT; t++)
             if (pbjson_type_arm[t] && (uint64_t)pbjson_type_arm[t] == tag >> 3)
@@ -600,12 +623,26 @@ int pbjson_to_json(buf_t *b, const uint8_t *pb, size_t len, agui_type_t *type, c
     pbjson_conv_init(&cv, a, b, msg);
     size_t start = b->len;
     *type = AGUI_TYPE_COUNT;
-    int w = walk(pb, len, &ag_ui__event__descriptor, 0);
+    bool nul = false;
+    int w = walk(pb, len, &ag_ui__event__descriptor, 0, &nul);
     AgUi__Event *env = NULL;
+    if (!w && nul) {   /* protobuf-c would cut its strings at their NULs: unpack a copy marked */
+        uint8_t *copy = cv_alloc(&cv, len);
+        if (copy) {
+            memcpy(copy, pb, len);
+            pbjson_wire_nul(copy, len, &ag_ui__event__descriptor, PBJSON_NUL_FROM_WIRE);
+            pb = copy;
+            cv.nul = true;
+        }
+    }
     if (w == -2)
         pbjson_fail(&cv, -EPROTO, "not an AG-UI event: two different kinds in one message");
+    else if (w == -3)
+        pbjson_fail(&cv, -EPROTO, "not an AG-UI event: nested deeper than %d", PBJSON_MAX_DEPTH);
     else if (w)
-        pbjson_fail(&cv, -EPROTO, "not an AG-UI event: malformed protobuf or nested deeper than %d", PBJSON_MAX_DEPTH);
+        pbjson_fail(&cv, -EPROTO, "not an AG-UI event: malformed protobuf");
+    else if (cv.err)
+        ;   /* out of memory for the copy */
     else if (!(env = ag_ui__event__unpack(&cv.alloc, len, pb)))
         pbjson_fail(&cv, -EPROTO, "not an AG-UI event: protobuf-c could not unpack it");
     if (!cv.err && env->event_case == AG_UI__EVENT__EVENT__NOT_SET) {
@@ -632,7 +669,7 @@ int pbjson_to_json(buf_t *b, const uint8_t *pb, size_t len, agui_type_t *type, c
                  agui_type_name(t), (int)be->type);
         if (!cv.err) {
             *type = t;
-            PUT(&cv, "{\"type\":\"");
+            OPEN(&cv, "{\"type\":\"");
             put(&cv, agui_type_name(t), strlen(agui_type_name(t)));
             PUT(&cv, "\"");
             bool first = false;
@@ -649,7 +686,7 @@ int pbjson_to_json(buf_t *b, const uint8_t *pb, size_t len, agui_type_t *type, c
                 key(&cv, &first, "metadata");
                 struct_to_json(&cv, be->metadata);
             }
-            PUT(&cv, "}");
+            CLOSE(&cv, '}');
         }
     }
     /* The unpacked tree is in the arena: no protobuf_c_message_free_unpacked. */

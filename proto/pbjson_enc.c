@@ -5,8 +5,9 @@
  * JSON text is read onto the thread's jtape, then the hooks and the generic
  * descriptor walk build protobuf-c structs in the thread's arena, and
  * libprotobuf-c packs them. Invariants: a JSON key the schema does not know is
- * dropped, as ts-proto drops it; messages and values nest at most
- * PBJSON_MAX_DEPTH deep (cv->depth, counted before recursing); a frame is never
+ * dropped, as ts-proto drops it; the JSON nests at most PBJSON_MAX_DEPTH deep
+ * (the tape's bound) and messages and values at most PB_ENC_DEPTH (cv->depth,
+ * counted before recursing); a frame is never
  * larger than PBJSON_MAX_FRAME; on error nothing is appended. */
 #include "proto/pbjson.h"
 
@@ -27,6 +28,11 @@
  * 0 is the root; JN_NONE stands for an absent member. */
 typedef uint32_t jn_t;
 #define JN_NONE UINT32_MAX
+
+/* Messages and values built one inside another: a recursion guard. The tape
+ * bounds the JSON at PBJSON_MAX_DEPTH levels first, and a level never takes
+ * more than two of these (a content part and its arm). */
+#define PB_ENC_DEPTH (2 * PBJSON_MAX_DEPTH)
 
 static inline uint8_t jk(conv_t *cv, jn_t i) { return jtape_kind(cv->t, i); }
 
@@ -58,17 +64,12 @@ static double jnum(conv_t *cv, jn_t i)
     return big ? strtod(big, NULL) : 0;
 }
 
-/* A JSON string as a protobuf-c string: NUL-terminated, so one holding U+0000
- * cannot be carried. */
-static char *jstrdup(conv_t *cv, jn_t i, const char *what)
+/* A JSON string as a protobuf-c string (a U+0000 in it as 0xFF: cv_str_wire). */
+static char *jstrdup(conv_t *cv, jn_t i)
 {
     size_t n;
     const char *s = jtape_str(cv->t, i, &n);
-    if (memchr(s, 0, n)) {
-        pbjson_fail(cv, -EINVAL, "%s: a string holds U+0000, which protobuf-c strings cannot carry", what);
-        return NULL;
-    }
-    return cv_strndup(cv, s, n);
+    return cv_str_wire(cv, s, n);
 }
 
 static ProtobufCMessage *msg_from_json(conv_t *cv, pbd_t *d, jn_t obj);
@@ -83,7 +84,7 @@ static Google__Protobuf__Struct *struct_from_json(conv_t *cv, jn_t o)
     for (jn_t k = o + 1; k < jtape_end(cv->t, o) && !cv->err; k = jtape_end(cv->t, k + 1)) {
         Google__Protobuf__Struct__FieldsEntry *e =
             (void *)cv_new(cv, &google__protobuf__struct__fields_entry__descriptor);
-        if (!e || !(e->key = jstrdup(cv, k, "a key")) || !(e->value = value_from_json(cv, k + 1)))
+        if (!e || !(e->key = jstrdup(cv, k)) || !(e->value = value_from_json(cv, k + 1)))
             return NULL;
         s->fields[i++] = e;
     }
@@ -93,7 +94,7 @@ static Google__Protobuf__Struct *struct_from_json(conv_t *cv, jn_t o)
 
 static Google__Protobuf__Value *value_from_json(conv_t *cv, jn_t v)
 {
-    if (++cv->depth > PBJSON_MAX_DEPTH) {
+    if (++cv->depth > PB_ENC_DEPTH) {
         pbjson_fail(cv, -EINVAL, "nested deeper than %d", PBJSON_MAX_DEPTH);
         return NULL;
     }
@@ -115,7 +116,7 @@ static Google__Protobuf__Value *value_from_json(conv_t *cv, jn_t v)
         break;
     case JT_STR:
         p->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
-        p->string_value = jstrdup(cv, v, "a value");
+        p->string_value = jstrdup(cv, v);
         break;
     case JT_OBJ:
         p->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
@@ -152,7 +153,7 @@ static bool scalar_from_json(conv_t *cv, pbf_t *f, jn_t v, void *dst)
     case PROTOBUF_C_TYPE_STRING:
         if (kind != JT_STR)
             break;
-        return (*(char **)dst = jstrdup(cv, v, f->name)) != NULL;
+        return (*(char **)dst = jstrdup(cv, v)) != NULL;
     case PROTOBUF_C_TYPE_INT64: {
         /* the number JSON.parse makes, as ts-proto's int64 writer takes it */
         double d = kind == JT_NUM ? jnum(cv, v) : 0.5;
@@ -176,7 +177,7 @@ static bool scalar_from_json(conv_t *cv, pbf_t *f, jn_t v, void *dst)
         char up[32];
         size_t n = 0;
         const char *s = kind == JT_STR ? jtape_str(cv->t, v, &n) : NULL;
-        if (!n || n >= sizeof up)
+        if (!n || n >= sizeof up || memchr(s, 0, n))   /* "add\u0000" is no op name */
             break;
         for (size_t i = 0; i < n; i++)
             up[i] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
@@ -310,7 +311,7 @@ static void set_arm(conv_t *cv, void *m, pbf_t *f, jn_t obj)
 static Google__Protobuf__Value *str_value(conv_t *cv, jn_t s)
 {
     Google__Protobuf__Value *v = (Google__Protobuf__Value *)cv_new(cv, &google__protobuf__value__descriptor);
-    if (v && (v->string_value = jstrdup(cv, s, "a value")))
+    if (v && (v->string_value = jstrdup(cv, s)))
         v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
     return v;
 }
@@ -334,10 +335,10 @@ static void binary_from_json(conv_t *cv, AgUi__InputContent *ic, jn_t obj)
     Google__Protobuf__Struct__FieldsEntry **fe = cv_alloc(cv, 3 * sizeof *fe);
     if (!doc || !src || !meta || !ms || !fe)
         return;
-    char *mime_s = mime != JN_NONE && jk(cv, mime) == JT_STR ? jstrdup(cv, mime, "mimeType") : NULL;
+    char *mime_s = mime != JN_NONE && jk(cv, mime) == JT_STR ? jstrdup(cv, mime) : NULL;
     if (val == data) {
         AgUi__InputContentDataSource *ds = (void *)cv_new(cv, &ag_ui__input_content_data_source__descriptor);
-        if (!ds || !(ds->value = jstrdup(cv, val, "data")))
+        if (!ds || !(ds->value = jstrdup(cv, val)))
             return;
         if (mime_s)
             ds->mime_type = mime_s;
@@ -345,7 +346,7 @@ static void binary_from_json(conv_t *cv, AgUi__InputContent *ic, jn_t obj)
         src->source_case = AG_UI__INPUT_CONTENT_SOURCE__SOURCE_DATA;
     } else {
         AgUi__InputContentUrlSource *us = (void *)cv_new(cv, &ag_ui__input_content_url_source__descriptor);
-        if (!us || !(us->value = jstrdup(cv, val, "url")))
+        if (!us || !(us->value = jstrdup(cv, val)))
             return;
         if (mime_s) {
             us->mime_type = mime_s;
@@ -409,7 +410,7 @@ static ProtobufCMessage *msg_from_json(conv_t *cv, pbd_t *d, jn_t obj)
         pbjson_fail(cv, -EINVAL, "%s: expected an object", d->short_name);
         return NULL;
     }
-    if (++cv->depth > PBJSON_MAX_DEPTH) {
+    if (++cv->depth > PB_ENC_DEPTH) {
         pbjson_fail(cv, -EINVAL, "nested deeper than %d", PBJSON_MAX_DEPTH);
         return NULL;
     }
@@ -442,7 +443,7 @@ static ProtobufCMessage *msg_from_json(conv_t *cv, pbd_t *d, jn_t obj)
 static char *outcome_name(conv_t *cv, jn_t outcome)
 {
     jn_t t = jget(cv, outcome, "type");
-    return t != JN_NONE && jk(cv, t) == JT_STR ? jstrdup(cv, t, "outcome.type") : cv_strndup(cv, "", 0);
+    return t != JN_NONE && jk(cv, t) == JT_STR ? jstrdup(cv, t) : cv_strndup(cv, "", 0);
 }
 
 /* The event's own members, with the outcome and tool-result content mapped. */
@@ -517,9 +518,12 @@ static int frame_arm(conv_t *cv, buf_t *b, agui_type_t type, void *arm, AgUi__Ba
     *(AgUi__BaseEvent **)member(arm, protobuf_c_message_descriptor_get_field(af->descriptor, 1)->offset) = be;
     *(void **)member(&env, af->offset) = arm;
     env.event_case = (AgUi__Event__EventCase)af->id;
+    size_t at = b->len;
     int rc = frame_pack(b, &env.base);
     if (rc == -EMSGSIZE)
         pbjson_fail(cv, -EINVAL, "the event is larger than %u bytes encoded", PBJSON_MAX_FRAME);
+    if (!rc && cv->nul)   /* the strings' NULs, packed as 0xFF, back in place */
+        pbjson_wire_nul((uint8_t *)b->data + at + 4, b->len - at - 4, &ag_ui__event__descriptor, PBJSON_NUL_TO_WIRE);
     return rc;
 }
 
@@ -532,7 +536,7 @@ int pbjson_frame_event(buf_t *b, const agui_event_t *ev)
         return -EINVAL;
     conv_t cv;
     pbjson_conv_init(&cv, a, NULL, NULL);
-#define S(x) cv_strndup(&cv, (x).p ? (x).p : "", (x).n)
+#define S(x) cv_str_wire(&cv, (x).p ? (x).p : "", (x).n)
     AgUi__BaseEvent be = AG_UI__BASE_EVENT__INIT;
     union {
         AgUi__RunStartedEvent rs; AgUi__RunFinishedEvent rf; AgUi__RunErrorEvent re;
@@ -586,13 +590,18 @@ int pbjson_frame_json(buf_t *b, const char *json, size_t len, char msg[PBJSON_MS
     conv_t cv;
     pbjson_conv_init(&cv, a, NULL, msg);
     cv.t = &a->tape;
-    /* The tape's own depth bound is looser: ours, counted per message and value
-     * below, names the problem. */
-    int prc = jtape_parse(cv.t, json, len, 4 * PBJSON_MAX_DEPTH, 0);
-    if (prc) {
-        pbjson_fail(&cv, prc == -ENOMEM ? -ENOMEM : -EINVAL, prc == -ENOMEM ? "out of memory" : "not JSON");
+    /* The JSON's depth is bounded here, as validation bounds it (the tape
+     * counts the same brackets); the count below per message and value is a
+     * guard for the recursion, never the tighter one. */
+    int prc = jtape_parse(cv.t, json, len, PBJSON_MAX_DEPTH, 0);
+    if (prc == -ENOMEM)
+        pbjson_fail(&cv, -ENOMEM, "out of memory");
+    else if (prc && jtape_too_deep(json, len, PBJSON_MAX_DEPTH))
+        pbjson_fail(&cv, -EINVAL, "nested deeper than %d", PBJSON_MAX_DEPTH);
+    else if (prc)
+        pbjson_fail(&cv, -EINVAL, "not JSON");
+    if (prc)
         return cv.err;
-    }
     size_t start = b->len;
     agui_type_t type = AGUI_TYPE_COUNT;
     jn_t t = jget(&cv, 0, "type");

@@ -84,6 +84,7 @@ typedef struct conv {
     char  *msg;          /* PBJSON_MSG_MAX bytes */
     jtape_t *t;          /* JSON input (encode) */
     int    depth;
+    bool   nul;          /* a string holds U+0000, as 0xFF (see pbjson_wire_nul) */
 } conv_t;
 
 /* A conversion over arena a, writing JSON to b (decode; NULL to encode) and its
@@ -108,6 +109,55 @@ static inline char *cv_strndup(conv_t *cv, const char *s, size_t n)
         p[n] = 0;
     }
     return p;
+}
+
+/* ---- U+0000 in strings ------------------------------------------------------------
+ * protobuf-c's strings are C strings: it packs strlen bytes and unpacks into a
+ * NUL-terminated copy, so a U+0000 (valid UTF-8, which @ag-ui/proto carries)
+ * would cut a string short. It travels through protobuf-c as 0xFF instead, a
+ * byte UTF-8 never holds, and is put back in the packed bytes by a walk over
+ * the string fields (pbjson_wire_nul). Encoding, every string comes from the
+ * tape (valid UTF-8) or is agate's own text, so 0xFF stands for nothing else;
+ * decoding, a real 0xFF (invalid UTF-8, written as U+FFFD like 0xFE) becomes
+ * 0xFE first. Only an event with a NUL in some string pays for any of it. */
+
+enum pbjson_nul_dir {
+    PBJSON_NUL_TO_WIRE,     /* 0xFF -> 0x00: a packed event, before it is sent */
+    PBJSON_NUL_FROM_WIRE,   /* 0xFF -> 0xFE, 0x00 -> 0xFF: a received one, before protobuf-c unpacks it */
+};
+
+/* Rewrites the bytes of every string field of the packed message p[0..n) of
+ * type d, nested messages included. p must be well formed (protobuf-c's own
+ * output, or bytes pbjson_to_json's walk checked), so its nesting is bounded. */
+void pbjson_wire_nul(uint8_t *p, size_t n, pbd_t *d, enum pbjson_nul_dir dir);
+
+/* A string for protobuf-c: a copy in the arena with each NUL written as 0xFF
+ * (and cv->nul set, so the packed bytes are fixed up). */
+static inline char *cv_str_wire(conv_t *cv, const char *s, size_t n)
+{
+    char *p = cv_strndup(cv, s, n);
+    if (p && __builtin_expect(memchr(p, 0, n) != NULL, 0)) {
+        for (size_t i = 0; i < n; i++)
+            if (!p[i])
+                p[i] = (char)0xFF;
+        cv->nul = true;
+    }
+    return p;
+}
+
+/* A protobuf varint at p[*i..n): 0, or -1 when it runs past n or 10 bytes. */
+static inline int pbjson_varint(const uint8_t *p, size_t n, size_t *i, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*i >= n)
+            return -1;
+        uint8_t c = p[(*i)++];
+        *v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80))
+            return 0;
+    }
+    return -1;
 }
 
 static inline ProtobufCMessage *cv_new(conv_t *cv, pbd_t *d)

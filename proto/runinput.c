@@ -10,9 +10,10 @@
  * parameters, metadata); the body's nesting is capped at RUNINPUT_MAX_DEPTH.
  *
  * Deliberate differences from JSON.parse + zod: duplicate keys are rejected, as
- * are lone UTF-16 surrogates, NUL in keys and reals past double range such as
- * 1e999, and nesting deeper than RUNINPUT_MAX_DEPTH. The tape reads exactly
- * what jansson reads with JSON_REJECT_DUPLICATES; for a body it refuses, jansson
+ * are lone UTF-16 surrogates and reals past double range such as 1e999, and
+ * nesting deeper than RUNINPUT_MAX_DEPTH. The tape reads what jansson reads
+ * with JSON_REJECT_DUPLICATES, and U+0000 in keys (jansson refuses those,
+ * JSON.parse does not); for a body it refuses, jansson
  * is asked once more, only to word the error ("invalid JSON at line 1 column 9:
  * ..."), so error texts are unchanged from when jansson parsed every body. They
  * are always ASCII so they can be put into an event without re-validation.
@@ -30,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/jsonwhy.h"
 #include "proto/jtape.h"
 #include "proto/schema.h"
 
@@ -62,20 +64,13 @@ static int ri_refused(const char *body, size_t len, int rc, runinput_err_t *err)
                  RUNINPUT_MAX_DEPTH);
         return -EINVAL;
     }
-    const size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL;
     json_error_t je;
-    json_t *root = json_loadb(body, len, flags, &je);
-    /* JSON.parse reads an integer of any size as a double; jansson refuses one
-     * past int64 unless asked to read every number as a real. */
-    if (!root && json_error_code(&je) == json_error_numeric_overflow)
-        root = json_loadb(body, len, flags | JSON_DECODE_INT_AS_REAL, &je);
-    if (!root) {
+    if (jsonwhy_refused(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &je)) {
         ri_json_error(err, &je);
         return -EINVAL;
     }
     /* The two readers disagree: a bug in jtape (the fuzzers look for these).
      * Refusing is the safe side. */
-    json_decref(root);
     snprintf(err->message, sizeof err->message, "invalid JSON");
     return -EINVAL;
 }
@@ -202,6 +197,28 @@ void runinput_drop_content(runinput_t *in)
     in->root = p;
     in->thread_id = p + t_off;
     in->run_id = p + r_off;
+}
+
+/* Deep enough for anything jansson read here before (2048 levels): the tape
+ * needs no stack for nesting. */
+#define RI_PEEK_DEPTH 4096
+
+int runinput_peek(const char *text, size_t len, runinput_peek_t *pk)
+{
+    memset(pk, 0, sizeof *pk);
+    jtape_t *t = jtape_thread();
+    int rc = t ? jtape_parse(t, text, len, RI_PEEK_DEPTH, 0) : -ENOMEM;
+    if (rc)
+        return rc == -ENOMEM ? rc : 0;
+    if (jtape_kind(t, 0) != JT_OBJ)
+        return 0;
+    pk->object = true;
+    uint32_t ty = jtape_get(t, 0, "type", 4), id = jtape_get(t, 0, "runId", 5);
+    if (ty && jtape_kind(t, ty) == JT_STR)
+        pk->type = jtape_str(t, ty, &pk->type_len);
+    if (id && jtape_kind(t, id) == JT_STR)
+        pk->run_id = jtape_str(t, id, &pk->run_id_len);
+    return 0;
 }
 
 static int ri_append(buf_t *out, const char *s, size_t n)

@@ -8,6 +8,7 @@
 #ifndef AGATE_RUNINPUT_H
 #define AGATE_RUNINPUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,18 @@ void runinput_free(runinput_t *in);
 /* Gives back the last user message's content and keeps the ids: the echo agent
  * has read the content, a proxy never does, and a stream may last minutes. */
 void runinput_drop_content(runinput_t *in);
+
+/* A message that is not a RunAgentInput (a WebSocket CANCEL, or one to answer
+ * with RUN_ERROR), read for what the connection needs: whether it is a JSON
+ * object at all (JSON as JSON.parse reads it), and its "type" and "runId" when
+ * they are strings, decoded (NULL when not; valid until the thread's tape is
+ * next used). -ENOMEM, or 0. */
+typedef struct runinput_peek {
+    bool        object;
+    const char *type;    size_t type_len;
+    const char *run_id;  size_t run_id_len;
+} runinput_peek_t;
+int  runinput_peek(const char *text, size_t len, runinput_peek_t *pk);
 
 /* Appends the text of the last user message to out: the string content, or the
  * "text" parts of a content array concatenated in order (no separator).

@@ -28,6 +28,9 @@
  * + type length), never on where the bytes happen to sit, so whether a stream
  * fails with -EMSGSIZE does not depend on how it was split into feeds.
  *
+ * At the end of the stream (sseread_end) the event still being built is
+ * dispatched, as @ag-ui/client reads it, where WHATWG would drop it.
+ *
  * Bytes are not decoded: the spec's UTF-8 decode (with U+FFFD replacement) is
  * left to whoever consumes the fields; none of the syntax depends on it. */
 #include "proto/sseread.h"
@@ -384,6 +387,21 @@ int sseread_feed(sseread_t *p, const char *bytes, size_t len, sseread_event_cb o
     return 0;
 
 fail:
+    sse_drop_event(&f);
+    return rc;
+}
+
+int sseread_end(sseread_t *p, sseread_event_cb on_event, sseread_comment_cb on_comment, void *ctx)
+{
+    sse_feed_t f = { .p = p, .on_event = on_event, .on_comment = on_comment, .ctx = ctx };
+    int rc = 0;
+    if (p->line.len) {   /* the last line, without its line end */
+        size_t n = p->line.len;
+        p->line.len = 0;   /* bytes stay put: a data slice may point at them until the dispatch */
+        rc = sse_line(&f, p->line.data, n);
+    }
+    if (!rc)
+        rc = sse_dispatch(&f);   /* nothing when no data line came */
     sse_drop_event(&f);
     return rc;
 }

@@ -59,6 +59,12 @@ void sseread_init(sseread_t *p, size_t max_event);
  * there (sseread_reset before reusing the parser for another stream). */
 int  sseread_feed(sseread_t *p, const char *bytes, size_t len, sseread_event_cb on_event,
                   sseread_comment_cb on_comment, void *ctx);
+/* The stream ended: reads its unterminated last line and dispatches the event
+ * it was building, as @ag-ui/client 1.0.0 does with what follows the last
+ * blank line (WHATWG discards that event; an AG-UI client does not, so neither
+ * does a relay in front of one). Returns as sseread_feed; the parser is then
+ * as after a failed feed (sseread_reset before reuse). */
+int  sseread_end(sseread_t *p, sseread_event_cb on_event, sseread_comment_cb on_comment, void *ctx);
 void sseread_reset(sseread_t *p);   /* a new stream: BOM state, id and buffers cleared */
 void sseread_free(sseread_t *p);
 

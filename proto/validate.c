@@ -37,12 +37,12 @@
 #include "proto/validate.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/jsonwhy.h"
 #include "proto/jtape.h"
 #include "proto/schema.h"
 #include "proto/schema_tables.h"
@@ -651,17 +651,9 @@ static int vd_refused(const char *json, size_t len, int rc, vd_msg_t *m)
         m_fmt(m, "not JSON: nesting deeper than %d", VALIDATE_MAX_DEPTH);
         return -EPROTO;
     }
-    const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
     json_error_t je;
-    json_t *root = json_loadb(json, len, flags, &je);
-    /* JSON.parse reads an integer of any size as a double; jansson refuses one
-     * past int64 unless asked to read every number as a real. */
-    if (!root && json_error_code(&je) == json_error_numeric_overflow)
-        root = json_loadb(json, len, flags | JSON_DECODE_INT_AS_REAL, &je);
-    if (root) {   /* the readers disagree: a jtape bug, which the fuzzer hunts */
-        json_decref(root);
-        return m_fail(m, "not JSON");
-    }
+    if (!jsonwhy_refused(json, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je))
+        return m_fail(m, "not JSON");   /* the readers disagree: a jtape bug, which the fuzzer hunts */
     /* jansson quotes the offending token, which may be any bytes; keep messages ASCII. */
     m_fmt(m, "not JSON (at byte %d): ", je.position);
     m_safe(m, je.text, strnlen(je.text, sizeof je.text));

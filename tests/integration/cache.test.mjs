@@ -192,6 +192,28 @@ describe('response cache', () => {
     await stopClean(agate);
   });
 
+  // A key holding U+0000 is valid JSON (JSON.parse reads it); agate refused such
+  // a body (400) and could not make its cache key.
+  test('U+0000 in request and event keys: MISS, HIT on the same body, MISS on another; the events replayed as stored', T, async (t) => {
+    const srv = await useServer(t, {
+      script: (rec) => ({ events: [...richRun(rec.json).slice(0, -1), { type: 'CUSTOM', name: 'k', value: { '\u0000': rec.json.state } }, richRun(rec.json).at(-1)] }),
+    });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion('nul keys');
+    const miss = await post(agate, q({ state: { '\u0000': 1, 'a\u0000': { '\u0000': [2] } } }));
+    assert.equal(miss.statusCode, 200, miss.text);
+    assert.equal(miss.headers['x-cache'], 'MISS');
+    const input = q({ state: { 'a\u0000': { '\u0000': [2] }, '\u0000': 1 } });   // the same meaning, keys reordered
+    const hit = await post(agate, input);
+    assert.equal(hit.headers['x-cache'], 'HIT');
+    assert.deepEqual(hit.events.at(-2), { type: 'CUSTOM', name: 'k', value: { '\u0000': { '\u0000': 1, 'a\u0000': { '\u0000': [2] } } } });
+    assert.equal(hit.events.at(-1).runId, input.runId);
+    const other = await post(agate, q({ state: { '\u0000\u0000': 1, 'a\u0000': { '\u0000': [2] } } }));
+    assert.equal(other.headers['x-cache'], 'MISS', 'another key is another body');
+    assert.equal(srv.requests.length, 2);
+    await stopClean(agate);
+  });
+
   // The store notes which events hold a line feed, so a replay splits only those.
   // A HIT that fits the stream buffer is rendered whole from the entry's plan;
   // one that does not goes a stretch of records at a time, and an event with a

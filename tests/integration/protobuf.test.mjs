@@ -14,7 +14,9 @@ import assert from 'node:assert/strict';
 import { HttpAgent } from '@ag-ui/client';
 import { encode, decode, AGUI_MEDIA_TYPE } from '@ag-ui/proto';
 import { EventEncoder } from '@ag-ui/encoder';
-import { startAgate, stopClean, uid, runInput, request, sseEvents } from './lib/harness.mjs';
+import {
+  startAgate, stopClean, uid, runInput, request, sseEvents, paced, assertEchoEvents, streamRun,
+} from './lib/harness.mjs';
 import { startAguiServer } from './lib/agui-server.mjs';
 
 const T = { timeout: 20000 };
@@ -142,6 +144,18 @@ const scenarios = {
         }],
       },
     },
+  ],
+  // U+0000 in strings and keys: valid UTF-8 that @ag-ui/proto carries; agate
+  // dropped these events (protobuf-c's strings end at NUL).
+  nul: [
+    { type: 'RUN_STARTED', threadId: 't\u0000', runId: 'r\u00005' },
+    { type: 'TEXT_MESSAGE_START', messageId: 'n\u00001', role: 'assistant' },
+    { type: 'TEXT_MESSAGE_CONTENT', messageId: 'n\u00001', delta: 'a\u0000b' },
+    { type: 'TEXT_MESSAGE_END', messageId: 'n\u00001' },
+    { type: 'CUSTOM', name: 'k\u0000', value: { '\u0000': 1 } },
+    { type: 'STATE_SNAPSHOT', snapshot: { 'a\u0000b': { '\u0000': ['\u0000', { '\u0000\u0000': 'x\u0000yé' }] } } },
+    { type: 'MESSAGES_SNAPSHOT', messages: [{ id: '\u0000', role: 'user', content: 'hi\u0000' }, { id: 'a\u0000', role: 'assistant', content: '\u0000' }] },
+    { type: 'RUN_FINISHED', threadId: 't\u0000', runId: 'r\u00005', result: { '\u0000': '\u0000' } },
   ],
   plain: [
     { type: 'RUN_STARTED', threadId: 't3', runId: 'r4' },
@@ -297,8 +311,7 @@ describe('HttpAgent over protobuf', () => {
   });
 
   test('proxy agent (SSE upstream and protobuf upstream): exactly the upstream events', T, async (t) => {
-    const events = scenarios.plain;
-    for (const upstream of ['sse', 'proto']) {
+    for (const [upstream, events] of [['sse', scenarios.plain], ['proto', scenarios.plain], ['sse', scenarios.nul], ['proto', scenarios.nul]]) {
       const script = upstream === 'sse' ? { contentType: SSE, events } : { contentType: AGUI_MEDIA_TYPE, events: events.map((e) => ({ raw: frameOf(e) })) };
       const { agate } = await setup(t, script);
       const url = `http://127.0.0.1:${agate.port}/v1/agents/up/run`;
@@ -310,6 +323,9 @@ describe('HttpAgent over protobuf', () => {
       const sse = await agentRun(url);
       assert.deepStrictEqual(pb.events, sse.events, `${upstream} upstream`);
       assert.deepStrictEqual(pb.events.map((e) => e.type), events.map((e) => e.type));
+      // and the events are the upstream's own (HttpAgent's own run ids aside)
+      const own = (evs) => evs.filter((e) => !/^RUN_/.test(e.type));
+      assert.deepStrictEqual(own(pb.events), own(events.map(viaProto)), `${upstream} upstream: the events, unchanged`);
       await stopClean(agate);
     }
   });
@@ -354,6 +370,140 @@ describe('Accept negotiation', () => {
     assert.match(text, /agate_runs_started_total\{agent="echo",transport="proto"\} 2\b/);
     assert.match(text, /agate_runs_started_total\{agent="echo",transport="sse"\} 1\b/);
     assert.match(text, /agate_runs_ended_total\{agent="echo",transport="proto",outcome="finished"\} 2\b/);
+  });
+});
+
+describe('nesting', () => {
+  // The JSON depth of an event (the event object is one level) is bounded at
+  // 64 whatever the encoding; protobuf spends two or three message levels on
+  // each JSON level (Value, Struct, FieldsEntry), and agate used to bound
+  // those instead: ~21 nested objects or 32 arrays from a protobuf upstream
+  // were refused, while SSE took 63 and @ag-ui/proto decodes them.
+  const nested = (k, shape) => {
+    let v = 'leaf';
+    for (let i = 0; i < k; i++) v = shape === 'o' || (shape === 'oa' && i % 2) ? { k: v } : [v];
+    return v;
+  };
+  const stream = (k, shape) => [
+    { type: 'RUN_STARTED', threadId: 't', runId: 'r' },
+    { type: 'STATE_SNAPSHOT', snapshot: nested(k, shape) },
+    { type: 'RUN_FINISHED', threadId: 't', runId: 'r' },
+  ];
+  for (const shape of ['o', 'a', 'oa']) {
+    test(`${{ o: 'objects', a: 'arrays', oa: 'objects and arrays' }[shape]}: up to 63 levels in a snapshot pass from either upstream encoding to either client, 64 are refused by both`, T, async (t) => {
+      for (const upstream of ['sse', 'proto']) {
+        const script = (rec) => {
+          const events = stream(rec.json.state.k, shape);
+          return upstream === 'sse' ? { contentType: SSE, events } : { contentType: AGUI_MEDIA_TYPE, events: events.map((e) => ({ raw: frameOf(e) })) };
+        };
+        const { agate } = await setup(t, script);
+        for (const k of [21, 22, 32, 33, 63, 64]) {
+          for (const accept of [SSE, AGUI_MEDIA_TYPE]) {
+            const res = await run(agate, 'up', accept, runInput('deep', { state: { k } }));
+            const got = accept === SSE ? sseEvents(res.body.toString('utf8')) : decodeFrames(res.body);
+            const label = `${upstream} upstream, ${accept} client, ${k} levels`;
+            if (k < 64) {
+              assertSameEvents(got, stream(k, shape).map(viaProto), label);
+            } else {
+              assert.deepStrictEqual(got.map((e) => e.type), ['RUN_STARTED', 'RUN_ERROR'], label);
+              assert.match(got[1].message, /deeper than 64/, label);
+            }
+          }
+        }
+        // and HttpAgent over protobuf takes the deepest allowed snapshot as its state
+        const agent = new HttpAgent({
+          url: `http://127.0.0.1:${agate.port}/v1/agents/up/run`, threadId: 't', initialState: { k: 63 },
+          fetch: (url, init) => fetch(url, { ...init, headers: { ...init.headers, Accept: AGUI_MEDIA_TYPE } }),
+        });
+        await agent.runAgent({ runId: 'r' });
+        assert.deepStrictEqual(agent.state, nested(63, shape), `${upstream} upstream: HttpAgent's state`);
+        await stopClean(agate);
+      }
+    });
+  }
+});
+
+describe('protobuf heartbeat', () => {
+  // The encoding has no comment frame. Without some frame a quiet protobuf run
+  // was cut by a load balancer's idle timeout (60 s is common). The keep-alive
+  // is a frame holding only field 19999 (protobuf's own range: no AG-UI schema
+  // can name it), which @ag-ui/client drops as an event from a later protocol.
+  const HEARTBEAT = Buffer.from([0, 0, 0, 4, 0xfa, 0xe1, 0x09, 0x00]);
+  const config = (more = '') => `stream: {heartbeat: 200ms, max_token_interval: 1s}\nagents:\n  echo: {type: echo, token_interval_ms: 0}\n${more}`;
+  const protoFetch = (url, init) => fetch(url, { ...init, headers: { ...init.headers, Accept: AGUI_MEDIA_TYPE } });
+
+  /** The body's frames, in order: a heartbeat as 'HB', an event decoded. */
+  function frames(buf) {
+    const out = [];
+    for (let i = 0; i < buf.length;) {
+      const n = buf.readUInt32BE(i);
+      const f = buf.subarray(i, i + 4 + n);
+      out.push(f.equals(HEARTBEAT) ? 'HB' : decode(f.subarray(4)));
+      i += 4 + n;
+    }
+    return out;
+  }
+
+  test('a quiet stream gets heartbeat frames between its events; @ag-ui/client drops them and keeps every event', T, async (t) => {
+    const agate = await startAgate({ config: config() });
+    t.after(async () => { if (!agate.exitInfo) await stopClean(agate); });
+    const text = 'tick tock tick';
+    const res = await run(agate, 'echo', AGUI_MEDIA_TYPE, runInput(text, { forwardedProps: paced(700) }));
+    assert.equal(res.contentType, AGUI_MEDIA_TYPE);
+    const got = frames(res.body);
+    const kinds = got.map((f) => (f === 'HB' ? f : f.type));
+    const first = kinds.indexOf('TEXT_MESSAGE_CONTENT'), last = kinds.lastIndexOf('TEXT_MESSAGE_CONTENT');
+    assert.ok(kinds.slice(first, last).includes('HB'), `a heartbeat between content events: ${JSON.stringify(kinds)}`);
+    assertEchoEvents(got.filter((f) => f !== 'HB'), { text });
+
+    // The official client, over protobuf: the same events as over SSE, each
+    // heartbeat dropped with the warning @ag-ui/client 1.0.0 gives a frame
+    // of a later protocol.
+    const url = `http://127.0.0.1:${agate.port}/v1/agents/echo/run`;
+    const warns = [];
+    const warn = console.warn;
+    console.warn = (...a) => { warns.push(a.join(' ')); };
+    const events = [];
+    const failures = [];
+    try {
+      const agent = new HttpAgent({ url, threadId: uid('thread'), initialMessages: [{ id: uid('m'), role: 'user', content: text }], fetch: protoFetch });
+      await agent.runAgent({ runId: uid('run'), forwardedProps: paced(700) }, {
+        onEvent: ({ event }) => { events.push(event); },
+        onRunFailed: ({ error }) => { failures.push(error); },
+      });
+    } finally { console.warn = warn; }
+    assert.deepEqual(failures, []);
+    assertEchoEvents(events, { text });
+    assert.ok(warns.length >= 1, 'the client saw heartbeats');
+    for (const w of warns) assert.match(w, /Dropped an event this build does not know/);
+  });
+
+  test('no heartbeat on a stream that is never quiet for one', T, async (t) => {
+    const agate = await startAgate({ config: config() });
+    t.after(async () => { if (!agate.exitInfo) await stopClean(agate); });
+    const text = 'a b c d e f';
+    const res = await run(agate, 'echo', AGUI_MEDIA_TYPE, runInput(text, { forwardedProps: paced(20) }));
+    const got = frames(res.body);
+    assert.ok(!got.includes('HB'), 'no heartbeat');
+    assertEchoEvents(got, { text });
+  });
+
+  test('agate in front of agate: the outer skips the inner\'s heartbeats (strict) and sends its own', T, async (t) => {
+    const inner = await startAgate({ config: config() });
+    t.after(async () => { if (!inner.exitInfo) await stopClean(inner); });
+    const outer = await startAgate({
+      config: config(`  up:\n    type: proxy\n    endpoints: [http://127.0.0.1:${inner.port}/v1/agents/echo/run]\n    validation: strict\n    retry: {attempts: 0}\n`),
+    });
+    t.after(async () => { if (!outer.exitInfo) await stopClean(outer); });
+    const text = 'slow words here';
+    const res = await run(outer, 'up', AGUI_MEDIA_TYPE, runInput(text, { forwardedProps: paced(700) }));
+    const got = frames(res.body);
+    assert.ok(got.includes('HB'), `the outer's heartbeats: ${JSON.stringify(got.map((f) => (f === 'HB' ? f : f.type)))}`);
+    assertEchoEvents(got.filter((f) => f !== 'HB'), { text });
+    // an SSE client of the outer: ": ping" comments, the same events
+    const r = await streamRun(outer.port, runInput(text, { forwardedProps: paced(700) }), { agent: 'up' });
+    assertEchoEvents(r.events, { text });
+    assert.ok(r.frames.some((f) => f.data === null && f.comments.includes('ping')));
   });
 });
 

@@ -275,6 +275,37 @@ describe('relaying', () => {
     await stopClean(agate);
   });
 
+  // @ag-ui/client's SSE reader takes the data of every frame, whatever its
+  // event: name, and parses what follows the last blank line when the stream
+  // ends. agate dropped both: named frames silently, the last event as
+  // incomplete (WHATWG's rule, not the client's).
+  test('named frames (event: other than message) and a last event without its blank line: relayed as @ag-ui/client reads them', T, async (t) => {
+    const RS = '{"type":"RUN_STARTED","threadId":"t","runId":"r"}';
+    const CU = '{"type":"CUSTOM","name":"a","value":1}';
+    const RF = '{"type":"RUN_FINISHED","threadId":"t","runId":"r"}';
+    const streams = {
+      named: `data: ${RS}\n\nevent: CUSTOM\ndata: ${CU}\n\ndata: ${RF}\n\n`,
+      'named, id and retry': `data: ${RS}\n\nid: 7\nevent: progress\nretry: 10\ndata: ${CU}\n\ndata: ${RF}\n\n`,
+      'no blank line at the end': `data: ${RS}\n\nevent: CUSTOM\ndata: ${CU}\n\ndata: ${RF}`,
+      'one LF at the end': `data: ${RS}\n\ndata: ${CU}\n\ndata: ${RF}\n`,
+    };
+    const want = [JSON.parse(RS), JSON.parse(CU), JSON.parse(RF)];
+    for (const [name, body] of Object.entries(streams)) {
+      const up = await useServer(t, { script: { events: [{ raw: body }] } });
+      const direct = await observe(new HttpAgent({ url: up.url }), runInput('direct'));
+      assert.deepEqual(direct, want, `${name}: the official client reads the upstream directly`);
+      for (const validation of ['strict', 'pass']) {
+        const agate = await useAgate(t, { config: proxyConfig({ endpoints: [up.url], validation }) });
+        const got = await observe(new HttpAgent({ url: `http://127.0.0.1:${agate.port}${RUN_PATH}` }), runInput(name));
+        assert.deepEqual(got, want, `${name}, ${validation}: the same events through agate`);
+        const r = await run(agate, runInput(name));
+        assert.ok(r.complete);
+        assert.deepEqual(r.events, want, `${name}, ${validation}: the stream carries them, and ends`);
+        await stopClean(agate);
+      }
+    }
+  });
+
   test('the client\'s 200 head is sent when the upstream answers, before its first event', T, async (t) => {
     const input = runInput('head first');
     const up = await useServer(t, { script: { events: [{ delay: 1000 }, ...simpleRun(input)] } });
@@ -1000,6 +1031,31 @@ describe('validation', () => {
     assert.equal(r.statusCode, 200, r.text);
     assert.equal(r.text, up.requests[0].frames.join(''));
     await stopClean(agate);
+  });
+
+  // Valid JSON that JSON.parse, zod and verifyEvents read; jansson (which the
+  // tape followed) refused it: "NUL byte in object key not supported".
+  test('U+0000 in keys: strict and pass relay the events, HttpAgent gets them unchanged', T, async (t) => {
+    const evs = (i) => [
+      RS(i),
+      { type: 'CUSTOM', name: 'k', value: { '\u0000': 1 } },
+      { type: 'STATE_SNAPSHOT', snapshot: { 'a\u0000b': { '\u0000': ['\u0000', { '\u0000\u0000': null }] } } },
+      RF(i),
+    ];
+    const up = await useServer(t, { script: { events: evs } });
+    for (const validation of ['strict', 'pass']) {
+      const agate = await useAgate(t, { config: proxyConfig({ endpoints: [up.url], validation }) });
+      const input = runInput(`nul keys ${validation}`);
+      const r = await run(agate, input);
+      assert.equal(r.statusCode, 200, r.text);
+      assert.ok(r.complete);
+      assert.deepEqual(r.events, evs(input), `${validation}: every event, as sent`);
+      assert.ok(r.text.includes('{"\\u0000":1}'), 'the key is written as \\u0000');
+      const input2 = runInput(`nul keys client ${validation}`);
+      const got = await observe(new HttpAgent({ url: `http://127.0.0.1:${agate.port}${RUN_PATH}` }), input2);
+      assert.deepEqual(got, evs(input2), `${validation}: verifyEvents passes them unchanged`);
+      await stopClean(agate);
+    }
   });
 });
 

@@ -94,6 +94,10 @@ const valid = [
   }), 'with extras'],
   ['tokenIntervalMs 0 and other forwardedProps', () => ({ ...base(), forwardedProps: { other: [1, 2], agate: { tokenIntervalMs: 0, other: 'x' } }, messages: [msg('user', 'fwd ok')] }), 'fwd ok'],
   ['media parts only (no text) → no message', () => ({ ...base(), messages: [msg('user', [{ type: 'image', source: { type: 'data', value: 'AAAA', mimeType: 'image/png' } }])] }), null],
+  ['U+0000 in keys (JSON.parse reads them)', () => ({
+    ...base(), '\u0000': 1, state: { '\u0000': { 'a\u0000b': [{ '\u0000': null }] } }, forwardedProps: { '\u0000x': true },
+    messages: [msg('user', 'nul keys', { '\u0000': 'loose' })],
+  }), 'nul keys'],
 ];
 
 describe('RunAgentInput validation', () => {

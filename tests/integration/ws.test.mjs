@@ -251,6 +251,36 @@ describe('runs', () => {
     await stopClean(agate);
   });
 
+  // U+0000 is valid JSON in strings and keys (JSON.parse reads both); agate
+  // read these messages with jansson, which refused them, and closed with 1007.
+  test('U+0000 in a runId and in keys: a run, its CANCEL, an invalid input answered with RUN_ERROR; the connection stays', T, async (t) => {
+    const agate = await useAgate(t);
+    const ws = await openWs(agate.port);
+    const long = runInput(Array.from({ length: 200 }, (_, i) => `w${i}`).join(' '), {
+      runId: `nul\u0000run-${uid('r')}`, state: { '\u0000': 1 }, forwardedProps: paced(20),
+    });
+    ws.send(JSON.stringify(long));
+    assert.ok(await ws.until(() => ws.runEvents(long.runId).filter((e) => e.type === 'TEXT_MESSAGE_CONTENT').length >= 2));
+    ws.send(JSON.stringify({ type: 'CANCEL', runId: long.runId, '\u0000': 'CANCEL' }));
+    const events = await ws.waitRun(long.runId);
+    assert.equal(events.at(-1).type, 'RUN_ERROR');
+    assert.equal(events.at(-1).code, 'cancelled');
+    ws.send(JSON.stringify({ runId: 'bad\u0000nul', messages: 'not an array', '\u0000': 1 }));
+    const [err] = await ws.waitRun('bad\u0000nul');
+    assert.equal(err.code, 'invalid_input');
+    // a type that only starts with CANCEL is no CANCEL
+    ws.send(JSON.stringify({ type: 'CANCEL\u0000', runId: 'not-a-cancel' }));
+    const [err2] = await ws.waitRun('not-a-cancel');
+    assert.equal(err2.code, 'invalid_input');
+    const after = runInput('still open');
+    ws.send(JSON.stringify(after));
+    assertEchoEvents(await ws.waitRun(after.runId), { runId: after.runId, text: 'still open' });
+    assert.equal(ws.closeInfo, null);
+    ws.close();
+    await ws.waitClose();
+    await stopClean(agate);
+  });
+
   test('an invalid RunAgentInput gets RUN_ERROR invalid_input (with its runId) and the connection stays open', T, async (t) => {
     const agate = await useAgate(t);
     const ws = await openWs(agate.port);

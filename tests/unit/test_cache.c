@@ -126,6 +126,16 @@ static void test_canon_keys(void **state)
                                      "\"h\":0,\"g\":0,\"f\":0,\"e\":0,\"d\":0,\"c\":0,\"b\":0,\"\\u0061\":0}", NULL, 0),
                         "{\"a\":0,\"b\":0,\"c\":0,\"d\":0,\"e\":0,\"f\":0,\"g\":0,\"h\":0,\"i\":0,\"j\":0,"
                         "\"k\":0,\"l\":0,\"m\":0,\"n\":0,\"o\":0,\"p\":0,\"q\":0}");
+    /* U+0000 in keys (JSON.parse reads them): sorted on their bytes, NUL
+     * included, written back as \u0000; an omit path names no such key */
+    assert_string_equal(canon_of(&b, "{\"\\u0000\":1,\"\":2,\"a\\u0000\":3,\"a\":4,\"runId\":\"x\"}",
+                                 default_omit, 3),
+                        "{\"\":2,\"\\u0000\":1,\"a\":4,\"a\\u0000\":3}");
+    assert_string_equal(canon_of(&b, "{\"threadId\\u0000x\":1,\"threadId\":2,\"runId\\u0000\":3}", default_omit, 3),
+                        "{\"runId\\u0000\":3,\"threadId\\u0000x\":1}");
+    const char *const sess[] = {"forwardedProps.session"};
+    assert_string_equal(canon_of(&b, "{\"forwardedProps\":{\"session\\u0000\":1,\"session\":2}}", sess, 1),
+                        "{\"forwardedProps\":{\"session\\u0000\":1}}");
     /* a tape read without duplicate rejection: the last value, once */
     jtape_t *t = jtape_thread();
     const char *dup = "{\"b\":[1],\"a\":1,\"\\u0061\":2,\"a\":{\"x\":3}}";

@@ -1,5 +1,6 @@
 /* Unit tests for proto/jtape.c: it must accept exactly what jansson accepts
- * (JSON_DECODE_ANY | JSON_ALLOW_NUL, and JSON_REJECT_DUPLICATES on request), read
+ * (JSON_DECODE_ANY | JSON_ALLOW_NUL, and JSON_REJECT_DUPLICATES on request), but
+ * \u0000 in keys, which it reads as JSON.parse does; read
  * the same strings, and keep the tape's walk invariants. Every case is checked
  * against jansson itself, so a disagreement names the input. */
 #include <errno.h>
@@ -16,6 +17,9 @@
 
 #include "proto/jtape.h"
 
+/* What the tape must answer: jansson's verdict, but for \u0000 in a key, which
+ * jansson refuses and the tape reads (as JSON.parse does): then the verdict is
+ * jansson's on the text with each \u0000 spelled \u0001. */
 static bool jansson_accepts(const char *s, size_t n, bool dups)
 {
     size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL | (dups ? JSON_REJECT_DUPLICATES : 0);
@@ -23,6 +27,16 @@ static bool jansson_accepts(const char *s, size_t n, bool dups)
     json_t *j = json_loadb(s, n, flags, &je);
     if (!j && json_error_code(&je) == json_error_numeric_overflow)
         j = json_loadb(s, n, flags | JSON_DECODE_INT_AS_REAL, &je);
+    if (!j && json_error_code(&je) == json_error_null_byte_in_key) {
+        char *q = malloc(n);
+        assert_non_null(q);
+        memcpy(q, s, n);
+        for (char *u = q; (u = memmem(u, n - (size_t)(u - q), "\\u0000", 6)); u += 6)
+            u[5] = '1';
+        bool ok = jansson_accepts(q, n, dups);
+        free(q);
+        return ok;
+    }
     json_decref(j);
     return j != NULL;
 }
@@ -75,6 +89,37 @@ static void test_agrees_with_jansson(void **state)
         n += (size_t)snprintf(big + n, sizeof big - n, "%s\"k%d\":%d", k ? "," : "", k % 39, k);
     big[n++] = '}';
     agree(&t, big, n);
+    jtape_free(&t);
+}
+
+/* U+0000 in a key: valid JSON that JSON.parse, zod and @ag-ui/client read
+ * (jansson refuses it). The key is read by its length, NUL included. */
+static void test_nul_in_keys(void **state)
+{
+    (void)state;
+    jtape_t t = {0};
+    const char *s = "{\"\\u0000\":1,\"a\\u0000b\":{\"\\u0000\":[true]},\"a\":2}";
+    for (int dups = 0; dups < 2; dups++) {
+        assert_int_equal(jtape_parse(&t, s, strlen(s), 64, dups ? JTAPE_REJECT_DUPLICATES : 0), 0);
+        uint32_t v = jtape_get(&t, 0, "\0", 1);
+        assert_int_equal(jtape_kind(&t, v), JT_NUM);
+        uint32_t o = jtape_get(&t, 0, "a\0b", 3);
+        assert_int_equal(jtape_kind(&t, o), JT_OBJ);
+        assert_int_equal(jtape_kind(&t, jtape_get(&t, o, "\0", 1)), JT_ARR);
+        assert_int_equal(jtape_get(&t, 0, "a", 1), jtape_end(&t, o) + 1);   /* "a" is not "a\0b" */
+        size_t n;
+        const char *k = jtape_str(&t, 1, &n);
+        assert_int_equal(n, 1);
+        assert_int_equal(k[0], '\0');
+    }
+    /* duplicates are told apart by every byte, NUL included */
+    const char *dup = "{\"\\u0000\":1,\"\\u0000\":2}";
+    assert_int_equal(jtape_parse(&t, dup, strlen(dup), 64, JTAPE_REJECT_DUPLICATES), -EINVAL);
+    assert_int_equal(jtape_parse(&t, dup, strlen(dup), 64, 0), 0);
+    const char *distinct = "{\"\\u0000\":1,\"\\u0000\\u0000\":2,\"\":3}";
+    assert_int_equal(jtape_parse(&t, distinct, strlen(distinct), 64, JTAPE_REJECT_DUPLICATES), 0);
+    /* a raw NUL byte in a key is a control byte, refused as in a value */
+    assert_int_equal(jtape_parse(&t, "{\"\0\":1}", 7, 64, 0), -EINVAL);
     jtape_free(&t);
 }
 
@@ -288,6 +333,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agrees_with_jansson),
+        cmocka_unit_test(test_nul_in_keys),
         cmocka_unit_test(test_reading),
         cmocka_unit_test(test_string_scan_edges),
         cmocka_unit_test(test_member_forms),

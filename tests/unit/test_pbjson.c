@@ -199,7 +199,7 @@ static void test_json_refusals(void **state)
     const char *bad[] = {
         "not json", "[1]", "{\"type\":\"NOPE\"}", "{\"delta\":\"x\"}",
         "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":5}",
-        "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"a\\u0000b\"}",
+        "{\"type\":\"STATE_DELTA\",\"delta\":[{\"op\":\"add\\u0000\",\"path\":\"/\",\"value\":1}]}",
         "{\"type\":\"STATE_DELTA\",\"delta\":[{\"op\":\"frobnicate\",\"path\":\"/\"}]}",
         "{\"type\":\"STATE_DELTA\",\"delta\":{}}",
     };
@@ -221,6 +221,88 @@ static void test_json_refusals(void **state)
     assert_non_null(strstr(msg, "nested"));
     buf_free(&deep);
     buf_free(&b);
+}
+
+/* JSON in -> frame -> JSON out, compared as text (jansson cannot hold a NUL key). */
+static void roundtrip_text(const char *in, const char *want)
+{
+    buf_t f = {0}, j = {0};
+    char msg[PBJSON_MSG_MAX];
+    agui_type_t t;
+    if (pbjson_frame_json(&f, in, strlen(in), msg))
+        fail_msg("frame_json(%s): %s", in, msg);
+    assert_null(memchr(f.data, 0xFF, f.len));   /* no placeholder left on the wire */
+    if (pbjson_to_json(&j, (const uint8_t *)f.data + 4, f.len - 4, &t, msg))
+        fail_msg("to_json(%s): %s", in, msg);
+    if (j.len != strlen(want) || memcmp(j.data, want, j.len))
+        fail_msg("%s\n  got  %.*s\n  want %s", in, (int)j.len, j.data, want);
+    buf_free(&f);
+    buf_free(&j);
+}
+
+/* U+0000 in strings and keys: protobuf-c ends strings at NUL, @ag-ui/proto
+ * does not; both directions carry it whole, and a real 0xFF stays U+FFFD. */
+static void test_nul_strings(void **state)
+{
+    const char *custom = "{\"type\":\"CUSTOM\",\"name\":\"k\\u0000\",\"value\":{\"\\u0000\":1,"
+                         "\"a\\u0000b\":[\"\\u0000\",{\"\\u0000\\u0000\":\"x\\u0000y\\u00e9\"}]}}";
+    roundtrip_text(custom, "{\"type\":\"CUSTOM\",\"name\":\"k\\u0000\",\"value\":{\"\\u0000\":1,"
+                           "\"a\\u0000b\":[\"\\u0000\",{\"\\u0000\\u0000\":\"x\\u0000y\xC3\xA9\"}]}}");
+    roundtrip_text("{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"a\\u0000b\",\"delta\":\"\\u0000\"}",
+                   "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"a\\u0000b\",\"delta\":\"\\u0000\"}");
+    roundtrip_text("{\"type\":\"MESSAGES_SNAPSHOT\",\"messages\":[{\"id\":\"\\u0000\",\"role\":\"user\",\"content\":\"hi\\u0000\"}]}",
+                   "{\"type\":\"MESSAGES_SNAPSHOT\",\"messages\":[{\"id\":\"\\u0000\",\"role\":\"user\",\"content\":\"hi\\u0000\"}]}");
+    /* a role holding a NUL is not the role before it (@ag-ui/proto compares whole strings) */
+    buf_t f = {0}, j = {0};
+    char msg[PBJSON_MSG_MAX];
+    agui_type_t t;
+    const char *tms = "{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\",\"role\":\"user\\u0000\"}";
+    assert_int_equal(pbjson_frame_json(&f, tms, strlen(tms), msg), 0);
+    assert_non_null(memmem(f.data, f.len, "user\0", 5));
+    assert_int_equal(pbjson_to_json(&j, (const uint8_t *)f.data + 4, f.len - 4, &t, msg), 0);
+    assert_non_null(memmem(j.data, j.len, "\"role\":\"user\\u0000\"", 18));
+
+    /* agate's own events: ids from a RunAgentInput may hold U+0000 */
+    agui_event_t rs = {.type = AGUI_RUN_STARTED, .thread_id = {"t\0x", 3}, .run_id = {"\0", 1}};
+    buf_reset(&f);
+    buf_reset(&j);
+    assert_int_equal(pbjson_frame_event(&f, &rs), 0);
+    assert_non_null(memmem(f.data, f.len, "t\0x", 3));
+    assert_int_equal(pbjson_to_json(&j, (const uint8_t *)f.data + 4, f.len - 4, &t, msg), 0);
+    const char *want = "{\"type\":\"RUN_STARTED\",\"threadId\":\"t\\u0000x\",\"runId\":\"\\u0000\"}";
+    assert_int_equal(j.len, strlen(want));
+    assert_memory_equal(j.data, want, j.len);
+
+    /* the wire: a name "a" NUL "b" 0xFF 0xE2 0x82 NUL, packed by protobuf-c as
+     * "a\x01b\xFF\xE2\x82\x01" and the 0x01s made NULs */
+    AgUi__BaseEvent be = AG_UI__BASE_EVENT__INIT;
+    be.type = AG_UI__EVENT_TYPE__CUSTOM;
+    Google__Protobuf__Value v = GOOGLE__PROTOBUF__VALUE__INIT;
+    v.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
+    AgUi__CustomEvent ce = AG_UI__CUSTOM_EVENT__INIT;
+    ce.base_event = &be;
+    ce.name = (char *)"a\x01" "b\xFF\xE2\x82\x01";
+    ce.value = &v;
+    AgUi__Event ev = AG_UI__EVENT__INIT;
+    ev.event_case = AG_UI__EVENT__EVENT_CUSTOM;
+    ev.custom = &ce;
+    buf_t pb = {0};
+    buf_reserve(&pb, ag_ui__event__get_packed_size(&ev));
+    pb.len = ag_ui__event__pack(&ev, (uint8_t *)pb.data);
+    for (size_t i = 0; i < pb.len; i++)
+        if (pb.data[i] == 1 && i > 0 && (pb.data[i - 1] == 'a' || pb.data[i - 1] == '\x82'))
+            pb.data[i] = 0;
+    char before[64];
+    memcpy(before, pb.data, pb.len);
+    buf_reset(&j);
+    assert_int_equal(pbjson_to_json(&j, (const uint8_t *)pb.data, pb.len, &t, msg), 0);
+    assert_memory_equal(pb.data, before, pb.len);   /* the caller's bytes are not touched */
+    want = "{\"type\":\"CUSTOM\",\"name\":\"a\\u0000b\xEF\xBF\xBD\xEF\xBF\xBD\\u0000\",\"value\":null}";
+    if (j.len != strlen(want) || memcmp(j.data, want, j.len))
+        fail_msg("got %.*s", (int)j.len, j.data);
+    buf_free(&pb);
+    buf_free(&f);
+    buf_free(&j);
 }
 
 static int to_json(const uint8_t *p, size_t n, buf_t *out, char *msg)
@@ -302,6 +384,139 @@ static void deep_snapshot(buf_t *out, int depth)
     free(vals);
 }
 
+/* A google.protobuf.Value nested as pattern says, outermost first: 'o' an
+ * object {"k": ...}, 'a' an array [...], the end the number 1. Allocations
+ * go on a list freed by free_all. */
+typedef struct alloc_list { void *p[4096]; size_t n; } alloc_list_t;
+static void *keep(alloc_list_t *l, void *p)
+{
+    assert_non_null(p);
+    assert_true(l->n < sizeof l->p / sizeof l->p[0]);
+    return l->p[l->n++] = p;
+}
+static void free_all(alloc_list_t *l)
+{
+    while (l->n)
+        free(l->p[--l->n]);
+}
+static Google__Protobuf__Value *nest(alloc_list_t *l, const char *pat)
+{
+    Google__Protobuf__Value *v = keep(l, calloc(1, sizeof *v));
+    google__protobuf__value__init(v);
+    if (!*pat) {
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+        v->number_value = 1;
+    } else if (*pat == 'o') {
+        Google__Protobuf__Struct *st = keep(l, calloc(1, sizeof *st));
+        Google__Protobuf__Struct__FieldsEntry *e = keep(l, calloc(1, sizeof *e));
+        Google__Protobuf__Struct__FieldsEntry **es = keep(l, calloc(1, sizeof *es));
+        google__protobuf__struct__init(st);
+        google__protobuf__struct__fields_entry__init(e);
+        e->key = (char *)"k";
+        e->value = nest(l, pat + 1);
+        es[0] = e;
+        st->n_fields = 1;
+        st->fields = es;
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+        v->struct_value = st;
+    } else {
+        Google__Protobuf__ListValue *lv = keep(l, calloc(1, sizeof *lv));
+        Google__Protobuf__Value **vs = keep(l, calloc(1, sizeof *vs));
+        google__protobuf__list_value__init(lv);
+        vs[0] = nest(l, pat + 1);
+        lv->n_values = 1;
+        lv->values = vs;
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
+        v->list_value = lv;
+    }
+    return v;
+}
+
+/* The same value as JSON text. */
+static void nest_json(buf_t *b, const char *pat)
+{
+    for (const char *c = pat; *c; c++)
+        buf_append(b, *c == 'o' ? "{\"k\":" : "[", *c == 'o' ? 5 : 1);
+    buf_putc(b, '1');
+    for (size_t i = strlen(pat); i-- > 0;)
+        buf_putc(b, pat[i] == 'o' ? '}' : ']');
+}
+
+/* The JSON depth bound is the same from a protobuf upstream as from an SSE one
+ * (validation's 64, the event object included), whatever protobuf message
+ * levels the value takes: an object is three (Value, Struct, entry), an array
+ * two. The bound used to count message levels, so about 21 nested objects or
+ * 32 arrays were refused. */
+static void test_depth_is_json_depth(void **state)
+{
+    char pat[80];
+    const char shapes[][3] = {"o", "a", "oa", "ao"};
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+        for (int where = 0; where < 2; where++)   /* STATE_SNAPSHOT.snapshot, CUSTOM's rawEvent */
+            for (int k = 1; k <= PBJSON_MAX_DEPTH; k++) {
+                size_t pl = strlen(shapes[sh]);
+                for (int i = 0; i < k; i++)
+                    pat[i] = shapes[sh][i % pl];
+                pat[k] = 0;
+                int depth = 1 + k;   /* the event object, then the value's containers */
+                alloc_list_t l = {0};
+                AgUi__BaseEvent be = AG_UI__BASE_EVENT__INIT;
+                AgUi__StateSnapshotEvent ss = AG_UI__STATE_SNAPSHOT_EVENT__INIT;
+                AgUi__CustomEvent ce = AG_UI__CUSTOM_EVENT__INIT;
+                Google__Protobuf__Value one = GOOGLE__PROTOBUF__VALUE__INIT;
+                AgUi__Event ev = AG_UI__EVENT__INIT;
+                buf_t want = {0};
+                if (where == 0) {
+                    be.type = AG_UI__EVENT_TYPE__STATE_SNAPSHOT;
+                    ss.base_event = &be;
+                    ss.snapshot = nest(&l, pat);
+                    ev.event_case = AG_UI__EVENT__EVENT_STATE_SNAPSHOT;
+                    ev.state_snapshot = &ss;
+                    buf_append_lit(&want, "{\"type\":\"STATE_SNAPSHOT\",\"snapshot\":");
+                    nest_json(&want, pat);
+                } else {
+                    be.type = AG_UI__EVENT_TYPE__CUSTOM;
+                    be.raw_event = nest(&l, pat);
+                    one.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+                    one.number_value = 1;
+                    ce.base_event = &be;
+                    ce.name = (char *)"n";
+                    ce.value = &one;
+                    ev.event_case = AG_UI__EVENT__EVENT_CUSTOM;
+                    ev.custom = &ce;
+                    buf_append_lit(&want, "{\"type\":\"CUSTOM\",\"name\":\"n\",\"value\":1,\"rawEvent\":");
+                    nest_json(&want, pat);
+                }
+                buf_putc(&want, '}');
+                buf_t pb = {0}, j = {0}, f = {0};
+                buf_reserve(&pb, ag_ui__event__get_packed_size(&ev));
+                pb.len = ag_ui__event__pack(&ev, (uint8_t *)pb.data);
+                free_all(&l);
+                char msg[PBJSON_MSG_MAX];
+                agui_type_t t;
+                int rc = pbjson_to_json(&j, (const uint8_t *)pb.data, pb.len, &t, msg);
+                int rce = pbjson_frame_json(&f, want.data, want.len, msg);
+                if (depth <= PBJSON_MAX_DEPTH) {
+                    if (rc || j.len != want.len || memcmp(j.data, want.data, j.len))
+                        fail_msg("%s, depth %d: rc %d %s: %.*s", where ? "rawEvent" : "snapshot", depth, rc, msg,
+                                 (int)j.len, j.data);
+                    /* and back: the SSE upstream's event for a protobuf client */
+                    if (rce)
+                        fail_msg("frame_json, depth %d: %s", depth, msg);
+                    assert_int_equal(f.len - 4, pb.len);
+                    assert_memory_equal(f.data + 4, pb.data, pb.len);
+                } else {
+                    assert_int_equal(rc, -EPROTO);
+                    assert_int_equal(rce, -EINVAL);
+                    assert_non_null(strstr(msg, "nested deeper than 64"));
+                }
+                buf_free(&pb);
+                buf_free(&j);
+                buf_free(&f);
+                buf_free(&want);
+            }
+}
+
 static void test_depth_and_text(void **state)
 {
     buf_t pb = {0}, j = {0};
@@ -347,7 +562,9 @@ int main(void)
         cmocka_unit_test(test_content),
         cmocka_unit_test(test_run_started_input),
         cmocka_unit_test(test_json_refusals),
+        cmocka_unit_test(test_nul_strings),
         cmocka_unit_test(test_wire_refusals),
+        cmocka_unit_test(test_depth_is_json_depth),
         cmocka_unit_test(test_depth_and_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

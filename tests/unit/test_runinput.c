@@ -412,6 +412,17 @@ static void test_invalid_json(void **state)
     assert_memory_equal(in.thread_id, "a\0b", 3);
     runinput_free(&in);
 
+    /* and in keys too (JSON.parse and zod read them; jansson refused them):
+     * in free-form values and as unknown members */
+    accepts("{'threadId':'t','runId':'r','messages':[],'state':{'\\u0000':1,'a\\u0000b':{'\\u0000':[]}},"
+            "'forwardedProps':{'\\u0000':null},'\\u0000':true}");
+    accepts("{'threadId':'t','runId':'r','messages':[{'id':'1','role':'user','content':'x','\\u0000':1}]}");
+    /* still a duplicate, named as jansson names one (it cannot hold the key) */
+    rejects("{'threadId':'t','runId':'r','messages':[],'state':{'\\u0000':1,'\\u0000':2}}", "",
+            "invalid JSON at line 1 column 70: duplicate object key near '\"\\u0000\"'");
+    rejects("{'threadId':'t','runId':'r','messages':[],'state':{'\\u0000':1},x}", "",
+            "invalid JSON at line 1 column 64: string or '}' expected near 'x'");
+
     /* integers past int64 are valid JSON (JavaScript reads them as doubles) */
     accepts("{'threadId':'t','runId':'r','messages':[],'state':{'n':123456789012345678901234567890}}");
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include "proto/pbjson.h"
 #include "tests/support/fakeconn.h"
 #include "tests/unit/wire.h"
 
@@ -191,6 +192,47 @@ static void test_heartbeat(void **state)
     json_decref(ev);
 }
 
+/* A protobuf stream gets a keep-alive frame on the same interval (its
+ * encoding has no comment frame); every other frame is an event. */
+static void test_heartbeat_protobuf(void **state)
+{
+    f.cfg.heartbeat_ms = 300;
+    f.cfg.max_token_interval_ms = 1000;
+    fake_open(&f);
+    const char *body = "{\"threadId\":\"t\",\"runId\":\"r\",\"messages\":[{\"id\":\"1\",\"role\":\"user\",\"content\":\"a b\"}],"
+                       "\"forwardedProps\":{\"agate\":{\"tokenIntervalMs\":1000}}}";
+    char req[1024];
+    int n = snprintf(req, sizeof req, "POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nAccept: " PBJSON_MEDIA_TYPE
+                     "\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+    fake_send(&f, req, (size_t)n);
+    for (int i = 0; i < 10; i++)
+        fake_advance(&f, 100);
+    size_t pos = 0;
+    wire_resp_t r;
+    assert_true(wire_next(f.wire.data, f.wire.len, &pos, &r));
+    assert_non_null(strstr(r.head, "Content-Type: " PBJSON_MEDIA_TYPE "\r\n"));
+    int events = 0, beats = 0;
+    for (size_t i = 0; i + 4 <= r.body_len;) {
+        const uint8_t *p = (const uint8_t *)r.body + i;
+        size_t len = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+        assert_true(i + 4 + len <= r.body_len);
+        if (pbjson_is_heartbeat(p + 4, len)) {
+            beats++;
+        } else {
+            agui_type_t t;
+            buf_t j = {0};
+            char msg[PBJSON_MSG_MAX];
+            assert_int_equal(pbjson_to_json(&j, p + 4, len, &t, msg), 0);
+            buf_free(&j);
+            events++;
+        }
+        i += 4 + len;
+    }
+    free(r.body);
+    assert_int_equal(events, 6);
+    assert_true(beats >= 2);   /* 1000 ms quiet at 300 ms: at 300, 600, 900 */
+}
+
 static void test_backpressure_bound(void **state)
 {
     f.cfg.stream_buffer_bytes = 1024;
@@ -255,6 +297,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pacing_and_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_interval_and_override, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_protobuf, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disconnect_releases_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http10_close_delimited, setup, teardown),

@@ -319,6 +319,68 @@ static void test_incomplete_event_discarded(void **state)
     expect("data: a\n\ndata: b\r", "E|||-1|a\n");
 }
 
+/* sseread_end: what the stream ends inside is read as @ag-ui/client reads
+ * it, whatever the split of the stream into feeds. */
+static void expect_end(const char *stream, const char *want)
+{
+    size_t n = strlen(stream);
+    for (size_t cut = 0; cut <= n; cut++) {
+        sseread_t p;
+        rec_t r = {0};
+        sseread_init(&p, 0);
+        assert_int_equal(sseread_feed(&p, stream, cut, on_event, on_comment, &r), 0);
+        assert_int_equal(sseread_feed(&p, stream + cut, n - cut, on_event, on_comment, &r), 0);
+        r.in_lo = r.in_hi = NULL;
+        assert_int_equal(sseread_end(&p, on_event, on_comment, &r), 0);
+        assert_string_equal(rec_str(&r), want);
+        /* and nothing is left for a second call */
+        size_t had = r.events + r.comments;
+        assert_int_equal(sseread_end(&p, on_event, on_comment, &r), 0);
+        assert_int_equal(r.events + r.comments, had);
+        sseread_free(&p);
+        rec_free(&r);
+    }
+}
+
+static void test_end_dispatches_the_last_event(void **state)
+{
+    expect_end("data: a\n\ndata: b\n", "E|||-1|a\nE|||-1|b\n");
+    expect_end("data: a\n\ndata: b", "E|||-1|a\nE|||-1|b\n");
+    expect_end("data: a\n\ndata: b\r", "E|||-1|a\nE|||-1|b\n");
+    expect_end("data: b\ndata: c", "E|||-1|b\\nc\n");
+    expect_end("event: x\nid: 7\ndata: b", "E|x|7|-1|b\n");
+    expect_end("data: a\n\n", "E|||-1|a\n");          /* nothing pending */
+    expect_end("data: a\n\nevent: x\n", "E|||-1|a\n"); /* no data: no event */
+    expect_end("data: a\n\n:bye", "E|||-1|a\nC|bye\n");
+    expect_end("", "");
+}
+
+static void test_end_after_a_stop(void **state)
+{
+    /* a callback that stops the last event: the code comes back, nothing stays */
+    sseread_t p;
+    rec_t r = { .stop_after = 1 };
+    sseread_init(&p, 0);
+    assert_int_equal(sseread_feed(&p, "data: a", 7, on_event, on_comment, &r), 0);
+    assert_int_equal(sseread_end(&p, on_event, on_comment, &r), 42);
+    r.stop_after = 0;
+    assert_int_equal(sseread_end(&p, on_event, on_comment, &r), 0);
+    assert_string_equal(rec_str(&r), "E|||-1|a\n");
+    sseread_free(&p);
+    rec_free(&r);
+    /* the bound applies to the last line too */
+    rec_t q = {0};
+    sseread_init(&p, 4);
+    assert_int_equal(sseread_feed(&p, "data", 4, on_event, on_comment, &q), 0);
+    assert_int_equal(sseread_feed(&p, ": a", 3, on_event, on_comment, &q), -EMSGSIZE);
+    sseread_reset(&p);
+    assert_int_equal(sseread_feed(&p, "da", 2, on_event, on_comment, &q), 0);
+    assert_int_equal(sseread_end(&p, on_event, on_comment, &q), 0);
+    assert_int_equal(q.events, 0);
+    sseread_free(&p);
+    rec_free(&q);
+}
+
 static void test_callback_stop(void **state)
 {
     const char *s = "data: a\n\n: c\ndata: b\n\ndata: c\n\n";
@@ -660,6 +722,8 @@ int main(void)
         cmocka_unit_test(test_spaces_and_unknown),
         cmocka_unit_test(test_no_data_no_event),
         cmocka_unit_test(test_incomplete_event_discarded),
+        cmocka_unit_test(test_end_dispatches_the_last_event),
+        cmocka_unit_test(test_end_after_a_stop),
         cmocka_unit_test(test_callback_stop),
         cmocka_unit_test(test_emsgsize),
         cmocka_unit_test(test_zero_copy),

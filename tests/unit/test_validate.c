@@ -428,6 +428,9 @@ static void test_accepted_shapes(void **state)
         "{'type':'STATE_SNAPSHOT','snapshot':[1,'two',null]}",
         "{'type':'TEXT_MESSAGE_CHUNK'   ,  'messageId':'m\\u0000x','delta':'\\ud83d\\ude00'}   ",
         "{'type':'TOOL_CALL_RESULT','messageId':'tm','toolCallId':'c','content':[]}",
+        /* U+0000 in keys, which JSON.parse reads (jansson does not) */
+        "{'type':'CUSTOM','name':'k','value':{'\\u0000':1}}",
+        "{'type':'STATE_SNAPSHOT','snapshot':{'a\\u0000':{'\\u0000\\u0000':[{'\\u0000':null}]}},'t\\u0000':1}",
         RF,
     };
     validate_t *v = validate_new();
@@ -461,6 +464,9 @@ static void test_not_an_event(void **state)
         { "{'type':''}", "unknown event type ''" },
         { "{'type':'TEXT_MESSAGE_END','type':7,'messageId':'m'}", "type: expected a string" },
         { "{'Type':'RUN_STARTED'}", "type: required" },
+        /* a \u0000 key is no error: the one after it is named */
+        { "{'type':'CUSTOM','name':'k','value':{'\\u0000':1,}}",
+          "not JSON (at byte 49): string or '}' expected near '}'" },
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         validate_t *v = validate_new();
