@@ -195,13 +195,24 @@ static void drop_attempt(proxy_run_t *px, bool reusable)
     breaker_end(px->r->sh, &px->hold);   /* the one place an attempt lets go of its endpoint */
 }
 
-/* After the head was sent: a RUN_ERROR event, then the end of the stream. */
+/* After the head was sent: a RUN_ERROR event, then the end of the stream.
+ * When the last event relayed was the upstream's own RUN_ERROR the client's
+ * run is over already, and a second RUN_ERROR would break the protocol
+ * (verifyEvents allows only RUN_STARTED after one): the stream just ends, and
+ * a coalesced flight ends as the upstream's failed run, not stored. */
 static void run_error(proxy_run_t *px, const char *code, const char *msg)
 {
     run_t *r = px->r;
     span_end(px, span_code_type(code));
     drop_attempt(px, false);
     px->phase = PX_DONE;
+    if (px->last_type == AGUI_RUN_ERROR) {
+        r->errored = true;
+        if (coalesce_active(r))
+            coalesce_leader_done(r, false);
+        r->sink->end(r);
+        return;
+    }
     agui_event_t ev = {.type = AGUI_RUN_ERROR};
     ev.message = (agui_str_t){msg, strlen(msg)};
     ev.code = (agui_str_t){code, strlen(code)};

@@ -11,6 +11,7 @@
  * larger than PBJSON_MAX_FRAME; on error nothing is appended. */
 #include "proto/pbjson.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
@@ -267,9 +268,18 @@ static bool camel_eqn(const char *snake, const char *key, size_t n)
     return !*snake && i == n;
 }
 
+#define PBE_MAX_FIELDS 32   /* fields of one message; agui.proto's largest has 13 */
+
+/* Members into fields. Of members that share a name the last counts, as in
+ * JSON.parse and the validator (jtape_get): each field takes the last member
+ * naming it, so an earlier one is never converted, whatever its type. */
 static void fields_from_json(conv_t *cv, pbd_t *d, void *m, jn_t o, const char *const *skip)
 {
-    for (jn_t k = o + 1; k < jtape_end(cv->t, o) && !cv->err; k = jtape_end(cv->t, k + 1)) {
+    jn_t last[PBE_MAX_FIELDS];
+    assert(d->n_fields <= PBE_MAX_FIELDS);
+    for (unsigned i = 0; i < d->n_fields; i++)
+        last[i] = JN_NONE;
+    for (jn_t k = o + 1; k < jtape_end(cv->t, o); k = jtape_end(cv->t, k + 1)) {
         size_t n;
         const char *key = jtape_str(cv->t, k, &n);
         bool skipped = false;
@@ -279,10 +289,13 @@ static void fields_from_json(conv_t *cv, pbd_t *d, void *m, jn_t o, const char *
             continue;
         for (unsigned i = 0; i < d->n_fields; i++)
             if (camel_eqn(d->fields[i].name, key, n)) {   /* keys the schema does not know are dropped, as by ts-proto */
-                field_from_json(cv, m, &d->fields[i], k + 1);
+                last[i] = k + 1;
                 break;
             }
     }
+    for (unsigned i = 0; i < d->n_fields && !cv->err; i++)
+        if (last[i] != JN_NONE)
+            field_from_json(cv, m, &d->fields[i], last[i]);
 }
 
 /* The field of a oneof arm named by a JSON string ("text", "url", ...), or NULL. */

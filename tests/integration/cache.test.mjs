@@ -365,6 +365,31 @@ describe('response cache', () => {
     await stopClean(agate);
   });
 
+  test('a shared run whose upstream breaks the protocol after its own RUN_ERROR: every client gets that RUN_ERROR once, nothing is cached', T, async (t) => {
+    let broken = true;
+    const srv = await useServer(t, {
+      script: (rec) => {
+        const { threadId, runId } = rec.json;
+        if (!broken) return {};
+        return { events: [{ type: 'RUN_STARTED', threadId, runId }, { delay: 400 }, { type: 'RUN_ERROR', message: 'model overloaded', code: 'E_UP' },
+          { delay: 100 }, { type: 'TEXT_MESSAGE_CONTENT', messageId: 'late', delta: 'x' }, { hold: true }] };
+      },
+    });
+    const agate = await useAgate(t, { config: cacheConfig(srv.url) });
+    const q = sameQuestion('broken after error');
+    const results = await Promise.all(Array.from({ length: 6 }, () => post(agate, q())));
+    assert.equal(srv.requests.length, 1);
+    for (const r of results) {
+      assert.ok(r.complete, 'the stream ended');
+      assert.deepEqual(r.events.map((e) => e.type), ['RUN_STARTED', 'RUN_ERROR'], `${r.headers['x-cache']}: ${JSON.stringify(r.events)}`);
+      assert.equal(r.events[1].code, 'E_UP', 'the upstream\'s own RUN_ERROR');
+    }
+    assert.ok(results.filter((r) => r.headers['x-cache'] === 'COALESCED').length >= 3);
+    broken = false;
+    assert.equal((await post(agate, q())).headers['x-cache'], 'MISS', 'nothing was cached');
+    await stopClean(agate);
+  });
+
   test('the cache is shared by the shards: hits served by both', T, async (t) => {
     const srv = await useServer(t, {});
     const agate = await useAgate(t, { config: cacheConfig(srv.url), env: { AGATE_SHARDS: '2' } });

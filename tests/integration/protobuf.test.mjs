@@ -270,6 +270,24 @@ describe('protobuf transcoding, every event type', () => {
     });
   }
 
+  test('SSE upstream -> protobuf client: of members named twice the last counts, whatever the type of the first', T, async (t) => {
+    // JSON.parse (and agate's validator) keep the last of duplicate names; the
+    // conversion to protobuf must too, not fail on the first and drop the event.
+    const texts = [
+      '{"type":"RUN_STARTED","threadId":"t","runId":"r"}',
+      '{"type":"TEXT_MESSAGE_START","messageId":"m","role":0,"role":"assistant"}',
+      '{"type":"TEXT_MESSAGE_CONTENT","delta":1,"messageId":[],"messageId":"m","delta":"x"}',
+      '{"type":"TEXT_MESSAGE_END","messageId":"m"}',
+      '{"type":"CUSTOM","name":{"x":1},"value":[1],"name":"n","value":2}',
+      '{"type":"RUN_FINISHED","threadId":"t","runId":"r"}',
+    ];
+    const { agate } = await setup(t, { contentType: SSE, events: texts.map((x) => ({ raw: `data: ${x}\n\n` })) });
+    const sse = await run(agate, 'up', SSE);
+    assert.deepStrictEqual(sseEvents(sse.body.toString('utf8')), texts.map((x) => JSON.parse(x)), 'the validator accepts them');
+    const pb = await run(agate, 'up', AGUI_MEDIA_TYPE);
+    assertSameEvents(decodeFrames(pb.body), texts.map((x) => viaProto(JSON.parse(x))), 'protobuf client');
+  });
+
   test('an SSE client of an SSE upstream still gets the bytes unchanged, and agate asks only for SSE', T, async (t) => {
     const events = scenarios.plain;
     const { up, agate } = await setup(t, { events });

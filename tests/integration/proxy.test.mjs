@@ -701,6 +701,19 @@ describe('failures after the first event', () => {
     await stopClean(agate);
   });
 
+  test('idle timeout after the upstream\'s own RUN_ERROR: the stream ends, with no second RUN_ERROR', T, async (t) => {
+    const input = runInput('idle after error');
+    const sent = [{ type: 'RUN_STARTED', threadId: input.threadId, runId: input.runId }, { type: 'RUN_ERROR', message: 'model overloaded', code: 'E_UP' }];
+    const up = await useServer(t, { script: { events: [...sent, { hold: true }] } });
+    const agate = await useAgate(t, { config: proxyConfig({ endpoints: [up.url], timeouts: { idle: '500ms' } }) });
+    const r = await run(agate, input);
+    assert.equal(r.statusCode, 200);
+    assert.ok(r.complete, 'the stream ended');
+    assert.deepEqual(r.events, sent, 'the upstream\'s events and nothing after them');
+    assert.ok(await up.waitFor(() => up.requests[0].aborted, 2000), 'the upstream request was closed');
+    await stopClean(agate);
+  });
+
   test('run timeout while events flow: RUN_ERROR upstream_timeout', T, async (t) => {
     const input = runInput('long');
     const words = Array.from({ length: 100 }, (_, i) => `w${i} `).join('');
@@ -1009,6 +1022,25 @@ describe('validation', () => {
       await stopClean(agate);
     });
   }
+
+  test('strict: a violation after the upstream\'s own RUN_ERROR ends the stream, with no second RUN_ERROR', T, async (t) => {
+    const input = runInput('after error');
+    const sent = [RS(input), { type: 'TEXT_MESSAGE_START', messageId: 'm1', role: 'assistant' },
+      { type: 'RUN_ERROR', message: 'model overloaded', code: 'E_UP' }];
+    const late = { type: 'TEXT_MESSAGE_CONTENT', messageId: 'm1', delta: 'late' };   // only RUN_STARTED may follow RUN_ERROR
+    const up = await useServer(t, { script: { events: [...sent, late, { hold: true }] } });
+    const agate = await useAgate(t, { config: proxyConfig({ endpoints: [up.url], validation: 'strict' }) });
+    const r = await run(agate, input);
+    assert.equal(r.statusCode, 200);
+    assert.ok(r.complete, 'the stream ended');
+    assert.deepEqual(r.events, sent, 'the events up to the upstream\'s RUN_ERROR, and nothing after it');
+    assert.ok(await up.waitFor(() => up.requests[0].aborted, 2000), 'agate closed the upstream connection');
+    // The official client's sequence rules accept the stream agate sent.
+    const agent = new HttpAgent({ url: `http://127.0.0.1:${agate.port}${RUN_PATH}`, threadId: input.threadId });
+    const seen = await observe(agent, { ...input, runId: uid('run') });
+    assert.deepEqual(types(seen), ['RUN_STARTED', 'TEXT_MESSAGE_START', 'RUN_ERROR']);
+    await stopClean(agate);
+  });
 
   for (const [name, make] of cases) {
     test(`pass: ${name} -> relayed untouched`, T, async (t) => {

@@ -116,6 +116,21 @@ static void test_envelope_fields(void **state)
     roundtrip("{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\"}", "{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\"}");
 }
 
+/* Members named twice: the last counts (JSON.parse, the validator), whatever
+ * the type of an earlier one. */
+static void test_duplicate_members(void **state)
+{
+    (void)state;
+    roundtrip("{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\",\"role\":0,\"role\":\"assistant\"}",
+              "{\"type\":\"TEXT_MESSAGE_START\",\"messageId\":\"m\",\"role\":\"assistant\"}");
+    roundtrip("{\"type\":\"CUSTOM\",\"name\":{\"x\":1},\"value\":[1],\"name\":\"n\",\"value\":2}",
+              "{\"type\":\"CUSTOM\",\"name\":\"n\",\"value\":2}");
+    roundtrip("{\"type\":\"TEXT_MESSAGE_CONTENT\",\"delta\":1,\"messageId\":[],\"messageId\":\"m\",\"delta\":\"x\"}",
+              "{\"type\":\"TEXT_MESSAGE_CONTENT\",\"messageId\":\"m\",\"delta\":\"x\"}");
+    roundtrip("{\"type\":\"MESSAGES_SNAPSHOT\",\"messages\":[{\"id\":7,\"role\":\"user\",\"id\":\"u\",\"content\":\"hi\"}]}",
+              "{\"type\":\"MESSAGES_SNAPSHOT\",\"messages\":[{\"id\":\"u\",\"role\":\"user\",\"content\":\"hi\"}]}");
+}
+
 static void test_values(void **state)
 {
     roundtrip("{\"type\":\"STATE_SNAPSHOT\",\"snapshot\":{\"i\":12345678901234,\"f\":2.5,\"n\":-0.000123,\"big\":1e300,"
@@ -556,6 +571,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agate_events),
         cmocka_unit_test(test_envelope_fields),
+        cmocka_unit_test(test_duplicate_members),
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_patch_ops),
         cmocka_unit_test(test_outcomes),
