@@ -56,6 +56,7 @@ static const struct cfg_setting settings[] = {
     { "limits", "body_timeout",       "AGATE_BODY_TIMEOUT",       "30s",          CFG_K_DURATION, 1, UINT32_MAX, F(body_timeout_ms) },
     { "limits", "idle_timeout",       "AGATE_IDLE_TIMEOUT",       "60s",          CFG_K_DURATION, 1, UINT32_MAX, F(idle_timeout_ms) },
     { "stream", "heartbeat",          "AGATE_HEARTBEAT",          "15s",          CFG_K_DURATION, 0, UINT32_MAX, F(heartbeat_ms) },
+    { "stream", "protobuf_heartbeat", "AGATE_PROTOBUF_HEARTBEAT", "15s",          CFG_K_DURATION, 0, UINT32_MAX, F(pb_heartbeat_ms) },
     { "stream", "max_token_interval", "AGATE_MAX_TOKEN_INTERVAL", "1s",           CFG_K_DURATION, 0, UINT32_MAX, F(max_token_interval_ms) },
     { "stream", "buffer",             "AGATE_STREAM_BUFFER",      "256KiB",       CFG_K_SIZE,     1, UINT32_MAX, F(stream_buffer_bytes) },
     { "stream", "drain_timeout",      "AGATE_DRAIN_TIMEOUT",      "25s",          CFG_K_DURATION, 1, UINT32_MAX, F(drain_timeout_ms) },

@@ -119,6 +119,7 @@ typedef struct cfg {
     uint32_t idle_timeout_ms;             /* keep-alive idle close */
 
     uint32_t heartbeat_ms;                /* ": ping" on a quiet stream; 0 = off */
+    uint32_t pb_heartbeat_ms;             /* a protobuf stream's keep-alive frame; 0 = off */
     uint32_t max_token_interval_ms;       /* cap on a request's tokenIntervalMs */
     uint32_t stream_buffer_bytes;         /* per-stream output bound (backpressure) */
     uint32_t drain_timeout_ms;            /* SIGTERM: time given to running streams */

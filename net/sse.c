@@ -27,6 +27,7 @@
 static const char SSE_HEADERS[] = "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
 
 static void heartbeat_fired(agate_timer_t *t);
+static const run_sink_ops_t pb_sink;
 
 /* The stream's head lines: SSE_HEADERS plus the run's own (X-Cache, Age). */
 static const char *head_lines(const run_t *r, char *buf, size_t n)
@@ -44,9 +45,16 @@ static const char *head_lines(const run_t *r, char *buf, size_t n)
 
 static inline conn_t *sink_conn(run_t *r) { return (conn_t *)r->sink_ctx; }
 
+/* A protobuf stream's keep-alive frame costs a console warning in
+ * @ag-ui/client 1.0.0, so it has its own interval (stream.protobuf_heartbeat). */
+static uint32_t heartbeat_ms(const conn_t *c)
+{
+    return c->run && c->run->sink == &pb_sink ? c->sh->cfg->pb_heartbeat_ms : c->sh->cfg->heartbeat_ms;
+}
+
 static void heartbeat_arm(conn_t *c)
 {
-    uint32_t hb = c->sh->cfg->heartbeat_ms;
+    uint32_t hb = heartbeat_ms(c);
     if (hb)
         timer_arm(&c->sh->timers, &c->hb_timer, c->last_event_ms + hb);
 }
@@ -244,7 +252,6 @@ static bool sse_writable(run_t *r)
     return conn_out_pending(c) < c->sh->cfg->stream_buffer_bytes;
 }
 
-static const run_sink_ops_t pb_sink;
 static inline enum metrics_transport transport_of(const run_t *r) { return r->sink == &pb_sink ? MT_PROTO : MT_SSE; }
 bool sse_run_is_proto(const run_t *r) { return r->sink == &pb_sink; }
 
@@ -432,7 +439,7 @@ static void heartbeat_fired(agate_timer_t *t)
     conn_t *c = (conn_t *)((char *)t - offsetof(conn_t, hb_timer));
     if (c->state != CONN_OPEN || !c->run)
         return;
-    if (c->sh->now_ms - c->last_event_ms >= c->sh->cfg->heartbeat_ms) {
+    if (c->sh->now_ms - c->last_event_ms >= heartbeat_ms(c)) {
         conn_body_open(c);
         buf_t *b = conn_fill(c);
         bool pb = c->run->sink == &pb_sink;

@@ -22,6 +22,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->body_timeout_ms, 30000);
     assert_int_equal(c->idle_timeout_ms, 60000);
     assert_int_equal(c->heartbeat_ms, 15000);
+    assert_int_equal(c->pb_heartbeat_ms, 15000);
     assert_int_equal(c->max_token_interval_ms, 1000);
     assert_int_equal(c->stream_buffer_bytes, 262144);
     assert_int_equal(c->drain_timeout_ms, 25000);
@@ -64,6 +65,7 @@ static void test_full_file(void **state)
         "  idle_timeout: 1h\n"
         "stream:\n"
         "  heartbeat: 0s\n"
+        "  protobuf_heartbeat: 45s\n"
         "  max_token_interval: 250ms\n"
         "  buffer: 1MB\n"
         "  drain_timeout: 3s\n"
@@ -93,6 +95,7 @@ static void test_full_file(void **state)
     assert_int_equal(c->body_timeout_ms, 120000);
     assert_int_equal(c->idle_timeout_ms, 3600000);
     assert_int_equal(c->heartbeat_ms, 0);
+    assert_int_equal(c->pb_heartbeat_ms, 45000);
     assert_int_equal(c->max_token_interval_ms, 250);
     assert_int_equal(c->stream_buffer_bytes, 1000000);
     assert_int_equal(c->drain_timeout_ms, 3000);

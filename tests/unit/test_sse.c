@@ -192,11 +192,12 @@ static void test_heartbeat(void **state)
     json_decref(ev);
 }
 
-/* A protobuf stream gets a keep-alive frame on the same interval (its
- * encoding has no comment frame); every other frame is an event. */
-static void test_heartbeat_protobuf(void **state)
+/* A protobuf run of an echo agent quiet for 1000 ms: its keep-alive frames
+ * counted (its encoding has no comment frame); every other frame is an event. */
+static int protobuf_beats(uint32_t heartbeat_ms, uint32_t pb_heartbeat_ms)
 {
-    f.cfg.heartbeat_ms = 300;
+    f.cfg.heartbeat_ms = heartbeat_ms;
+    f.cfg.pb_heartbeat_ms = pb_heartbeat_ms;
     f.cfg.max_token_interval_ms = 1000;
     fake_open(&f);
     const char *body = "{\"threadId\":\"t\",\"runId\":\"r\",\"messages\":[{\"id\":\"1\",\"role\":\"user\",\"content\":\"a b\"}],"
@@ -230,7 +231,18 @@ static void test_heartbeat_protobuf(void **state)
     }
     free(r.body);
     assert_int_equal(events, 6);
-    assert_true(beats >= 2);   /* 1000 ms quiet at 300 ms: at 300, 600, 900 */
+    return beats;
+}
+
+/* stream.protobuf_heartbeat, not stream.heartbeat, paces a protobuf stream. */
+static void test_heartbeat_protobuf(void **state)
+{
+    assert_true(protobuf_beats(0, 300) >= 2);   /* 1000 ms quiet at 300 ms: at 300, 600, 900 */
+}
+
+static void test_heartbeat_protobuf_off(void **state)
+{
+    assert_int_equal(protobuf_beats(300, 0), 0);
 }
 
 static void test_backpressure_bound(void **state)
@@ -298,6 +310,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_agent_interval_and_override, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_protobuf, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_protobuf_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backpressure_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disconnect_releases_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http10_close_delimited, setup, teardown),
