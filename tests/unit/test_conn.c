@@ -7,16 +7,20 @@
  * CONN_T_IDLE, counted from the response's end however late TRIM fires;
  * straight to IDLE when idle_timeout is shorter than the trim), the header
  * timer per request and the body timer (408), the stall timer, pipelined input
- * kept verbatim in `pending`, chunk framing, the connection cap (503, admin
- * exempt) and draining (admin stays open).
+ * kept verbatim in `pending`, pipelined answers stopped at stream.buffer for
+ * a client that reads nothing (and all given, in order, once it reads), chunk
+ * framing, the connection cap (503, admin exempt) and draining (admin stays
+ * open).
  *
  * On a real io_uring with a socketpair (completions pumped by hand, the way
  * core/shard.c and net/conns.c dispatch them, the clock still a number): the
  * multishot receive and one send per turn, CLOSING -> LINGER with a FIN the
  * peer sees, LINGER ended by the peer's close or by its 2 s timer, ABORT with
  * an operation in flight freed only when it completes, recv paused past
- * max_header + max_body of pipelined input and re-armed once it drains, and a
- * client gone mid-stream. These skip when the kernel has no io_uring. */
+ * max_header + max_body of pipelined input and re-armed once it drains, paused
+ * while the output of pipelined answers is at stream.buffer for a client that
+ * does not read and re-armed once it reads, and a client gone mid-stream.
+ * These skip when the kernel has no io_uring. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -303,6 +307,63 @@ static void test_idle_timer_after_pending(void **state)
     assert_int_equal(c->state, CONN_ABORT);
 }
 
+/* Pipelined requests to a client that reads nothing: answers stop at
+ * stream.buffer (plus the one that crossed it), the rest of the requests wait
+ * in `pending` untouched, and the connection is timed as a stalled stream.
+ * Each delivery (a send completion) under half the bound answers more; in the
+ * end every request is answered once, in order, and the connection is idle.
+ * (Before the bound, all 200 were answered into memory at once.) */
+static void test_pipelined_output_bound(void **state)
+{
+    f.cfg.stream_buffer_bytes = 2048;
+    fake_open(&f);
+    conn_t *c = fake_conn(&f);
+    char req[80], all[200 * 80] = "";
+    size_t len = 0;
+    for (int i = 0; i < 200; i++) {
+        int n = snprintf(req, sizeof req, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: q%03d\r\n\r\n", i);
+        memcpy(all + len, req, (size_t)n);
+        len += (size_t)n;
+    }
+    conn_input(c, all, len);                           /* one read, nothing delivered */
+    size_t out = conn_out_pending(c), one = c->http.req.bytes_out;   /* the last answer's size */
+    assert_true(out >= 2048);
+    assert_true(c->pending.len > 0 && c->pending.len < len);
+    assert_true(out < 2048 + one);                     /* the bound and the answer that crossed it */
+    assert_memory_equal(c->pending.data, all + len - c->pending.len, c->pending.len);
+    assert_int_equal(c->timer_kind, CONN_T_STALL);
+    conn_input(c, HEALTH, strlen(HEALTH));             /* more while full: held, not answered */
+    assert_int_equal(conn_out_pending(c), out);
+    advance_unread(f.cfg.idle_timeout_ms);             /* no progress for idle_timeout: dropped */
+    assert_int_equal(c->state, CONN_ABORT);
+    fake_close(&f);
+
+    fake_init(&f);
+    f.cfg.stream_buffer_bytes = 2048;
+    fake_open(&f);
+    c = fake_conn(&f);
+    conn_input(c, all, len);
+    for (int i = 0; i < 1000 && (c->pending.len || conn_out_pending(c)); i++) {
+        conn_mark_dirty(c);
+        fake_flush(&f);                                /* the client reads what was sent */
+    }
+    assert_int_equal(c->pending.len, 0);
+    size_t pos = 0;
+    wire_resp_t r;
+    int n = 0;
+    while (wire_next(f.wire.data, f.wire.len, &pos, &r)) {
+        char want[32];
+        snprintf(want, sizeof want, "X-Request-ID: q%03d\r\n", n);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.head, want));         /* in order, none lost, none twice */
+        free(r.body);
+        n++;
+    }
+    assert_int_equal(n, 200);
+    assert_int_equal(c->state, CONN_OPEN);
+    assert_int_equal(c->timer_kind, CONN_T_TRIM);      /* idle again: the keep-alive timers */
+}
+
 /* ---- chunk framing ---- */
 
 static void test_chunk_framing(void **state)
@@ -416,6 +477,7 @@ typedef struct rig {
     int      peer;        /* the client's end of the socketpair, non-blocking */
     buf_t    got;         /* what the client read */
     bool     eof;         /* the client read EOF (our FIN) */
+    bool     no_read;     /* the client reads nothing: agate's output backs up */
     unsigned stale;       /* completions for a slot that was freed */
 } rig_t;
 
@@ -498,7 +560,7 @@ static void rig_turn(unsigned wait_ms)
     io_uring_submit(&R.sh.ring);
     char tmp[8192];
     for (;;) {
-        ssize_t k = R.peer >= 0 ? read(R.peer, tmp, sizeof tmp) : -1;
+        ssize_t k = R.peer >= 0 && !R.no_read ? read(R.peer, tmp, sizeof tmp) : -1;
         if (k > 0) {
             buf_append(&R.got, tmp, (size_t)k);
             continue;
@@ -708,6 +770,60 @@ static void test_io_pause_pipelined(void **state)
     assert_int_equal(c->pending.len, 0);
 }
 
+/* A pipelining client that reads nothing, on a real socket: once the output
+ * is at stream.buffer and the kernel's send buffer is full, agate cancels the
+ * recv and the client's further requests stay in the socket (its writes stop
+ * being taken); once it reads, every request is answered in order and the
+ * recv is armed again. */
+static void test_io_pause_for_output(void **state)
+{
+    if (!rig_ok())
+        skip();
+    R.cfg.stream_buffer_bytes = 4096;
+    conn_t *c = rig_accept();
+    int small = 4096;
+    assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    R.no_read = true;
+    char req[80];
+    int sent = 0;
+    size_t wrote = 0;
+    for (int round = 0; round < 400 && !(c->recv_paused && !c->recv_armed); round++) {
+        for (int k = 0; k < 20; k++, sent++) {
+            int n = snprintf(req, sizeof req, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: q%05d\r\n\r\n", sent);
+            ssize_t w = write(R.peer, req, (size_t)n);
+            if (w != n) {
+                assert_true(w < 0 && errno == EAGAIN);   /* a request is never split here: the socket was full */
+                goto full;
+            }
+            wrote += (size_t)n;
+        }
+        rig_turn(2);
+    }
+full:
+    TURN_UNTIL(c->recv_paused && !c->recv_armed);
+    assert_true(conn_out_pending(c) >= 4096);
+    size_t held = c->pending.len;
+    for (int i = 0; i < 5; i++)
+        rig_turn(2);
+    assert_int_equal(c->pending.len, held);            /* nothing more is read */
+    assert_true(conn_out_pending(c) < 4096 + 1024);    /* the bound and the answer that crossed it */
+    R.no_read = false;
+    for (int i = 0; i < 20000 && got_status(200) < sent; i++)
+        rig_turn(1);
+    assert_int_equal(got_status(200), sent);
+    const char *p = R.got.data;
+    for (int i = 0; i < sent; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "X-Request-ID: q%05d\r\n", i);
+        p = strstr(p, want);
+        assert_non_null(p);                             /* in order, none lost */
+    }
+    TURN_UNTIL(c->recv_armed && !c->recv_paused);
+    assert_int_equal(c->pending.len, 0);
+    assert_int_equal(c->state, CONN_OPEN);
+    assert_true(wrote > 0);
+}
+
 /* The client goes away mid-stream: the recv's EOF aborts the connection, the
  * run is released, and the slot is freed once nothing is in flight. */
 static void test_io_eof_mid_stream(void **state)
@@ -739,6 +855,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_kept_verbatim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_timer_after_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_output_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunk_framing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cap_spares_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_draining_spares_admin, setup, teardown),
@@ -747,6 +864,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_close_linger_free, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(test_io_linger_timeout, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(test_io_pause_pipelined, rig_setup, rig_teardown),
+        cmocka_unit_test_setup_teardown(test_io_pause_for_output, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(test_io_eof_mid_stream, rig_setup, rig_teardown),
     };
     return cmocka_run_group_tests_name("conn", tests, NULL, NULL);
