@@ -7,8 +7,8 @@
  * request could legally be, recv is cancelled and re-armed after it drains.
  *
  * Output bounds input: nothing is parsed while the connection's queued output
- * is at stream.buffer (conn_out_full): a pipelined request's answer would
- * only queue behind the ones the client has not read. Such input
+ * is at stream.buffer (conn_out_full), whatever would have written it (a
+ * pipelined request's response, a WebSocket pong or RUN_ERROR). Such input
  * waits in `pending` and the recv is cancelled, so the kernel's socket buffer
  * fills and TCP pushes back on the peer; the send completion that brings the
  * output under half of the bound reads `pending` again and re-arms the recv.
@@ -311,7 +311,8 @@ void conn_on_send(conn_t *c, int res)
 
 static void process_pending(conn_t *c);
 
-/* Held input first, then the protocol's own release (a blocked stream's runs). */
+/* Held input first: a WebSocket peer's CANCEL is read before its runs refill
+ * the output. Then the protocol's own release (a blocked stream's runs). */
 void conn_after_send(conn_t *c)
 {
     if ((c->pending.len || c->recv_paused) && conn_out_pending(c) <= out_half(c)) {

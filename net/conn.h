@@ -115,7 +115,8 @@ void conn_pause_recv(conn_t *c);
  * feeds `pending` again). */
 bool conn_out_full(const conn_t *c);
 /* Keeps input the protocol cannot read now in `pending`, and stops the recv
- * when the output is full or pending passes `limit`. */
+ * when the output is full or pending passes `limit` (a WebSocket passes 0:
+ * it holds input only for its output). */
 void conn_hold_input(conn_t *c, const char *data, size_t n, size_t limit);
 /* What a send completion does once its bytes are counted: held input is read
  * again under half of the bound, then the protocol's `sent`. Called by
