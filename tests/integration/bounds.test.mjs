@@ -12,13 +12,18 @@
 //     ws.stall_timeout; one that starts reading in time keeps a working
 //     connection (its pings are answered, a run afterwards finishes).
 // Before the bound, 3 MB of pipelined `GET /` grew agate by ~500 MiB and 48 MiB
-// of pings by ~50 MiB, held until the connection closed.
+// of pings by ~50 MiB, held until the connection closed. Requests pipelined
+// behind a running stream were bounded already (max_header + max_body); they
+// are tested the same way.
+//
+// Every queue a peer can grow, its bound and the test that holds it (these and
+// others') are listed in docs/ARCHITECTURE.md, "Queues a peer can grow".
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { once } from 'node:events';
 import net from 'node:net';
-import { startAgate, stopClean, sleep, vmRssKiB, runInput, uid, request } from './lib/harness.mjs';
+import { startAgate, stopClean, sleep, vmRssKiB, runInput, uid, request, paced } from './lib/harness.mjs';
 
 const T = { timeout: 120000 };
 const MiB = 1024 * 1024;
@@ -76,8 +81,23 @@ async function peakRss(pid, ms) {
   return peak;
 }
 
-/** Reads HTTP/1.1 responses with Content-Length off a socket as they come,
- * without keeping them: calls onResponse({status, id, bodyLength}) for each. */
+/** The end of a chunked body starting at pos, or -1 while incomplete. */
+function chunkedEnd(buf, pos) {
+  for (;;) {
+    const eol = buf.indexOf('\r\n', pos);
+    if (eol < 0) return -1;
+    const size = parseInt(buf.subarray(pos, eol).toString('latin1'), 16);
+    assert.ok(Number.isFinite(size), 'a chunk size');
+    const next = eol + 2 + size + 2;
+    if (buf.length < next) return -1;
+    if (size === 0) return next;
+    pos = next;
+  }
+}
+
+/** Reads HTTP/1.1 responses off a socket as they come, without keeping them:
+ * calls onResponse({status, id, body}) for each (body only when chunked: the
+ * stream's events). */
 function readResponses(sock, onResponse) {
   let buf = Buffer.alloc(0);
   sock.on('data', (d) => {
@@ -87,15 +107,19 @@ function readResponses(sock, onResponse) {
       const eoh = buf.indexOf('\r\n\r\n', pos);
       if (eoh < 0) break;
       const head = buf.subarray(pos, eoh).toString('latin1');
-      const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? NaN);
-      assert.ok(Number.isFinite(len), `a response without Content-Length: ${head}`);
-      if (buf.length < eoh + 4 + len) break;
-      onResponse({
-        status: Number(head.slice(9, 12)),
-        id: /\r\nx-request-id: *([^\r]*)/i.exec(head)?.[1],
-        bodyLength: len,
-      });
-      pos = eoh + 4 + len;
+      let end, body = null;
+      if (/\r\ntransfer-encoding: *chunked/i.test(head)) {
+        end = chunkedEnd(buf, eoh + 4);
+        if (end < 0) break;
+        body = buf.subarray(eoh + 4, end).toString();
+      } else {
+        const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? NaN);
+        assert.ok(Number.isFinite(len), `a response without Content-Length: ${head}`);
+        end = eoh + 4 + len;
+        if (buf.length < end) break;
+      }
+      onResponse({ status: Number(head.slice(9, 12)), id: /\r\nx-request-id: *([^\r]*)/i.exec(head)?.[1], body });
+      pos = end;
     }
     buf = buf.subarray(pos);
   });
@@ -149,6 +173,49 @@ describe('pipelined requests to a client that never reads', () => {
       await stopClean(agate);
     });
   }
+
+  // The other input queue: requests pipelined behind a running stream wait in
+  // agate until it ends, up to limits.max_header + limits.max_body (here 80 KiB);
+  // past that agate stops reading them (test_conn's test_io_pause_pipelined).
+  test('requests pipelined behind a running stream: at most max_header + max_body held; all answered after it', T, async (t) => {
+    const agate = await useAgate(t, { config: 'limits: {max_header: 16KiB, max_body: 64KiB}\n', env: { AGATE_SHARDS: '1' } });
+    const rss0 = vmRssKiB(agate.pid);
+    const sock = await connectPaused(agate.port);
+    t.after(() => sock.destroy());
+    const body = JSON.stringify(runInput('one two three four five six', { forwardedProps: paced(300) }));
+    sock.write(`POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Request-ID: stream\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    let n = 0;
+    const batch = () => {
+      let s = '';
+      while (s.length < 64 * 1024) s += `GET /health/live HTTP/1.1\r\nHost: x\r\nX-Request-ID: r${n++}\r\n\r\n`;
+      return Buffer.from(s, 'latin1');
+    };
+    const { sent, stalled } = await writeUntilStalled(sock, batch, { budget: 64 * MiB });
+    const growthMiB = (await peakRss(agate.pid, 500) - rss0) / 1024;
+    t.diagnostic(`${n} requests behind the stream (${(sent / MiB).toFixed(1)} MiB${stalled ? ', then the writes stalled' : ''}); RSS +${growthMiB.toFixed(1)} MiB`);
+    assert.ok(stalled, 'the writes stall: agate stops reading behind the stream');
+    assert.ok(growthMiB < 16, `agate grew by ${growthMiB.toFixed(1)} MiB`);
+
+    let got = 0;
+    let bad = null;
+    let stream = null;
+    const done = new Promise((resolve) => {
+      readResponses(sock, (r) => {
+        if (!stream) { stream = r; return; }
+        if (!bad && (r.status !== 200 || r.id !== `r${got}`)) bad = { at: got, ...r };
+        if (++got === n) resolve();
+      });
+      sock.on('close', resolve);
+    });
+    await within(done, 90000);
+    assert.equal(stream?.id, 'stream', 'the stream is answered first');
+    assert.match(stream.body, /RUN_FINISHED/);
+    assert.equal(bad, null, `response ${bad?.at} out of order or wrong: ${JSON.stringify(bad)}`);
+    assert.equal(got, n, 'every request behind the stream is answered once it ends');
+    sock.destroy();
+    await stopClean(agate);
+  });
 });
 
 // ---------------------------------------------------------------------------
