@@ -5,8 +5,10 @@
  *           bytes; otherwise pseudo-random sizes 1..(byte0 & 31)+1 seeded by it
  *   byte 1  max_message: (byte1 + 1) * 4 bytes
  *
- * The stream is parsed twice, whole and in pieces; the two must agree on the
- * result and on every message and control frame (else trap). Each delivered
+ * The stream is parsed three times, whole, in pieces, and whole with every
+ * callback pausing the feed (WSF_PAUSE, fed again from where it stopped, as
+ * net/ws.c does while its output is full); all must agree on the result and
+ * on every message and control frame (else trap). Each delivered
  * message must respect what callers rely on: at most max_message bytes, text
  * messages valid UTF-8, control payloads at most 125 bytes, a close payload
  * never one byte long and its code valid. */
@@ -25,6 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 typedef struct fz_log {
     buf_t  b;
     size_t max;
+    bool   pause;   /* callbacks return WSF_PAUSE */
 } fz_log_t;
 
 static void fz_put(buf_t *b, char tag, int op, const char *s, size_t n)
@@ -43,7 +46,7 @@ static int fz_message(void *ctx, int op, const char *d, size_t n)
     if (op == WSF_TEXT)
         FZ_CHECK(wsf_utf8_valid(d, n));
     fz_put(&l->b, 'm', op, d, n);
-    return 0;
+    return l->pause ? WSF_PAUSE : 0;
 }
 
 static int fz_control(void *ctx, int op, const char *d, size_t n)
@@ -57,7 +60,7 @@ static int fz_control(void *ctx, int op, const char *d, size_t n)
             FZ_CHECK(wsf_close_code_valid((unsigned)(uint8_t)d[0] << 8 | (uint8_t)d[1]));
     }
     fz_put(&l->b, 'c', op, d, n);
-    return 0;
+    return l->pause ? WSF_PAUSE : 0;
 }
 
 static const wsf_callbacks_t fz_cbs = {fz_message, fz_control};
@@ -95,10 +98,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_CHECK(rc_whole == rc_parts);
     FZ_CHECK(whole.b.len == parts.b.len);
     FZ_CHECK(!whole.b.len || !memcmp(whole.b.data, parts.b.data, whole.b.len));
+
+    fz_log_t paused = {.max = max, .pause = true};
+    wsf_init(&p, max);
+    size_t at = 0, used;
+    int rc_paused;
+    while ((rc_paused = wsf_feed_some(&p, (const char *)data + at, size - at, &fz_cbs, &paused, &used)) == WSF_PAUSE) {
+        FZ_CHECK(used >= 2 && used <= size - at);   /* a frame's end: at least its header */
+        at += used;
+    }
+    FZ_CHECK(rc_paused == rc_whole);
+    FZ_CHECK(!rc_paused ? used == size - at : true);
+    FZ_CHECK(whole.b.len == paused.b.len);
+    FZ_CHECK(!whole.b.len || !memcmp(whole.b.data, paused.b.data, whole.b.len));
     FZ_CHECK(rc_whole == 0 || rc_whole == WSF_CLOSE_PROTOCOL || rc_whole == WSF_CLOSE_INVALID_DATA ||
              rc_whole == WSF_CLOSE_TOO_BIG);
     wsf_free(&p);
     buf_free(&whole.b);
     buf_free(&parts.b);
+    buf_free(&paused.b);
     return 0;
 }

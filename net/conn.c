@@ -6,6 +6,15 @@
  * running stream) are copied into `pending`. While pending holds more than a
  * request could legally be, recv is cancelled and re-armed after it drains.
  *
+ * Output bounds input: nothing is parsed while the connection's queued output
+ * is at stream.buffer (conn_out_full), whatever would have written it (a
+ * pipelined request's response, a WebSocket pong or RUN_ERROR). Such input
+ * waits in `pending` and the recv is cancelled, so the kernel's socket buffer
+ * fills and TCP pushes back on the peer; the send completion that brings the
+ * output under half of the bound reads `pending` again and re-arms the recv.
+ * A client that never reads thus costs at most the bound, one response, and
+ * the few receive buffers that landed before the cancel.
+ *
  * Output: two buffers per connection. Writers append to the fill buffer; once
  * per loop turn the shard calls conn_flush(), which hands the fill buffer to the
  * kernel as one send while the other becomes the new fill buffer. So a run that
@@ -50,6 +59,36 @@ void conn_pause_recv(conn_t *c)
     struct io_uring_sqe *sqe = shard_sqe(c->sh);
     io_uring_prep_cancel64(sqe, slab_ud(c, g_conns_op_recv), 0);
     io_uring_sqe_set_data64(sqe, uring_ud(UD_IGNORE, 0, 0));
+}
+
+static inline size_t out_half(const conn_t *c) { return c->sh->cfg->stream_buffer_bytes / 2; }
+
+bool conn_out_full(const conn_t *c) { return conn_out_pending(c) >= c->sh->cfg->stream_buffer_bytes; }
+
+/* Arms a paused recv again once nothing holds input back: `pending` read and
+ * the output under half of stream.buffer (a stream's runs resume at the same
+ * mark). Closing, input is read only to be dropped, so it is armed whatever
+ * the output: a close() over unread bytes would reset the peer. A cancel
+ * still in flight re-arms from its completion (conn_on_recv). */
+static void resume_recv(conn_t *c)
+{
+    if (!c->recv_paused || c->recv_armed)
+        return;
+    if (c->state == CONN_OPEN ? c->pending.len || conn_out_pending(c) > out_half(c)
+                              : c->state != CONN_CLOSING && c->state != CONN_LINGER)
+        return;
+    c->recv_paused = false;
+    arm_recv(c);
+}
+
+void conn_hold_input(conn_t *c, const char *data, size_t n, size_t limit)
+{
+    if (buf_append(&c->pending, data, n)) {
+        conn_abort(c);
+        return;
+    }
+    if (c->pending.len > limit || conn_out_full(c))
+        conn_pause_recv(c);
 }
 
 void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin)
@@ -223,6 +262,7 @@ static void begin_linger(conn_t *c)
     c->state = CONN_LINGER;
     shutdown(c->fd, SHUT_WR);
     conn_set_timer(c, CONN_T_LINGER, CONN_LINGER_MS);
+    resume_recv(c);   /* input held back for the output: read and dropped now */
     if (!c->recv_armed)
         conn_abort(c);
 }
@@ -268,6 +308,20 @@ void conn_on_send(conn_t *c, int res)
         metrics_add(&gwm(c->sh)->bytes_out, (uint64_t)res);
     if (c->sent < c->out[c->sending].len || conn_fill(c)->len || c->state == CONN_CLOSING)
         conn_mark_dirty(c);
+    conn_after_send(c);
+}
+
+static void process_pending(conn_t *c);
+
+/* Held input first: a WebSocket peer's CANCEL is read before its runs refill
+ * the output. Then the protocol's own release (a blocked stream's runs). */
+void conn_after_send(conn_t *c)
+{
+    if ((c->pending.len || c->recv_paused) && conn_out_pending(c) <= out_half(c)) {
+        process_pending(c);
+        if (c->state == CONN_ABORT || c->state == CONN_FREE)
+            return;
+    }
     c->proto->sent(c);
 }
 
@@ -276,7 +330,6 @@ bool conn_is_idle(const conn_t *c)
     return c->state == CONN_OPEN && !c->http.req.responding && !c->http.req.in_message && !c->pending.len;
 }
 
-/* Reads what waited in `pending` once the response before it is done. */
 /* Keep-alive between requests: TRIM, then IDLE for the rest of idle_timeout. */
 static void arm_keepalive(conn_t *c)
 {
@@ -287,6 +340,9 @@ static void arm_keepalive(conn_t *c)
         conn_set_timer(c, CONN_T_IDLE, idle);
 }
 
+/* Reads what waited in `pending` once the response before it is done, or once
+ * the output went under half of the bound (the protocol stops again when it
+ * reaches the bound), then re-arms a recv that nothing holds back any more. */
 static void process_pending(conn_t *c)
 {
     if (c->pending.len && c->state == CONN_OPEN) {
@@ -298,10 +354,7 @@ static void process_pending(conn_t *c)
         if (conn_is_idle(c))
             arm_keepalive(c);
     }
-    if (c->state == CONN_OPEN && c->recv_paused && !c->recv_armed && !c->pending.len) {
-        c->recv_paused = false;
-        arm_recv(c);
-    }
+    resume_recv(c);
 }
 
 void conn_response_finished(conn_t *c)
@@ -416,6 +469,8 @@ void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe)
     if (!c->recv_armed && !c->recv_paused && (c->state == CONN_OPEN || c->state == CONN_LINGER ||
                                               c->state == CONN_CLOSING))
         arm_recv(c);
+    else if (!c->recv_armed)
+        resume_recv(c);   /* the cancel came back after what held input had gone */
     if (c->state == CONN_LINGER && !c->recv_armed)
         conn_abort(c);
 }

@@ -107,9 +107,21 @@ void conn_input(conn_t *c, const char *data, size_t n);   /* received bytes */
 /* Hands the connection to another protocol (an upgrade); the bytes that came
  * after the upgrade request wait in c->pending for its `pending`. */
 void conn_set_proto(conn_t *c, const conn_proto_t *proto);
-/* Stops reading until conn_resume_input: input queued past what a request
- * could legally be (net/http1.c). */
+/* Stops reading (cancels the recv); it is armed again once `pending` is read
+ * and the output is under half of stream.buffer (conn.c, resume_recv). */
 void conn_pause_recv(conn_t *c);
+/* Whether the queued output has reached stream.buffer: the protocol parses no
+ * more input until the client reads (the send completion under half of it
+ * feeds `pending` again). */
+bool conn_out_full(const conn_t *c);
+/* Keeps input the protocol cannot read now in `pending`, and stops the recv
+ * when the output is full or pending passes `limit` (a WebSocket passes 0:
+ * it holds input only for its output). */
+void conn_hold_input(conn_t *c, const char *data, size_t n, size_t limit);
+/* What a send completion does once its bytes are counted: held input is read
+ * again under half of the bound, then the protocol's `sent`. Called by
+ * conn_on_send, and by tests/support/fakeconn.h after a simulated send. */
+void conn_after_send(conn_t *c);
 void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe);
 void conn_on_send(conn_t *c, int res);
 void conn_flush(conn_t *c);                   /* from the shard loop */

@@ -5,7 +5,10 @@
  * paused at the end of every message (on_message_complete returns HPE_PAUSED),
  * so exactly one request is dispatched at a time and pipelined responses leave
  * in request order. Limits are enforced inside the callbacks, before the bytes
- * are kept, so an oversized request never costs more memory than the limit. */
+ * are kept, so an oversized request never costs more memory than the limit.
+ * Pipelined requests are parsed only while the connection's output is under
+ * stream.buffer (net/conn.c): a client that sends requests and reads nothing
+ * gets answers up to the bound, and its further requests wait in the kernel. */
 #include "net/http1.h"
 
 #include <errno.h>
@@ -315,12 +318,33 @@ static void bad_request(conn_t *c, llhttp_errno_t e)
     http_error(c, 400, "bad_request", msg, NULL);
 }
 
+/* Input waits for output (conn_out_full). Between requests the connection is
+ * then timed as a stalled stream is, aborted after idle_timeout without send
+ * progress, rather than as an idle keep-alive; a request or stream in progress
+ * keeps its own timer. */
+static void wait_for_output(conn_t *c)
+{
+    const http_req_t *r = &c->http.req;
+    if (c->state == CONN_OPEN && !r->responding && !r->in_message && c->timer_kind != CONN_T_STALL)
+        conn_set_timer(c, CONN_T_STALL, c->sh->cfg->idle_timeout_ms);
+}
+
+static size_t pending_limit(const conn_t *c)
+{
+    return (size_t)c->sh->cfg->max_header_bytes + c->sh->cfg->max_body_bytes;
+}
+
 void http_feed(conn_t *c, const char *data, size_t len, bool from_pending)
 {
     const char *p = data;
     size_t n = len;
+    bool full = false;
     c->in_feed = true;
     while (n && c->state == CONN_OPEN) {
+        /* Pipelined requests answered at once would queue their responses
+         * without end for a client that does not read: stop at stream.buffer. */
+        if ((full = conn_out_full(c)))
+            break;
         llhttp_errno_t e = llhttp_execute(&c->http.parser, p, n);
         if (e == HPE_OK) {
             n = 0;
@@ -343,9 +367,11 @@ void http_feed(conn_t *c, const char *data, size_t len, bool from_pending)
     if (from_pending) {
         memmove(c->pending.data, p, n);
         c->pending.len = c->state == CONN_OPEN ? n : 0;
-    } else if (n && c->state == CONN_OPEN && buf_append(&c->pending, p, n)) {
-        conn_abort(c);
+    } else if (n && c->state == CONN_OPEN) {
+        conn_hold_input(c, p, n, pending_limit(c));
     }
+    if (full)
+        wait_for_output(c);
     c->in_feed = false;
 }
 
@@ -697,15 +723,12 @@ static void hand_over(conn_t *c)
 
 static void http1_input(conn_t *c, const char *data, size_t n)
 {
-    if (c->http.req.responding || c->pending.len) {
-        /* Pipelined behind a running response: kept until it is done. */
-        if (buf_append(&c->pending, data, n)) {
-            conn_abort(c);
-            return;
-        }
-        const cfg_t *cfg = c->sh->cfg;
-        if (c->pending.len > (size_t)cfg->max_header_bytes + cfg->max_body_bytes)
-            conn_pause_recv(c);
+    if (c->http.req.responding || c->pending.len || conn_out_full(c)) {
+        /* Pipelined behind a running response, or behind output the client
+         * has not read: kept until that is done. */
+        conn_hold_input(c, data, n, pending_limit(c));
+        if (c->state == CONN_OPEN && conn_out_full(c))
+            wait_for_output(c);
         return;
     }
     http_feed(c, data, n, false);
@@ -714,6 +737,8 @@ static void http1_input(conn_t *c, const char *data, size_t n)
 
 static void http1_pending(conn_t *c)
 {
+    if (c->http.req.responding)
+        return;   /* the output went down under a stream: its requests wait for its end */
     http_feed(c, c->pending.data, c->pending.len, true);
     hand_over(c);
 }

@@ -4,8 +4,13 @@
  *
  * Backpressure is the SSE rule applied to the whole connection: a run emits
  * only while the connection's queued output is under stream.buffer; blocked
- * runs resume from the send completion that brings it under half. If output
- * stays over the bound with no send progress for ws.stall_timeout, the
+ * runs resume from the send completion that brings it under half. What the
+ * peer sends is answered into the same output (pongs, RUN_ERRORs, runs'
+ * first events), so it is read under the same rule: the parser pauses at the
+ * end of a frame once the output is full, and the rest waits in the
+ * connection's `pending` with the recv stopped (net/conn.c) until the output
+ * is under half. Pings read in one feed get one pong, for the latest. If
+ * output stays over the bound with no send progress for ws.stall_timeout, the
  * connection is closed with 1008 and its runs are cancelled.
  *
  * One timer carries the nearest of: ping due (nothing received for
@@ -176,9 +181,8 @@ void ws_upgrade(conn_t *c, const cfg_agent_t *agent)
 
 /* ---- frames in ---- */
 
-static int on_message(void *ctx, int opcode, const char *data, size_t len)
+static int handle_message(ws_conn_t *ws, int opcode, const char *data, size_t len)
 {
-    ws_conn_t *ws = ctx;
     if (ws->closing || ws->c->state != CONN_OPEN)
         return 1;   /* a run's failure closed or dropped the connection mid-feed */
     if (opcode != WSF_TEXT) {
@@ -207,6 +211,19 @@ static int on_message(void *ctx, int opcode, const char *data, size_t len)
     return ws_not_a_run(ws, data, len, &err);
 }
 
+/* The frame callbacks stop the parse once the output is full: what the peer
+ * sent after that frame waits until the client reads. */
+static int pause_if_full(ws_conn_t *ws, int rc)
+{
+    return !rc && conn_out_full(ws->c) ? WSF_PAUSE : rc;
+}
+
+static int on_message(void *ctx, int opcode, const char *data, size_t len)
+{
+    ws_conn_t *ws = ctx;
+    return pause_if_full(ws, handle_message(ws, opcode, data, len));
+}
+
 static int on_control(void *ctx, int opcode, const char *payload, size_t len)
 {
     ws_conn_t *ws = ctx;
@@ -216,7 +233,12 @@ static int on_control(void *ctx, int opcode, const char *payload, size_t len)
         metrics_add(&gwm(ws->c->sh)->ws_messages[0], 1);
     switch (opcode) {
     case WSF_PING:
-        return ws->closing ? 0 : ws_put_frame(ws, WSF_PONG, payload, len, NULL, 0, NULL, 0);
+        /* Answered at the feed's end, once for all the pings it read: a flood
+         * of pings costs one pong, not a queue of them. */
+        memcpy(ws->pong, payload, len);
+        ws->pong_len = (uint8_t)len;
+        ws->pong_due = true;
+        return 0;
     case WSF_PONG:
         return 0;   /* any byte already counted as an answer */
     default: {
@@ -240,16 +262,33 @@ static const char *close_reason(int code)
     }
 }
 
-static void feed(ws_conn_t *ws, const char *data, size_t n)
+/* Parses what the peer sent; returns how many bytes were taken: all of them,
+ * unless the output filled and the parse paused (the rest is the caller's to
+ * hold). Pings read here are answered last, with one pong. */
+static size_t feed(ws_conn_t *ws, const char *data, size_t n)
 {
     conn_t *c = ws->c;
+    size_t used;
     c->in_feed = true;
-    int rc = wsf_feed(&ws->parser, data, n, &ws_callbacks, ws);
+    int rc = wsf_feed_some(&ws->parser, data, n, &ws_callbacks, ws, &used);
     c->in_feed = false;
+    if (ws->pong_due && !ws->closing && c->state == CONN_OPEN &&
+        ws_put_frame(ws, WSF_PONG, (const char *)ws->pong, ws->pong_len, NULL, 0, NULL, 0))
+        rc = -ENOMEM;
+    ws->pong_due = false;
     if (rc < 0)
         conn_abort(c);
     else if (rc >= 1000)
         ws_close(ws, (unsigned)rc, close_reason(rc));
+    return rc == WSF_PAUSE ? used : n;
+}
+
+/* Input that must wait for the output: in pending, the recv stopped, and the
+ * stall clock running, so a peer that never reads is closed with 1008. */
+static void hold(ws_conn_t *ws, const char *data, size_t n)
+{
+    conn_hold_input(ws->c, data, n, 0);
+    ws_note_blocked(ws);
 }
 
 static void ws_input(conn_t *c, const char *data, size_t n)
@@ -259,19 +298,33 @@ static void ws_input(conn_t *c, const char *data, size_t n)
     ws->ping_sent_ms = 0;
     if (gwm(c->sh))
         metrics_add(&gwm(c->sh)->ws_bytes[0], n);
-    if (!ws->closing)
-        feed(ws, data, n);
+    if (ws->closing)
+        return;
+    if (c->pending.len || conn_out_full(c)) {
+        hold(ws, data, n);
+        return;
+    }
+    size_t used = feed(ws, data, n);
+    if (used < n && c->state == CONN_OPEN && !ws->closing)
+        hold(ws, data + used, n - used);
 }
 
+/* What waited in pending: the bytes after the upgrade request, or input held
+ * for the output. The parser copies what it keeps, and nothing appends to
+ * pending during a feed, so the bytes are fed in place; what the parse did
+ * not take moves to the front. */
 static void ws_take_pending(conn_t *c)
 {
-    if (!c->ws || !c->pending.len || c->state != CONN_OPEN)
+    ws_conn_t *ws = c->ws;
+    if (!ws || !c->pending.len || c->state != CONN_OPEN)
         return;
-    /* The parser copies what it keeps, and nothing appends to pending in WS
-     * mode, so the bytes can be fed in place and dropped after. */
-    size_t n = c->pending.len;
-    ws_input(c, c->pending.data, n);
-    c->pending.len = 0;
+    size_t n = c->pending.len, used = ws->closing ? n : feed(ws, c->pending.data, n);
+    if (c->state != CONN_OPEN || ws->closing)
+        used = n;
+    memmove(c->pending.data, c->pending.data + used, n - used);
+    c->pending.len = n - used;
+    if (c->pending.len)
+        ws_note_blocked(ws);
 }
 
 /* ---- closing, backpressure, timers ---- */
@@ -301,6 +354,19 @@ void ws_close(ws_conn_t *ws, unsigned code, const char *reason)
     ws->close_at_ms = c->sh->now_ms + WS_CLOSE_WAIT_MS;
     timer_arm(&c->sh->timers, &ws->timer, ws->close_at_ms);
     conn_close_after_flush(c);
+}
+
+void ws_note_blocked(ws_conn_t *ws)
+{
+    conn_t *c = ws->c;
+    if (ws->blocked_since_ms)
+        return;
+    ws->blocked_since_ms = c->sh->now_ms;
+    /* The timer may be idle (pings off) or set for a later ping: it must
+     * look at the stall by its deadline. */
+    uint64_t due = c->sh->now_ms + ws_conf(c->sh->cfg)->stall_timeout_ms;
+    if (!timer_armed(&ws->timer) || ws->timer.at > due)
+        timer_arm(&c->sh->timers, &ws->timer, due);
 }
 
 static void ws_on_sent(conn_t *c)
@@ -346,6 +412,12 @@ static void ws_timer_fired(agate_timer_t *t)
             return;
         }
         next = since + wc->stall_timeout_ms;
+    }
+    if (c->pending.len || c->recv_paused) {
+        /* Input held for the output: the peer's bytes wait unread in the
+         * kernel, so its silence proves nothing. The stall rule judges it. */
+        ws->last_rx_ms = now;
+        ws->ping_sent_ms = 0;
     }
     if (wc->ping_interval_ms) {
         if (ws->ping_sent_ms) {

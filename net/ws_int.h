@@ -48,6 +48,9 @@ typedef struct ws_conn {
     uint64_t           blocked_since_ms;   /* output went over the bound, 0 when under */
     uint64_t           close_at_ms;    /* after our close frame: abort at this time */
     bool               closing;        /* close frame queued: nothing else goes out */
+    bool               pong_due;       /* a ping was read in this feed: pong[] answers it at the feed's end */
+    uint8_t            pong_len;
+    uint8_t            pong[WSF_MAX_CONTROL];   /* the latest ping's payload (RFC 6455 5.5.3: the latest suffices) */
     access_ident_t     ident;          /* who upgraded (net/access.c); each run is admitted against it */
     uint32_t           n_runs, cap, next_resume;
     ws_slot_t          slots[];
@@ -58,6 +61,9 @@ typedef struct ws_conn {
 /* Stops every run, queues one close frame and half-closes after the flush;
  * nothing after the first call. */
 void ws_close(ws_conn_t *ws, unsigned code, const char *reason);
+/* The output reached stream.buffer (a run cannot write, or input waits):
+ * starts the stall clock (ws.stall_timeout) unless it runs already. */
+void ws_note_blocked(ws_conn_t *ws);
 
 /* ---- ws_run.c ---- */
 

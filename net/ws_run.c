@@ -249,16 +249,9 @@ static bool ws_sink_writable(run_t *r)
 {
     ws_conn_t *ws = sink_slot(r)->ws;
     conn_t *c = ws->c;
-    if (conn_out_pending(c) < c->sh->cfg->stream_buffer_bytes)
+    if (!conn_out_full(c))
         return true;
-    if (!ws->blocked_since_ms) {
-        ws->blocked_since_ms = c->sh->now_ms;
-        /* The timer may be idle (pings off) or set for a later ping: it must
-         * look at the stall by its deadline. */
-        uint64_t due = c->sh->now_ms + ws_conf(c->sh->cfg)->stall_timeout_ms;
-        if (!timer_armed(&ws->timer) || ws->timer.at > due)
-            timer_arm(&c->sh->timers, &ws->timer, due);
-    }
+    ws_note_blocked(ws);
     return false;
 }
 

@@ -10,6 +10,9 @@
  * checked from the header, before any payload is kept, so an oversized message
  * costs no memory beyond max_message.
  *
+ * A callback may pause the parse at the end of its frame (WSF_PAUSE): the
+ * parser is then between frames, and the caller feeds it the rest later.
+ *
  * Invariants: msg_opcode != 0 exactly while a fragmented message is open;
  * hdr_len counts header bytes only while !in_payload; dead is sticky. */
 #include "net/wsframe.h"
@@ -237,11 +240,21 @@ static int frame_done(wsf_parser_t *p, const wsf_callbacks_t *cb, void *ctx)
     return rc;
 }
 
-int wsf_feed(wsf_parser_t *p, const char *data, size_t len, const wsf_callbacks_t *cb, void *ctx)
+/* A frame's end: its callback's WSF_PAUSE stops the feed with the parser
+ * intact (frame_done left it at a boundary); anything else non-zero kills it. */
+static inline int frame_end(wsf_parser_t *p, const wsf_callbacks_t *cb, void *ctx)
+{
+    int rc = frame_done(p, cb, ctx);
+    return rc && rc != WSF_PAUSE ? fail(p, rc) : rc;
+}
+
+int wsf_feed_some(wsf_parser_t *p, const char *data, size_t len, const wsf_callbacks_t *cb, void *ctx,
+                  size_t *used)
 {
     const uint8_t *s = (const uint8_t *)data;
     size_t i = 0;
     int rc;
+    *used = 0;
     if (p->dead)
         return WSF_CLOSE_PROTOCOL;
     while (i < len) {
@@ -258,8 +271,8 @@ int wsf_feed(wsf_parser_t *p, const char *data, size_t len, const wsf_callbacks_
                 continue;   /* more header next time: check_start runs again, cheaply */
             if ((rc = begin_payload(p)))
                 return fail(p, rc);
-            if (!p->remaining && (rc = frame_done(p, cb, ctx)))
-                return fail(p, rc);
+            if (!p->remaining && (rc = frame_end(p, cb, ctx)))
+                goto stop;
             continue;
         }
         size_t take = len - i;
@@ -279,8 +292,18 @@ int wsf_feed(wsf_parser_t *p, const char *data, size_t len, const wsf_callbacks_
         i += take;
         p->remaining -= take;
         p->frame_off += take;
-        if (!p->remaining && (rc = frame_done(p, cb, ctx)))
-            return fail(p, rc);
+        if (!p->remaining && (rc = frame_end(p, cb, ctx)))
+            goto stop;
     }
+    *used = len;
     return 0;
+stop:
+    *used = i;
+    return rc;
+}
+
+int wsf_feed(wsf_parser_t *p, const char *data, size_t len, const wsf_callbacks_t *cb, void *ctx)
+{
+    size_t used;
+    return wsf_feed_some(p, data, len, cb, ctx, &used);
 }

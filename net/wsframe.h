@@ -72,6 +72,17 @@ void wsf_free(wsf_parser_t *p);
  * buffer growth is -ENOMEM). Every byte before the stop was consumed. */
 int wsf_feed(wsf_parser_t *p, const char *data, size_t len, const wsf_callbacks_t *cb, void *ctx);
 
+/* A callback's return that stops the feed after its frame and leaves the
+ * parser alive, at a frame boundary: wsf_feed_some returns it, and the bytes
+ * after *used are to be fed again later (a server whose output is full stops
+ * reading its peer between frames). */
+#define WSF_PAUSE 2
+
+/* wsf_feed that also says how many bytes it consumed: after 0, len; after
+ * WSF_PAUSE, the bytes up to the end of the frame whose callback paused. */
+int wsf_feed_some(wsf_parser_t *p, const char *data, size_t len, const wsf_callbacks_t *cb, void *ctx,
+                  size_t *used);
+
 /* Whether a received close code may appear on the wire (RFC 6455 7.4). */
 bool wsf_close_code_valid(unsigned code);
 

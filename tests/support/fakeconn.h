@@ -1,7 +1,8 @@
 /* fakeconn: drives one agate connection without a socket or io_uring, for unit
  * tests and fuzzers. Bytes go in through conn_input(); "sending" is simulated by
- * moving everything queued into `wire` (what the client would have read); time
- * is a number the test advances, which fires the shard's timers. */
+ * moving everything queued into `wire` (what the client would have read) and
+ * then doing what a send completion does (conn_after_send); time is a number
+ * the test advances, which fires the shard's timers. */
 #ifndef AGATE_FAKECONN_H
 #define AGATE_FAKECONN_H
 
@@ -76,8 +77,7 @@ static inline void fake_flush(fakeconn_t *f)
             f->wire.data[f->wire.len] = 0;   /* tests search the wire as a string */
         if (c->state == CONN_CLOSING)
             c->state = CONN_LINGER;   /* the FIN; what follows is discarded */
-        if (c->run && c->run->blocked)
-            run_resume(c->run);
+        conn_after_send(c);           /* as a send completion: held input, blocked runs */
     }
 }
 

@@ -1,22 +1,14 @@
-/* conn: a client connection's state machine (net/conn.h), two ways.
- *
- * Through a fake connection (tests/support/fakeconn.h, no I/O): the state
- * table's transitions that need no kernel (OPEN -> CLOSING, input discarded
+/* conn: a client connection's state machine (net/conn.h) through a fake
+ * connection (tests/support/fakeconn.h, no I/O): the state table's transitions that need no kernel (OPEN -> CLOSING, input discarded
  * once closing, ABORT from any state, FREE only with nothing in flight, the
  * slot's generation bumped), the keep-alive timers (CONN_T_TRIM then
  * CONN_T_IDLE, counted from the response's end however late TRIM fires;
  * straight to IDLE when idle_timeout is shorter than the trim), the header
  * timer per request and the body timer (408), the stall timer, pipelined input
- * kept verbatim in `pending`, chunk framing, the connection cap (503, admin
- * exempt) and draining (admin stays open).
- *
- * On a real io_uring with a socketpair (completions pumped by hand, the way
- * core/shard.c and net/conns.c dispatch them, the clock still a number): the
- * multishot receive and one send per turn, CLOSING -> LINGER with a FIN the
- * peer sees, LINGER ended by the peer's close or by its 2 s timer, ABORT with
- * an operation in flight freed only when it completes, recv paused past
- * max_header + max_body of pipelined input and re-armed once it drains, and a
- * client gone mid-stream. These skip when the kernel has no io_uring. */
+ * kept verbatim in `pending`, pipelined answers stopped at stream.buffer for
+ * a client that reads nothing (and all given, in order, once it reads), chunk
+ * framing, the connection cap (503, admin exempt) and draining (admin stays
+ * open). What needs a kernel is tests/unit/test_conn_io.c's. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -303,6 +295,63 @@ static void test_idle_timer_after_pending(void **state)
     assert_int_equal(c->state, CONN_ABORT);
 }
 
+/* Pipelined requests to a client that reads nothing: answers stop at
+ * stream.buffer (plus the one that crossed it), the rest of the requests wait
+ * in `pending` untouched, and the connection is timed as a stalled stream.
+ * Each delivery (a send completion) under half the bound answers more; in the
+ * end every request is answered once, in order, and the connection is idle.
+ * (Before the bound, all 200 were answered into memory at once.) */
+static void test_pipelined_output_bound(void **state)
+{
+    f.cfg.stream_buffer_bytes = 2048;
+    fake_open(&f);
+    conn_t *c = fake_conn(&f);
+    char req[80], all[200 * 80] = "";
+    size_t len = 0;
+    for (int i = 0; i < 200; i++) {
+        int n = snprintf(req, sizeof req, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: q%03d\r\n\r\n", i);
+        memcpy(all + len, req, (size_t)n);
+        len += (size_t)n;
+    }
+    conn_input(c, all, len);                           /* one read, nothing delivered */
+    size_t out = conn_out_pending(c), one = c->http.req.bytes_out;   /* the last answer's size */
+    assert_true(out >= 2048);
+    assert_true(c->pending.len > 0 && c->pending.len < len);
+    assert_true(out < 2048 + one);                     /* the bound and the answer that crossed it */
+    assert_memory_equal(c->pending.data, all + len - c->pending.len, c->pending.len);
+    assert_int_equal(c->timer_kind, CONN_T_STALL);
+    conn_input(c, HEALTH, strlen(HEALTH));             /* more while full: held, not answered */
+    assert_int_equal(conn_out_pending(c), out);
+    advance_unread(f.cfg.idle_timeout_ms);             /* no progress for idle_timeout: dropped */
+    assert_int_equal(c->state, CONN_ABORT);
+    fake_close(&f);
+
+    fake_init(&f);
+    f.cfg.stream_buffer_bytes = 2048;
+    fake_open(&f);
+    c = fake_conn(&f);
+    conn_input(c, all, len);
+    for (int i = 0; i < 1000 && (c->pending.len || conn_out_pending(c)); i++) {
+        conn_mark_dirty(c);
+        fake_flush(&f);                                /* the client reads what was sent */
+    }
+    assert_int_equal(c->pending.len, 0);
+    size_t pos = 0;
+    wire_resp_t r;
+    int n = 0;
+    while (wire_next(f.wire.data, f.wire.len, &pos, &r)) {
+        char want[32];
+        snprintf(want, sizeof want, "X-Request-ID: q%03d\r\n", n);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.head, want));         /* in order, none lost, none twice */
+        free(r.body);
+        n++;
+    }
+    assert_int_equal(n, 200);
+    assert_int_equal(c->state, CONN_OPEN);
+    assert_int_equal(c->timer_kind, CONN_T_TRIM);      /* idle again: the keep-alive timers */
+}
+
 /* ---- chunk framing ---- */
 
 static void test_chunk_framing(void **state)
@@ -407,325 +456,6 @@ static void test_peer_address(void **state)
     close(l);
 }
 
-/* ---- on a real io_uring ---- */
-
-typedef struct rig {
-    cfg_t    cfg;
-    shard_t  sh;
-    conns_t  cs;
-    int      peer;        /* the client's end of the socketpair, non-blocking */
-    buf_t    got;         /* what the client read */
-    bool     eof;         /* the client read EOF (our FIN) */
-    unsigned stale;       /* completions for a slot that was freed */
-} rig_t;
-
-static rig_t R;
-
-static int rig_setup(void **state)
-{
-    modules_register();
-    memset(&R, 0, sizeof R);
-    cfg_defaults(&R.cfg);
-    R.peer = -1;
-    if (buf_reserve(&R.got, 1))
-        return -1;
-    R.got.data[0] = 0;
-    R.sh.cfg = &R.cfg;
-    R.sh.now_ms = 1000;
-    strcpy(R.sh.http_date, "Thu, 01 Jan 1970 00:00:00 GMT");
-    R.sh.rng.s[0] = 1;
-    if (uring_setup(&R.sh.ring, 64))
-        return 0;                                     /* no io_uring: each test skips */
-    if (uring_bufs_init(&R.sh.ring, &R.sh.rbufs, 1, 16, 4096)) {
-        io_uring_queue_exit(&R.sh.ring);
-        R.sh.ring.ring_fd = -1;
-        return 0;
-    }
-    if (conns_attach(&R.sh, &R.cs, 4))
-        return -1;
-    return 0;
-}
-
-static bool rig_ok(void) { return R.cs.slab.base != NULL; }
-
-/* Dispatches one completion as core/shard.c would to net/conns.c's handlers. */
-static void rig_dispatch(struct io_uring_cqe *cqe)
-{
-    uint64_t ud = io_uring_cqe_get_data64(cqe);
-    uint8_t op = uring_ud_op(ud);
-    if (op != g_conns_op_recv && op != g_conns_op_send)
-        return;   /* UD_IGNORE: the cancel */
-    conn_t *c = slab_lookup(&R.cs.slab, ud);
-    if (!c) {
-        R.stale++;
-        if (cqe->flags & IORING_CQE_F_BUFFER)
-            uring_bufs_recycle(&R.sh.rbufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
-        return;
-    }
-    if (op == g_conns_op_recv)
-        conn_on_recv(c, cqe);
-    else
-        conn_on_send(c, cqe->res);
-    conn_reap(c);
-}
-
-/* One loop turn: submit and wait (bounded), completions, the end of the turn
- * (one send per dirty connection, aborted ones freed), then read what the
- * client got. */
-static void rig_turn(unsigned wait_ms)
-{
-    struct io_uring_cqe *cqe;
-    struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = (long long)wait_ms * 1000000};
-    io_uring_submit_and_wait_timeout(&R.sh.ring, &cqe, wait_ms ? 1 : 0, &ts, NULL);
-    unsigned head, n = 0;
-    io_uring_for_each_cqe(&R.sh.ring, head, cqe) {
-        rig_dispatch(cqe);
-        n++;
-    }
-    io_uring_cq_advance(&R.sh.ring, n);
-    while (R.cs.flush_head) {
-        conn_t *c = R.cs.flush_head;
-        R.cs.flush_head = c->flush_next;
-        conn_flush(c);
-        conn_reap(c);
-    }
-    while (R.cs.reap_head) {
-        conn_t *c = R.cs.reap_head;
-        R.cs.reap_head = c->reap_next;
-        c->in_reap = false;
-        conn_reap(c);
-    }
-    io_uring_submit(&R.sh.ring);
-    char tmp[8192];
-    for (;;) {
-        ssize_t k = R.peer >= 0 ? read(R.peer, tmp, sizeof tmp) : -1;
-        if (k > 0) {
-            buf_append(&R.got, tmp, (size_t)k);
-            continue;
-        }
-        if (k == 0)
-            R.eof = true;
-        break;
-    }
-    if (!buf_reserve(&R.got, 1))
-        R.got.data[R.got.len] = 0;
-}
-
-#define TURN_UNTIL(cond)                                          \
-    do {                                                          \
-        for (int i_ = 0; i_ < 200 && !(cond); i_++)              \
-            rig_turn(5);                                          \
-        assert_true(cond);                                        \
-    } while (0)
-
-static void rig_advance(uint64_t ms)
-{
-    R.sh.now_ms += ms;
-    timer_run(&R.sh.timers, R.sh.now_ms);
-    rig_turn(0);
-}
-
-static conn_t *rig_accept(void)
-{
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    assert_int_equal(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
-    R.peer = sv[1];
-    uint32_t before = R.cs.slab.n_free;
-    conn_accept(&R.sh, sv[0], false);
-    assert_int_equal(R.cs.slab.n_free, before - 1);
-    for (uint32_t i = 0; i < R.cs.slab.cap; i++) {
-        conn_t *c = slab_at(&R.cs.slab, i);
-        if (c->item.live && c->fd == sv[0])
-            return c;
-    }
-    fail();
-    return NULL;
-}
-
-static void peer_write(const char *s)
-{
-    size_t n = strlen(s);
-    assert_int_equal(write(R.peer, s, n), (ssize_t)n);
-}
-
-static int rig_teardown(void **state)
-{
-    if (rig_ok()) {
-        for (uint32_t i = 0; i < R.cs.slab.cap; i++) {
-            conn_t *c = slab_at(&R.cs.slab, i);
-            if (c->state != CONN_FREE)
-                conn_abort(c);
-        }
-        if (R.peer >= 0)
-            close(R.peer);
-        R.peer = -1;
-        for (int i = 0; i < 100; i++) {
-            bool busy = false;
-            for (uint32_t k = 0; k < R.cs.slab.cap; k++)
-                busy |= ((conn_t *)slab_at(&R.cs.slab, k))->state != CONN_FREE;
-            if (!busy)
-                break;
-            rig_turn(5);
-        }
-        conns_detach(&R.sh);
-        R.cs.slab.base = NULL;
-    }
-    if (R.sh.rbufs.br)
-        uring_bufs_free(&R.sh.ring, &R.sh.rbufs);
-    if (R.sh.ring.ring_fd > 0)
-        io_uring_queue_exit(&R.sh.ring);
-    run_pool_free(&R.sh);
-    timer_heap_free(&R.sh.timers);
-    buf_free(&R.sh.scratch);
-    buf_free(&R.got);
-    return 0;
-}
-
-static int got_status(int status)
-{
-    size_t pos = 0;
-    wire_resp_t r;
-    int n = 0;
-    while (wire_next(R.got.data, R.got.len, &pos, &r)) {
-        n += r.status == status;
-        free(r.body);
-    }
-    return n;
-}
-
-static void test_io_keepalive(void **state)
-{
-    if (!rig_ok())
-        skip();
-    conn_t *c = rig_accept();
-    assert_true(c->recv_armed);
-    assert_int_equal(c->inflight, 1);                 /* one multishot recv, for the connection's life */
-    peer_write(HEALTH);
-    TURN_UNTIL(got_status(200) == 1);
-    assert_int_equal(c->state, CONN_OPEN);
-    assert_true(c->recv_armed);
-    TURN_UNTIL(!c->send_inflight);
-    assert_int_equal(c->inflight, 1);
-    assert_int_equal(conn_out_pending(c), 0);
-    peer_write(HEALTH HEALTH);
-    TURN_UNTIL(got_status(200) == 3);
-    assert_false(R.eof);
-    assert_int_equal(c->timer_kind, CONN_T_TRIM);
-}
-
-/* CLOSING -> LINGER: the last response, then our FIN; the peer's further
- * bytes are read and dropped; its close ends LINGER; ABORT -> FREE once the
- * recv has completed. */
-static void test_io_close_linger_free(void **state)
-{
-    if (!rig_ok())
-        skip();
-    conn_t *c = rig_accept();
-    uint64_t old_ud = slab_ud(c, g_conns_op_recv);
-    peer_write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    TURN_UNTIL(R.eof);
-    assert_int_equal(got_status(200), 1);
-    assert_non_null(strstr(R.got.data, "\r\nConnection: close\r\n"));
-    assert_int_equal(c->state, CONN_LINGER);
-    assert_int_equal(c->timer_kind, CONN_T_LINGER);
-    assert_true(c->recv_armed);                       /* still reading, to drain the peer */
-    size_t got = R.got.len;
-    peer_write(HEALTH);
-    rig_turn(5);
-    rig_turn(5);
-    assert_int_equal(c->state, CONN_LINGER);
-    assert_int_equal(R.got.len, got);                 /* discarded, unanswered */
-    close(R.peer);
-    R.peer = -1;
-    TURN_UNTIL(c->state == CONN_FREE);
-    assert_int_equal(c->inflight, 0);
-    assert_int_equal(c->fd, -1);
-    assert_int_equal(R.cs.n_main, 0);
-    assert_int_equal(R.cs.slab.n_free, R.cs.slab.cap);
-    assert_null(slab_lookup(&R.cs.slab, old_ud));     /* what still names the old slot is stale */
-    assert_int_equal(R.sh.timers.n, 0);
-}
-
-/* A peer that never closes: LINGER ends after 2 s of the shard's clock; the
- * armed recv completes after the shutdown and only then is the slot freed. */
-static void test_io_linger_timeout(void **state)
-{
-    if (!rig_ok())
-        skip();
-    conn_t *c = rig_accept();
-    peer_write("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    TURN_UNTIL(R.eof);
-    assert_int_equal(c->state, CONN_LINGER);
-    rig_advance(1999);
-    assert_int_equal(c->state, CONN_LINGER);
-    R.sh.now_ms += 1;
-    timer_run(&R.sh.timers, R.sh.now_ms);
-    assert_int_equal(c->state, CONN_ABORT);
-    assert_int_equal(c->inflight, 1);                 /* the recv is still the kernel's: not freed yet */
-    conn_reap(c);
-    assert_int_equal(c->state, CONN_ABORT);
-    TURN_UNTIL(c->state == CONN_FREE);
-    assert_int_equal(R.cs.n_main, 0);
-}
-
-/* Pipelined input past max_header + max_body stops the recv (the kernel
- * holds the rest, TCP pushes back); once the stream ends and pending is
- * answered, the recv is armed again and the held bytes are read. */
-static void test_io_pause_pipelined(void **state)
-{
-    if (!rig_ok())
-        skip();
-    R.cfg.max_header_bytes = 256;
-    R.cfg.max_body_bytes = 256;
-    conn_t *c = rig_accept();
-    peer_write(PACED_RUN);
-    TURN_UNTIL(c->run && strstr(R.got.data, "\"delta\":\"a \""));
-    char burst[20 * sizeof HEALTH];
-    burst[0] = 0;
-    for (int i = 0; i < 20; i++)
-        strcat(burst, HEALTH);                        /* 700 bytes > 512 */
-    peer_write(burst);
-    TURN_UNTIL(c->recv_paused && !c->recv_armed);
-    assert_int_equal(c->pending.len, strlen(burst));
-    assert_int_equal(c->state, CONN_OPEN);
-    peer_write("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
-    rig_turn(5);
-    rig_turn(5);
-    assert_int_equal(c->pending.len, strlen(burst)); /* left in the socket */
-    assert_int_equal(got_status(200), 0);             /* the stream is still open */
-    for (int i = 0; i < 5 && c->run; i++)
-        rig_advance(100);
-    assert_null(c->run);
-    TURN_UNTIL(got_status(404) == 1);
-    assert_int_equal(got_status(200), 21);            /* the stream and the 20, in order, then the 404 */
-    const char *last200 = R.got.data, *p;
-    while ((p = strstr(last200 + 1, "HTTP/1.1 200")))
-        last200 = p;
-    assert_true(strstr(R.got.data, "HTTP/1.1 404") > last200);
-    assert_true(c->recv_armed);
-    assert_false(c->recv_paused);
-    assert_int_equal(c->pending.len, 0);
-}
-
-/* The client goes away mid-stream: the recv's EOF aborts the connection, the
- * run is released, and the slot is freed once nothing is in flight. */
-static void test_io_eof_mid_stream(void **state)
-{
-    if (!rig_ok())
-        skip();
-    conn_t *c = rig_accept();
-    peer_write(PACED_RUN);
-    TURN_UNTIL(c->run && strstr(R.got.data, "\"delta\":\"a \""));
-    run_t *r = c->run;
-    close(R.peer);
-    R.peer = -1;
-    TURN_UNTIL(c->state == CONN_FREE);
-    assert_ptr_equal(run_pool_head(&R.sh), r);        /* released, back in the pool */
-    assert_int_equal(R.sh.timers.n, 0);               /* the pacing tick went with it */
-    assert_int_equal(R.cs.n_main, 0);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -739,15 +469,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_kept_verbatim, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_timer_after_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pipelined_output_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunk_framing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cap_spares_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_draining_spares_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peer_address, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_io_keepalive, rig_setup, rig_teardown),
-        cmocka_unit_test_setup_teardown(test_io_close_linger_free, rig_setup, rig_teardown),
-        cmocka_unit_test_setup_teardown(test_io_linger_timeout, rig_setup, rig_teardown),
-        cmocka_unit_test_setup_teardown(test_io_pause_pipelined, rig_setup, rig_teardown),
-        cmocka_unit_test_setup_teardown(test_io_eof_mid_stream, rig_setup, rig_teardown),
     };
     return cmocka_run_group_tests_name("conn", tests, NULL, NULL);
 }

@@ -7,7 +7,10 @@
  * runs (binary 1003, not JSON 1007, invalid input as a RUN_ERROR, too big
  * 1009, unmasked 1002), ws.max_runs and duplicate runIds, CANCEL, drain
  * (no new runs, 1001 once the last ends), the ping timer and pong timeout,
- * the stall close (1008), and what the slot gives back when it is reaped.
+ * the stall close (1008), one pong for the pings of one read, input held
+ * while the output is at stream.buffer (answered in order once the client
+ * reads, 1008 if it never does), and what the slot gives back when it is
+ * reaped.
  * The frame parser itself is tests/unit/test_wsframe.c's. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -469,6 +472,109 @@ static void test_ping_pong(void **state)
     assert_int_equal(fs->f[1].len, 0);
 }
 
+/* Pings read in one go get one pong, for the latest (RFC 6455 5.5.3): a
+ * flood of pings costs a pong per read, not a queue of them. */
+static void test_pings_one_pong(void **state)
+{
+    upgrade();
+    uint8_t *b = malloc(50 * 16);
+    size_t n = 0;
+    for (int i = 0; i < 50; i++) {
+        char pl[16];
+        snprintf(pl, sizeof pl, "p%02d", i);
+        n += client_frame(b + n, 0x80 | WSF_PING, pl, 3, false);
+    }
+    fake_send(&f, (const char *)b, n);
+    free(b);
+    frames_t *fs = frames();
+    assert_int_equal(fs->n, 1);
+    assert_int_equal(fs->f[0].op, WSF_PONG);
+    assert_string_equal(fs->f[0].data, "p49");
+    send_frame(WSF_PING, "again", 5);              /* a later read: its own pong */
+    fs = frames();
+    assert_int_equal(fs->n, 2);
+    assert_string_equal(fs->f[1].data, "again");
+}
+
+/* 100 messages in one read, each answered with a RUN_ERROR, to a client that
+ * reads nothing: the parse stops once the output is at stream.buffer, the rest
+ * waits in pending; each delivery under half reads more, and in the end every
+ * message is answered once, in order. (Before, all 100 were answered at once.) */
+static void test_input_held_while_output_full(void **state)
+{
+    f.cfg.stream_buffer_bytes = 1024;
+    upgrade();
+    conn_t *c = fake_conn(&f);
+    fake_flush(&f);
+    uint8_t *b = malloc(100 * 40);
+    size_t n = 0;
+    for (int i = 0; i < 100; i++) {
+        char msg[32];
+        snprintf(msg, sizeof msg, "{\"runId\":\"m%03d\"}", i);
+        n += client_frame(b + n, 0x80 | WSF_TEXT, msg, strlen(msg), false);
+    }
+    conn_input(c, (const char *)b, n);             /* nothing delivered */
+    uint64_t answered = gm.rejected[MRJ_INVALID_INPUT];
+    assert_true(answered > 0 && answered < 20);
+    assert_true(conn_out_pending(c) >= 1024 && conn_out_pending(c) < 1024 + 256);
+    assert_true(c->pending.len > 0);
+    assert_memory_equal(c->pending.data, b + n - c->pending.len, c->pending.len);
+    uint8_t ping[16];
+    size_t pn = client_frame(ping, 0x80 | WSF_PING, "held", 4, false);
+    conn_input(c, (const char *)ping, pn);         /* behind the held input: held too */
+    assert_int_equal(gm.rejected[MRJ_INVALID_INPUT], answered);
+    assert_memory_equal(c->pending.data + c->pending.len - pn, ping, pn);
+    free(b);
+    for (int i = 0; i < 100 && c->pending.len; i++) {
+        conn_mark_dirty(c);
+        fake_flush(&f);                            /* the client reads: more is parsed */
+    }
+    assert_int_equal(c->pending.len, 0);
+    assert_int_equal(gm.rejected[MRJ_INVALID_INPUT], 100);
+    frames_t *fs = frames();
+    int k = 0;
+    for (int i = 0; i < fs->n; i++) {
+        if (fs->f[i].op != WSF_TEXT)
+            continue;
+        char want[16];
+        snprintf(want, sizeof want, "\"m%03d\"", k++);
+        assert_non_null(strstr(fs->f[i].data, want));   /* in order, none lost, none twice */
+    }
+    assert_int_equal(k, 100);
+    assert_int_equal(fs->f[fs->n - 1].op, WSF_PONG);
+    assert_string_equal(fs->f[fs->n - 1].data, "held");
+    assert_int_equal(c->state, CONN_OPEN);
+}
+
+/* The same client never reads: its held input starts the stall clock, and
+ * ws.stall_timeout later the connection is closed with 1008. */
+static void test_held_input_stall_close(void **state)
+{
+    f.cfg.stream_buffer_bytes = 1024;
+    ws_conf_mut(&f.cfg)->stall_timeout_ms = 3000;
+    upgrade();
+    conn_t *c = fake_conn(&f);
+    fake_flush(&f);
+    uint8_t *b = malloc(100 * 16);
+    size_t n = 0;
+    for (int i = 0; i < 100; i++)
+        n += client_frame(b + n, 0x80 | WSF_TEXT, "{}", 2, false);
+    conn_input(c, (const char *)b, n);
+    free(b);
+    assert_true(c->pending.len > 0);
+    f.sh.now_ms += 2999;
+    timer_run(&f.sh.timers, f.sh.now_ms);
+    assert_int_equal(c->state, CONN_OPEN);
+    f.sh.now_ms += 1;
+    timer_run(&f.sh.timers, f.sh.now_ms);
+    assert_int_equal(c->state, CONN_CLOSING);
+    fake_flush(&f);
+    char why[64];
+    assert_int_equal(close_code(why, sizeof why), WSF_CLOSE_POLICY);
+    assert_string_equal(why, "client too slow: send buffer stuck");
+    assert_true(gm.rejected[MRJ_INVALID_INPUT] < 100);   /* the held messages were never answered */
+}
+
 /* The peer closes: its code is echoed, running runs stop, our FIN follows the
  * close frame, and nothing it sends after is answered. */
 static void test_peer_close(void **state)
@@ -688,6 +794,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ping_pong, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pings_one_pong, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_input_held_while_output_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_held_input_stall_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_peer_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_close_code, setup, teardown),
         cmocka_unit_test_setup_teardown(test_protocol_closes, setup, teardown),

@@ -1,6 +1,7 @@
 /* wsframe: the RFC 6455 frame parser fed client frames built here, whole and
  * split at every byte boundary; each protocol violation gives its close code;
- * UTF-8 is checked across fragments; server headers have the right length form. */
+ * UTF-8 is checked across fragments; a callback's pause stops the feed at its
+ * frame's end with the parser alive; server headers have the right length form. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@ typedef struct seen {
     char ctl[8][128];
     size_t ctl_len[8];
     int  stop_on_close;
+    int  pause;          /* every callback returns WSF_PAUSE */
 } seen_t;
 
 static int on_message(void *ctx, int op, const char *d, size_t n)
@@ -30,7 +32,7 @@ static int on_message(void *ctx, int op, const char *d, size_t n)
     s->msg_op[s->n_msg] = op;
     memcpy(s->msg[s->n_msg], d, n);
     s->msg_len[s->n_msg++] = n;
-    return 0;
+    return s->pause ? WSF_PAUSE : 0;
 }
 
 static int on_control(void *ctx, int op, const char *d, size_t n)
@@ -40,7 +42,7 @@ static int on_control(void *ctx, int op, const char *d, size_t n)
     s->ctl_op[s->n_ctl] = op;
     memcpy(s->ctl[s->n_ctl], d, n);
     s->ctl_len[s->n_ctl++] = n;
-    return op == WSF_CLOSE && s->stop_on_close ? 1 : 0;
+    return op == WSF_CLOSE && s->stop_on_close ? 1 : s->pause ? WSF_PAUSE : 0;
 }
 
 static const wsf_callbacks_t cbs = {on_message, on_control};
@@ -192,6 +194,51 @@ static void test_fragments_with_ping_between(void **state)
     assert_int_equal(s.ctl_len[0], 2);
     assert_memory_equal(s.ctl[0], "p1", 2);
     assert_int_equal(s.ctl_op[1], WSF_PONG);
+}
+
+/* WSF_PAUSE stops the feed at the end of the frame whose callback returned
+ * it, with the parser alive: *used is that frame's end, and feeding the rest
+ * gives what one feed gives, even with the pause between two fragments of a
+ * message (a ping in the middle). */
+static void test_pause(void **state)
+{
+    uint8_t b[256];
+    size_t n = 0, ends[4];
+    n += frame(b + n, 0x81, "one", 3, 0);
+    ends[0] = n;
+    n += frame(b + n, 0x01, "t", 1, 0);            /* a fragment: no callback, no pause */
+    n += frame(b + n, 0x89, "p", 1, 0);            /* a ping between the fragments */
+    ends[1] = n;
+    n += frame(b + n, 0x80, "wo", 2, 0);
+    ends[2] = n;
+    n += frame(b + n, 0x8A, "", 0, 0);             /* an empty pong: ends with its header */
+    ends[3] = n;
+    seen_t s = {0};
+    s.pause = 1;
+    wsf_parser_t p = {0};
+    wsf_init(&p, 64);
+    size_t at = 0, used;
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(wsf_feed_some(&p, (const char *)b + at, n - at, &cbs, &s, &used), WSF_PAUSE);
+        at += used;
+        assert_int_equal(at, ends[k]);
+    }
+    assert_int_equal(wsf_feed_some(&p, (const char *)b + at, n - at, &cbs, &s, &used), 0);
+    assert_int_equal(used, 0);
+    assert_false(p.dead);
+    assert_int_equal(s.n_msg, 2);
+    assert_memory_equal(s.msg[0], "one", 3);
+    assert_int_equal(s.msg_len[1], 3);
+    assert_memory_equal(s.msg[1], "two", 3);
+    assert_int_equal(s.n_ctl, 2);
+    assert_int_equal(s.ctl_op[0], WSF_PING);
+    assert_int_equal(s.ctl_op[1], WSF_PONG);
+    s.pause = 0;                                   /* and on: a frame after the pauses */
+    n = frame(b, 0x81, "three", 5, 0);
+    assert_int_equal(wsf_feed_some(&p, (const char *)b, n, &cbs, &s, &used), 0);
+    assert_int_equal(used, n);
+    assert_int_equal(s.n_msg, 3);
+    wsf_free(&p);
 }
 
 static void test_empty_messages(void **state)
@@ -400,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_lengths_16_and_64),
         cmocka_unit_test(test_length_64),
         cmocka_unit_test(test_fragments_with_ping_between),
+        cmocka_unit_test(test_pause),
         cmocka_unit_test(test_empty_messages),
         cmocka_unit_test(test_protocol_errors),
         cmocka_unit_test(test_dead_after_error),
