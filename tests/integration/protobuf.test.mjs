@@ -447,7 +447,8 @@ describe('protobuf heartbeat', () => {
   // is a frame holding only field 19999 (protobuf's own range: no AG-UI schema
   // can name it), which @ag-ui/client drops as an event from a later protocol.
   const HEARTBEAT = Buffer.from([0, 0, 0, 4, 0xfa, 0xe1, 0x09, 0x00]);
-  const config = (more = '') => `stream: {heartbeat: 200ms, max_token_interval: 1s}\nagents:\n  echo: {type: echo, token_interval_ms: 0}\n${more}`;
+  // stream.protobuf_heartbeat paces them; SSE's stream.heartbeat is off unless asked for.
+  const config = (more = '', sseHeartbeat = '0s') => `stream: {protobuf_heartbeat: 200ms, heartbeat: ${sseHeartbeat}, max_token_interval: 1s}\nagents:\n  echo: {type: echo, token_interval_ms: 0}\n${more}`;
   const protoFetch = (url, init) => fetch(url, { ...init, headers: { ...init.headers, Accept: AGUI_MEDIA_TYPE } });
 
   /** The body's frames, in order: a heartbeat as 'HB', an event decoded. */
@@ -510,7 +511,7 @@ describe('protobuf heartbeat', () => {
     const inner = await startAgate({ config: config() });
     t.after(async () => { if (!inner.exitInfo) await stopClean(inner); });
     const outer = await startAgate({
-      config: config(`  up:\n    type: proxy\n    endpoints: [http://127.0.0.1:${inner.port}/v1/agents/echo/run]\n    validation: strict\n    retry: {attempts: 0}\n`),
+      config: config(`  up:\n    type: proxy\n    endpoints: [http://127.0.0.1:${inner.port}/v1/agents/echo/run]\n    validation: strict\n    retry: {attempts: 0}\n`, '200ms'),
     });
     t.after(async () => { if (!outer.exitInfo) await stopClean(outer); });
     const text = 'slow words here';
