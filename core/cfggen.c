@@ -101,6 +101,7 @@ static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, siz
     KEEP(listen, "listen");
     KEEP(admin_listen, "admin_listen");
     KEEP(shards, "shards");
+    KEEP(backend, "engine.backend");
     KEEP(max_connections, "limits.max_connections");
     KEEP(metrics_enabled, "metrics.enabled");
     KEEP(log_writeback_bytes, "log.writeback");

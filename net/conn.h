@@ -1,4 +1,4 @@
-/* conn: one client connection and its I/O, driven by io_uring completions.
+/* conn: one client connection and its I/O, driven by the shard engine's completions.
  *
  * States (see docs/ARCHITECTURE.md):
  *   OPEN     reading requests and writing responses (HTTP/1.1, keep-alive)
@@ -13,7 +13,6 @@
 #ifndef AGATE_CONN_H
 #define AGATE_CONN_H
 
-#include <liburing.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -110,7 +109,7 @@ void conn_set_proto(conn_t *c, const conn_proto_t *proto);
 /* Stops reading until conn_resume_input: input queued past what a request
  * could legally be (net/http1.c). */
 void conn_pause_recv(conn_t *c);
-void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe);
+void conn_on_recv(conn_t *c, eng_cqe_t *cqe);
 void conn_on_send(conn_t *c, int res);
 void conn_flush(conn_t *c);                   /* from the shard loop */
 
