@@ -437,7 +437,7 @@ static unsigned do_send(eng_epoll_t *ep, int fd, epe_fd_t *e, reap_fn fn, void *
     return 1;
 }
 
-static unsigned do_connect(eng_epoll_t *ep, int fd, epe_fd_t *e, reap_fn fn, void *ctx)
+static unsigned do_connect(eng_epoll_t *ep, int fd, epe_fd_t *e, uint8_t why, reap_fn fn, void *ctx)
 {
     epe_op_t *op = &e->wr;
     if (!op->started) {
@@ -464,9 +464,13 @@ static unsigned do_connect(eng_epoll_t *ep, int fd, epe_fd_t *e, reap_fn fn, voi
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         if (getpeername(fd, (struct sockaddr *)&ss, &sl)) {
-            if (errno == ENOTCONN)
-                return 0;   /* still in progress: woken by something else */
-            err = errno;
+            /* Not connected and no error: still in progress (woken by something
+             * else), unless the event said hang-up, which must end it even if
+             * the kernel left no error to read (a shutdown() while connecting
+             * leaves ECONNRESET today). */
+            if (errno == ENOTCONN && !(why & TRY_DRAIN))
+                return 0;
+            err = errno == ENOTCONN ? ECONNABORTED : errno;
         }
     }
     finish(ep, e, op, fn, ctx, -err, 0);
@@ -498,7 +502,7 @@ unsigned eng_epoll_reap(eng_epoll_t *ep, reap_fn fn, void *ctx)
             if (e->wr.kind == ENG_EPOLL_SEND)
                 n += do_send(ep, fd, e, fn, ctx);
             else if (e->wr.kind == ENG_EPOLL_CONNECT)
-                n += do_connect(ep, fd, e, fn, ctx);
+                n += do_connect(ep, fd, e, why, fn, ctx);
         }
     }
     ep->n_work = 0;

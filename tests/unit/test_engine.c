@@ -398,6 +398,21 @@ static void test_connect_deadline(void **state)
     assert_int_equal(g->res, -ECANCELED);
     assert_true(clock_mono_us() - t0 >= 90000);   /* not before its deadline */
     eng_close(&T.e, fd);
+
+    /* Aborted while connecting (net/upstream.c: shutdown, then wait for the
+     * completion): it ends now, well before a 5 s deadline. */
+    struct __kernel_timespec five = {.tv_sec = 5};
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    eng_connect(&T.e, fd, (struct sockaddr *)&a, sizeof a, &five, UD(17));
+    assert_true(quiet(50));
+    t0 = clock_mono_us();
+    shutdown(fd, SHUT_RDWR);
+    g = next();
+    assert_non_null(g);
+    assert_int_equal(g->ud, UD(17));
+    assert_true(g->res < 0);
+    assert_true(clock_mono_us() - t0 < 2000000);
+    eng_close(&T.e, fd);
     for (int i = 0; i < 4; i++)
         close(fill[i]);
     close(l);
