@@ -119,20 +119,21 @@ void eng_select(eng_want_t want, eng_choice_t *out)
         int dis = sysctl_disabled();
         /* Refusals, not failures: seccomp profiles answer EPERM (containerd 2,
          * Docker 25+) or ENOSYS (podman); the sysctl EPERM; some LSMs EACCES.
-         * A kernel without provided-buffer rings answers EINVAL to their
-         * registration. Anything else (ENOMEM: RLIMIT_MEMLOCK) is reported by
-         * the shards as a failure rather than hidden behind a fallback. */
-        bool refused = rc == -EPERM || rc == -EACCES || rc == -ENOSYS ||
-                       (rc == -EINVAL && !strcmp(step, "io_uring_register"));
+         * A kernel without provided-buffer rings (5.19) or multishot
+         * receive (6.0) answers EINVAL to them. Anything else (ENOMEM:
+         * RLIMIT_MEMLOCK) is reported by the shards as a failure rather than
+         * hidden behind a fallback. */
+        bool too_old = rc == -EINVAL && (!strcmp(step, "io_uring_register") || !strcmp(step, "multishot receive"));
+        bool refused = rc == -EPERM || rc == -EACCES || rc == -ENOSYS || too_old;
         if (!rc) {
             snprintf(c.why, sizeof c.why, "auto: io_uring works");
         } else if (refused) {
             c.backend = ENG_EPOLL;
             if (rc == -EPERM && dis > 0)
                 snprintf(c.why, sizeof c.why, "auto: %s: %s (kernel.io_uring_disabled=%d)", step, strerror(-rc), dis);
-            else if (rc == -EINVAL)
-                snprintf(c.why, sizeof c.why, "auto: %s: %s (no provided-buffer rings: Linux 5.19+)", step,
-                         strerror(-rc));
+            else if (too_old)
+                snprintf(c.why, sizeof c.why, "auto: %s: %s (the kernel is too old for agate's io_uring: Linux 6.0+)",
+                         step, strerror(-rc));
             else
                 snprintf(c.why, sizeof c.why, "auto: %s: %s", step, strerror(-rc));
         } else {

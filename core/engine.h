@@ -274,7 +274,8 @@ typedef enum eng_want { ENG_WANT_AUTO, ENG_WANT_IO_URING, ENG_WANT_EPOLL } eng_w
  * sets up (eng_selected). auto sets up a small ring and falls back to epoll
  * when the kernel refuses io_uring: EPERM, EACCES or ENOSYS from
  * io_uring_setup/_enter/_register (a seccomp profile, kernel.io_uring_disabled),
- * or no provided-buffer rings (before Linux 5.19). */
+ * or EINVAL from a kernel too old for provided-buffer rings or multishot
+ * receive (before Linux 6.0). */
 void eng_select(eng_want_t want, eng_choice_t *out);
 const eng_choice_t *eng_selected(void);
 const char *eng_backend_name(eng_backend_t b);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 int uring_setup(struct io_uring *ring, unsigned entries)
 {
@@ -42,6 +44,34 @@ int uring_bufs_register(struct io_uring *ring, eng_bufs_t *b)
 
 void uring_bufs_unregister(struct io_uring *ring, eng_bufs_t *b) { io_uring_unregister_buf_ring(ring, b->bgid); }
 
+/* A multishot receive into the provided-buffer ring br (group 1), as every
+ * connection's: Linux 6.0+; an older kernel answers -EINVAL. */
+static int probe_multishot_recv(struct io_uring *ring, void *br, const char **step)
+{
+    static char mem[2][16];
+    int sv[2];
+    *step = "multishot receive";
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+        return -errno;
+    io_uring_buf_ring_init(br);
+    for (int i = 0; i < 2; i++)
+        io_uring_buf_ring_add(br, mem[i], sizeof mem[i], (unsigned short)i, io_uring_buf_ring_mask(2), i);
+    io_uring_buf_ring_advance(br, 2);
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = 1;
+    int rc = (int)write(sv[1], "x", 1) == 1 ? io_uring_submit_and_wait(ring, 1) : -errno;
+    struct io_uring_cqe *cqe;
+    if (rc >= 0 && !(rc = io_uring_peek_cqe(ring, &cqe))) {
+        rc = cqe->res < 0 ? cqe->res : 0;
+        io_uring_cqe_seen(ring, cqe);
+    }
+    close(sv[0]);   /* ends the receive; the ring's exit reaps it */
+    close(sv[1]);
+    return rc;
+}
+
 int uring_probe(const char **step)
 {
     struct io_uring ring;
@@ -65,7 +95,7 @@ int uring_probe(const char **step)
         struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
         io_uring_prep_nop(sqe);
         rc = io_uring_submit_and_wait(&ring, 1);
-        rc = rc < 0 ? rc : 0;
+        rc = rc < 0 ? rc : probe_multishot_recv(&ring, br, step);
         io_uring_unregister_buf_ring(&ring, 1);
     }
     munmap(br, bytes);

@@ -17,9 +17,10 @@ int uring_setup(struct io_uring *ring, unsigned entries);
 int  uring_bufs_register(struct io_uring *ring, eng_bufs_t *b);
 void uring_bufs_unregister(struct io_uring *ring, eng_bufs_t *b);
 
-/* Sets up what a shard needs (a ring, a provided-buffer ring, one enter) and
- * tears it down: 0, or -errno with *step the call that failed
- * ("io_uring_setup", "io_uring_register", "io_uring_enter"). */
+/* Sets up what a shard needs (a ring, a provided-buffer ring, one enter, a
+ * multishot receive into that ring) and tears it down: 0, or -errno with
+ * *step what failed ("io_uring_setup", "io_uring_register", "io_uring_enter",
+ * "multishot receive"). */
 int uring_probe(const char **step);
 
 #endif
