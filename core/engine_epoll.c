@@ -15,12 +15,15 @@
  *     therefore never runs inside another: every completion is handed to the
  *     shard's dispatcher by eng_epoll_reap, one at a time, right after its
  *     syscall, so one receive buffer is out at a time.
- *   - Edge-triggered means an fd's readiness is seen once: an operation armed
- *     afterwards is tried at once (no event will come), and a read side is read
- *     until the kernel says EAGAIN, except after a short read on an event that
- *     did not say the peer closed (as nginx does: the next byte brings a new
- *     event). A burst stops after ENG_EPOLL_BURST completions of one fd and
- *     goes on next turn, so one busy client cannot hold the shard.
+ *   - Edge-triggered means an fd's readiness is reported once, so the engine
+ *     remembers it per side (rd_ready, wr_ready, as nginx's ev->ready): set by
+ *     an event, cleared by EAGAIN, by a short read (the socket was emptied: the
+ *     next byte brings a new event) unless the peer has closed (rdhup: read on
+ *     to the EOF), by a partial send, by an eventfd read. An operation armed on
+ *     a ready side is tried at the next reap; on a side known not to be ready
+ *     it waits for the event, so re-arming a receive costs no EAGAIN syscall.
+ *     A burst stops after ENG_EPOLL_BURST completions of one fd and goes on
+ *     next turn, so one busy client cannot hold the shard.
  *   - Cancels, a connect's deadline and eng_close make their -ECANCELED
  *     completions at once into a queue, handed out at the next reap.
  *
@@ -53,7 +56,6 @@
 enum {
     TRY_RD = 1,      /* the reading side */
     TRY_WR = 2,      /* the writing side */
-    TRY_DRAIN = 4,   /* read to EAGAIN: no event says where the data ends, or the peer closed */
 };
 
 typedef struct epe_op {
@@ -73,6 +75,9 @@ typedef struct epe_fd {
     uint8_t           try;
     bool              registered;   /* in the epoll set */
     bool              nonblock;     /* O_NONBLOCK set by us (accept, read, connect need it) */
+    bool              rd_ready;     /* may be readable: no EAGAIN (or short read) since the last event */
+    bool              wr_ready;     /* may be writable: no EAGAIN (or partial send) since the last event */
+    bool              rdhup;        /* the peer closed (or an error): read to EAGAIN or EOF */
     bool              in_pend, in_work;
 } epe_fd_t;
 
@@ -204,6 +209,8 @@ static int join_set(eng_epoll_t *ep, int fd, epe_fd_t *e, bool nonblock)
     if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, fd, &ev) && errno != EEXIST)
         return -errno;
     e->registered = true;
+    e->rd_ready = e->wr_ready = true;   /* unknown: try */
+    e->rdhup = false;
     return 0;
 }
 
@@ -233,8 +240,11 @@ void eng_epoll_submit(eng_epoll_t *ep, int fd, enum eng_epoll_kind kind, uint64_
         e->timeout_ms = timeout_ms;
         e->deadline.cb = deadline_fired;
     }
-    /* Tried at the next reap: its readiness may have been seen already. */
-    list_pend(ep, fd, e, (uint8_t)((rd ? TRY_RD : TRY_WR) | TRY_DRAIN));
+    /* Tried at the next reap when the side may be ready (its event may have
+     * come already); else its event will list it. A connect is always tried:
+     * it must be started. */
+    if (rd ? e->rd_ready : (e->wr_ready || kind == ENG_EPOLL_CONNECT))
+        list_pend(ep, fd, e, rd ? TRY_RD : TRY_WR);
 }
 
 static void end_op(eng_epoll_t *ep, epe_fd_t *e, epe_op_t *op)
@@ -271,7 +281,7 @@ void eng_epoll_forget(eng_epoll_t *ep, int fd)
         }
     /* close() takes the fd out of the epoll set; the list flags stay, as the
      * fd may still be listed (a later turn finds nothing armed). */
-    e->registered = e->nonblock = false;
+    e->registered = e->nonblock = e->rdhup = false;
     e->try = 0;
 }
 
@@ -301,14 +311,20 @@ int eng_epoll_wait(eng_epoll_t *ep, uint64_t timeout_ms)
         if (!e)
             continue;
         uint8_t why = 0;
-        if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            e->rd_ready = true;
             why |= TRY_RD;
+        }
         if (m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-            why |= TRY_DRAIN;
-        if (m & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+            e->rdhup = true;
+        if (m & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+            e->wr_ready = true;
             why |= TRY_WR;
-        e->try |= why;
-        list_work(ep, fd, e);
+        }
+        if (((why & TRY_RD) && e->rd.kind) || ((why & TRY_WR) && e->wr.kind)) {
+            e->try |= why;
+            list_work(ep, fd, e);
+        }
     }
     int submitted = ep->submitted;
     ep->submitted = 0;
@@ -365,23 +381,25 @@ static unsigned do_accept(eng_epoll_t *ep, int fd, epe_fd_t *e, reap_fn fn, void
         }
         if (errno == EINTR || errno == ECONNABORTED)
             continue;
-        if (errno != EAGAIN) {
-            finish(ep, e, &e->rd, fn, ctx, -errno, 0);
-            n++;
+        if (errno == EAGAIN) {
+            e->rd_ready = false;
+            break;
         }
+        finish(ep, e, &e->rd, fn, ctx, -errno, 0);
+        n++;
         break;
     }
     return n;
 }
 
-static unsigned do_recv(eng_epoll_t *ep, int fd, epe_fd_t *e, uint8_t why, reap_fn fn, void *ctx)
+static unsigned do_recv(eng_epoll_t *ep, int fd, epe_fd_t *e, reap_fn fn, void *ctx)
 {
     uint8_t kind = e->rd.kind;
     uint64_t ud = e->rd.ud;
     unsigned n = 0;
     while (same_op(&e->rd, kind, ud)) {
         if (n == ENG_EPOLL_BURST) {
-            list_pend(ep, fd, e, TRY_RD | TRY_DRAIN);
+            list_pend(ep, fd, e, TRY_RD);
             break;
         }
         eng_bufs_t *b = e->rd.bufs;
@@ -393,8 +411,10 @@ static unsigned do_recv(eng_epoll_t *ep, int fd, epe_fd_t *e, uint8_t why, reap_
         ssize_t r = recv(fd, eng_bufs_addr(b, (uint16_t)bid), b->size, MSG_DONTWAIT);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r < 0 && errno == EAGAIN)
+        if (r < 0 && errno == EAGAIN) {
+            e->rd_ready = false;
             break;
+        }
         n++;
         if (r <= 0) {
             finish(ep, e, &e->rd, fn, ctx, r ? -errno : 0, 0);
@@ -403,12 +423,17 @@ static unsigned do_recv(eng_epoll_t *ep, int fd, epe_fd_t *e, uint8_t why, reap_
         b->head++;
         uint32_t flags = ENG_CQE_BUFFER | (uint32_t)bid << IORING_CQE_BUFFER_SHIFT;
         if (kind == ENG_EPOLL_RECV) {
+            if ((size_t)r < b->size && !e->rdhup)
+                e->rd_ready = false;
             finish(ep, e, &e->rd, fn, ctx, (int)r, flags);
             break;
         }
+        bool emptied = (size_t)r < b->size && !e->rdhup;   /* the next byte brings an event */
+        if (emptied)
+            e->rd_ready = false;
         deliver(fn, ctx, ud, (int)r, flags | ENG_CQE_MORE);
-        if ((size_t)r < b->size && !(why & TRY_DRAIN))
-            break;   /* the socket is empty; the next byte brings an event */
+        if (emptied)
+            break;
     }
     return n;
 }
@@ -419,6 +444,9 @@ static unsigned do_read(eng_epoll_t *ep, int fd, epe_fd_t *e, reap_fn fn, void *
     do
         r = read(fd, e->rd.p, e->rd.len);
     while (r < 0 && errno == EINTR);
+    /* An eventfd: a read takes the whole count, so it is not readable again
+     * until the next write, which brings an event. */
+    e->rd_ready = false;
     if (r < 0 && errno == EAGAIN)
         return 0;
     finish(ep, e, &e->rd, fn, ctx, r < 0 ? -errno : (int)r, 0);
@@ -431,13 +459,15 @@ static unsigned do_send(eng_epoll_t *ep, int fd, epe_fd_t *e, reap_fn fn, void *
     do
         r = send(fd, e->wr.p, e->wr.len, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (r < 0 && errno == EINTR);
+    if ((r < 0 && errno == EAGAIN) || (r >= 0 && (size_t)r < e->wr.len))
+        e->wr_ready = false;   /* the socket is full; room brings an event */
     if (r < 0 && errno == EAGAIN)
         return 0;
     finish(ep, e, &e->wr, fn, ctx, r < 0 ? -errno : (int)r, 0);
     return 1;
 }
 
-static unsigned do_connect(eng_epoll_t *ep, int fd, epe_fd_t *e, uint8_t why, reap_fn fn, void *ctx)
+static unsigned do_connect(eng_epoll_t *ep, int fd, epe_fd_t *e, reap_fn fn, void *ctx)
 {
     epe_op_t *op = &e->wr;
     if (!op->started) {
@@ -450,6 +480,7 @@ static unsigned do_connect(eng_epoll_t *ep, int fd, epe_fd_t *e, uint8_t why, re
             return 1;
         }
         op->started = true;
+        e->wr_ready = false;   /* its completion brings an event */
         if (timer_arm(ep->timers, &e->deadline, *ep->now_ms + e->timeout_ms)) {
             finish(ep, e, op, fn, ctx, -ENOMEM, 0);
             return 1;
@@ -468,7 +499,7 @@ static unsigned do_connect(eng_epoll_t *ep, int fd, epe_fd_t *e, uint8_t why, re
              * else), unless the event said hang-up, which must end it even if
              * the kernel left no error to read (a shutdown() while connecting
              * leaves ECONNRESET today). */
-            if (errno == ENOTCONN && !(why & TRY_DRAIN))
+            if (errno == ENOTCONN && !e->rdhup)
                 return 0;
             err = errno == ENOTCONN ? ECONNABORTED : errno;
         }
@@ -493,7 +524,7 @@ unsigned eng_epoll_reap(eng_epoll_t *ep, reap_fn fn, void *ctx)
             switch (e->rd.kind) {
             case ENG_EPOLL_ACCEPT:     n += do_accept(ep, fd, e, fn, ctx); break;
             case ENG_EPOLL_RECV_MULTI:
-            case ENG_EPOLL_RECV:       n += do_recv(ep, fd, e, why, fn, ctx); break;
+            case ENG_EPOLL_RECV:       n += do_recv(ep, fd, e, fn, ctx); break;
             case ENG_EPOLL_READ:       n += do_read(ep, fd, e, fn, ctx); break;
             default:                   break;
             }
@@ -502,7 +533,7 @@ unsigned eng_epoll_reap(eng_epoll_t *ep, reap_fn fn, void *ctx)
             if (e->wr.kind == ENG_EPOLL_SEND)
                 n += do_send(ep, fd, e, fn, ctx);
             else if (e->wr.kind == ENG_EPOLL_CONNECT)
-                n += do_connect(ep, fd, e, why, fn, ctx);
+                n += do_connect(ep, fd, e, fn, ctx);
         }
     }
     ep->n_work = 0;
