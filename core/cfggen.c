@@ -101,6 +101,7 @@ static void keep_start_only(const cfg_t *running, cfg_t *out, char *restart, siz
     KEEP(listen, "listen");
     KEEP(admin_listen, "admin_listen");
     KEEP(shards, "shards");
+    KEEP(backend, "engine.backend");
     /* Compared as configured: lowered at start to fit the descriptor limit
      * (net/fdlimit.c) is not a change, and the lowered value stays. */
     if (running->max_connections_set && out->max_connections == running->max_connections_set)

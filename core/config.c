@@ -49,6 +49,7 @@ static const struct cfg_setting settings[] = {
     { NULL,     "listen",             "AGATE_LISTEN",             "0.0.0.0:8080", CFG_K_ADDR,     0, 0,          F(listen) },
     { NULL,     "admin_listen",       "AGATE_ADMIN_LISTEN",       "0.0.0.0:9090", CFG_K_ADDR_OFF, 0, 0,          F(admin_listen) },
     { NULL,     "shards",             "AGATE_SHARDS",             "0",            CFG_K_UINT,     0, 1024,       F(shards) },
+    { "engine", "backend",            "AGATE_ENGINE_BACKEND",     "auto",         CFG_K_BACKEND,  0, 0,          F(backend) },
     { "limits", "max_connections",    "AGATE_MAX_CONNECTIONS",    "10000",        CFG_K_UINT,     1, 1000000,    F(max_connections) },
     { "limits", "max_body",           "AGATE_MAX_BODY",           "1MiB",         CFG_K_SIZE,     1, UINT32_MAX, F(max_body_bytes) },
     { "limits", "max_header",         "AGATE_MAX_HEADER",         "16KiB",        CFG_K_SIZE,     1024, UINT32_MAX, F(max_header_bytes) },
@@ -78,7 +79,7 @@ static const struct cfg_setting settings[] = {
 
 /* core's own top-level keys: its rows' (listen, shards, ...) and its sections' */
 static const char *const core_keys[] = {
-    "listen", "admin_listen", "shards", "demo", "limits", "stream", "log", "metrics", "trace", NULL,
+    "listen", "admin_listen", "shards", "engine", "demo", "limits", "stream", "log", "metrics", "trace", NULL,
 };
 
 static int core_validate(const cfg_t *c, const void *conf, char *key, size_t keylen, char *why, size_t whylen);

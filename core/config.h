@@ -50,6 +50,8 @@ typedef struct cfg_endpoint {
 
 typedef enum cfg_balance { CFG_BALANCE_ROUND_ROBIN, CFG_BALANCE_LEAST_OUTSTANDING } cfg_balance_t;
 typedef enum cfg_validation { CFG_VALIDATION_STRICT, CFG_VALIDATION_PASS } cfg_validation_t;
+/* engine.backend: the I/O engine (core/engine.h); auto tries io_uring, then epoll. */
+typedef enum cfg_backend { CFG_BACKEND_AUTO, CFG_BACKEND_IO_URING, CFG_BACKEND_EPOLL } cfg_backend_t;
 
 typedef struct cfg_agent {
     char             name[CFG_NAME_MAX];   /* [A-Za-z0-9_.-]{1,63} */
@@ -108,7 +110,8 @@ typedef struct cfg {
 
     char     listen[CFG_ADDR_MAX];        /* main listener, "0.0.0.0:8080" */
     char     admin_listen[CFG_ADDR_MAX];  /* admin listener, "0.0.0.0:9090"; "" or "off" disables */
-    uint32_t shards;                      /* 0 = one per online CPU */
+    uint32_t shards;                      /* 0 = one per CPU the process may use (core/cpus.h) */
+    cfg_backend_t backend;                /* engine.backend */
 
     uint32_t max_connections;             /* per shard; more are answered 503 and closed */
     uint32_t max_connections_set;         /* as configured when lowered at start to fit the descriptor limit, else 0 */
@@ -228,7 +231,7 @@ static inline void *cfg_sect_mut(cfg_t *c, const cfg_section_t *s)
 /* Built-in defaults: the listeners above, 1 MiB body, 16 KiB headers, 10 s header
  * timeout, 30 s body timeout, 60 s idle, 10000 connections per shard, 15 s
  * heartbeat, 1000 ms token interval cap, 256 KiB stream buffer, 25 s drain,
- * log_requests on, level info, log_sample 1, log writeback every 4 MiB, 2 MiB log
+ * engine backend auto, shards 0 (one per CPU the process may use), log_requests on, level info, log_sample 1, log writeback every 4 MiB, 2 MiB log
  * rings, metrics on (admin listener only), no span export (service "agate", every
  * 1 s, batches of 512), and one agent: echo (kind echo, interval 0). */
 void cfg_defaults(cfg_t *c);

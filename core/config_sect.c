@@ -71,6 +71,7 @@ static size_t row_size(const struct cfg_setting *r)
     case CFG_K_LEVEL:      return sizeof(cfg_log_level_t);
     case CFG_K_BALANCE:    return sizeof(cfg_balance_t);
     case CFG_K_VALIDATION: return sizeof(cfg_validation_t);
+    case CFG_K_BACKEND:    return sizeof(cfg_backend_t);
     case CFG_K_RATIO:      return sizeof(double);
     case CFG_K_TEXT:       return (size_t)r->max + 1;
     case CFG_K_URL:        return CFG_URL_MAX;

@@ -29,6 +29,7 @@ enum cfg_kind {
     CFG_K_LEVEL,       /* cfg_log_level_t, one of level_names */
     CFG_K_BALANCE,     /* cfg_balance_t, one of balance_names */
     CFG_K_VALIDATION,  /* cfg_validation_t, one of validation_names */
+    CFG_K_BACKEND,     /* cfg_backend_t, one of backend_names */
     CFG_K_RATIO,       /* double 0..1, plain decimal; min 1 leaves 0 out */
     CFG_K_TEXT,        /* char[max + 1], min..max printable ASCII characters */
     CFG_K_URL,         /* char[CFG_URL_MAX], checked by otlp_parse_endpoint; "off" stores "" */

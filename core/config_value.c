@@ -31,6 +31,9 @@ static const char *const balance_names[] = {
 static const char *const validation_names[] = {
     [CFG_VALIDATION_STRICT] = "strict", [CFG_VALIDATION_PASS] = "pass",
 };
+static const char *const backend_names[] = {
+    [CFG_BACKEND_AUTO] = "auto", [CFG_BACKEND_IO_URING] = "io_uring", [CFG_BACKEND_EPOLL] = "epoll",
+};
 
 /* Leading decimal digits of *p. No sign, no blanks; saturates at UINT64_MAX so
  * an absurd number reads as "too large" rather than wrapping to a small one. */
@@ -211,7 +214,7 @@ int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
     return cfg_addr_parse(s, ss, len) ? -EINVAL : 0;
 }
 
-/* The names a CFG_K_LEVEL, CFG_K_BALANCE or CFG_K_VALIDATION value is spelled with. */
+/* The names a CFG_K_LEVEL, CFG_K_BALANCE, CFG_K_VALIDATION or CFG_K_BACKEND value is spelled with. */
 static const char *const *choice_names(enum cfg_kind k, size_t *count)
 {
     switch (k) {
@@ -224,6 +227,9 @@ static const char *const *choice_names(enum cfg_kind k, size_t *count)
     case CFG_K_VALIDATION:
         *count = sizeof validation_names / sizeof validation_names[0];
         return validation_names;
+    case CFG_K_BACKEND:
+        *count = sizeof backend_names / sizeof backend_names[0];
+        return backend_names;
     default:
         *count = 0;
         return NULL;
@@ -237,6 +243,8 @@ static unsigned choice_get(enum cfg_kind k, const void *field)
         return (unsigned)*(const cfg_log_level_t *)field;
     if (k == CFG_K_BALANCE)
         return (unsigned)*(const cfg_balance_t *)field;
+    if (k == CFG_K_BACKEND)
+        return (unsigned)*(const cfg_backend_t *)field;
     return (unsigned)*(const cfg_validation_t *)field;
 }
 
@@ -246,6 +254,8 @@ static void choice_set(enum cfg_kind k, void *field, unsigned v)
         *(cfg_log_level_t *)field = (cfg_log_level_t)v;
     else if (k == CFG_K_BALANCE)
         *(cfg_balance_t *)field = (cfg_balance_t)v;
+    else if (k == CFG_K_BACKEND)
+        *(cfg_backend_t *)field = (cfg_backend_t)v;
     else
         *(cfg_validation_t *)field = (cfg_validation_t)v;
 }
@@ -324,7 +334,8 @@ int cfg_setting_parse(const struct cfg_setting *s, const char *text, void *base,
         return 0;
     case CFG_K_LEVEL:
     case CFG_K_BALANCE:
-    case CFG_K_VALIDATION: {
+    case CFG_K_VALIDATION:
+    case CFG_K_BACKEND: {
         size_t count;
         const char *const *names = choice_names(s->kind, &count);
         for (size_t i = 0; i < count; i++) {
@@ -407,7 +418,8 @@ int cfg_setting_check(const struct cfg_setting *s, const void *base, char *why, 
         return 0;
     case CFG_K_LEVEL:
     case CFG_K_BALANCE:
-    case CFG_K_VALIDATION: {
+    case CFG_K_VALIDATION:
+    case CFG_K_BACKEND: {
         size_t count;
         choice_names(s->kind, &count);
         if (choice_get(s->kind, field) < count)

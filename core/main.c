@@ -18,6 +18,8 @@
 #include "core/cache.h"
 #include "core/cfggen.h"
 #include "core/config.h"
+#include "core/cpus.h"
+#include "core/engine.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/otlp.h"
@@ -56,17 +58,39 @@ static void usage(FILE *f)
             cfg_env_help());
 }
 
+/* Why this many shards: "shards: 3" when configured, else what the process
+ * may use (core/cpus.h). */
+static void shards_why(const cfg_t *c, char *out, size_t n)
+{
+    if (c->shards) {
+        snprintf(out, n, "shards: %u", c->shards);
+        return;
+    }
+    cpus_t cpus;
+    cpus_probe("", &cpus);
+    cpus_describe(&cpus, out, n);
+}
+
 static void log_main(const char *level, const char *msg, const cfg_t *c, unsigned nshards)
 {
     buf_t b = {0};
     log_begin(&b, level, msg);
     if (c) {
+        char why[160];
+        const eng_choice_t *eng = eng_selected();
         buf_append_lit(&b, ",\"listen\":");
         json_put_str(&b, c->listen, strlen(c->listen));
         buf_append_lit(&b, ",\"admin_listen\":");
         json_put_str(&b, c->admin_listen, strlen(c->admin_listen));
         buf_append_lit(&b, ",\"shards\":");
         buf_append_u64(&b, nshards);
+        shards_why(c, why, sizeof why);
+        buf_append_lit(&b, ",\"shards_from\":");
+        json_put_str(&b, why, strlen(why));
+        buf_append_lit(&b, ",\"backend\":");
+        json_put_str(&b, eng_backend_name(eng->backend), strlen(eng_backend_name(eng->backend)));
+        buf_append_lit(&b, ",\"backend_why\":");
+        json_put_str(&b, eng->why, strlen(eng->why));
         buf_append_lit(&b, ",\"version\":\"" AGATE_VERSION "\"");
     }
     log_end(&b);
@@ -165,11 +189,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "agate: %s\n", aerr);
         return 2;
     }
+    static const eng_want_t wants[] = {[CFG_BACKEND_AUTO] = ENG_WANT_AUTO, [CFG_BACKEND_IO_URING] = ENG_WANT_IO_URING,
+                                       [CFG_BACKEND_EPOLL] = ENG_WANT_EPOLL};
+    eng_choice_t eng;
+    eng_select(wants[cfg.backend], &eng);   /* before any shard: they all set up this backend */
+    unsigned n = shard_count(&cfg);
     if (check_only) {
+        char why[160];
+        shards_why(&cfg, why, sizeof why);
         printf("agate: configuration OK (%s)\n", cfg.path[0] ? cfg.path : "built-in defaults");
+        printf("agate: would run %u shard%s (%s) on %s (%s)\n", n, n == 1 ? "" : "s", why,
+               eng_backend_name(eng.backend), eng.why);
         return 0;
     }
-    unsigned n = shard_count(&cfg);
     /* Before the generation copies max_connections: it may be lowered to fit
      * the descriptor limit, and the admin listener's reserve is set. */
     fdlimit_plan_t fdp;
@@ -248,7 +280,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "agate: DNS refresh thread not started; upstream addresses stay as resolved at start\n");
     for (unsigned i = 0; i < n; i++) {
         if (shards[i].start_rc) {
-            fprintf(stderr, "agate: shard %u: io_uring set-up failed: %s\n", i, strerror(-shards[i].start_rc));
+            fprintf(stderr, "agate: shard %u: %s set-up failed: %s (%s)%s\n", i, eng_backend_name(eng.backend),
+                    strerror(-shards[i].start_rc), eng.why,
+                    eng.backend == ENG_IO_URING && cfg.backend == CFG_BACKEND_IO_URING
+                        ? "; engine.backend: auto would use epoll where io_uring is refused" : "");
             rc = 1;
         }
     }

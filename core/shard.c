@@ -1,11 +1,12 @@
 /* shard: the per-CPU event loop.
  *
- * One turn of the loop: reap every completion the kernel has posted, each
+ * One turn of the loop: reap every completion the engine has (core/engine.h:
+ * posted by io_uring, or made by the epoll backend from readiness), each
  * dispatched by its operation kind to the handler a module registered, run
  * due timers, let each module finish the turn (net/conns.c gives each
- * connection with queued output one send), then submit all new SQEs and wait
- * for the next completion or timer deadline in a single io_uring_enter.
- * Nothing here blocks except that wait.
+ * connection with queued output one send), then issue every new operation and
+ * wait for the next completion or timer deadline (one io_uring_enter, or one
+ * epoll_wait). Nothing here blocks except that wait.
  *
  * Drain: the main thread writes the shard's eventfd. The shard tells every
  * module (net/conns.c closes its main listener and idle connections; running
@@ -22,9 +23,9 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/cpus.h"
 #include "core/qsbr.h"
 
-#define SHARD_RING_ENTRIES   4096
 #define SHARD_RECV_BUFS      1024     /* provided buffers per shard (power of two) */
 #define SHARD_RECV_BUF_SIZE  4096
 
@@ -64,16 +65,6 @@ uint8_t shard_op_register(const shard_op_t *op)
     return g_nops++;
 }
 
-struct io_uring_sqe *shard_sqe(shard_t *sh)
-{
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&sh->ring);
-    while (!sqe) {
-        io_uring_submit(&sh->ring);
-        sqe = io_uring_get_sqe(&sh->ring);
-    }
-    return sqe;
-}
-
 void shard_log_line(shard_t *sh, buf_t *line)
 {
     if (line->len && sh->log)
@@ -88,9 +79,7 @@ void shard_adopt(shard_t *sh, const cfg_t *old)
 
 static void arm_wake(shard_t *sh)
 {
-    struct io_uring_sqe *sqe = shard_sqe(sh);
-    io_uring_prep_read(sqe, sh->wake_fd, &sh->wake_val, sizeof sh->wake_val, 0);
-    io_uring_sqe_set_data64(sqe, uring_ud(UD_WAKE, 0, 0));
+    eng_read(&sh->eng, sh->wake_fd, &sh->wake_val, sizeof sh->wake_val, eng_ud(UD_WAKE, 0, 0));
 }
 
 static void update_clock(shard_t *sh)
@@ -144,10 +133,11 @@ static void on_wake(shard_t *sh)
     arm_wake(sh);
 }
 
-static void handle_cqe(shard_t *sh, struct io_uring_cqe *cqe)
+static void handle_cqe(void *ctx, eng_cqe_t *cqe)
 {
-    uint64_t ud = io_uring_cqe_get_data64(cqe);
-    uint8_t op = uring_ud_op(ud);
+    shard_t *sh = ctx;
+    uint64_t ud = eng_cqe_ud(cqe);
+    uint8_t op = eng_ud_op(ud);
     if (op == UD_WAKE) {
         on_wake(sh);
         return;
@@ -185,8 +175,27 @@ static uint64_t sum_of(const shard_t *sh, unsigned n, size_t off)
     return v;
 }
 
+/* A label value: the reason text with its quotes and backslashes escaped. */
+static void label_text(char *out, size_t cap, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 3 < cap; s++) {
+        if (*s == '"' || *s == '\\')
+            out[o++] = '\\';
+        out[o++] = *s == '\n' ? ' ' : *s;
+    }
+    out[o] = 0;
+}
+
 static void render_loop(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg_t *cfg)
 {
+    const eng_choice_t *eng = eng_selected();
+    char why[200], info[320];
+    label_text(why, sizeof why, eng->why);
+    snprintf(info, sizeof info, "backend=\"%s\",reason=\"%s\"", eng_backend_name(eng->backend), why);
+    metrics_family(r, "agate_engine_info", "gauge",
+                   "The I/O engine every shard runs on (io_uring or epoll, engine.backend) and why; always 1.");
+    metrics_sample_u(r, "agate_engine_info", "", info, 1);
     metrics_gauge(r, "agate_draining", "1 once a graceful shutdown has begun.",
                   atomic_load_explicit(&g_agate_draining, memory_order_relaxed));
     char lb[64];
@@ -207,7 +216,8 @@ static void render_loop(metrics_render_t *r, const shard_t *sh, unsigned n, cons
     for (unsigned s = 0; s < n; s++)
         metrics_hist_add(&turn, &sh[s].metrics.loop_turn);
     metrics_hist(r, "agate_shard_loop_turn_seconds", "", &turn);
-    metrics_family(r, "agate_uring_sqes_per_loop", "histogram", "io_uring submission queue entries submitted per loop turn.");
+    metrics_family(r, "agate_uring_sqes_per_loop", "histogram",
+                   "I/O operations issued per loop turn: io_uring submission queue entries, or operations armed under epoll.");
     uint64_t cum = 0;
     for (int i = 0; i <= SHARD_BATCH_BUCKETS; i++) {
         cum += sum_of(sh, n, offsetof(shard_metrics_t, sqes_per_loop) + (size_t)i * sizeof(uint64_t));
@@ -222,18 +232,11 @@ static void render_loop(metrics_render_t *r, const shard_t *sh, unsigned n, cons
 }
 
 
-static void loop_turn(shard_t *sh, bool wait)
+static void loop_turn(shard_t *sh)
 {
-    struct io_uring_cqe *cqe;
     uint64_t next = timer_next(&sh->timers);
-    struct __kernel_timespec ts = {0, 0};
-    if (next != UINT64_MAX) {
-        uint64_t d = next > sh->now_ms ? next - sh->now_ms : 0;
-        ts.tv_sec = (long long)(d / 1000);
-        ts.tv_nsec = (long long)(d % 1000) * 1000000;
-    }
-    int rc = io_uring_submit_and_wait_timeout(&sh->ring, &cqe, wait ? 1 : 0,
-                                              next == UINT64_MAX ? NULL : &ts, NULL);
+    uint64_t wait_ms = next == UINT64_MAX ? UINT64_MAX : next > sh->now_ms ? next - sh->now_ms : 0;
+    int rc = eng_submit_and_wait(&sh->eng, wait_ms);
     update_clock(sh);
     /* Quiescent first, then the modules' turn_begin, the first of which is
      * core/cfggen.c's adoption of a reloaded configuration: a shard seen past a
@@ -242,12 +245,7 @@ static void loop_turn(shard_t *sh, bool wait)
     EACH_MOD(i)
         CALL(i, turn_begin, sh);
     uint64_t woke_us = sh->now_us;
-    unsigned head, n = 0;
-    io_uring_for_each_cqe(&sh->ring, head, cqe) {
-        handle_cqe(sh, cqe);
-        n++;
-    }
-    io_uring_cq_advance(&sh->ring, n);
+    eng_reap(&sh->eng, handle_cqe, sh);
     timer_run(&sh->timers, sh->now_ms);
     EACH_MOD(i)
         CALL(i, turn_end, sh);
@@ -269,12 +267,12 @@ static void free_mods(shard_t *sh, unsigned upto)
 
 static int shard_init_loop(shard_t *sh)
 {
-    int rc = uring_setup(&sh->ring, SHARD_RING_ENTRIES);
+    int rc = eng_init(&sh->eng, eng_selected()->backend, &sh->timers, &sh->now_ms);
     if (rc)
         return rc;
-    rc = uring_bufs_init(&sh->ring, &sh->rbufs, 1, SHARD_RECV_BUFS, SHARD_RECV_BUF_SIZE);
+    rc = eng_bufs_init(&sh->eng, &sh->rbufs, 1, SHARD_RECV_BUFS, SHARD_RECV_BUF_SIZE);
     if (rc)
-        goto fail_ring;
+        goto fail_eng;
     rc = rand_seed(&sh->rng);
     if (rc)
         goto fail_bufs;
@@ -287,9 +285,9 @@ static int shard_init_loop(shard_t *sh)
 fail_mods:
     free_mods(sh, i);
 fail_bufs:
-    uring_bufs_free(&sh->ring, &sh->rbufs);
-fail_ring:
-    io_uring_queue_exit(&sh->ring);
+    eng_bufs_free(&sh->eng, &sh->rbufs);
+fail_eng:
+    eng_exit(&sh->eng);
     return rc;
 }
 
@@ -310,12 +308,12 @@ static void shard_teardown(shard_t *sh)
     uint64_t deadline = sh->now_ms + 2000;
     while (any_inflight(sh) && sh->now_ms < deadline) {
         timer_arm(&sh->timers, &sh->drain_timer, sh->now_ms + 50);
-        loop_turn(sh, true);
+        loop_turn(sh);
     }
     timer_cancel(&sh->timers, &sh->drain_timer);
     free_mods(sh, g_nmods);
-    uring_bufs_free(&sh->ring, &sh->rbufs);
-    io_uring_queue_exit(&sh->ring);
+    eng_bufs_free(&sh->eng, &sh->rbufs);
+    eng_exit(&sh->eng);
     close(sh->wake_fd);
     sh->wake_fd = -1;
     timer_heap_free(&sh->timers);
@@ -367,7 +365,7 @@ static void *shard_main(void *p)
     if (atomic_load(&g_agate_draining))
         begin_drain(sh);
     while (!sh->stopping)
-        loop_turn(sh, true);
+        loop_turn(sh);
     shard_teardown(sh);
     qsbr_offline(sh->id);
     atomic_store(&sh->done, true);
@@ -378,11 +376,9 @@ unsigned shard_count(const cfg_t *c)
 {
     if (c->shards)
         return c->shards;
-    cpu_set_t set;
-    if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) > 0)
-        return (unsigned)CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
+    cpus_t cpus;
+    cpus_probe("", &cpus);
+    return cpus.usable;
 }
 
 int shard_open(shard_t *sh, unsigned id, const cfg_t *cfg, char *err, size_t errlen)

@@ -1,6 +1,7 @@
 /* shard: one thread per CPU, owning everything its connections touch.
  *
- * A shard owns its io_uring, the provided receive buffers, a timer heap, an id
+ * A shard owns its I/O engine (core/engine.h: io_uring, or epoll where the
+ * host refuses io_uring), the receive buffers, a timer heap, an id
  * generator, a log ring and the per-shard state of every module registered with
  * shard_mod_register (net/conns.c keeps the listeners and connections there,
  * net/upstream.c its upstream connections, ...). Nothing in a shard is touched
@@ -14,7 +15,6 @@
 #ifndef AGATE_SHARD_H
 #define AGATE_SHARD_H
 
-#include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -23,11 +23,11 @@
 
 #include "core/buf.h"
 #include "core/config.h"
+#include "core/engine.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/rand.h"
 #include "core/timer.h"
-#include "core/uring.h"
 
 struct shard;
 
@@ -62,8 +62,8 @@ typedef struct shard_mod_ops {
  * the kind names no object (complete gets NULL). */
 typedef struct shard_op {
     void *(*lookup)(struct shard *sh, uint64_t ud);
-    void  (*complete)(struct shard *sh, void *obj, struct io_uring_cqe *cqe);
-    void  (*stale)(struct shard *sh, struct io_uring_cqe *cqe);
+    void  (*complete)(struct shard *sh, void *obj, eng_cqe_t *cqe);
+    void  (*stale)(struct shard *sh, eng_cqe_t *cqe);
 } shard_op_t;
 
 /* Main thread, before the first shard_open (start-up; a test's set-up).
@@ -81,7 +81,7 @@ extern unsigned      g_nshards;
 /* The loop's own metrics (rendered by core/shard.c). */
 #define SHARD_BATCH_BUCKETS 10
 typedef struct shard_metrics {
-    uint64_t loop_iterations, busy_ns, sqes_submitted;
+    uint64_t loop_iterations, busy_ns, sqes_submitted;   /* SQEs: operations issued, either backend */
     uint64_t sqes_per_loop[SHARD_BATCH_BUCKETS + 1];
     metrics_hist_t loop_turn;                             /* working time of one loop turn */
 } shard_metrics_t;
@@ -90,8 +90,8 @@ typedef struct shard {
     unsigned      id;
     const cfg_t  *cfg;               /* the generation it adopted last (core/cfggen.c); runs may hold older ones */
     pthread_t     thr;
-    struct io_uring ring;
-    uring_bufs_t  rbufs;             /* provided receive buffers for client connections */
+    eng_t         eng;               /* io_uring or epoll (eng_selected()), set up on the shard's thread */
+    eng_bufs_t    rbufs;             /* receive buffers for client connections */
     int           wake_fd;           /* eventfd, owned */
     uint64_t      wake_val;
     int           cpu;               /* pinned CPU, -1 when not pinned */
@@ -118,7 +118,8 @@ typedef struct shard {
     shard_metrics_t  metrics;        /* the loop's own; written only by this shard, read by scrapes */
 } shard_t;
 
-/* Shards to run for cfg: its `shards`, else one per CPU this process may use. */
+/* Shards to run for cfg: its `shards`, else one per CPU this process may use
+ * (core/cpus.h: the affinity mask and the cgroup's CPU quota). */
 unsigned shard_count(const cfg_t *c);
 /* Main thread: sets the shard up and runs every module's `open` (listeners),
  * so bind errors surface before any thread starts. 0 or -errno with err
@@ -130,7 +131,6 @@ void shard_wake(shard_t *sh);            /* any thread: make the shard turn its 
 void shard_join(shard_t *sh);
 
 /* Shard thread only. */
-struct io_uring_sqe *shard_sqe(shard_t *sh);   /* never NULL: submits to make room */
 void shard_adopt(shard_t *sh, const cfg_t *old);   /* core/cfggen.c: every module's adopt hook */
 void shard_log_line(shard_t *sh, buf_t *line);
 

@@ -4,7 +4,7 @@
  *
  * Every object begins with a slab_item_t. Taking a slot marks it live; putting
  * it back bumps its generation, so an io_uring completion that names the slot
- * from before (core/uring.h packs slot and generation into user_data) no
+ * from before (core/engine.h packs slot and generation into user_data) no
  * longer matches: slab_lookup is the one place that check is made. A slot is
  * put back only when no SQE naming it is in flight; the owner counts those. */
 #ifndef AGATE_SLAB_H
@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/uring.h"
+#include "core/engine.h"
 
 typedef struct slab_item {
     uint32_t slot, gen;
@@ -57,18 +57,18 @@ static inline void slab_put(slab_t *s, void *obj)
  * freed (and perhaps reused) since the SQE was made. */
 static inline void *slab_lookup(const slab_t *s, uint64_t ud)
 {
-    uint32_t slot = uring_ud_slot(ud);
+    uint32_t slot = eng_ud_slot(ud);
     if (!s || slot >= s->cap)
         return NULL;
     slab_item_t *it = slab_at(s, slot);
-    return it->live && (it->gen & 0xffffffu) == uring_ud_gen(ud) ? it : NULL;
+    return it->live && (it->gen & 0xffffffu) == eng_ud_gen(ud) ? it : NULL;
 }
 
 /* The user_data naming obj for an operation of kind op. */
 static inline uint64_t slab_ud(const void *obj, uint8_t op)
 {
     const slab_item_t *it = obj;
-    return uring_ud(op, it->gen, it->slot);
+    return eng_ud(op, it->gen, it->slot);
 }
 
 #endif

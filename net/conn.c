@@ -1,4 +1,4 @@
-/* conn: connection lifecycle and I/O on the shard's io_uring.
+/* conn: connection lifecycle and I/O on the shard's engine (core/engine.h).
  *
  * Input: one multishot recv per connection, using the shard's provided buffers.
  * Each completion's bytes are parsed at once (http_feed) and the buffer goes
@@ -41,11 +41,7 @@ static void conn_trim(conn_t *c);
 
 static void arm_recv(conn_t *c)
 {
-    struct io_uring_sqe *sqe = shard_sqe(c->sh);
-    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = c->sh->rbufs.bgid;
-    io_uring_sqe_set_data64(sqe, slab_ud(c, g_conns_op_recv));
+    eng_recv_multishot(&c->sh->eng, c->fd, &c->sh->rbufs, slab_ud(c, g_conns_op_recv));
     c->recv_armed = true;
     c->inflight++;
 }
@@ -56,9 +52,7 @@ void conn_pause_recv(conn_t *c)
     if (!c->recv_armed || c->recv_paused)
         return;
     c->recv_paused = true;
-    struct io_uring_sqe *sqe = shard_sqe(c->sh);
-    io_uring_prep_cancel64(sqe, slab_ud(c, g_conns_op_recv), 0);
-    io_uring_sqe_set_data64(sqe, uring_ud(UD_IGNORE, 0, 0));
+    eng_cancel(&c->sh->eng, c->fd, slab_ud(c, g_conns_op_recv));
 }
 
 static inline size_t out_half(const conn_t *c) { return c->sh->cfg->stream_buffer_bytes / 2; }
@@ -285,9 +279,7 @@ void conn_flush(conn_t *c)
         c->sending ^= 1;
         s = &c->out[c->sending];
     }
-    struct io_uring_sqe *sqe = shard_sqe(c->sh);
-    io_uring_prep_send(sqe, c->fd, s->data + c->sent, s->len - c->sent, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, slab_ud(c, g_conns_op_send));
+    eng_send(&c->sh->eng, c->fd, s->data + c->sent, s->len - c->sent, slab_ud(c, g_conns_op_send));
     c->send_inflight = true;
     c->inflight++;
 }
@@ -407,7 +399,7 @@ void conn_reap(conn_t *c)
     shard_t *sh = c->sh;
     if (c->http.req.responding)
         http_response_done(c);   /* logs the run that ended with the connection */
-    close(c->fd);
+    eng_close(&sh->eng, c->fd);
     c->fd = -1;
     explicit_bzero(&c->key_memo, sizeof c->key_memo);
     for (int i = 0; i < 2; i++) {
@@ -449,19 +441,19 @@ void conn_input(conn_t *c, const char *data, size_t n)
 
 void conn_set_proto(conn_t *c, const conn_proto_t *proto) { c->proto = proto; }
 
-void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe)
+void conn_on_recv(conn_t *c, eng_cqe_t *cqe)
 {
     shard_t *sh = c->sh;
-    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+    if (!eng_cqe_more(cqe)) {
         c->recv_armed = false;
         c->inflight--;
     }
     if (cqe->res > 0) {
-        uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        uint16_t bid = eng_cqe_bid(cqe);
         if (gwm(sh))
             metrics_add(&gwm(sh)->bytes_in, (uint64_t)cqe->res);
-        conn_input(c, uring_bufs_addr(&sh->rbufs, bid), (size_t)cqe->res);
-        uring_bufs_recycle(&sh->rbufs, bid);
+        conn_input(c, eng_bufs_addr(&sh->rbufs, bid), (size_t)cqe->res);
+        eng_bufs_recycle(&sh->rbufs, bid);
     } else if (cqe->res == 0 || (cqe->res != -ENOBUFS && cqe->res != -ECANCELED)) {
         conn_abort(c);   /* EOF or error: the client is gone, mid-stream or not */
         return;

@@ -1,4 +1,4 @@
-/* conn: one client connection and its I/O, driven by io_uring completions.
+/* conn: one client connection and its I/O, driven by the shard engine's completions.
  *
  * States (see docs/ARCHITECTURE.md):
  *   OPEN     reading requests and writing responses (HTTP/1.1, keep-alive)
@@ -13,7 +13,6 @@
 #ifndef AGATE_CONN_H
 #define AGATE_CONN_H
 
-#include <liburing.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -122,7 +121,7 @@ void conn_hold_input(conn_t *c, const char *data, size_t n, size_t limit);
  * again under half of the bound, then the protocol's `sent`. Called by
  * conn_on_send, and by tests/support/fakeconn.h after a simulated send. */
 void conn_after_send(conn_t *c);
-void conn_on_recv(conn_t *c, struct io_uring_cqe *cqe);
+void conn_on_recv(conn_t *c, eng_cqe_t *cqe);
 void conn_on_send(conn_t *c, int res);
 void conn_flush(conn_t *c);                   /* from the shard loop */
 

@@ -36,9 +36,7 @@ static uint8_t g_op_accept;
 
 static void arm_accept(shard_t *sh, int which)
 {
-    struct io_uring_sqe *sqe = shard_sqe(sh);
-    io_uring_prep_multishot_accept(sqe, conns_of(sh)->lis[which].fd, NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, uring_ud(g_op_accept, 0, (uint32_t)which));
+    eng_accept_multishot(&sh->eng, conns_of(sh)->lis[which].fd, eng_ud(g_op_accept, 0, (uint32_t)which));
 }
 
 static void stop_waiting(conns_t *cs, conns_listener_t *l)
@@ -49,7 +47,7 @@ static void stop_waiting(conns_t *cs, conns_listener_t *l)
     cs->n_waiting--;
 }
 
-static void close_listener(conns_t *cs, int which)
+static void close_listener(shard_t *sh, conns_t *cs, int which)
 {
     conns_listener_t *l = &cs->lis[which];
     int fd = l->fd;
@@ -59,7 +57,7 @@ static void close_listener(conns_t *cs, int which)
     /* shutdown() makes the pending multishot accept complete and refuses new
      * connections at once; close() alone would leave the accept holding the file. */
     shutdown(fd, SHUT_RDWR);
-    close(fd);
+    eng_close(&sh->eng, fd);
     l->fd = -1;
 }
 
@@ -121,11 +119,11 @@ static void refuse(shard_t *sh, int fd, enum metrics_refusal why)
 
 /* ---- completions ---- */
 
-static void on_accept(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
+static void on_accept(shard_t *sh, void *obj, eng_cqe_t *cqe)
 {
     conns_t *cs = conns_of(sh);
-    uint64_t ud = io_uring_cqe_get_data64(cqe);
-    int which = (int)uring_ud_slot(ud);
+    uint64_t ud = eng_cqe_ud(cqe);
+    int which = (int)eng_ud_slot(ud);
     conns_listener_t *l = &cs->lis[which];
     if (cqe->res >= 0) {
         l->backoff_ms = 0;
@@ -135,33 +133,33 @@ static void on_accept(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
             refuse(sh, cqe->res, MCR_FD_RESERVE);
         else
             conn_accept(sh, cqe->res, which == CONNS_LISTEN_ADMIN);
-    } else if (l->fd >= 0 && !(cqe->flags & IORING_CQE_F_MORE)) {
+    } else if (l->fd >= 0 && !eng_cqe_more(cqe)) {
         accept_failed(sh, l, -cqe->res);
         return;
     }
-    if (!(cqe->flags & IORING_CQE_F_MORE) && l->fd >= 0)
+    if (!eng_cqe_more(cqe) && l->fd >= 0)
         arm_accept(sh, which);
 }
 
 static void *lookup(shard_t *sh, uint64_t ud) { return slab_lookup(&conns_of(sh)->slab, ud); }
 
-static void on_recv(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
+static void on_recv(shard_t *sh, void *obj, eng_cqe_t *cqe)
 {
     conn_on_recv(obj, cqe);
     conn_reap(obj);
 }
 
-static void on_send(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
+static void on_send(shard_t *sh, void *obj, eng_cqe_t *cqe)
 {
     conn_on_send(obj, cqe->res);
     conn_reap(obj);
 }
 
 /* The connection is gone: its provided buffer still goes back to the ring. */
-static void recv_stale(shard_t *sh, struct io_uring_cqe *cqe)
+static void recv_stale(shard_t *sh, eng_cqe_t *cqe)
 {
-    if (cqe->flags & IORING_CQE_F_BUFFER)
-        uring_bufs_recycle(&sh->rbufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+    if (eng_cqe_has_buf(cqe))
+        eng_bufs_recycle(&sh->rbufs, eng_cqe_bid(cqe));
 }
 
 static const shard_op_t accept_op = {NULL, on_accept, NULL};
@@ -203,7 +201,7 @@ static int conns_open(shard_t *sh, char *err, size_t errlen)
     }
     return 0;
 fail:
-    close_listener(cs, CONNS_LISTEN_MAIN);
+    close_listener(sh, cs, CONNS_LISTEN_MAIN);
     free(cs);
     sh->mod[g_conns_mod] = NULL;
     return fd;
@@ -214,8 +212,8 @@ static void conns_close(shard_t *sh)
     conns_t *cs = conns_of(sh);
     if (!cs)
         return;
-    close_listener(cs, CONNS_LISTEN_MAIN);
-    close_listener(cs, CONNS_LISTEN_ADMIN);
+    close_listener(sh, cs, CONNS_LISTEN_MAIN);
+    close_listener(sh, cs, CONNS_LISTEN_ADMIN);
     free(cs);
     sh->mod[g_conns_mod] = NULL;
 }
@@ -273,7 +271,7 @@ static void conns_turn_end(shard_t *sh)
 static void conns_drain(shard_t *sh)
 {
     conns_t *cs = conns_of(sh);
-    close_listener(cs, CONNS_LISTEN_MAIN);
+    close_listener(sh, cs, CONNS_LISTEN_MAIN);
     EACH_CONN(cs, c) {
         if (c->state == CONN_OPEN && !c->admin && conn_is_idle(c))
             conn_close_after_flush(c);   /* graceful: a response may still be in the send queue */
@@ -294,8 +292,8 @@ static bool conns_busy(const shard_t *sh) { return conns_of(sh)->n_main != 0; }
 static void conns_stop(shard_t *sh)
 {
     conns_t *cs = conns_of(sh);
-    close_listener(cs, CONNS_LISTEN_MAIN);
-    close_listener(cs, CONNS_LISTEN_ADMIN);
+    close_listener(sh, cs, CONNS_LISTEN_MAIN);
+    close_listener(sh, cs, CONNS_LISTEN_ADMIN);
     EACH_CONN(cs, c)
         if (c->state != CONN_FREE)
             conn_abort(c);

@@ -1,4 +1,4 @@
-/* upstream: client connections to agent services on the shard's io_uring.
+/* upstream: client connections to agent services on the shard's engine.
  *
  * Ownership: the shard owns the slab; a connection's owner (a proxied run) holds
  * it from ups_acquire() until ups_release()/ups_abort(), after which the owner
@@ -37,7 +37,7 @@ typedef struct ups_shard {
     uint32_t n_live;
     ups_t   *pool[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
     uint32_t pool_len[CFG_MAX_AGENTS][CFG_MAX_ENDPOINTS];
-    uring_bufs_t rbufs;   /* upstream reads only; registered on the shard's ring */
+    eng_bufs_t rbufs;     /* upstream reads only; a buffer group of the shard's engine */
 } ups_shard_t;
 
 static void pool_timer_fired(agate_timer_t *t);
@@ -59,7 +59,7 @@ int ups_shard_init(shard_t *sh)
         goto fail;
     for (uint32_t i = 0; i < UPS_SLOTS; i++)
         ((ups_t *)slab_at(&us->slab, i))->fd = -1;
-    rc = uring_bufs_init(&sh->ring, &us->rbufs, UPS_RECV_BGID, UPS_RECV_BUFS, UPS_RECV_BUF_SIZE);
+    rc = eng_bufs_init(&sh->eng, &us->rbufs, UPS_RECV_BGID, UPS_RECV_BUFS, UPS_RECV_BUF_SIZE);
     if (rc)
         goto fail_slab;
     sh->mod[g_ups_mod] = us;
@@ -79,7 +79,7 @@ static void ups_shard_free(shard_t *sh)
     for (uint32_t i = 0; i < UPS_SLOTS; i++)
         buf_free(&((ups_t *)slab_at(&us->slab, i))->out);
     slab_free(&us->slab);
-    uring_bufs_free(&sh->ring, &us->rbufs);
+    eng_bufs_free(&sh->eng, &us->rbufs);
     free(us);
     sh->mod[g_ups_mod] = NULL;
 }
@@ -168,21 +168,14 @@ static void reset_parser(ups_t *u)
 
 static void arm_recv(ups_t *u)
 {
-    struct io_uring_sqe *sqe = shard_sqe(u->sh);
-    uring_bufs_t *b = &US(u->sh)->rbufs;
-    io_uring_prep_recv(sqe, u->fd, NULL, b->size, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = b->bgid;
-    io_uring_sqe_set_data64(sqe, slab_ud(u, g_op_recv));
+    eng_recv(&u->sh->eng, u->fd, &US(u->sh)->rbufs, slab_ud(u, g_op_recv));
     u->recv_armed = true;
     u->inflight++;
 }
 
 static void arm_send(ups_t *u)
 {
-    struct io_uring_sqe *sqe = shard_sqe(u->sh);
-    io_uring_prep_send(sqe, u->fd, u->out.data + u->sent, u->out.len - u->sent, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, slab_ud(u, g_op_send));
+    eng_send(&u->sh->eng, u->fd, u->out.data + u->sent, u->out.len - u->sent, slab_ud(u, g_op_send));
     u->send_inflight = true;
     u->inflight++;
 }
@@ -249,21 +242,15 @@ ups_t *ups_acquire(shard_t *sh, unsigned agent, unsigned ep, void *owner, const 
         u->recv_armed = u->send_inflight = u->paused = u->reused = u->in_pool_list = false;
         u->timer.cb = pool_timer_fired;
         u->state = UPS_CONNECTING;
-        /* connect with a linked timeout: the kernel cancels the connect when the
-         * agent's connect timeout passes, no timer of ours involved. */
+        /* connect with a deadline: the engine cancels the connect when the
+         * agent's connect timeout passes (io_uring: a linked timeout). */
         const cfg_agent_t *ag = &sh->cfg->agents[agent];
-        struct io_uring_sqe *sqe = shard_sqe(sh);
         u->addr = ss;
         u->addr_seq = addr_seq;
-        io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&u->addr, alen);
-        io_uring_sqe_set_data64(sqe, slab_ud(u, g_op_connect));
-        sqe->flags |= IOSQE_IO_LINK;
         u->inflight++;
         u->connect_ts.tv_sec = ag->connect_timeout_ms / 1000;
         u->connect_ts.tv_nsec = (long long)(ag->connect_timeout_ms % 1000) * 1000000;
-        sqe = shard_sqe(sh);
-        io_uring_prep_link_timeout(sqe, &u->connect_ts, 0);
-        io_uring_sqe_set_data64(sqe, uring_ud(UD_IGNORE, 0, 0));
+        eng_connect(&sh->eng, fd, (const struct sockaddr *)&u->addr, alen, &u->connect_ts, slab_ud(u, g_op_connect));
     }
     u->owner = owner;
     u->ops = ops;
@@ -339,7 +326,7 @@ void ups_abort(ups_t *u)
 static void ups_free_slot(ups_t *u)
 {
     ups_shard_t *us = US(u->sh);
-    close(u->fd);
+    eng_close(&u->sh->eng, u->fd);
     u->fd = -1;
     u->state = UPS_FREE;
     if (u->out.cap > 64 * 1024)
@@ -429,16 +416,16 @@ static void on_eof(ups_t *u)
         ups_abort(u);
 }
 
-static void on_recv(ups_t *u, struct io_uring_cqe *cqe)
+static void on_recv(ups_t *u, eng_cqe_t *cqe)
 {
     shard_t *sh = u->sh;
     u->recv_armed = false;
     int res = cqe->res;
     if (res > 0) {
-        uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        uint16_t bid = eng_cqe_bid(cqe);
         if (u->state == UPS_ACTIVE || u->state == UPS_IDLE)
-            on_data(u, uring_bufs_addr(&US(sh)->rbufs, bid), (size_t)res);
-        uring_bufs_recycle(&US(sh)->rbufs, bid);
+            on_data(u, eng_bufs_addr(&US(sh)->rbufs, bid), (size_t)res);
+        eng_bufs_recycle(&US(sh)->rbufs, bid);
     } else if (res == 0) {
         on_eof(u);
         return;
@@ -459,10 +446,10 @@ static void on_recv(ups_t *u, struct io_uring_cqe *cqe)
 
 static void *ups_lookup(shard_t *sh, uint64_t ud) { return US(sh) ? slab_lookup(&US(sh)->slab, ud) : NULL; }
 
-static void ups_stale(shard_t *sh, struct io_uring_cqe *cqe)
+static void ups_stale(shard_t *sh, eng_cqe_t *cqe)
 {
-    if (US(sh) && (cqe->flags & IORING_CQE_F_BUFFER))
-        uring_bufs_recycle(&US(sh)->rbufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+    if (US(sh) && eng_cqe_has_buf(cqe))
+        eng_bufs_recycle(&US(sh)->rbufs, eng_cqe_bid(cqe));
 }
 
 static void after_cqe(ups_t *u)
@@ -471,7 +458,7 @@ static void after_cqe(ups_t *u)
         ups_free_slot(u);
 }
 
-static void on_connect_cqe(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
+static void on_connect_cqe(shard_t *sh, void *obj, eng_cqe_t *cqe)
 {
     ups_t *u = obj;
     u->inflight--;
@@ -479,7 +466,7 @@ static void on_connect_cqe(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
     after_cqe(u);
 }
 
-static void on_send_cqe(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
+static void on_send_cqe(shard_t *sh, void *obj, eng_cqe_t *cqe)
 {
     ups_t *u = obj;
     u->inflight--;
@@ -487,7 +474,7 @@ static void on_send_cqe(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
     after_cqe(u);
 }
 
-static void on_recv_cqe(shard_t *sh, void *obj, struct io_uring_cqe *cqe)
+static void on_recv_cqe(shard_t *sh, void *obj, eng_cqe_t *cqe)
 {
     ups_t *u = obj;
     u->inflight--;

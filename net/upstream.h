@@ -1,6 +1,6 @@
 /* upstream: HTTP/1.1 client connections from a shard to agent services.
  *
- * Connections live in a per-shard slab and run on the shard's io_uring like
+ * Connections live in a per-shard slab and run on the shard's engine like
  * client connections: connect (with a linked timeout), one send per request,
  * single-shot receives into the shard's provided buffers. Single-shot, not
  * multishot, because not re-arming a receive is how a slow client's stream

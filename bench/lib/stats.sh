@@ -105,7 +105,8 @@ run_pairs() {
 
 # paired_verdict NAME KIND LIMIT: the paired median against a target. KIND "cost":
 # 1 - ratio must stay under LIMIT %; KIND "ratio": the ratio must reach LIMIT; KIND
-# "same" (no LIMIT): the ratio new/baseline, unchanged when its interval holds 1.
+# "atmost": the ratio (of CPU per response) must stay at or under LIMIT; KIND "same"
+# (no LIMIT): the ratio new/baseline, unchanged when its interval holds 1.
 paired_verdict() {
   [ -n "${PAIR_MED[$1]:-}" ] || return 0
   awk -v m="${PAIR_MED[$1]}" -v lo="${PAIR_LO[$1]}" -v hi="${PAIR_HI[$1]}" -v k="$2" -v lim="${3:-1}" -v n="$BENCH_PAIRS" -v cov="${PAIR_COV[$1]}" 'BEGIN {
@@ -113,6 +114,9 @@ paired_verdict() {
       c = 100 * (1 - m); cw = 100 * (1 - lo); cb = 100 * (1 - hi)
       v = (cw < lim) ? "met with " cov " % confidence" : (c < lim) ? "met on the median, not with " cov " % confidence" : (cb < lim) ? "NOT met on the median (within the interval)" : "NOT met"
       printf "        paired (%d pairs): median cost %.1f %% (%s %% CI %.1f to %.1f %%): %s\n", n, c, cov, cb, cw, v
+    } else if (k == "atmost") {
+      v = (hi <= lim) ? "met with " cov " % confidence" : (m <= lim) ? "met on the median, not with " cov " % confidence" : (lo <= lim) ? "NOT met on the median (within the interval)" : "NOT met"
+      printf "        paired (%d pairs): median %.3fx (%s %% CI %.3f-%.3fx), target at most %.2fx: %s\n", n, m, cov, lo, hi, lim, v
     } else if (k == "same") {
       v = (lo <= 1 && hi >= 1) ? "unchanged within the noise (the interval holds 1)" : (hi < 1) ? "less than the baseline (the whole interval under 1)" : "MORE than the baseline (the whole interval over 1)"
       printf "        paired (%d pairs): median %.3fx, %+.1f %% (%s %% CI %.3f-%.3fx): %s\n", n, m, 100 * (m - 1), cov, lo, hi, v

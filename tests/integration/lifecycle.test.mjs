@@ -4,7 +4,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startAgate, stopClean, assertCleanExit, request, streamRun, runInput, paced, RawConn, buildRequest,
-  probeConnect, assertEchoEvents, assertError, assertCommonHeaders, sleep, uid, waitFor,
+  probeConnect, assertEchoEvents, assertError, assertCommonHeaders, sleep, uid, waitFor, assertEngineLine,
 } from './lib/harness.mjs';
 
 const T = { timeout: 15000 };
@@ -46,6 +46,12 @@ describe('health endpoints', () => {
       }
     });
   }
+
+  // Under tests/run-integration.sh's nouring run (io_uring refused by seccomp) this
+  // is where auto's fall-back to epoll is seen; the rest of the file then runs on it.
+  test('the start-up line names the engine backend and why', T, async () => {
+    await assertEngineLine(agate);
+  });
 
   test('the admin listener serves health only: a run there is 404 not_found', T, async () => {
     const res = await request(agate.adminPort, { method: 'POST', path: '/v1/agents/echo/run', body: runInput('x') });

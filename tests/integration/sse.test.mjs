@@ -4,7 +4,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startAgate, stopClean, streamRun, runInput, paced, uid, assertEchoEvents, expectedDeltas,
-  parseSSE, request, rawRequest, buildRequest, parseResponse, assertCommonHeaders,
+  parseSSE, request, rawRequest, buildRequest, parseResponse, assertCommonHeaders, assertEngineLine,
 } from './lib/harness.mjs';
 
 const T = { timeout: 15000 };
@@ -23,6 +23,10 @@ describe('SSE stream', () => {
     });
   });
   after(async () => { if (agate) await stopClean(agate); });
+
+  test('the engine backend is the one this run expects (epoll where io_uring is refused)', T, async () => {
+    await assertEngineLine(agate);
+  });
 
   test('response headers of a run', T, async () => {
     const r = await streamRun(agate.port, runInput('hello world'));

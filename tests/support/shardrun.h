@@ -1,5 +1,5 @@
-/* shardrun: one real shard (core/shard.c: its thread, io_uring, loop, timers)
- * inside a unit test, for the modules whose completions only the loop can
+/* shardrun: one real shard (core/shard.c: its thread, engine, loop, timers)
+ * inside a unit test, on io_uring or on epoll (sr_backend), for the modules whose completions only the loop can
  * dispatch (net/upstream.h, net/proxy.h, and net/coalesce.h's followers).
  *
  * The shard listens on a free loopback port with the modules core/main.c
@@ -43,6 +43,10 @@
 #include "proto/run.h"
 
 #define SR_WAIT_MS 5000
+
+/* The engine the next sr_init's shard runs on; a test runs its group once per
+ * backend by setting it between runs. */
+static cfg_backend_t sr_backend = CFG_BACKEND_IO_URING;
 
 typedef void (*sr_fn)(shard_t *sh, void *arg);
 
@@ -118,6 +122,7 @@ static inline void sr_init(shardrun_t *s)
     snprintf(s->cfg.listen, sizeof s->cfg.listen, "127.0.0.1:%u", s->port);
     snprintf(s->cfg.admin_listen, sizeof s->cfg.admin_listen, "off");
     s->cfg.shards = 1;
+    s->cfg.backend = sr_backend;
     s->cfg.max_connections = 16;
     s->cfg.log_requests = false;
     s->cfg.drain_timeout_ms = 100;
@@ -175,6 +180,7 @@ static inline int sr_start(shardrun_t *s)
     s->cache = cache_conf(&s->cfg)->max_bytes != 0;
     if (s->cache && (cache_init(cache_conf(&s->cfg)->max_bytes) || coalesce_init()))
         abort();
+    eng_select(s->cfg.backend == CFG_BACKEND_EPOLL ? ENG_WANT_EPOLL : ENG_WANT_IO_URING, NULL);
     if (shard_open(&s->sh, 0, &s->cfg, err, sizeof err)) {
         fprintf(stderr, "shardrun: %s\n", err);
         abort();

@@ -1,5 +1,5 @@
-/* conn_io: a client connection (net/conn.h) on a real io_uring with a
- * socketpair (completions pumped by hand, the way core/shard.c and
+/* conn_io: a client connection (net/conn.h) on a real engine, once on
+ * io_uring and once on epoll (core/engine.h), with a socketpair (completions pumped by hand, the way core/shard.c and
  * net/conns.c dispatch them, the clock still a number): the multishot
  * receive and one send per turn, CLOSING -> LINGER with a FIN the peer sees,
  * LINGER ended by the peer's close or by its 2 s timer, ABORT with an
@@ -7,7 +7,7 @@
  * max_header + max_body of pipelined input and re-armed once it drains,
  * paused while the output of pipelined answers is at stream.buffer for a
  * client that does not read and re-armed once it reads, and a client gone
- * mid-stream. These skip when the kernel has no io_uring. The transitions
+ * mid-stream. The io_uring ones skip when the kernel has no io_uring. The transitions
  * that need no kernel are tests/unit/test_conn.c's. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,7 +31,7 @@
                    "\"forwardedProps\":{\"agate\":{\"tokenIntervalMs\":100}}}"
 #define PACED_RUN "POST /v1/agents/echo/run HTTP/1.1\r\nHost: x\r\nContent-Length: 135\r\n\r\n" PACED_BODY
 
-/* ---- on a real io_uring ---- */
+/* ---- on a real engine: io_uring, then epoll ---- */
 
 typedef struct rig {
     cfg_t    cfg;
@@ -46,7 +46,7 @@ typedef struct rig {
 
 static rig_t R;
 
-static int rig_setup(void **state)
+static int rig_setup_on(eng_backend_t backend)
 {
     modules_register();
     memset(&R, 0, sizeof R);
@@ -59,32 +59,34 @@ static int rig_setup(void **state)
     R.sh.now_ms = 1000;
     strcpy(R.sh.http_date, "Thu, 01 Jan 1970 00:00:00 GMT");
     R.sh.rng.s[0] = 1;
-    if (uring_setup(&R.sh.ring, 64))
-        return 0;                                     /* no io_uring: each test skips */
-    if (uring_bufs_init(&R.sh.ring, &R.sh.rbufs, 1, 16, 4096)) {
-        io_uring_queue_exit(&R.sh.ring);
-        R.sh.ring.ring_fd = -1;
-        return 0;
+    if (eng_init(&R.sh.eng, backend, &R.sh.timers, &R.sh.now_ms))
+        return backend == ENG_EPOLL ? -1 : 0;         /* no io_uring: each test skips */
+    if (eng_bufs_init(&R.sh.eng, &R.sh.rbufs, 1, 16, 4096)) {
+        eng_exit(&R.sh.eng);
+        return backend == ENG_EPOLL ? -1 : 0;
     }
     if (conns_attach(&R.sh, &R.cs, 4))
         return -1;
     return 0;
 }
 
+static int rig_setup(void **state) { return rig_setup_on(ENG_IO_URING); }
+static int rig_setup_epoll(void **state) { return rig_setup_on(ENG_EPOLL); }
+
 static bool rig_ok(void) { return R.cs.slab.base != NULL; }
 
 /* Dispatches one completion as core/shard.c would to net/conns.c's handlers. */
-static void rig_dispatch(struct io_uring_cqe *cqe)
+static void rig_dispatch(void *ctx, eng_cqe_t *cqe)
 {
-    uint64_t ud = io_uring_cqe_get_data64(cqe);
-    uint8_t op = uring_ud_op(ud);
+    uint64_t ud = eng_cqe_ud(cqe);
+    uint8_t op = eng_ud_op(ud);
     if (op != g_conns_op_recv && op != g_conns_op_send)
         return;   /* UD_IGNORE: the cancel */
     conn_t *c = slab_lookup(&R.cs.slab, ud);
     if (!c) {
         R.stale++;
-        if (cqe->flags & IORING_CQE_F_BUFFER)
-            uring_bufs_recycle(&R.sh.rbufs, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+        if (eng_cqe_has_buf(cqe))
+            eng_bufs_recycle(&R.sh.rbufs, eng_cqe_bid(cqe));
         return;
     }
     if (op == g_conns_op_recv)
@@ -99,15 +101,8 @@ static void rig_dispatch(struct io_uring_cqe *cqe)
  * client got. */
 static void rig_turn(unsigned wait_ms)
 {
-    struct io_uring_cqe *cqe;
-    struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = (long long)wait_ms * 1000000};
-    io_uring_submit_and_wait_timeout(&R.sh.ring, &cqe, wait_ms ? 1 : 0, &ts, NULL);
-    unsigned head, n = 0;
-    io_uring_for_each_cqe(&R.sh.ring, head, cqe) {
-        rig_dispatch(cqe);
-        n++;
-    }
-    io_uring_cq_advance(&R.sh.ring, n);
+    eng_submit_and_wait(&R.sh.eng, wait_ms);
+    eng_reap(&R.sh.eng, rig_dispatch, NULL);
     while (R.cs.flush_head) {
         conn_t *c = R.cs.flush_head;
         R.cs.flush_head = c->flush_next;
@@ -120,7 +115,10 @@ static void rig_turn(unsigned wait_ms)
         c->in_reap = false;
         conn_reap(c);
     }
-    io_uring_submit(&R.sh.ring);
+    /* What this turn queued (the sends) is issued now, as the loop's next
+     * wait would: io_uring submits it; epoll makes the syscalls. */
+    eng_submit_and_wait(&R.sh.eng, 0);
+    eng_reap(&R.sh.eng, rig_dispatch, NULL);
     char tmp[8192];
     for (;;) {
         ssize_t k = R.peer >= 0 && !R.no_read ? read(R.peer, tmp, sizeof tmp) : -1;
@@ -197,9 +195,8 @@ static int rig_teardown(void **state)
         R.cs.slab.base = NULL;
     }
     if (R.sh.rbufs.br)
-        uring_bufs_free(&R.sh.ring, &R.sh.rbufs);
-    if (R.sh.ring.ring_fd > 0)
-        io_uring_queue_exit(&R.sh.ring);
+        eng_bufs_free(&R.sh.eng, &R.sh.rbufs);
+    eng_exit(&R.sh.eng);
     run_pool_free(&R.sh);
     timer_heap_free(&R.sh.timers);
     buf_free(&R.sh.scratch);
@@ -414,6 +411,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_io_pause_pipelined, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(test_io_pause_for_output, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(test_io_eof_mid_stream, rig_setup, rig_teardown),
+        cmocka_unit_test_setup_teardown(test_io_keepalive, rig_setup_epoll, rig_teardown),
+        cmocka_unit_test_setup_teardown(test_io_close_linger_free, rig_setup_epoll, rig_teardown),
+        cmocka_unit_test_setup_teardown(test_io_linger_timeout, rig_setup_epoll, rig_teardown),
+        cmocka_unit_test_setup_teardown(test_io_pause_pipelined, rig_setup_epoll, rig_teardown),
+        cmocka_unit_test_setup_teardown(test_io_pause_for_output, rig_setup_epoll, rig_teardown),
+        cmocka_unit_test_setup_teardown(test_io_eof_mid_stream, rig_setup_epoll, rig_teardown),
     };
     return cmocka_run_group_tests_name("conn_io", tests, NULL, NULL);
 }

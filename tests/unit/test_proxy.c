@@ -553,5 +553,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_breaker_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_disconnect, setup, teardown),
     };
-    return cmocka_run_group_tests_name("proxy", tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("proxy on io_uring", tests, NULL, NULL);
+    sr_backend = CFG_BACKEND_EPOLL;   /* the same on core/engine_epoll.c */
+    return failed + cmocka_run_group_tests_name("proxy on epoll", tests, NULL, NULL);
 }

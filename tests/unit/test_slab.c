@@ -29,7 +29,7 @@ static void test_take_put_lookup(void **state)
     assert_null(slab_take(&s));   /* full */
 
     uint64_t ud = slab_ud(b, 9);
-    assert_int_equal(uring_ud_op(ud), 9);
+    assert_int_equal(eng_ud_op(ud), 9);
     assert_ptr_equal(slab_lookup(&s, ud), b);
 
     slab_put(&s, b);
@@ -39,7 +39,7 @@ static void test_take_put_lookup(void **state)
     assert_null(slab_lookup(&s, ud));   /* ...under a new generation: the old completion is stale */
     assert_ptr_equal(slab_lookup(&s, slab_ud(b2, 9)), b2);
 
-    assert_null(slab_lookup(&s, uring_ud(9, 0, 3)));   /* past the end */
+    assert_null(slab_lookup(&s, eng_ud(9, 0, 3)));   /* past the end */
     assert_null(slab_lookup(NULL, ud));
     slab_free(&s);
 }
@@ -54,7 +54,7 @@ static void test_generation_bits(void **state)
     obj_t *o = slab_take(&s);
     o->item.gen = 0x1abcdefu;
     uint64_t ud = slab_ud(o, 4);
-    assert_int_equal(uring_ud_gen(ud), 0xabcdefu);
+    assert_int_equal(eng_ud_gen(ud), 0xabcdefu);
     assert_ptr_equal(slab_lookup(&s, ud), o);
     o->item.gen++;
     assert_null(slab_lookup(&s, ud));

@@ -1,5 +1,6 @@
 /* upstream: HTTP/1.1 client connections to agent services (net/upstream.h),
- * on a real shard (tests/support/shardrun.h: its io_uring and loop) against
+ * on a real shard (tests/support/shardrun.h: its engine and loop), on io_uring
+ * and again on epoll, against
  * agent services played by the test on loopback sockets. ups_acquire,
  * ups_send, ups_release and ups_abort run on the shard thread (sr_call); the
  * owner's callbacks record what the connection heard.
@@ -492,5 +493,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_abort_is_seen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume, setup, teardown),
     };
-    return cmocka_run_group_tests_name("upstream", tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("upstream on io_uring", tests, NULL, NULL);
+    sr_backend = CFG_BACKEND_EPOLL;   /* the same, every connect, send and receive made by core/engine_epoll.c */
+    return failed + cmocka_run_group_tests_name("upstream on epoll", tests, NULL, NULL);
 }

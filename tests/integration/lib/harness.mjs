@@ -21,8 +21,15 @@ export function agateBin() {
   return path.isAbsolute(bin) ? bin : path.join(REPO_ROOT, bin);
 }
 
+/** How this run of the suite starts agate (tests/run-integration.sh sets these):
+ *   AGATE_TEST_BACKEND=epoll   every agate gets AGATE_ENGINE_BACKEND=epoll (a test may override it)
+ *   AGATE_TEST_WRAP=build/nouring   every agate is started through that command (a seccomp
+ *                              filter refusing io_uring: engine.backend auto falls back to epoll) */
+export const TEST_BACKEND = process.env.AGATE_TEST_BACKEND || '';
+export const TEST_WRAP = process.env.AGATE_TEST_WRAP || '';
+
 /** Environment for any agate process: sanitizer options, and nothing from the
- * caller's AGATE_* variables (tests say explicitly what they set). */
+ * caller's AGATE_* variables (tests say explicitly what they set), but the run's backend. */
 export function agateEnv(extra = {}) {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) {
@@ -30,6 +37,7 @@ export function agateEnv(extra = {}) {
   }
   env.ASAN_OPTIONS = 'detect_leaks=1:abort_on_error=0';
   env.UBSAN_OPTIONS = 'print_stacktrace=1:halt_on_error=1';
+  if (TEST_BACKEND) env.AGATE_ENGINE_BACKEND = TEST_BACKEND;
   return Object.assign(env, extra);
 }
 
@@ -47,6 +55,36 @@ export function nofileOf(pid = 'self') {
   const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'));
   const n = (x) => (x === 'unlimited' ? Infinity : Number(x));
   return { soft: n(m[1]), hard: n(m[2]) };
+}
+
+/** The command line that starts the binary: [file, ...args], through `wrap`
+ * (a command and its arguments, e.g. ['taskset', '-c', '0']) or the run's AGATE_TEST_WRAP. */
+export function agateCommand(args, wrap = null) {
+  const w = wrap ?? (TEST_WRAP ? [path.isAbsolute(TEST_WRAP) ? TEST_WRAP : path.join(REPO_ROOT, TEST_WRAP)] : []);
+  const argv = [...w, agateBin(), ...args];
+  return [argv[0], argv.slice(1)];
+}
+
+/** Asserts the start-up line ("msg":"listening") names the engine backend this
+ * run expects and says why: epoll under AGATE_TEST_WRAP (io_uring_setup refused
+ * with EPERM) or AGATE_TEST_BACKEND=epoll; otherwise auto's choice on this host. */
+export async function assertEngineLine(agate) {
+  const line = await waitFor(() => agate.stdoutLines().map((l) => { try { return JSON.parse(l); } catch { return null; } })
+    .find((j) => j && j.msg === 'listening'), 3000);
+  assert.ok(line, `a "listening" line on stdout:\n${agate.stdout()}`);
+  assert.equal(typeof line.backend_why, 'string', JSON.stringify(line));
+  if (TEST_WRAP) {
+    assert.equal(line.backend, 'epoll', JSON.stringify(line));
+    assert.match(line.backend_why, /^auto: io_uring_setup: Operation not permitted/, JSON.stringify(line));
+  } else if (TEST_BACKEND === 'epoll') {
+    assert.equal(line.backend, 'epoll', JSON.stringify(line));
+    assert.equal(line.backend_why, 'engine.backend: epoll');
+  } else {
+    assert.ok(['io_uring', 'epoll'].includes(line.backend), JSON.stringify(line));
+    if (line.backend === 'io_uring') assert.equal(line.backend_why, 'auto: io_uring works');
+    else assert.match(line.backend_why, /^auto: io_uring_(setup|enter|register): /, JSON.stringify(line));
+  }
+  return line;
 }
 
 /** A process's resident memory, from /proc (NaN if it cannot be read). */
@@ -165,7 +203,7 @@ async function killAndReap(proc, exited, closed) {
  *   nofile: {soft, hard} descriptor limit (RLIMIT_NOFILE) to start it under, set by
  *           /bin/sh's ulimit before it execs agate (same pid); hard omitted: inherited
  */
-export async function startAgate({ config, env = {}, args = [], ready = true, readyTimeout = 10000, port, adminPort, nofile } = {}) {
+export async function startAgate({ config, env = {}, args = [], ready = true, readyTimeout = 10000, port, adminPort, nofile, wrap = null } = {}) {
   phase = 'a free port';
   port ??= await freePort();
   adminPort ??= await freePort();
@@ -180,11 +218,12 @@ export async function startAgate({ config, env = {}, args = [], ready = true, re
   const argv = [...(configPath ? ['--config', configPath] : []), ...args];
   const bin = agateBin();
   if (!fs.existsSync(bin)) throw new Error(`agate binary not found: ${bin} (build it, or set AGATE_BIN)`);
+  const [file, fileArgs] = agateCommand(argv, wrap);
   // Soft first: a hard limit under the current soft one is refused.
   const limits = nofile ? [`ulimit -Sn ${Number(nofile.soft)}`, ...(nofile.hard ? [`ulimit -Hn ${Number(nofile.hard)}`] : [])] : [];
   const proc = nofile
-    ? spawn('/bin/sh', ['-c', `${limits.join(' && ')} && exec "$0" "$@"`, bin, ...argv], { cwd: REPO_ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn(bin, argv, { cwd: REPO_ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    ? spawn('/bin/sh', ['-c', `${limits.join(' && ')} && exec "$0" "$@"`, file, ...fileArgs], { cwd: REPO_ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(file, fileArgs, { cwd: REPO_ROOT, env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
 
   let out = '';
@@ -764,8 +803,9 @@ export function expectedDeltas(text) {
 }
 
 /** Runs a CLI invocation of agate synchronously (config checks, --help, ...). */
-export function runAgateSync(args, { env = {}, timeout = 10000 } = {}) {
-  const r = spawnSync(agateBin(), args, { cwd: REPO_ROOT, env: agateEnv(env), encoding: 'utf8', timeout });
+export function runAgateSync(args, { env = {}, timeout = 10000, wrap = null } = {}) {
+  const [file, fileArgs] = agateCommand(args, wrap);
+  const r = spawnSync(file, fileArgs, { cwd: REPO_ROOT, env: agateEnv(env), encoding: 'utf8', timeout });
   const spawnErr = r.error ? `\n[harness] spawn error: ${r.error.message}\n` : '';
   return { code: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + spawnErr, error: r.error };
 }
