@@ -113,25 +113,16 @@ static access_verdict_t from_protocols(const http_req_t *r, access_cred_t *cr, a
         if (hd->name.len != sizeof name - 1 || strncasecmp(http_str(r, hd->name), name, sizeof name - 1))
             continue;
         const char *v = http_str(r, hd->value);
-        size_t n = hd->value.len, i = 0;
-        while (i < n) {
-            while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-                i++;
-            size_t s = i;
-            while (i < n && v[i] != ',')
-                i++;
-            size_t e = i;
-            while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-                e--;
-            if (e == s)
-                continue;
-            if (*count && (has_prefix(v + s, e - s, PROTO_BEARER, sizeof PROTO_BEARER - 1) ||
-                           has_prefix(v + s, e - s, PROTO_B64, sizeof PROTO_B64 - 1))) {
+        size_t pos = 0, len;
+        const char *el;
+        while (http_list_next(v, hd->value.len, &pos, &el, &len)) {
+            if (*count && (has_prefix(el, len, PROTO_BEARER, sizeof PROTO_BEARER - 1) ||
+                           has_prefix(el, len, PROTO_B64, sizeof PROTO_B64 - 1))) {
                 ++*count;   /* a second credential: not decoded, the request is refused */
                 continue;
             }
             bool found;
-            if (proto_entry(v + s, e - s, cr, d, &found))
+            if (proto_entry(el, len, cr, d, &found))
                 return d->verdict;
             *count += found;
         }

@@ -151,6 +151,31 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return keep_head_bytes(conn_of(p), at, len);
 }
 
+bool http_list_next(const char *v, size_t n, size_t *pos, const char **el, size_t *len)
+{
+    size_t i = *pos;
+    for (;;) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        if (i == n) {
+            *pos = i;
+            return false;
+        }
+        size_t s = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e > s) {
+            *pos = i;
+            *el = v + s;
+            *len = e - s;
+            return true;
+        }
+    }
+}
+
 uint32_t http_header_count(const http_req_t *r, const char *name)
 {
     size_t nl = strlen(name);

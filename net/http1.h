@@ -92,6 +92,10 @@ bool http_header(const http_req_t *r, const char *name, const char **val, size_t
 /* How many field lines carry this name: fields whose second copy would be
  * ambiguous (Host, credentials) are refused when it is not 0 or 1. */
 uint32_t http_header_count(const http_req_t *r, const char *name);
+/* The next element of a comma-separated field value (RFC 9110 5.6.1), from
+ * *pos on, without its surrounding spaces; empty elements are skipped. False
+ * at the end. */
+bool http_list_next(const char *v, size_t n, size_t *pos, const char **el, size_t *len);
 
 /* Responses. extra_headers is zero or more complete "Name: value\r\n" lines. */
 void http_respond(struct conn *c, int status, const char *ctype, const char *body, size_t len,

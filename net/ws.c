@@ -47,19 +47,11 @@ static void ws_timer_fired(agate_timer_t *t);
 /* Whether a comma-separated header value holds `token` (case-insensitive). */
 static bool has_token(const char *v, size_t n, const char *token)
 {
-    size_t tl = strlen(token), i = 0;
-    while (i < n) {
-        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        size_t s = i;
-        while (i < n && v[i] != ',')
-            i++;
-        size_t e = i;
-        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
-            e--;
-        if (e - s == tl && !strncasecmp(v + s, token, tl))
+    size_t tl = strlen(token), pos = 0, len;
+    const char *el;
+    while (http_list_next(v, n, &pos, &el, &len))
+        if (len == tl && !strncasecmp(el, token, tl))
             return true;
-    }
     return false;
 }
 
