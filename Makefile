@@ -58,7 +58,7 @@ ASAN_LIBS   := $(LIBS)
 # Keep intermediate objects (llhttp, fuzz) between runs.
 .SECONDARY:
 
-.PHONY: all run test unit integration fuzz bench deps test-deps bench-deps clean check-layers validate-instr
+.PHONY: all run test unit integration fuzz bench deps test-deps bench-deps clean check-layers deploy-check validate-instr
 all: build/agate
 
 # --- dependencies ------------------------------------------------------------
@@ -126,6 +126,10 @@ test: test-deps
 	$(Q)$(MAKE) --no-print-directory build/agate build/agate-asan build/nouring $(rel_UNIT_BINS) $(asan_UNIT_BINS)
 	$(Q)tests/check-layers.sh build/asan
 	$(Q)tests/run-all.sh
+
+# Every file under deploy/ checked against the binary and the real tools (deploy/check.sh).
+deploy-check: build/agate
+	$(Q)deploy/check.sh
 
 # The dependency rule core <- proto <- net (core/README.md), from the #include
 # lines and from the symbols of the sanitizer build's objects (no LTO).

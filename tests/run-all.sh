@@ -33,6 +33,7 @@ run_step() {
 
 run_step unit tests/run-unit.sh
 run_step integration tests/run-integration.sh
+run_step deploy deploy/check.sh
 
 echo "$passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
