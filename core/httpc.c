@@ -219,8 +219,10 @@ static int read_response(httpc_t *h, uint64_t deadline, bool *got)
     return r.status ? r.status : -EPROTO;
 }
 
-static int post_once(httpc_t *h, const char *path, const char *ctype, const void *body, size_t len,
-                     uint64_t deadline, bool *got_any)
+/* One request on the kept connection (a fresh one when there is none). A GET
+ * (ctype NULL) carries no body and no Content-* headers. */
+static int request_once(httpc_t *h, const char *method, const char *path, const char *ctype, const void *body,
+                        size_t len, uint64_t deadline, bool *got_any)
 {
     int rc;
 
@@ -229,19 +231,23 @@ static int post_once(httpc_t *h, const char *path, const char *ctype, const void
         return rc;
     buf_t *b = &h->head;
     buf_reset(b);
-    rc = buf_append_lit(b, "POST ");
+    rc = buf_append(b, method, strlen(method));
+    rc |= buf_append_lit(b, " ");
     rc |= buf_append(b, path, strlen(path));
     rc |= buf_append_lit(b, " HTTP/1.1\r\nHost: ");
     rc |= buf_append(b, h->host, strlen(h->host));
-    rc |= buf_append_lit(b, "\r\nUser-Agent: agate/" AGATE_VERSION "\r\nContent-Type: ");
-    rc |= buf_append(b, ctype, strlen(ctype));
-    rc |= buf_append_lit(b, "\r\nContent-Length: ");
-    rc |= buf_append_u64(b, len);
+    rc |= buf_append_lit(b, "\r\nUser-Agent: agate/" AGATE_VERSION);
+    if (ctype) {
+        rc |= buf_append_lit(b, "\r\nContent-Type: ");
+        rc |= buf_append(b, ctype, strlen(ctype));
+        rc |= buf_append_lit(b, "\r\nContent-Length: ");
+        rc |= buf_append_u64(b, len);
+    }
     rc |= buf_append_lit(b, "\r\nConnection: keep-alive\r\n\r\n");
     if (rc)
         return -ENOMEM;
     struct iovec iov[2] = { { b->data, b->len }, { (void *)body, len } };
-    rc = send_all(h->fd, iov, 2, deadline);
+    rc = send_all(h->fd, iov, ctype ? 2 : 1, deadline);
     if (rc == 0)
         rc = read_response(h, deadline, got_any);
     if (rc < 0)
@@ -249,8 +255,8 @@ static int post_once(httpc_t *h, const char *path, const char *ctype, const void
     return rc;
 }
 
-int httpc_post(httpc_t *h, const char *path, const char *content_type,
-               const void *body, size_t len, uint32_t timeout_ms)
+static int request(httpc_t *h, const char *method, const char *path, const char *ctype, const void *body,
+                   size_t len, uint32_t timeout_ms)
 {
     uint64_t deadline = clock_mono_ms() + timeout_ms;
     bool got_any;
@@ -258,10 +264,21 @@ int httpc_post(httpc_t *h, const char *path, const char *content_type,
     if (h->fd >= 0 && !conn_usable(h->fd))
         httpc_close(h);
     bool reused = h->fd >= 0;
-    int rc = post_once(h, path, content_type, body, len, deadline, &got_any);
+    int rc = request_once(h, method, path, ctype, body, len, deadline, &got_any);
     /* A kept connection the peer closed in the same instant we sent fails with
      * no answer at all; one fresh attempt is then safe and worth it. */
     if (rc < 0 && reused && !got_any && rc != -ETIMEDOUT)
-        rc = post_once(h, path, content_type, body, len, deadline, &got_any);
+        rc = request_once(h, method, path, ctype, body, len, deadline, &got_any);
     return rc;
+}
+
+int httpc_post(httpc_t *h, const char *path, const char *content_type,
+               const void *body, size_t len, uint32_t timeout_ms)
+{
+    return request(h, "POST", path, content_type, body, len, timeout_ms);
+}
+
+int httpc_get(httpc_t *h, const char *path, uint32_t timeout_ms)
+{
+    return request(h, "GET", path, NULL, NULL, 0, timeout_ms);
 }

@@ -1,6 +1,6 @@
 /* httpc: a small blocking HTTP/1.1 client for a background thread (the OTLP
- * exporter): one kept-alive connection to one address, POST only, every step
- * bounded in time. Responses are parsed by llhttp; their bodies are read and
+ * exporter) or a short-lived process (agate --probe): one kept-alive
+ * connection to one address, POST or GET, every step bounded in time. Responses are parsed by llhttp; their bodies are read and
  * dropped (the status is the answer).
  *
  * Never use it on a shard: it blocks. One httpc_t per thread; it owns its fd. */
@@ -33,5 +33,8 @@ void httpc_free(httpc_t *h);
  * once on a fresh one, which is safe because nothing was answered. */
 int httpc_post(httpc_t *h, const char *path, const char *content_type,
                const void *body, size_t len, uint32_t timeout_ms);
+
+/* GETs path (agate --probe, core/probe.c); the same answers as httpc_post. */
+int httpc_get(httpc_t *h, const char *path, uint32_t timeout_ms);
 
 #endif

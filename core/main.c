@@ -7,7 +7,8 @@
  *
  * Exit codes: 0 after a clean stop, 1 when start-up fails (e.g. a port in
  * use, by anything, another agate included: net/listener.c), 2 for bad
- * configuration or arguments. */
+ * configuration or arguments. `--probe` is a client, not the server: it
+ * exits at once with core/probe.c's code. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/otlp.h"
+#include "core/probe.h"
 #include "core/qsbr.h"
 #include "core/shard.h"
 #include "core/version.h"
@@ -45,12 +47,14 @@ const char *malloc_conf = "background_thread:true";
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: agate [--config FILE] [--check-config] [--help] [--version]\n"
+            "usage: agate [--config FILE] [--check-config] [--probe [URL]] [--help] [--version]\n"
             "\n"
             "AG-UI event-stream gateway: streams agent runs over Server-Sent Events.\n"
             "\n"
             "  --config FILE    YAML configuration (default: $AGATE_CONFIG, else built-in defaults)\n"
             "  --check-config   validate the configuration and exit (0 when valid, 2 when not)\n"
+            "  --probe [URL]    GET URL (default " PROBE_URL_DEFAULT ") and exit: 0 on a 2xx\n"
+            "                   answer within 3 s, 1 otherwise; a health check without curl\n"
             "  --help           this text\n"
             "  --version        print the version\n"
             "\n"
@@ -111,6 +115,10 @@ static int load_config(cfg_t *c, int argc, char **argv, bool *check_only)
             path = argv[i] + 9;
         } else if (!strcmp(argv[i], "--check-config")) {
             *check_only = true;
+        } else if (!strcmp(argv[i], "--probe")) {   /* a URL is the next word unless it is an option */
+            exit(probe_run(i + 1 < argc && argv[i + 1][0] != '-' ? argv[i + 1] : PROBE_URL_DEFAULT, PROBE_TIMEOUT_MS));
+        } else if (!strncmp(argv[i], "--probe=", 8)) {
+            exit(probe_run(argv[i] + 8, PROBE_TIMEOUT_MS));
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             exit(0);

@@ -5,7 +5,8 @@
 set -euo pipefail
 
 build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev)
-test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium)
+test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium
+      podman buildah runc golang-github-containers-common ca-certificates)   # deploy/checks/image.sh
 bench=(wrk nginx-light haproxy curl pushpin condure zurl)
 
 want=()
