@@ -120,7 +120,7 @@ async function liveRun(bin, cfgFile, env, probes) {
 }
 
 async function checkRendering(name, file, bin, tmp) {
-  console.log(`# ${name}: ${path.relative(ROOT, file)}`);
+  console.log(`# ${name}: kubectl kustomize output, ${path.basename(file)}`);
   const docs = YAML.parseAllDocuments(readFileSync(file, 'utf8'));
   const objs = [];
   for (const d of docs) {
