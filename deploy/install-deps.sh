@@ -5,7 +5,7 @@
 set -euo pipefail
 
 build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev)
-test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium
+test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium kubernetes-client
       podman buildah runc golang-github-containers-common ca-certificates)   # deploy/checks/image.sh
 bench=(wrk nginx-light haproxy curl pushpin condure zurl)
 
@@ -24,6 +24,8 @@ for p in "${want[@]}"; do
   # nodejs may come from outside Debian's archive on a developer machine; a working node is enough.
   if [ "$p" = nodejs ] && command -v node >/dev/null; then continue; fi
   if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
+  # kubernetes-client is Debian's kubectl; one from another archive conflicts with it.
+  if [ "$p" = kubernetes-client ] && command -v kubectl >/dev/null; then continue; fi
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [ "$st" = "install ok installed" ] || missing+=("$p")
 done
