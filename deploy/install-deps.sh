@@ -7,6 +7,8 @@ set -euo pipefail
 build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev)
 test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium)
 bench=(wrk nginx-light haproxy curl pushpin condure zurl)
+# deploy/checks: systemd-analyze, nginx -t and haproxy -c, and the live front-proxy test
+test+=(systemd nginx-light haproxy)
 
 want=()
 for purpose in "$@"; do
