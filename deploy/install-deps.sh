@@ -8,6 +8,8 @@ build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev n
 test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium kubernetes-client
       podman buildah runc golang-github-containers-common ca-certificates)   # deploy/checks/image.sh
 bench=(wrk nginx-light haproxy curl pushpin condure zurl)
+# deploy/checks: systemd-analyze, nginx -t and haproxy -c, and the live front-proxy test
+test+=(systemd nginx-light haproxy)
 
 want=()
 for purpose in "$@"; do

@@ -240,7 +240,10 @@ static int load_jwt_key(const struct cfg_loader *ld, const yaml_node_t *n, const
         const char *k = cfg_key_text(ld, p);
         cfg_join(sub, sizeof sub, name, k);
         if (!strcmp(k, "kid")) {
-            if (text_into(ld, kn, vn, sub, key->kid, sizeof key->kid))
+            /* kid: "" is written out by people who mean "no kid": same as leaving it out */
+            if (cfg_node_text(ld, kn, vn, sub, &t))
+                return -EINVAL;
+            if (*t && text_into(ld, kn, vn, sub, key->kid, sizeof key->kid))
                 return -EINVAL;
         } else if (!strcmp(k, "secret") || !strcmp(k, "secret_env")) {
             if (cfg_node_text(ld, kn, vn, sub, &t))

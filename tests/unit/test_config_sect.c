@@ -268,6 +268,19 @@ static void test_module_sections(void **state)
     assert_false(access_conf(c)->security_headers);
     assert_false(access_conf(c)->anonymous);
 
+    /* docs/CONFIG.md: kid "" is a key for tokens without kid (it used to stop start-up
+     * with "no value given"), and the per-agent override lives under auth.agents */
+    assert_int_equal(load(f, "auth:\n  jwt:\n    keys:\n      - {kid: \"\", secret: 0123456789abcdef}\n"
+                             "  agents:\n    research: {anonymous: false, scopes: [team]}\n"), 0);
+    assert_int_equal(access_conf(c)->n_jwt_keys, 1);
+    assert_string_equal(access_conf(c)->jwt_keys[0].kid, "");
+    assert_int_equal(access_conf(c)->jwt_keys[0].secret_len, 16);
+    assert_int_equal(access_conf(c)->n_agents, 1);
+    assert_string_equal(access_conf(c)->agents[0].agent, "research");
+    assert_int_equal(access_conf(c)->agents[0].anonymous, 0);
+    assert_int_equal(load(f, "agents:\n  research:\n    type: echo\n    anonymous: false\n"), -EINVAL);
+    assert_err_starts(f, 4, "agents.research.anonymous: unknown key");
+
     assert_int_equal(load(f, "ws:\n  max_runs: 0\n"), -EINVAL);
     assert_err_at(f, 2, "ws.max_runs: expected a whole number from 1 to 1024");
     assert_int_equal(load(f, "ws:\n  ping: 1s\n"), -EINVAL);
