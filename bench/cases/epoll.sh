@@ -73,14 +73,8 @@ epoll_pairs() {
 }
 
 epoll_targets() {
-  local v w fl rt up
-  for v in uring epoll; do
-    fl=$(metric "$v-proxy" 'agate_upstream_failures_total')
-    rt=$(metric "$v-proxy" 'agate_upstream_retries_total')
-    if [ "$fl" != 0 ] || [ "$rt" != 0 ]; then echo "  FAIL  $v-proxy: $fl upstream failures, $rt retries"; fail=1; fi
-    up=$(metric "$v-cache" 'agate_upstream_attempts_total')
-    [ "$up" = 1 ] || { echo "  FAIL  $v-cache: the upstream was asked $up times (want 1: every timed request a HIT)"; fail=1; }
-  done
+  local w
+  upstream_clean uring epoll
   for w in $EP_WHATS; do
     echo "  epoll, $w: CPU per response epoll/io_uring $(awk -v a="${USREQ[mean:epoll-$w]}" -v b="${USREQ[mean:uring-$w]}" 'BEGIN { printf "%.3f", a / b }')x on the row means (${USREQ[mean:epoll-$w]} against ${USREQ[mean:uring-$w]} us); req/s $(awk -v a="${RPS[mean:epoll-$w]}" -v b="${RPS[mean:uring-$w]}" 'BEGIN { printf "%.3f", a / b }')x"
     [ "$w" = cache ] && echo "        (the target is for echo and proxy; cache: figures)"

@@ -113,6 +113,20 @@ metric() {
     END { printf "%d", s }'
 }
 
+# upstream_clean PREFIX...: after the timing, each PREFIX-proxy agate had no upstream
+# failure or retry and each PREFIX-cache agate asked its upstream once (every timed
+# request a HIT); a miss sets fail=1.
+upstream_clean() {
+  local v fl rt up
+  for v in "$@"; do
+    fl=$(metric "$v-proxy" 'agate_upstream_failures_total')
+    rt=$(metric "$v-proxy" 'agate_upstream_retries_total')
+    if [ "$fl" != 0 ] || [ "$rt" != 0 ]; then echo "  FAIL  $v-proxy: $fl upstream failures, $rt retries"; fail=1; fi
+    up=$(metric "$v-cache" 'agate_upstream_attempts_total')
+    [ "$up" = 1 ] || { echo "  FAIL  $v-cache: the upstream was asked $up times (want 1: every timed request a HIT)"; fail=1; }
+  done
+}
+
 # --- nginx: one instance per role, all with the same process layout ---------------------
 case "$BENCH_NGINX_AFFINITY" in auto) NGINX_AFFINITY=auto ;; off|none|"") NGINX_AFFINITY=off ;; *) NGINX_AFFINITY=$BENCH_NGINX_AFFINITY ;; esac
 [ "$NGINX_AFFINITY" = off ] && NGINX_AFFINITY_LINE="" || NGINX_AFFINITY_LINE="worker_cpu_affinity $NGINX_AFFINITY;"
