@@ -29,11 +29,22 @@ run_step() {
   fi
   passed=$(( passed + p ))
   failed=$(( failed + f ))
+  # Name what failed, under the run it belongs to, for the summary at the end.
+  awk -v step="$name" '
+    /^=== /                                 { run = substr($0, 5); next }
+    /^ *not ok / || /^\[  FAILED  \] [^0-9]/ || /^run-(unit|integration): FAILED/ {
+      sub(/^ +/, ""); print step (run != "" ? " [" run "]" : "") ": " $0 }
+  ' "$out" >> "$tmp/failures"
 }
 
 run_step unit tests/run-unit.sh
 run_step integration tests/run-integration.sh
 run_step deploy deploy/check.sh
 
+# CI shows the end of this output: the failures go just above the totals.
+if [ -s "$tmp/failures" ]; then
+  echo "--- what failed"
+  cat "$tmp/failures"
+fi
 echo "$passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
