@@ -4,12 +4,15 @@
 # prints the one command a non-root user runs (or uses sudo when that works without a password).
 set -euo pipefail
 
-build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev)
+build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev node-llhttp libyaml-dev libjansson-dev libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev
+       libhiredis-dev)   # core/redis.c: the RESP reader and command formatter
 test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium kubernetes-client
       podman buildah runc golang-github-containers-common ca-certificates)   # deploy/checks/image.sh
 bench=(wrk nginx-light haproxy curl pushpin condure zurl)
 # deploy/checks: systemd-analyze, nginx -t and haproxy -c, and the live front-proxy test
 test+=(systemd nginx-light haproxy)
+# the fleet tests (issues 26, 27): a real Redis on loopback; redis-cli for poking it by hand
+test+=(redis-server redis-tools)
 
 want=()
 for purpose in "$@"; do
