@@ -272,7 +272,7 @@ static uint64_t enqueue(redis_shard_t *rs, const rp_entry_t *e, int argc, const 
     free(cmd);
     uint64_t h = rp_fifo_push(&rs->fifo, e);
     metrics_gauge_add(&rs->m.pending, 1);
-    if (!timer_armed(&rs->t_cmd))
+    if (!timer_armed(&rs->t_cmd) || rs->t_cmd.at > e->deadline_ms)
         timer_arm(&rs->sh->timers, &rs->t_cmd, e->deadline_ms);
     want_flush(rs);
     return h;
@@ -424,19 +424,27 @@ static int on_reply(void *arg, const rp_entry_t *e, const redisReply *rep)
 
 /* ---- timers ---- */
 
+/* The timer runs late rather than moving with every reply: when it fires it
+ * looks for the earliest deadline still queued (deadlines are in order but
+ * for a reload's new command_timeout and the handshake's connect_timeout). */
 static void on_cmd_deadline(agate_timer_t *t)
 {
     redis_shard_t *rs = (redis_shard_t *)((char *)t - offsetof(redis_shard_t, t_cmd));
-    rp_entry_t *head = rp_fifo_head(&rs->fifo);
-    if (!head)
+    const rp_entry_t *first = NULL;
+    for (uint64_t s = rs->fifo.head; s != rs->fifo.tail; s++) {
+        const rp_entry_t *e = &rs->fifo.v[s & rs->fifo.mask];
+        if (!first || e->deadline_ms < first->deadline_ms)
+            first = e;
+    }
+    if (!first)
         return;
-    if (head->deadline_ms > rs->sh->now_ms) {
-        timer_arm(&rs->sh->timers, &rs->t_cmd, head->deadline_ms);   /* the head moved on since */
+    if (first->deadline_ms > rs->sh->now_ms) {
+        timer_arm(&rs->sh->timers, &rs->t_cmd, first->deadline_ms);
         return;
     }
     /* No reply in time: a later one would be matched to the wrong command,
      * so the connection goes (the expired commands get -ETIMEDOUT). */
-    conn_down(rs, head->kind == RP_PING ? "PING timed out" : "command timed out", NULL, 0, -ECONNRESET);
+    conn_down(rs, first->kind == RP_PING ? "PING timed out" : "command timed out", NULL, 0, -ECONNRESET);
 }
 
 static void on_tick(agate_timer_t *t)
@@ -764,6 +772,22 @@ static const shard_mod_ops_t redis_mod = {
     .inflight = redis_inflight,
     .free = redis_free,
 };
+
+const shard_mod_ops_t *redis_mod_ops(void) { return &redis_mod; }
+
+bool redis_dispatch(shard_t *sh, eng_cqe_t *cqe)
+{
+    uint8_t op = eng_ud_op(eng_cqe_ud(cqe));
+    const shard_op_t *o = op == g_op_connect ? &connect_op : op == g_op_send ? &send_op : op == g_op_recv ? &recv_op : NULL;
+    if (!o)
+        return false;
+    void *obj = o->lookup(sh, eng_cqe_ud(cqe));
+    if (obj)
+        o->complete(sh, obj, cqe);
+    else if (o->stale)
+        o->stale(sh, cqe);
+    return true;
+}
 
 void redis_register(void)
 {

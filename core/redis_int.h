@@ -68,4 +68,11 @@ unsigned    redis_script_count(void);
 const char *redis_script_lua(unsigned i);
 const char *redis_script_sha(unsigned i);   /* 40 hex digits */
 
+/* For tests that drive a shard by hand (tests/unit/test_redis.c), as
+ * core/shard.c would: the module's hooks, and the handling of a completion of
+ * one of its kinds (false for another kind's). */
+struct shard_mod_ops;
+const struct shard_mod_ops *redis_mod_ops(void);
+bool redis_dispatch(struct shard *sh, struct io_uring_cqe *cqe);
+
 #endif
