@@ -573,7 +573,7 @@ static uint64_t issue(shard_t *sh, uint8_t kind, redis_reply_fn fn, void *ctx, u
                       const char **argv, const size_t *argvlen)
 {
     redis_shard_t *rs = RS(sh);
-    if (!rs)
+    if (!rs || argc < 1)   /* Redis answers nothing to an empty command: the FIFO would slip */
         return 0;
     const redis_conf_t *rc = redis_conf(sh->cfg);
     if (rs->state != RC_UP || rs->n_user >= rc->max_pending) {

@@ -7,6 +7,7 @@
 // without growing. Bad `redis:` settings fail start-up naming the key.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -127,6 +128,41 @@ describe('redis: connecting', () => {
       await stopClean(a2);
     } finally {
       a2.signal('SIGKILL');
+      await redis.kill();
+    }
+  });
+
+  test('a unix socket path', T, async () => {
+    const sock = path.join(os.tmpdir(), `agate-redis-${process.pid}.sock`);
+    const redis = await startRedis({ args: ['--unixsocket', sock, '--unixsocketperm', '700'] });
+    const agate = await startAgate({ env: { AGATE_REDIS_ADDRESS: sock } });
+    try {
+      await waitMetric(agate, 'agate_redis_up', (v) => v === SHARDS);
+      const clients = (await redis.call('CLIENT', 'LIST')).toString();
+      assert.ok(clients.split('\n').filter((l) => l.includes(`addr=${sock}`)).length >= SHARDS, clients);
+      await stopClean(agate);
+    } finally {
+      agate.signal('SIGKILL');
+      await redis.kill();
+    }
+  });
+
+  test('a reload reads password_file again and connects with the new password', T, async () => {
+    const redis = await startRedis({ requirepass: 'first' });
+    const pwfile = writeTemp('first\n', 'redis-password');
+    const agate = await startAgate({ config: `redis:\n  address: 127.0.0.1:${redis.port}\n  password_file: ${pwfile}\n` });
+    try {
+      await waitMetric(agate, 'agate_redis_up', (v) => v === SHARDS);
+      assert.equal(await redis.call('CONFIG', 'SET', 'requirepass', 'second'), 'OK');   // the Secret rotates
+      fs.writeFileSync(pwfile, 'second\n');
+      agate.signal('SIGHUP');
+      // every shard connects again, this time with the new password
+      await waitMetric(agate, 'agate_redis_connects_total', (v) => v === 2 * SHARDS, 8000, { result: 'ok' });
+      await waitMetric(agate, 'agate_redis_up', (v) => v === SHARDS);
+      assert.equal(await m(agate, 'agate_redis_connects_total', { result: 'failed' }), 0);
+      await stopClean(agate);
+    } finally {
+      agate.signal('SIGKILL');
       await redis.kill();
     }
   });
