@@ -86,7 +86,9 @@ typedef struct coal_run {
     /* the second tier (coalesce_tier2.c), while the run waits for its lookup */
     uint8_t         key[CANON_KEY_LEN];
     const run_kind_ops_t *wrapped;      /* the kind the lookup stands in front of */
-    uint64_t        t2_cmd;             /* the GET's handle, 0 when none is outstanding */
+    uint64_t        t2_cmd;             /* the command's handle, 0 when none is outstanding */
+    uint8_t         t2_phase;           /* what it waits for (coalesce_tier2.c) */
+    uint64_t        t2_until;           /* polling another pod's run: until then (ms) */
 } coal_run_t;
 
 extern unsigned g_coal_ext;   /* run_t.ext index (coalesce_register) */

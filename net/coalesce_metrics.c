@@ -54,6 +54,7 @@ static void render_t2(metrics_render_t *r, const shard_t *sh, unsigned n, const 
 {
     static const char *const lookup_names[T2L_COUNT] = {"hit", "miss", "rejected", "error", "timeout", "down"};
     static const char *const store_names[T2S_COUNT] = {"stored", "too_large", "error", "timeout", "down"};
+    static const char *const wait_names[T2W_COUNT] = {"leader", "hit", "timeout", "error"};
     char lb[64];
     bool any = false;
     for (uint32_t a = 0; a < cfg->n_agents; a++)
@@ -77,6 +78,13 @@ static void render_t2(metrics_render_t *r, const shard_t *sh, unsigned n, const 
     for (int k = 0; k < T2S_COUNT; k++) {
         snprintf(lb, sizeof lb, "result=\"%s\"", store_names[k]);
         metrics_sample_u(r, "agate_cache_tier2_stores", "_total", lb, SUM2(m_->t2.stores[k]));
+    }
+    metrics_family(r, "agate_cache_tier2_waits", "counter",
+                   "Cross-pod coalescing (cache.shared_wait): the lock taken (leader), or another pod's run "
+                   "waited for until its entry came (hit), the wait ran out (timeout) or Redis failed (error).");
+    for (int k = 0; k < T2W_COUNT; k++) {
+        snprintf(lb, sizeof lb, "result=\"%s\"", wait_names[k]);
+        metrics_sample_u(r, "agate_cache_tier2_waits", "_total", lb, SUM2(m_->t2.waits[k]));
     }
     metrics_family(r, "agate_cache_tier2_bytes", "counter", "Entry bytes read from and written to Redis.");
     metrics_sample_u(r, "agate_cache_tier2_bytes", "_total", "direction=\"read\"", SUM2(m_->t2.bytes_read));

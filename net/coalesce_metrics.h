@@ -17,12 +17,15 @@ enum coalm_result { MC_HIT, MC_MISS, MC_COALESCED, MC_COUNT };   /* X-Cache of a
  * refused by why (enum tier2_why), writes by result, and bytes each way. */
 enum coalm_t2_lookup { T2L_HIT, T2L_MISS, T2L_REJECTED, T2L_ERROR, T2L_TIMEOUT, T2L_DOWN, T2L_COUNT };
 enum coalm_t2_store  { T2S_STORED, T2S_TOO_LARGE, T2S_ERROR, T2S_TIMEOUT, T2S_DOWN, T2S_COUNT };
+/* cache.shared_wait: the lock taken (this pod leads), or another pod's run waited for */
+enum coalm_t2_wait   { T2W_LEADER, T2W_HIT, T2W_TIMEOUT, T2W_ERROR, T2W_COUNT };
 #define COALM_T2_WHY 8   /* TIER2_WHY_COUNT (proto/tier2.h) */
 
 typedef struct coalm_t2 {
     uint64_t lookups[T2L_COUNT];
     uint64_t rejected[COALM_T2_WHY];
     uint64_t stores[T2S_COUNT];
+    uint64_t waits[T2W_COUNT];
     uint64_t bytes_read, bytes_written;
 } coalm_t2_t;
 

@@ -17,9 +17,13 @@
  * copy is this file's until the reply (whatever core/redis.c does with argv).
  * Runs over cache.shared_max_bytes are not shared.
  *
- * Across pods there is no coalescing: identical requests that miss on two
- * pods at once both go to the agent, and the later SET replaces the earlier
- * (both are the same answer). Within a pod they still coalesce. */
+ * Across pods (cache.shared_wait > 0): a run that found no entry takes a lock,
+ * SET <prefix>cachelock:<hex> NX PX <shared_wait>. Taken: it leads. Held: another
+ * pod is running the same request, so it GETs the entry every POLL_MS until
+ * it comes (a HIT) or shared_wait runs out (then it leads too). With
+ * shared_wait 0 (the default) there is no lock: identical requests missing on
+ * two pods at once both go to the agent and the later SET wins (the same
+ * answer). Within a pod they coalesce as always. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -43,11 +47,11 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* <prefix>cache:<hex of the key> into out; its length, 0 when it does not fit. */
-static size_t redis_key(const run_t *r, const uint8_t key[CANON_KEY_LEN], char *out, size_t cap)
+/* <prefix><what><hex of the key> into out; its length, 0 when it does not fit. */
+static size_t redis_key(const run_t *r, const char *what, const uint8_t key[CANON_KEY_LEN], char *out, size_t cap)
 {
     static const char hex[] = "0123456789abcdef";
-    int n = snprintf(out, cap, "%scache:", redis_key_prefix(r->cfg));
+    int n = snprintf(out, cap, "%s%s", redis_key_prefix(r->cfg), what);
     if (n < 0 || (size_t)n + 2 * CANON_KEY_LEN + 1 > cap)
         return 0;
     for (unsigned i = 0; i < CANON_KEY_LEN; i++) {
@@ -74,7 +78,17 @@ bool coal_tier2_on(const run_t *r) { return r->agent->cache_shared && redis_conf
 
 /* --- lookup -------------------------------------------------------------------------- */
 
+enum { T2_GET, T2_LOCK, T2_POLL };   /* coal_run_t.t2_phase */
+#define POLL_MS 20u                  /* between GETs while another pod's run is waited for */
+
 static void on_get(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep, int err);
+static void on_lock(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep, int err);
+
+static inline void count_wait(const shard_t *sh, enum coalm_t2_wait what)
+{
+    if (coalm_t2(sh))
+        metrics_add(&coalm_t2(sh)->waits[what], 1);
+}
 
 /* The run's log line says what was decided (an SSE run's is read from its request). */
 static void note_result(run_t *r)
@@ -97,15 +111,33 @@ static void proceed(run_t *r, coal_run_t *co, cache_entry_t *e, uint64_t age_ms)
     r->ops->start(r);
 }
 
+/* GET the entry (T2_GET, T2_POLL) or take the lock (T2_LOCK): SET
+ * <prefix>lock:<hex> 1 NX PX <shared_wait>. False when refused at once. */
+static bool issue(run_t *r, coal_run_t *co, uint8_t phase)
+{
+    char k[KEY_CAP], px[24];
+    size_t kl = redis_key(r, phase == T2_LOCK ? "cachelock:" : "cache:", co->key, k, sizeof k);
+    co->t2_phase = phase;
+    co->t2_cmd = 0;
+    if (!kl)
+        return false;
+    if (phase != T2_LOCK) {
+        const char *argv[2] = {"GET", k};
+        size_t lens[2] = {3, kl};
+        co->t2_cmd = redis_cmd(r->sh, on_get, r, 0, 2, argv, lens);
+    } else {
+        size_t pl = buf_fmt_u64(px, r->agent->cache_shared_wait_ms);
+        const char *argv[6] = {"SET", k, "1", "NX", "PX", px};
+        size_t lens[6] = {3, kl, 1, 2, 2, pl};
+        co->t2_cmd = redis_cmd(r->sh, on_lock, r, 0, 6, argv, lens);
+    }
+    return co->t2_cmd != 0;
+}
+
 static void wait_start(run_t *r)
 {
     coal_run_t *co = coal_run_of(r);
-    char k[KEY_CAP];
-    size_t kl = redis_key(r, co->key, k, sizeof k);
-    const char *argv[2] = {"GET", k};
-    size_t lens[2] = {3, kl};
-    co->t2_cmd = kl ? redis_cmd(r->sh, on_get, r, 0, 2, argv, lens) : 0;
-    if (!co->t2_cmd) {   /* down (or over its pending bound): go on now */
+    if (!issue(r, co, T2_GET)) {   /* down (or over its pending bound): go on now */
         count_lookup(r->sh, T2L_DOWN);
         proceed(r, co, NULL, 0);
     }
@@ -113,7 +145,8 @@ static void wait_start(run_t *r)
 
 static void wait_resume(run_t *r) { (void)r; }   /* nothing was written yet */
 
-/* Released while waiting (the client left, the server stops). */
+/* Released while waiting (the client left, the server stops); run_release
+ * cancels the poll timer (r->tick). */
 static void wait_stop(run_t *r)
 {
     coal_run_t *co = coal_run_of(r);
@@ -131,6 +164,48 @@ void coal_tier2_wait(run_t *r, coal_run_t *co, const uint8_t key[CANON_KEY_LEN])
     memcpy(co->key, key, CANON_KEY_LEN);
     co->wrapped = r->ops;
     r->ops = &wait_ops;
+}
+
+static void poll_fired(agate_timer_t *t)
+{
+    run_t *r = (run_t *)((char *)t - offsetof(run_t, tick));
+    coal_run_t *co = coal_run_of(r);
+    if (!issue(r, co, T2_POLL)) {
+        count_wait(r->sh, T2W_ERROR);
+        proceed(r, co, NULL, 0);
+    }
+}
+
+/* Another pod's run is awaited: GET again in POLL_MS, or lead at the deadline. */
+static void poll_later(run_t *r, coal_run_t *co)
+{
+    shard_t *sh = r->sh;
+    if (sh->now_ms >= co->t2_until) {
+        count_wait(sh, T2W_TIMEOUT);
+        proceed(r, co, NULL, 0);
+        return;
+    }
+    uint64_t at = sh->now_ms + POLL_MS < co->t2_until ? sh->now_ms + POLL_MS : co->t2_until;
+    r->tick.cb = poll_fired;
+    if (timer_arm(&sh->timers, &r->tick, at)) {
+        count_wait(sh, T2W_ERROR);
+        proceed(r, co, NULL, 0);
+    }
+}
+
+static void on_lock(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep, int err)
+{
+    (void)tag;
+    run_t *r = ctx;
+    coal_run_t *co = coal_run_of(r);
+    co->t2_cmd = 0;
+    if (!err && rep->type == REDIS_REPLY_NIL) {   /* held: another pod runs it */
+        co->t2_until = sh->now_ms + r->agent->cache_shared_wait_ms;
+        poll_later(r, co);
+        return;
+    }
+    count_wait(sh, !err && rep->type == REDIS_REPLY_STATUS ? T2W_LEADER : T2W_ERROR);
+    proceed(r, co, NULL, 0);
 }
 
 /* An entry read from Redis, checked, into the local tier until the end of its
@@ -193,17 +268,27 @@ static void on_get(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep, 
     (void)tag;
     run_t *r = ctx;
     coal_run_t *co = coal_run_of(r);
+    bool polling = co->t2_phase == T2_POLL;
     cache_entry_t *e = NULL;
     uint64_t age = 0;
     co->t2_cmd = 0;
-    if (err)
-        count_lookup(sh, err == -ETIMEDOUT ? T2L_TIMEOUT : T2L_ERROR);
-    else if (rep->type == REDIS_REPLY_NIL)
+    if (!err && rep->type == REDIS_REPLY_NIL) {
+        if (polling) {
+            poll_later(r, co);
+            return;
+        }
         count_lookup(sh, T2L_MISS);
-    else if (rep->type != REDIS_REPLY_STRING)
+        if (r->agent->cache_shared_wait_ms && issue(r, co, T2_LOCK))
+            return;   /* on_lock goes on */
+    } else if (err) {
+        count_lookup(sh, err == -ETIMEDOUT ? T2L_TIMEOUT : T2L_ERROR);
+    } else if (rep->type != REDIS_REPLY_STRING) {
         count_lookup(sh, T2L_ERROR);   /* -WRONGTYPE and such: Redis refused the GET */
-    else
+    } else {
         e = adopt(r, co, rep->str, rep->len, &age);
+    }
+    if (polling)
+        count_wait(sh, e ? T2W_HIT : T2W_ERROR);
     proceed(r, co, e, age);
 }
 
@@ -266,7 +351,7 @@ void coal_tier2_store(run_t *r, coal_flight_t *f)
         free(lens);
     }
     char k[KEY_CAP], ttl[24];
-    size_t kl = rc ? 0 : redis_key(r, f->key, k, sizeof k);
+    size_t kl = rc ? 0 : redis_key(r, "cache:", f->key, k, sizeof k);
     size_t tl = buf_fmt_u64(ttl, r->agent->cache_ttl_ms);
     const char *argv[5] = {"SET", k, b ? b->data : NULL, "PX", ttl};
     size_t alen[5] = {3, kl, b ? b->len : 0, 2, tl};
