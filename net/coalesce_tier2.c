@@ -112,7 +112,7 @@ static void proceed(run_t *r, coal_run_t *co, cache_entry_t *e, uint64_t age_ms)
 }
 
 /* GET the entry (T2_GET, T2_POLL) or take the lock (T2_LOCK): SET
- * <prefix>lock:<hex> 1 NX PX <shared_wait>. False when refused at once. */
+ * <prefix>cachelock:<hex> 1 NX PX <shared_wait>. False when refused at once. */
 static bool issue(run_t *r, coal_run_t *co, uint8_t phase)
 {
     char k[KEY_CAP], px[24];
