@@ -27,6 +27,9 @@ end
 
 local n, nonce = 0, ""
 function init(args)
+  -- threads start half the cycle apart: two threads asking the same question at
+  -- once would make the second a local HIT, not a second-tier one
+  n = (tid or 0) * 512
   math.randomseed(os.time() * 1000 + (tid or 0))
   nonce = string.format("%d-%d-%d", os.time(), tid or 0, math.random(1, 1000000000))
 end

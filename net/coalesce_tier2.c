@@ -252,9 +252,9 @@ static cache_entry_t *adopt(run_t *r, coal_run_t *co, const char *p, size_t n, u
     buf_free(&plan);
     /* dated back by its age, so its local hits say how old it is and it
      * expires when its first copy does */
-    int rc = sh->now_ms >= age ? cache_insert(e, co->key, r->agent->name, ttl, sh->now_ms - age)
-                               : cache_insert(e, co->key, r->agent->name, ttl - age, sh->now_ms);
-    if (rc || !(e = cache_get(co->key, sh->now_ms))) {   /* evicted at once: only when the tier is tiny */
+    int rc = sh->now_ms >= age ? cache_insert_ref(e, co->key, r->agent->name, ttl, sh->now_ms - age, &e)
+                               : cache_insert_ref(e, co->key, r->agent->name, ttl - age, sh->now_ms, &e);
+    if (rc) {
         count_lookup(sh, T2L_ERROR);
         return NULL;
     }
