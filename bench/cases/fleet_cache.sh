@@ -94,12 +94,16 @@ fleet_cache_table() {
 fleet_cache_pairs() { add_comparison fleet-hit-local fleet-hit-t2; add_comparison fleet-miss-local fleet-miss-shared; }
 
 fleet_cache_targets() {
-  local hit miss other cmds reqs
+  local hit miss other cmds reqs r n
   hit=$(metric fleet-b 'agate_cache_tier2_lookups_total{result="hit"}')
   miss=$(metric fleet-b 'agate_cache_tier2_lookups_total{result="miss"}')
   other=$(metric fleet-b 'agate_cache_tier2_lookups_total{result="rejected"}' 'agate_cache_tier2_lookups_total{result="error"}' \
     'agate_cache_tier2_lookups_total{result="timeout"}' 'agate_cache_tier2_lookups_total{result="down"}')
-  echo "  info  fleet-b: tier-2 lookups: $hit hits, $miss misses, $other failed (local HITs: $(metric fleet-b 'agate_cache_requests_total{agent="shared",result="hit"}'))"
+  echo "  info  fleet-b: tier-2 lookups: $hit hits, $miss misses, $other failed (HITs from the local tier: $(( $(metric fleet-b 'agate_cache_requests_total{agent="shared",result="hit"}') - hit )))"
+  for r in rejected error timeout down; do
+    n=$(metric fleet-b "agate_cache_tier2_lookups_total{result=\"$r\"}")
+    [ "${n:-0}" = 0 ] || echo "  info  fleet-b: tier-2 lookups $r: $n"
+  done
   [ "${other:-0}" = 0 ] || { echo "  FAIL  fleet-b: $other tier-2 lookups failed"; fail=1; }
   cmds=$(( $(redis-cli -p "$FLEET_REDIS" info stats | awk -F: '/^total_commands_processed/ {print $2+0}') - FLEET_CMDS0 ))
   reqs=$(( $(metric fleet-a 'agate_cache_requests_total') + $(metric fleet-b 'agate_cache_requests_total') ))
