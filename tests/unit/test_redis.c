@@ -57,8 +57,8 @@ static void queue(rp_fifo_t *f, unsigned n)
 
 static void test_proto_fifo_order(void **state)
 {
-    rp_reader_t rd;
-    rp_fifo_t f;
+    rp_reader_t rd = {0};
+    rp_fifo_t f = {0};
     got_t g = {0};
     assert_int_equal(rp_reader_init(&rd, 4096), 0);
     assert_int_equal(rp_fifo_init(&f, 4), 0);
@@ -91,8 +91,8 @@ static void test_proto_bounds(void **state)
         {"?what\r\n", false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        rp_reader_t rd;
-        rp_fifo_t f;
+        rp_reader_t rd = {0};
+        rp_fifo_t f = {0};
         got_t g = {0};
         assert_int_equal(rp_reader_init(&rd, 4096), 0);
         assert_int_equal(rp_fifo_init(&f, 4), 0);
@@ -113,8 +113,8 @@ static void test_proto_bounds(void **state)
         rp_reader_free(&rd);
     }
     /* many small replies in one feed: each is bounded on its own, not together */
-    rp_reader_t rd;
-    rp_fifo_t f;
+    rp_reader_t rd = {0};
+    rp_fifo_t f = {0};
     got_t g = {0};
     assert_int_equal(rp_reader_init(&rd, 1024), 0);
     assert_int_equal(rp_fifo_init(&f, 16), 0);
@@ -132,7 +132,7 @@ static void test_proto_bounds(void **state)
 
 static void test_proto_handles(void **state)
 {
-    rp_fifo_t f;
+    rp_fifo_t f = {0};
     assert_int_equal(rp_fifo_init(&f, 2), 0);
     rp_entry_t e = {.tag = 1};
     uint64_t h1 = rp_fifo_push(&f, &e), h2 = rp_fifo_push(&f, &e);
