@@ -17,6 +17,7 @@ import assert from 'node:assert/strict';
 import { HttpAgent, verifyEvents } from '@ag-ui/client';
 import { startAgate, stopClean, streamRun, runInput, uid, sleep, request, waitFor } from './lib/harness.mjs';
 import { startAguiServer } from './lib/agui-server.mjs';
+import { openRunSocket } from './lib/wsclient.mjs';
 import { startRedis } from './lib/redis.mjs';
 
 const T = { timeout: 90000 };
@@ -170,6 +171,40 @@ describe('shared cache (second tier in Redis)', () => {
     const ma = await metrics(a);
     assert.equal(metric(ma, 'agate_cache_tier2_stores_total{result="stored"}'), 2);
     assert.ok(metric(ma, 'agate_cache_tier2_bytes_total{direction="written"}') > 0);
+    await stopClean(a);
+    await stopClean(b);
+  });
+
+  test('over WebSocket and in the log: a run stored by A over HTTP is a HIT on B over WebSocket; the request log says HIT', T, async (t) => {
+    const { redis, srv, a, b } = await fleet(t);
+    const q = question('ws and logs');
+    await post(a, q);
+    await newKey(redis, []);
+    const original = srv.requests[0].sent;
+    const ws = await openRunSocket(b.port, { agent: 'up' });
+    t.after(() => ws.terminate());
+    const input = { ...q, threadId: uid('thread'), runId: uid('run') };
+    const events = await ws.run(input);
+    assert.equal(srv.requests.length, 1, 'answered from Redis');
+    assert.equal(events.length, original.length);
+    events.forEach((e, i) => assert.equal(e.type, original[i].type));
+    assert.equal(events[0].threadId, input.threadId);
+    assert.equal(events.at(-1).runId, input.runId);
+    assert.notEqual(events[1].messageId, original[1].messageId, 'a fresh id');
+    assert.equal(await lookups(b, 'hit'), 1);
+    const logLine = (ag, pred) => waitFor(() => ag.stdoutLines().map((l) => { try { return JSON.parse(l); } catch { return {}; } }).find(pred), 3000);
+    const wsLine = await logLine(b, (j) => j.msg === 'run' && j.run_id === input.runId);
+    assert.equal(wsLine?.cache, 'HIT');
+    // An SSE run's request line is written after the wait: it says what the lookup decided.
+    const q2 = question('logged after the wait');
+    const before = await cacheKeys(redis);
+    await post(a, q2);
+    await newKey(redis, before);
+    const r = await post(b, q2);
+    assert.equal(r.headers['x-cache-tier'], 'shared');
+    const reqLine = await logLine(b, (j) => j.msg === 'request' && j.request_id === r.headers['x-request-id']);
+    assert.equal(reqLine?.cache, 'HIT');
+    ws.close();
     await stopClean(a);
     await stopClean(b);
   });
