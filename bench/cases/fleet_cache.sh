@@ -104,7 +104,16 @@ fleet_cache_targets() {
     n=$(metric fleet-b "agate_cache_tier2_lookups_total{result=\"$r\"}")
     [ "${n:-0}" = 0 ] || echo "  info  fleet-b: tier-2 lookups $r: $n"
   done
-  [ "${other:-0}" = 0 ] || { echo "  FAIL  fleet-b: $other tier-2 lookups failed"; fail=1; }
+  # A lookup that fails falls back to the upstream (a MISS): correct, but not what the
+  # row measures. A few are expected on a busy machine (redis.command_timeout is 50 ms,
+  # and a timeout closes the shard's connection for a backoff); more than 5 % fails.
+  if [ "${other:-0}" != 0 ]; then
+    if awk -v o="$other" -v h="$hit" 'BEGIN { exit !(o > 0.05 * (o + h)) }'; then
+      echo "  FAIL  fleet-b: $other tier-2 lookups failed (over 5 %)"; fail=1
+    else
+      echo "  warn  fleet-b: $other tier-2 lookups failed and went upstream (under 5 %)"
+    fi
+  fi
   cmds=$(( $(redis-cli -p "$FLEET_REDIS" info stats | awk -F: '/^total_commands_processed/ {print $2+0}') - FLEET_CMDS0 ))
   reqs=$(( $(metric fleet-a 'agate_cache_requests_total') + $(metric fleet-b 'agate_cache_requests_total') ))
   echo "  info  Redis commands per 1,000 cached-agent requests while timing: $(awk -v c="$cmds" -v r="$reqs" 'BEGIN { printf "%.0f", r ? 1000 * c / r : 0 }') ($cmds commands)"
