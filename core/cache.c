@@ -264,6 +264,14 @@ cache_entry_t *cache_entry_new(size_t len, char **data)
 int cache_insert(cache_entry_t *e, const uint8_t key[CACHE_KEY_LEN], const char *agent, uint64_t ttl_ms,
                  uint64_t now_ms)
 {
+    return cache_insert_ref(e, key, agent, ttl_ms, now_ms, NULL);
+}
+
+int cache_insert_ref(cache_entry_t *e, const uint8_t key[CACHE_KEY_LEN], const char *agent, uint64_t ttl_ms,
+                     uint64_t now_ms, cache_entry_t **ref)
+{
+    if (ref)
+        *ref = NULL;
     if (entry_bytes(e) > C.max_bytes / 4) {
         free(e);
         return -E2BIG;
@@ -272,7 +280,11 @@ int cache_insert(cache_entry_t *e, const uint8_t key[CACHE_KEY_LEN], const char 
     snprintf(e->agent, sizeof e->agent, "%s", agent);
     e->stored_ms = now_ms;
     e->expires_ms = now_ms + ttl_ms;
-    atomic_store_explicit(&e->refs, 1, memory_order_relaxed);   /* the table's */
+    /* the table's, and the caller's: taken before the entry is visible, so an
+     * eviction by another shard right after cannot free it under the caller */
+    atomic_store_explicit(&e->refs, ref ? 2 : 1, memory_order_relaxed);
+    if (ref)
+        *ref = e;
     atomic_store_explicit(&e->freq, 0, memory_order_relaxed);
     uint64_t h = key_hash(key);
 

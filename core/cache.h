@@ -83,6 +83,11 @@ cache_entry_t *cache_entry_new(size_t len, char **data);
  * the entry for purges. 0, or -E2BIG (over a quarter of max_bytes: freed). */
 int cache_insert(cache_entry_t *e, const uint8_t key[CACHE_KEY_LEN], const char *agent, uint64_t ttl_ms,
                  uint64_t now_ms);
+/* As cache_insert, and on success *ref is a reference for the caller (to
+ * cache_put), taken before the entry is published: an entry read from
+ * elsewhere can be served even if it is evicted at once. */
+int cache_insert_ref(cache_entry_t *e, const uint8_t key[CACHE_KEY_LEN], const char *agent, uint64_t ttl_ms,
+                     uint64_t now_ms, cache_entry_t **ref);
 
 /* Removes every entry (agent NULL) or one agent's; returns how many. */
 size_t cache_purge(const char *agent);

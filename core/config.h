@@ -92,6 +92,9 @@ typedef struct cfg_agent {
     uint32_t         cache_max_lag;         /* bytes a coalesced follower may fall further behind, default 8 MiB */
     bool             cache_pace;            /* replay with the original gaps between events, default false */
     bool             cache_coalesce;        /* identical requests share one in-flight run, default true */
+    bool             cache_shared;          /* second tier in Redis (net/coalesce_tier2.c), default false */
+    uint32_t         cache_shared_max;      /* largest run written to Redis, bytes, default 512 KiB */
+    uint32_t         cache_shared_wait_ms;  /* wait for another pod's identical run, default 0 = never */
     char             cache_ignore[CFG_MAX_CACHE_IGNORE][CFG_CACHE_PATH_MAX];   /* left out of the key */
     uint32_t         n_cache_ignore;
 } cfg_agent_t;

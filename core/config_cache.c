@@ -1,5 +1,6 @@
 /* config_cache: a proxy agent's `cache:` settings (agents.<name>.cache): the
- * scalar rows (ttl, max_entry, max_lag, pace, coalesce) and the ignore_fields
+ * scalar rows (ttl, max_entry, max_lag, pace, coalesce, shared,
+ * shared_max_bytes, shared_wait) and the ignore_fields
  * list of request paths left out of the cache key. The process-wide cap,
  * cache.max_bytes, is a row of config.c's server table. Cold path.
  *
@@ -18,6 +19,9 @@ static const struct cfg_setting cache_settings[] = {
     { "cache", "max_lag",   NULL, "8MiB",  CFG_K_SIZE,     1024, UINT32_MAX, A(cache_max_lag) },
     { "cache", "pace",      NULL, "false", CFG_K_BOOL,     0,    0,          A(cache_pace) },
     { "cache", "coalesce",  NULL, "true",  CFG_K_BOOL,     0,    0,          A(cache_coalesce) },
+    { "cache", "shared",    NULL, "false", CFG_K_BOOL,     0,    0,          A(cache_shared) },
+    { "cache", "shared_max_bytes", NULL, "512KiB", CFG_K_SIZE, 1024, UINT32_MAX, A(cache_shared_max) },
+    { "cache", "shared_wait", NULL, "0s",  CFG_K_DURATION, 0,    600000,     A(cache_shared_wait_ms) },
 };
 #undef A
 #define N_CACHE (sizeof cache_settings / sizeof cache_settings[0])

@@ -42,6 +42,8 @@ static coal_run_t *co_of(run_t *r)
     co->store = false;
     co->f = NULL;
     co->e = NULL;
+    co->wrapped = NULL;
+    co->t2_cmd = 0;
     buf_reset(&co->ids);
     return co;
 }
@@ -120,20 +122,78 @@ static void count(run_t *r, enum coalm_result what)
 }
 
 /* By hand: this snprintf and sse.c's head_lines one were 3 % of a cache hit's
- * CPU (perf). co->head holds the longest, "COALESCED" and 20 digits. */
-static void set_head(coal_run_t *co, const char *what, uint64_t age_ms)
+ * CPU (perf). co->head holds the longest, "COALESCED", the tier line and 20
+ * digits. */
+static void set_head(coal_run_t *co, const char *what, bool shared, uint64_t age_ms)
 {
-    _Static_assert(sizeof co->head >= sizeof "X-Cache: COALESCED\r\nAge: 18446744073709551615\r\n", "head size");
+    _Static_assert(sizeof co->head >= sizeof "X-Cache: COALESCED\r\nX-Cache-Tier: shared\r\n"
+                                           "Age: 18446744073709551615\r\n", "head size");
     char *p = co->head;
     size_t wl = strlen(what);
     memcpy(p, "X-Cache: ", 9);
     memcpy(p + 9, what, wl);
     p += 9 + wl;
+    if (shared) {
+        memcpy(p, "\r\nX-Cache-Tier: shared", 22);
+        p += 22;
+    }
     memcpy(p, "\r\nAge: ", 7);
     p += 7;
     p += buf_fmt_u64(p, age_ms / 1000);
     memcpy(p, "\r\n", 3);
     co->r->head_extra = co->head;
+}
+
+void coal_serve_hit(run_t *r, coal_run_t *co, cache_entry_t *e, bool shared, uint64_t age_ms)
+{
+    cache_view_t v = cache_view(e);
+    co->role = COAL_ROLE_HIT;
+    co->e = e;
+    coal_reader_blob(&co->rd, v, &co->plan);
+    r->replay = true;
+    r->ops = &coal_replay_ops;
+    set_head(co, "HIT", shared, age_ms);
+    count(r, MC_HIT);
+}
+
+static void follow(run_t *r, coal_run_t *co, coal_flight_t *f)
+{
+    shard_t *sh = r->sh;
+    co->role = COAL_ROLE_FOLLOWER;
+    co->f = f;
+    coal_reader_flight(&co->rd, f);
+    r->replay = true;
+    r->ops = &coal_replay_ops;
+    set_head(co, "COALESCED", false, sh->now_ms > f->start_ms ? sh->now_ms - f->start_ms : 0);
+    count(r, MC_COALESCED);
+}
+
+/* Not in the cache: follow the flight for key, else lead a new one. */
+static void fly(run_t *r, coal_run_t *co, const uint8_t key[CANON_KEY_LEN], bool no_cache)
+{
+    const cfg_agent_t *ag = r->agent;
+    coal_flight_t *f = NULL;
+    if (!no_cache && ag->cache_coalesce && (f = coal_flight_join(key))) {
+        follow(r, co, f);
+        return;
+    }
+    f = coal_flight_new(key, r->sh->now_ms);
+    if (!f) {
+        count(r, MC_MISS);
+        return;   /* uncached, not an error for the client */
+    }
+    if (ag->cache_coalesce && !coal_flight_publish(f)) {
+        coal_flight_t *other = no_cache ? NULL : coal_flight_join(key);
+        if (other) {   /* another shard's identical request won the race: follow it */
+            coal_flight_put(f);
+            follow(r, co, other);
+            return;
+        }
+    }
+    count(r, MC_MISS);
+    co->role = COAL_ROLE_LEADER;
+    co->store = true;
+    co->f = f;
 }
 
 int coalesce_prepare(run_t *r, const http_req_t *req)
@@ -147,7 +207,7 @@ int coalesce_prepare(run_t *r, const http_req_t *req)
         return -ENOMEM;
     bool no_cache, no_store;
     cache_control(req, &no_cache, &no_store);
-    set_head(co, "MISS", 0);
+    set_head(co, "MISS", false, 0);
     uint8_t key[CANON_KEY_LEN];
     if (no_store || request_key(r, co, req, key)) {
         count(r, MC_MISS);
@@ -157,47 +217,31 @@ int coalesce_prepare(run_t *r, const http_req_t *req)
     if (!no_cache) {
         cache_entry_t *e = cache_get(key, sh->now_ms);
         if (e) {
-            cache_view_t v = cache_view(e);
-            co->role = COAL_ROLE_HIT;
-            co->e = e;
-            coal_reader_blob(&co->rd, v, &co->plan);
-            r->replay = true;
-            r->ops = &coal_replay_ops;
-            set_head(co, "HIT", sh->now_ms - v.stored_ms);
-            count(r, MC_HIT);
+            coal_serve_hit(r, co, e, false, sh->now_ms - cache_view(e).stored_ms);
+            return 0;
+        }
+        if (coal_tier2_on(r)) {   /* a local miss: a local flight, else ask Redis before leading one */
+            coal_flight_t *f = ag->cache_coalesce ? coal_flight_join(key) : NULL;
+            if (f)
+                follow(r, co, f);
+            else
+                coal_tier2_wait(r, co, key);
             return 0;
         }
     }
-    coal_flight_t *f = NULL;
-    if (!no_cache && ag->cache_coalesce && (f = coal_flight_join(key))) {
-follow:
-        co->role = COAL_ROLE_FOLLOWER;
-        co->f = f;
-        coal_reader_flight(&co->rd, f);
-        r->replay = true;
-        r->ops = &coal_replay_ops;
-        set_head(co, "COALESCED", sh->now_ms > f->start_ms ? sh->now_ms - f->start_ms : 0);
-        count(r, MC_COALESCED);
-        return 0;
-    }
-    f = coal_flight_new(key, sh->now_ms);
-    if (!f) {
-        count(r, MC_MISS);
-        return 0;   /* uncached, not an error for the client */
-    }
-    if (ag->cache_coalesce && !coal_flight_publish(f)) {
-        coal_flight_t *other = no_cache ? NULL : coal_flight_join(key);
-        if (other) {   /* another shard's identical request won the race: follow it */
-            coal_flight_put(f);
-            f = other;
-            goto follow;
-        }
-    }
-    count(r, MC_MISS);
-    co->role = COAL_ROLE_LEADER;
-    co->store = true;
-    co->f = f;
+    fly(r, co, key, no_cache);
     return 0;
+}
+
+/* Redis had nothing usable: decide as prepare would now (the entry may have
+ * been stored, or a flight started, while the lookup was out). */
+void coal_decide_local(run_t *r, coal_run_t *co)
+{
+    cache_entry_t *e = cache_get(co->key, r->sh->now_ms);
+    if (e)
+        coal_serve_hit(r, co, e, false, r->sh->now_ms - cache_view(e).stored_ms);
+    else
+        fly(r, co, co->key, false);
 }
 
 const char *coalesce_result(const run_t *r)

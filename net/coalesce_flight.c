@@ -351,8 +351,10 @@ void coalesce_leader_done(run_t *r, bool finished)
     if (!co || co->role != COAL_ROLE_LEADER || !co->f)
         return;
     coal_flight_t *f = co->f;
-    if (finished && f->recording && f->storable && co->store)
+    if (finished && f->recording && f->storable && co->store) {
         store(r, f);   /* before unpublishing: a request in between finds one or the other */
+        coal_tier2_store(r, f);   /* the client has every event: the copy to Redis is behind it */
+    }
     /* An abandoned log (leader_abandon) stays FAILED: its followers have not
      * all read that yet, and DONE would end their streams cleanly, cut short. */
     if (atomic_load_explicit(&f->state, memory_order_relaxed) == COAL_FL_RUNNING)

@@ -81,8 +81,14 @@ typedef struct coal_run {
     runrec_subst_t  subst;              /* set at replay start */
     uint64_t        last_emit_ms;       /* paced replay */
     uint64_t        best_lag;           /* follower: the least it was ever behind */
-    char            head[64];
+    char            head[96];
     list_t          link;               /* follower: on its shard's list; else linked to itself */
+    /* the second tier (coalesce_tier2.c), while the run waits for its lookup */
+    uint8_t         key[CANON_KEY_LEN];
+    const run_kind_ops_t *wrapped;      /* the kind the lookup stands in front of */
+    uint64_t        t2_cmd;             /* the command's handle, 0 when none is outstanding */
+    uint8_t         t2_phase;           /* what it waits for (coalesce_tier2.c) */
+    uint64_t        t2_until;           /* polling another pod's run: until then (ms) */
 } coal_run_t;
 
 extern unsigned g_coal_ext;   /* run_t.ext index (coalesce_register) */
@@ -127,6 +133,24 @@ static inline void coal_reader_advance(coal_reader_t *rd, size_t size)
     rd->off += size;
     rd->pos += size;
 }
+
+/* ---- coalesce.c: deciding, for the second tier's answer ---- */
+
+/* After a second-tier lookup that found nothing usable: the local tier, a
+ * flight or a new flight, as coalesce_prepare would decide now. */
+void coal_decide_local(run_t *r, coal_run_t *co);
+/* Serves e (a ref, handed over) as a HIT; `shared`: it came from the second
+ * tier; age_ms for the Age line. */
+void coal_serve_hit(run_t *r, coal_run_t *co, cache_entry_t *e, bool shared, uint64_t age_ms);
+
+/* ---- coalesce_tier2.c: the shared tier in Redis ---- */
+
+/* Whether the run's agent shares its cache and Redis is configured. */
+bool coal_tier2_on(const run_t *r);
+/* Swaps the run's kind for the lookup's (coalesce_prepare, before run_start). */
+void coal_tier2_wait(run_t *r, coal_run_t *co, const uint8_t key[CANON_KEY_LEN]);
+/* The leader's run finished cleanly: write its log to Redis behind the response. */
+void coal_tier2_store(run_t *r, coal_flight_t *f);
 
 /* ---- coalesce_replay.c: replay and the per-shard followers ---- */
 

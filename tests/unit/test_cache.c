@@ -665,6 +665,33 @@ static void test_store_hit_miss_ref(void **state)
     cache_shutdown();
 }
 
+/* cache_insert_ref: the caller's reference is taken before the entry is
+ * published, so it survives being evicted or purged at once. */
+static void test_store_insert_ref(void **state)
+{
+    (void)state;
+    assert_int_equal(cache_init(64 * 1024), 0);
+    uint8_t k[CACHE_KEY_LEN];
+    mkkey(k, 7);
+    char *data;
+    cache_entry_t *e = cache_entry_new(1000, &data), *ref = (cache_entry_t *)1;
+    assert_non_null(e);
+    memset(data, 7, 1000);
+    assert_int_equal(cache_insert_ref(e, k, "a", 60000, 0, &ref), 0);
+    assert_ptr_equal(ref, e);
+    assert_int_equal(cache_purge(NULL), 1);   /* gone from the table at once */
+    assert_false(has(7, 1));
+    cache_view_t v = cache_view(ref);
+    assert_int_equal(v.len, 1000);
+    assert_int_equal((unsigned char)v.data[999], 7);   /* ASan: not freed */
+    cache_put(ref);
+    cache_stats_t st;
+    cache_get_stats(&st);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.bytes, 0);
+    cache_shutdown();
+}
+
 static void test_store_eviction(void **state)
 {
     (void)state;
@@ -728,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_runrec_render_sse),
         cmocka_unit_test(test_runrec_plan),
         cmocka_unit_test_setup_teardown(test_store_hit_miss_ref, store_setup, store_teardown),
+        cmocka_unit_test_setup_teardown(test_store_insert_ref, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_store_eviction, store_setup, store_teardown),
         cmocka_unit_test_setup_teardown(test_store_ttl, store_setup, store_teardown),
     };

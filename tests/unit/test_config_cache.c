@@ -17,6 +17,9 @@ static void test_cache_config(void **state)
     assert_int_equal(a->cache_max_lag, 8u << 20);
     assert_false(a->cache_pace);
     assert_true(a->cache_coalesce);
+    assert_false(a->cache_shared);
+    assert_int_equal(a->cache_shared_max, 512u << 10);
+    assert_int_equal(a->cache_shared_wait_ms, 0);
     assert_int_equal(a->n_cache_ignore, 3);
     assert_string_equal(a->cache_ignore[2], "parentRunId");
     assert_int_equal(cache_conf(&f->c)->max_bytes, 64u << 20);
@@ -31,12 +34,18 @@ static void test_cache_config(void **state)
     assert_int_equal(a->n_cache_ignore, 3);
     assert_string_equal(a->cache_ignore[1], "messages[].id");
     assert_int_equal(cfg_validate(&f->c, f->err, sizeof f->err), 0);
+    assert_int_equal(load_proxy(f, "    cache: {ttl: 1s, shared: true, shared_max_bytes: 64KiB, shared_wait: 2s}\n"), 0);
+    assert_true(a->cache_shared);
+    assert_int_equal(a->cache_shared_max, 65536);
+    assert_int_equal(a->cache_shared_wait_ms, 2000);
+    assert_int_equal(load_proxy(f, "    cache: {ttl: 1s, shared_wait: 11m}\n"), -EINVAL);
+    assert_int_equal(load_proxy(f, "    cache: {ttl: 1s, shared_max_bytes: 10}\n"), -EINVAL);
     assert_int_equal(load_proxy(f, "    cache: {ttl: 1s, ignore_fields: []}\n"), 0);
     assert_int_equal(a->n_cache_ignore, 0);
 
     assert_int_equal(load_proxy(f, "    cache: {ttl: 1s, bogus: 1}\n"), -EINVAL);
     assert_err_at(f, 5, "agents.lg.cache.bogus: unknown key (expected one of: ttl, max_entry, max_lag, pace, coalesce, "
-                        "ignore_fields)");
+                        "shared, shared_max_bytes, shared_wait, ignore_fields)");
     assert_int_equal(load_proxy(f, "    cache: {ttl: soon}\n"), -EINVAL);
     assert_err_at(f, 5, "agents.lg.cache.ttl: expected a duration with a unit (e.g. 10s, 250ms)");
     assert_int_equal(load_proxy(f, "    cache:\n      ignore_fields: [a..b]\n"), -EINVAL);
