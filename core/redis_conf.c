@@ -22,7 +22,7 @@ static const struct cfg_setting redis_rows[] = {
     { "redis", "password_file",   "AGATE_REDIS_PASSWORD_FILE",   "",       CFG_K_TEXT,     0, CFG_PATH_MAX - 1,     R(password_file) },
     { "redis", "db",              "AGATE_REDIS_DB",              "0",      CFG_K_UINT,     0, 65535,                R(db) },
     { "redis", "connect_timeout", "AGATE_REDIS_CONNECT_TIMEOUT", "500ms",  CFG_K_DURATION, 1, 60000,                R(connect_timeout_ms) },
-    { "redis", "command_timeout", "AGATE_REDIS_COMMAND_TIMEOUT", "50ms",   CFG_K_DURATION, 1, 60000,                R(command_timeout_ms) },
+    { "redis", "command_timeout", "AGATE_REDIS_COMMAND_TIMEOUT", "250ms",  CFG_K_DURATION, 1, 60000,                R(command_timeout_ms) },
     { "redis", "reconnect_min",   "AGATE_REDIS_RECONNECT_MIN",   "100ms",  CFG_K_DURATION, 1, 3600000,              R(reconnect_min_ms) },
     { "redis", "reconnect_max",   "AGATE_REDIS_RECONNECT_MAX",   "5s",     CFG_K_DURATION, 1, 3600000,              R(reconnect_max_ms) },
     { "redis", "max_pending",     "AGATE_REDIS_MAX_PENDING",     "4096",   CFG_K_UINT,     1, 1u << 20,             R(max_pending) },
