@@ -53,29 +53,26 @@ static const char RLG_LUA_GIVE[] =
 /* lua:end */
 
 /* Concurrency slots. KEYS[1] a ZSET holder -> expiry (ms), KEYS[2] a HASH
- * holder -> slots held. ARGV: holder, release (slots it gives back), want
- * (more slots it asks for), max, ttl_ms, have (what it holds after the
- * release: restores its entry if that expired while Redis could not be
- * reached). Holders whose expiry passed are dropped first: a pod that died
- * gives its slots back within ttl. Reply {granted, total held after}. One
- * script serves acquire (want > 0), release (release > 0) and the renewal
- * (both 0: the holder's expiry moves to now + ttl). */
+ * holder -> slots held. ARGV: holder, have (the slots it holds now, after any
+ * it gives back: authoritative, since a shard has at most one command in
+ * flight per key, so a reply lost to a timeout is corrected by the next
+ * call), want (more slots it asks for), max, ttl_ms. Holders whose expiry
+ * passed are dropped first: a pod that died gives its slots back within
+ * ttl. Reply {granted, total held after}. One script serves acquire (want >
+ * 0), release (a smaller have) and the renewal (the same have: the holder's
+ * expiry moves to now + ttl). */
 /* lua:conc */
 static const char RLG_LUA_CONC[] =
     "local holder = ARGV[1]\n"
-    "local rel = tonumber(ARGV[2])\n"
+    "local cur = tonumber(ARGV[2])\n"
     "local want = tonumber(ARGV[3])\n"
     "local max = tonumber(ARGV[4])\n"
     "local ttl = tonumber(ARGV[5])\n"
-    "local have = tonumber(ARGV[6])\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)\n"
     "for _, h in ipairs(dead) do redis.call('HDEL', KEYS[2], h) end\n"
     "if #dead > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) end\n"
-    "local cur = tonumber(redis.call('HGET', KEYS[2], holder))\n"
-    "if cur then cur = cur - rel else cur = have end\n"
-    "if cur < 0 then cur = 0 end\n"
     "local total = cur\n"
     "local all = redis.call('HGETALL', KEYS[2])\n"
     "for i = 1, #all, 2 do if all[i] ~= holder then total = total + tonumber(all[i + 1]) end end\n"

@@ -28,8 +28,8 @@ describe('global limit scripts', () => {
   after(async () => { await redis?.stop(); });
   const take = (key, want) => redis.call('EVAL', script('take'), 1, key, T, tau, want);
   const give = (key, n) => redis.call('EVAL', script('give'), 1, key, T, n);
-  const conc = (holder, rel, want, max, ttl, have) =>
-    redis.call('EVAL', script('conc'), 2, 'z:c', 'h:c', holder, rel, want, max, ttl, have);
+  const conc = (holder, have, want, max, ttl) =>
+    redis.call('EVAL', script('conc'), 2, 'z:c', 'h:c', holder, have, want, max, ttl);
 
   test('a lease takes at most what the bucket has, then refusals say when to retry', async () => {
     assert.deepEqual(await take('rl:a', 5), [5, 0, 15]);
@@ -58,24 +58,24 @@ describe('global limit scripts', () => {
   });
 
   test('slots: capped across holders, released, renewed, a dead holder expires, a live one is restored', async () => {
-    assert.deepEqual(await conc('podA', 0, 2, 3, 600, 0), [2, 2]);
-    assert.deepEqual(await conc('podB', 0, 2, 3, 600, 0), [1, 3]);
-    assert.deepEqual(await conc('podB', 0, 1, 3, 600, 1), [0, 3]);
-    assert.deepEqual(await conc('podA', 1, 0, 3, 600, 1), [0, 2]);    // podA releases one
-    assert.deepEqual(await conc('podB', 0, 1, 3, 600, 1), [1, 3]);
+    assert.deepEqual(await conc('podA', 0, 2, 3, 600), [2, 2]);
+    assert.deepEqual(await conc('podB', 0, 2, 3, 600), [1, 3]);
+    assert.deepEqual(await conc('podB', 1, 1, 3, 600), [0, 3]);
+    assert.deepEqual(await conc('podA', 1, 0, 3, 600), [0, 2]);    // podA gives one back
+    assert.deepEqual(await conc('podB', 1, 1, 3, 600), [1, 3]);
     // podA keeps renewing; podB goes silent and its 2 slots come back after the ttl
     for (let i = 0; i < 4; i++) {
       await sleep(200);
-      const r = await conc('podA', 0, 0, 3, 600, 1);
+      const r = await conc('podA', 1, 0, 3, 600);
       if (i < 2) assert.deepEqual(r, [0, 3]);
       if (i === 3) assert.deepEqual(r, [0, 1]);
     }
-    assert.deepEqual(await conc('podA', 0, 5, 3, 300, 1), [2, 3]);
+    assert.deepEqual(await conc('podA', 1, 5, 3, 600), [2, 3]);
     // podA's entry vanishes (Redis restarted, or it could not renew): its next call restores what it holds
     await redis.call('DEL', 'z:c', 'h:c');
-    assert.deepEqual(await conc('podB', 0, 3, 3, 300, 0), [3, 3]);
-    assert.deepEqual(await conc('podA', 0, 0, 3, 300, 3), [0, 6]);
-    assert.deepEqual(await conc('podA', 3, 0, 3, 300, 0), [0, 3]);
+    assert.deepEqual(await conc('podB', 0, 3, 3, 600), [3, 3]);
+    assert.deepEqual(await conc('podA', 3, 0, 3, 600), [0, 6]);
+    assert.deepEqual(await conc('podA', 0, 0, 3, 600), [0, 3]);
     assert.equal(await redis.call('HEXISTS', 'h:c', 'podA'), 0);
   });
 });
