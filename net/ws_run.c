@@ -23,6 +23,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "net/access.h"
+#include "net/rlglobal.h"
 #include "net/coalesce.h"
 #include "net/gwmetrics.h"
 #include "net/http1.h"
@@ -320,7 +321,7 @@ int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t len)
     } else if (agent->removed) {   /* a reload dropped the agent: the connection stays, its runs do not */
         err_code = "agent_not_found";
         err_msg = "this agent is no longer configured";
-    } else if (access_admit(&ws->ident, sh->cfg, agent, &holds, &ad)) {   /* scopes and rate limits */
+    } else if (access_admit(sh, &ws->ident, sh->cfg, agent, &holds, &ad)) {   /* scopes and rate limits */
         err_code = ad.verdict == ACCESS_RATE_LIMITED ? "rate_limited" : ad.error;
         err_msg = ad.message;
     }
@@ -367,6 +368,7 @@ int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t len)
      * the key, so a directive inside it would make another question. ENOMEM
      * just means uncached. */
     coalesce_prepare(r, &c->http.req);
+    rlg_gate(r);    /* a global limit waiting for Redis holds the run here (after the cache's lookup is set up) */
     run_start(r);   /* may emit, end and release the run before returning */
     return 0;
 }
