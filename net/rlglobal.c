@@ -50,6 +50,7 @@ typedef struct rlg_entry {
     uint32_t          asked;                /* what that command asked for */
     uint32_t          tokens;               /* rate: at hand; conc: slots held in Redis */
     uint32_t          used;                 /* conc: slots runs hold */
+    uint32_t          sent, synced;         /* conc: the count the command in flight carried; Redis's after the last reply */
     uint32_t          size;                 /* rate: the next lease's size */
     uint64_t          granted_us, expires_us, refused_until_us, last_use_us, renew_at_us;
     union {
@@ -254,6 +255,7 @@ static bool ask_slots(shard_t *sh, rlg_entry_t *e, uint32_t want)
     if (!e->handle)
         return false;
     e->asked = want;
+    e->sent = e->tokens;
     e->renew_at_us = sh->now_us + (uint64_t)e->conc.ttl_ms * 1000 / 3;
     COUNT(sh, round_trips, 1);
     return true;
@@ -365,6 +367,7 @@ static void on_take(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep,
     rlg_entry_t *e = ctx;
     long long v[3];
     rlg_wait_t *w;
+    uint32_t asked = e->asked;
     e->handle = 0;
     if (!reply_ints(rep, err, 3, v) || v[0] < 0 || v[1] < 0) {
         COUNT(sh, errors, 1);
@@ -382,11 +385,11 @@ static void on_take(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep,
     }
     while (e->tokens && (w = waiter_pop(e))) {
         e->tokens--;
-        wait_done(w, 1, 0);
+        wait_done(w, 1, 0);   /* may start a run, and a pipelined request may then ask again */
     }
-    if (list_empty(&e->waiters))
-        return;
-    if ((uint64_t)v[0] < e->asked) {
+    if (list_empty(&e->waiters) || e->handle)
+        return;   /* nobody left, or they wait for the command just issued */
+    if ((uint64_t)v[0] < asked) {
         /* the bucket is empty: refuse without asking again until it has a token */
         uint64_t retry = v[1] ? (uint64_t)v[1] : e->rate.t_us;
         e->refused_until_us = now + retry;
@@ -433,6 +436,7 @@ static void on_conc(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep,
     rlg_entry_t *e = ctx;
     long long v[2];
     rlg_wait_t *w;
+    uint32_t asked = e->asked;
     e->handle = 0;
     if (!reply_ints(rep, err, 2, v) || v[0] < 0) {
         COUNT(sh, errors, 1);
@@ -440,6 +444,7 @@ static void on_conc(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep,
         return;
     }
     mark_up(sh);
+    e->synced = e->sent + (uint32_t)v[0];
     if (v[0] > 0) {
         COUNT(sh, slots_granted, (uint64_t)v[0]);
         e->tokens += (uint32_t)v[0];
@@ -448,9 +453,14 @@ static void on_conc(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep,
         e->used++;
         wait_done(w, 1, 0);
     }
-    if (list_empty(&e->waiters))
+    if (e->handle)
         return;
-    if ((uint64_t)v[0] < e->asked) {
+    if (list_empty(&e->waiters)) {
+        if (e->tokens != e->synced)
+            ask_slots(sh, e, 0);   /* slots given back while the command was in flight */
+        return;
+    }
+    if ((uint64_t)v[0] < asked) {
         /* every slot is held: refuse, and refuse without asking for 100 ms */
         e->refused_until_us = sh->now_us + 100000;
         waiters_end(e, 0, 1);
