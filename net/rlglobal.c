@@ -770,10 +770,14 @@ static void render(metrics_render_t *r, const shard_t *sh, unsigned n, const cfg
 
 void rlg_register(rl_table_t *local)
 {
+    static bool scripts;   /* main thread; a test's set-up may register modules twice */
     g_local = local;
-    g_script_take = redis_script_register(RLG_LUA_TAKE);
-    g_script_give = redis_script_register(RLG_LUA_GIVE);
-    g_script_conc = redis_script_register(RLG_LUA_CONC);
+    if (!scripts) {
+        g_script_take = redis_script_register(RLG_LUA_TAKE);
+        g_script_give = redis_script_register(RLG_LUA_GIVE);
+        g_script_conc = redis_script_register(RLG_LUA_CONC);
+        scripts = true;
+    }
     g_rlg_mod = shard_mod_register(&rlg_mod);
     g_rlg_metrics = gwm_block_register("ratelimit_global", sizeof(rlg_metrics_t), render);
     g_rlg_ext = run_ext_register(&rlg_ext);
