@@ -164,6 +164,7 @@ describe('global limits across two pods', () => {
       assert.ok(await metric(p, 'agate_ratelimit_global_fallbacks_total', 'mode="allow"') >= 15);
       assert.ok(await metric(p, 'agate_ratelimit_global_fallbacks_total', 'mode="deny"') >= 1);
       assert.ok(await metric(p, 'agate_ratelimit_global_transitions_total', 'to="down"') >= 1);
+      await waitFor(() => p.stdoutLines().some((x) => x.includes('redis unreachable: global limits')), 5000);
       const downs = p.stdoutLines().filter((x) => x.includes('redis unreachable: global limits'));
       assert.ok(downs.length >= 1 && downs.length <= SHARDS * 2, `logged once per transition: ${downs.length}`);
     }
@@ -174,7 +175,7 @@ describe('global limits across two pods', () => {
         await run(p, { agent: 'free', key: 'd' });
         return await metric(p, 'agate_ratelimit_global_transitions_total', 'to="up"') >= 1;
       }, 10000, 100);
-      assert.ok(p.stdoutLines().some((x) => x.includes('redis reachable again')));
+      await waitFor(() => p.stdoutLines().some((x) => x.includes('redis reachable again')), 5000);   /* logged once, by the log thread */
     }
     await sleep(300);   /* every shard reconnected */
     const g = await alternate(pods, 30, { key: 'e' });
