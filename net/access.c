@@ -399,20 +399,25 @@ void access_release(rl_holds_t *holds)
 static access_verdict_t global_rate(shard_t *sh, const access_rule_t *r, unsigned k, uint64_t key, rl_holds_t *holds,
                                     rl_quota_t *q, bool *local)
 {
-    uint32_t retry = 1;
+    uint32_t retry = 1, left = 0;
     *local = false;
-    rlg_verdict_t v = holds->n < ACCESS_MAX_HOLDS ? rlg_rate_take(sh, key, &r->g[k], &holds->h[holds->n], &retry)
+    rlg_verdict_t v = holds->n < ACCESS_MAX_HOLDS ? rlg_rate_take(sh, key, &r->g[k], &holds->h[holds->n], &left)
                                                   : RLG_DOWN;
     switch (v) {
     case RLG_TAKEN:
         holds->n++;
         rlg_count(sh, RLG_R_LEASED);
+        /* as for a local lease: Remaining counts the tokens this shard holds */
+        if (!q->set || left < q->remaining)
+            *q = (rl_quota_t){.set = true, .limit = r->count[k], .remaining = left,
+                              .reset_s = (uint32_t)((r->g[k].tau_us + 999999) / 1000000)};
         return ACCESS_ALLOW;
     case RLG_WAIT:
         holds->n++;
         return ACCESS_ALLOW;
     case RLG_REFUSED:
         rlg_count(sh, RLG_R_REFUSED);
+        retry = left ? left : 1;
         *q = (rl_quota_t){.set = true, .limit = r->count[k], .remaining = 0, .reset_s = retry, .retry_s = retry};
         return ACCESS_RATE_LIMITED;
     case RLG_DOWN:

@@ -326,7 +326,7 @@ static bool reply_ints(const redisReply *rep, int err, size_t n, long long *out)
 
 /* ---- rate ---- */
 
-rlg_verdict_t rlg_rate_take(shard_t *sh, uint64_t key, const rlg_rate_t *rate, rl_hold_t *hold, uint32_t *retry_s)
+rlg_verdict_t rlg_rate_take(shard_t *sh, uint64_t key, const rlg_rate_t *rate, rl_hold_t *hold, uint32_t *n)
 {
     rlg_shard_t *s = sh ? rs_of(sh) : NULL;
     rlg_entry_t *e = s ? entry_get(s, key, K_RATE) : NULL;
@@ -346,10 +346,11 @@ rlg_verdict_t rlg_rate_take(shard_t *sh, uint64_t key, const rlg_rate_t *rate, r
             e->size = rlg_lease_next(e->size, e->rate.lease_max, now - e->granted_us);
             ask_tokens(sh, e, e->size);
         }
+        *n = e->tokens;
         return RLG_TAKEN;
     }
     if (now < e->refused_until_us) {
-        *retry_s = secs_up(e->refused_until_us - now);
+        *n = secs_up(e->refused_until_us - now);
         return RLG_REFUSED;
     }
     if (!e->handle) {

@@ -93,10 +93,10 @@ void rlg_register(rl_table_t *local);
 bool rlg_up(struct shard *sh);
 
 /* One request against a global rate limit `key`: a token from the shard's
- * lease, or a wait (a lease is being asked for), or a refusal Redis gave
- * less than its retry time ago, or down. */
-rlg_verdict_t rlg_rate_take(struct shard *sh, uint64_t key, const rlg_rate_t *rate, rl_hold_t *hold,
-                            uint32_t *retry_s);
+ * lease (*n: the tokens left in it, for RateLimit-Remaining), or a wait (a
+ * lease is being asked for), or a refusal Redis gave less than its retry
+ * time ago (*n: seconds to wait), or down. */
+rlg_verdict_t rlg_rate_take(struct shard *sh, uint64_t key, const rlg_rate_t *rate, rl_hold_t *hold, uint32_t *n);
 /* One slot of a global concurrency cap `key`. */
 rlg_verdict_t rlg_conc_take(struct shard *sh, uint64_t key, const rlg_conc_t *conc, rl_hold_t *hold,
                             uint32_t *retry_s);
