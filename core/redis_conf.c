@@ -246,7 +246,8 @@ void redis_metrics_render(metrics_render_t *r, const shard_t *shards, unsigned n
     metrics_gauge(r, "agate_redis_pending", "Redis commands sent or queued and not yet answered.", SUMI(pending));
     metrics_family(r, "agate_redis_commands", "counter",
                    "Redis commands by outcome: ok, error_reply (Redis refused it), timeout, failed (connection "
-                   "lost or stopping), refused (not sent: down or too many pending).");
+                   "lost or stopping), refused (not sent: down or too many pending). The client's own AUTH, SELECT, "
+                   "SCRIPT LOAD and PING count too.");
     for (int k = 0; k < RR_COUNT; k++) {
         snprintf(lb, sizeof lb, "result=\"%s\"", result_names[k]);
         metrics_sample_u(r, "agate_redis_commands", "_total", lb, SUM(commands[k]));

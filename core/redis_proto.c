@@ -154,6 +154,7 @@ void rp_fifo_free(rp_fifo_t *f)
 {
     free(f->v);
     f->v = NULL;
+    f->head = f->tail = 0;   /* a late redis_cancel finds nothing */
 }
 
 int rp_feed(rp_reader_t *rd, rp_fifo_t *f, const char *p, size_t n, rp_on_reply_fn on_reply, void *arg)
