@@ -264,13 +264,16 @@ static void ws_sink_end(run_t *r)
     ws_maybe_drained(ws);
 }
 
-/* Before the run's first event (a proxy found no upstream): a RUN_ERROR with the
- * HTTP error's code; there is no HTTP status to send on a WebSocket. */
+/* Before the run's first event (a proxy found no upstream, a global limit
+ * refused it): a RUN_ERROR with the HTTP error's code; there is no HTTP status
+ * to send on a WebSocket. */
 static void ws_sink_fail(run_t *r, int status, const char *code, const char *msg, uint32_t retry_after_s)
 {
     ws_slot_t *s = sink_slot(r);
     ws_conn_t *ws = s->ws;
     r->errored = true;
+    if (status == 429 && !strcmp(code, "rate_limit_exceeded"))
+        code = "rate_limited";   /* a global limit refused it after asking Redis: the code admission uses */
     if (put_error(ws, s, NULL, 0, code, msg)) {
         conn_abort(ws->c);
         return;

@@ -15,6 +15,7 @@ import {
   startAgate, stopClean, request, runInput, assertError, waitFor, sleep, RawConn, buildRequest,
 } from './lib/harness.mjs';
 import { startRedis } from './lib/redis.mjs';
+import WebSocket from 'ws';
 
 const T = { timeout: 60000 };
 const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
@@ -116,6 +117,25 @@ describe('global limits across two pods', () => {
       assert.ok(await metric(p, 'agate_ratelimit_global_decisions_total', 'result="refused"') > 0);
       assert.ok(await metric(p, 'agate_ratelimit_global_round_trips_total') > 0);
     }
+  });
+
+  test('WebSocket: a run waits for the shared bucket, and is refused by it with RUN_ERROR rate_limited', T, async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${pods[0].port}/v1/agents/echo/ws`, { headers: auth('g') });
+    const msgs = [];
+    ws.on('message', (d) => msgs.push(JSON.parse(d.toString())));
+    await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+    try {
+      const a = runInput('first'), b = runInput('second');
+      ws.send(JSON.stringify(a));   // pod 0 has no lease for key g: it asks Redis, then runs
+      await waitFor(() => msgs.some((m) => m.type === 'RUN_FINISHED' && m.runId === a.runId), 5000);
+      for (let i = 0; i < 19; i++) assert.equal((await run(pods[1], { key: 'g' })).statusCode, 200);
+      assert429(await run(pods[1], { key: 'g' }));
+      ws.send(JSON.stringify(b));   // the fleet's 20 are spent on the other pod
+      await waitFor(() => msgs.some((m) => m.type === 'RUN_ERROR' && m.runId === b.runId), 5000);
+      assert.equal(msgs.find((m) => m.type === 'RUN_ERROR' && m.runId === b.runId).code, 'rate_limited');
+      assert.ok(!msgs.some((m) => m.type === 'RUN_STARTED' && m.runId === b.runId), 'nothing streamed before the refusal');
+      assert.equal(ws.readyState, WebSocket.OPEN, 'the connection stays open');
+    } finally { ws.close(); }
   });
 
   test('a busy global limit stays within burst + rate * elapsed + the outstanding leases', T, async (t) => {
