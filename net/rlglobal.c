@@ -383,6 +383,8 @@ static void on_take(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep,
         e->tokens += (uint32_t)v[0];
         e->granted_us = now;
         e->expires_us = now + RLG_LEASE_TTL_US;
+    } else {
+        e->refused_until_us = now + (v[1] ? (uint64_t)v[1] : e->rate.t_us);   /* even with nobody waiting */
     }
     while (e->tokens && (w = waiter_pop(e))) {
         e->tokens--;
