@@ -19,7 +19,7 @@ import WebSocket from 'ws';
 
 const T = { timeout: 60000 };
 const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
-const KEYS = Object.fromEntries(['a', 'b', 'c', 'd', 'e', 'f', 'g'].map((n) => [n, `k${n}-${crypto.randomBytes(8).toString('hex')}`]));
+const KEYS = Object.fromEntries(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'].map((n) => [n, `k${n}-${crypto.randomBytes(8).toString('hex')}`]));
 const auth = (n) => ({ Authorization: `Bearer ${KEYS[n]}` });
 const PODS = 2;
 const SHARDS = 2;
@@ -161,6 +161,22 @@ describe('global limits across two pods', () => {
     let leased = 0;
     for (const p of pods) leased += await metric(p, 'agate_ratelimit_global_decisions_total', 'result="leased"');
     assert.ok(leased > 0, 'some decisions were made from leases, without a round trip');
+  });
+
+  test('Redis paused: a run that waits for it falls back after redis.command_timeout, not later', T, async () => {
+    const before = await metric(pods[0], 'agate_ratelimit_global_fallbacks_total', 'mode="allow"');
+    await redis.call('CLIENT', 'PAUSE', '3000', 'ALL');
+    const t0 = Date.now();
+    const res = await run(pods[0], { agent: 'free', key: 'h' });   // a key no shard has a lease for
+    const took = Date.now() - t0;
+    assert.equal(res.statusCode, 200, res.text);
+    assert.ok(took < 2500, `answered by the fallback in ${took} ms (command_timeout 500ms), not after the pause`);
+    assert.ok(await metric(pods[0], 'agate_ratelimit_global_fallbacks_total', 'mode="allow"') > before);
+    await redis.call('CLIENT', 'UNPAUSE');
+    await waitFor(async () => {
+      await run(pods[0], { agent: 'free', key: 'h' });
+      return await metric(pods[0], 'agate_ratelimit_global_transitions_total', 'to="up"') >= 1;
+    }, 10000, 100);
   });
 
   test('Redis killed: each rule falls back to its on_redis_down, then sharing resumes by itself', T, async () => {
