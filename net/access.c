@@ -548,7 +548,8 @@ access_verdict_t access_admit(shard_t *sh, const access_ident_t *id, const cfg_t
         }
     }
     d->quota = q;
-    rlg_holds_settle(holds, false);   /* tokens taken from leases are spent, unless a run waits for Redis */
+    if (p->any_global)
+        rlg_holds_settle(holds, false);   /* tokens taken from leases are spent, unless a run waits for Redis */
     return ACCESS_ALLOW;
 unavailable:
     for (unsigned k = 0; k < n_charged; k++)

@@ -51,6 +51,7 @@ typedef struct access_policy {
     const access_scopes_t *need[CFG_MAX_AGENTS];   /* configured scopes, NULL = default */
     access_rule_t  rules[ACCESS_MAX_RULES];
     uint32_t       n_rules;
+    bool           any_global;     /* a rule is global: holds may carry tokens and wait marks (net/rlglobal.h) */
     char           claims[ACCESS_MAX_CLAIMS][ACCESS_CLAIM_MAX];
     uint32_t       n_claims;
     struct stat    jwks_st;

@@ -137,8 +137,10 @@ static int compile_rules(access_policy_t *p, const cfg_t *cfg, char *err, size_t
             r->rate[k].lease = rl_lease_for(&r->rate[k], threads);
         }
         r->conc_lease = rl_conc_lease_for(d->concurrent, threads);
-        if (d->global)
+        if (d->global) {
             compile_global(r, d, p->cfg.rl_fleet_size, p->cfg.rl_slot_ttl_ms, threads);
+            p->any_global = true;
+        }
         if (!d->n_agents)
             r->agents = ~UINT64_C(0);
         for (uint32_t a = 0; a < d->n_agents; a++) {
