@@ -31,7 +31,7 @@
 
 struct shard;
 
-#define SHARD_MOD_MAX 16   /* 13 registered with core/redis.c; room for the fleet features' modules */
+#define SHARD_MOD_MAX 24   /* 13 with core/redis.c (and a test's own); the global limiter adds 2, the shared cache its own */
 
 /* A module's part in every shard. Every hook is optional. Hooks run in
  * registration order; `stop`, `close` and `free` in reverse, so a module is

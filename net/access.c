@@ -381,9 +381,84 @@ bool access_rule_key(const access_rule_t *r, const access_ident_t *id, char *out
 
 static uint32_t ceil_s(uint64_t ns) { return (uint32_t)((ns + 999999999u) / 1000000000u); }
 
-void access_release(rl_holds_t *holds) { rl_holds_release(&g_access_table, holds); }
+void access_release(rl_holds_t *holds)
+{
+    for (uint8_t i = 0; i < holds->n; i++) {
+        if (rlg_is_hold(&holds->h[i]))
+            rlg_release(&holds->h[i]);
+        else
+            rl_release(&g_access_table, &holds->h[i]);
+    }
+    holds->n = 0;
+}
 
-access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const cfg_agent_t *agent,
+/* A global rule's limit k for this request: decided from the shard's lease,
+ * a wait mark for rlg_gate, a refusal, or (Redis cannot answer) its
+ * on_redis_down: 0 decided here (allowed, or *local tells the caller to
+ * check the rule's local share), else the verdict to refuse with. */
+static access_verdict_t global_rate(shard_t *sh, const access_rule_t *r, unsigned k, uint64_t key, rl_holds_t *holds,
+                                    rl_quota_t *q, bool *local)
+{
+    uint32_t retry = 1, left = 0;
+    *local = false;
+    rlg_verdict_t v = holds->n < ACCESS_MAX_HOLDS ? rlg_rate_take(sh, key, &r->g[k], &holds->h[holds->n], &left)
+                                                  : RLG_DOWN;
+    switch (v) {
+    case RLG_TAKEN:
+        holds->n++;
+        rlg_count(sh, RLG_R_LEASED);
+        /* as for a local lease: Remaining counts the tokens this shard holds */
+        if (!q->set || left < q->remaining)
+            *q = (rl_quota_t){.set = true, .limit = r->count[k], .remaining = left,
+                              .reset_s = (uint32_t)((r->g[k].tau_us + 999999) / 1000000)};
+        return ACCESS_ALLOW;
+    case RLG_WAIT:
+        holds->n++;
+        return ACCESS_ALLOW;
+    case RLG_REFUSED:
+        rlg_count(sh, RLG_R_REFUSED);
+        retry = left ? left : 1;
+        *q = (rl_quota_t){.set = true, .limit = r->count[k], .remaining = 0, .reset_s = retry, .retry_s = retry};
+        return ACCESS_RATE_LIMITED;
+    case RLG_DOWN:
+    default:
+        rlg_fallback(sh, r->g[k].down);
+        if (r->g[k].down == RLG_DOWN_DENY)
+            return ACCESS_UNAVAILABLE;
+        *local = r->g[k].down == RLG_DOWN_LOCAL;
+        return ACCESS_ALLOW;
+    }
+}
+
+static access_verdict_t global_conc(shard_t *sh, const access_rule_t *r, uint64_t key, rl_holds_t *holds,
+                                    rl_quota_t *q, bool *local)
+{
+    uint32_t retry = 1;
+    *local = false;
+    rlg_verdict_t v = rlg_conc_take(sh, key, &r->gc, &holds->h[holds->n], &retry);
+    switch (v) {
+    case RLG_TAKEN:
+        holds->n++;
+        rlg_count(sh, RLG_R_LEASED);
+        return ACCESS_ALLOW;
+    case RLG_WAIT:
+        holds->n++;
+        return ACCESS_ALLOW;
+    case RLG_REFUSED:
+        rlg_count(sh, RLG_R_REFUSED);
+        *q = (rl_quota_t){.set = true, .limit = r->def->concurrent, .remaining = 0, .reset_s = 1, .retry_s = 1};
+        return ACCESS_RATE_LIMITED;
+    case RLG_DOWN:
+    default:
+        rlg_fallback(sh, r->gc.down);
+        if (r->gc.down == RLG_DOWN_DENY)
+            return ACCESS_UNAVAILABLE;
+        *local = r->gc.down == RLG_DOWN_LOCAL;
+        return ACCESS_ALLOW;
+    }
+}
+
+access_verdict_t access_admit(shard_t *sh, const access_ident_t *id, const cfg_t *cfg, const cfg_agent_t *agent,
                               rl_holds_t *holds, access_decision_t *d)
 {
     access_policy_t *p = access_policy();
@@ -423,7 +498,19 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
         for (unsigned k = 0; k < 4; k++) {
             if (!r->count[k])
                 continue;
-            rl_result_t res = rl_rate_take(&g_access_table, rl_key_of(base, k, false), &r->rate[k], now,
+            const rl_rate_t *rate = &r->rate[k];
+            if (r->global) {
+                bool local;
+                access_verdict_t gv = global_rate(sh, r, k, rl_key_of(base, k, false), holds, &q, &local);
+                if (gv == ACCESS_UNAVAILABLE)
+                    goto unavailable;
+                if (gv)
+                    goto refuse;
+                if (!local)
+                    continue;
+                rate = &r->g[k].share;
+            }
+            rl_result_t res = rl_rate_take(&g_access_table, rl_key_of(base, k, false), rate, now,
                                            &charged[n_charged]);
             if (!res.allowed) {
                 q = (rl_quota_t){.set = true, .limit = r->count[k], .remaining = 0,
@@ -437,8 +524,21 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
                                  .reset_s = ceil_s(res.reset_ns)};
         }
         if (r->def->concurrent && holds->n < ACCESS_MAX_HOLDS) {
-            rl_result_t res = rl_conc_take_leased(&g_access_table, rl_key_of(base, 4, true), r->def->concurrent,
-                                                  r->conc_lease, &holds->h[holds->n]);
+            uint32_t max = r->def->concurrent, lease = r->conc_lease;
+            if (r->global) {
+                bool local;
+                access_verdict_t gv = global_conc(sh, r, rl_key_of(base, 4, true), holds, &q, &local);
+                if (gv == ACCESS_UNAVAILABLE)
+                    goto unavailable;
+                if (gv)
+                    goto refuse;
+                if (!local || holds->n >= ACCESS_MAX_HOLDS)
+                    continue;
+                max = r->gc.share_max;
+                lease = r->gc.share_lease;
+            }
+            rl_result_t res = rl_conc_take_leased(&g_access_table, rl_key_of(base, 4, true), max, lease,
+                                                  &holds->h[holds->n]);
             if (!res.allowed) {
                 q = (rl_quota_t){.set = true, .limit = r->def->concurrent, .remaining = 0, .reset_s = 1, .retry_s = 1};
                 goto refuse;
@@ -448,7 +548,18 @@ access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const 
         }
     }
     d->quota = q;
+    if (p->any_global)
+        rlg_holds_settle(holds, false);   /* tokens taken from leases are spent, unless a run waits for Redis */
     return ACCESS_ALLOW;
+unavailable:
+    for (unsigned k = 0; k < n_charged; k++)
+        rl_refund(&g_access_table, &charged[k]);
+    access_release(holds);
+    d->quota = (rl_quota_t){.retry_s = 1};
+    d->verdict = ACCESS_UNAVAILABLE;
+    d->error = "rate_limit_unavailable";
+    d->message = "a global limit cannot be checked while its shared store is unreachable";
+    return d->verdict;
 refuse:
     /* A refused request consumes nothing: give back what the rules before the
      * refusing one charged, and the slots they lent. */

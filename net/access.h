@@ -27,6 +27,7 @@
 #include "core/ratelimit.h"
 
 struct conn;
+struct shard;
 struct http_req;
 
 #define ACCESS_MAX_HOLDS  RL_MAX_HOLDS
@@ -59,6 +60,7 @@ typedef enum access_verdict {
     ACCESS_FORBIDDEN,                       /* 403: authenticated, scope missing */
     ACCESS_RATE_LIMITED,                    /* 429 */
     ACCESS_BAD_REQUEST,                     /* 400: credentials sent more than one way */
+    ACCESS_UNAVAILABLE,                     /* 503: a global limit with on_redis_down deny, Redis down */
 } access_verdict_t;
 
 /* The outcome of identifying a caller or access_admit, enough for any transport to
@@ -90,9 +92,12 @@ void access_shutdown(void);
  * the limiter table's metrics. */
 void access_register(void);
 
-/* Authorization and limits for one run of agent. On ACCESS_ALLOW, *holds has
- * the concurrency slots taken (release with access_release). */
-access_verdict_t access_admit(const access_ident_t *id, const cfg_t *cfg, const cfg_agent_t *agent,
+/* Authorization and limits for one run of agent, on shard sh. On
+ * ACCESS_ALLOW, *holds has the concurrency slots taken (release with
+ * access_release), and for a global limit that must ask Redis first, a wait
+ * mark: the run that gets these holds must pass rlg_gate (net/rlglobal.h)
+ * before run_start, which holds its stream until the answer. */
+access_verdict_t access_admit(struct shard *sh, const access_ident_t *id, const cfg_t *cfg, const cfg_agent_t *agent,
                               rl_holds_t *holds, access_decision_t *d);
 void access_release(rl_holds_t *holds);
 

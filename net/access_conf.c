@@ -12,6 +12,8 @@
 #include "net/access_conf.h"
 
 #include "core/config_sect.h"
+#include "core/redis.h"
+#include "net/rlglobal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,6 +36,8 @@ static const struct cfg_setting access_rows[] = {
     { "cors",       "max_age",            NULL,                          "10m",       CFG_K_DURATION, 0, 86400000,   X(cors_max_age_ms) },
     { NULL,         "security_headers",   "AGATE_SECURITY_HEADERS",      "true",      CFG_K_BOOL,     0, 0,          X(security_headers) },
     { "rate_limit", "table_size",         "AGATE_RATE_LIMIT_TABLE_SIZE", "65536",     CFG_K_UINT,     64, 1u << 28,  X(rl_table_size) },
+    { "rate_limit", "fleet_size",         "AGATE_RATE_LIMIT_FLEET_SIZE", "1",         CFG_K_UINT,     1, 100000,     X(rl_fleet_size) },
+    { "rate_limit", "global_slot_ttl",    NULL,                          "10s",       CFG_K_DURATION, 1000, 3600000, X(rl_slot_ttl_ms) },
 };
 #undef X
 #define N_ROWS (sizeof access_rows / sizeof access_rows[0])
@@ -47,6 +51,7 @@ static const struct cfg_setting rule_rows[] = {
     { NULL, "burst",      NULL, "0", CFG_K_UINT, 0, 100000000, R(burst) },
     { NULL, "concurrent", NULL, "0", CFG_K_UINT, 0, 1000000,   R(concurrent) },
     { NULL, "per_agent",  NULL, "true", CFG_K_BOOL, 0, 0,      R(per_agent) },
+    { NULL, "global",     NULL, "false", CFG_K_BOOL, 0, 0,     R(global) },
 };
 #undef R
 #define N_RULE_ROWS (sizeof rule_rows / sizeof rule_rows[0])
@@ -488,6 +493,17 @@ static int load_rule(const struct cfg_loader *ld, const yaml_node_t *n, const ch
                 memcpy(r->claim, t + 6, strlen(t + 6) + 1);
             } else
                 return cfg_load_fail(ld, kn, sub, "expected identity, client_ip, api_key, global or claim:<name>");
+        } else if (!strcmp(k, "on_redis_down")) {
+            if (cfg_node_text(ld, kn, vn, sub, &t))
+                return -EINVAL;
+            if (!strcmp(t, "local"))
+                r->on_redis_down = RLG_DOWN_LOCAL;
+            else if (!strcmp(t, "allow"))
+                r->on_redis_down = RLG_DOWN_ALLOW;
+            else if (!strcmp(t, "deny"))
+                r->on_redis_down = RLG_DOWN_DENY;
+            else
+                return cfg_load_fail(ld, kn, sub, "expected local, allow or deny");
         } else if (!strcmp(k, "agents")) {
             yaml_node_item_t *it, *top;
             if (seq_items(ld, kn, vn, sub, &it, &top))
@@ -504,7 +520,7 @@ static int load_rule(const struct cfg_loader *ld, const yaml_node_t *n, const ch
             const struct cfg_setting *s = cfg_find_setting(rule_rows, N_RULE_ROWS, NULL, k);
             if (!s)
                 return cfg_unknown_key(ld, kn, sub, "name, key, agents, per_agent, per_second, per_minute, "
-                                       "per_hour, per_day, burst, concurrent");
+                                       "per_hour, per_day, burst, concurrent, global, on_redis_down");
             if (cfg_load_setting(ld, s, kn, vn, r, sub))
                 return -EINVAL;
         }
@@ -549,7 +565,7 @@ static int load_rate_limit(const struct cfg_loader *ld, const yaml_node_t *k, co
         }
         const struct cfg_setting *s = cfg_find_setting(access_rows, N_ROWS, "rate_limit", key);
         if (!s)
-            return cfg_unknown_key(ld, kn, name, "table_size, rules");
+            return cfg_unknown_key(ld, kn, name, "table_size, fleet_size, global_slot_ttl, rules");
         if (cfg_load_setting(ld, s, kn, vn, a, name))
             return -EINVAL;
     }
@@ -598,6 +614,12 @@ static int access_validate(const cfg_t *c, const void *conf, char *key, size_t k
                 snprintf(why, whylen, "duplicate rule name '%s'", r->name);
                 return -EINVAL;
             }
+        if (r->global && !redis_configured(c)) {
+            /* a fleet-wide limit enforced per pod would admit pods times the rate, silently */
+            snprintf(key, keylen, "rate_limit.rules[%u].global", i);
+            snprintf(why, whylen, "a global rule is shared through Redis: set redis.address (or make the rule local)");
+            return -EINVAL;
+        }
         for (uint32_t j = 0; j < r->n_agents; j++)
             if (!cfg_find_agent(c, r->agents[j], strlen(r->agents[j]))) {
                 snprintf(key, keylen, "rate_limit.rules[%u].agents", i);

@@ -77,6 +77,8 @@ typedef struct access_rl_rule {
     uint32_t     rate[4];           /* per second, minute, hour, day; 0 = none */
     uint32_t     burst;             /* 0 = the rate itself */
     uint32_t     concurrent;        /* 0 = no cap */
+    bool         global;            /* shared by the fleet through Redis (net/rlglobal.c) */
+    uint8_t      on_redis_down;     /* rlg_down_mode_t: local (default), allow, deny */
 } access_rl_rule_t;
 
 typedef struct access_conf {
@@ -111,6 +113,8 @@ typedef struct access_conf {
 
     /* rate_limit */
     uint32_t      rl_table_size;                /* cells, default 65536 */
+    uint32_t      rl_fleet_size;                /* pods expected to share global rules (on_redis_down local's share) */
+    uint32_t      rl_slot_ttl_ms;               /* a global concurrency slot's lease, default 10 s */
     access_rl_rule_t rules[ACCESS_MAX_RULES];
     uint32_t      n_rules;
 } access_conf_t;

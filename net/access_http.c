@@ -23,7 +23,7 @@ static void count_reject(conn_t *c, access_verdict_t v)
 {
     if (!c->sh || !gwm(c->sh))
         return;
-    enum metrics_reject why = v == ACCESS_RATE_LIMITED ? MRJ_RATE_LIMITED
+    enum metrics_reject why = v == ACCESS_RATE_LIMITED || v == ACCESS_UNAVAILABLE ? MRJ_RATE_LIMITED
                             : v == ACCESS_FORBIDDEN ? MRJ_FORBIDDEN
                             : v == ACCESS_BAD_REQUEST ? MRJ_BAD_REQUEST : MRJ_UNAUTHORIZED;
     metrics_add(&gwm(c->sh)->rejected[why], 1);
@@ -34,7 +34,7 @@ void access_http_refuse(conn_t *c, const access_decision_t *d)
     char extra[384];
     buf_t *b = &c->sh->scratch;
     int status = d->verdict == ACCESS_RATE_LIMITED ? 429 : d->verdict == ACCESS_FORBIDDEN ? 403
-               : d->verdict == ACCESS_BAD_REQUEST ? 400 : 401;
+               : d->verdict == ACCESS_BAD_REQUEST ? 400 : d->verdict == ACCESS_UNAVAILABLE ? 503 : 401;
     extra[0] = 0;
     if (status == 401 && !strcmp(d->error, "unauthorized"))
         snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer realm=\"agate\"\r\n");
@@ -44,8 +44,8 @@ void access_http_refuse(conn_t *c, const access_decision_t *d)
     else if (status == 403)
         snprintf(extra, sizeof extra, "WWW-Authenticate: Bearer realm=\"agate\", error=\"insufficient_scope\", "
                  "scope=\"%s\"\r\n", d->scope);
-    else
-        snprintf(extra, sizeof extra, "Retry-After: %u\r\n", d->quota.retry_s);
+    else   /* 429, 503 */
+        snprintf(extra, sizeof extra, "Retry-After: %u\r\n", d->quota.retry_s ? d->quota.retry_s : 1);
     c->quota = d->quota;
     count_reject(c, d->verdict);
     buf_reset(b);
@@ -81,7 +81,7 @@ bool access_http_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds)
     access_ident_t id;
     access_decision_t d;
     if (access_policy_identify(p, c, &c->http.req, false, &id, &d) ||
-        access_admit(&id, c->sh->cfg, agent, holds, &d)) {
+        access_admit(c->sh, &id, c->sh->cfg, agent, holds, &d)) {
         access_http_refuse(c, &d);
         return false;
     }

@@ -25,6 +25,7 @@
 #include "core/jwt.h"
 #include "core/ratelimit.h"
 #include "net/access.h"
+#include "net/rlglobal.h"
 
 typedef struct access_rule {
     const access_rl_rule_t *def;          /* into policy.cfg */
@@ -32,6 +33,9 @@ typedef struct access_rule {
     rl_rate_t rate[4];
     uint32_t  count[4];
     uint32_t  conc_lease;              /* rl_conc_lease_for(concurrent, shards) */
+    bool      global;                  /* shared through Redis: g and gc, not rate and conc_lease */
+    rlg_rate_t g[4];
+    rlg_conc_t gc;
     uint64_t  agents;                  /* bit per agent index (CFG_MAX_AGENTS <= 64) */
     int       claim;                   /* index into policy.claims for ACCESS_RLK_CLAIM */
     bool      fixed;                   /* global: a request's key base is fixed_base[agent slot] */
@@ -47,6 +51,7 @@ typedef struct access_policy {
     const access_scopes_t *need[CFG_MAX_AGENTS];   /* configured scopes, NULL = default */
     access_rule_t  rules[ACCESS_MAX_RULES];
     uint32_t       n_rules;
+    bool           any_global;     /* a rule is global: holds may carry tokens and wait marks (net/rlglobal.h) */
     char           claims[ACCESS_MAX_CLAIMS][ACCESS_CLAIM_MAX];
     uint32_t       n_claims;
     struct stat    jwks_st;

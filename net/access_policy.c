@@ -84,6 +84,38 @@ uint64_t access_rule_seed(const access_policy_t *p, const access_rule_t *r, cons
     return r->id ^ (rl_hash(agent->name, strlen(agent->name), 1) | 1);
 }
 
+/* A global rule: what its Redis scripts are told, how much a shard leases,
+ * and this process's share (a fleet_size-th) for on_redis_down local. */
+static void compile_global(access_rule_t *r, const access_rl_rule_t *d, uint32_t fleet, uint32_t ttl_ms,
+                           unsigned threads)
+{
+    r->global = true;
+    if (!fleet)
+        fleet = 1;
+    for (int k = 0; k < 4; k++) {
+        if (!d->rate[k])
+            continue;
+        rlg_rate_t *g = &r->g[k];
+        uint32_t burst = d->burst ? d->burst : d->rate[k];
+        g->t_us = period_ns[k] / 1000 / d->rate[k];
+        if (!g->t_us)
+            g->t_us = 1;
+        g->tau_us = g->t_us * burst;
+        g->lease_max = rlg_lease_max(d->rate[k], period_ns[k], burst, threads, fleet);
+        g->down = d->on_redis_down;
+        uint32_t c = d->rate[k] / fleet ? d->rate[k] / fleet : 1, b = burst / fleet ? burst / fleet : 1;
+        g->share.interval_ns = period_ns[k] / c ? period_ns[k] / c : 1;
+        g->share.burst_ns = g->share.interval_ns * b;
+        g->share.lease = rl_lease_for(&g->share, threads);
+    }
+    r->gc.max = d->concurrent;
+    r->gc.spare = rl_conc_lease_for(d->concurrent, threads * fleet) - 1;   /* rl_conc_lease_for is at least 1 */
+    r->gc.ttl_ms = ttl_ms;
+    r->gc.down = d->on_redis_down;
+    r->gc.share_max = d->concurrent / fleet ? d->concurrent / fleet : 1;
+    r->gc.share_lease = rl_conc_lease_for(r->gc.share_max, threads);
+}
+
 static int compile_rules(access_policy_t *p, const cfg_t *cfg, char *err, size_t errlen)
 {
     /* The shards that take from one rate cell: those running. A reload cannot
@@ -105,6 +137,10 @@ static int compile_rules(access_policy_t *p, const cfg_t *cfg, char *err, size_t
             r->rate[k].lease = rl_lease_for(&r->rate[k], threads);
         }
         r->conc_lease = rl_conc_lease_for(d->concurrent, threads);
+        if (d->global) {
+            compile_global(r, d, p->cfg.rl_fleet_size, p->cfg.rl_slot_ttl_ms, threads);
+            p->any_global = true;
+        }
         if (!d->n_agents)
             r->agents = ~UINT64_C(0);
         for (uint32_t a = 0; a < d->n_agents; a++) {
@@ -326,11 +362,13 @@ static void render_ratelimit(metrics_render_t *r, const shard_t *sh, unsigned n,
 
 static void access_run_release(run_t *r) { access_release(&r->holds); }
 
+
 static const run_ext_ops_t access_ext = {.release = access_run_release};
 
 void access_register(void)
 {
     cfg_section_register(&access_conf_section);
     run_ext_register(&access_ext);
+    rlg_register(&g_access_table);
     metrics_register(render_ratelimit);
 }

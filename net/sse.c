@@ -19,6 +19,7 @@
 
 #include "net/coalesce.h"
 #include "net/http1.h"
+#include "net/rlglobal.h"
 #include "proto/run.h"
 #include "proto/pbjson.h"
 #include "proto/runrec.h"
@@ -488,6 +489,7 @@ void sse_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds)
     }
     coalesce_prepare(r, req);   /* cached agents: HIT, COALESCED or MISS; ENOMEM just means uncached */
     req->cache = coalesce_result(r);   /* for the log line: the run may be released by then */
+    rlg_gate(r);   /* a global limit waiting for Redis holds the stream's head until the answer */
     run_start(r);
 }
 

@@ -23,6 +23,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "net/access.h"
+#include "net/rlglobal.h"
 #include "net/coalesce.h"
 #include "net/gwmetrics.h"
 #include "net/http1.h"
@@ -263,13 +264,16 @@ static void ws_sink_end(run_t *r)
     ws_maybe_drained(ws);
 }
 
-/* Before the run's first event (a proxy found no upstream): a RUN_ERROR with the
- * HTTP error's code; there is no HTTP status to send on a WebSocket. */
+/* Before the run's first event (a proxy found no upstream, a global limit
+ * refused it): a RUN_ERROR with the HTTP error's code; there is no HTTP status
+ * to send on a WebSocket. */
 static void ws_sink_fail(run_t *r, int status, const char *code, const char *msg, uint32_t retry_after_s)
 {
     ws_slot_t *s = sink_slot(r);
     ws_conn_t *ws = s->ws;
     r->errored = true;
+    if (status == 429 && !strcmp(code, "rate_limit_exceeded"))
+        code = "rate_limited";   /* a global limit refused it after asking Redis: the code admission uses */
     if (put_error(ws, s, NULL, 0, code, msg)) {
         conn_abort(ws->c);
         return;
@@ -320,7 +324,7 @@ int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t len)
     } else if (agent->removed) {   /* a reload dropped the agent: the connection stays, its runs do not */
         err_code = "agent_not_found";
         err_msg = "this agent is no longer configured";
-    } else if (access_admit(&ws->ident, sh->cfg, agent, &holds, &ad)) {   /* scopes and rate limits */
+    } else if (access_admit(sh, &ws->ident, sh->cfg, agent, &holds, &ad)) {   /* scopes and rate limits */
         err_code = ad.verdict == ACCESS_RATE_LIMITED ? "rate_limited" : ad.error;
         err_msg = ad.message;
     }
@@ -367,6 +371,7 @@ int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t len)
      * the key, so a directive inside it would make another question. ENOMEM
      * just means uncached. */
     coalesce_prepare(r, &c->http.req);
+    rlg_gate(r);    /* a global limit waiting for Redis holds the run here (after the cache's lookup is set up) */
     run_start(r);   /* may emit, end and release the run before returning */
     return 0;
 }

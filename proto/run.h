@@ -59,7 +59,7 @@ typedef struct run_sink_ops {
     void (*fail)(struct run *r, int status, const char *code, const char *msg, uint32_t retry_after_s);
 } run_sink_ops_t;
 
-#define RUN_EXT_MAX 4
+#define RUN_EXT_MAX 8
 
 typedef struct run {
     shard_t            *sh;

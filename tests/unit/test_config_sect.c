@@ -10,6 +10,7 @@
 #include "core/cfggen.h"
 #include "core/config_sect.h"
 #include "net/access_conf.h"
+#include "net/rlglobal.h"
 #include "net/upstream.h"
 #include "net/ws.h"
 
@@ -304,6 +305,49 @@ static void test_module_sections(void **state)
     assert_string_equal(f->err, want);
 }
 
+/* Global rate-limit rules (net/rlglobal.c): their keys, and that one needs Redis. */
+static void test_global_rules(void **state)
+{
+    struct fx *f = *state;
+    cfg_t *c = &f->c;
+    char want[CFG_ERR_MAX + 160];
+
+    assert_int_equal(access_conf(c)->rl_fleet_size, 1);
+    assert_int_equal(access_conf(c)->rl_slot_ttl_ms, 10000);
+    /* without redis.address a global rule is refused, not silently per pod */
+    assert_int_equal(load(f, "rate_limit:\n  rules:\n    - {name: a, per_minute: 2, global: true}\n"), 0);
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), -EINVAL);
+    snprintf(want, sizeof want, "%s: rate_limit.rules[0].global: a global rule is shared through Redis: "
+             "set redis.address (or make the rule local)", f->path);
+    assert_string_equal(f->err, want);
+
+    int rc = load(f, "redis: {address: 127.0.0.1:6379}\n"
+                             "rate_limit:\n  fleet_size: 3\n  global_slot_ttl: 4s\n  rules:\n"
+                             "    - {name: a, key: api_key, per_minute: 20, global: true, on_redis_down: deny}\n"
+                             "    - {name: b, per_second: 5, global: true}\n"
+                             "    - {name: c, per_second: 5, on_redis_down: allow}\n");
+    if (rc)
+        print_message("%s\n", f->err);
+    assert_int_equal(rc, 0);
+    const access_conf_t *a = access_conf(c);
+    assert_int_equal(a->rl_fleet_size, 3);
+    assert_int_equal(a->rl_slot_ttl_ms, 4000);
+    assert_true(a->rules[0].global);
+    assert_int_equal(a->rules[0].on_redis_down, RLG_DOWN_DENY);
+    assert_true(a->rules[1].global);
+    assert_int_equal(a->rules[1].on_redis_down, RLG_DOWN_LOCAL);
+    assert_false(a->rules[2].global);
+    assert_int_equal(a->rules[2].on_redis_down, RLG_DOWN_ALLOW);
+    assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
+
+    assert_int_equal(load(f, "rate_limit:\n  rules:\n    - {name: a, per_minute: 2, on_redis_down: sideways}\n"),
+                     -EINVAL);
+    assert_err_at(f, 3, "rate_limit.rules[0].on_redis_down: expected local, allow or deny");
+    assert_int_equal(load(f, "rate_limit:\n  fleet_size: 0\n"), -EINVAL);
+    assert_err_at(f, 2, "rate_limit.fleet_size: expected a whole number from 1 to 100000");
+
+}
+
 int main(void)
 {
     modules_register();
@@ -315,6 +359,7 @@ int main(void)
         T(test_section_env_validate_help),
         T(test_section_start_only),
         T(test_module_sections),
+        T(test_global_rules),
     };
 #undef T
     return cmocka_run_group_tests_name("config_sect", tests, NULL, NULL);
