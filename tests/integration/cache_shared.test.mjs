@@ -53,16 +53,19 @@ function richRun(input) {
   ];
 }
 
-async function fleet(t, { script = { events: richRun }, cache = {} } = {}) {
+async function fleet(t, { script = { events: richRun }, cache = {}, extra = '' } = {}) {
   const redis = await startRedis();
   t.after(() => redis.kill());
   const srv = await startAguiServer({ script });
   t.after(() => srv.close());
-  const cfg = sharedConfig(srv.url, redis.port, { cache });
+  const cfg = sharedConfig(srv.url, redis.port, { cache }) + extra;
   const a = await startAgate({ config: cfg });
   t.after(async () => { if (!a.exitInfo) await a.stop(5000); });
   const b = await startAgate({ config: cfg });
   t.after(async () => { if (!b.exitInfo) await b.stop(5000); });
+  // Each shard's connection is made after the listeners are up: a run before it is a
+  // MISS that stores nothing (Redis down), which is not what these tests are about.
+  for (const pod of [a, b]) await waitFor(async () => metric(await metrics(pod), 'agate_redis_up') === 2, 5000);
   return { redis, srv, a, b, cfg };
 }
 
@@ -331,6 +334,35 @@ describe('shared cache (second tier in Redis)', () => {
     assert.ok(waited >= 1500 && waited < 8000, `waited ${waited} ms for a shared_wait of 2s`);
     assert.equal(srv.requests.length, upstream + 1);
     assert.equal(metric(await metrics(b), 'agate_cache_tier2_waits_total{result="timeout"}'), 1);
+    await stopClean(a);
+    await stopClean(b);
+  });
+
+  test('with a global rate limit too: the limit is decided first (from Redis), then the second tier; HITs count against it', T, async (t) => {
+    // Both waits before the head: the limiter's lease (net/rlglobal.c wraps the run
+    // kind) and then the tier-2 GET (net/coalesce_tier2.c's waiting kind inside it).
+    const extra = ['rate_limit:', '  fleet_size: 2', '  rules:',
+      '    - {name: fleetwide, key: global, per_minute: 3, burst: 3, global: true, agents: [up]}'].join('\n') + '\n';
+    const { srv, a, b } = await fleet(t, { extra });
+    const q = question('limited and shared');
+    assert.equal((await post(a, q)).headers['x-cache'], 'MISS');
+    await waitFor(async () => metric(await metrics(a), 'agate_cache_tier2_stores_total{result="stored"}') === 1, 5000);
+    const h1 = await post(b, q);
+    assert.equal(h1.statusCode, 200);
+    assert.equal(h1.headers['x-cache'], 'HIT');
+    assert.equal(h1.headers['x-cache-tier'], 'shared');
+    assertValidStream(h1, q.runId);
+    assert.equal((await post(b, q)).headers['x-cache'], 'HIT');
+    // Three runs across the two pods: the fourth is refused on either, before any cache lookup.
+    const lookupsBefore = await lookups(a, 'hit') + await lookups(a, 'miss');
+    for (const pod of [a, b]) {
+      const r = await post(pod, q);
+      assert.equal(r.statusCode, 429, `pod ${pod === a ? 'A' : 'B'}: ${r.statusCode}`);
+      assert.equal(JSON.parse(r.body.toString()).error, 'rate_limit_exceeded');
+      assert.match(r.headers['retry-after'], /^\d+$/);
+    }
+    assert.equal(await lookups(a, 'hit') + await lookups(a, 'miss'), lookupsBefore, 'a refused run consults no cache');
+    assert.equal(srv.requests.length, 1, 'one upstream run');
     await stopClean(a);
     await stopClean(b);
   });

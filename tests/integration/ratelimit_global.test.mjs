@@ -91,6 +91,8 @@ describe('global limits across two pods', () => {
   before(async () => {
     redis = await startRedis();
     pods = [await startAgate({ config: config(redis.port, RULES) }), await startAgate({ config: config(redis.port, RULES) })];
+    // every shard connected first: before that a global rule is on its on_redis_down
+    for (const p of pods) await waitFor(async () => (await metric(p, 'agate_redis_up')) === 2, 5000);
   });
   after(async () => {
     for (const p of pods) await stopClean(p);
@@ -227,6 +229,7 @@ describe('a global concurrency cap across two pods', () => {
     const rules = ['{name: three, key: global, concurrent: 3, global: true, agents: [slow]}'];
     const a = await startAgate({ config: config(redis.port, rules, { slotTtl: '2s' }) });
     const b = await startAgate({ config: config(redis.port, rules, { slotTtl: '2s' }) });
+    for (const p of [a, b]) await waitFor(async () => (await metric(p, 'agate_redis_up')) === 2, 5000);
     try {
       const long = runInput(Array.from({ length: 60 }, (_, i) => `w${i}`).join(' '));   /* ~6 s at 100 ms a token */
       const opened = [];
