@@ -33,10 +33,13 @@ fleet_rl_setup() {
   local n url wire
   for n in agate-rl-local agate-rl-global; do
     url="http://127.0.0.1:${MAINPORT[$n]}/v1/agents/echo/run"
-    # 40 runs first, back to back on one connection: the global agate's first ones
-    # wait for a lease (no RateLimit-* then) while its leases grow
-    # shellcheck disable=SC2046 # one "-o /dev/null URL" pair per run
-    curl -s -X POST -H 'Content-Type: application/json' --data-binary "@$BODY_FILE" $(for _ in $(seq 40); do printf -- '-o /dev/null %s ' "$url"; done)
+    # 8 connections of 20 runs first: the global agate's first runs on a shard wait
+    # for a lease (no RateLimit-* then) while its leases grow; SO_REUSEPORT spreads
+    # the connections, so every shard has a lease before the check's own connection
+    for _ in $(seq 8); do
+      # shellcheck disable=SC2046 # one "-o /dev/null URL" pair per run
+      curl -s -X POST -H 'Content-Type: application/json' --data-binary "@$BODY_FILE" $(for _ in $(seq 20); do printf -- '-o /dev/null %s ' "$url"; done)
+    done
     status=$(curl -s -X POST -H 'Content-Type: application/json' -H 'Accept: text/event-stream' \
       --data-binary "@$BODY_FILE" -D "$tmp/$n.headers" -o "$tmp/$n.body" -w '%{http_code} %{content_type}' "$url")
     check "$n answers 200 text/event-stream ($status), $n_events events, RateLimit-* headers" \
