@@ -88,6 +88,8 @@ typedef struct conn {
     struct run   *run;                /* the streaming run, owned while set */
     struct ws_conn *ws;               /* WebSocket state once upgraded, owned by net/ws.c */
     rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access_http.c) */
+    uint8_t       who[16];            /* the run's caller, for a resumable run (net/access_http.c) */
+    bool          who_set;            /* false: anonymous, or auth is off */
     int16_t            run_slot;      /* agent slot of the current request's run, for its span; -1 none */
     conn_key_memo_t key_memo;         /* the API key it presented last (net/access.c); wiped at close */
     char          peer[46];           /* client address text (INET6_ADDRSTRLEN), for X-Forwarded-For */

@@ -16,6 +16,7 @@
 #include "net/conns.h"
 #include "net/gwmetrics.h"
 #include "net/proxy.h"
+#include "net/resume.h"
 #include "net/upstream.h"
 #include "net/upstream_metrics.h"
 #include "net/ws.h"
@@ -35,6 +36,7 @@ void modules_register(void)
     proxy_register();
     cache_register();
     coalesce_register();
+    resume_register();   /* after coalescing (a replay may feed a producer), before the connections */
     ws_register();
     conns_register();
 }

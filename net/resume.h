@@ -1,0 +1,55 @@
+/* resume: runs that survive their client's connection (issue 27, one process).
+ *
+ * For an agent with `resume.enabled`, a run is split in two: the producer (the
+ * agent's run: echo, proxy, a cache replay) writes every event to the run's
+ * log (net/runlog.h) under a sequence number, and each client is a follower
+ * run that reads the log into its own sink (SSE: each event with
+ * `id: <runId>:<seq>`). A client that goes away only detaches: the producer
+ * goes on for `resume.detach_timeout`, then is cancelled unless someone
+ * reattached (GET /v1/runs/{runId}/events, from any shard). DELETE
+ * /v1/runs/{runId} cancels now. A finished run's log is kept for
+ * `resume.log_ttl`. Who may reattach: the holder of the run's resume token
+ * (X-Agate-Resume-Token, given on the run's head), or, when the run was
+ * started by an authenticated identity, that identity. */
+#ifndef AGATE_RESUME_H
+#define AGATE_RESUME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+
+struct run;
+struct conn;
+
+/* The resume: section (process-wide): resume.max_bytes, the bound on all run
+ * logs' bytes together. */
+typedef struct resume_conf {
+    uint32_t max_bytes;
+} resume_conf_t;
+
+extern cfg_section_t resume_conf_section;
+static inline const resume_conf_t *resume_conf(const cfg_t *c) { return cfg_sect(c, &resume_conf_section); }
+
+/* Main thread, at start-up: the section, the run state, the shard module. */
+void resume_register(void);
+/* Process end, after the shards stopped: what no shard freed. */
+void resume_shutdown(void);
+
+/* A new client run r (its sink set, nothing started) of a resumable agent:
+ * makes it the first follower of a new producer run, which it returns (the
+ * caller prepares and starts that one instead). who: the caller's identity
+ * digest, or NULL when anonymous. r itself when its run id cannot be logged
+ * (longer than 127 bytes: the run is a plain one); NULL when r was failed
+ * (409: the run id is another identity's live run; 503) and released. */
+struct run *resume_wrap(struct run *r, const uint8_t *who);
+
+/* HTTP: GET /v1/runs/{id}/events and DELETE /v1/runs/{id} (id undecoded). */
+void resume_http_events(struct conn *c, const char *id, size_t len);
+void resume_http_cancel(struct conn *c, const char *id, size_t len);
+
+/* The log's bytes now, every log of the process (metrics, tests). */
+size_t resume_bytes(void);
+
+#endif
