@@ -222,7 +222,9 @@ static int ps_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool
     return log_event(r, (uint8_t)type, json, len, has_lf) ? log_failed(r) : 0;
 }
 
-/* Waits only for a follower on this shard: blocked, or behind by stream.buffer. */
+/* Waits only for a follower on this shard: blocked, or behind by stream.buffer
+ * or by a quarter of the log's bound (a chunk: what the log keeps past a
+ * drop is more than that, so the follower never loses what it has not read). */
 static bool ps_writable(run_t *r)
 {
     rs_log_t *lg = r->sink_ctx;
@@ -230,7 +232,8 @@ static bool ps_writable(run_t *r)
         return true;
     const rs_run_t *fr = rs_of(lg->local);
     uint64_t total = atomic_load_explicit(&lg->log.total, memory_order_relaxed);
-    return !lg->local->blocked && total - fr->rd.pos < r->sh->cfg->stream_buffer_bytes;
+    uint64_t lag = r->sh->cfg->stream_buffer_bytes, part = lg->log.max_bytes / 4;
+    return !lg->local->blocked && total - fr->rd.pos < (part < lag ? part : lag);
 }
 
 static void ps_end(run_t *r)

@@ -150,7 +150,7 @@ static const route_t routes[] = {
     {"/admin/cache", MR_ADMIN, M(HTTP_DELETE) | M(HTTP_OPTIONS), "DELETE, OPTIONS", true, false, cache_purge_route},
 };
 static const route_t run_route = {NULL, MR_RUN, M(HTTP_POST) | M(HTTP_OPTIONS), "POST, OPTIONS", false, true, agent_run};
-static const route_t events_route = {NULL, MR_RESUME, M(HTTP_GET) | M(HTTP_OPTIONS), "GET, OPTIONS", false, true, resume_http_events};
+static const route_t events_route = {NULL, MR_RESUME, M(HTTP_GET) | M(HTTP_POST) | M(HTTP_OPTIONS), "GET, POST, OPTIONS", false, true, resume_http_events};
 static const route_t cancel_route = {NULL, MR_RESUME, M(HTTP_DELETE) | M(HTTP_OPTIONS), "DELETE, OPTIONS", false, true,
                                      resume_http_cancel};
 static const route_t ws_route = {NULL, MR_WS, M(HTTP_GET) | M(HTTP_OPTIONS), "GET, OPTIONS", false, true, agent_ws};

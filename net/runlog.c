@@ -75,6 +75,7 @@ static void drop_front(runlog_t *l)
         *last = c;
         last = (runlog_chunk_t **)&c->next;   /* reuse the link: no reader can reach c now */
     }
+    *last = NULL;   /* the last one dropped still points at the new head */
     runlog_unlock(l);
     for (runlog_chunk_t *c = gone, *n; c; c = n) {
         n = atomic_load_explicit(&c->next, memory_order_relaxed);
