@@ -277,7 +277,6 @@ static int load_agent_key(const struct cfg_loader *ld, const yaml_node_t *kn, co
         size_t used = 0;
 
         cfg_list_add(list, sizeof list, &used, "type");
-        cfg_list_add(list, sizeof list, &used, "resume");
         if (!proxy) {
             cfg_list_rows(list, sizeof list, &used, echo_settings, N_ECHO, NULL);
         } else {
@@ -288,6 +287,7 @@ static int load_agent_key(const struct cfg_loader *ld, const yaml_node_t *kn, co
             cfg_list_add(list, sizeof list, &used, "forward_headers");
             cfg_list_add(list, sizeof list, &used, "cache");
         }
+        cfg_list_add(list, sizeof list, &used, "resume");
         return cfg_unknown_key(ld, kn, name, list);
     }
     if (!proxy && !es)

@@ -45,7 +45,11 @@ int cfg_load_resume(const struct cfg_loader *ld, const yaml_node_t *k, const yam
     return 0;
 }
 
+/* Only an agent with resume on uses the rest (the loader checked each value's
+ * range already; an agent built in code with resume off may leave them 0). */
 int cfg_resume_validate(const cfg_agent_t *a, const char *base, char *key, size_t keylen, char *why, size_t whylen)
 {
+    if (!a->resume_enabled)
+        return 0;
     return cfg_table_check(resume_settings, N_RESUME, a, base, key, keylen, why, whylen);
 }

@@ -101,7 +101,7 @@ static void test_proxy_and_echo_keys(void **state)
     assert_int_equal(load_proxy(f, "    token_interval_ms: 5\n"), -EINVAL);
     assert_err_at(f, 5, "agents.lg.token_interval_ms: only for type: echo");
     assert_int_equal(load(f, "agents:\n  e:\n    type: echo\n    timeout: 5s\n"), -EINVAL);
-    assert_err_at(f, 4, "agents.e.timeout: unknown key (expected one of: type, token_interval_ms)");
+    assert_err_at(f, 4, "agents.e.timeout: unknown key (expected one of: type, token_interval_ms, resume)");
 
     /* no endpoints: reported at the agent */
     assert_int_equal(load(f, "agents:\n  echo: {type: echo}\n  lg:\n    type: proxy\n    balance: round_robin\n"), -EINVAL);
