@@ -14,6 +14,8 @@
 #   cache     a cache HIT vs nginx serving its bytes (issue 7: >= 1.5x nginx)
 #   ws        AG-UI over WebSocket, build/wsload (issue 5: figures)
 #   auth      an API key and rate limits on vs off (issue 6: within 5 % of off)
+#   resume    a resumable echo run (event log in memory, ids) vs a plain one (issue 27:
+#             at most 5 % more CPU per event)
 #   streams   thousands of slow streams, then idle keep-alive connections, held (figures)
 #   epoll     build/agate on io_uring vs on epoll (engine.backend): echo, proxy and cache
 #             req/s and CPU per response, epoll/io_uring (issue 24: at most 1.25x CPU on
@@ -110,7 +112,7 @@ AGATE_BIN=${AGATE_BIN:-build/agate}
 BODY_FILE=bench/echo-body.json
 # shellcheck disable=SC2034 # the cases use it
 WORDS=40
-ALL_CASES="echo obs proxy cache epoll ws auth streams baseline"
+ALL_CASES="echo obs proxy cache epoll ws auth resume streams baseline"
 
 die() { echo "bench: $*" >&2; exit 1; }
 has_case() { [[ " $BENCH_CASES " == *" $1 "* ]]; }
@@ -209,17 +211,17 @@ fi
 
 # --- the run ----------------------------------------------------------------------------
 echo_record                                   # every case needs the recorded body
-for_cases setup "obs auth echo proxy cache epoll baseline"
+for_cases setup "obs auth resume echo proxy cache epoll baseline"
 [ $fail = 0 ] || die "correctness checks failed; not timing"
 echo
 order_rows
-timed_rounds "echo auth cache obs proxy epoll baseline"
-if [ "$BENCH_PAIRS" -gt 0 ]; then for_cases pairs "obs auth proxy cache epoll baseline"; fi
+timed_rounds "echo auth resume cache obs proxy epoll baseline"
+if [ "$BENCH_PAIRS" -gt 0 ]; then for_cases pairs "obs auth resume proxy cache epoll baseline"; fi
 run_pairs
 for_cases run "ws streams"
 echo
 echo "== targets and server-side checks"
-for_cases targets "obs proxy cache auth epoll baseline"
+for_cases targets "obs proxy cache auth resume epoll baseline"
 rows_report
 profiles
 
