@@ -35,7 +35,8 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 
 WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter -Werror
 BASEFLAGS := -std=gnu11 -D_GNU_SOURCE -I. -Ibuild/gen -I$(LLHTTP_INC) -MMD -MP -g
-LIBS      := -luring -ljansson -lyaml -lcrypto -lprotobuf-c -lurcu-cds -lurcu-memb -lurcu-common -lpthread
+HIREDIS_LIBS := $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
+LIBS      := -luring -ljansson -lyaml -lcrypto -lprotobuf-c $(HIREDIS_LIBS) -lurcu-cds -lurcu-memb -lurcu-common -lpthread
 
 # AG-UI's protobuf encoding: proto/agui.proto and the well-known struct.proto it
 # imports (from libprotobuf-dev) compiled by protoc-c into build/gen; generated code

@@ -72,6 +72,14 @@
 # shellcheck source-path=SCRIPTDIR/.. disable=SC1090 # the cases are sourced in a loop
 set -euo pipefail
 
+# It takes no arguments: anything else (--help, -h, a typo) prints the comment above
+# and starts nothing, instead of a 30-minute run.
+if [ $# -gt 0 ]; then
+  sed -n '2,/^# shellcheck/{/^# shellcheck/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+  [ "$1" = --help ] || [ "$1" = -h ]
+  exit
+fi
+
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 run_cmd="$(for v in $(compgen -e | grep -E '^(BENCH_|AGATE_BIN$)' | grep -v '^BENCH_API_KEY$' || true); do
   [[ ${!v} =~ [[:space:]] ]] && printf '%s="%s" ' "$v" "${!v}" || printf '%s=%s ' "$v" "${!v}"; done)bench/run.sh${*:+ $*}${MAKELEVEL:+ (from make)}"

@@ -135,7 +135,7 @@ __attribute__((format(printf, 4, 5)))
 int cfg_load_fail(const struct cfg_loader *ld, const yaml_node_t *at, const char *key,
                   const char *fmt, ...)
 {
-    char why[CFG_WHY_MAX];
+    char why[2 * CFG_WHY_MAX];   /* an unknown top-level key lists every section's keys */
     va_list ap;
 
     va_start(ap, fmt);
@@ -328,7 +328,7 @@ static int load_root(const struct cfg_loader *ld, const yaml_node_t *root)
         const yaml_node_t *kn = cfg_node_at(ld, p->key), *vn = cfg_node_at(ld, p->value);
         const char *key = cfg_key_text(ld, p);
         const cfg_section_t *s = cfg_section_of(key);
-        char list[CFG_WHY_MAX];
+        char list[2 * CFG_WHY_MAX];
         int rc;
 
         if (s) {

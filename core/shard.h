@@ -31,7 +31,7 @@
 
 struct shard;
 
-#define SHARD_MOD_MAX 16
+#define SHARD_MOD_MAX 16   /* 13 registered with core/redis.c; room for the fleet features' modules */
 
 /* A module's part in every shard. Every hook is optional. Hooks run in
  * registration order; `stop`, `close` and `free` in reverse, so a module is

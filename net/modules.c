@@ -9,6 +9,7 @@
 
 #include "core/cache.h"
 #include "core/cfggen.h"
+#include "core/redis.h"
 #include "net/access.h"
 #include "net/breaker.h"
 #include "net/coalesce.h"
@@ -30,6 +31,7 @@ void modules_register(void)
     gwmetrics_register();   /* metrics blocks: the gateway's, then each feature's */
     upm_register();
     coalm_register();
+    redis_register();   /* before the modules that issue commands: it stops after them */
     access_register();
     ups_register();
     breaker_register();

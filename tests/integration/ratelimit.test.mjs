@@ -227,7 +227,10 @@ describe('rate limits', () => {
       const clientWindow = (lastRecv - firstSend) / 1000;
       console.log(`# accuracy: ${ok} allowed, ${limited} limited, ${other} other in ${elapsed.toFixed(3)} s (client saw ${clientWindow.toFixed(3)} s); expected ${expected.toFixed(1)} (${(err * 100).toFixed(2)}%)`);
       assert.equal(other, 0);
-      assert.ok(limited > ok, 'the clients asked for more than the limit');
+      // Saturated throughout: refusals at a fifth of the admissions or more. (It was
+      // limited > ok, twice the rate, which a 2-CPU runner's node clients missed with
+      // agate exact: 8197 allowed, 5847 limited, -0.01%.)
+      assert.ok(limited >= ok * 0.2, `the clients asked for more than the limit (${ok} allowed, ${limited} limited)`);
       assert.ok(Math.abs(err) <= 0.01, `allowed ${ok} vs expected ${expected.toFixed(1)}: ${(err * 100).toFixed(2)}%`);
     } finally { await stopClean(agate); }
   });
