@@ -99,6 +99,11 @@ typedef struct conn {
 } conn_t;
 
 void conn_accept(shard_t *sh, int fd, bool admin);
+/* A reference to c that outlives it (slot and generation: slab_ud), and the
+ * live connection it names on sh, or NULL once that one is gone: for a reply
+ * that comes back to a request after its connection may have closed. */
+static inline uint64_t conn_ref(const conn_t *c) { return slab_ud(c, 0); }
+conn_t *conn_lookup(shard_t *sh, uint64_t ref);
 /* Initialises slab slot c without arming I/O: conn_accept's first half, also
  * used by tests and fuzzers that feed bytes directly. */
 void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin);

@@ -68,6 +68,7 @@ typedef struct rs_log {
     int              status;        /* a failure before the head, written before the log's state */
     char             code[40], msg[200];
     unsigned         owner;
+    void            *rsx;           /* the owner's: its Redis Stream writer (net/runlog_redis.h), or NULL */
     /* the owner's */
     struct run      *producer;      /* NULL once it ended */
     struct run      *local;         /* the follower on the owner's shard the producer waits for */
@@ -172,6 +173,9 @@ static void wake_followers(rs_log_t *lg, shard_t *self)
 
 static void producer_ended(rs_log_t *lg, shard_t *sh)
 {
+    bool failed = atomic_load_explicit(&lg->log.state, memory_order_relaxed) == RUNLOG_FAILED;
+    rsx_close(sh, lg->rsx, failed, lg->status, lg->code, lg->msg);
+    lg->rsx = NULL;
     lg->producer = NULL;
     lg->end_ms = sh->now_ms;
     mark_dirty(lg, sh);
@@ -628,6 +632,7 @@ run_t *resume_wrap(run_t *r, const uint8_t *who)
     r->body_len = 0;
     r->body_buf = NULL;
     lg->producer = p;
+    lg->rsx = rsx_open(sh, &lg->log, lg->run_id, idn, lg->token, who, lg->agent, lg->ttl_ms);
     list_push_back(&rs_shard(sh)->owned, &lg->link);
     sweep_arm(sh);
     r->ops = &follow_ops;
@@ -749,12 +754,13 @@ static const shard_mod_ops_t rs_shard_ops = {
 static const struct cfg_setting resume_rows[] = {
     { "resume", "max_bytes", "AGATE_RESUME_MAX_BYTES", "256MiB", CFG_K_SIZE, 65536, UINT32_MAX,
       offsetof(resume_conf_t, max_bytes) },
+    RSX_CONF_ROWS
 };
 static const char *const resume_keys[] = { "resume", NULL };
 
 /* rank 45: after ws, before the agents */
 cfg_section_t resume_conf_section = {
-    .name = "resume", .keys = resume_keys, .rows = resume_rows, .n_rows = 1, .size = sizeof(resume_conf_t),
+    .name = "resume", .keys = resume_keys, .rows = resume_rows, .n_rows = sizeof resume_rows / sizeof *resume_rows, .size = sizeof(resume_conf_t),
     .rank = 45,
 };
 

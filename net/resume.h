@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "net/runlog_redis.h"
 
 struct run;
 struct conn;
@@ -27,6 +28,7 @@ struct conn;
  * logs' bytes together. */
 typedef struct resume_conf {
     uint32_t max_bytes;
+    rsx_conf_t rsx;     /* the Redis Stream copy of the logs (net/runlog_redis.h) */
 } resume_conf_t;
 
 extern cfg_section_t resume_conf_section;

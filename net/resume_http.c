@@ -84,8 +84,13 @@ static bool token_equal(const char *a, size_t an, const char *b)
     return diff == 0;
 }
 
-/* The run named by the path, held, once the caller may see it; NULL when answered. */
-static rs_log_t *authorize(conn_t *c, const char *pid, size_t plen, char *id, size_t *idn, rs_view_t *v)
+static bool last_event_id(const http_req_t *r, const char *id, size_t idn, uint64_t *seq, bool *bad);
+
+/* The run named by the path, held, once the caller may see it; NULL when
+ * answered. remote: a run this process does not have is looked for in Redis
+ * (net/runlog_redis.h), which answers the request. */
+static rs_log_t *authorize(conn_t *c, const char *pid, size_t plen, char *id, size_t *idn, rs_view_t *v,
+                           bool remote)
 {
     http_req_t *r = &c->http.req;
     uint8_t who[16];
@@ -109,7 +114,11 @@ static rs_log_t *authorize(conn_t *c, const char *pid, size_t plen, char *id, si
     }
     rs_log_t *lg = rs_hold(id, *idn, v);
     if (!lg) {
-        http_error(c, 404, "run_not_found", "no resumable run by that id is known here", NULL);
+        uint64_t after = 0;
+        if (remote && !last_event_id(r, id, *idn, &after, &bad))
+            http_error(c, 400, "invalid_last_event_id", "Last-Event-ID must be <runId>:<seq> of this run", NULL);
+        else if (!remote || !rsx_events(c, id, *idn, tok, tokn, named ? who : NULL, after))
+            http_error(c, 404, "run_not_found", "no resumable run by that id is known here", NULL);
         return NULL;
     }
     bool by_token = token_equal(tok, tokn, v->token);
@@ -166,7 +175,7 @@ void resume_http_events(conn_t *c, const char *pid, size_t plen)
     rs_view_t v;
     uint64_t after;
     bool bad = false;
-    rs_log_t *lg = authorize(c, pid, plen, id, &idn, &v);
+    rs_log_t *lg = authorize(c, pid, plen, id, &idn, &v, true);
     if (!lg)
         return;
     if (!last_event_id(&c->http.req, id, idn, &after, &bad)) {
@@ -209,7 +218,7 @@ void resume_http_cancel(conn_t *c, const char *pid, size_t plen)
     char id[RS_ID_CAP], body[64 + RS_ID_CAP];
     size_t idn;
     rs_view_t v;
-    rs_log_t *lg = authorize(c, pid, plen, id, &idn, &v);
+    rs_log_t *lg = authorize(c, pid, plen, id, &idn, &v, false);
     if (!lg)
         return;
     if (!v.running) {
