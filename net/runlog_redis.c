@@ -483,8 +483,12 @@ void rsx_register(void)
         if (*p == ' ')
             *p = '_';   /* the meta value is space-separated */
     snprintf(g_pod, sizeof g_pod, "%s@%s", rh, host);
-    g_rsx_script_write = redis_script_register(k_write_lua);
-    g_rsx_script_read = redis_script_register(k_read_lua);
+    static bool scripts;   /* a test's set-up registers the modules again; scripts are not deduplicated */
+    if (!scripts) {
+        g_rsx_script_write = redis_script_register(k_write_lua);
+        g_rsx_script_read = redis_script_register(k_read_lua);
+        scripts = true;
+    }
     g_rsx_mod = shard_mod_register(&rsx_shard_ops);
     g_rsx_mmod = gwm_block_register("resume_redis", sizeof(rsx_metrics_t), render);
     rsx_remote_register();
