@@ -817,3 +817,16 @@ void rs_cancel(rs_log_t *lg)
         shard_wake(t);
     }
 }
+
+void resume_cancel_followed(run_t *r)
+{
+    rs_run_t *fr = rs_of(r);
+    if (fr && fr->follower && fr->lg)
+        rs_cancel(fr->lg);
+}
+
+const char *resume_token_of(const run_t *r)
+{
+    const rs_run_t *fr = rs_of(r);
+    return fr && fr->follower && fr->lg ? fr->lg->token : NULL;
+}

@@ -9,6 +9,7 @@ import crypto from 'node:crypto';
 import { HttpAgent, verifyEvents } from '@ag-ui/client';
 import { startAgate, stopClean, sleep, runInput, uid, paced, waitFor, assertEchoEvents, parseSSE } from './lib/harness.mjs';
 import { startAguiServer, simpleRun } from './lib/agui-server.mjs';
+import { openRunSocket } from './lib/wsclient.mjs';
 
 const T = { timeout: 30000 };
 const TEXT = 'one two three four five six seven eight nine ten eleven twelve';
@@ -214,6 +215,49 @@ describe('resume: one process, echo agent', () => {
     const again = await fetch(url, { method: 'DELETE', headers: { 'x-agate-resume-token': token } });
     assert.equal(again.status, 409);
     assert.equal((await again.json()).error, 'run_not_running');
+  });
+});
+
+describe('resume: over WebSocket', () => {
+  let agate;
+  before(async () => {
+    agate = await startAgate({
+      config: ['agents:', '  echo:', '    type: echo', '    resume: {enabled: true, detach_timeout: 2s}'].join('\n'),
+    });
+  });
+  after(async () => { await stopClean(agate); });
+
+  test('events carry "seq"; RUN_STARTED the token; a dropped socket, then RESUME on another: every event once', T, async () => {
+    const input = runInput(TEXT, { forwardedProps: paced(40) });
+    const a = await openRunSocket(agate.port);
+    a.sendJson(input);
+    assert.ok(await a.until(() => a.runEvents(input.runId).length >= 4 || a.events.length >= 4, 5000));
+    a.terminate();   // the connection drops, no close handshake
+    const got = a.events.slice();
+    assert.equal(got[0].type, 'RUN_STARTED');
+    assert.match(got[0].resumeToken, /^[0-9a-f]{32}$/);
+    got.forEach((e, i) => assert.equal(e.seq, i + 1));
+    const b = await openRunSocket(agate.port);
+    b.sendJson({ type: 'RESUME', runId: input.runId, lastEventId: got[got.length - 1].seq, token: got[0].resumeToken });
+    const rest = await b.waitRun(input.runId);
+    const all = [...got, ...rest];
+    all.forEach((e, i) => assert.equal(e.seq, i + 1, `event ${i}'s seq`));
+    assertEchoEvents(all.map(({ seq, resumeToken, ...e }) => e), { threadId: input.threadId, runId: input.runId, text: TEXT });
+    // a RESUME without the token is refused; CANCEL of a resumable run cancels the run
+    b.sendJson({ type: 'RESUME', runId: input.runId });
+    assert.ok(await b.until(() => b.events.some((e) => e.type === 'RUN_ERROR' && e.code === 'forbidden'), 5000));
+    const input2 = runInput(TEXT, { forwardedProps: paced(100) });
+    b.sendJson(input2);
+    assert.ok(await b.until(() => b.runEvents(input2.runId).length >= 2, 5000));
+    const token2 = b.runEvents(input2.runId)[0].resumeToken;
+    b.cancel(input2.runId);
+    await b.waitRun(input2.runId);
+    await sleep(300);
+    const after = await reattach(agate.port, input2.runId, { headers: { 'x-agate-resume-token': token2 } });
+    await finished(after);
+    const evs = events(after);
+    assert.equal(evs[evs.length - 1].code, 'run_cancelled', 'the run itself was cancelled, not only the socket\'s view');
+    await b.closeClean();
   });
 });
 
