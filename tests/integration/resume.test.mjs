@@ -10,6 +10,9 @@ import { HttpAgent, verifyEvents } from '@ag-ui/client';
 import { startAgate, stopClean, sleep, runInput, uid, paced, waitFor, assertEchoEvents, parseSSE } from './lib/harness.mjs';
 import { startAguiServer, simpleRun } from './lib/agui-server.mjs';
 import { openRunSocket } from './lib/wsclient.mjs';
+import fs from 'node:fs';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
 
 const T = { timeout: 30000 };
 const TEXT = 'one two three four five six seven eight nine ten eleven twelve';
@@ -396,4 +399,67 @@ describe('resume: the log\'s bound', () => {
     const keptBytes = kept.length ? kept[kept.length - 1].frames.reduce((a, f) => a + JSON.stringify(f.event).length + 16, 0) : 0;
     assert.ok(kept.length < 80, `the log kept ${kept.length} events (${keptBytes} bytes) under a 4 KiB bound`);
   });
+});
+
+/** A TCP relay to agate that cuts the first /events response once it has
+ * carried `after` events (both sockets destroyed, as a lost network would),
+ * and relays everything else, reconnections included. */
+async function cuttingRelay(port, after) {
+  const socks = new Set();
+  let cut = false;
+  const srv = net.createServer((client) => {
+    const up = net.connect(port, '127.0.0.1');
+    socks.add(client); socks.add(up);
+    let isEvents = false, ids = 0;
+    client.on('data', (d) => { if (d.toString('latin1').includes('/events')) isEvents = true; up.write(d); });
+    up.on('data', (d) => {
+      client.write(d);
+      if (!isEvents || cut) return;
+      ids += (d.toString('latin1').match(/\nid: /g) ?? []).length;
+      if (ids >= after) { cut = true; client.destroy(); up.destroy(); }
+    });
+    const end = () => { client.destroy(); up.destroy(); socks.delete(client); socks.delete(up); };
+    client.on('close', end); up.on('close', end); client.on('error', end); up.on('error', end);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { port: srv.address().port, wasCut: () => cut, close: () => { for (const s of socks) s.destroy(); srv.close(); } };
+}
+
+test('EventSource in Chromium reconnects by itself through a dropped connection and gets every event once', { timeout: 60000 }, async (t) => {
+  assert.ok(fs.existsSync('/usr/bin/chromium'), '/usr/bin/chromium is missing (deploy/install-deps.sh test installs chromium)');
+  const agate = await startAgate({
+    config: ['agents:', '  echo:', '    type: echo', '    resume: {enabled: true, detach_timeout: 20s}'].join('\n'),
+  });
+  t.after(async () => { if (!agate.exitInfo) await agate.stop(5000); });
+  const relay = await cuttingRelay(agate.port, 4);
+  t.after(() => relay.close());
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+  t.after(() => browser.close());
+
+  const input = runInput(TEXT, { forwardedProps: paced(150) });
+  const first = await run(agate.port, input);   // starts the run; this client leaves at once
+  const token = first.headers.get('x-agate-resume-token');
+  first.abort();
+
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${relay.port}/`);   // same origin as the stream
+  await page.evaluate(([url]) => {
+    window.got = []; window.opens = 0; window.done = false;
+    const es = new EventSource(url);
+    es.onopen = () => { window.opens++; };
+    es.onmessage = (m) => {
+      const ev = JSON.parse(m.data);
+      window.got.push({ id: m.lastEventId, ev });
+      if (ev.type === 'RUN_FINISHED' || ev.type === 'RUN_ERROR') { es.close(); window.done = true; }
+    };
+  }, [`/v1/runs/${encodeURIComponent(input.runId)}/events?token=${token}`]);
+  await page.waitForFunction(() => window.done, null, { timeout: 40000 });
+  const got = await page.evaluate(() => window.got);
+  const opens = await page.evaluate(() => window.opens);
+  assert.ok(relay.wasCut(), 'the relay cut the stream');
+  assert.ok(opens >= 2, `EventSource reconnected (${opens} opens)`);
+  got.forEach((f, i) => assert.equal(f.id, `${input.runId}:${i + 1}`, `event ${i}'s id`));
+  assertEchoEvents(got.map((f) => f.ev), { threadId: input.threadId, runId: input.runId, text: TEXT });
+  await page.close();
+  await stopClean(agate);
 });
