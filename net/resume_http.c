@@ -113,6 +113,10 @@ int resume_open(const resume_req_t *q, struct rs_log **out, uint64_t *after, res
 {
     rs_view_t v;
     *out = NULL;
+    if (!parse_last_id(q->last_id, q->last_len, q->id, q->id_len, after)) {   /* syntax first: no lookup */
+        *no = (resume_refusal_t){400, "invalid_last_event_id", "Last-Event-ID must be <runId>:<seq> of this run"};
+        return -EINVAL;
+    }
     rs_log_t *lg = rs_hold(q->id, q->id_len, &v);
     if (!lg) {
         *no = (resume_refusal_t){404, "run_not_found", "no resumable run by that id is known here"};
@@ -124,8 +128,6 @@ int resume_open(const resume_req_t *q, struct rs_log **out, uint64_t *after, res
         *no = (resume_refusal_t){403, "forbidden",
                                  q->token_len ? "the resume token does not match this run"
                                               : "this run needs its resume token (X-Agate-Resume-Token or ?token=) or the identity that started it"};
-    else if (!parse_last_id(q->last_id, q->last_len, q->id, q->id_len, after))
-        *no = (resume_refusal_t){400, "invalid_last_event_id", "Last-Event-ID must be <runId>:<seq> of this run"};
     else if (v.expired)
         *no = (resume_refusal_t){410, "resume_log_expired", "this run's log was dropped after resume.log_ttl"};
     else if (*after > v.last_seq)
