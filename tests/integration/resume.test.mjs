@@ -463,3 +463,29 @@ test('EventSource in Chromium reconnects by itself through a dropped connection 
   await page.close();
   await stopClean(agate);
 });
+
+test('the demo page shows a run surviving a dropped connection', { timeout: 60000 }, async (t) => {
+  const agate = await startAgate({
+    config: ['agents:', '  echo:', '    type: echo', '    resume: {enabled: true}'].join('\n'),
+  });
+  t.after(async () => { if (!agate.exitInfo) await agate.stop(5000); });
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`http://127.0.0.1:${agate.port}/`);
+  const text = 'A run that outlives its connection, resumed from the last event id it saw.';
+  await page.fill('#text', text);
+  await page.fill('#interval', '60');
+  await page.click('#run-drop');
+  await page.waitForFunction(() => document.getElementById('sse-status').textContent.startsWith('dropped'), null, { timeout: 10000 });
+  await page.waitForFunction(() => document.getElementById('sse-status').textContent !== 'running'
+    && !document.getElementById('sse-status').textContent.startsWith('dropped'), null, { timeout: 20000 });
+  assert.equal(await page.textContent('#sse-status'), 'done');
+  assert.equal(await page.textContent('#sse-out'), text);
+  assert.equal(Number(await page.textContent('#sse-events')), text.split(' ').length + 4, 'every event once');
+  assert.deepEqual(errors, []);
+  await page.close();
+  await stopClean(agate);
+});
