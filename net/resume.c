@@ -13,9 +13,9 @@
  *    touch of the log is its decrement.
  *  - Every client of a resumable run, the first one too, is a follower reading
  *    the log, so there is one way to the client whether it stayed or came
- *    back. The producer waits (writable() false) for a follower on its own
- *    shard that is blocked or behind by stream.buffer; others it does not
- *    wait for: the log's bound protects memory, and a follower left behind
+ *    back. The producer waits (writable() false) for one follower on its own
+ *    shard (`local`: the first there) that is blocked or behind; others it
+ *    does not wait for: the log's bound protects memory, and a follower left behind
  *    the dropped front gets RUN_ERROR resume_log_truncated.
  *  - Wake-ups: the producer marks its log dirty once per turn; the owner's
  *    turn end wakes the shards whose bit is in `mask` (pending flag, eventfd),
@@ -50,7 +50,7 @@ enum { RS_LIVE, RS_EXPIRED };
 
 typedef struct rs_log {
     struct rs_log   *hnext;         /* table chain, under g_tab.lock */
-    bool             in_table;      /* under g_tab.lock */
+    _Atomic bool     in_table;      /* written under g_tab.lock */
     _Atomic uint8_t  phase;         /* RS_LIVE, RS_EXPIRED (chunks freed: 410) */
     _Atomic uint32_t followers;     /* changed under g_tab.lock when it goes up */
     _Atomic bool     started;       /* the producer's stream head: followers may start theirs */
@@ -512,12 +512,13 @@ static int sweep_one(rs_log_t *lg, shard_t *sh)
             return 0;
     }
     uint32_t tomb = lg->ttl_ms > RS_TOMB_MIN_MS ? lg->ttl_ms : RS_TOMB_MIN_MS;
-    bool expire = now >= lg->end_ms + lg->ttl_ms, drop = !lg->in_table || now >= lg->end_ms + lg->ttl_ms + tomb;
-    if (!expire && lg->in_table)
-        return 0;
+    bool expire = now >= lg->end_ms + lg->ttl_ms;
+    if (!expire && atomic_load(&lg->in_table))
+        return 0;   /* the common case, without the table's lock */
     int freed = 0;
-    pthread_mutex_lock(&g_tab.lock);
-    if (!atomic_load(&lg->followers)) {
+    pthread_mutex_lock(&g_tab.lock);   /* in_table: another shard's new run may have replaced it */
+    bool drop = !lg->in_table || now >= lg->end_ms + lg->ttl_ms + tomb;
+    if ((expire || drop) && !atomic_load(&lg->followers)) {
         if (drop) {
             if (lg->in_table)
                 tab_remove(lg);
@@ -822,4 +823,17 @@ void rs_cancel(rs_log_t *lg)
         atomic_store(&rs->sweep_now, true);
         shard_wake(t);
     }
+}
+
+void resume_cancel_followed(run_t *r)
+{
+    rs_run_t *fr = rs_of(r);
+    if (fr && fr->follower && fr->lg)
+        rs_cancel(fr->lg);
+}
+
+const char *resume_token_of(const run_t *r)
+{
+    const rs_run_t *fr = rs_of(r);
+    return fr && fr->follower && fr->lg ? fr->lg->token : NULL;
 }

@@ -47,6 +47,33 @@ void resume_shutdown(void);
  * (409: the run id is another identity's live run; 503) and released. */
 struct run *resume_wrap(struct run *r, const uint8_t *who);
 
+/* Reattaching, whatever the transport: the run, who asks, and from where. */
+struct rs_log;
+typedef struct resume_req {
+    const char    *id;         size_t id_len;      /* decoded */
+    const char    *token;      size_t token_len;   /* NULL/0: none given */
+    const uint8_t *who;                            /* the caller's digest, NULL: anonymous */
+    const char    *last_id;    size_t last_len;    /* "<runId>:<seq>", 0: the whole run */
+    const char    *agent;                          /* the run must be this agent's (NULL: any) */
+    char          *agent_out;                      /* CFG_NAME_MAX: the run's agent */
+} resume_req_t;
+typedef struct resume_refusal {
+    int status;                /* 400, 403, 404, 410 */
+    const char *code, *msg;
+} resume_refusal_t;
+
+/* The run q names, held for the caller, and the seq to follow it after; or
+ * -errno with *no saying why not. */
+int  resume_open(const resume_req_t *q, struct rs_log **lg, uint64_t *after, resume_refusal_t *no);
+/* A held run's new client r (its sink set, nothing started): r follows it
+ * after seq `after` (the hold becomes r's) and is pumped now. */
+void resume_follow(struct run *r, struct rs_log *lg, uint64_t after);
+void resume_close(struct rs_log *lg);   /* a hold not followed */
+/* A follower's run: cancels the run it follows (WebSocket CANCEL). */
+void resume_cancel_followed(struct run *r);
+/* A follower's run's resume token (32 hex digits), NULL for any other run. */
+const char *resume_token_of(const struct run *r);
+
 /* HTTP: GET /v1/runs/{id}/events and DELETE /v1/runs/{id} (id undecoded). */
 void resume_http_events(struct conn *c, const char *id, size_t len);
 void resume_http_cancel(struct conn *c, const char *id, size_t len);

@@ -13,6 +13,7 @@
  * client's and not secret, so saying a run exists gives nothing away); 403
  * neither the token nor the identity; 410 a log dropped after log_ttl, or an
  * id before the front the log's bound dropped. Cold path. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -84,150 +85,166 @@ static bool token_equal(const char *a, size_t an, const char *b)
     return diff == 0;
 }
 
-static bool last_event_id(const http_req_t *r, const char *id, size_t idn, uint64_t *seq, bool *bad);
-
-/* The run named by the path, held, once the caller may see it; NULL when
- * answered. remote: a run this process does not have is looked for in Redis
- * (net/runlog_redis.h), which answers the request. */
-static rs_log_t *authorize(conn_t *c, const char *pid, size_t plen, char *id, size_t *idn, rs_view_t *v,
-                           bool remote)
+/* "<runId>:<seq>" of run id into *seq (0: none given). False when malformed. */
+static bool parse_last_id(const char *p, size_t n, const char *id, size_t idn, uint64_t *seq)
 {
-    http_req_t *r = &c->http.req;
-    uint8_t who[16];
-    bool named, bad = false;
-    char tok[64];
-    size_t tokn = 0;
-    const char *hv;
-    size_t hn;
-    if (!pct_decode(pid, plen, id, RS_ID_CAP, idn) || !*idn) {
-        http_error(c, 400, "invalid_run_id", "the run id in the path is malformed or longer than 127 bytes", NULL);
-        return NULL;
-    }
-    if (!access_http_who(c, who, &named))
-        return NULL;   /* 400/401 answered */
-    if (http_header(r, "x-agate-resume-token", &hv, &hn)) {
-        tokn = hn < sizeof tok ? hn : sizeof tok - 1;
-        memcpy(tok, hv, tokn);
-    } else if (!query_param(r, "token", tok, sizeof tok, &tokn, &bad) && bad) {
-        http_error(c, 400, "invalid_request", "the token parameter is malformed", NULL);
-        return NULL;
-    }
-    rs_log_t *lg = rs_hold(id, *idn, v);
-    if (!lg) {
-        uint64_t after = 0;
-        if (remote && !last_event_id(r, id, *idn, &after, &bad))
-            http_error(c, 400, "invalid_last_event_id", "Last-Event-ID must be <runId>:<seq> of this run", NULL);
-        else if (!remote || !rsx_events(c, id, *idn, tok, tokn, named ? who : NULL, after))
-            http_error(c, 404, "run_not_found", "no resumable run by that id is known here", NULL);
-        return NULL;
-    }
-    bool by_token = token_equal(tok, tokn, v->token);
-    bool by_who = named && v->who_set && !memcmp(who, v->who, 16);
-    if (!by_token && !by_who) {
-        rs_unhold(lg);
-        http_error(c, 403, "forbidden",
-                   tokn ? "the resume token does not match this run"
-                        : "this run needs its resume token (X-Agate-Resume-Token or ?token=) or the identity that started it",
-                   NULL);
-        return NULL;
-    }
-    return lg;
-}
-
-/* "<runId>:<seq>" for run id; *seq 0 when none was sent. False when malformed. */
-static bool last_event_id(const http_req_t *r, const char *id, size_t idn, uint64_t *seq, bool *bad)
-{
-    char buf[RS_ID_CAP + 32];
-    size_t n = 0;
-    const char *hv;
     *seq = 0;
-    if (http_header(r, "last-event-id", &hv, &n)) {
-        if (n >= sizeof buf)
-            return false;
-        memcpy(buf, hv, n);
-    } else if (!query_param(r, "last_event_id", buf, sizeof buf, &n, bad)) {
-        return !*bad;
-    }
-    if (!n)
+    if (!p || !n)
         return true;
     const char *colon = NULL;
     for (size_t i = n; i-- > 0;)
-        if (buf[i] == ':') {
-            colon = buf + i;
+        if (p[i] == ':') {
+            colon = p + i;
             break;
         }
-    if (!colon || (size_t)(colon - buf) != idn || memcmp(buf, id, idn) || colon + 1 == buf + n)
+    if (!colon || (size_t)(colon - p) != idn || memcmp(p, id, idn) || colon + 1 == p + n)
         return false;
     uint64_t v = 0;
-    for (const char *p = colon + 1; p < buf + n; p++) {
-        if (*p < '0' || *p > '9' || v > (UINT64_MAX - 9) / 10)
+    for (const char *q = colon + 1; q < p + n; q++) {
+        if (*q < '0' || *q > '9' || v > (UINT64_MAX - 9) / 10)
             return false;
-        v = v * 10 + (uint64_t)(*p - '0');
+        v = v * 10 + (uint64_t)(*q - '0');
     }
     *seq = v;
     return true;
 }
 
+int resume_open(const resume_req_t *q, struct rs_log **out, uint64_t *after, resume_refusal_t *no)
+{
+    rs_view_t v;
+    *out = NULL;
+    if (!parse_last_id(q->last_id, q->last_len, q->id, q->id_len, after)) {   /* syntax first: no lookup */
+        *no = (resume_refusal_t){400, "invalid_last_event_id", "Last-Event-ID must be <runId>:<seq> of this run"};
+        return -EINVAL;
+    }
+    rs_log_t *lg = rs_hold(q->id, q->id_len, &v);
+    if (!lg) {
+        *no = (resume_refusal_t){404, "run_not_found", "no resumable run by that id is known here"};
+        return -ENOENT;
+    }
+    bool by_token = token_equal(q->token ? q->token : "", q->token ? q->token_len : 0, v.token);
+    bool by_who = q->who && v.who_set && !memcmp(q->who, v.who, 16);
+    if (!by_token && !by_who)
+        *no = (resume_refusal_t){403, "forbidden",
+                                 q->token_len ? "the resume token does not match this run"
+                                              : "this run needs its resume token (X-Agate-Resume-Token or ?token=) or the identity that started it"};
+    else if (v.expired)
+        *no = (resume_refusal_t){410, "resume_log_expired", "this run's log was dropped after resume.log_ttl"};
+    else if (*after > v.last_seq)
+        *no = (resume_refusal_t){400, "invalid_last_event_id", "Last-Event-ID is past this run's last event"};
+    else if (*after + 1 < v.first_seq)
+        *no = (resume_refusal_t){410, "resume_log_truncated",
+                                 "the events after Last-Event-ID were dropped from the run's log (resume.max_bytes)"};
+    else if (q->agent && strcmp(q->agent, v.agent))
+        *no = (resume_refusal_t){404, "run_not_found", "no resumable run by that id is known for this agent"};
+    else {
+        snprintf(q->agent_out, CFG_NAME_MAX, "%s", v.agent);
+        *out = lg;
+        return 0;
+    }
+    rs_unhold(lg);
+    return -EPERM;
+}
+
+void resume_follow(run_t *r, struct rs_log *lg, uint64_t after) { rs_follow(r, lg, after); }
+void resume_close(struct rs_log *lg) { rs_unhold(lg); }
+
+/* The request's run id, token, identity and last id; false when answered. */
+static bool read_request(conn_t *c, const char *pid, size_t plen, resume_req_t *q, char *id, char *tok, char *last,
+                         uint8_t who[16])
+{
+    http_req_t *r = &c->http.req;
+    bool named, bad = false;
+    const char *hv;
+    size_t hn;
+    memset(q, 0, sizeof *q);
+    if (!pct_decode(pid, plen, id, RS_ID_CAP, &q->id_len) || !q->id_len) {
+        http_error(c, 400, "invalid_run_id", "the run id in the path is malformed or longer than 127 bytes", NULL);
+        return false;
+    }
+    q->id = id;
+    if (!access_http_who(c, who, &named))
+        return false;   /* 400/401 answered */
+    q->who = named ? who : NULL;
+    if (http_header(r, "x-agate-resume-token", &hv, &hn)) {
+        q->token_len = hn < 63 ? hn : 63;
+        memcpy(tok, hv, q->token_len);
+    } else if (!query_param(r, "token", tok, 64, &q->token_len, &bad) && bad) {
+        http_error(c, 400, "invalid_request", "the token parameter is malformed", NULL);
+        return false;
+    }
+    q->token = tok;
+    if (http_header(r, "last-event-id", &hv, &hn)) {
+        if (hn >= RS_ID_CAP + 32) {
+            http_error(c, 400, "invalid_last_event_id", "Last-Event-ID must be <runId>:<seq> of this run", NULL);
+            return false;
+        }
+        memcpy(last, hv, hn);
+        q->last_len = hn;
+    } else if (!query_param(r, "last_event_id", last, RS_ID_CAP + 32, &q->last_len, &bad) && bad) {
+        http_error(c, 400, "invalid_last_event_id", "Last-Event-ID must be <runId>:<seq> of this run", NULL);
+        return false;
+    }
+    q->last_id = last;
+    return true;
+}
+
 void resume_http_events(conn_t *c, const char *pid, size_t plen)
 {
-    char id[RS_ID_CAP];
-    size_t idn;
-    rs_view_t v;
+    char id[RS_ID_CAP], tok[64], last[RS_ID_CAP + 32], agent[CFG_NAME_MAX];
+    uint8_t who[16];
+    resume_req_t q;
+    resume_refusal_t no;
+    struct rs_log *lg;
     uint64_t after;
-    bool bad = false;
-    rs_log_t *lg = authorize(c, pid, plen, id, &idn, &v, true);
-    if (!lg)
+    if (!read_request(c, pid, plen, &q, id, tok, last, who))
         return;
-    if (!last_event_id(&c->http.req, id, idn, &after, &bad)) {
-        rs_unhold(lg);
-        http_error(c, 400, "invalid_last_event_id", "Last-Event-ID must be <runId>:<seq> of this run", NULL);
-        return;
-    }
-    if (v.expired) {
-        rs_unhold(lg);
-        http_error(c, 410, "resume_log_expired", "this run's log was dropped after resume.log_ttl", NULL);
+    q.agent_out = agent;
+    int rc = resume_open(&q, &lg, &after, &no);
+    if (rc == -ENOENT && rsx_events(c, q.id, q.id_len, q.token, q.token_len, q.who, after))
+        return;   /* another pod's run, from Redis (net/runlog_redis.h): answered there */
+    if (rc) {
+        http_error(c, no.status, no.code, no.msg, NULL);
         return;
     }
-    if (after > v.last_seq) {
-        rs_unhold(lg);
-        http_error(c, 400, "invalid_last_event_id", "Last-Event-ID is past this run's last event", NULL);
-        return;
-    }
-    if (after + 1 < v.first_seq) {
-        rs_unhold(lg);
-        http_error(c, 410, "resume_log_truncated",
-                   "the events after Last-Event-ID were dropped from the run's log (resume.max_bytes)", NULL);
-        return;
-    }
-    const cfg_agent_t *agent = cfg_find_agent(c->sh->cfg, v.agent, strlen(v.agent));
-    if (!agent) {
-        rs_unhold(lg);
-        http_error(c, 404, "agent_not_found", "the run's agent is no longer configured", NULL);
-        return;
-    }
-    run_t *r = sse_client_run(c, agent);
+    const cfg_agent_t *a = cfg_find_agent(c->sh->cfg, agent, strlen(agent));
+    run_t *r = a ? sse_client_run(c, a) : NULL;
     if (!r) {
         rs_unhold(lg);
-        return;   /* 503 answered */
+        if (!a)
+            http_error(c, 404, "agent_not_found", "the run's agent is no longer configured", NULL);
+        return;   /* (503 answered by sse_client_run) */
     }
     rs_follow(r, lg, after);   /* the hold becomes the follower's */
 }
 
 void resume_http_cancel(conn_t *c, const char *pid, size_t plen)
 {
-    char id[RS_ID_CAP], body[64 + RS_ID_CAP];
-    size_t idn;
+    char id[RS_ID_CAP], tok[64], last[RS_ID_CAP + 32], agent[CFG_NAME_MAX];
+    uint8_t who[16];
+    resume_req_t q;
+    resume_refusal_t no;
+    struct rs_log *lg;
+    uint64_t after;
     rs_view_t v;
-    rs_log_t *lg = authorize(c, pid, plen, id, &idn, &v, false);
-    if (!lg)
+    if (!read_request(c, pid, plen, &q, id, tok, last, who))
         return;
-    if (!v.running) {
-        rs_unhold(lg);
+    q.last_len = 0;   /* a cancel names no event */
+    q.agent_out = agent;
+    if (resume_open(&q, &lg, &after, &no)) {
+        http_error(c, no.status, no.code, no.msg, NULL);
+        return;
+    }
+    rs_unhold(lg);
+    lg = rs_hold(id, q.id_len, &v);   /* (still there: only its owner drops it, never while held) */
+    if (!lg || !v.running) {
+        if (lg)
+            rs_unhold(lg);
         http_error(c, 409, "run_not_running", "the run has already ended", NULL);
         return;
     }
     rs_cancel(lg);
     rs_unhold(lg);
-    int n = snprintf(body, sizeof body, "{\"cancelled\":true}\n");
-    http_respond(c, 202, "application/json", body, (size_t)n, NULL);
+    static const char body[] = "{\"cancelled\":true}\n";
+    http_respond(c, 202, "application/json", body, sizeof body - 1, NULL);
 }

@@ -9,6 +9,10 @@ import crypto from 'node:crypto';
 import { HttpAgent, verifyEvents } from '@ag-ui/client';
 import { startAgate, stopClean, sleep, runInput, uid, paced, waitFor, assertEchoEvents, parseSSE } from './lib/harness.mjs';
 import { startAguiServer, simpleRun } from './lib/agui-server.mjs';
+import { openRunSocket } from './lib/wsclient.mjs';
+import fs from 'node:fs';
+import net from 'node:net';
+import { chromium } from 'playwright-core';
 
 const T = { timeout: 30000 };
 const TEXT = 'one two three four five six seven eight nine ten eleven twelve';
@@ -217,6 +221,49 @@ describe('resume: one process, echo agent', () => {
   });
 });
 
+describe('resume: over WebSocket', () => {
+  let agate;
+  before(async () => {
+    agate = await startAgate({
+      config: ['agents:', '  echo:', '    type: echo', '    resume: {enabled: true, detach_timeout: 2s}'].join('\n'),
+    });
+  });
+  after(async () => { await stopClean(agate); });
+
+  test('events carry "seq"; RUN_STARTED the token; a dropped socket, then RESUME on another: every event once', T, async () => {
+    const input = runInput(TEXT, { forwardedProps: paced(40) });
+    const a = await openRunSocket(agate.port);
+    a.sendJson(input);
+    assert.ok(await a.until(() => a.runEvents(input.runId).length >= 4 || a.events.length >= 4, 5000));
+    a.terminate();   // the connection drops, no close handshake
+    const got = a.events.slice();
+    assert.equal(got[0].type, 'RUN_STARTED');
+    assert.match(got[0].resumeToken, /^[0-9a-f]{32}$/);
+    got.forEach((e, i) => assert.equal(e.seq, i + 1));
+    const b = await openRunSocket(agate.port);
+    b.sendJson({ type: 'RESUME', runId: input.runId, lastEventId: got[got.length - 1].seq, token: got[0].resumeToken });
+    const rest = await b.waitRun(input.runId);
+    const all = [...got, ...rest];
+    all.forEach((e, i) => assert.equal(e.seq, i + 1, `event ${i}'s seq`));
+    assertEchoEvents(all.map(({ seq, resumeToken, ...e }) => e), { threadId: input.threadId, runId: input.runId, text: TEXT });
+    // a RESUME without the token is refused; CANCEL of a resumable run cancels the run
+    b.sendJson({ type: 'RESUME', runId: input.runId });
+    assert.ok(await b.until(() => b.events.some((e) => e.type === 'RUN_ERROR' && e.code === 'forbidden'), 5000));
+    const input2 = runInput(TEXT, { forwardedProps: paced(100) });
+    b.sendJson(input2);
+    assert.ok(await b.until(() => b.runEvents(input2.runId).length >= 2, 5000));
+    const token2 = b.runEvents(input2.runId)[0].resumeToken;
+    b.cancel(input2.runId);
+    await b.waitRun(input2.runId);
+    await sleep(300);
+    const after = await reattach(agate.port, input2.runId, { headers: { 'x-agate-resume-token': token2 } });
+    await finished(after);
+    const evs = events(after);
+    assert.equal(evs[evs.length - 1].code, 'run_cancelled', 'the run itself was cancelled, not only the socket\'s view');
+    await b.closeClean();
+  });
+});
+
 describe('resume: the caller\'s identity', () => {
   let agate;
   const keyA = `ka-${crypto.randomBytes(8).toString('hex')}`;
@@ -352,4 +399,93 @@ describe('resume: the log\'s bound', () => {
     const keptBytes = kept.length ? kept[kept.length - 1].frames.reduce((a, f) => a + JSON.stringify(f.event).length + 16, 0) : 0;
     assert.ok(kept.length < 80, `the log kept ${kept.length} events (${keptBytes} bytes) under a 4 KiB bound`);
   });
+});
+
+/** A TCP relay to agate that cuts the first /events response once it has
+ * carried `after` events (both sockets destroyed, as a lost network would),
+ * and relays everything else, reconnections included. */
+async function cuttingRelay(port, after) {
+  const socks = new Set();
+  let cut = false;
+  const srv = net.createServer((client) => {
+    const up = net.connect(port, '127.0.0.1');
+    socks.add(client); socks.add(up);
+    let isEvents = false, ids = 0;
+    client.on('data', (d) => { if (d.toString('latin1').includes('/events')) isEvents = true; up.write(d); });
+    up.on('data', (d) => {
+      client.write(d);
+      if (!isEvents || cut) return;
+      ids += (d.toString('latin1').match(/\nid: /g) ?? []).length;
+      if (ids >= after) { cut = true; client.destroy(); up.destroy(); }
+    });
+    const end = () => { client.destroy(); up.destroy(); socks.delete(client); socks.delete(up); };
+    client.on('close', end); up.on('close', end); client.on('error', end); up.on('error', end);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { port: srv.address().port, wasCut: () => cut, close: () => { for (const s of socks) s.destroy(); srv.close(); } };
+}
+
+test('EventSource in Chromium reconnects by itself through a dropped connection and gets every event once', { timeout: 60000 }, async (t) => {
+  assert.ok(fs.existsSync('/usr/bin/chromium'), '/usr/bin/chromium is missing (deploy/install-deps.sh test installs chromium)');
+  const agate = await startAgate({
+    config: ['agents:', '  echo:', '    type: echo', '    resume: {enabled: true, detach_timeout: 20s}'].join('\n'),
+  });
+  t.after(async () => { if (!agate.exitInfo) await agate.stop(5000); });
+  const relay = await cuttingRelay(agate.port, 4);
+  t.after(() => relay.close());
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+  t.after(() => browser.close());
+
+  const input = runInput(TEXT, { forwardedProps: paced(150) });
+  const first = await run(agate.port, input);   // starts the run; this client leaves at once
+  const token = first.headers.get('x-agate-resume-token');
+  first.abort();
+
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${relay.port}/`);   // same origin as the stream
+  await page.evaluate(([url]) => {
+    window.got = []; window.opens = 0; window.done = false;
+    const es = new EventSource(url);
+    es.onopen = () => { window.opens++; };
+    es.onmessage = (m) => {
+      const ev = JSON.parse(m.data);
+      window.got.push({ id: m.lastEventId, ev });
+      if (ev.type === 'RUN_FINISHED' || ev.type === 'RUN_ERROR') { es.close(); window.done = true; }
+    };
+  }, [`/v1/runs/${encodeURIComponent(input.runId)}/events?token=${token}`]);
+  await page.waitForFunction(() => window.done, null, { timeout: 40000 });
+  const got = await page.evaluate(() => window.got);
+  const opens = await page.evaluate(() => window.opens);
+  assert.ok(relay.wasCut(), 'the relay cut the stream');
+  assert.ok(opens >= 2, `EventSource reconnected (${opens} opens)`);
+  got.forEach((f, i) => assert.equal(f.id, `${input.runId}:${i + 1}`, `event ${i}'s id`));
+  assertEchoEvents(got.map((f) => f.ev), { threadId: input.threadId, runId: input.runId, text: TEXT });
+  await page.close();
+  await stopClean(agate);
+});
+
+test('the demo page shows a run surviving a dropped connection', { timeout: 60000 }, async (t) => {
+  const agate = await startAgate({
+    config: ['agents:', '  echo:', '    type: echo', '    resume: {enabled: true}'].join('\n'),
+  });
+  t.after(async () => { if (!agate.exitInfo) await agate.stop(5000); });
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`http://127.0.0.1:${agate.port}/`);
+  const text = 'A run that outlives its connection, resumed from the last event id it saw.';
+  await page.fill('#text', text);
+  await page.fill('#interval', '60');
+  await page.click('#run-drop');
+  await page.waitForFunction(() => document.getElementById('sse-status').textContent.startsWith('dropped'), null, { timeout: 10000 });
+  await page.waitForFunction(() => document.getElementById('sse-status').textContent !== 'running'
+    && !document.getElementById('sse-status').textContent.startsWith('dropped'), null, { timeout: 20000 });
+  assert.equal(await page.textContent('#sse-status'), 'done');
+  assert.equal(await page.textContent('#sse-out'), text);
+  assert.equal(Number(await page.textContent('#sse-events')), text.split(' ').length + 4, 'every event once');
+  assert.deepEqual(errors, []);
+  await page.close();
+  await stopClean(agate);
 });
