@@ -169,6 +169,15 @@ static void wake_followers(rs_log_t *lg, shard_t *self)
     }
 }
 
+/* The owner: a client on another pod follows the run (net/runlog_redis.h):
+ * the detach clock starts again. */
+static void remote_seen(void *arg)
+{
+    rs_log_t *lg = arg;
+    if (lg->detached_ms)
+        lg->detached_ms = g_shards[lg->owner].now_ms;
+}
+
 /* --- the producer's sink ------------------------------------------------------------- */
 
 static void producer_ended(rs_log_t *lg, shard_t *sh)
@@ -633,7 +642,7 @@ run_t *resume_wrap(run_t *r, const uint8_t *who)
     r->body_len = 0;
     r->body_buf = NULL;
     lg->producer = p;
-    lg->rsx = rsx_open(sh, &lg->log, lg->run_id, idn, lg->token, who, lg->agent, lg->ttl_ms);
+    lg->rsx = rsx_open(sh, &lg->log, lg->run_id, idn, lg->token, who, lg->agent, lg->ttl_ms, remote_seen, lg);
     list_push_back(&rs_shard(sh)->owned, &lg->link);
     sweep_arm(sh);
     r->ops = &follow_ops;

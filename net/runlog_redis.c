@@ -31,12 +31,12 @@
 unsigned g_rsx_mod, g_rsx_mmod, g_rsx_script_write, g_rsx_script_read;
 static char g_pod[96];      /* this process: random, then the host name */
 
-/* KEYS: stream, meta, owner. ARGV: maxlen, ttl ms, owner px, pod, meta (the
+/* KEYS: stream, meta, owner, remote. ARGV: maxlen, ttl ms, owner px, pod, meta (the
  * first batch only: a new run under this id replaces the old stream), nonce,
  * end kind ('' none, done, failed), end seq, status, code, message; then
  * (seq, type, json) per event. -2: the run is no longer ours (its meta expired
  * or a newer run took the id); -1: the stream has ended (a follower found the
- * owner gone); else the events written. An event whose id is not above the
+ * owner gone); else {events written, 1 when another pod follows the run}. An event whose id is not above the
  * last one is skipped, so a retried or late batch never reorders the stream. */
 static const char k_write_lua[] =
     "local k, a = KEYS, ARGV\n"
@@ -62,10 +62,10 @@ static const char k_write_lua[] =
     "end\n"
     "redis.call('PEXPIRE', k[1], a[2])\n"
     "redis.call('PEXPIRE', k[2], a[2])\n"
-    "return n\n";
+    "return {n, redis.call('EXISTS', k[4])}\n";
 
-/* KEYS: stream, meta, owner. ARGV: first id, count, '1' for the meta, the
- * RUN_ERROR JSON to end a run whose owner is gone. Returns {meta or nil,
+/* KEYS: stream, meta, owner, remote. ARGV: first id, count, '1' for the meta,
+ * the RUN_ERROR JSON to end a run whose owner is gone, the remote key's PX. Returns {meta or nil,
  * entries, 1 when the stream exists}. A follower that has read everything
  * and finds neither an end nor the owner key ends the stream (once: the
  * script is atomic, and the end it writes is what the next one reads). */
@@ -75,6 +75,7 @@ static const char k_read_lua[] =
     "if a[3] == '1' then meta = redis.call('GET', k[2]) end\n"
     "local e = redis.call('XRANGE', k[1], a[1], '+', 'COUNT', a[2])\n"
     "local exists = redis.call('EXISTS', k[1])\n"
+    "if exists == 1 and a[3] ~= '1' then redis.call('SET', k[4], '1', 'PX', a[5]) end\n"
     "if #e == 0 and exists == 1 and redis.call('EXISTS', k[3]) == 0 then\n"
     "  local last = redis.call('XREVRANGE', k[1], '+', '-', 'COUNT', 1)\n"
     "  if #last == 1 and string.sub(last[1][1], -2) ~= '-1' then\n"
@@ -101,6 +102,9 @@ typedef struct rsx_w {
     char        nonce[33];
     char        meta[33 + 65 + 33 + 96 + CFG_NAME_MAX];
     uint32_t    ttl_ms;
+    uint32_t    inflight;           /* batches sent, not answered: w is freed after the last */
+    void      (*seen)(void *arg);
+    void       *seen_arg;
     uint64_t    last_seq;           /* the newest record seen */
     uint64_t    sent_ms;            /* the last batch: the owner key is fresh */
     buf_t       recs;               /* waiting: [u64 seq][u32 len][u8 type] json, back to back */
@@ -118,7 +122,7 @@ static void hex(char *out, const uint8_t *p, size_t n)
 void rsx_keys(const cfg_t *cfg, const char *id, size_t idn, char k[RSXK_N][RSX_KEY_MAX], size_t kl[RSXK_N])
 {
     const char *pre = redis_key_prefix(cfg);
-    static const char *const suffix[RSXK_N] = {"", ":meta", ":owner"};
+    static const char *const suffix[RSXK_N] = {"", ":meta", ":owner", ":remote"};
     for (int i = 0; i < RSXK_N; i++) {
         int n = snprintf(k[i], RSX_KEY_MAX, "%srun:", pre);
         memcpy(k[i] + n, id, idn);
@@ -169,6 +173,8 @@ static void on_append(runlog_t *l, const runlog_rec_t *rec, void *ctx)
 
 static void w_free(rsx_shard_t *rs, rsx_w_t *w)
 {
+    if (w->inflight)
+        return;   /* its last reply frees it */
     rs->queued -= w->recs.len;
     list_unlink(&w->link);
     if (w->dirty)
@@ -179,10 +185,16 @@ static void w_free(rsx_shard_t *rs, rsx_w_t *w)
 
 static void write_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep, int err)
 {
-    rsx_shard_t *rs = ctx;
+    rsx_w_t *w = ctx;
+    rsx_shard_t *rs = rsx_shard(sh);
     rs->queued -= tag;
-    if (err || !rep || rep->type != REDIS_REPLY_INTEGER || rep->integer < 0)
+    w->inflight--;
+    if (err || !rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2)
         RSX_COUNT(sh, write_errors, 1);
+    else if (rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[1]->integer == 1 && !w->end && w->seen)
+        w->seen(w->seen_arg);   /* a client on another pod follows: not detached */
+    if (w->end && !w->inflight && !w->dirty)
+        w_free(rs, w);
 }
 
 static bool av_room(rsx_shard_t *rs, size_t n)
@@ -274,12 +286,13 @@ static void send_batch(rsx_shard_t *rs, rsx_w_t *w, size_t *off)
 #undef NUM
 #undef ARG
     size_t bytes = *off - start;
-    if (!redis_evalsha(sh, g_rsx_script_write, write_done, rs, bytes, RSXK_N, (int)c, av, al)) {
+    if (!redis_evalsha(sh, g_rsx_script_write, write_done, w, bytes, RSXK_N, (int)c, av, al)) {
         rs->queued -= bytes;   /* else counted until its reply */
         RSX_COUNT(sh, batches_dropped, 1);
         RSX_COUNT(sh, events_dropped, n);
         return;
     }
+    w->inflight++;
     w->sent_meta = true;
     w->sent_ms = sh->now_ms;
     RSX_COUNT(sh, batches, 1);
@@ -319,7 +332,7 @@ static void heartbeat_fired(agate_timer_t *t)
     flush(rs);
     list_each_safe(&rs->live, n, tmp) {
         rsx_w_t *w = list_item(n, rsx_w_t, link);
-        if (w->sent_meta && sh->now_ms - w->sent_ms >= hb && redis_up(sh))
+        if (!w->end && w->sent_meta && sh->now_ms - w->sent_ms >= hb && redis_up(sh))
             mark_dirty(rs, w);   /* an empty batch renews the owner key and the expiries */
     }
     flush(rs);
@@ -328,7 +341,7 @@ static void heartbeat_fired(agate_timer_t *t)
 }
 
 void *rsx_open(shard_t *sh, runlog_t *l, const char *id, size_t idn, const char *token, const uint8_t *who,
-               const char *agent, uint32_t ttl_ms)
+               const char *agent, uint32_t ttl_ms, void (*seen)(void *arg), void *arg)
 {
     rsx_shard_t *rs = rsx_shard(sh);
     if (!rs || !redis_configured(sh->cfg) || idn >= RSX_ID_MAX)
@@ -352,6 +365,8 @@ void *rsx_open(shard_t *sh, runlog_t *l, const char *id, size_t idn, const char 
     /* the nonce first (the write script compares it), then what a reattach checks */
     snprintf(w->meta, sizeof w->meta, "%s %s %s %s %s", w->nonce, th_hex, who_hex, agent, g_pod);
     w->ttl_ms = ttl_ms;
+    w->seen = seen;
+    w->seen_arg = arg;
     list_init(&w->dirty_link);
     list_push_back(&rs->live, &w->link);
     l->hook_ctx = w;
@@ -418,9 +433,11 @@ static void rsx_free(shard_t *sh)
     rsx_shard_t *rs = rsx_shard(sh);
     if (!rs)
         return;
-    list_each_safe(&rs->live, n, tmp) {
+    list_each_safe(&rs->live, n, tmp) {   /* (redis's stop answered every command: nothing is in flight) */
         rsx_w_t *w = list_item(n, rsx_w_t, link);
-        w->l->on_append = NULL;
+        if (!w->end)
+            w->l->on_append = NULL;
+        w->inflight = 0;
         w_free(rs, w);
     }
     buf_free(&rs->args);

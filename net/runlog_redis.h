@@ -12,6 +12,9 @@
  *                            identity digest, the agent (same expiry)
  *   <prefix>run:<id>:owner   the pod running it, PX 3 x resume.redis_heartbeat,
  *                            renewed while the run lives, deleted at its end
+ *   <prefix>run:<id>:remote  set by each remote follower's read (PX 3 x
+ *                            heartbeat): the owner's writes see it, and a run
+ *                            followed from another pod is not detached
  * A pod that has not the run answers GET /v1/runs/{id}/events from Redis
  * (net/runlog_remote.c): it replays the stream after Last-Event-ID, polls it
  * (XRANGE, never a blocking read on the shared connection) until the end
@@ -60,9 +63,11 @@ void rsx_register(void);
 /* The owner's shard, a new run log (net/resume.c): hangs the Redis writer on
  * its append hook when Redis is configured. token: the run's resume token
  * (32 hex); who: the identity digest or NULL. Returns the writer (for
- * rsx_close), or NULL when there is none (Redis off, no memory). */
+ * rsx_close), or NULL when there is none (Redis off, no memory). seen(arg):
+ * called on the owner's shard, until rsx_close, when a client on another pod
+ * follows the run (it counts as a client for the detach timeout). */
 void *rsx_open(struct shard *sh, struct runlog *l, const char *id, size_t idn, const char *token,
-               const uint8_t *who, const char *agent, uint32_t ttl_ms);
+               const uint8_t *who, const char *agent, uint32_t ttl_ms, void (*seen)(void *arg), void *arg);
 /* The run ended (its log is closed; every record passed the hook): writes
  * the end entry with the last batch, then lets go of w. failed: before its
  * first event, with the HTTP status, code and message a reader gets. */

@@ -16,7 +16,7 @@
 #define RSX_ID_MAX   128
 #define RSX_KEY_MAX  (64 + 5 + RSX_ID_MAX + 8)   /* prefix, "run:", id, ":owner" */
 
-enum { RSXK_STREAM, RSXK_META, RSXK_OWNER, RSXK_N };
+enum { RSXK_STREAM, RSXK_META, RSXK_OWNER, RSXK_REMOTE, RSXK_N };
 
 /* Per-shard counters (agate_resume_redis_*), read by a scrape on any shard. */
 typedef struct rsx_metrics {

@@ -73,10 +73,12 @@ static uint64_t read_issue(shard_t *sh, const char *id, size_t idn, uint64_t fro
     size_t kl[RSXK_N];
     rsx_keys(sh->cfg, id, idn, keys, kl);
     int fl = snprintf(first, sizeof first, "%llu-1", (unsigned long long)from_seq);
-    const char *av[] = {keys[0], keys[1], keys[2], first, RSX_READ_COUNT, meta ? "1" : "0", k_lost_json};
-    size_t al[] = {kl[0], kl[1], kl[2], (size_t)fl, strlen(RSX_READ_COUNT), 1, sizeof k_lost_json - 1};
+    char px[16];
+    int pl = snprintf(px, sizeof px, "%u", 3 * resume_conf(sh->cfg)->rsx.heartbeat_ms);
+    const char *av[] = {keys[0], keys[1], keys[2], keys[3], first, RSX_READ_COUNT, meta ? "1" : "0", k_lost_json, px};
+    size_t al[] = {kl[0], kl[1], kl[2], kl[3], (size_t)fl, strlen(RSX_READ_COUNT), 1, sizeof k_lost_json - 1, (size_t)pl};
     RSX_COUNT(sh, polls, 1);
-    return redis_evalsha(sh, g_rsx_script_read, fn, ctx, 0, RSXK_N, 7, av, al);
+    return redis_evalsha(sh, g_rsx_script_read, fn, ctx, 0, RSXK_N, 9, av, al);
 }
 
 static const redisReply *field(const redisReply *kv, const char *name)

@@ -203,6 +203,33 @@ describe('resume across pods: the pod running the run dies, Redis goes down', ()
     }
   });
 
+  test('a client following on B keeps A\'s run from its detach timeout; it ends with RUN_FINISHED', T, async () => {
+    const redis = await startRedis();
+    const env = { AGATE_REDIS_ADDRESS: `127.0.0.1:${redis.port}`, AGATE_REDIS_COMMAND_TIMEOUT: '1s' };
+    const config = CONFIG.replace('detach_timeout: 20s', 'detach_timeout: 700ms');
+    const a = await startAgate({ config, env });
+    const b = await startAgate({ config, env });
+    try {
+      await waitFor(async () => (await metric(a, 'agate_redis_up')) === 2 && (await metric(b, 'agate_redis_up')) === 2, 5000);
+      const input = runInput(TEXT + ' ' + TEXT, { forwardedProps: paced(80) });   // ~2 s, > 700 ms
+      const first = await run(a.port, input);
+      const token = first.headers.get('x-agate-resume-token');
+      await waitFor(() => first.frames.length >= 3, 5000);
+      first.abort();
+      await finished(first);
+      const onB = await reattach(b.port, input.runId, { 'x-agate-resume-token': token });
+      await finished(onB);
+      const evs = events(onB);
+      assert.equal(evs[evs.length - 1].type, 'RUN_FINISHED');
+      assertIds(onB.frames, input.runId);
+      assertEchoEvents(evs, { runId: input.runId, text: TEXT + ' ' + TEXT });
+    } finally {
+      await stopClean(a);
+      await stopClean(b);
+      await redis.kill();
+    }
+  });
+
   test('Redis down: a reattach to another pod\'s run is 503 JSON at once; reattach on the run\'s own pod still works', T, async () => {
     const redis = await startRedis();
     const env = { AGATE_REDIS_ADDRESS: `127.0.0.1:${redis.port}`, AGATE_REDIS_COMMAND_TIMEOUT: '1s' };
