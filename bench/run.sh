@@ -18,6 +18,8 @@
 #   auth      an API key and rate limits on vs off (issue 6: within 5 % of off)
 #   fleet_rl  a global rate limit through Redis vs the same limit local-only (issue 26:
 #             within 5 % in runs/s, at most 10 Redis round trips per 1,000 runs)
+#   resume    a resumable echo run (event log in memory, ids) vs a plain one (issue 27:
+#             at most 5 % more CPU per event)
 #   streams   thousands of slow streams, then idle keep-alive connections, held (figures)
 #   epoll     build/agate on io_uring vs on epoll (engine.backend): echo, proxy and cache
 #             req/s and CPU per response, epoll/io_uring (issue 24: at most 1.25x CPU on
@@ -33,7 +35,7 @@
 # first, so a rebuild of build/agate during the run changes nothing.
 #
 # Environment (all optional)
-#   BENCH_CASES="echo obs proxy cache fleet_cache epoll ws auth fleet_rl streams" (+ baseline with BENCH_BASELINE)
+#   BENCH_CASES="echo obs proxy cache fleet_cache epoll ws auth fleet_rl resume streams" (+ baseline with BENCH_BASELINE)
 #   BENCH_BASELINE=<commit> (e.g. 3bf7da1: the baseline case's agate, built in build/baseline-<sha>)
 #   BENCH_SECONDS=10  BENCH_WARMUP=2  BENCH_ROUNDS=2  BENCH_CONNECTIONS=64  BENCH_THREADS=2
 #   BENCH_SHARDS=$(nproc)  BENCH_NGINX_OFC=1 (echo case: the open_file_cache row too)
@@ -87,7 +89,7 @@ run_cmd="$(for v in $(compgen -e | grep -E '^(BENCH_|AGATE_BIN$)' | grep -v '^BE
   [[ ${!v} =~ [[:space:]] ]] && printf '%s="%s" ' "$v" "${!v}" || printf '%s=%s ' "$v" "${!v}"; done)bench/run.sh${*:+ $*}${MAKELEVEL:+ (from make)}"
 
 BENCH_BASELINE=${BENCH_BASELINE:-}
-BENCH_CASES=${BENCH_CASES:-echo obs proxy cache fleet_cache epoll ws auth fleet_rl streams${BENCH_BASELINE:+ baseline}}
+BENCH_CASES=${BENCH_CASES:-echo obs proxy cache fleet_cache epoll ws auth fleet_rl resume streams${BENCH_BASELINE:+ baseline}}
 BENCH_WS_CONNS=${BENCH_WS_CONNS:-4}
 BENCH_WS_RUNS=${BENCH_WS_RUNS:-16}
 BENCH_WS_ONE_CONNS=${BENCH_WS_ONE_CONNS:-32}
@@ -122,7 +124,7 @@ AGATE_BIN=${AGATE_BIN:-build/agate}
 BODY_FILE=bench/echo-body.json
 # shellcheck disable=SC2034 # the cases use it
 WORDS=40
-ALL_CASES="echo obs proxy cache fleet_cache epoll ws auth fleet_rl streams baseline"
+ALL_CASES="echo obs proxy cache fleet_cache epoll ws auth fleet_rl resume streams baseline"
 
 die() { echo "bench: $*" >&2; exit 1; }
 has_case() { [[ " $BENCH_CASES " == *" $1 "* ]]; }
@@ -221,17 +223,17 @@ fi
 
 # --- the run ----------------------------------------------------------------------------
 echo_record                                   # every case needs the recorded body
-for_cases setup "obs auth fleet_rl echo proxy cache fleet_cache epoll baseline"
+for_cases setup "obs auth fleet_rl resume echo proxy cache fleet_cache epoll baseline"
 [ $fail = 0 ] || die "correctness checks failed; not timing"
 echo
 order_rows
-timed_rounds "echo auth fleet_rl cache fleet_cache obs proxy epoll baseline"
-if [ "$BENCH_PAIRS" -gt 0 ]; then for_cases pairs "obs auth fleet_rl proxy cache fleet_cache epoll baseline"; fi
+timed_rounds "echo auth fleet_rl resume cache fleet_cache obs proxy epoll baseline"
+if [ "$BENCH_PAIRS" -gt 0 ]; then for_cases pairs "obs auth fleet_rl resume proxy cache fleet_cache epoll baseline"; fi
 run_pairs
 for_cases run "ws streams"
 echo
 echo "== targets and server-side checks"
-for_cases targets "obs proxy cache fleet_cache auth fleet_rl epoll baseline"
+for_cases targets "obs proxy cache fleet_cache auth fleet_rl resume epoll baseline"
 rows_report
 profiles
 

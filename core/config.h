@@ -97,6 +97,12 @@ typedef struct cfg_agent {
     uint32_t         cache_shared_wait_ms;  /* wait for another pod's identical run, default 0 = never */
     char             cache_ignore[CFG_MAX_CACHE_IGNORE][CFG_CACHE_PATH_MAX];   /* left out of the key */
     uint32_t         n_cache_ignore;
+
+    /* either type: resumable runs (core/config_resume.c, net/resume.c); off unless resume_enabled */
+    bool             resume_enabled;        /* event ids, a run log, reattach, detach; default false */
+    uint32_t         resume_log_ttl_ms;     /* a finished run's log is kept this long, default 5 min */
+    uint32_t         resume_max_bytes;      /* one run's log, bytes; the front is dropped past it, default 1 MiB */
+    uint32_t         resume_detach_ms;      /* a run with no client goes on this long, default 30 s */
 } cfg_agent_t;
 
 typedef enum cfg_log_level { CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_WARN, CFG_LOG_ERROR } cfg_log_level_t;

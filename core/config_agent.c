@@ -146,6 +146,7 @@ void cfg_agent_defaults(cfg_agent_t *a)
     cfg_table_defaults(echo_settings, N_ECHO, a);
     cfg_table_defaults(proxy_settings, N_PROXY, a);
     cfg_cache_defaults(a);
+    cfg_resume_defaults(a);
 }
 
 /* ---- the agents: part of the YAML file ---- */
@@ -267,6 +268,8 @@ static int load_agent_key(const struct cfg_loader *ld, const yaml_node_t *kn, co
     bool endpoints = strcmp(key, "endpoints") == 0, forward = strcmp(key, "forward_headers") == 0;
     bool proxy = a->kind == CFG_AGENT_PROXY;
 
+    if (strcmp(key, "resume") == 0)
+        return cfg_load_resume(ld, kn, vn, name, a);
     if (strcmp(key, "cache") == 0)
         return proxy ? cfg_load_cache(ld, kn, vn, name, a) : cfg_load_fail(ld, kn, name, "only for type: proxy");
     if (!es && !ps && !section && !endpoints && !forward) {
@@ -284,6 +287,7 @@ static int load_agent_key(const struct cfg_loader *ld, const yaml_node_t *kn, co
             cfg_list_add(list, sizeof list, &used, "forward_headers");
             cfg_list_add(list, sizeof list, &used, "cache");
         }
+        cfg_list_add(list, sizeof list, &used, "resume");
         return cfg_unknown_key(ld, kn, name, list);
     }
     if (!proxy && !es)
@@ -474,6 +478,8 @@ int cfg_agent_validate(const cfg_agent_t *a, const char *base, char *key, size_t
         snprintf(why, whylen, AGENT_NAME_RULE);
         return -EINVAL;
     }
+    if (cfg_resume_validate(a, base, key, keylen, why, whylen))
+        return -EINVAL;
     if (a->kind == CFG_AGENT_ECHO)
         return cfg_table_check(echo_settings, N_ECHO, a, base, key, keylen, why, whylen);
     if (a->kind != CFG_AGENT_PROXY) {

@@ -73,4 +73,12 @@ int cfg_load_cache(const struct cfg_loader *ld, const yaml_node_t *k, const yaml
                    cfg_agent_t *a);
 int cfg_cache_validate(const cfg_agent_t *a, const char *base, char *key, size_t keylen, char *why, size_t whylen);
 
+/* ---- an agent's resumable runs (config_resume.c) ---- */
+
+void cfg_resume_defaults(cfg_agent_t *a);
+/* agents.<name>.resume: a mapping of resume settings. */
+int cfg_load_resume(const struct cfg_loader *ld, const yaml_node_t *k, const yaml_node_t *v, const char *name,
+                    cfg_agent_t *a);
+int cfg_resume_validate(const cfg_agent_t *a, const char *base, char *key, size_t keylen, char *why, size_t whylen);
+
 #endif

@@ -15,7 +15,7 @@
 #include "core/config.h"
 
 #define CFG_KEY_MAX    256         /* dotted key in messages; longer ones are cut */
-#define CFG_WHY_MAX    192
+#define CFG_WHY_MAX    320
 
 /* ---- one row of a settings table ---- */
 

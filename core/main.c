@@ -29,6 +29,7 @@
 #include "core/shard.h"
 #include "core/version.h"
 #include "net/coalesce.h"
+#include "net/resume.h"
 #include "net/fdlimit.h"
 #include "net/modules.h"
 #include "net/reload.h"
@@ -311,6 +312,7 @@ int main(int argc, char **argv)
     otlp_stop();   /* after the shards: they are its producers */
     ups_resolver_stop();
     coalesce_shutdown();   /* after the shards: every flight and entry reference is gone */
+    resume_shutdown();     /* the run logs still followed when their shard stopped */
     cache_shutdown();
     if (!rc)
         log_main("info", "stopped", NULL, n);

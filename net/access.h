@@ -113,6 +113,14 @@ bool access_http_run(struct conn *c, const cfg_agent_t *agent, rl_holds_t *holds
  * may run agent (scopes; rate limits stay per run). Answers 400/401/403 itself
  * and returns false. */
 bool access_http_upgrade(struct conn *c, const cfg_agent_t *agent, access_ident_t *id);
+/* HTTP: who is calling, for a resumable run's reattach or cancel: *named
+ * false when anonymous (or auth is off), else who = the identity's digest
+ * (access_ident_digest). Answers 400/401 itself (bad credentials) and returns
+ * false. */
+bool access_http_who(struct conn *c, uint8_t who[16], bool *named);
+/* 16 bytes naming an authenticated identity (its kind and API key name or JWT
+ * sub, hashed): a resumable run keeps it to know its caller again. */
+int access_ident_digest(const access_ident_t *id, uint8_t out[16]);   /* 0, or -errno (libcrypto) */
 /* HTTP: /metrics on the main listener when auth is on: needs scope admin. */
 bool access_http_admin(struct conn *c);
 /* HTTP OPTIONS: a CORS preflight is answered here (204, or 403 for an origin

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "core/buf.h"
+#include "core/digest.h"
 #include "core/json.h"
 #include "core/shard.h"
 #include "net/access_int.h"
@@ -75,6 +76,7 @@ bool access_http_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds)
 {
     access_policy_t *p = access_policy();
     c->quota.set = false;
+    c->who_set = false;
     holds->n = 0;
     if (!p || (!p->auth_on && !p->n_rules))
         return true;
@@ -86,6 +88,35 @@ bool access_http_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds)
         return false;
     }
     c->quota = d.quota;
+    /* (a digest libcrypto cannot make leaves the run to its token alone) */
+    c->who_set = agent->resume_enabled && id.kind != ACCESS_ANON && !access_ident_digest(&id, c->who);
+    return true;
+}
+
+int access_ident_digest(const access_ident_t *id, uint8_t out[16])
+{
+    uint8_t in[1 + ACCESS_VAL_MAX], h[DIGEST_SHA256_LEN];
+    in[0] = (uint8_t)id->kind;
+    memcpy(in + 1, id->name, id->name_len);
+    int rc = digest_sha256(in, 1u + id->name_len, h);
+    if (!rc)
+        memcpy(out, h, 16);
+    return rc;
+}
+
+bool access_http_who(conn_t *c, uint8_t who[16], bool *named)
+{
+    access_policy_t *p = access_policy();
+    access_ident_t id;
+    access_decision_t d;
+    *named = false;
+    if (!p || !p->auth_on)
+        return true;
+    if (access_policy_identify(p, c, &c->http.req, false, &id, &d)) {
+        access_http_refuse(c, &d);
+        return false;
+    }
+    *named = id.kind != ACCESS_ANON && !access_ident_digest(&id, who);
     return true;
 }
 

@@ -88,6 +88,8 @@ typedef struct conn {
     struct run   *run;                /* the streaming run, owned while set */
     struct ws_conn *ws;               /* WebSocket state once upgraded, owned by net/ws.c */
     rl_quota_t    quota;              /* RateLimit-* for the next response head (net/access_http.c) */
+    uint8_t       who[16];            /* the run's caller, for a resumable run (net/access_http.c) */
+    bool          who_set;            /* false: anonymous, or auth is off */
     int16_t            run_slot;      /* agent slot of the current request's run, for its span; -1 none */
     conn_key_memo_t key_memo;         /* the API key it presented last (net/access.c); wiped at close */
     char          peer[46];           /* client address text (INET6_ADDRSTRLEN), for X-Forwarded-For */
@@ -97,6 +99,11 @@ typedef struct conn {
 } conn_t;
 
 void conn_accept(shard_t *sh, int fd, bool admin);
+/* A reference to c that outlives it (slot and generation: slab_ud), and the
+ * live connection it names on sh, or NULL once that one is gone: for a reply
+ * that comes back to a request after its connection may have closed. */
+static inline uint64_t conn_ref(const conn_t *c) { return slab_ud(c, 0); }
+conn_t *conn_lookup(shard_t *sh, uint64_t ref);
 /* Initialises slab slot c without arming I/O: conn_accept's first half, also
  * used by tests and fuzzers that feed bytes directly. */
 void conn_init_slot(shard_t *sh, conn_t *c, int fd, bool admin);

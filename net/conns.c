@@ -143,6 +143,8 @@ static void on_accept(shard_t *sh, void *obj, eng_cqe_t *cqe)
 
 static void *lookup(shard_t *sh, uint64_t ud) { return slab_lookup(&conns_of(sh)->slab, ud); }
 
+conn_t *conn_lookup(shard_t *sh, uint64_t ref) { return conns_of(sh) ? lookup(sh, ref) : NULL; }
+
 static void on_recv(shard_t *sh, void *obj, eng_cqe_t *cqe)
 {
     conn_on_recv(obj, cqe);

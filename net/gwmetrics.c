@@ -15,7 +15,7 @@
 unsigned g_gwm_mod;
 
 static const char *const listener_names[ML_COUNT] = {"main", "admin"};
-static const char *const route_names[MR_COUNT] = {"none", "run", "health", "metrics", "not_found", "ws", "demo", "admin"};
+static const char *const route_names[MR_COUNT] = {"none", "run", "health", "metrics", "not_found", "ws", "demo", "admin", "resume"};
 static const char *const method_names[MM_COUNT] = {"GET", "HEAD", "POST", "OPTIONS", "OTHER"};
 static const char *const transport_names[MT_COUNT] = {[MT_SSE] = "sse", [MT_PROTO] = "proto", [MT_WS] = "ws"};
 static const char *const outcome_names[MO_COUNT] = {"finished", "error", "client_closed", "cut"};

@@ -15,7 +15,7 @@
 #include "proto/canon.h"
 
 enum metrics_listener { ML_MAIN, ML_ADMIN, ML_COUNT };
-enum metrics_route { MR_NONE, MR_RUN, MR_HEALTH, MR_METRICS, MR_NOT_FOUND, MR_WS, MR_DEMO, MR_ADMIN, MR_COUNT };
+enum metrics_route { MR_NONE, MR_RUN, MR_HEALTH, MR_METRICS, MR_NOT_FOUND, MR_WS, MR_DEMO, MR_ADMIN, MR_RESUME, MR_COUNT };
 enum metrics_method { MM_GET, MM_HEAD, MM_POST, MM_OPTIONS, MM_OTHER, MM_COUNT };
 enum metrics_transport { MT_SSE, MT_PROTO, MT_WS, MT_COUNT };   /* proto: SSE's HTTP stream in the protobuf encoding */
 enum metrics_outcome { MO_FINISHED, MO_ERROR, MO_CLIENT_CLOSED, MO_CUT, MO_COUNT };

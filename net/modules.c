@@ -17,6 +17,8 @@
 #include "net/conns.h"
 #include "net/gwmetrics.h"
 #include "net/proxy.h"
+#include "net/resume.h"
+#include "net/runlog_redis.h"
 #include "net/upstream.h"
 #include "net/upstream_metrics.h"
 #include "net/ws.h"
@@ -37,6 +39,8 @@ void modules_register(void)
     proxy_register();
     cache_register();
     coalesce_register();
+    rsx_register();      /* the run logs' Redis Streams: stops after resume (whose stop ends the runs) */
+    resume_register();   /* after coalescing (a replay may feed a producer), before the connections */
     ws_register();
     conns_register();
 }

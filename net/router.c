@@ -13,6 +13,7 @@
 #include "net/http1.h"
 #include "net/sse.h"
 #include "net/demo.h"
+#include "net/resume.h"
 #include "net/gwmetrics.h"
 #include "net/ws.h"
 
@@ -149,6 +150,9 @@ static const route_t routes[] = {
     {"/admin/cache", MR_ADMIN, M(HTTP_DELETE) | M(HTTP_OPTIONS), "DELETE, OPTIONS", true, false, cache_purge_route},
 };
 static const route_t run_route = {NULL, MR_RUN, M(HTTP_POST) | M(HTTP_OPTIONS), "POST, OPTIONS", false, true, agent_run};
+static const route_t events_route = {NULL, MR_RESUME, M(HTTP_GET) | M(HTTP_POST) | M(HTTP_OPTIONS), "GET, POST, OPTIONS", false, true, resume_http_events};
+static const route_t cancel_route = {NULL, MR_RESUME, M(HTTP_DELETE) | M(HTTP_OPTIONS), "DELETE, OPTIONS", false, true,
+                                     resume_http_cancel};
 static const route_t ws_route = {NULL, MR_WS, M(HTTP_GET) | M(HTTP_OPTIONS), "GET, OPTIONS", false, true, agent_ws};
 
 /* "/v1/agents/{name}<suf>" -> name; names are [A-Za-z0-9_.-]{1,63}. */
@@ -169,6 +173,19 @@ static bool match_agent(const char *p, size_t n, const char *suf, const char **n
     return *name_len < 64;
 }
 
+/* "/v1/runs/{id}" -> id, and whether "/events" followed; ids are one path segment. */
+static bool match_run(const char *p, size_t n, const char **id, size_t *id_len, bool *events)
+{
+    static const char pre[] = "/v1/runs/", suf[] = "/events";
+    size_t pl = sizeof pre - 1, sl = sizeof suf - 1;
+    if (n <= pl || memcmp(p, pre, pl))
+        return false;
+    *events = n > pl + sl && !memcmp(p + n - sl, suf, sl);
+    *id = p + pl;
+    *id_len = n - pl - (*events ? sl : 0);
+    return *id_len && !memchr(*id, '/', *id_len);
+}
+
 const char *router_template(int route, const char *path, size_t len)
 {
     switch (route) {
@@ -176,6 +193,7 @@ const char *router_template(int route, const char *path, size_t len)
     case MR_WS: return "/v1/agents/{name}/ws";
     case MR_DEMO: return "/";
     case MR_ADMIN: return "/admin/cache";
+    case MR_RESUME: return len > 7 && !memcmp(path + len - 7, "/events", 7) ? "/v1/runs/{id}/events" : "/v1/runs/{id}";
     case MR_METRICS: return "/metrics";
     case MR_HEALTH:
         for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
@@ -203,6 +221,9 @@ void router_dispatch(conn_t *c)
         rt = &run_route;
     else if (!rt && match_agent(p, n, "/ws", &arg, &arg_len))
         rt = &ws_route;
+    bool events;
+    if (!rt && match_run(p, n, &arg, &arg_len, &events))
+        rt = events ? &events_route : &cancel_route;
     bool on_main = rt && (rt->main || (rt->route == MR_METRICS && c->sh->cfg->metrics_on_main));
     if (!rt || (c->admin ? !rt->admin : !on_main)) {
         r->route = MR_NOT_FOUND;

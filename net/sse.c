@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "net/coalesce.h"
+#include "net/resume.h"
 #include "net/http1.h"
 #include "net/rlglobal.h"
 #include "proto/run.h"
@@ -37,7 +38,7 @@ static const char *head_lines(const run_t *r, char *buf, size_t n)
         return SSE_HEADERS;
     size_t a = sizeof SSE_HEADERS - 1, e = strlen(r->head_extra);
     if (a + e >= n)
-        e = n - a - 1;   /* cannot happen: the extra lines are X-Cache and Age */
+        e = n - a - 1;   /* cannot happen: the extra lines are X-Cache, Age and a resume token */
     memcpy(buf, SSE_HEADERS, a);
     memcpy(buf + a, r->head_extra, e);
     buf[a + e] = '\0';
@@ -189,6 +190,24 @@ static int sse_stored(run_t *r, const runrec_plan_t *pl, const char *recs, size_
     return 0;
 }
 
+/* "id: <runId>:<seq>\n": the event's id, which EventSource sends back as
+ * Last-Event-ID when it reconnects. A run id is any JSON string: CR and LF
+ * are left out of the line rather than let them split the frame. */
+static int put_id(buf_t *b, const run_t *r)
+{
+    if (buf_reserve(b, r->ev_id_len + 32))
+        return -1;
+    char *w = b->data + b->len;
+    memcpy(w, "id: ", 4);
+    w += 4;
+    for (uint16_t i = 0; i < r->ev_id_len; i++)
+        if (r->ev_id[i] != '\n' && r->ev_id[i] != '\r')
+            *w++ = r->ev_id[i];
+    *w++ = ':';
+    b->len = (size_t)(w - b->data);
+    return buf_append_u64(b, r->ev_seq) || buf_putc(b, '\n');
+}
+
 /* An upstream's event JSON, unchanged. SSE data cannot hold a raw line break,
  * so JSON text that contains one (pretty-printed upstreams) becomes one data:
  * line per text line, which the client's parser joins back with "\n". */
@@ -198,6 +217,8 @@ static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len, boo
     buf_t *b = conn_fill(c);
     conn_body_open(c);
     size_t start = b->len;
+    if (r->ev_seq && put_id(b, r))   /* a resumable run's event */
+        goto nomem;
     if (buf_reserve(b, len + 8))
         goto nomem;
     if (!has_lf) {   /* nearly every relayed event: one reservation, three copies */
@@ -206,7 +227,7 @@ static int sse_raw(run_t *r, agui_type_t type, const char *json, size_t len, boo
         memcpy(w + 6, json, len);
         memcpy(w + 6 + len, "\n\n", 2);
         b->len += len + 8;
-        sent_frame(c, r, type, len + 8);
+        sent_frame(c, r, type, b->len - start);
         return 0;
     }
     int rc = buf_append_lit(b, "data: ");
@@ -280,7 +301,7 @@ static void sse_end(run_t *r)
 static void sse_start(run_t *r)
 {
     conn_t *c = sink_conn(r);
-    char head[256];
+    char head[384];
     http_stream_begin(c, 200, "text/event-stream", head_lines(r, head, sizeof head));
     c->last_event_ms = c->sh->now_ms;
     c->hb_timer.cb = heartbeat_fired;
@@ -360,7 +381,7 @@ static int pb_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool
 static void pb_start(run_t *r)
 {
     conn_t *c = sink_conn(r);
-    char head[256];
+    char head[384];
     http_stream_begin(c, 200, PBJSON_MEDIA_TYPE, head_lines(r, head, sizeof head));
     c->last_event_ms = c->sh->now_ms;
     c->hb_timer.cb = heartbeat_fired;
@@ -455,6 +476,36 @@ static void heartbeat_fired(agate_timer_t *t)
     heartbeat_arm(c);
 }
 
+/* A client run on c (its sink by the Accept header), counted as started;
+ * NULL after answering 503. Takes `in` and the slots in *holds. */
+static run_t *client_run(conn_t *c, const cfg_agent_t *agent, runinput_t *in, rl_holds_t *holds)
+{
+    http_req_t *req = &c->http.req;
+    const char *accept;
+    size_t accept_len;
+    bool pb = http_header(req, "accept", &accept, &accept_len) && accept_prefers_proto(accept, accept_len);
+    run_t *r = run_new(c->sh, agent, in, holds, pb ? &pb_sink : &sse_sink, c);
+    if (!r) {
+        http_error(c, 503, "out_of_memory", "out of memory", NULL);
+        return NULL;
+    }
+    r->conn = c;
+    c->run = r;
+    c->run_slot = (int16_t)agent->slot;
+    if (gwm(c->sh)) {
+        metrics_add(&gwm(c->sh)->runs_started[agent_index(c, r)][transport_of(r)], 1);
+        metrics_gauge_add(&gwm(c->sh)->streams[transport_of(r)], 1);
+    }
+    return r;
+}
+
+run_t *sse_client_run(conn_t *c, const cfg_agent_t *agent)
+{
+    runinput_t in = {0};
+    rl_holds_t holds = {0};
+    return client_run(c, agent, &in, &holds);
+}
+
 void sse_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds)
 {
     http_req_t *req = &c->http.req;
@@ -469,24 +520,16 @@ void sse_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds)
         http_error_field(c, 400, "invalid_request", msg, err.field);
         return;
     }
-    const char *accept;
-    size_t accept_len;
-    bool pb = http_header(req, "accept", &accept, &accept_len) && accept_prefers_proto(accept, accept_len);
-    run_t *r = run_new(c->sh, agent, &in, holds, pb ? &pb_sink : &sse_sink, c);
-    if (!r) {
-        http_error(c, 503, "out_of_memory", "out of memory", NULL);
+    run_t *r = client_run(c, agent, &in, holds);
+    if (!r)
         return;
-    }
-    r->conn = c;
     r->body = req->body.data;
     r->body_len = req->body.len;
     r->body_buf = &req->body;
-    c->run = r;
-    c->run_slot = (int16_t)agent->slot;
-    if (gwm(c->sh)) {
-        metrics_add(&gwm(c->sh)->runs_started[agent_index(c, r)][transport_of(r)], 1);
-        metrics_gauge_add(&gwm(c->sh)->streams[transport_of(r)], 1);
-    }
+    /* A resumable agent: r becomes the client's follower of a producer run,
+     * which is the one the cache and the agent see. */
+    if (agent->resume_enabled && !(r = resume_wrap(r, c->who_set ? c->who : NULL)))
+        return;   /* answered */
     coalesce_prepare(r, req);   /* cached agents: HIT, COALESCED or MISS; ENOMEM just means uncached */
     req->cache = coalesce_result(r);   /* for the log line: the run may be released by then */
     rlg_gate(r);   /* a global limit waiting for Redis holds the stream's head until the answer */

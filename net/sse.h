@@ -16,6 +16,10 @@
 void sse_run(conn_t *c, const cfg_agent_t *agent, rl_holds_t *holds);   /* moves the slots into the run */
 
 struct run;
+/* A run streaming to c (SSE, or protobuf by the Accept header) with no input
+ * and no agent run behind it yet, for a module that feeds it (net/resume.c's
+ * followers); NULL after answering 503. The caller sets its ops. */
+struct run *sse_client_run(conn_t *c, const cfg_agent_t *agent);
 /* Accounts for a run's end (metrics); called once per run, however it ends. */
 void sse_run_ended(conn_t *c, struct run *r, enum metrics_outcome outcome);
 /* Whether the run streams in the protobuf encoding (its client asked for it);

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <jansson.h>
 
 #include "core/json.h"
 #include "core/log.h"
@@ -27,6 +28,7 @@
 #include "net/coalesce.h"
 #include "net/gwmetrics.h"
 #include "net/http1.h"
+#include "net/resume.h"
 #include "net/ws_int.h"
 #include "net/wsframe.h"
 #include "proto/run.h"
@@ -81,6 +83,34 @@ static void count_event(ws_slot_t *s, agui_type_t type)
     s->last_event_us = now;
 }
 
+/* A resumable run's event (r->ev_seq set): "runId" (unless the type carries
+ * its own), "seq", and on RUN_STARTED the run's "resumeToken", spliced in
+ * after the opening brace. Its run id is at most 127 bytes, so the members
+ * fit `pre` escaped. */
+static int put_event_seq(ws_slot_t *s, agui_type_t type, const char *p, const char *end)
+{
+    char pre[1024];
+    size_t n = 1;
+    const char *tok = type == AGUI_RUN_STARTED ? resume_token_of(s->run) : NULL;
+    pre[0] = '{';
+    if (type != AGUI_RUN_STARTED && type != AGUI_RUN_FINISHED && s->rid.len < 900) {
+        memcpy(pre + n, s->rid.data, s->rid.len);
+        n += s->rid.len;
+    }
+    if (tok)
+        n += (size_t)snprintf(pre + n, sizeof pre - n, "\"resumeToken\":\"%s\",", tok);
+    n += (size_t)snprintf(pre + n, sizeof pre - n, "\"seq\":%llu,", (unsigned long long)s->run->ev_seq);
+    const char *q = p + 1;
+    while (q < end && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+        q++;
+    if (q < end && *q == '}')
+        n--;   /* an empty object: no comma before its brace */
+    int rc = ws_put_frame(s->ws, WSF_TEXT, pre, n, q, (size_t)(end - q), NULL, 0);
+    if (!rc)
+        count_event(s, type);
+    return rc;
+}
+
 /* An event's JSON as one text frame, with the run's "runId" spliced in after
  * the opening brace unless the event type carries its own. */
 static int put_event(ws_slot_t *s, agui_type_t type, const char *json, size_t len)
@@ -91,6 +121,8 @@ static int put_event(ws_slot_t *s, agui_type_t type, const char *json, size_t le
     const char *p = json, *end = json + len;
     while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
         p++;
+    if (s->run && s->run->ev_seq && p < end && *p == '{')
+        return put_event_seq(s, type, p, end);
     int rc;
     if (type == AGUI_RUN_STARTED || type == AGUI_RUN_FINISHED || p == end || *p != '{') {
         rc = ws_put_frame(ws, WSF_TEXT, json, len, NULL, 0, NULL, 0);
@@ -157,7 +189,10 @@ static void log_run(ws_slot_t *s, enum metrics_outcome outcome)
     buf_append_lit(b, ",\"transport\":\"ws\",\"agent\":");
     json_put_str(b, r->agent->name, strlen(r->agent->name));
     buf_append_lit(b, ",\"run_id\":");
-    json_put_str(b, r->in.run_id, r->in.run_id_len);
+    if (r->ev_id)   /* a resumable run's client: the run's input is its producer's */
+        json_put_str(b, r->ev_id, r->ev_id_len);
+    else
+        json_put_str(b, r->in.run_id, r->in.run_id_len);
     buf_append_lit(b, ",\"outcome\":\"");
     buf_append(b, names[outcome], strlen(names[outcome]));
     buf_append_lit(b, "\",\"events\":");
@@ -295,7 +330,11 @@ static ws_slot_t *find_run(ws_conn_t *ws, const char *id, size_t n)
 {
     for (uint32_t i = 0; i < ws->cap; i++) {
         run_t *r = ws->slots[i].run;
-        if (r && r->in.run_id_len == n && !memcmp(r->in.run_id, id, n))
+        if (!r)
+            continue;
+        const char *rid = r->ev_id ? r->ev_id : r->in.run_id;   /* a resumable run's client: its log's */
+        size_t rn = r->ev_id ? r->ev_id_len : r->in.run_id_len;
+        if (rn == n && !memcmp(rid, id, n))
             return &ws->slots[i];
     }
     return NULL;
@@ -370,10 +409,111 @@ int ws_run_start(ws_conn_t *ws, runinput_t *in, const char *text, size_t len)
      * connection. Nothing in the message is read as a directive: the body is
      * the key, so a directive inside it would make another question. ENOMEM
      * just means uncached. */
+    if (agent->resume_enabled) {   /* r becomes the client's follower of a producer run */
+        uint8_t who[16];
+        bool named = ws->ident.kind != ACCESS_ANON && !access_ident_digest(&ws->ident, who);
+        if (!(r = resume_wrap(r, named ? who : NULL)))
+            return 0;   /* refused with a RUN_ERROR */
+    }
     coalesce_prepare(r, &c->http.req);
     rlg_gate(r);    /* a global limit waiting for Redis holds the run here (after the cache's lookup is set up) */
     run_start(r);   /* may emit, end and release the run before returning */
     return 0;
+}
+
+/* Takes a free slot for a run of this connection's agent: s, or a RUN_ERROR
+ * (for run id) sent and NULL. *rc: what the caller returns then. */
+static ws_slot_t *slot_for(ws_conn_t *ws, const char *id, size_t n, int *rc)
+{
+    const char *code = NULL, *msg = NULL;
+    if (ws->c->sh->draining) {
+        code = "shutting_down";
+        msg = "the server is shutting down";
+    } else if (find_run(ws, id, n)) {
+        code = "duplicate_run";
+        msg = "a run with this runId is already running on this connection";
+    } else if (ws->n_runs == ws->cap) {
+        code = "too_many_runs";
+        msg = "too many concurrent runs on this connection (ws.max_runs)";
+    }
+    *rc = code ? put_error(ws, NULL, id, n, code, msg) : 0;
+    if (code)
+        return NULL;
+    for (uint32_t i = 0; i < ws->cap; i++)
+        if (!ws->slots[i].run)
+            return &ws->slots[i];
+    return NULL;
+}
+
+/* {"type":"RESUME","runId":"...","lastEventId":"<runId>:<seq>" or <seq>,
+ * "token":"..."}: a resumable run of this connection's agent followed on a
+ * new slot from after lastEventId (none: from RUN_STARTED), then live. Who
+ * may: the token, or the connection's identity when it started the run. */
+static int resume_run(ws_conn_t *ws, const char *text, size_t len)
+{
+    conn_t *c = ws->c;
+    const cfg_agent_t *agent = &c->sh->cfg->agents[ws->agent];
+    json_error_t jerr;
+    json_t *m = json_loadb(text, len, 0, &jerr);
+    const char *id = m ? json_string_value(json_object_get(m, "runId")) : NULL;
+    json_t *last = m ? json_object_get(m, "lastEventId") : NULL;
+    const char *tok = m ? json_string_value(json_object_get(m, "token")) : NULL;
+    size_t idn = id ? json_string_length(json_object_get(m, "runId")) : 0;
+    char lastbuf[192], agent_name[CFG_NAME_MAX];
+    uint8_t who[16];
+    int rc = 0;
+    if (!id || !idn || idn > 127 || (last && !json_is_string(last) && !json_is_integer(last))) {
+        rc = put_error(ws, NULL, id, id ? idn : 0, "invalid_input",
+                       "RESUME needs a runId string (at most 127 bytes) and, if any, a lastEventId string or number");
+        json_decref(m);
+        return rc;
+    }
+    resume_req_t q = {.id = id, .id_len = idn, .token = tok, .token_len = tok ? strlen(tok) : 0,
+                      .agent = agent->name, .agent_out = agent_name};
+    if (ws->ident.kind != ACCESS_ANON && !access_ident_digest(&ws->ident, who))
+        q.who = who;
+    if (json_is_integer(last) && json_integer_value(last) >= 0) {
+        int k = snprintf(lastbuf, sizeof lastbuf, "%.*s:%lld", (int)idn, id, (long long)json_integer_value(last));
+        q.last_id = lastbuf;
+        q.last_len = (size_t)k;
+    } else if (json_is_string(last)) {
+        q.last_id = json_string_value(last);
+        q.last_len = json_string_length(last);
+    }
+    struct rs_log *lg;
+    uint64_t after;
+    resume_refusal_t no;
+    ws_slot_t *s;
+    if (resume_open(&q, &lg, &after, &no)) {
+        rc = put_error(ws, NULL, id, idn, no.code, no.msg);
+    } else if (!(s = slot_for(ws, id, idn, &rc))) {
+        resume_close(lg);
+    } else {
+        runinput_t none = {0};
+        rl_holds_t holds = {0};
+        run_t *r = NULL;
+        buf_reset(&s->rid);
+        if (buf_append_lit(&s->rid, "\"runId\":") || json_put_str(&s->rid, id, idn) || buf_putc(&s->rid, ',') ||
+            !(r = run_new(c->sh, agent, &none, &holds, &ws_sink, s))) {
+            resume_close(lg);
+            rc = -ENOMEM;
+        } else {
+            r->conn = c;
+            s->run = r;
+            s->start_us = c->sh->now_us;
+            s->last_event_us = 0;
+            s->events = 0;
+            s->gap_zero = 0;
+            ws->n_runs++;
+            if (gwm(c->sh)) {
+                metrics_add(&gwm(c->sh)->runs_started[agent->slot][MT_WS], 1);
+                metrics_gauge_add(&gwm(c->sh)->streams[MT_WS], 1);
+            }
+            resume_follow(r, lg, after);   /* may emit, end and release the run before returning */
+        }
+    }
+    json_decref(m);
+    return rc;
 }
 
 static int cancel_run(ws_conn_t *ws, const char *id, size_t n)
@@ -382,6 +522,7 @@ static int cancel_run(ws_conn_t *ws, const char *id, size_t n)
     if (!s)
         return 0;   /* already over, or never ran: nothing to do */
     s->run->errored = true;
+    resume_cancel_followed(s->run);   /* a resumable run: cancel it, not only this client's view */
     int rc = put_error(ws, s, NULL, 0, "cancelled", "run cancelled by the client");
     slot_finish(s, MO_CLIENT_CLOSED);   /* stops the agent; a proxy drops its upstream */
     ws_maybe_drained(ws);
@@ -404,7 +545,9 @@ int ws_not_a_run(ws_conn_t *ws, const char *text, size_t len, const runinput_err
     const char *id = pk.run_id;
     size_t id_len = pk.run_id_len;
     int rc;
-    if (pk.type && pk.type_len == 6 && !memcmp(pk.type, "CANCEL", 6)) {
+    if (pk.type && pk.type_len == 6 && !memcmp(pk.type, "RESUME", 6)) {
+        rc = resume_run(ws, text, len);
+    } else if (pk.type && pk.type_len == 6 && !memcmp(pk.type, "CANCEL", 6)) {
         rc = id ? cancel_run(ws, id, id_len)
                 : put_error(ws, NULL, NULL, 0, "invalid_input", "CANCEL needs a runId string");
     } else {

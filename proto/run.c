@@ -63,6 +63,9 @@ run_t *run_new(shard_t *sh, const cfg_agent_t *agent, runinput_t *in, rl_holds_t
     r->errored = false;
     r->replay = false;
     r->head_extra = NULL;
+    r->ev_id = NULL;
+    r->ev_id_len = 0;
+    r->ev_seq = 0;
     r->body = NULL;
     r->body_len = 0;
     r->body_buf = NULL;

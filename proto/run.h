@@ -85,6 +85,12 @@ typedef struct run {
     const uint8_t      *raw_pb;
     size_t              raw_pb_len;
     const char         *head_extra;   /* more head lines for start() ("Name: value\r\n"...), or NULL */
+    /* A resumable run's client (net/resume.c): the event passed to the sink
+     * now is event ev_seq of run ev_id (SSE writes "id: <ev_id>:<ev_seq>");
+     * ev_seq 0: no id. */
+    const char         *ev_id;
+    uint16_t            ev_id_len;
+    uint64_t            ev_seq;
     rl_holds_t          holds;        /* concurrency slots, released by a run hook (net/access_policy.c) */
 
     /* Per-run state of the modules that registered with run_ext_register (echo,

@@ -21,7 +21,7 @@
 # Cases add them in any order; order_rows sorts them into ROW_ORDER (the order of
 # the tables; rows not named there run last, in the order they were added).
 rows=()
-ROW_ORDER="agate-bare agate agate-auth agate-log agate-sample agate-lognull nginx nginx-ofc haproxy
+ROW_ORDER="agate-bare agate agate-auth agate-resume agate-log agate-sample agate-lognull nginx nginx-ofc haproxy
   agate-proxy agate-proxy-pass nginx-proxy haproxy-proxy pushpin-proxy agate-cache nginx-cache haproxy-cache
   base-echo new-echo base-proxy new-proxy base-cache new-cache"
 declare -A LABEL

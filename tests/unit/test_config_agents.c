@@ -101,7 +101,7 @@ static void test_proxy_and_echo_keys(void **state)
     assert_int_equal(load_proxy(f, "    token_interval_ms: 5\n"), -EINVAL);
     assert_err_at(f, 5, "agents.lg.token_interval_ms: only for type: echo");
     assert_int_equal(load(f, "agents:\n  e:\n    type: echo\n    timeout: 5s\n"), -EINVAL);
-    assert_err_at(f, 4, "agents.e.timeout: unknown key (expected one of: type, token_interval_ms)");
+    assert_err_at(f, 4, "agents.e.timeout: unknown key (expected one of: type, token_interval_ms, resume)");
 
     /* no endpoints: reported at the agent */
     assert_int_equal(load(f, "agents:\n  echo: {type: echo}\n  lg:\n    type: proxy\n    balance: round_robin\n"), -EINVAL);
@@ -208,6 +208,30 @@ static void test_validate_proxy(void **state)
     assert_int_equal(cfg_validate(c, f->err, sizeof f->err), 0);
 }
 
+/* agents.<name>.resume: both types, defaults, values, errors naming line and key. */
+static void test_resume_keys(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(load(f, "agents:\n  e: {type: echo}\n"), 0);
+    const cfg_agent_t *a = cfg_find_agent(&f->c, "e", 1);
+    assert_false(a->resume_enabled);
+    assert_int_equal(a->resume_log_ttl_ms, 300000);
+    assert_int_equal(a->resume_max_bytes, 1 << 20);
+    assert_int_equal(a->resume_detach_ms, 30000);
+    assert_int_equal(load(f, "agents:\n  e:\n    type: echo\n    resume: {enabled: true, log_ttl: 2s, max_bytes: 64KiB, "
+                             "detach_timeout: 0s}\n"), 0);
+    a = cfg_find_agent(&f->c, "e", 1);
+    assert_true(a->resume_enabled);
+    assert_int_equal(a->resume_log_ttl_ms, 2000);
+    assert_int_equal(a->resume_max_bytes, 65536);
+    assert_int_equal(a->resume_detach_ms, 0);
+    assert_int_equal(load_proxy(f, "    resume:\n      enabled: true\n"), 0);
+    assert_int_equal(load(f, "agents:\n  e:\n    type: echo\n    resume:\n      ttl: 5s\n"), -EINVAL);
+    assert_err_at(f, 5, "agents.e.resume.ttl: unknown key (expected one of: enabled, log_ttl, max_bytes, detach_timeout)");
+    assert_int_equal(load(f, "agents:\n  e:\n    type: echo\n    resume: {max_bytes: 100}\n"), -EINVAL);
+    assert_non_null(strstr(f->err, ":4: agents.e.resume.max_bytes"));
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -217,6 +241,7 @@ int main(void)
         T(test_find_agent),
         T(test_proxy_and_echo_keys),
         T(test_validate_proxy),
+        T(test_resume_keys),
     };
 #undef T
     return cmocka_run_group_tests_name("config_agents", tests, NULL, NULL);

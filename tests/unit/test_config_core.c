@@ -231,10 +231,10 @@ static void test_unknown_key(void **state)
     assert_non_null(strstr(f->err, f->path));
 
     assert_int_equal(load(f, "shards: 1\nlisten: 0.0.0.0:1\nlisen: 0.0.0.0:2\n"), -EINVAL);
-    assert_err_starts(f, 3, "lisen: unknown key (expected one of: listen, admin_listen, shards, engine, demo, limits, stream, log, metrics, trace, upstream, cache, redis, ws, agents, auth, cors, security_headers, rate_limit)");
+    assert_err_starts(f, 3, "lisen: unknown key (expected one of: listen, admin_listen, shards, engine, demo, limits, stream, log, metrics, trace, upstream, cache, redis, ws, resume, agents, auth, cors, security_headers, rate_limit)");
 
     assert_int_equal(load(f, "agents:\n  a:\n    type: echo\n    interval: 5\n"), -EINVAL);
-    assert_err_at(f, 4, "agents.a.interval: unknown key (expected one of: type, token_interval_ms)");
+    assert_err_at(f, 4, "agents.a.interval: unknown key (expected one of: type, token_interval_ms, resume)");
 
     assert_int_equal(load(f, "log:\n  level: info\n  format: json\n"), -EINVAL);
     assert_err_starts(f, 3, "log.format: unknown key");

@@ -240,7 +240,7 @@ static void test_proxy_values(void **state)
     assert_err_at(f, 5, "agents.lg.balance: expected a single value, not a list");
     assert_int_equal(load_proxy(f, "    weights: [1, 2]\n"), -EINVAL);
     assert_err_at(f, 5, "agents.lg.weights: unknown key (expected one of: type, endpoints, balance, validation, max_event, "
-                        "timeouts, retry, breaker, pool, forward_headers, cache)");
+                        "timeouts, retry, breaker, pool, forward_headers, cache, resume)");
 }
 
 /* agents.lg.endpoints[1] on line 6, after a good endpoints[0] */

@@ -178,7 +178,7 @@ static void test_section_file(void **state)
     /* listed among the top-level keys at its rank (45: after ws, before agents) */
     assert_int_equal(load(f, "widgets: {}\n"), -EINVAL);
     assert_err_at(f, 1, "widgets: unknown key (expected one of: listen, admin_listen, shards, engine, demo, limits, "
-                        "stream, log, metrics, trace, upstream, cache, redis, ws, widget, agents, auth, cors, "
+                        "stream, log, metrics, trace, upstream, cache, redis, ws, resume, widget, agents, auth, cors, "
                         "security_headers, rate_limit)");
 }
 

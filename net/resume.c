@@ -1,0 +1,848 @@
+/* resume: resumable runs in one process (see resume.h): the table of run
+ * logs, the producer's sink, the follower run kind, detach and cancel, and
+ * the reattach and cancel endpoints.
+ *
+ * Ownership and invariants:
+ *  - A log (rs_log_t) is owned by the shard that runs its producer (`owner`):
+ *    only that shard appends, ends the run, cancels it, expires the log and
+ *    frees it. Other shards reach it through the table (under g_tab.lock) and
+ *    then only as followers, or to set `cancel`.
+ *  - A log lives while it is in the table or followed: the owner frees it only
+ *    when it has left the table and `followers` is 0, both read under
+ *    g_tab.lock, under which every new follower is counted. A follower's last
+ *    touch of the log is its decrement.
+ *  - Every client of a resumable run, the first one too, is a follower reading
+ *    the log, so there is one way to the client whether it stayed or came
+ *    back. The producer waits (writable() false) for one follower on its own
+ *    shard (`local`: the first there) that is blocked or behind; others it
+ *    does not wait for: the log's bound protects memory, and a follower left behind
+ *    the dropped front gets RUN_ERROR resume_log_truncated.
+ *  - Wake-ups: the producer marks its log dirty once per turn; the owner's
+ *    turn end wakes the shards whose bit is in `mask` (pending flag, eventfd),
+ *    whose turn end then pumps their followers. */
+#include "net/resume.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "core/config_sect.h"
+#include "core/json.h"
+#include "core/list.h"
+#include "core/shard.h"
+#include "net/access.h"
+#include "net/conn.h"
+#include "net/http1.h"
+#include "net/resume_int.h"
+#include "net/runlog.h"
+#include "net/sse.h"
+#include "proto/run.h"
+
+#define RS_ID_MAX     128
+#define RS_BUCKETS    1024
+#define RS_MASK_WORDS 16            /* shards that can follow a log: 1024 */
+#define RS_SWEEP_MS   50
+#define RS_TOMB_MIN_MS 60000u       /* an expired log answers 410 at least this long */
+
+enum { RS_LIVE, RS_EXPIRED };
+
+typedef struct rs_log {
+    struct rs_log   *hnext;         /* table chain, under g_tab.lock */
+    _Atomic bool     in_table;      /* written under g_tab.lock */
+    _Atomic uint8_t  phase;         /* RS_LIVE, RS_EXPIRED (chunks freed: 410) */
+    _Atomic uint32_t followers;     /* changed under g_tab.lock when it goes up */
+    _Atomic bool     started;       /* the producer's stream head: followers may start theirs */
+    _Atomic bool     cancel;        /* DELETE: the owner cancels at its next turn end */
+    _Atomic uint64_t mask[RS_MASK_WORDS];
+    runlog_t         log;
+    char             run_id[RS_ID_MAX];
+    uint16_t         run_id_len;
+    uint64_t         hash;
+    char             token[33];
+    uint8_t          who[16];
+    bool             who_set;
+    char             agent[CFG_NAME_MAX];
+    char             head[256];     /* head lines for every follower's start, written before `started` */
+    int              status;        /* a failure before the head, written before the log's state */
+    char             code[40], msg[200];
+    unsigned         owner;
+    void            *rsx;           /* the owner's: its Redis Stream writer (net/runlog_redis.h), or NULL */
+    /* the owner's */
+    struct run      *producer;      /* NULL once it ended */
+    struct run      *local;         /* the follower on the owner's shard the producer waits for */
+    uint64_t         end_ms, detached_ms;
+    uint32_t         ttl_ms, detach_ms;
+    bool             dirty;
+    list_t           link;          /* the owner's list */
+    list_t           dirty_link;
+} rs_log_t;
+
+typedef struct rs_run {
+    struct run      *r;
+    rs_log_t        *lg;
+    bool             follower;
+    bool             pumping, stopped;   /* stopped inside its own pump: the pump lets go of the log */
+    runlog_reader_t  rd;
+    list_t           link;          /* follower: on its shard's list */
+} rs_run_t;
+
+typedef struct rs_shard {
+    _Atomic bool  pending;          /* a followed log moved on */
+    _Atomic bool  sweep_now;        /* a log of ours was asked to cancel */
+    list_t        followers;        /* rs_run_t.link */
+    list_t       *poll_next;
+    list_t        owned;            /* rs_log_t.link */
+    list_t        dirty;            /* rs_log_t.dirty_link */
+    agate_timer_t sweep;
+    buf_t         tmp;              /* an agate-built event's JSON */
+    shard_t      *sh;
+} rs_shard_t;
+
+static struct {
+    pthread_mutex_t lock;
+    rs_log_t       *b[RS_BUCKETS];
+    _Atomic size_t  bytes;          /* every log's chunks */
+} g_tab = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static unsigned g_rs_ext, g_rs_mod;
+
+static inline rs_run_t   *rs_of(const run_t *r) { return (rs_run_t *)r->ext[g_rs_ext]; }
+static inline rs_shard_t *rs_shard(const shard_t *sh) { return (rs_shard_t *)sh->mod[g_rs_mod]; }
+
+size_t resume_bytes(void) { return atomic_load_explicit(&g_tab.bytes, memory_order_relaxed); }
+
+static uint64_t id_hash(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;   /* FNV-1a: run ids are short and this is the cold path */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* --- the table (g_tab.lock held) ----------------------------------------------------- */
+
+static rs_log_t **tab_slot(const char *id, size_t n, uint64_t h)
+{
+    rs_log_t **p = &g_tab.b[h % RS_BUCKETS];
+    for (; *p; p = &(*p)->hnext)
+        if ((*p)->hash == h && (*p)->run_id_len == n && !memcmp((*p)->run_id, id, n))
+            break;
+    return p;
+}
+
+static void tab_remove(rs_log_t *lg)
+{
+    rs_log_t **p = tab_slot(lg->run_id, lg->run_id_len, lg->hash);
+    if (*p == lg)
+        *p = lg->hnext;
+    lg->hnext = NULL;
+    lg->in_table = false;
+}
+
+/* --- wake-ups ------------------------------------------------------------------------ */
+
+static void mark_dirty(rs_log_t *lg, shard_t *sh)
+{
+    if (lg->dirty)
+        return;
+    lg->dirty = true;
+    list_push_back(&rs_shard(sh)->dirty, &lg->dirty_link);
+}
+
+static void wake_followers(rs_log_t *lg, shard_t *self)
+{
+    atomic_thread_fence(memory_order_seq_cst);   /* published, then read the mask (Dekker with attach) */
+    for (unsigned w = 0; w < RS_MASK_WORDS; w++) {
+        uint64_t m = atomic_load_explicit(&lg->mask[w], memory_order_relaxed);
+        while (m) {
+            unsigned s = w * 64 + (unsigned)__builtin_ctzll(m);
+            m &= m - 1;
+            if (s >= g_nshards)
+                continue;
+            shard_t *t = &g_shards[s];
+            rs_shard_t *rs = rs_shard(t);
+            if (rs && !atomic_exchange(&rs->pending, true) && t != self)
+                shard_wake(t);
+        }
+    }
+}
+
+/* The owner: a client on another pod follows the run (net/runlog_redis.h):
+ * the detach clock starts again. */
+static void remote_seen(void *arg)
+{
+    rs_log_t *lg = arg;
+    if (lg->detached_ms)
+        lg->detached_ms = g_shards[lg->owner].now_ms;
+}
+
+/* --- the producer's sink ------------------------------------------------------------- */
+
+static void producer_ended(rs_log_t *lg, shard_t *sh)
+{
+    bool failed = atomic_load_explicit(&lg->log.state, memory_order_relaxed) == RUNLOG_FAILED;
+    rsx_close(sh, lg->rsx, failed, lg->status, lg->code, lg->msg);
+    lg->rsx = NULL;
+    lg->producer = NULL;
+    lg->end_ms = sh->now_ms;
+    mark_dirty(lg, sh);
+}
+
+static int log_event(run_t *r, uint8_t type, const char *json, size_t len, bool has_lf)
+{
+    rs_log_t *lg = r->sink_ctx;
+    if (runlog_append(&lg->log, type, json, len, has_lf) < 0)
+        return -ENOMEM;
+    mark_dirty(lg, r->sh);
+    return 0;
+}
+
+/* The run cannot log its event: it ends as failed for everyone reading it. */
+static int log_failed(run_t *r)
+{
+    rs_log_t *lg = r->sink_ctx;
+    snprintf(lg->code, sizeof lg->code, "out_of_memory");
+    snprintf(lg->msg, sizeof lg->msg, "out of memory");
+    lg->status = 503;
+    runlog_close(&lg->log, true);
+    producer_ended(lg, r->sh);
+    run_release(r);
+    return -ENOMEM;
+}
+
+static void ps_start(run_t *r)
+{
+    rs_log_t *lg = r->sink_ctx;
+    snprintf(lg->head, sizeof lg->head, "%sX-Agate-Resume-Token: %s\r\n", r->head_extra ? r->head_extra : "",
+             lg->token);
+    atomic_store_explicit(&lg->started, true, memory_order_release);
+    mark_dirty(lg, r->sh);
+}
+
+static int ps_event(run_t *r, const agui_event_t *ev)
+{
+    buf_t *b = &rs_shard(r->sh)->tmp;
+    buf_reset(b);
+    if (agui_write_json(b, ev) || log_event(r, (uint8_t)ev->type, b->data, b->len, false))
+        return log_failed(r);
+    return 0;
+}
+
+static int ps_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool has_lf)
+{
+    return log_event(r, (uint8_t)type, json, len, has_lf) ? log_failed(r) : 0;
+}
+
+/* Waits only for a follower on this shard: blocked, or behind by stream.buffer
+ * or by a quarter of the log's bound (a chunk: what the log keeps past a
+ * drop is more than that, so the follower never loses what it has not read). */
+static bool ps_writable(run_t *r)
+{
+    rs_log_t *lg = r->sink_ctx;
+    if (!lg->local)
+        return true;
+    const rs_run_t *fr = rs_of(lg->local);
+    uint64_t total = atomic_load_explicit(&lg->log.total, memory_order_relaxed);
+    uint64_t lag = r->sh->cfg->stream_buffer_bytes, part = lg->log.max_bytes / 4;
+    return !lg->local->blocked && total - fr->rd.pos < (part < lag ? part : lag);
+}
+
+static void ps_end(run_t *r)
+{
+    rs_log_t *lg = r->sink_ctx;
+    runlog_close(&lg->log, false);
+    producer_ended(lg, r->sh);
+    run_release(r);
+}
+
+static void ps_fail(run_t *r, int status, const char *code, const char *msg, uint32_t retry_after_s)
+{
+    (void)retry_after_s;
+    rs_log_t *lg = r->sink_ctx;
+    lg->status = status;
+    snprintf(lg->code, sizeof lg->code, "%s", code);
+    snprintf(lg->msg, sizeof lg->msg, "%s", msg);
+    runlog_close(&lg->log, true);
+    producer_ended(lg, r->sh);
+    run_release(r);
+}
+
+static const run_sink_ops_t producer_sink = {
+    .start = ps_start, .event = ps_event, .raw = ps_raw, .writable = ps_writable, .end = ps_end, .fail = ps_fail,
+};
+
+/* Owner: ends the run now. Readers get a RUN_ERROR as its last event (or,
+ * before its head, the failure). The upstream sees its connection closed. */
+static void cancel_producer(rs_log_t *lg, shard_t *sh, const char *code, const char *msg)
+{
+    run_t *p = lg->producer;
+    if (!p)
+        return;
+    if (atomic_load_explicit(&lg->started, memory_order_acquire)) {
+        buf_t *b = &rs_shard(sh)->tmp;
+        buf_reset(b);
+        buf_append_lit(b, "{\"type\":\"RUN_ERROR\",\"message\":");
+        json_put_str(b, msg, strlen(msg));
+        buf_append_lit(b, ",\"code\":");
+        json_put_str(b, code, strlen(code));
+        buf_putc(b, '}');
+        runlog_append(&lg->log, AGUI_RUN_ERROR, b->data, b->len, false);   /* no memory: the log just ends */
+        runlog_close(&lg->log, false);
+    } else {
+        lg->status = 409;
+        snprintf(lg->code, sizeof lg->code, "%s", code);
+        snprintf(lg->msg, sizeof lg->msg, "%s", msg);
+        runlog_close(&lg->log, true);
+    }
+    producer_ended(lg, sh);
+    run_abort(p);
+}
+
+/* --- followers ----------------------------------------------------------------------- */
+
+static void follower_unlink(rs_run_t *fr)
+{
+    if (list_empty(&fr->link))
+        return;
+    rs_shard_t *rs = rs_shard(fr->r->sh);
+    if (rs->poll_next == &fr->link)
+        rs->poll_next = fr->link.next;
+    list_unlink(&fr->link);
+}
+
+static void follower_error(run_t *r, const char *code, const char *msg)
+{
+    agui_event_t ev = {.type = AGUI_RUN_ERROR};
+    ev.code = (agui_str_t){code, strlen(code)};
+    ev.message = (agui_str_t){msg, strlen(msg)};
+    r->errored = true;
+    r->ev_seq = 0;
+    if (r->sink->event(r, &ev) == 0)
+        r->sink->end(r);
+}
+
+/* The producer on this shard waits for this follower: let it go on. */
+static void kick_producer(rs_log_t *lg, shard_t *sh)
+{
+    if (sh->id == lg->owner && lg->producer && lg->producer->blocked && ps_writable(lg->producer))
+        run_resume(lg->producer);
+}
+
+/* Writes what the follower can take now. May release it (end, failure, a
+ * write the client is gone for): callers touch nothing of it afterwards. */
+static void pump(run_t *r)
+{
+    rs_run_t *fr = rs_of(r);
+    rs_log_t *lg = fr->lg;
+    while (!r->blocked) {
+        if (!r->started) {
+            if (!atomic_load_explicit(&lg->started, memory_order_acquire)) {
+                int st = atomic_load_explicit(&lg->log.state, memory_order_acquire);
+                if (st == RUNLOG_OPEN)
+                    return;   /* no head yet */
+                r->sink->fail(r, lg->status ? lg->status : 502, lg->code[0] ? lg->code : "upstream_failed",
+                              lg->msg[0] ? lg->msg : "the run failed", 0);
+                return;
+            }
+            r->head_extra = lg->head;
+            r->sink->start(r);
+            r->started = true;
+        }
+        runlog_rec_t rec;
+        size_t size;
+        int st;
+        fr->pumping = true;
+        runlog_lock(&lg->log);
+        while ((st = runlog_peek(&lg->log, &fr->rd, &rec, &size)) == RUNLOG_RD_REC) {
+            r->ev_seq = rec.seq;
+            if (r->sink->raw(r, (agui_type_t)rec.type, rec.json, rec.len, rec.has_lf))
+                break;   /* released: fr->stopped */
+            runlog_advance(&fr->rd, size);
+            if (!r->sink->writable(r)) {
+                r->blocked = true;
+                break;
+            }
+        }
+        runlog_unlock(&lg->log);
+        fr->pumping = false;
+        if (fr->stopped) {   /* the run is gone; its count on the log was left to us */
+            fr->stopped = false;
+            atomic_fetch_sub(&lg->followers, 1);
+            return;
+        }
+        r->ev_seq = 0;
+        if (st == RUNLOG_RD_REC)
+            return;   /* blocked: the sink's drain resumes it */
+        if (st == RUNLOG_RD_NONE) {
+            fr->rd.pos = atomic_load_explicit(&lg->log.total, memory_order_acquire);
+            kick_producer(lg, r->sh);
+            return;
+        }
+        if (st == RUNLOG_RD_END)
+            r->sink->end(r);
+        else if (st == RUNLOG_RD_GONE)
+            follower_error(r, "resume_log_truncated",
+                           "this client fell behind the run's log past its bound (resume.max_bytes)");
+        else
+            follower_error(r, "run_failed", "the run's log ended without its end");
+        return;
+    }
+}
+
+/* Joins r to lg (counted in `followers` by the caller) after seq `after`. */
+static void follower_attach(run_t *r, rs_log_t *lg, uint64_t after)
+{
+    rs_run_t *fr = rs_of(r);
+    fr->lg = lg;
+    fr->follower = true;
+    fr->stopped = fr->pumping = false;
+    runlog_reader_init(&fr->rd, after);
+    r->ev_id = lg->run_id;
+    r->ev_id_len = lg->run_id_len;
+    list_push_front(&rs_shard(r->sh)->followers, &fr->link);
+    unsigned s = r->sh->id;
+    if (s < RS_MASK_WORDS * 64)
+        atomic_fetch_or(&lg->mask[s / 64], 1ull << (s % 64));
+    atomic_thread_fence(memory_order_seq_cst);
+    if (s == lg->owner && !lg->local)
+        lg->local = r;
+}
+
+static void follow_start(run_t *r) { pump(r); }
+static void follow_resume(run_t *r) { pump(r); }
+
+/* The client went away (or its stream ended): detach. On the owner's shard
+ * the producer stops waiting for it and lets go of its connection; a run
+ * left with no client before its first event is cancelled (its request's
+ * connection is what a retry would resend). */
+static void follow_stop(run_t *r)
+{
+    rs_run_t *fr = rs_of(r);
+    rs_log_t *lg = fr->lg;
+    if (!lg)
+        return;
+    follower_unlink(fr);
+    fr->lg = NULL;
+    r->ev_id = NULL;
+    r->ev_seq = 0;
+    if (r->sh->id == lg->owner) {
+        run_t *p = lg->producer;
+        if (lg->local == r)
+            lg->local = NULL;
+        if (p && p->conn == r->conn) {   /* the run's own request: its connection is going */
+            p->conn = NULL;
+            p->body = NULL;
+            p->body_len = 0;
+            p->body_buf = NULL;
+        }
+        if (p && !atomic_load_explicit(&lg->log.last_seq, memory_order_relaxed) &&
+            atomic_load(&lg->followers) == 1)
+            lg->cancel = true;   /* at the turn end: not inside the client's abort */
+        rs_shard(r->sh)->sweep_now = true;
+    }
+    if (fr->pumping) {
+        fr->stopped = true;   /* pump decrements once it has let go of the log's lock */
+        return;
+    }
+    atomic_fetch_sub(&lg->followers, 1);
+}
+
+static const run_kind_ops_t follow_ops = {follow_start, follow_resume, follow_stop};
+
+static void rs_release(run_t *r)
+{
+    rs_run_t *fr = rs_of(r);
+    if (fr && !fr->follower && fr->lg) {
+        if (fr->lg->producer == r)
+            fr->lg->producer = NULL;
+        fr->lg = NULL;
+    }
+    r->ev_id = NULL;
+    r->ev_seq = 0;
+}
+
+static void rs_destroy(run_t *r)
+{
+    free(r->ext[g_rs_ext]);
+    r->ext[g_rs_ext] = NULL;
+}
+
+static const run_ext_ops_t rs_ext_ops = {.release = rs_release, .destroy = rs_destroy};
+
+static rs_run_t *rs_get(run_t *r)
+{
+    rs_run_t *fr = rs_of(r);
+    if (!fr && (fr = calloc(1, sizeof *fr)))
+        r->ext[g_rs_ext] = fr;
+    if (fr) {
+        fr->r = r;
+        list_init(&fr->link);
+    }
+    return fr;
+}
+
+/* --- the owner: new logs, detach deadlines, cancels, expiry ------------------------- */
+
+static void sweep_arm(shard_t *sh)
+{
+    rs_shard_t *rs = rs_shard(sh);
+    if (!timer_armed(&rs->sweep))
+        timer_arm(&sh->timers, &rs->sweep, sh->now_ms + RS_SWEEP_MS);
+}
+
+static void log_free(rs_log_t *lg)
+{
+    if (atomic_load_explicit(&lg->phase, memory_order_relaxed) != RS_EXPIRED)
+        runlog_free(&lg->log);
+    free(lg);
+}
+
+/* One owned log: 0 to keep it, 1 when it was freed. */
+static int sweep_one(rs_log_t *lg, shard_t *sh)
+{
+    uint64_t now = sh->now_ms;
+    if (lg->producer) {
+        if (atomic_exchange(&lg->cancel, false)) {
+            bool nobody = atomic_load(&lg->followers) == 0 && !atomic_load(&lg->log.last_seq);
+            cancel_producer(lg, sh, nobody ? "client_closed" : "run_cancelled",
+                            nobody ? "the client left before the run's first event" : "the run was cancelled");
+        } else if (atomic_load(&lg->followers)) {
+            lg->detached_ms = 0;
+            kick_producer(lg, sh);
+        } else if (!lg->detached_ms) {
+            lg->detached_ms = now;
+            kick_producer(lg, sh);   /* it may have waited for the follower that left */
+        } else if (now - lg->detached_ms >= lg->detach_ms) {
+            cancel_producer(lg, sh, "detach_timeout", "no client reattached within resume.detach_timeout");
+        }
+        if (lg->producer)
+            return 0;
+    }
+    uint32_t tomb = lg->ttl_ms > RS_TOMB_MIN_MS ? lg->ttl_ms : RS_TOMB_MIN_MS;
+    bool expire = now >= lg->end_ms + lg->ttl_ms;
+    if (!expire && atomic_load(&lg->in_table))
+        return 0;   /* the common case, without the table's lock */
+    int freed = 0;
+    pthread_mutex_lock(&g_tab.lock);   /* in_table: another shard's new run may have replaced it */
+    bool drop = !lg->in_table || now >= lg->end_ms + lg->ttl_ms + tomb;
+    if ((expire || drop) && !atomic_load(&lg->followers)) {
+        if (drop) {
+            if (lg->in_table)
+                tab_remove(lg);
+            freed = 1;
+        } else if (atomic_load_explicit(&lg->phase, memory_order_relaxed) == RS_LIVE) {
+            atomic_store(&lg->phase, RS_EXPIRED);   /* no one reads it, and no one can start to */
+            runlog_free(&lg->log);
+        }
+    }
+    pthread_mutex_unlock(&g_tab.lock);
+    if (freed) {
+        list_unlink(&lg->link);
+        if (lg->dirty)
+            list_unlink(&lg->dirty_link);
+        log_free(lg);
+    }
+    return freed;
+}
+
+static void sweep(shard_t *sh)
+{
+    rs_shard_t *rs = rs_shard(sh);
+    list_each_safe(&rs->owned, n, tmp)
+        sweep_one(list_item(n, rs_log_t, link), sh);
+    if (!list_empty(&rs->owned))
+        sweep_arm(sh);
+}
+
+static void sweep_fired(agate_timer_t *t)
+{
+    rs_shard_t *rs = (rs_shard_t *)((char *)t - offsetof(rs_shard_t, sweep));
+    sweep(rs->sh);
+}
+
+static bool who_equal(const rs_log_t *lg, const uint8_t *who)
+{
+    return who ? lg->who_set && !memcmp(lg->who, who, 16) : !lg->who_set;
+}
+
+run_t *resume_wrap(run_t *r, const uint8_t *who)
+{
+    shard_t *sh = r->sh;
+    const cfg_agent_t *ag = r->agent;
+    size_t idn = r->in.run_id_len;
+    if (!idn || idn >= RS_ID_MAX)
+        return r;
+    rs_log_t *lg = calloc(1, sizeof *lg);
+    rs_run_t *fr = rs_get(r);
+    uint8_t tok[16];
+    if (!lg || !fr || runlog_init(&lg->log, ag->resume_max_bytes, &g_tab.bytes, resume_conf(sh->cfg)->max_bytes) ||
+        getrandom(tok, sizeof tok, GRND_NONBLOCK) != (ssize_t)sizeof tok) {
+        free(lg);   /* (runlog_init left nothing to free when it failed; a lock is all it holds) */
+        r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
+        return NULL;
+    }
+    memcpy(lg->run_id, r->in.run_id, idn);
+    lg->run_id_len = (uint16_t)idn;
+    lg->hash = id_hash(lg->run_id, idn);
+    for (int i = 0; i < 16; i++)
+        snprintf(lg->token + 2 * i, 3, "%02x", tok[i]);
+    if ((lg->who_set = who != NULL))
+        memcpy(lg->who, who, 16);
+    snprintf(lg->agent, sizeof lg->agent, "%s", ag->name);
+    lg->owner = sh->id;
+    lg->ttl_ms = ag->resume_log_ttl_ms;
+    lg->detach_ms = ag->resume_detach_ms;
+    list_init(&lg->dirty_link);
+
+    /* A run id is the client's: one still in the table is replaced by the same
+     * caller's new run (its log can no longer be reattached), refused to another. */
+    pthread_mutex_lock(&g_tab.lock);
+    rs_log_t **slot = tab_slot(lg->run_id, idn, lg->hash), *old = *slot;
+    if (old && !who_equal(old, who)) {
+        pthread_mutex_unlock(&g_tab.lock);
+        runlog_free(&lg->log);
+        free(lg);
+        r->sink->fail(r, 409, "run_id_in_use", "another caller's resumable run has this runId", 0);
+        return NULL;
+    }
+    if (old)
+        tab_remove(old);
+    slot = tab_slot(lg->run_id, idn, lg->hash);
+    lg->hnext = *slot;
+    *slot = lg;
+    lg->in_table = true;
+    atomic_store(&lg->followers, 1);
+    pthread_mutex_unlock(&g_tab.lock);
+
+    run_t *p = run_new(sh, ag, &r->in, &r->holds, &producer_sink, lg);
+    rs_run_t *pr = p ? rs_get(p) : NULL;
+    if (!pr) {   /* run_new freed the input on failure */
+        if (p)
+            run_release(p);
+        memset(&r->in, 0, sizeof r->in);
+        lg->end_ms = sh->now_ms;
+        lg->status = 503;
+        runlog_close(&lg->log, true);
+        list_push_back(&rs_shard(sh)->owned, &lg->link);
+        sweep_arm(sh);
+        atomic_store(&lg->followers, 0);
+        r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
+        return NULL;
+    }
+    memset(&r->in, 0, sizeof r->in);   /* the producer owns it now */
+    pr->lg = lg;
+    pr->follower = false;
+    p->conn = r->conn;
+    p->body = r->body;
+    p->body_len = r->body_len;
+    p->body_buf = r->body_buf;
+    r->body = NULL;
+    r->body_len = 0;
+    r->body_buf = NULL;
+    lg->producer = p;
+    lg->rsx = rsx_open(sh, &lg->log, lg->run_id, idn, lg->token, who, lg->agent, lg->ttl_ms, remote_seen, lg);
+    list_push_back(&rs_shard(sh)->owned, &lg->link);
+    sweep_arm(sh);
+    r->ops = &follow_ops;
+    follower_attach(r, lg, 0);
+    return p;
+}
+
+/* --- the shard module ---------------------------------------------------------------- */
+
+static void poll_followers(shard_t *sh, rs_shard_t *rs)
+{
+    /* The next node lives in the shard, where follower_unlink moves it past a
+     * node it unlinks: one follower's pump may release others (a shared
+     * WebSocket connection), as in coalesce_replay's poll. */
+    for (list_t *n = rs->followers.next; n != &rs->followers; n = rs->poll_next) {
+        rs->poll_next = n->next;
+        run_t *r = list_item(n, rs_run_t, link)->r;
+        if (!r->blocked)
+            pump(r);
+    }
+    rs->poll_next = NULL;
+    (void)sh;
+}
+
+static void rs_turn_end(shard_t *sh)
+{
+    rs_shard_t *rs = rs_shard(sh);
+    if (!rs)
+        return;
+    if (atomic_exchange(&rs->sweep_now, false))
+        sweep(sh);
+    /* Pumping a follower can resume its producer, which logs more: a few
+     * rounds in this turn, then the eventfd for another. */
+    for (int round = 0; round < 4; round++) {
+        while (!list_empty(&rs->dirty)) {
+            rs_log_t *lg = list_item(rs->dirty.next, rs_log_t, dirty_link);
+            list_unlink(&lg->dirty_link);
+            lg->dirty = false;
+            wake_followers(lg, sh);
+        }
+        if (!atomic_exchange(&rs->pending, false))
+            return;
+        atomic_thread_fence(memory_order_seq_cst);
+        poll_followers(sh, rs);
+    }
+    if (!list_empty(&rs->dirty) || atomic_load(&rs->pending))
+        shard_wake(sh);
+}
+
+static int rs_init(shard_t *sh)
+{
+    rs_shard_t *rs = calloc(1, sizeof *rs);
+    if (!rs)
+        return -ENOMEM;
+    list_init(&rs->followers);
+    list_init(&rs->owned);
+    list_init(&rs->dirty);
+    rs->sweep.cb = sweep_fired;
+    rs->sh = sh;
+    sh->mod[g_rs_mod] = rs;
+    return 0;
+}
+
+/* The loop ends: runs still producing are cancelled (their readers get a
+ * RUN_ERROR end); logs no other shard follows are freed, the rest wait for
+ * resume_shutdown. */
+static void rs_stop(shard_t *sh)
+{
+    rs_shard_t *rs = rs_shard(sh);
+    if (!rs)
+        return;
+    list_each_safe(&rs->owned, n, tmp) {
+        rs_log_t *lg = list_item(n, rs_log_t, link);
+        cancel_producer(lg, sh, "gateway_shutdown", "the gateway stopped while the run was going");
+    }
+    timer_cancel(&sh->timers, &rs->sweep);
+}
+
+static rs_log_t *g_orphans;   /* logs still followed when their owner stopped (main thread frees) */
+
+static void rs_free(shard_t *sh)
+{
+    rs_shard_t *rs = rs_shard(sh);
+    if (!rs)
+        return;
+    pthread_mutex_lock(&g_tab.lock);
+    list_each_safe(&rs->owned, n, tmp) {
+        rs_log_t *lg = list_item(n, rs_log_t, link);
+        list_unlink(&lg->link);
+        if (lg->in_table)
+            tab_remove(lg);
+        lg->hnext = g_orphans;   /* freed at resume_shutdown, once no shard runs */
+        g_orphans = lg;
+    }
+    pthread_mutex_unlock(&g_tab.lock);
+    buf_free(&rs->tmp);
+    free(rs);
+    sh->mod[g_rs_mod] = NULL;
+}
+
+void resume_shutdown(void)
+{
+    pthread_mutex_lock(&g_tab.lock);
+    rs_log_t *lg = g_orphans;
+    g_orphans = NULL;
+    pthread_mutex_unlock(&g_tab.lock);
+    for (rs_log_t *n; lg; lg = n) {
+        n = lg->hnext;
+        log_free(lg);
+    }
+}
+
+static const shard_mod_ops_t rs_shard_ops = {
+    .name = "resume", .init = rs_init, .turn_end = rs_turn_end, .stop = rs_stop, .free = rs_free,
+};
+
+/* --- the resume: section ------------------------------------------------------------- */
+
+static const struct cfg_setting resume_rows[] = {
+    { "resume", "max_bytes", "AGATE_RESUME_MAX_BYTES", "256MiB", CFG_K_SIZE, 65536, UINT32_MAX,
+      offsetof(resume_conf_t, max_bytes) },
+    RSX_CONF_ROWS
+};
+static const char *const resume_keys[] = { "resume", NULL };
+
+/* rank 45: after ws, before the agents */
+cfg_section_t resume_conf_section = {
+    .name = "resume", .keys = resume_keys, .rows = resume_rows, .n_rows = sizeof resume_rows / sizeof *resume_rows, .size = sizeof(resume_conf_t),
+    .rank = 45,
+};
+
+void resume_register(void)
+{
+    cfg_section_register(&resume_conf_section);
+    g_rs_ext = run_ext_register(&rs_ext_ops);
+    g_rs_mod = shard_mod_register(&rs_shard_ops);
+}
+
+/* --- for resume_http.c --------------------------------------------------------------- */
+
+rs_log_t *rs_hold(const char *id, size_t n, rs_view_t *v)
+{
+    uint64_t h = id_hash(id, n);
+    pthread_mutex_lock(&g_tab.lock);
+    rs_log_t *lg = *tab_slot(id, n, h);
+    if (lg) {
+        atomic_fetch_add(&lg->followers, 1);
+        memcpy(v->token, lg->token, sizeof v->token);
+        memcpy(v->who, lg->who, sizeof v->who);
+        v->who_set = lg->who_set;
+        v->expired = atomic_load(&lg->phase) == RS_EXPIRED;
+        v->running = atomic_load_explicit(&lg->log.state, memory_order_acquire) == RUNLOG_OPEN;
+        v->last_seq = atomic_load_explicit(&lg->log.last_seq, memory_order_acquire);
+        v->first_seq = 1;
+        if (!v->expired) {
+            runlog_lock(&lg->log);
+            v->first_seq = runlog_first_seq(&lg->log);
+            runlog_unlock(&lg->log);
+        }
+        memcpy(v->agent, lg->agent, sizeof v->agent);
+    }
+    pthread_mutex_unlock(&g_tab.lock);
+    return lg;
+}
+
+void rs_unhold(rs_log_t *lg) { atomic_fetch_sub(&lg->followers, 1); }
+
+void rs_follow(run_t *r, rs_log_t *lg, uint64_t after)
+{
+    rs_run_t *fr = rs_get(r);
+    if (!fr) {
+        rs_unhold(lg);
+        r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
+        return;
+    }
+    r->ops = &follow_ops;
+    follower_attach(r, lg, after);
+    pump(r);
+}
+
+void rs_cancel(rs_log_t *lg)
+{
+    atomic_store(&lg->cancel, true);
+    shard_t *t = &g_shards[lg->owner];
+    rs_shard_t *rs = rs_shard(t);
+    if (rs) {
+        atomic_store(&rs->sweep_now, true);
+        shard_wake(t);
+    }
+}
+
+void resume_cancel_followed(run_t *r)
+{
+    rs_run_t *fr = rs_of(r);
+    if (fr && fr->follower && fr->lg)
+        rs_cancel(fr->lg);
+}
+
+const char *resume_token_of(const run_t *r)
+{
+    const rs_run_t *fr = rs_of(r);
+    return fr && fr->follower && fr->lg ? fr->lg->token : NULL;
+}
