@@ -8,7 +8,7 @@ build=(gcc make pkg-config liburing-dev liburcu-dev libjemalloc-dev libssl-dev n
        libhiredis-dev)   # core/redis.c: the RESP reader and command formatter
 test=(libcmocka-dev clang libclang-rt-14-dev curl openssl nodejs npm prometheus chromium kubernetes-client
       podman buildah runc golang-github-containers-common ca-certificates)   # deploy/checks/image.sh
-bench=(wrk nginx-light haproxy curl pushpin condure zurl)
+bench=(wrk nginx-light haproxy curl pushpin condure zurl redis-server)   # redis: the fleet_rl, fleet_cache and resume cases
 # deploy/checks: systemd-analyze, nginx -t and haproxy -c, and the live front-proxy test
 test+=(systemd nginx-light haproxy)
 # the fleet tests (issues 26, 27): a real Redis on loopback; redis-cli for poking it by hand
