@@ -432,6 +432,25 @@ int shard_start(shard_t *sh, pthread_barrier_t *ready)
     return 0;
 }
 
+void shard_wake_mask(const _Atomic uint64_t *mask, unsigned words, _Atomic bool *(*pending)(shard_t *sh),
+                     shard_t *self)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    for (unsigned w = 0; w < words; w++) {
+        uint64_t m = atomic_load_explicit(&mask[w], memory_order_relaxed);
+        while (m) {
+            unsigned s = w * 64 + (unsigned)__builtin_ctzll(m);
+            m &= m - 1;
+            if (s >= g_nshards)
+                continue;
+            shard_t *t = &g_shards[s];
+            _Atomic bool *p = pending(t);
+            if (p && !atomic_exchange(p, true) && t != self)
+                shard_wake(t);
+        }
+    }
+}
+
 void shard_wake(shard_t *sh)
 {
     uint64_t one = 1;

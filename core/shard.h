@@ -128,6 +128,14 @@ int  shard_open(shard_t *sh, unsigned id, const cfg_t *cfg, char *err, size_t er
 void shard_close(shard_t *sh);
 int  shard_start(shard_t *sh, pthread_barrier_t *ready);
 void shard_wake(shard_t *sh);            /* any thread: make the shard turn its loop (drain, shared runs) */
+/* A shared log's writer: wakes each shard whose bit is set in mask (`words`
+ * 64-bit words, set by readers as they attach) once per pending flag, the
+ * flag being pending(shard) (NULL: the shard has none); `self` only gets its
+ * flag set (it looks at the end of its turn). A full fence first: the writer
+ * published, then reads the mask; an attaching reader sets its bit, then
+ * reads what is published (coalescing's flights, resumable runs' logs). */
+void shard_wake_mask(const _Atomic uint64_t *mask, unsigned words, _Atomic bool *(*pending)(shard_t *sh),
+                     shard_t *self);
 void shard_join(shard_t *sh);
 
 /* Shard thread only. */

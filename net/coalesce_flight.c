@@ -167,23 +167,9 @@ static void flight_unpublish(coal_flight_t *f)
 }
 
 /* Leader: tell every shard with followers (self included, without a syscall). */
-static void flight_wake(coal_flight_t *f, shard_t *self)
-{
-    atomic_thread_fence(memory_order_seq_cst);
-    for (unsigned w = 0; w < COAL_MASK_WORDS; w++) {
-        uint64_t m = atomic_load_explicit(&f->mask[w], memory_order_relaxed);
-        while (m) {
-            unsigned s = w * 64 + (unsigned)__builtin_ctzll(m);
-            m &= m - 1;
-            if (s >= g_nshards)
-                continue;
-            shard_t *t = &g_shards[s];
-            coal_shard_t *cs = coal_shard_of(t);
-            if (cs && !atomic_exchange(&cs->pending, true) && t != self)
-                shard_wake(t);
-        }
-    }
-}
+static _Atomic bool *flight_pending(shard_t *sh) { return coal_shard_of(sh) ? &coal_shard_of(sh)->pending : NULL; }
+
+static void flight_wake(coal_flight_t *f, shard_t *self) { shard_wake_mask(f->mask, COAL_MASK_WORDS, flight_pending, self); }
 
 /* --- reading ------------------------------------------------------------------------- */
 

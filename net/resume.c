@@ -151,23 +151,9 @@ static void mark_dirty(rs_log_t *lg, shard_t *sh)
     list_push_back(&rs_shard(sh)->dirty, &lg->dirty_link);
 }
 
-static void wake_followers(rs_log_t *lg, shard_t *self)
-{
-    atomic_thread_fence(memory_order_seq_cst);   /* published, then read the mask (Dekker with attach) */
-    for (unsigned w = 0; w < RS_MASK_WORDS; w++) {
-        uint64_t m = atomic_load_explicit(&lg->mask[w], memory_order_relaxed);
-        while (m) {
-            unsigned s = w * 64 + (unsigned)__builtin_ctzll(m);
-            m &= m - 1;
-            if (s >= g_nshards)
-                continue;
-            shard_t *t = &g_shards[s];
-            rs_shard_t *rs = rs_shard(t);
-            if (rs && !atomic_exchange(&rs->pending, true) && t != self)
-                shard_wake(t);
-        }
-    }
-}
+static _Atomic bool *rs_pending(shard_t *sh) { return rs_shard(sh) ? &rs_shard(sh)->pending : NULL; }
+
+static void wake_followers(rs_log_t *lg, shard_t *self) { shard_wake_mask(lg->mask, RS_MASK_WORDS, rs_pending, self); }
 
 /* The owner: a client on another pod follows the run (net/runlog_redis.h):
  * the detach clock starts again. */
