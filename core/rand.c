@@ -4,6 +4,7 @@
 #include "core/rand.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -66,4 +67,38 @@ void rand_uuid(rand_state_t *r, char out[36])
     buf_fmt_hex(out + 19, b + 8, 2);
     out[23] = '-';
     buf_fmt_hex(out + 24, b + 10, 6);
+}
+
+/* Secrets are read ahead: one getrandom per resumable run (its token) was 3 %
+ * of a resumable echo run's CPU (perf, bench/cases/resume.sh); a 512-byte
+ * block serves 32 tokens. Per thread: every shard is one, and none shares it. */
+#define RAND_SECRET_BLOCK 512
+
+static _Thread_local struct {
+    uint8_t b[RAND_SECRET_BLOCK];
+    size_t  used;
+    bool    filled;
+} rs_pool;
+
+int rand_secret(void *out, size_t n)
+{
+    uint8_t *o = out;
+    while (n) {
+        if (!rs_pool.filled || rs_pool.used == sizeof rs_pool.b) {
+            ssize_t got = getrandom(rs_pool.b, sizeof rs_pool.b, GRND_NONBLOCK);
+            if (got != (ssize_t)sizeof rs_pool.b)
+                return got < 0 ? -errno : -EAGAIN;
+            rs_pool.used = 0;
+            rs_pool.filled = true;
+        }
+        size_t k = sizeof rs_pool.b - rs_pool.used;
+        if (k > n)
+            k = n;
+        memcpy(o, rs_pool.b + rs_pool.used, k);
+        explicit_bzero(rs_pool.b + rs_pool.used, k);
+        rs_pool.used += k;
+        o += k;
+        n -= k;
+    }
+    return 0;
 }

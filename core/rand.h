@@ -20,4 +20,9 @@ void rand_hex128(rand_state_t *r, char out[32]);
 /* RFC 9562 version-4 UUID text, 36 bytes, no terminator. */
 void rand_uuid(rand_state_t *r, char out[36]);
 
+/* n bytes for a secret (a resume token, a nonce) from getrandom(2), which
+ * this calling thread reads ahead in blocks; bytes handed out are wiped from
+ * the block. 0 or -errno (no entropy yet: GRND_NONBLOCK). */
+int rand_secret(void *out, size_t n);
+
 #endif

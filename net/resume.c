@@ -26,11 +26,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+#include "core/buf.h"
 #include "core/config_sect.h"
 #include "core/json.h"
 #include "core/list.h"
+#include "core/rand.h"
 #include "core/shard.h"
 #include "net/access.h"
 #include "net/conn.h"
@@ -201,8 +202,16 @@ static int log_failed(run_t *r)
 static void ps_start(run_t *r)
 {
     rs_log_t *lg = r->sink_ctx;
-    snprintf(lg->head, sizeof lg->head, "%sX-Agate-Resume-Token: %s\r\n", r->head_extra ? r->head_extra : "",
-             lg->token);
+    static const char name[] = "X-Agate-Resume-Token: ";
+    size_t xn = r->head_extra ? strlen(r->head_extra) : 0, cap = sizeof lg->head - (sizeof name - 1) - 32 - 3;
+    if (xn > cap)
+        xn = cap;   /* (a head_extra is one short header line) */
+    char *w = lg->head;   /* no snprintf: it was 1 % of a resumable echo run */
+    if (xn)
+        memcpy(w, r->head_extra, xn);
+    memcpy(w += xn, name, sizeof name - 1);
+    memcpy(w += sizeof name - 1, lg->token, 32);
+    memcpy(w + 32, "\r\n", 3);
     atomic_store_explicit(&lg->started, true, memory_order_release);
     mark_dirty(lg, r->sh);
 }
@@ -558,13 +567,13 @@ run_t *resume_wrap(run_t *r, const uint8_t *who)
     shard_t *sh = r->sh;
     const cfg_agent_t *ag = r->agent;
     size_t idn = r->in.run_id_len;
-    if (!idn || idn >= RS_ID_MAX)
-        return r;
+    if (!idn || idn >= RS_ID_MAX || memchr(r->in.run_id, '\n', idn) || memchr(r->in.run_id, '\r', idn))
+        return r;   /* an id no `id:` line (or Last-Event-ID) can carry: the run is not resumable */
     rs_log_t *lg = calloc(1, sizeof *lg);
     rs_run_t *fr = rs_get(r);
     uint8_t tok[16];
     if (!lg || !fr || runlog_init(&lg->log, ag->resume_max_bytes, &g_tab.bytes, resume_conf(sh->cfg)->max_bytes) ||
-        getrandom(tok, sizeof tok, GRND_NONBLOCK) != (ssize_t)sizeof tok) {
+        rand_secret(tok, sizeof tok)) {
         free(lg);   /* (runlog_init left nothing to free when it failed; a lock is all it holds) */
         r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
         return NULL;
@@ -572,11 +581,10 @@ run_t *resume_wrap(run_t *r, const uint8_t *who)
     memcpy(lg->run_id, r->in.run_id, idn);
     lg->run_id_len = (uint16_t)idn;
     lg->hash = id_hash(lg->run_id, idn);
-    for (int i = 0; i < 16; i++)
-        snprintf(lg->token + 2 * i, 3, "%02x", tok[i]);
+    buf_fmt_hex(lg->token, tok, sizeof tok);   /* (calloc'd: the NUL is there) */
     if ((lg->who_set = who != NULL))
         memcpy(lg->who, who, 16);
-    snprintf(lg->agent, sizeof lg->agent, "%s", ag->name);
+    memcpy(lg->agent, ag->name, strnlen(ag->name, sizeof lg->agent - 1));
     lg->owner = sh->id;
     lg->ttl_ms = ag->resume_log_ttl_ms;
     lg->detach_ms = ag->resume_detach_ms;

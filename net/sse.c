@@ -191,21 +191,21 @@ static int sse_stored(run_t *r, const runrec_plan_t *pl, const char *recs, size_
 }
 
 /* "id: <runId>:<seq>\n": the event's id, which EventSource sends back as
- * Last-Event-ID when it reconnects. A run id is any JSON string: CR and LF
- * are left out of the line rather than let them split the frame. */
+ * Last-Event-ID when it reconnects. A run id holding CR or LF, which would
+ * split the frame, never gets here: such a run is not resumable (net/resume.c). */
 static int put_id(buf_t *b, const run_t *r)
 {
     if (buf_reserve(b, r->ev_id_len + 32))
         return -1;
     char *w = b->data + b->len;
     memcpy(w, "id: ", 4);
-    w += 4;
-    for (uint16_t i = 0; i < r->ev_id_len; i++)
-        if (r->ev_id[i] != '\n' && r->ev_id[i] != '\r')
-            *w++ = r->ev_id[i];
+    memcpy(w + 4, r->ev_id, r->ev_id_len);
+    w += 4 + r->ev_id_len;
     *w++ = ':';
+    w += buf_fmt_u64(w, r->ev_seq);   /* (20 digits at most: reserved) */
+    *w++ = '\n';
     b->len = (size_t)(w - b->data);
-    return buf_append_u64(b, r->ev_seq) || buf_putc(b, '\n');
+    return 0;
 }
 
 /* An upstream's event JSON, unchanged. SSE data cannot hold a raw line break,
