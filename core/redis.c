@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/shard.h"
 
 unsigned g_redis_mod;
@@ -94,12 +95,12 @@ uint64_t redis_evalsha(shard_t *sh, unsigned script, redis_reply_fn fn, void *ct
         return 0;
     const char *av[argc + 3];
     size_t al[argc + 3];
-    char nk[12];
+    char nk[20];
     av[0] = "EVALSHA";
     al[0] = 7;
     av[1] = g_scripts[script].sha;
     al[1] = 40;
-    al[2] = (size_t)snprintf(nk, sizeof nk, "%d", nkeys);
+    al[2] = buf_fmt_u64(nk, (uint64_t)nkeys);
     av[2] = nk;
     for (int i = 0; i < argc; i++) {
         av[i + 3] = argv[i];

@@ -191,13 +191,8 @@ static void want_flush(redis_shard_t *rs)
 uint64_t redis_conn_enqueue(redis_shard_t *rs, const rp_entry_t *e, int argc, const char **argv,
                             const size_t *argvlen)
 {
-    char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-    if (len < 0 || rp_fifo_full(&rs->fifo) || buf_append(&rs->next, cmd, (size_t)len)) {
-        free(cmd);
+    if (rp_fifo_full(&rs->fifo) || rp_format(&rs->next, argc, argv, argvlen))
         return 0;
-    }
-    free(cmd);
     uint64_t h = rp_fifo_push(&rs->fifo, e);
     metrics_gauge_add(&rs->m.pending, 1);
     if (!timer_armed(&rs->t_cmd) || rs->t_cmd.at > e->deadline_ms)

@@ -20,6 +20,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "core/buf.h"
 #include "core/redis.h"
 
 #define RP_MAX_ELEMENTS (1u << 20)   /* per array; max_bytes usually binds first */
@@ -73,6 +74,10 @@ static inline rp_entry_t *rp_fifo_find(rp_fifo_t *f, uint64_t handle)
     uint64_t seq = handle - 1;
     return handle && seq >= f->head && seq < f->tail ? &f->v[seq & f->mask] : NULL;
 }
+
+/* Appends the command argv[0..argc) to b as RESP (an array of bulk strings),
+ * the bytes hiredis's redisFormatCommandArgv makes. 0 or -ENOMEM (b unchanged). */
+int rp_format(buf_t *b, int argc, const char **argv, const size_t *argvlen);
 
 /* A reply matched to the entry it answers (already popped). A nonzero return
  * stops the dispatch (the connection is going away) and is returned. */

@@ -14,10 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/digest.h"
+#include "core/rand.h"
 #include "core/redis.h"
 #include "net/gwmetrics.h"
 #include "net/resume.h"
@@ -93,93 +94,74 @@ enum { RSX_END_NONE, RSX_END_DONE, RSX_END_FAILED };
 
 typedef struct rsx_w {
     list_t      link, dirty_link;
-    bool        dirty, sent_meta, closing;
+    bool        dirty, sent_meta;
     uint8_t     end;                /* RSX_END_* once closed */
     shard_t    *sh;
-    runlog_t   *l;
+    runlog_t   *l;                  /* the run's log, read in place; NULL after the last batch */
+    runlog_reader_t rd;             /* the next record to send */
     char        id[RSX_ID_MAX];
     uint16_t    idn;
     char        nonce[33];
     char        meta[33 + 65 + 33 + 96 + CFG_NAME_MAX];
+    uint16_t    meta_len;
     uint32_t    ttl_ms;
     uint32_t    inflight;           /* batches sent, not answered: w is freed after the last */
     void      (*seen)(void *arg);
     void       *seen_arg;
-    uint64_t    last_seq;           /* the newest record seen */
+    uint64_t    last_seq;           /* the newest record published */
     uint64_t    sent_ms;            /* the last batch: the owner key is fresh */
-    buf_t       recs;               /* waiting: [u64 seq][u32 len][u8 type] json, back to back */
-    uint32_t    n_recs;
     int         status;
     char        code[40], msg[200];
 } rsx_w_t;
 
-static void hex(char *out, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        snprintf(out + 2 * i, 3, "%02x", p[i]);
-}
+static void hex(char *out, const uint8_t *p, size_t n) { buf_fmt_hex(out, p, n); out[2 * n] = '\0'; }
 
 void rsx_keys(const cfg_t *cfg, const char *id, size_t idn, char k[RSXK_N][RSX_KEY_MAX], size_t kl[RSXK_N])
 {
     const char *pre = redis_key_prefix(cfg);
+    size_t pn = strnlen(pre, 64);
     static const char *const suffix[RSXK_N] = {"", ":meta", ":owner", ":remote"};
     for (int i = 0; i < RSXK_N; i++) {
-        int n = snprintf(k[i], RSX_KEY_MAX, "%srun:", pre);
-        memcpy(k[i] + n, id, idn);
+        char *w = k[i];
+        memcpy(w, pre, pn);
+        memcpy(w += pn, "run:", 4);
+        memcpy(w += 4, id, idn);
         size_t sl = strlen(suffix[i]);
-        memcpy(k[i] + n + idn, suffix[i], sl + 1);
-        kl[i] = (size_t)n + idn + sl;
+        memcpy(w += idn, suffix[i], sl + 1);
+        kl[i] = pn + 4 + idn + sl;
     }
 }
 
 /* --- the writer ---------------------------------------------------------------------- */
 
+/* Sent at this turn's end, or by the flush timer (armed at once) when the
+ * records came after it. */
 static void mark_dirty(rsx_shard_t *rs, rsx_w_t *w)
 {
     if (w->dirty)
         return;
     w->dirty = true;
     list_push_back(&rs->dirty, &w->dirty_link);
-    if (!timer_armed(&rs->heartbeat) || rs->heartbeat.at > rs->sh->now_ms)
-        timer_arm(&rs->sh->timers, &rs->heartbeat, rs->sh->now_ms);   /* records after the turn end's flush */
+    if (!timer_armed(&rs->t_flush))
+        timer_arm(&rs->sh->timers, &rs->t_flush, rs->sh->now_ms);
 }
 
+/* The log's hook, per event: nothing copied (the batch reads the log). */
 static void on_append(runlog_t *l, const runlog_rec_t *rec, void *ctx)
 {
     (void)l;
     rsx_w_t *w = ctx;
-    rsx_shard_t *rs = rsx_shard(w->sh);
-    size_t need = 13 + rec->len;
     w->last_seq = rec->seq;
-    if (rs->queued + need > resume_conf(w->sh->cfg)->rsx.max_queued || !redis_up(w->sh)) {
-        RSX_COUNT(w->sh, events_dropped, 1);   /* a follower meets the gap: RUN_ERROR */
-        return;
-    }
-    buf_t *b = &w->recs;
-    if (buf_reserve(b, need)) {
-        RSX_COUNT(w->sh, events_dropped, 1);
-        return;
-    }
-    memcpy(b->data + b->len, &rec->seq, 8);
-    uint32_t n = (uint32_t)rec->len;
-    memcpy(b->data + b->len + 8, &n, 4);
-    b->data[b->len + 12] = (char)rec->type;
-    memcpy(b->data + b->len + 13, rec->json, rec->len);
-    b->len += need;
-    w->n_recs++;
-    rs->queued += need;
-    mark_dirty(rs, w);
+    mark_dirty(rsx_shard(w->sh), w);
 }
 
 static void w_free(rsx_shard_t *rs, rsx_w_t *w)
 {
     if (w->inflight)
         return;   /* its last reply frees it */
-    rs->queued -= w->recs.len;
     list_unlink(&w->link);
     if (w->dirty)
         list_unlink(&w->dirty_link);
-    buf_free(&w->recs);
     free(w);
 }
 
@@ -213,103 +195,135 @@ static bool av_room(rsx_shard_t *rs, size_t n)
     return true;
 }
 
-/* One EVALSHA: up to RSX_BATCH_MAX of w's records from *off, and the end
- * when they are the last. Strings are formatted into rs->args first, then
- * pointed at (args does not move once filled). */
-static void send_batch(rsx_shard_t *rs, rsx_w_t *w, size_t *off)
+/* Numbers into rs->args (reserved for a whole batch: it never moves while
+ * argv points into it). */
+static void put_num(rsx_shard_t *rs, uint64_t v, const char **av, size_t *al)
+{
+    buf_t *a = &rs->args;
+    *av = a->data + a->len;
+    *al = buf_fmt_u64(a->data + a->len, v);
+    a->len += *al;
+}
+
+/* The records of w's log from its reader on, up to RSX_BATCH_MAX, as (seq,
+ * type, json) arguments from av[c]; records dropped from the log's front
+ * before they were sent are skipped (counted: a remote reader meets the gap).
+ * The log is read without its lock: only this shard appends to it or drops
+ * its front. Sets *more when records are left. The count of records. */
+static size_t batch_records(rsx_shard_t *rs, rsx_w_t *w, size_t c, size_t *bytes, bool *more)
+{
+    runlog_rec_t rec;
+    size_t size, n = 0;
+    int st;
+    *more = false;
+    while ((st = runlog_peek(w->l, &w->rd, &rec, &size)) != RUNLOG_RD_NONE && st != RUNLOG_RD_END &&
+           st != RUNLOG_RD_FAILED) {
+        if (st == RUNLOG_RD_GONE) {
+            uint64_t first = runlog_first_seq(w->l);
+            RSX_COUNT(rs->sh, events_dropped, first - w->rd.next);
+            runlog_reader_init(&w->rd, first - 1);
+            continue;
+        }
+        if (n == RSX_BATCH_MAX) {
+            *more = true;
+            break;
+        }
+        const char *tn = agui_type_name((agui_type_t)rec.type);
+        put_num(rs, rec.seq, &rs->av[c], &rs->al[c]);
+        rs->av[c + 1] = tn;
+        rs->al[c + 1] = strlen(tn);
+        rs->av[c + 2] = rec.json;
+        rs->al[c + 2] = rec.len;
+        c += 3;
+        n++;
+        *bytes += rec.len;
+        runlog_advance(&w->rd, size);
+    }
+    return n;
+}
+
+/* Skips what w's log holds past its reader (Redis down, or too much unanswered). */
+static void skip_records(rsx_shard_t *rs, rsx_w_t *w)
+{
+    uint64_t last = atomic_load_explicit(&w->l->last_seq, memory_order_relaxed);
+    if (last >= w->rd.next)
+        RSX_COUNT(rs->sh, events_dropped, last + 1 - w->rd.next);
+    runlog_reader_init(&w->rd, last);
+}
+
+/* One EVALSHA: up to RSX_BATCH_MAX of w's records, and the end when they are
+ * the last. Its arguments point into the log (copied by redis_evalsha before
+ * it returns) and rs->args. True when records are left for another batch. */
+static bool send_batch(rsx_shard_t *rs, rsx_w_t *w)
 {
     shard_t *sh = rs->sh;
     const resume_conf_t *rc = resume_conf(sh->cfg);
-    char keys[RSXK_N][RSX_KEY_MAX];
-    size_t kl[RSXK_N], start = *off, n = 0;
-    while (*off < w->recs.len && n < RSX_BATCH_MAX) {
-        uint32_t len;
-        memcpy(&len, w->recs.data + *off + 8, 4);
-        *off += 13 + len;
-        n++;
-    }
-    bool last = *off >= w->recs.len, with_end = last && w->end;
-    rsx_keys(sh->cfg, w->id, w->idn, keys, kl);
-    buf_t *a = &rs->args;
-    buf_reset(a);
-    /* numbers: maxlen, ttl, px, end seq, status, then each event's seq */
-    if (buf_reserve(a, 128 + n * 24) || !av_room(rs, RSXK_N + RSX_FIXED + 3 * n)) {
-        rs->queued -= *off - start;
+    if (w->l && (!redis_up(sh) || rs->queued > rc->rsx.max_queued)) {
+        skip_records(rs, w);
         RSX_COUNT(sh, batches_dropped, 1);
-        RSX_COUNT(sh, events_dropped, n);
-        return;
+        if (!w->end)
+            return false;   /* an end still goes: a follower sees the gap, then the end */
     }
-    size_t num[5 + RSX_BATCH_MAX][2];
-    uint64_t vals[5] = {rc->rsx.max_len, w->ttl_ms, 3ull * rc->rsx.heartbeat_ms, w->last_seq, (uint64_t)w->status};
-    for (int i = 0; i < 5; i++) {
-        num[i][0] = a->len;
-        a->len += (size_t)snprintf(a->data + a->len, 24, "%llu", (unsigned long long)vals[i]);
-        num[i][1] = a->len - num[i][0];
-    }
-    for (size_t i = 0, p = start; i < n; i++) {
-        uint64_t seq;
-        uint32_t len;
-        memcpy(&seq, w->recs.data + p, 8);
-        memcpy(&len, w->recs.data + p + 8, 4);
-        num[5 + i][0] = a->len;
-        a->len += (size_t)snprintf(a->data + a->len, 24, "%llu", (unsigned long long)seq);
-        num[5 + i][1] = a->len - num[5 + i][0];
-        p += 13 + len;
+    char keys[RSXK_N][RSX_KEY_MAX];
+    size_t kl[RSXK_N], bytes = 0, c = 0;
+    rsx_keys(sh->cfg, w->id, w->idn, keys, kl);
+    buf_reset(&rs->args);
+    if (!av_room(rs, RSXK_N + RSX_FIXED + 3 * RSX_BATCH_MAX) || buf_reserve(&rs->args, (5 + RSX_BATCH_MAX) * 20)) {
+        if (w->l)
+            skip_records(rs, w);
+        RSX_COUNT(sh, batches_dropped, 1);
+        return false;
     }
     const char **av = rs->av;
-    size_t *al = rs->al, c = 0;
+    size_t *al = rs->al;
 #define ARG(p, n) (av[c] = (p), al[c] = (n), c++)
-#define NUM(i)    ARG(a->data + num[i][0], num[i][1])
     for (int i = 0; i < RSXK_N; i++)
         ARG(keys[i], kl[i]);
-    static const char *const end_names[] = {"", "done", "failed"};
-    NUM(0);
-    NUM(1);
-    NUM(2);
+    put_num(rs, rc->rsx.max_len, &av[c], &al[c]), c++;
+    put_num(rs, w->ttl_ms, &av[c], &al[c]), c++;
+    put_num(rs, 3ull * rc->rsx.heartbeat_ms, &av[c], &al[c]), c++;
     ARG(g_pod, strlen(g_pod));
-    ARG(w->sent_meta ? "" : w->meta, w->sent_meta ? 0 : strlen(w->meta));
+    ARG(w->sent_meta ? "" : w->meta, w->sent_meta ? 0 : w->meta_len);
     ARG(w->nonce, 32);
-    ARG(with_end ? end_names[w->end] : "", with_end ? strlen(end_names[w->end]) : 0);
-    NUM(3);
-    NUM(4);
-    ARG(w->code, strlen(w->code));
-    ARG(w->msg, strlen(w->msg));
-    for (size_t i = 0, p = start; i < n; i++) {
-        uint32_t len;
-        memcpy(&len, w->recs.data + p + 8, 4);
-        const char *tn = agui_type_name((agui_type_t)(uint8_t)w->recs.data[p + 12]);
-        NUM(5 + i);
-        ARG(tn, strlen(tn));
-        ARG(w->recs.data + p + 13, len);
-        p += 13 + len;
-    }
-#undef NUM
+    size_t end_at = c;   /* the end's five arguments, filled once the records are known */
+    c += 5;
+    bool more = false;
+    size_t n = w->l ? batch_records(rs, w, c, &bytes, &more) : 0;
+    c += 3 * n;
+    static const char *const end_names[] = {"", "done", "failed"};
+    bool with_end = !more && w->end;
+    av[end_at] = with_end ? end_names[w->end] : "";
+    al[end_at] = strlen(av[end_at]);
+    put_num(rs, w->last_seq, &av[end_at + 1], &al[end_at + 1]);
+    put_num(rs, (uint64_t)w->status, &av[end_at + 2], &al[end_at + 2]);
+    av[end_at + 3] = w->code;
+    al[end_at + 3] = strlen(w->code);
+    av[end_at + 4] = w->msg;
+    al[end_at + 4] = strlen(w->msg);
 #undef ARG
-    size_t bytes = *off - start;
     if (!redis_evalsha(sh, g_rsx_script_write, write_done, w, bytes, RSXK_N, (int)c, av, al)) {
-        rs->queued -= bytes;   /* else counted until its reply */
         RSX_COUNT(sh, batches_dropped, 1);
         RSX_COUNT(sh, events_dropped, n);
-        return;
+        return more;
     }
+    rs->queued += bytes;   /* until its reply */
     w->inflight++;
     w->sent_meta = true;
     w->sent_ms = sh->now_ms;
     RSX_COUNT(sh, batches, 1);
     RSX_COUNT(sh, events_written, n);
+    return more;
 }
 
-/* Sends w's batch (and its end); frees w once it has ended. */
+/* Sends w's records (and its end); frees w once it has ended. */
 static void flush_one(rsx_shard_t *rs, rsx_w_t *w)
 {
-    size_t off = 0;
-    do   /* each batch on its own: one refused leaves a gap, the next ones (the end) still go */
-        send_batch(rs, w, &off);
-    while (off < w->recs.len);
-    buf_reset(&w->recs);
-    w->n_recs = 0;
-    if (w->end)
+    while (send_batch(rs, w))   /* each batch on its own: one refused leaves a gap, the next ones (the end) still go */
+        ;
+    if (w->end) {
+        w->l = NULL;   /* every record has left: the log may go */
         w_free(rs, w);
+    }
 }
 
 static void flush(rsx_shard_t *rs)
@@ -320,6 +334,11 @@ static void flush(rsx_shard_t *rs)
         w->dirty = false;
         flush_one(rs, w);
     }
+}
+
+static void flush_fired(agate_timer_t *t)
+{
+    flush((rsx_shard_t *)((char *)t - offsetof(rsx_shard_t, t_flush)));
 }
 
 /* The timer: the flush of records appended after the turn end, and the
@@ -348,22 +367,36 @@ void *rsx_open(shard_t *sh, runlog_t *l, const char *id, size_t idn, const char 
         return NULL;
     rsx_w_t *w = calloc(1, sizeof *w);
     uint8_t nonce[16], th[DIGEST_SHA256_LEN];
-    if (!w || getrandom(nonce, sizeof nonce, GRND_NONBLOCK) != (ssize_t)sizeof nonce ||
-        digest_sha256(token, 32, th)) {
+    if (!w || rand_secret(nonce, sizeof nonce) || digest_sha256(token, 32, th)) {
         free(w);
         return NULL;
     }
     w->sh = sh;
     w->l = l;
+    runlog_reader_init(&w->rd, 0);
     memcpy(w->id, id, idn);
     w->idn = (uint16_t)idn;
     hex(w->nonce, nonce, 16);
-    char th_hex[65], who_hex[33] = "-";
-    hex(th_hex, th, sizeof th);
-    if (who)
-        hex(who_hex, who, 16);
-    /* the nonce first (the write script compares it), then what a reattach checks */
-    snprintf(w->meta, sizeof w->meta, "%s %s %s %s %s", w->nonce, th_hex, who_hex, agent, g_pod);
+    /* "nonce token-sha256 who agent pod": the nonce first (the write script
+     * compares it), then what a reattach checks. (No snprintf: per run.) */
+    char *m = w->meta;
+    size_t an = strnlen(agent, CFG_NAME_MAX - 1), pn = strlen(g_pod);
+    memcpy(m, w->nonce, 32);
+    m[32] = ' ';
+    buf_fmt_hex(m += 33, th, sizeof th);
+    m[64] = ' ';
+    m += 65;
+    if (who) {
+        buf_fmt_hex(m, who, 16);
+        m += 32;
+    } else {
+        *m++ = '-';
+    }
+    *m++ = ' ';
+    memcpy(m, agent, an);
+    m[an] = ' ';
+    memcpy(m += an + 1, g_pod, pn);
+    w->meta_len = (uint16_t)(m + pn - w->meta);
     w->ttl_ms = ttl_ms;
     w->seen = seen;
     w->seen_arg = arg;
@@ -386,13 +419,20 @@ void rsx_close(shard_t *sh, void *ctx, bool failed, int status, const char *code
     w->l->hook_ctx = NULL;
     w->end = failed ? RSX_END_FAILED : RSX_END_DONE;
     w->status = failed ? status : 0;
-    snprintf(w->code, sizeof w->code, "%s", failed && code ? code : "");
-    snprintf(w->msg, sizeof w->msg, "%s", failed && msg ? msg : "");
-    if (!w->sent_meta && !w->n_recs && !failed) {
+    if (failed) {
+        snprintf(w->code, sizeof w->code, "%s", code ? code : "");
+        snprintf(w->msg, sizeof w->msg, "%s", msg ? msg : "");
+    }
+    if (w->dirty) {
+        list_unlink(&w->dirty_link);
+        w->dirty = false;
+    }
+    if (!w->sent_meta && !atomic_load_explicit(&w->l->last_seq, memory_order_relaxed) && !failed) {
+        w->l = NULL;
         w_free(rs, w);   /* nothing reached Redis: nothing to end there */
         return;
     }
-    mark_dirty(rs, w);
+    flush_one(rs, w);   /* now, while the log is sure to be there; then w lets go of it */
 }
 
 /* --- the shard module ---------------------------------------------------------------- */
@@ -413,6 +453,7 @@ static int rsx_init(shard_t *sh)
     list_init(&rs->live);
     list_init(&rs->dirty);
     rs->heartbeat.cb = heartbeat_fired;
+    rs->t_flush.cb = flush_fired;
     sh->mod[g_rsx_mod] = rs;
     return 0;
 }
@@ -426,6 +467,7 @@ static void rsx_stop(shard_t *sh)
         return;
     flush(rs);
     timer_cancel(&sh->timers, &rs->heartbeat);
+    timer_cancel(&sh->timers, &rs->t_flush);
 }
 
 static void rsx_free(shard_t *sh)
@@ -492,7 +534,7 @@ void rsx_register(void)
     uint8_t rnd[6] = {0};
     if (gethostname(host, sizeof host - 1))
         snprintf(host, sizeof host, "unknown");
-    if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+    if (rand_secret(rnd, sizeof rnd))
         memset(rnd, 0, sizeof rnd);
     char rh[13];
     hex(rh, rnd, sizeof rnd);

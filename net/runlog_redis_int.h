@@ -28,8 +28,9 @@ typedef struct rsx_shard {
     shard_t      *sh;
     list_t        live;           /* writers of runs this shard runs (rsx_w_t.link) */
     list_t        dirty;          /* writers with records or an end to send */
-    size_t        queued;         /* bytes waiting in writers and sent unanswered */
+    size_t        queued;         /* event bytes sent and not yet answered */
     agate_timer_t heartbeat;
+    agate_timer_t t_flush;        /* records logged after the turn end's flush */
     buf_t         args;           /* a batch's arguments, back to back */
     const char  **av;             /* a batch's argv into args */
     size_t       *al;

@@ -145,6 +145,37 @@ static void test_proto_handles(void **state)
     rp_fifo_free(&f);
 }
 
+/* rp_format writes the bytes hiredis's own formatter writes, for every
+ * argument shape a command has (empty, binary, long, many). */
+static void test_proto_format(void **state)
+{
+    (void)state;
+    static char big[70000];
+    memset(big, 'x', sizeof big);
+    big[5] = '\0';
+    big[6] = '\r';
+    const char *argv[300];
+    size_t lens[300];
+    for (int argc = 1; argc < 300; argc += 37) {
+        for (int i = 0; i < argc; i++) {
+            lens[i] = (size_t)(i * 7919) % (i % 5 == 4 ? sizeof big : 40);
+            argv[i] = big + (i % 3);
+            if (lens[i] + (size_t)(i % 3) > sizeof big)
+                lens[i] = sizeof big - (size_t)(i % 3);
+        }
+        char *want = NULL;
+        int wn = redisFormatCommandArgv(&want, argc, argv, lens);
+        assert_true(wn > 0);
+        buf_t b = {0};
+        assert_int_equal(buf_append_lit(&b, "PRE"), 0);
+        assert_int_equal(rp_format(&b, argc, argv, lens), 0);
+        assert_int_equal(b.len, 3 + (size_t)wn);
+        assert_memory_equal(b.data + 3, want, (size_t)wn);
+        free(want);
+        buf_free(&b);
+    }
+}
+
 /* ---- the connection on a real engine ---- */
 
 typedef struct rig {
@@ -415,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_proto_fifo_order),
         cmocka_unit_test(test_proto_bounds),
         cmocka_unit_test(test_proto_handles),
+        cmocka_unit_test(test_proto_format),
         cmocka_unit_test_setup_teardown(test_pipeline_fifo_cancel, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(test_timeout_reconnect, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(test_server_close_and_stop, rig_setup, rig_teardown),
