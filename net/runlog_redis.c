@@ -2,11 +2,15 @@
  * its scripts, the shard module and the agate_resume_redis_* metrics.
  *
  * Ownership: a writer (rsx_w_t) belongs to the shard that runs its run; the
- * run log's append hook copies each record into the writer's batch (off the
- * log: the log may drop its front) and marks it dirty; the shard's turn end
- * (or a timer armed at once, for records appended after it) sends each dirty
- * writer's batch as one EVALSHA. rsx_close queues the end and frees the writer
- * once it is sent. Every byte waiting in a batch or in Redis's pipeline is
+ * run log's append hook marks it dirty, and the shard's turn end (or a timer
+ * armed at once, for records appended after it) sends each dirty writer's
+ * new records as one EVALSHA whose arguments point into the log itself (no
+ * copy: the Redis connection's formatter is the one copy). A record the log
+ * dropped from its front before it was sent (more than resume.max_bytes in
+ * one turn) is counted and skipped: a follower on another pod meets the gap.
+ * rsx_close sends the last batch and the end at once, then lets go of the
+ * log; the writer is freed when its last reply is in. Event bytes sent and
+ * not yet answered are
  * counted in rsx_shard_t.queued, bounded by resume.redis_max_queued. */
 #include "net/runlog_redis.h"
 
