@@ -38,6 +38,20 @@ static inline void list_unlink(list_t *n)
     n->prev = n->next = n;
 }
 
+/* Moves every node of src to dst (its contents dropped), leaving src empty:
+ * a batch to work through while new nodes join src. */
+static inline void list_move_all(list_t *dst, list_t *src)
+{
+    list_init(dst);
+    if (list_empty(src))
+        return;
+    dst->next = src->next;
+    dst->prev = src->prev;
+    dst->next->prev = dst;
+    dst->prev->next = dst;
+    list_init(src);
+}
+
 /* Each node of head; safe against unlinking the node being visited. */
 #define list_each_safe(head, n, tmp) for (list_t *n = (head)->next, *tmp = n->next; n != (head); n = tmp, tmp = n->next)
 

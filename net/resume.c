@@ -1,25 +1,18 @@
-/* resume: resumable runs in one process (see resume.h): the table of run
- * logs, the producer's sink, the follower run kind, detach and cancel, and
- * the reattach and cancel endpoints.
+/* resume: resumable runs in one process (see resume.h): the producer's
+ * sink, the follower run kind, detach and cancel, the shard module and the
+ * resume: section. The table of logs and their lifetimes is resume_log.c.
  *
- * Ownership and invariants:
- *  - A log (rs_log_t) is owned by the shard that runs its producer (`owner`):
- *    only that shard appends, ends the run, cancels it, expires the log and
- *    frees it. Other shards reach it through the table (under g_tab.lock) and
- *    then only as followers, or to set `cancel`.
- *  - A log lives while it is in the table or followed: the owner frees it only
- *    when it has left the table and `followers` is 0, both read under
- *    g_tab.lock, under which every new follower is counted. A follower's last
- *    touch of the log is its decrement.
- *  - Every client of a resumable run, the first one too, is a follower reading
- *    the log, so there is one way to the client whether it stayed or came
- *    back. The producer waits (writable() false) for one follower on its own
- *    shard (`local`: the first there) that is blocked or behind; others it
- *    does not wait for: the log's bound protects memory, and a follower left behind
- *    the dropped front gets RUN_ERROR resume_log_truncated.
+ * Ownership and invariants (the log's own: resume_int.h):
+ *  - Every client of a resumable run, the first one too, is a follower
+ *    reading the log, so there is one way to the client whether it stayed or
+ *    came back. The producer waits (writable() false) for one follower on its
+ *    own shard (`local`: the first there) that is blocked or behind; others it
+ *    does not wait for: the log's bound protects memory, and a follower left
+ *    behind the dropped front gets RUN_ERROR resume_log_truncated.
  *  - Wake-ups: the producer marks its log dirty once per turn; the owner's
- *    turn end wakes the shards whose bit is in `mask` (pending flag, eventfd),
- *    whose turn end then pumps their followers. */
+ *    turn end pumps `local` itself (no flag, no poll of the shard's other
+ *    followers) and wakes the shards whose bit is in `mask` (every other
+ *    follower's: pending flag, eventfd), whose turn end pumps their followers. */
 #include "net/resume.h"
 
 #include <errno.h>
@@ -41,45 +34,6 @@
 #include "net/sse.h"
 #include "proto/run.h"
 
-#define RS_ID_MAX     128
-#define RS_BUCKETS    1024
-#define RS_MASK_WORDS 16            /* shards that can follow a log: 1024 */
-#define RS_SWEEP_MS   50
-#define RS_TOMB_MIN_MS 60000u       /* an expired log answers 410 at least this long */
-
-enum { RS_LIVE, RS_EXPIRED };
-
-typedef struct rs_log {
-    struct rs_log   *hnext;         /* table chain, under g_tab.lock */
-    _Atomic bool     in_table;      /* written under g_tab.lock */
-    _Atomic uint8_t  phase;         /* RS_LIVE, RS_EXPIRED (chunks freed: 410) */
-    _Atomic uint32_t followers;     /* changed under g_tab.lock when it goes up */
-    _Atomic bool     started;       /* the producer's stream head: followers may start theirs */
-    _Atomic bool     cancel;        /* DELETE: the owner cancels at its next turn end */
-    _Atomic uint64_t mask[RS_MASK_WORDS];
-    runlog_t         log;
-    char             run_id[RS_ID_MAX];
-    uint16_t         run_id_len;
-    uint64_t         hash;
-    char             token[33];
-    uint8_t          who[16];
-    bool             who_set;
-    char             agent[CFG_NAME_MAX];
-    char             head[256];     /* head lines for every follower's start, written before `started` */
-    int              status;        /* a failure before the head, written before the log's state */
-    char             code[40], msg[200];
-    unsigned         owner;
-    void            *rsx;           /* the owner's: its Redis Stream writer (net/runlog_redis.h), or NULL */
-    /* the owner's */
-    struct run      *producer;      /* NULL once it ended */
-    struct run      *local;         /* the follower on the owner's shard the producer waits for */
-    uint64_t         end_ms, detached_ms;
-    uint32_t         ttl_ms, detach_ms;
-    bool             dirty;
-    list_t           link;          /* the owner's list */
-    list_t           dirty_link;
-} rs_log_t;
-
 typedef struct rs_run {
     struct run      *r;
     rs_log_t        *lg;
@@ -89,58 +43,10 @@ typedef struct rs_run {
     list_t           link;          /* follower: on its shard's list */
 } rs_run_t;
 
-typedef struct rs_shard {
-    _Atomic bool  pending;          /* a followed log moved on */
-    _Atomic bool  sweep_now;        /* a log of ours was asked to cancel */
-    list_t        followers;        /* rs_run_t.link */
-    list_t       *poll_next;
-    list_t        owned;            /* rs_log_t.link */
-    list_t        dirty;            /* rs_log_t.dirty_link */
-    agate_timer_t sweep;
-    buf_t         tmp;              /* an agate-built event's JSON */
-    shard_t      *sh;
-} rs_shard_t;
-
-static struct {
-    pthread_mutex_t lock;
-    rs_log_t       *b[RS_BUCKETS];
-    _Atomic size_t  bytes;          /* every log's chunks */
-} g_tab = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static unsigned g_rs_ext, g_rs_mod;
+static unsigned g_rs_ext;
+unsigned g_rs_mod;
 
 static inline rs_run_t   *rs_of(const run_t *r) { return (rs_run_t *)r->ext[g_rs_ext]; }
-static inline rs_shard_t *rs_shard(const shard_t *sh) { return (rs_shard_t *)sh->mod[g_rs_mod]; }
-
-size_t resume_bytes(void) { return atomic_load_explicit(&g_tab.bytes, memory_order_relaxed); }
-
-static uint64_t id_hash(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;   /* FNV-1a: run ids are short and this is the cold path */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
-    return h;
-}
-
-/* --- the table (g_tab.lock held) ----------------------------------------------------- */
-
-static rs_log_t **tab_slot(const char *id, size_t n, uint64_t h)
-{
-    rs_log_t **p = &g_tab.b[h % RS_BUCKETS];
-    for (; *p; p = &(*p)->hnext)
-        if ((*p)->hash == h && (*p)->run_id_len == n && !memcmp((*p)->run_id, id, n))
-            break;
-    return p;
-}
-
-static void tab_remove(rs_log_t *lg)
-{
-    rs_log_t **p = tab_slot(lg->run_id, lg->run_id_len, lg->hash);
-    if (*p == lg)
-        *p = lg->hnext;
-    lg->hnext = NULL;
-    lg->in_table = false;
-}
 
 /* --- wake-ups ------------------------------------------------------------------------ */
 
@@ -174,6 +80,7 @@ static void producer_ended(rs_log_t *lg, shard_t *sh)
     lg->rsx = NULL;
     lg->producer = NULL;
     lg->end_ms = sh->now_ms;
+    rs_log_ended(lg, sh);
     mark_dirty(lg, sh);
 }
 
@@ -270,7 +177,7 @@ static const run_sink_ops_t producer_sink = {
 
 /* Owner: ends the run now. Readers get a RUN_ERROR as its last event (or,
  * before its head, the failure). The upstream sees its connection closed. */
-static void cancel_producer(rs_log_t *lg, shard_t *sh, const char *code, const char *msg)
+void rs_cancel_producer(rs_log_t *lg, shard_t *sh, const char *code, const char *msg)
 {
     run_t *p = lg->producer;
     if (!p)
@@ -319,7 +226,7 @@ static void follower_error(run_t *r, const char *code, const char *msg)
 }
 
 /* The producer on this shard waits for this follower: let it go on. */
-static void kick_producer(rs_log_t *lg, shard_t *sh)
+void rs_kick_producer(rs_log_t *lg, shard_t *sh)
 {
     if (sh->id == lg->owner && lg->producer && lg->producer->blocked && ps_writable(lg->producer))
         run_resume(lg->producer);
@@ -372,7 +279,7 @@ static void pump(run_t *r)
             return;   /* blocked: the sink's drain resumes it */
         if (st == RUNLOG_RD_NONE) {
             fr->rd.pos = atomic_load_explicit(&lg->log.total, memory_order_acquire);
-            kick_producer(lg, r->sh);
+            rs_kick_producer(lg, r->sh);
             return;
         }
         if (st == RUNLOG_RD_END)
@@ -398,11 +305,13 @@ static void follower_attach(run_t *r, rs_log_t *lg, uint64_t after)
     r->ev_id_len = lg->run_id_len;
     list_push_front(&rs_shard(r->sh)->followers, &fr->link);
     unsigned s = r->sh->id;
+    if (s == lg->owner && !lg->local) {
+        lg->local = r;   /* the owner's turn end pumps it: no bit, no poll */
+        return;
+    }
     if (s < RS_MASK_WORDS * 64)
         atomic_fetch_or(&lg->mask[s / 64], 1ull << (s % 64));
     atomic_thread_fence(memory_order_seq_cst);
-    if (s == lg->owner && !lg->local)
-        lg->local = r;
 }
 
 static void follow_start(run_t *r) { pump(r); }
@@ -478,90 +387,6 @@ static rs_run_t *rs_get(run_t *r)
     return fr;
 }
 
-/* --- the owner: new logs, detach deadlines, cancels, expiry ------------------------- */
-
-static void sweep_arm(shard_t *sh)
-{
-    rs_shard_t *rs = rs_shard(sh);
-    if (!timer_armed(&rs->sweep))
-        timer_arm(&sh->timers, &rs->sweep, sh->now_ms + RS_SWEEP_MS);
-}
-
-static void log_free(rs_log_t *lg)
-{
-    if (atomic_load_explicit(&lg->phase, memory_order_relaxed) != RS_EXPIRED)
-        runlog_free(&lg->log);
-    free(lg);
-}
-
-/* One owned log: 0 to keep it, 1 when it was freed. */
-static int sweep_one(rs_log_t *lg, shard_t *sh)
-{
-    uint64_t now = sh->now_ms;
-    if (lg->producer) {
-        if (atomic_exchange(&lg->cancel, false)) {
-            bool nobody = atomic_load(&lg->followers) == 0 && !atomic_load(&lg->log.last_seq);
-            cancel_producer(lg, sh, nobody ? "client_closed" : "run_cancelled",
-                            nobody ? "the client left before the run's first event" : "the run was cancelled");
-        } else if (atomic_load(&lg->followers)) {
-            lg->detached_ms = 0;
-            kick_producer(lg, sh);
-        } else if (!lg->detached_ms) {
-            lg->detached_ms = now;
-            kick_producer(lg, sh);   /* it may have waited for the follower that left */
-        } else if (now - lg->detached_ms >= lg->detach_ms) {
-            cancel_producer(lg, sh, "detach_timeout", "no client reattached within resume.detach_timeout");
-        }
-        if (lg->producer)
-            return 0;
-    }
-    uint32_t tomb = lg->ttl_ms > RS_TOMB_MIN_MS ? lg->ttl_ms : RS_TOMB_MIN_MS;
-    bool expire = now >= lg->end_ms + lg->ttl_ms;
-    if (!expire && atomic_load(&lg->in_table))
-        return 0;   /* the common case, without the table's lock */
-    int freed = 0;
-    pthread_mutex_lock(&g_tab.lock);   /* in_table: another shard's new run may have replaced it */
-    bool drop = !lg->in_table || now >= lg->end_ms + lg->ttl_ms + tomb;
-    if ((expire || drop) && !atomic_load(&lg->followers)) {
-        if (drop) {
-            if (lg->in_table)
-                tab_remove(lg);
-            freed = 1;
-        } else if (atomic_load_explicit(&lg->phase, memory_order_relaxed) == RS_LIVE) {
-            atomic_store(&lg->phase, RS_EXPIRED);   /* no one reads it, and no one can start to */
-            runlog_free(&lg->log);
-        }
-    }
-    pthread_mutex_unlock(&g_tab.lock);
-    if (freed) {
-        list_unlink(&lg->link);
-        if (lg->dirty)
-            list_unlink(&lg->dirty_link);
-        log_free(lg);
-    }
-    return freed;
-}
-
-static void sweep(shard_t *sh)
-{
-    rs_shard_t *rs = rs_shard(sh);
-    list_each_safe(&rs->owned, n, tmp)
-        sweep_one(list_item(n, rs_log_t, link), sh);
-    if (!list_empty(&rs->owned))
-        sweep_arm(sh);
-}
-
-static void sweep_fired(agate_timer_t *t)
-{
-    rs_shard_t *rs = (rs_shard_t *)((char *)t - offsetof(rs_shard_t, sweep));
-    sweep(rs->sh);
-}
-
-static bool who_equal(const rs_log_t *lg, const uint8_t *who)
-{
-    return who ? lg->who_set && !memcmp(lg->who, who, 16) : !lg->who_set;
-}
-
 run_t *resume_wrap(run_t *r, const uint8_t *who)
 {
     shard_t *sh = r->sh;
@@ -569,47 +394,21 @@ run_t *resume_wrap(run_t *r, const uint8_t *who)
     size_t idn = r->in.run_id_len;
     if (!idn || idn >= RS_ID_MAX || memchr(r->in.run_id, '\n', idn) || memchr(r->in.run_id, '\r', idn))
         return r;   /* an id no `id:` line (or Last-Event-ID) can carry: the run is not resumable */
-    rs_log_t *lg = calloc(1, sizeof *lg);
     rs_run_t *fr = rs_get(r);
+    rs_log_t *lg = fr ? rs_log_new(sh, ag, r->in.run_id, idn) : NULL;
     uint8_t tok[16];
-    if (!lg || !fr || runlog_init(&lg->log, ag->resume_max_bytes, &g_tab.bytes, resume_conf(sh->cfg)->max_bytes) ||
-        rand_secret(tok, sizeof tok)) {
-        free(lg);   /* (runlog_init left nothing to free when it failed; a lock is all it holds) */
+    if (!lg || rand_secret(tok, sizeof tok)) {
+        free(lg);
         r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
         return NULL;
     }
-    memcpy(lg->run_id, r->in.run_id, idn);
-    lg->run_id_len = (uint16_t)idn;
-    lg->hash = id_hash(lg->run_id, idn);
     buf_fmt_hex(lg->token, tok, sizeof tok);   /* (calloc'd: the NUL is there) */
     if ((lg->who_set = who != NULL))
         memcpy(lg->who, who, 16);
-    memcpy(lg->agent, ag->name, strnlen(ag->name, sizeof lg->agent - 1));
-    lg->owner = sh->id;
-    lg->ttl_ms = ag->resume_log_ttl_ms;
-    lg->detach_ms = ag->resume_detach_ms;
-    list_init(&lg->dirty_link);
-
-    /* A run id is the client's: one still in the table is replaced by the same
-     * caller's new run (its log can no longer be reattached), refused to another. */
-    pthread_mutex_lock(&g_tab.lock);
-    rs_log_t **slot = tab_slot(lg->run_id, idn, lg->hash), *old = *slot;
-    if (old && !who_equal(old, who)) {
-        pthread_mutex_unlock(&g_tab.lock);
-        runlog_free(&lg->log);
-        free(lg);
+    if (rs_log_publish(lg)) {
         r->sink->fail(r, 409, "run_id_in_use", "another caller's resumable run has this runId", 0);
         return NULL;
     }
-    if (old)
-        tab_remove(old);
-    slot = tab_slot(lg->run_id, idn, lg->hash);
-    lg->hnext = *slot;
-    *slot = lg;
-    lg->in_table = true;
-    atomic_store(&lg->followers, 1);
-    pthread_mutex_unlock(&g_tab.lock);
-
     run_t *p = run_new(sh, ag, &r->in, &r->holds, &producer_sink, lg);
     rs_run_t *pr = p ? rs_get(p) : NULL;
     if (!pr) {   /* run_new freed the input on failure */
@@ -619,8 +418,7 @@ run_t *resume_wrap(run_t *r, const uint8_t *who)
         lg->end_ms = sh->now_ms;
         lg->status = 503;
         runlog_close(&lg->log, true);
-        list_push_back(&rs_shard(sh)->owned, &lg->link);
-        sweep_arm(sh);
+        rs_log_own(lg, sh);
         atomic_store(&lg->followers, 0);
         r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
         return NULL;
@@ -637,8 +435,7 @@ run_t *resume_wrap(run_t *r, const uint8_t *who)
     r->body_buf = NULL;
     lg->producer = p;
     lg->rsx = rsx_open(sh, &lg->log, lg->run_id, idn, lg->token, who, lg->agent, lg->ttl_ms, remote_seen, lg);
-    list_push_back(&rs_shard(sh)->owned, &lg->link);
-    sweep_arm(sh);
+    rs_log_own(lg, sh);
     r->ops = &follow_ops;
     follower_attach(r, lg, 0);
     return p;
@@ -667,23 +464,38 @@ static void rs_turn_end(shard_t *sh)
     if (!rs)
         return;
     if (atomic_exchange(&rs->sweep_now, false))
-        sweep(sh);
+        rs_sweep(sh);
     /* Pumping a follower can resume its producer, which logs more: a few
-     * rounds in this turn, then the eventfd for another. */
+     * rounds in this turn (the logs dirtied in one are the next one's), then
+     * the eventfd for another. */
     for (int round = 0; round < 4; round++) {
-        while (!list_empty(&rs->dirty)) {
-            rs_log_t *lg = list_item(rs->dirty.next, rs_log_t, dirty_link);
+        list_t now;
+        list_move_all(&now, &rs->dirty);
+        while (!list_empty(&now)) {
+            rs_log_t *lg = list_item(now.next, rs_log_t, dirty_link);
             list_unlink(&lg->dirty_link);
             lg->dirty = false;
+            if (lg->local && !lg->local->blocked)
+                pump(lg->local);
             wake_followers(lg, sh);
         }
-        if (!atomic_exchange(&rs->pending, false))
+        bool more = !list_empty(&rs->dirty);
+        if (atomic_exchange(&rs->pending, false)) {
+            atomic_thread_fence(memory_order_seq_cst);
+            poll_followers(sh, rs);
+            more = true;
+        }
+        if (!more)
             return;
-        atomic_thread_fence(memory_order_seq_cst);
-        poll_followers(sh, rs);
     }
     if (!list_empty(&rs->dirty) || atomic_load(&rs->pending))
         shard_wake(sh);
+}
+
+static void sweep_fired(agate_timer_t *t)
+{
+    rs_shard_t *rs = (rs_shard_t *)((char *)t - offsetof(rs_shard_t, sweep));
+    rs_sweep(rs->sh);
 }
 
 static int rs_init(shard_t *sh)
@@ -692,7 +504,9 @@ static int rs_init(shard_t *sh)
     if (!rs)
         return -ENOMEM;
     list_init(&rs->followers);
-    list_init(&rs->owned);
+    list_init(&rs->running);
+    list_init(&rs->ended);
+    list_init(&rs->tombs);
     list_init(&rs->dirty);
     rs->sweep.cb = sweep_fired;
     rs->sh = sh;
@@ -701,52 +515,27 @@ static int rs_init(shard_t *sh)
 }
 
 /* The loop ends: runs still producing are cancelled (their readers get a
- * RUN_ERROR end); logs no other shard follows are freed, the rest wait for
- * resume_shutdown. */
+ * RUN_ERROR end); every log waits for resume_shutdown (rs_free). */
 static void rs_stop(shard_t *sh)
 {
     rs_shard_t *rs = rs_shard(sh);
     if (!rs)
         return;
-    list_each_safe(&rs->owned, n, tmp) {
-        rs_log_t *lg = list_item(n, rs_log_t, link);
-        cancel_producer(lg, sh, "gateway_shutdown", "the gateway stopped while the run was going");
-    }
+    list_each_safe(&rs->running, n, tmp)
+        rs_cancel_producer(list_item(n, rs_log_t, link), sh, "gateway_shutdown",
+                           "the gateway stopped while the run was going");
     timer_cancel(&sh->timers, &rs->sweep);
 }
-
-static rs_log_t *g_orphans;   /* logs still followed when their owner stopped (main thread frees) */
 
 static void rs_free(shard_t *sh)
 {
     rs_shard_t *rs = rs_shard(sh);
     if (!rs)
         return;
-    pthread_mutex_lock(&g_tab.lock);
-    list_each_safe(&rs->owned, n, tmp) {
-        rs_log_t *lg = list_item(n, rs_log_t, link);
-        list_unlink(&lg->link);
-        if (lg->in_table)
-            tab_remove(lg);
-        lg->hnext = g_orphans;   /* freed at resume_shutdown, once no shard runs */
-        g_orphans = lg;
-    }
-    pthread_mutex_unlock(&g_tab.lock);
+    rs_logs_orphan(rs);
     buf_free(&rs->tmp);
     free(rs);
     sh->mod[g_rs_mod] = NULL;
-}
-
-void resume_shutdown(void)
-{
-    pthread_mutex_lock(&g_tab.lock);
-    rs_log_t *lg = g_orphans;
-    g_orphans = NULL;
-    pthread_mutex_unlock(&g_tab.lock);
-    for (rs_log_t *n; lg; lg = n) {
-        n = lg->hnext;
-        log_free(lg);
-    }
 }
 
 static const shard_mod_ops_t rs_shard_ops = {
@@ -776,33 +565,6 @@ void resume_register(void)
 }
 
 /* --- for resume_http.c --------------------------------------------------------------- */
-
-rs_log_t *rs_hold(const char *id, size_t n, rs_view_t *v)
-{
-    uint64_t h = id_hash(id, n);
-    pthread_mutex_lock(&g_tab.lock);
-    rs_log_t *lg = *tab_slot(id, n, h);
-    if (lg) {
-        atomic_fetch_add(&lg->followers, 1);
-        memcpy(v->token, lg->token, sizeof v->token);
-        memcpy(v->who, lg->who, sizeof v->who);
-        v->who_set = lg->who_set;
-        v->expired = atomic_load(&lg->phase) == RS_EXPIRED;
-        v->running = atomic_load_explicit(&lg->log.state, memory_order_acquire) == RUNLOG_OPEN;
-        v->last_seq = atomic_load_explicit(&lg->log.last_seq, memory_order_acquire);
-        v->first_seq = 1;
-        if (!v->expired) {
-            runlog_lock(&lg->log);
-            v->first_seq = runlog_first_seq(&lg->log);
-            runlog_unlock(&lg->log);
-        }
-        memcpy(v->agent, lg->agent, sizeof v->agent);
-    }
-    pthread_mutex_unlock(&g_tab.lock);
-    return lg;
-}
-
-void rs_unhold(rs_log_t *lg) { atomic_fetch_sub(&lg->followers, 1); }
 
 void rs_follow(run_t *r, rs_log_t *lg, uint64_t after)
 {
