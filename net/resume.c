@@ -24,6 +24,7 @@
 #include "core/config_sect.h"
 #include "core/json.h"
 #include "core/list.h"
+#include "core/metrics.h"
 #include "core/rand.h"
 #include "core/shard.h"
 #include "net/access.h"
@@ -562,6 +563,7 @@ void resume_register(void)
     cfg_section_register(&resume_conf_section);
     g_rs_ext = run_ext_register(&rs_ext_ops);
     g_rs_mod = shard_mod_register(&rs_shard_ops);
+    metrics_register(rs_log_metrics);
 }
 
 /* --- for resume_http.c --------------------------------------------------------------- */

@@ -94,6 +94,10 @@ void      rs_sweep_arm(shard_t *sh);
 /* The shard's end: every log it owns waits for resume_shutdown. */
 void      rs_logs_orphan(rs_shard_t *rs);
 
+/* agate_resume_log_bytes, agate_resume_logs, agate_resume_logs_trimmed_total. */
+struct metrics_render;
+void      rs_log_metrics(struct metrics_render *r, const shard_t *shards, unsigned n, const cfg_t *cfg);
+
 /* What a request decides on, copied under the table's lock. */
 typedef struct rs_view {
     char     token[33];

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/metrics.h"
 #include "net/resume.h"
 #include "net/runlog_redis.h"
 
@@ -35,6 +36,8 @@ static struct {
     pthread_mutex_t lock;
     rs_log_t       *b[RS_BUCKETS];
     _Atomic size_t  bytes;          /* every log's chunks and structs */
+    _Atomic size_t  logs;           /* logs held (running, ended, tombstones) */
+    _Atomic uint64_t trimmed;       /* logs expired or dropped early for resume.max_bytes */
 } g_tab = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static rs_log_t *g_orphans;         /* logs still followed when their owner stopped (main thread frees) */
@@ -84,6 +87,7 @@ rs_log_t *rs_log_new(shard_t *sh, const cfg_agent_t *ag, const char *id, size_t 
         return NULL;
     }
     atomic_fetch_add_explicit(&g_tab.bytes, sizeof *lg, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g_tab.logs, 1, memory_order_relaxed);
     memcpy(lg->run_id, id, idn);
     lg->run_id_len = (uint16_t)idn;
     lg->hash = id_hash(id, idn);
@@ -101,6 +105,7 @@ static void log_free(rs_log_t *lg)
     if (atomic_load_explicit(&lg->phase, memory_order_relaxed) != RS_EXPIRED)
         runlog_free(&lg->log);
     atomic_fetch_sub_explicit(&g_tab.bytes, sizeof *lg, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&g_tab.logs, 1, memory_order_relaxed);
     free(lg);
 }
 
@@ -220,7 +225,8 @@ static void trim(rs_shard_t *rs, shard_t *sh)
         list_each_safe(lists[i], n, tmp) {
             if (!over_bound(sh))
                 return;
-            settle(rs, list_item(n, rs_log_t, link), sh->now_ms, true);
+            if (settle(rs, list_item(n, rs_log_t, link), sh->now_ms, true))
+                atomic_fetch_add_explicit(&g_tab.trimmed, 1, memory_order_relaxed);
         }
 }
 
@@ -302,3 +308,20 @@ rs_log_t *rs_hold(const char *id, size_t n, rs_view_t *v)
 }
 
 void rs_unhold(rs_log_t *lg) { atomic_fetch_sub(&lg->followers, 1); }
+
+/* --- metrics ------------------------------------------------------------------------- */
+
+void rs_log_metrics(metrics_render_t *r, const shard_t *shards, unsigned n, const cfg_t *cfg)
+{
+    (void)shards;
+    (void)n;
+    (void)cfg;
+    metrics_gauge(r, "agate_resume_log_bytes",
+                  "Bytes held by resumable runs' logs (events and bookkeeping), against resume.max_bytes.",
+                  (int64_t)atomic_load_explicit(&g_tab.bytes, memory_order_relaxed));
+    metrics_gauge(r, "agate_resume_logs", "Resumable runs' logs held: running, ended, and expired (410).",
+                  (int64_t)atomic_load_explicit(&g_tab.logs, memory_order_relaxed));
+    metrics_counter(r, "agate_resume_logs_trimmed_total",
+                    "Ended logs expired or dropped before their time to keep every log under resume.max_bytes.",
+                    atomic_load_explicit(&g_tab.trimmed, memory_order_relaxed));
+}
