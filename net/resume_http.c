@@ -4,7 +4,9 @@
  *          header, or ?last_event_id=), "<runId>:<seq>"; without one, the whole
  *          run from RUN_STARTED; then the live ones, then the end.
  *   DELETE /v1/runs/{runId}          cancels the run now (202), 409 when it
- *          has already ended.
+ *          has already ended. A run this process does not have is looked
+ *          for in Redis (net/runlog_redis.h): another pod's run is followed
+ *          from its stream, or cancelled by its owner at the owner's next write.
  *
  * Who may: the holder of the run's resume token (X-Agate-Resume-Token, or
  * ?token= for EventSource, which cannot set headers), or the identity that
@@ -231,7 +233,10 @@ void resume_http_cancel(conn_t *c, const char *pid, size_t plen)
         return;
     q.last_len = 0;   /* a cancel names no event */
     q.agent_out = agent;
-    if (resume_open(&q, &lg, &after, &no)) {
+    int rc = resume_open(&q, &lg, &after, &no);
+    if (rc == -ENOENT && rsx_cancel(c, q.id, q.id_len, q.token, q.token_len, q.who))
+        return;   /* another pod's run: its owner is asked through Redis (net/runlog_redis.h) */
+    if (rc) {
         http_error(c, no.status, no.code, no.msg, NULL);
         return;
     }

@@ -1,5 +1,6 @@
 /* resume_int: what resume.c (the logs, producers, followers) gives
- * resume_http.c (the reattach and cancel endpoints); nothing else includes it. */
+ * resume_http.c (the reattach and cancel endpoints) and runlog_redis.c (a cancel
+ * another pod asked for); nothing else includes it. */
 #ifndef AGATE_RESUME_INT_H
 #define AGATE_RESUME_INT_H
 
