@@ -14,7 +14,8 @@
  * malformed id; 401 bad credentials; 404 an unknown run (run ids are the
  * client's and not secret, so saying a run exists gives nothing away); 403
  * neither the token nor the identity; 410 a log dropped after log_ttl, or an
- * id before the front the log's bound dropped. Cold path. */
+ * id before the front the log's bound dropped. A run that ended before its
+ * first event (a rate limit refused it) has nothing to resume: 404. Cold path. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -120,6 +121,10 @@ int resume_open(const resume_req_t *q, struct rs_log **out, uint64_t *after, res
         return -EINVAL;
     }
     rs_log_t *lg = rs_hold(q->id, q->id_len, &v);
+    if (lg && !v.running && !v.last_seq) {   /* ended before its first event (a limit refused it, no upstream): */
+        rs_unhold(lg);                        /* its client had the error, there is nothing to resume */
+        lg = NULL;
+    }
     if (!lg) {
         *no = (resume_refusal_t){404, "run_not_found", "no resumable run by that id is known here"};
         return -ENOENT;

@@ -40,12 +40,15 @@ static char g_pod[96];      /* this process: random, then the host name */
  * owner gone); else {events written, 1 when another pod follows the run, 1
  * when another pod asked to cancel it (the cancel key holds our nonce)}. An event whose id is not above the
  * last one is skipped, so a retried or late batch never reorders the stream.
- * Every write renews the tombstone (gone) to outlive the meta by
+ * A run that failed before its first event (a global limit refused it, no
+ * upstream) writes nothing: there is nothing to resume, its client had the
+ * error. Every write renews the tombstone (gone) to outlive the meta by
  * max(ttl, 1 min): a pod without the run then answers 410, not 404, as the
  * owner's own table does (net/resume.c, RS_TOMB_MIN_MS). */
 static const char k_write_lua[] =
     "local k, a = KEYS, ARGV\n"
     "if a[5] ~= '' then\n"
+    "  if a[7] == 'failed' and #a < 12 then return {0, 0, 0} end\n"
     "  redis.call('DEL', k[1])\n"
     "  redis.call('SET', k[2], a[5], 'PX', a[2])\n"
     "else\n"

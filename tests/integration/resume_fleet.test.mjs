@@ -6,7 +6,7 @@
 // down B answers 503 JSON at once. B also cancels A's run (DELETE, WebSocket
 // CANCEL: through a key A's next write reads), follows it over WebSocket
 // (RESUME), and tells an expired run (410, a tombstone key) from one it never
-// knew (404).
+// knew (404); a run a global rate limit refused leaves no log on either pod.
 // Clients are real: fetch reading SSE, the `ws` package, and @ag-ui/client's
 // HttpAgent with verifyEvents for a full replay.
 import { describe, test, before, after } from 'node:test';
@@ -438,6 +438,71 @@ describe('resume across pods: cancel, WebSocket and expiry from the pod that doe
       assertError(res, 503, 'shared_state_unavailable');
     } finally {
       await stopClean(c);
+    }
+  });
+});
+
+describe('resume across pods with a global rate limit on the resumable agent', () => {
+  test('runs the limit refuses are 429 and leave no log on either pod; the allowed ones resume on the other pod', T, async () => {
+    const redis = await startRedis();
+    const key = `k-${crypto.randomBytes(8).toString('hex')}`;
+    const sha = crypto.createHash('sha256').update(key).digest('hex');
+    const config = [
+      'resume: {redis_heartbeat: 200ms, redis_poll: 20ms}',
+      'agents:',
+      '  echo:',
+      '    type: echo',
+      '    resume: {enabled: true, log_ttl: 30s, detach_timeout: 20s}',
+      'auth:',
+      '  api_keys:',
+      `    - {name: k, sha256: ${sha}, scopes: [agents:run]}`,
+      'rate_limit:',
+      '  fleet_size: 2',
+      '  rules:',
+      '    - {name: shared, key: api_key, per_minute: 6, global: true, agents: [echo]}',
+      '',
+    ].join('\n');
+    const env = { AGATE_REDIS_ADDRESS: `127.0.0.1:${redis.port}`, AGATE_REDIS_COMMAND_TIMEOUT: '1s' };
+    const pods = [await startAgate({ config, env }), await startAgate({ config, env })];
+    const auth = { Authorization: `Bearer ${key}` };
+    try {
+      for (const p of pods) await waitFor(async () => (await metric(p, 'agate_redis_up')) === 2, 5000);
+      const ran = [];
+      for (let i = 0; i < 14; i++) {
+        const pod = i % 2;
+        const input = runInput(`run ${i}`);
+        const s = await openStream(`http://127.0.0.1:${pods[pod].port}/v1/agents/echo/run`, {
+          method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify(input),
+        });
+        if (!s.done) await finished(s);
+        ran.push({ pod, input, s });
+      }
+      const ok = ran.filter((x) => x.s.status === 200), refused = ran.filter((x) => x.s.status === 429);
+      assert.equal(ok.length + refused.length, ran.length, JSON.stringify(ran.map((x) => x.s.status)));
+      assert.equal(ok.length, 6, 'the global limit held across both pods');
+      assert.equal(refused.length, 8);
+      for (const x of refused) assert.equal(x.s.json.error, 'rate_limit_exceeded');
+      await sleep(300);   // every batch written
+      for (const x of refused) {
+        for (const p of pods) {
+          const g = await reattach(p.port, x.input.runId, auth);
+          assert.equal(g.status, 404, `refused run ${x.input.runId} on pod ${pods.indexOf(p)}: ${g.status} ${JSON.stringify(g.json)}`);
+          assert.equal(g.json.error, 'run_not_found');
+        }
+        assert.equal(await redis.call('EXISTS', `agate:run:${x.input.runId}:meta`), 0, 'nothing in Redis');
+        assert.equal(await redis.call('EXISTS', `agate:run:${x.input.runId}`), 0);
+      }
+      for (const x of ok) {
+        const other = pods[1 - x.pod];
+        const g = await reattach(other.port, x.input.runId, auth);
+        await finished(g);
+        assert.equal(g.status, 200);
+        assert.deepEqual(g.frames, x.s.frames, 'the allowed run replays on the other pod');
+        assert.equal(events(g).at(-1).type, 'RUN_FINISHED');
+      }
+    } finally {
+      for (const p of pods) await stopClean(p);
+      await redis.kill();
     }
   });
 });
