@@ -542,6 +542,7 @@ static void cancel_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *
     free(k);
     if (!c || c->state != CONN_OPEN || c->run || err == -ECANCELED)
         return;   /* the client went away (the request stays recorded) */
+    /* (not counted as refused reattaches: agate_resume_redis_remote_refused is the reattaches') */
     long long st = !err && rep && rep->type == REDIS_REPLY_INTEGER ? rep->integer : 503;
     static const char body[] = "{\"cancelled\":true}\n";
     switch (st) {
@@ -549,19 +550,19 @@ static void cancel_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *
         http_respond(c, 202, "application/json", body, sizeof body - 1, NULL);
         break;
     case 403:
-        refuse(c, 403, "forbidden", "neither the resume token nor the identity is this run's");
+        http_error(c, 403, "forbidden", "neither the resume token nor the identity is this run's", NULL);
         break;
     case 404:
-        refuse(c, 404, "run_not_found", "no resumable run by that id is known here or in the shared log");
+        http_error(c, 404, "run_not_found", "no resumable run by that id is known here or in the shared log", NULL);
         break;
     case 409:
         http_error(c, 409, "run_not_running", "the run has already ended", NULL);
         break;
     case 410:
-        refuse(c, 410, "resume_log_expired", "the run's shared log expired (resume.log_ttl)");
+        http_error(c, 410, "resume_log_expired", "the run's shared log expired (resume.log_ttl)", NULL);
         break;
     default:
-        refuse(c, 503, "shared_state_unavailable", "the shared run log (Redis) did not answer");
+        http_error(c, 503, "shared_state_unavailable", "the shared run log (Redis) did not answer", NULL);
     }
 }
 
@@ -580,8 +581,8 @@ bool rsx_cancel(conn_t *c, const char *id, size_t idn, const char *tok, size_t t
     creds(tok, tokn, who, tok_hash, who_hex);
     if (!cancel_issue(sh, id, idn, tok_hash, who_hex, cancel_done, k)) {
         free(k);
-        refuse(c, 503, "shared_state_unavailable",
-               "this run is not on this gateway and the shared run log (Redis) is unavailable");
+        http_error(c, 503, "shared_state_unavailable",
+                   "this run is not on this gateway and the shared run log (Redis) is unavailable", NULL);
     }
     return true;
 }
