@@ -4,7 +4,9 @@
  *          header, or ?last_event_id=), "<runId>:<seq>"; without one, the whole
  *          run from RUN_STARTED; then the live ones, then the end.
  *   DELETE /v1/runs/{runId}          cancels the run now (202), 409 when it
- *          has already ended.
+ *          has already ended. A run this process does not have is looked
+ *          for in Redis (net/runlog_redis.h): another pod's run is followed
+ *          from its stream, or cancelled by its owner at the owner's next write.
  *
  * Who may: the holder of the run's resume token (X-Agate-Resume-Token, or
  * ?token= for EventSource, which cannot set headers), or the identity that
@@ -12,7 +14,8 @@
  * malformed id; 401 bad credentials; 404 an unknown run (run ids are the
  * client's and not secret, so saying a run exists gives nothing away); 403
  * neither the token nor the identity; 410 a log dropped after log_ttl, or an
- * id before the front the log's bound dropped. Cold path. */
+ * id before the front the log's bound dropped. A run that ended before its
+ * first event (a rate limit refused it) has nothing to resume: 404. Cold path. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -118,6 +121,10 @@ int resume_open(const resume_req_t *q, struct rs_log **out, uint64_t *after, res
         return -EINVAL;
     }
     rs_log_t *lg = rs_hold(q->id, q->id_len, &v);
+    if (lg && !v.running && !v.last_seq) {   /* ended before its first event (a limit refused it, no upstream): */
+        rs_unhold(lg);                        /* its client had the error, there is nothing to resume */
+        lg = NULL;
+    }
     if (!lg) {
         *no = (resume_refusal_t){404, "run_not_found", "no resumable run by that id is known here"};
         return -ENOENT;
@@ -231,7 +238,10 @@ void resume_http_cancel(conn_t *c, const char *pid, size_t plen)
         return;
     q.last_len = 0;   /* a cancel names no event */
     q.agent_out = agent;
-    if (resume_open(&q, &lg, &after, &no)) {
+    int rc = resume_open(&q, &lg, &after, &no);
+    if (rc == -ENOENT && rsx_cancel(c, q.id, q.id_len, q.token, q.token_len, q.who))
+        return;   /* another pod's run: its owner is asked through Redis (net/runlog_redis.h) */
+    if (rc) {
         http_error(c, no.status, no.code, no.msg, NULL);
         return;
     }

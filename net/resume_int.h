@@ -1,8 +1,8 @@
-/* resume_int: what the three parts of resumable runs share; nothing else
- * includes it. net/resume.c: producers, followers, the shard module;
- * net/resume_log.c: the table of logs and their lifetimes (sweeps, expiry,
- * the process-wide bound); net/resume_http.c: the reattach and cancel
- * endpoints. */
+/* resume_int: what the parts of resumable runs share; nothing else includes
+ * it. net/resume.c: producers, followers, the shard module; net/resume_log.c:
+ * the table of logs and their lifetimes (sweeps, expiry, the process-wide
+ * bound); net/resume_http.c: the reattach and cancel endpoints;
+ * net/runlog_redis.c: a cancel another pod asked for. */
 #ifndef AGATE_RESUME_INT_H
 #define AGATE_RESUME_INT_H
 

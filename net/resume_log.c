@@ -142,6 +142,14 @@ void rs_log_ended(rs_log_t *lg, shard_t *sh)
 {
     list_unlink(&lg->link);
     list_push_back(&rs_shard(sh)->ended, &lg->link);
+    if (atomic_load_explicit(&lg->log.state, memory_order_relaxed) == RUNLOG_FAILED &&
+        !atomic_load_explicit(&lg->log.last_seq, memory_order_relaxed)) {
+        pthread_mutex_lock(&g_tab.lock);   /* nothing to reattach to (a limit refused it): the id is free */
+        if (lg->in_table)
+            tab_remove(lg);
+        pthread_mutex_unlock(&g_tab.lock);
+        rs_sweep_arm(sh);
+    }
 }
 
 /* --- the owner's sweep --------------------------------------------------------------- */

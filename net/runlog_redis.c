@@ -26,6 +26,7 @@
 #include "core/redis.h"
 #include "net/gwmetrics.h"
 #include "net/resume.h"
+#include "net/resume_int.h"   /* rs_hold/rs_cancel: a cancel asked on another pod */
 #include "net/runlog.h"
 #include "net/runlog_redis_int.h"
 #include "proto/agui.h"
@@ -33,19 +34,26 @@
 #define RSX_BATCH_MAX 256   /* events per EVALSHA: redis_evalsha takes at most 1024 arguments */
 #define RSX_FIXED     11    /* the write script's arguments before the events */
 
-unsigned g_rsx_mod, g_rsx_mmod, g_rsx_script_write, g_rsx_script_read;
+unsigned g_rsx_mod, g_rsx_mmod, g_rsx_script_write, g_rsx_script_read, g_rsx_script_cancel;
 static char g_pod[96];      /* this process: random, then the host name */
 
-/* KEYS: stream, meta, owner, remote. ARGV: maxlen, ttl ms, owner px, pod, meta (the
+/* KEYS: stream, meta, owner, remote, cancel, gone. ARGV: maxlen, ttl ms, owner px, pod, meta (the
  * first batch only: a new run under this id replaces the old stream), nonce,
  * end kind ('' none, done, failed), end seq, status, code, message; then
  * (seq, type, json) per event. -2: the run is no longer ours (its meta expired
  * or a newer run took the id); -1: the stream has ended (a follower found the
- * owner gone); else {events written, 1 when another pod follows the run}. An event whose id is not above the
- * last one is skipped, so a retried or late batch never reorders the stream. */
+ * owner gone); else {events written, 1 when another pod follows the run, 1
+ * when another pod asked to cancel it (the cancel key holds our nonce)}. An event whose id is not above the
+ * last one is skipped, so a retried or late batch never reorders the stream.
+ * A run that failed before its first event (a global limit refused it, no
+ * upstream) writes nothing: there is nothing to resume, its client had the
+ * error. Every write renews the tombstone (gone) to outlive the meta by
+ * max(ttl, 1 min): a pod without the run then answers 410, not 404, as the
+ * owner's own table does (net/resume.c, RS_TOMB_MIN_MS). */
 static const char k_write_lua[] =
     "local k, a = KEYS, ARGV\n"
     "if a[5] ~= '' then\n"
+    "  if a[7] == 'failed' and #a < 12 then return {0, 0, 0} end\n"
     "  redis.call('DEL', k[1])\n"
     "  redis.call('SET', k[2], a[5], 'PX', a[2])\n"
     "else\n"
@@ -61,17 +69,20 @@ static const char k_write_lua[] =
     "end\n"
     "if a[7] ~= '' then\n"
     "  redis.pcall('XADD', k[1], a[8] .. '-1', 'end', a[7], 'status', a[9], 'code', a[10], 'msg', a[11])\n"
-    "  redis.call('DEL', k[3])\n"
+    "  redis.call('DEL', k[3], k[5])\n"
     "else\n"
     "  redis.call('SET', k[3], a[4], 'PX', a[3])\n"
     "end\n"
     "redis.call('PEXPIRE', k[1], a[2])\n"
     "redis.call('PEXPIRE', k[2], a[2])\n"
-    "return {n, redis.call('EXISTS', k[4])}\n";
+    "local ttl = tonumber(a[2])\n"
+    "redis.call('SET', k[6], '1', 'PX', string.format('%d', ttl + math.max(ttl, 60000)))\n"
+    "return {n, redis.call('EXISTS', k[4]), redis.call('GET', k[5]) == a[6] and 1 or 0}\n";
 
-/* KEYS: stream, meta, owner, remote. ARGV: first id, count, '1' for the meta,
+/* KEYS: stream, meta, owner, remote, cancel, gone. ARGV: first id, count, '1' for the meta,
  * the RUN_ERROR JSON to end a run whose owner is gone, the remote key's PX. Returns {meta or nil,
- * entries, 1 when the stream exists}. A follower that has read everything
+ * entries, 1 when the stream exists, 1 when the meta was asked for, is gone
+ * and the tombstone is there (expired: 410)}. A follower that has read everything
  * and finds neither an end nor the owner key ends the stream (once: the
  * script is atomic, and the end it writes is what the next one reads). */
 static const char k_read_lua[] =
@@ -86,13 +97,37 @@ static const char k_read_lua[] =
     "  if #last == 1 and string.sub(last[1][1], -2) ~= '-1' then\n"
     "    local s = string.match(last[1][1], '^(%d+)-')\n"
     "    local n = tostring(tonumber(s) + 1)\n"
-    "    if string.find(n, '[eE.]') then return {meta, e, exists} end\n"
+    "    if string.find(n, '[eE.]') then return {meta, e, exists, 0} end\n"
     "    redis.call('XADD', k[1], n .. '-0', 't', 'RUN_ERROR', 'e', a[4])\n"
     "    redis.call('XADD', k[1], n .. '-1', 'end', 'lost', 'status', '0', 'code', '', 'msg', '')\n"
     "    e = redis.call('XRANGE', k[1], a[1], '+', 'COUNT', a[2])\n"
     "  end\n"
     "end\n"
-    "return {meta, e, exists}\n";
+    "local gone = 0\n"
+    "if a[3] == '1' and not meta then gone = redis.call('EXISTS', k[6]) end\n"
+    "return {meta, e, exists, gone}\n";
+
+/* KEYS: as above. ARGV: sha256 hex of the caller's token ('' none), its
+ * identity digest hex ('' anonymous), the cancel key's PX. Another pod's
+ * DELETE (or WebSocket CANCEL): checks the caller against the meta as a
+ * reattach does, then leaves the run's nonce in the cancel key, which the
+ * owner's next write (events, or its heartbeat) reads. Returns the HTTP
+ * status: 202 recorded, 403, 404 unknown, 409 ended (or its pod is gone:
+ * no one can cancel it), 410 expired. */
+static const char k_cancel_lua[] =
+    "local k, a = KEYS, ARGV\n"
+    "local m = redis.call('GET', k[2])\n"
+    "if not m then\n"
+    "  if redis.call('EXISTS', k[6]) == 1 then return 410 end\n"
+    "  return 404\n"
+    "end\n"
+    "local nonce, th, who = string.match(m, '^(%S+) (%S+) (%S+) ')\n"
+    "if not nonce or not ((a[1] ~= '' and a[1] == th) or (a[2] ~= '' and a[2] == who)) then return 403 end\n"
+    "local last = redis.call('XREVRANGE', k[1], '+', '-', 'COUNT', 1)\n"
+    "if #last == 1 and string.sub(last[1][1], -2) == '-1' then return 409 end\n"
+    "if redis.call('EXISTS', k[3]) == 0 then return 409 end\n"
+    "redis.call('SET', k[5], nonce, 'PX', a[3])\n"
+    "return 202\n";
 
 enum { RSX_END_NONE, RSX_END_DONE, RSX_END_FAILED };
 
@@ -124,7 +159,7 @@ void rsx_keys(const cfg_t *cfg, const char *id, size_t idn, char k[RSXK_N][RSX_K
 {
     const char *pre = redis_key_prefix(cfg);
     size_t pn = strnlen(pre, 64);
-    static const char *const suffix[RSXK_N] = {"", ":meta", ":owner", ":remote"};
+    static const char *const suffix[RSXK_N] = {"", ":meta", ":owner", ":remote", ":cancel", ":gone"};
     for (int i = 0; i < RSXK_N; i++) {
         char *w = k[i];
         memcpy(w, pre, pn);
@@ -169,16 +204,39 @@ static void w_free(rsx_shard_t *rs, rsx_w_t *w)
     free(w);
 }
 
+/* Another pod asked to cancel w's run (its DELETE or WebSocket CANCEL, read
+ * by the write script): the run under this id, if it is still w's (its token
+ * hashes to w's meta), is cancelled as a local DELETE cancels it. */
+static void owner_cancel(rsx_w_t *w)
+{
+    rs_view_t v;
+    rs_log_t *lg = rs_hold(w->id, w->idn, &v);
+    uint8_t h[DIGEST_SHA256_LEN];
+    char hx[2 * DIGEST_SHA256_LEN + 1];
+    if (!lg)
+        return;
+    if (v.running && !digest_sha256(v.token, 32, h)) {
+        hex(hx, h, sizeof h);
+        if (!memcmp(hx, w->meta + 33, 64))   /* meta: "<nonce> <token hash> ..." */
+            rs_cancel(lg);
+    }
+    rs_unhold(lg);
+}
+
 static void write_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep, int err)
 {
     rsx_w_t *w = ctx;
     rsx_shard_t *rs = rsx_shard(sh);
     rs->queued -= tag;
     w->inflight--;
-    if (err || !rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2)
+    if (err || !rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
         RSX_COUNT(sh, write_errors, 1);
-    else if (rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[1]->integer == 1 && !w->end && w->seen)
-        w->seen(w->seen_arg);   /* a client on another pod follows: not detached */
+    } else if (!w->end) {
+        if (rep->element[1]->type == REDIS_REPLY_INTEGER && rep->element[1]->integer == 1 && w->seen)
+            w->seen(w->seen_arg);   /* a client on another pod follows: not detached */
+        if (rep->element[2]->type == REDIS_REPLY_INTEGER && rep->element[2]->integer == 1)
+            owner_cancel(w);
+    }
     if (w->end && !w->inflight && !w->dirty)
         w_free(rs, w);
 }
@@ -431,9 +489,9 @@ void rsx_close(shard_t *sh, void *ctx, bool failed, int status, const char *code
         list_unlink(&w->dirty_link);
         w->dirty = false;
     }
-    if (!w->sent_meta && !atomic_load_explicit(&w->l->last_seq, memory_order_relaxed) && !failed) {
+    if (!w->sent_meta && !atomic_load_explicit(&w->l->last_seq, memory_order_relaxed)) {
         w->l = NULL;
-        w_free(rs, w);   /* nothing reached Redis: nothing to end there */
+        w_free(rs, w);   /* nothing reached Redis: nothing to end there (a failed start is no run) */
         return;
     }
     flush_one(rs, w);   /* now, while the log is sure to be there; then w lets go of it */
@@ -550,6 +608,7 @@ void rsx_register(void)
     if (!scripts) {
         g_rsx_script_write = redis_script_register(k_write_lua);
         g_rsx_script_read = redis_script_register(k_read_lua);
+        g_rsx_script_cancel = redis_script_register(k_cancel_lua);
         scripts = true;
     }
     g_rsx_mod = shard_mod_register(&rsx_shard_ops);

@@ -15,8 +15,14 @@
  *   <prefix>run:<id>:remote  set by each remote follower's read (PX 3 x
  *                            heartbeat): the owner's writes see it, and a run
  *                            followed from another pod is not detached
- * A pod that has not the run answers GET /v1/runs/{id}/events from Redis
- * (net/runlog_remote.c): it replays the stream after Last-Event-ID, polls it
+ *   <prefix>run:<id>:cancel  another pod's DELETE or WebSocket CANCEL (the
+ *                            run's nonce, PX 3 x heartbeat): the owner's next
+ *                            write reads it and cancels the run
+ *   <prefix>run:<id>:gone    a tombstone, renewed by every write, outliving
+ *                            the meta by max(log_ttl, 1 min): an expired run
+ *                            is 410 on every pod, not 404
+ * A pod that has not the run answers GET /v1/runs/{id}/events, WebSocket
+ * RESUME and CANCEL, and DELETE /v1/runs/{id} from Redis (net/runlog_remote.c): it replays the stream after Last-Event-ID, polls it
  * (XRANGE, never a blocking read on the shared connection) until the end
  * entry, and, once the owner key has expired with no end written, ends the
  * stream itself with RUN_ERROR gateway_restarted (atomically, in a script, so
@@ -35,6 +41,7 @@
 
 struct shard;
 struct conn;
+struct run;
 struct runlog;
 
 /* The resume: section's Redis keys (a part of resume_conf_t, net/resume.h). */
@@ -80,5 +87,20 @@ void rsx_close(struct shard *sh, void *w, bool failed, int status, const char *c
  * Last-Event-ID's seq (0: the whole run). */
 bool rsx_events(struct conn *c, const char *id, size_t idn, const char *tok, size_t tokn, const uint8_t *who,
                 uint64_t after);
+/* WebSocket RESUME of a run this process does not have: r is the new client
+ * run (its sink set, nothing started) and follows the run from Redis after
+ * seq `after`, once the meta lets it (else it fails with the refusal's code).
+ * False when Redis is not configured (the caller refuses: run_not_found). */
+bool rsx_follow(struct run *r, const char *id, size_t idn, const char *tok, size_t tokn, const uint8_t *who,
+                uint64_t after);
+/* DELETE /v1/runs/{id} for a run this process does not have: asks its owner,
+ * through Redis, to cancel it (202 once recorded; 403, 404, 409, 410, 503 as
+ * a reattach). False when Redis is not configured (the caller answers 404). */
+bool rsx_cancel(struct conn *c, const char *id, size_t idn, const char *tok, size_t tokn, const uint8_t *who);
+/* WebSocket CANCEL of a run followed from Redis (rsx_follow): asks its owner
+ * to cancel the run itself. Nothing for any other run. */
+void rsx_cancel_followed(struct run *r);
+/* Whether this shard can reach another pod's runs (Redis configured). */
+bool rsx_enabled(const struct shard *sh);
 
 #endif

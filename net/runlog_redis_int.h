@@ -14,9 +14,12 @@
 #include "core/timer.h"
 
 #define RSX_ID_MAX   128
-#define RSX_KEY_MAX  (64 + 5 + RSX_ID_MAX + 8)   /* prefix, "run:", id, ":owner" */
+#define RSX_KEY_MAX  (64 + 5 + RSX_ID_MAX + 8)   /* prefix, "run:", id, ":remote" */
 
-enum { RSXK_STREAM, RSXK_META, RSXK_OWNER, RSXK_REMOTE, RSXK_N };
+/* Every script gets all of a run's keys, in this order. CANCEL: another pod
+ * asks the owner to cancel (its value the run's nonce); GONE: the tombstone
+ * that outlives the stream and meta, so an expired run is 410, not 404. */
+enum { RSXK_STREAM, RSXK_META, RSXK_OWNER, RSXK_REMOTE, RSXK_CANCEL, RSXK_GONE, RSXK_N };
 
 /* Per-shard counters (agate_resume_redis_*), read by a scrape on any shard. */
 typedef struct rsx_metrics {
@@ -37,7 +40,7 @@ typedef struct rsx_shard {
     size_t        av_cap;
 } rsx_shard_t;
 
-extern unsigned g_rsx_mod, g_rsx_mmod, g_rsx_script_write, g_rsx_script_read;
+extern unsigned g_rsx_mod, g_rsx_mmod, g_rsx_script_write, g_rsx_script_read, g_rsx_script_cancel;
 
 static inline rsx_shard_t   *rsx_shard(const shard_t *sh) { return (rsx_shard_t *)sh->mod[g_rsx_mod]; }
 static inline rsx_metrics_t *rsx_m(const shard_t *sh) { return (rsx_metrics_t *)sh->mod[g_rsx_mmod]; }
@@ -50,10 +53,17 @@ static inline rsx_metrics_t *rsx_m(const shard_t *sh) { return (rsx_metrics_t *)
             metrics_add(&m_->f, (n));                                                      \
     } while (0)
 
-/* The three keys of run id under cfg's prefix, into k[RSXK_N][RSX_KEY_MAX]. */
+/* The keys of run id under cfg's prefix, into k[RSXK_N][RSX_KEY_MAX]. */
 void rsx_keys(const cfg_t *cfg, const char *id, size_t idn, char k[RSXK_N][RSX_KEY_MAX], size_t kl[RSXK_N]);
 
 /* The remote follower's part of the module (runlog_remote.c). */
 void rsx_remote_register(void);
+
+/* A run's meta value, "<nonce> <sha256(token) hex> <who hex or -> <agent> <pod>",
+ * read by a pod that has not the run: 1 when the caller may (tok_hash, the
+ * sha256 hex of the token it sent, matches; or who, its identity digest hex,
+ * is the run's: "" for none), 0 when not, -1 when meta is malformed. The
+ * run's agent into agent[cap] (when not malformed). Pure. */
+int rsx_meta_allows(const char *meta, size_t n, const char *tok_hash, const char *who, char *agent, size_t cap);
 
 #endif

@@ -1,5 +1,6 @@
-/* runlog_remote: GET /v1/runs/{id}/events for a run another pod runs, from
- * its Redis Stream (see runlog_redis.h).
+/* runlog_remote: GET /v1/runs/{id}/events, WebSocket RESUME, DELETE
+ * /v1/runs/{id} and WebSocket CANCEL for a run another pod runs, from its
+ * Redis Stream (see runlog_redis.h).
  *
  * The request waits for one script call (the run's meta and its first
  * entries) with no run yet: the reply finds its connection again by
@@ -8,7 +9,10 @@
  * the stream every resume.redis_poll for more (the read script, XRANGE from
  * the next id; never a blocking read, which would stall the shard's pipelined
  * connection), until the end entry. A sink over its bound stops the polling
- * until it drains (the kind's resume). Cold path but for the entries' loop. */
+ * until it drains (the kind's resume). A WebSocket RESUME is the same
+ * follower, but its run (and slot) exists from the start, so the meta's
+ * answer is the run's first read. A cancel is one script (the cancel key,
+ * which the owner's next write reads). Cold path but for the entries' loop. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +50,8 @@ typedef struct rsx_f {
     run_t        *r;
     char          id[RSX_ID_MAX];
     uint16_t      idn;
+    char          tok_hash[65]; /* the credentials it was let in with: for a CANCEL */
+    char          who[33];
     uint64_t      next;         /* the seq it wants next */
     uint64_t      handle;       /* the read in flight, 0 none */
     uint64_t      err_since_ms; /* reads failing since, 0 when the last one worked */
@@ -65,20 +71,45 @@ static void hex(char *out, const uint8_t *p, size_t n)
         snprintf(out + 2 * i, 3, "%02x", p[i]);
 }
 
+/* The keys of run id and the script's other arguments, into av/al. */
+static int script_args(shard_t *sh, const char *id, size_t idn, char keys[RSXK_N][RSX_KEY_MAX], const char **av,
+                       size_t *al)
+{
+    size_t kl[RSXK_N];
+    rsx_keys(sh->cfg, id, idn, keys, kl);
+    for (int i = 0; i < RSXK_N; i++) {
+        av[i] = keys[i];
+        al[i] = kl[i];
+    }
+    return RSXK_N;
+}
+
 /* The read script for run id from `first` ("<seq>-<0|1>"). */
 static uint64_t read_issue(shard_t *sh, const char *id, size_t idn, uint64_t from_seq, bool meta,
                            redis_reply_fn fn, void *ctx)
 {
-    char keys[RSXK_N][RSX_KEY_MAX], first[32];
-    size_t kl[RSXK_N];
-    rsx_keys(sh->cfg, id, idn, keys, kl);
+    char keys[RSXK_N][RSX_KEY_MAX], first[32], px[16];
+    const char *av[RSXK_N + 5];
+    size_t al[RSXK_N + 5];
+    int c = script_args(sh, id, idn, keys, av, al);
     int fl = snprintf(first, sizeof first, "%llu-1", (unsigned long long)from_seq);
-    char px[16];
     int pl = snprintf(px, sizeof px, "%u", 3 * resume_conf(sh->cfg)->rsx.heartbeat_ms);
-    const char *av[] = {keys[0], keys[1], keys[2], keys[3], first, RSX_READ_COUNT, meta ? "1" : "0", k_lost_json, px};
-    size_t al[] = {kl[0], kl[1], kl[2], kl[3], (size_t)fl, strlen(RSX_READ_COUNT), 1, sizeof k_lost_json - 1, (size_t)pl};
+    const char *more[] = {first, RSX_READ_COUNT, meta ? "1" : "0", k_lost_json, px};
+    size_t ml[] = {(size_t)fl, strlen(RSX_READ_COUNT), 1, sizeof k_lost_json - 1, (size_t)pl};
+    for (int i = 0; i < 5; i++, c++) {
+        av[c] = more[i];
+        al[c] = ml[i];
+    }
     RSX_COUNT(sh, polls, 1);
-    return redis_evalsha(sh, g_rsx_script_read, fn, ctx, 0, RSXK_N, 9, av, al);
+    return redis_evalsha(sh, g_rsx_script_read, fn, ctx, 0, RSXK_N, c, av, al);
+}
+
+/* A read's reply has the shape the read script gives. */
+static bool read_reply_ok(const redisReply *rep, int err)
+{
+    return !err && rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4 &&
+           rep->element[1]->type == REDIS_REPLY_ARRAY && rep->element[2]->type == REDIS_REPLY_INTEGER &&
+           rep->element[3]->type == REDIS_REPLY_INTEGER;
 }
 
 static const redisReply *field(const redisReply *kv, const char *name)
@@ -245,8 +276,7 @@ static void poll_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *re
     f->handle = 0;
     if (err == -ECANCELED)
         return;
-    if (err || !rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
-        rep->element[1]->type != REDIS_REPLY_ARRAY) {
+    if (!read_reply_ok(rep, err)) {
         if (!poll_failed(f))
             poll_arm(f, resume_conf(sh->cfg)->rsx.poll_ms);
         return;
@@ -310,17 +340,55 @@ static void refuse(conn_t *c, int status, const char *code, const char *msg)
     http_error(c, status, code, msg, NULL);
 }
 
-/* "nonce tokhash who agent pod": whether the caller may, and the agent. */
-static bool meta_allows(const rsx_open_t *o, const redisReply *meta, char *agent, size_t cap)
+int rsx_meta_allows(const char *meta, size_t n, const char *tok_hash, const char *who, char *agent, size_t cap)
 {
-    char nonce[40], th[80], who[40], ag[CFG_NAME_MAX + 8];
-    if (meta->len > 512 || sscanf(meta->str, "%39s %79s %39s %71s", nonce, th, who, ag) != 4)
-        return false;
+    char buf[512], nonce[40], th[80], mw[40], ag[CFG_NAME_MAX + 8];
+    if (n >= sizeof buf)
+        return -1;
+    memcpy(buf, meta, n);
+    buf[n] = '\0';
+    if (sscanf(buf, "%39s %79s %39s %71s", nonce, th, mw, ag) != 4 || strlen(th) != 64)
+        return -1;
     snprintf(agent, cap, "%s", ag);
-    unsigned char diff = strlen(o->tok_hash) == 64 ? 0 : 1;
+    unsigned char diff = strlen(tok_hash) == 64 ? 0 : 1;
     for (size_t i = 0; i < 64 && !diff; i++)
-        diff |= (unsigned char)(o->tok_hash[i] ^ th[i]);
-    return !diff || (o->who[0] && !strcmp(o->who, who));
+        diff |= (unsigned char)(tok_hash[i] ^ th[i]);
+    return !diff || (who[0] && strlen(who) == 32 && !strcmp(who, mw));
+}
+
+/* What a pod without the run answers a reattach, from the read script's
+ * first reply: 0 and the run's agent, or the refusal in *no. */
+static int check_meta(const redisReply *rep, int err, const char *tok_hash, const char *who, char *agent,
+                      size_t cap, resume_refusal_t *no)
+{
+    const redisReply *meta;
+    int ok;
+    if (!read_reply_ok(rep, err))
+        *no = (resume_refusal_t){503, "shared_state_unavailable", "the shared run log (Redis) did not answer"};
+    else if ((meta = rep->element[0])->type != REDIS_REPLY_STRING && rep->element[3]->integer == 1)
+        *no = (resume_refusal_t){410, "resume_log_expired", "the run's shared log expired (resume.log_ttl)"};
+    else if (meta->type != REDIS_REPLY_STRING)
+        *no = (resume_refusal_t){404, "run_not_found", "no resumable run by that id is known here or in the shared log"};
+    else if ((ok = rsx_meta_allows(meta->str, meta->len, tok_hash, who, agent, cap)) != 1)
+        *no = (resume_refusal_t){403, "forbidden",
+                                 tok_hash[0] ? "the resume token does not match this run"
+                                             : "this run needs its resume token (X-Agate-Resume-Token or ?token=) or the identity that started it"};
+    else if (!rep->element[1]->elements && rep->element[2]->integer == 0)
+        *no = (resume_refusal_t){410, "resume_log_expired", "the run's shared log expired (resume.log_ttl)"};
+    else
+        return 0;
+    return -EPERM;
+}
+
+/* The caller's credentials as the meta keeps them: sha256 hex of the token, the digest hex. */
+static void creds(const char *tok, size_t tokn, const uint8_t *who, char tok_hash[65], char who_hex[33])
+{
+    uint8_t h[DIGEST_SHA256_LEN];
+    tok_hash[0] = who_hex[0] = '\0';
+    if (tokn == 32 && !digest_sha256(tok, 32, h))
+        hex(tok_hash, h, sizeof h);
+    if (who)
+        hex(who_hex, who, 16);
 }
 
 static void open_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep, int err)
@@ -334,16 +402,9 @@ static void open_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *re
     }
     char agent_name[CFG_NAME_MAX + 8];
     const cfg_agent_t *agent;
-    const redisReply *meta;
-    if (err || !rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
-        rep->element[1]->type != REDIS_REPLY_ARRAY) {
-        refuse(c, 503, "shared_state_unavailable", "the shared run log (Redis) did not answer");
-    } else if ((meta = rep->element[0])->type != REDIS_REPLY_STRING) {
-        refuse(c, 404, "run_not_found", "no resumable run by that id is known here or in the shared log");
-    } else if (!meta_allows(o, meta, agent_name, sizeof agent_name)) {
-        refuse(c, 403, "forbidden",
-               o->tok_hash[0] ? "the resume token does not match this run"
-                              : "this run needs its resume token (X-Agate-Resume-Token or ?token=) or the identity that started it");
+    resume_refusal_t no;
+    if (check_meta(rep, err, o->tok_hash, o->who, agent_name, sizeof agent_name, &no)) {
+        refuse(c, no.status, no.code, no.msg);
     } else if (!(agent = cfg_find_agent(sh->cfg, agent_name, strlen(agent_name)))) {
         refuse(c, 404, "agent_not_found", "the run's agent is not configured on this gateway");
     } else {
@@ -358,13 +419,12 @@ static void open_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *re
             *f = (rsx_f_t){.r = r, .idn = o->idn, .next = o->after + 1, .active = true};
             f->poll.cb = poll_fired;
             memcpy(f->id, o->id, o->idn);
+            memcpy(f->tok_hash, o->tok_hash, sizeof f->tok_hash);
+            memcpy(f->who, o->who, sizeof f->who);
             r->ops = &rf_ops;
             r->ev_id = f->id;
             r->ev_id_len = f->idn;
-            if (!rep->element[1]->elements && rep->element[2]->integer == 0)
-                fail(f, 410, "resume_log_expired", "the run's shared log expired (resume.log_ttl)");
-            else
-                follow(f, rep->element[1]);
+            follow(f, rep->element[1]);
         }
     }
     free(o);
@@ -385,17 +445,153 @@ bool rsx_events(conn_t *c, const char *id, size_t idn, const char *tok, size_t t
     memcpy(o->id, id, idn);
     o->idn = (uint16_t)idn;
     o->after = after;
-    uint8_t h[DIGEST_SHA256_LEN];
-    if (tokn == 32 && !digest_sha256(tok, 32, h))
-        hex(o->tok_hash, h, sizeof h);
-    if (who)
-        hex(o->who, who, 16);
+    creds(tok, tokn, who, o->tok_hash, o->who);
     if (!read_issue(sh, id, idn, after, true, open_done, o)) {
         free(o);
         refuse(c, 503, "shared_state_unavailable",
                "this run is not on this gateway and the shared run log (Redis) is unavailable");
     }
     return true;
+}
+
+bool rsx_enabled(const shard_t *sh) { return redis_configured(sh->cfg) && rsx_shard(sh); }
+
+/* --- WebSocket RESUME ---------------------------------------------------------------- */
+
+/* The first read's answer: the meta decides, then r follows as a GET's run does. */
+static void attach_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep, int err)
+{
+    (void)tag;
+    rsx_f_t *f = ctx;
+    run_t *r = f->r;
+    char agent[CFG_NAME_MAX + 8];
+    resume_refusal_t no;
+    f->handle = 0;
+    if (err == -ECANCELED)
+        return;
+    int rc = check_meta(rep, err, f->tok_hash, f->who, agent, sizeof agent, &no);
+    if (!rc && strcmp(agent, r->agent->name)) {   /* a connection serves one agent, as on the owner */
+        no = (resume_refusal_t){404, "run_not_found", "no resumable run by that id is known for this agent"};
+        rc = -ENOENT;
+    }
+    if (rc) {
+        RSX_COUNT(sh, remote_refused, 1);
+        fail(f, no.status, no.code, no.msg);   /* may release r, and f with it */
+        return;
+    }
+    RSX_COUNT(sh, remote_reattaches, 1);
+    follow(f, rep->element[1]);
+}
+
+bool rsx_follow(run_t *r, const char *id, size_t idn, const char *tok, size_t tokn, const uint8_t *who,
+                uint64_t after)
+{
+    if (!rsx_enabled(r->sh) || idn >= RSX_ID_MAX)
+        return false;
+    rsx_f_t *f = rf_of(r);
+    if (!f && (f = calloc(1, sizeof *f)))
+        r->ext[g_rsx_ext] = f;
+    if (!f) {
+        r->sink->fail(r, 503, "out_of_memory", "out of memory", 0);
+        return true;
+    }
+    *f = (rsx_f_t){.r = r, .idn = (uint16_t)idn, .next = after + 1, .active = true};
+    f->poll.cb = poll_fired;
+    memcpy(f->id, id, idn);
+    creds(tok, tokn, who, f->tok_hash, f->who);
+    r->ops = &rf_ops;
+    r->ev_id = f->id;
+    r->ev_id_len = f->idn;
+    f->handle = read_issue(r->sh, id, idn, after, true, attach_done, f);
+    if (!f->handle) {
+        RSX_COUNT(r->sh, remote_refused, 1);
+        fail(f, 503, "shared_state_unavailable",
+             "this run is not on this gateway and the shared run log (Redis) is unavailable");
+    }
+    return true;
+}
+
+/* --- cancel -------------------------------------------------------------------------- */
+
+typedef struct rsx_cancel {
+    uint64_t ref;
+} rsx_cancel_t;
+
+static uint64_t cancel_issue(shard_t *sh, const char *id, size_t idn, const char *tok_hash, const char *who,
+                             redis_reply_fn fn, void *ctx)
+{
+    char keys[RSXK_N][RSX_KEY_MAX], px[16];
+    const char *av[RSXK_N + 3];
+    size_t al[RSXK_N + 3];
+    int c = script_args(sh, id, idn, keys, av, al);
+    int pl = snprintf(px, sizeof px, "%u", 3 * resume_conf(sh->cfg)->rsx.heartbeat_ms);   /* the owner writes within 1.5 */
+    av[c] = tok_hash;
+    al[c++] = strlen(tok_hash);
+    av[c] = who;
+    al[c++] = strlen(who);
+    av[c] = px;
+    al[c++] = (size_t)pl;
+    return redis_evalsha(sh, g_rsx_script_cancel, fn, ctx, 0, RSXK_N, c, av, al);
+}
+
+static void cancel_done(shard_t *sh, void *ctx, uint64_t tag, const redisReply *rep, int err)
+{
+    (void)tag;
+    rsx_cancel_t *k = ctx;
+    conn_t *c = conn_lookup(sh, k->ref);
+    free(k);
+    if (!c || c->state != CONN_OPEN || c->run || err == -ECANCELED)
+        return;   /* the client went away (the request stays recorded) */
+    /* (not counted as refused reattaches: agate_resume_redis_remote_refused is the reattaches') */
+    long long st = !err && rep && rep->type == REDIS_REPLY_INTEGER ? rep->integer : 503;
+    static const char body[] = "{\"cancelled\":true}\n";
+    switch (st) {
+    case 202:
+        http_respond(c, 202, "application/json", body, sizeof body - 1, NULL);
+        break;
+    case 403:
+        http_error(c, 403, "forbidden", "neither the resume token nor the identity is this run's", NULL);
+        break;
+    case 404:
+        http_error(c, 404, "run_not_found", "no resumable run by that id is known here or in the shared log", NULL);
+        break;
+    case 409:
+        http_error(c, 409, "run_not_running", "the run has already ended", NULL);
+        break;
+    case 410:
+        http_error(c, 410, "resume_log_expired", "the run's shared log expired (resume.log_ttl)", NULL);
+        break;
+    default:
+        http_error(c, 503, "shared_state_unavailable", "the shared run log (Redis) did not answer", NULL);
+    }
+}
+
+bool rsx_cancel(conn_t *c, const char *id, size_t idn, const char *tok, size_t tokn, const uint8_t *who)
+{
+    shard_t *sh = c->sh;
+    char tok_hash[65], who_hex[33];
+    if (!rsx_enabled(sh) || idn >= RSX_ID_MAX)
+        return false;
+    rsx_cancel_t *k = malloc(sizeof *k);
+    if (!k) {
+        http_error(c, 503, "out_of_memory", "out of memory", NULL);
+        return true;
+    }
+    k->ref = conn_ref(c);
+    creds(tok, tokn, who, tok_hash, who_hex);
+    if (!cancel_issue(sh, id, idn, tok_hash, who_hex, cancel_done, k)) {
+        free(k);
+        http_error(c, 503, "shared_state_unavailable",
+                   "this run is not on this gateway and the shared run log (Redis) is unavailable", NULL);
+    }
+    return true;
+}
+
+void rsx_cancel_followed(run_t *r)
+{
+    const rsx_f_t *f = rf_of(r);
+    if (f && f->r == r && f->idn)   /* nothing waits for the answer: the run's end comes through its stream */
+        cancel_issue(r->sh, f->id, f->idn, f->tok_hash, f->who, NULL, NULL);
 }
 
 void rsx_remote_register(void) { g_rsx_ext = run_ext_register(&rf_ext_ops); }

@@ -445,10 +445,38 @@ static ws_slot_t *slot_for(ws_conn_t *ws, const char *id, size_t n, int *rc)
     return NULL;
 }
 
+/* A client run of a RESUME in slot s (taken by slot_for), counted as a run
+ * of the connection; NULL when out of memory. */
+static run_t *resume_slot_run(ws_conn_t *ws, ws_slot_t *s, const cfg_agent_t *agent, const char *id, size_t idn)
+{
+    conn_t *c = ws->c;
+    runinput_t none = {0};
+    rl_holds_t holds = {0};
+    run_t *r = NULL;
+    buf_reset(&s->rid);
+    if (buf_append_lit(&s->rid, "\"runId\":") || json_put_str(&s->rid, id, idn) || buf_putc(&s->rid, ',') ||
+        !(r = run_new(c->sh, agent, &none, &holds, &ws_sink, s)))
+        return NULL;
+    r->conn = c;
+    s->run = r;
+    s->start_us = c->sh->now_us;
+    s->last_event_us = 0;
+    s->events = 0;
+    s->gap_zero = 0;
+    ws->n_runs++;
+    if (gwm(c->sh)) {
+        metrics_add(&gwm(c->sh)->runs_started[agent->slot][MT_WS], 1);
+        metrics_gauge_add(&gwm(c->sh)->streams[MT_WS], 1);
+    }
+    return r;
+}
+
 /* {"type":"RESUME","runId":"...","lastEventId":"<runId>:<seq>" or <seq>,
  * "token":"..."}: a resumable run of this connection's agent followed on a
  * new slot from after lastEventId (none: from RUN_STARTED), then live. Who
- * may: the token, or the connection's identity when it started the run. */
+ * may: the token, or the connection's identity when it started the run.
+ * A run this process does not have is followed from Redis (another pod's),
+ * with the same checks, answered from the shard loop. */
 static int resume_run(ws_conn_t *ws, const char *text, size_t len)
 {
     conn_t *c = ws->c;
@@ -480,37 +508,26 @@ static int resume_run(ws_conn_t *ws, const char *text, size_t len)
         q.last_id = json_string_value(last);
         q.last_len = json_string_length(last);
     }
-    struct rs_log *lg;
+    struct rs_log *lg = NULL;
     uint64_t after;
     resume_refusal_t no;
     ws_slot_t *s;
-    if (resume_open(&q, &lg, &after, &no)) {
+    run_t *r;
+    int open = resume_open(&q, &lg, &after, &no);
+    bool remote = open == -ENOENT && rsx_enabled(c->sh);   /* another pod's run: followed from Redis */
+    if (open && !remote) {
         rc = put_error(ws, NULL, id, idn, no.code, no.msg);
     } else if (!(s = slot_for(ws, id, idn, &rc))) {
-        resume_close(lg);
-    } else {
-        runinput_t none = {0};
-        rl_holds_t holds = {0};
-        run_t *r = NULL;
-        buf_reset(&s->rid);
-        if (buf_append_lit(&s->rid, "\"runId\":") || json_put_str(&s->rid, id, idn) || buf_putc(&s->rid, ',') ||
-            !(r = run_new(c->sh, agent, &none, &holds, &ws_sink, s))) {
+        if (lg)
             resume_close(lg);
-            rc = -ENOMEM;
-        } else {
-            r->conn = c;
-            s->run = r;
-            s->start_us = c->sh->now_us;
-            s->last_event_us = 0;
-            s->events = 0;
-            s->gap_zero = 0;
-            ws->n_runs++;
-            if (gwm(c->sh)) {
-                metrics_add(&gwm(c->sh)->runs_started[agent->slot][MT_WS], 1);
-                metrics_gauge_add(&gwm(c->sh)->streams[MT_WS], 1);
-            }
-            resume_follow(r, lg, after);   /* may emit, end and release the run before returning */
-        }
+    } else if (!(r = resume_slot_run(ws, s, agent, id, idn))) {
+        if (lg)
+            resume_close(lg);
+        rc = -ENOMEM;
+    } else if (remote) {
+        rsx_follow(r, id, idn, q.token, q.token_len, q.who, after);   /* answers (or fails) from the shard loop */
+    } else {
+        resume_follow(r, lg, after);   /* may emit, end and release the run before returning */
     }
     json_decref(m);
     return rc;
@@ -523,6 +540,7 @@ static int cancel_run(ws_conn_t *ws, const char *id, size_t n)
         return 0;   /* already over, or never ran: nothing to do */
     s->run->errored = true;
     resume_cancel_followed(s->run);   /* a resumable run: cancel it, not only this client's view */
+    rsx_cancel_followed(s->run);      /* (another pod's, through Redis) */
     int rc = put_error(ws, s, NULL, 0, "cancelled", "run cancelled by the client");
     slot_finish(s, MO_CLIENT_CLOSED);   /* stops the agent; a proxy drops its upstream */
     ws_maybe_drained(ws);
