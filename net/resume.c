@@ -162,9 +162,9 @@ static void ps_end(run_t *r)
 
 static void ps_fail(run_t *r, int status, const char *code, const char *msg, uint32_t retry_after_s)
 {
-    (void)retry_after_s;
     rs_log_t *lg = r->sink_ctx;
     lg->status = status;
+    lg->retry_after_s = retry_after_s;
     snprintf(lg->code, sizeof lg->code, "%s", code);
     snprintf(lg->msg, sizeof lg->msg, "%s", msg);
     runlog_close(&lg->log, true);
@@ -246,7 +246,7 @@ static void pump(run_t *r)
                 if (st == RUNLOG_OPEN)
                     return;   /* no head yet */
                 r->sink->fail(r, lg->status ? lg->status : 502, lg->code[0] ? lg->code : "upstream_failed",
-                              lg->msg[0] ? lg->msg : "the run failed", 0);
+                              lg->msg[0] ? lg->msg : "the run failed", lg->retry_after_s);
                 return;
             }
             r->head_extra = lg->head;

@@ -45,6 +45,7 @@ typedef struct rs_log {
     char             agent[CFG_NAME_MAX];
     char             head[256];     /* head lines for every follower's start, written before `started` */
     int              status;        /* a failure before the head, written before the log's state */
+    uint32_t         retry_after_s; /* with it: a limit's Retry-After */
     char             code[40], msg[200];
     unsigned         owner;
     void            *rsx;           /* the owner's: its Redis Stream writer (net/runlog_redis.h), or NULL */

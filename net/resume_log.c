@@ -329,7 +329,7 @@ void rs_log_metrics(metrics_render_t *r, const shard_t *shards, unsigned n, cons
                   (int64_t)atomic_load_explicit(&g_tab.bytes, memory_order_relaxed));
     metrics_gauge(r, "agate_resume_logs", "Resumable runs' logs held: running, ended, and expired (410).",
                   (int64_t)atomic_load_explicit(&g_tab.logs, memory_order_relaxed));
-    metrics_counter(r, "agate_resume_logs_trimmed_total",
+    metrics_counter(r, "agate_resume_logs_trimmed",
                     "Ended logs expired or dropped before their time to keep every log under resume.max_bytes.",
                     atomic_load_explicit(&g_tab.trimmed, memory_order_relaxed));
 }

@@ -7,9 +7,10 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { HttpAgent, verifyEvents } from '@ag-ui/client';
-import { startAgate, stopClean, sleep, runInput, uid, paced, waitFor, assertEchoEvents, parseSSE } from './lib/harness.mjs';
+import { startAgate, stopClean, sleep, runInput, uid, paced, waitFor, assertEchoEvents, request } from './lib/harness.mjs';
 import { startAguiServer, simpleRun } from './lib/agui-server.mjs';
 import { openRunSocket } from './lib/wsclient.mjs';
+import { openStream, events, finished, assertIds } from './lib/ssestream.mjs';
 import fs from 'node:fs';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
@@ -17,41 +18,11 @@ import { chromium } from 'playwright-core';
 const T = { timeout: 30000 };
 const TEXT = 'one two three four five six seven eight nine ten eleven twelve';
 
-/** An SSE response read as it arrives: frames with their ids and events. */
-async function openStream(url, { method = 'GET', headers = {}, body } = {}) {
-  const ac = new AbortController();
-  const res = await fetch(url, { method, headers, body, signal: ac.signal });
-  const s = { res, status: res.status, headers: res.headers, frames: [], done: false, error: null, abort: () => ac.abort() };
-  if (!res.headers.get('content-type')?.startsWith('text/event-stream')) {
-    s.json = await res.json().catch(() => null);
-    s.done = true;
-    return s;
-  }
-  const dec = new TextDecoder();
-  let text = '';
-  s.reading = (async () => {
-    try {
-      for await (const chunk of res.body) {
-        text += dec.decode(chunk, { stream: true });
-        const { frames, rest } = parseSSE(text);
-        text = rest;
-        for (const f of frames) if (f.data !== null) s.frames.push({ id: f.fields.id, event: JSON.parse(f.data) });
-      }
-    } catch (e) { s.error = e; }
-    s.done = true;
-  })();
-  return s;
-}
-const events = (s) => s.frames.map((f) => f.event);
 const run = (port, input, headers = {}) => openStream(`http://127.0.0.1:${port}/v1/agents/echo/run`, {
   method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(input),
 });
 const reattach = (port, runId, { headers = {}, query = '' } = {}) =>
   openStream(`http://127.0.0.1:${port}/v1/runs/${encodeURIComponent(runId)}/events${query}`, { headers });
-const finished = (s, ms = 10000) => waitFor(() => s.done, ms);
-function assertIds(frames, runId, from = 1) {
-  frames.forEach((f, i) => assert.equal(f.id, `${runId}:${from + i}`, `frame ${i}'s id`));
-}
 
 describe('resume: one process, echo agent', () => {
   let agate;
@@ -398,6 +369,61 @@ describe('resume: the log\'s bound', () => {
     }
     const keptBytes = kept.length ? kept[kept.length - 1].frames.reduce((a, f) => a + JSON.stringify(f.event).length + 16, 0) : 0;
     assert.ok(kept.length < 80, `the log kept ${kept.length} events (${keptBytes} bytes) under a 4 KiB bound`);
+  });
+});
+
+describe('resume: the process\'s bound (resume.max_bytes), runs under many ids', () => {
+  let agate;
+  before(async () => {
+    agate = await startAgate({
+      config: [
+        'resume: {max_bytes: 64KiB}',
+        'agents:',
+        '  echo:',
+        '    type: echo',
+        '    resume: {enabled: true, log_ttl: 10m}',
+      ].join('\n'),
+    });
+  });
+  after(async () => { await stopClean(agate); });
+  const metric = async (name) => {
+    const text = (await request(agate.adminPort, { path: '/metrics' })).text;
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    return line ? Number(line.split(' ').pop()) : NaN;
+  };
+
+  test('a client minting run ids cannot grow the logs past the bound: the oldest go (410), the newest replay', T, async () => {
+    const done = [];
+    for (let i = 0; i < 120; i++) {
+      const input = runInput(`${TEXT} run ${i}`);
+      const s = await run(agate.port, input);
+      await finished(s);
+      assert.equal(s.status, 200);
+      done.push({ input, s, token: s.headers.get('x-agate-resume-token') });
+    }
+    // 120 runs of ~1.5 KiB of events each hold ~8 KiB (a chunk and the log) until log_ttl: far past 64 KiB
+    await waitFor(async () => (await metric('agate_resume_log_bytes')) <= 65536, 3000);
+    assert.ok((await metric('agate_resume_logs_trimmed_total')) > 0, 'logs were trimmed');
+    const logs = await metric('agate_resume_logs');
+    assert.ok(logs < 120 && logs > 0, `${logs} logs held`);
+    const oldest = await reattach(agate.port, done[0].input.runId, { headers: { 'x-agate-resume-token': done[0].token } });
+    assert.ok([404, 410].includes(oldest.status), `the oldest run: ${oldest.status}`);
+    if (oldest.status === 410) assert.equal(oldest.json.error, 'resume_log_expired');
+    const last = done.at(-1);
+    const again = await reattach(agate.port, last.input.runId, { headers: { 'x-agate-resume-token': last.token } });
+    await finished(again);
+    assert.equal(again.status, 200);
+    assert.deepEqual(again.frames, last.s.frames, 'the newest run replays whole');
+  });
+
+  test('a runId no id line can carry (a line feed) runs plain: no ids, no token, every event', T, async () => {
+    const input = { ...runInput(TEXT), runId: `line\nfeed-${uid('r')}` };
+    const s = await run(agate.port, input);
+    await finished(s);
+    assert.equal(s.status, 200);
+    assert.equal(s.headers.get('x-agate-resume-token'), null);
+    assert.ok(s.frames.every((f) => f.id === undefined), 'no id: lines');
+    assertEchoEvents(events(s), { runId: input.runId, text: TEXT });
   });
 });
 

@@ -13,10 +13,11 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { HttpAgent, verifyEvents } from '@ag-ui/client';
-import { startAgate, stopClean, sleep, runInput, uid, paced, waitFor, assertEchoEvents, assertError, parseSSE, request } from './lib/harness.mjs';
+import { startAgate, stopClean, sleep, runInput, uid, paced, waitFor, assertEchoEvents, assertError, request } from './lib/harness.mjs';
 import { startRedis } from './lib/redis.mjs';
 import { startAguiServer, simpleRun } from './lib/agui-server.mjs';
 import { openRunSocket } from './lib/wsclient.mjs';
+import { openStream, events, finished, assertIds } from './lib/ssestream.mjs';
 
 const T = { timeout: 40000 };
 const TEXT = 'one two three four five six seven eight nine ten eleven twelve';
@@ -28,40 +29,11 @@ const CONFIG = [
   '    resume: {enabled: true, log_ttl: 30s, detach_timeout: 20s}',
 ].join('\n');
 
-async function openStream(url, { method = 'GET', headers = {}, body } = {}) {
-  const ac = new AbortController();
-  const res = await fetch(url, { method, headers, body, signal: ac.signal });
-  const s = { res, status: res.status, headers: res.headers, frames: [], done: false, error: null, abort: () => ac.abort() };
-  if (!res.headers.get('content-type')?.startsWith('text/event-stream')) {
-    s.json = await res.json().catch(() => null);
-    s.done = true;
-    return s;
-  }
-  const dec = new TextDecoder();
-  let text = '';
-  s.reading = (async () => {
-    try {
-      for await (const chunk of res.body) {
-        text += dec.decode(chunk, { stream: true });
-        const { frames, rest } = parseSSE(text);
-        text = rest;
-        for (const f of frames) if (f.data !== null) s.frames.push({ id: f.fields.id, event: JSON.parse(f.data) });
-      }
-    } catch (e) { s.error = e; }
-    s.done = true;
-  })();
-  return s;
-}
-const events = (s) => s.frames.map((f) => f.event);
 const run = (port, input) => openStream(`http://127.0.0.1:${port}/v1/agents/echo/run`, {
   method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(input),
 });
 const reattach = (port, runId, headers = {}) =>
   openStream(`http://127.0.0.1:${port}/v1/runs/${encodeURIComponent(runId)}/events`, { headers });
-const finished = (s, ms = 10000) => waitFor(() => s.done, ms);
-function assertIds(frames, runId, from = 1) {
-  frames.forEach((f, i) => assert.equal(f.id, `${runId}:${from + i}`, `frame ${i}'s id`));
-}
 async function metric(agate, name) {
   const r = await request(agate.adminPort, { path: '/metrics' });
   const line = r.body.toString('utf8').split('\n').find((l) => l.startsWith(`${name} `));
@@ -481,7 +453,10 @@ describe('resume across pods with a global rate limit on the resumable agent', (
       assert.equal(ok.length + refused.length, ran.length, JSON.stringify(ran.map((x) => x.s.status)));
       assert.equal(ok.length, 6, 'the global limit held across both pods');
       assert.equal(refused.length, 8);
-      for (const x of refused) assert.equal(x.s.json.error, 'rate_limit_exceeded');
+      for (const x of refused) {
+        assert.equal(x.s.json.error, 'rate_limit_exceeded');
+        assert.ok(Number(x.s.headers.get('retry-after')) >= 1, `Retry-After on a refused resumable run: ${x.s.headers.get('retry-after')}`);
+      }
       await sleep(300);   // every batch written
       for (const x of refused) {
         for (const p of pods) {
