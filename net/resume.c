@@ -85,12 +85,56 @@ static void producer_ended(rs_log_t *lg, shard_t *sh)
     mark_dirty(lg, sh);
 }
 
+/* The run's own client (the first follower on this shard), started, caught
+ * up to record `seq` and not blocked: its events go to it as they come, as a
+ * plain run's do, instead of through the turn end's pump (whose lock, peek
+ * and pass were 7 % of a resumable echo run's CPU; perf, bench/cases/resume.sh).
+ * ps_writable asks its sink for room before each event, as a plain run does. */
+static run_t *direct_client(rs_log_t *lg, uint64_t seq)
+{
+    run_t *c = lg->local;
+    if (!c || !c->started || c->blocked)
+        return NULL;
+    const rs_run_t *fr = rs_of(c);
+    return !fr->pumping && fr->rd.next == seq ? c : NULL;
+}
+
+/* After a direct write: as in pump, a client released inside its write left
+ * its count on the log to us; else it has every record. False when released. */
+static bool direct_done(rs_log_t *lg, run_t *c)
+{
+    rs_run_t *fr = rs_of(c);
+    fr->pumping = false;
+    if (fr->stopped) {
+        fr->stopped = false;
+        atomic_fetch_sub(&lg->followers, 1);
+        return false;
+    }
+    c->ev_seq = 0;
+    return true;
+}
+
+static void log_direct(rs_log_t *lg, uint64_t seq, uint8_t type, const char *json, size_t len, bool has_lf)
+{
+    run_t *c = direct_client(lg, seq);
+    if (!c)
+        return;
+    c->ev_seq = seq;
+    rs_of(c)->pumping = true;
+    int rc = c->sink->raw(c, (agui_type_t)type, json, len, has_lf);
+    if (direct_done(lg, c) && !rc)
+        runlog_reader_end(&lg->log, &rs_of(c)->rd);
+}
+
 static int log_event(run_t *r, uint8_t type, const char *json, size_t len, bool has_lf)
 {
     rs_log_t *lg = r->sink_ctx;
-    if (runlog_append(&lg->log, type, json, len, has_lf) < 0)
+    int64_t seq = runlog_append(&lg->log, type, json, len, has_lf);
+    if (seq < 0)
         return -ENOMEM;
-    mark_dirty(lg, r->sh);
+    if (lg->local)
+        log_direct(lg, (uint64_t)seq, type, json, len, has_lf);
+    mark_dirty(lg, r->sh);   /* followers elsewhere: woken at the turn's end */
     return 0;
 }
 
@@ -121,11 +165,37 @@ static void ps_start(run_t *r)
     memcpy(w += sizeof name - 1, lg->token, 32);
     memcpy(w + 32, "\r\n", 3);
     atomic_store_explicit(&lg->started, true, memory_order_release);
+    run_t *c = lg->local;
+    if (c && !c->started) {   /* the run's own client starts with it: its events can go straight */
+        c->head_extra = lg->head;
+        c->sink->start(c);
+        c->started = true;
+    }
     mark_dirty(lg, r->sh);
 }
 
+/* An agate-built event (echo, a replay): rendered once, into the direct
+ * client's output when its sink says where (event_json), and copied from
+ * there into the log; else into a scratch buffer, logged, then relayed. */
 static int ps_event(run_t *r, const agui_event_t *ev)
 {
+    rs_log_t *lg = r->sink_ctx;
+    uint64_t seq = atomic_load_explicit(&lg->log.last_seq, memory_order_relaxed) + 1;
+    run_t *c = direct_client(lg, seq);
+    if (c && c->sink->event_json) {
+        const char *json;
+        size_t len;
+        c->ev_seq = seq;
+        rs_of(c)->pumping = true;
+        int rc = c->sink->event_json(c, ev, &json, &len);
+        if (direct_done(lg, c) && !rc) {
+            if (runlog_append(&lg->log, (uint8_t)ev->type, json, len, false) < 0)
+                return log_failed(r);
+            runlog_reader_end(&lg->log, &rs_of(c)->rd);
+            mark_dirty(lg, r->sh);
+            return 0;
+        }   /* the client went: the event is still logged, below */
+    }
     buf_t *b = &rs_shard(r->sh)->tmp;
     buf_reset(b);
     if (agui_write_json(b, ev) || log_event(r, (uint8_t)ev->type, b->data, b->len, false))
@@ -140,16 +210,27 @@ static int ps_raw(run_t *r, agui_type_t type, const char *json, size_t len, bool
 
 /* Waits only for a follower on this shard: blocked, or behind by stream.buffer
  * or by a quarter of the log's bound (a chunk: what the log keeps past a
- * drop is more than that, so the follower never loses what it has not read). */
+ * drop is more than that, so the follower never loses what it has not read).
+ * A caught-up one is written to directly: its sink's own bound decides, and
+ * a full sink blocks it (its drain pumps it, which lets the producer go on). */
 static bool ps_writable(run_t *r)
 {
     rs_log_t *lg = r->sink_ctx;
-    if (!lg->local)
+    run_t *c = lg->local;
+    if (!c)
         return true;
-    const rs_run_t *fr = rs_of(lg->local);
+    if (c->blocked)
+        return false;
+    const rs_run_t *fr = rs_of(c);
     uint64_t total = atomic_load_explicit(&lg->log.total, memory_order_relaxed);
+    if (total == fr->rd.pos && c->started) {
+        if (c->sink->writable(c))
+            return true;
+        c->blocked = true;
+        return false;
+    }
     uint64_t lag = r->sh->cfg->stream_buffer_bytes, part = lg->log.max_bytes / 4;
-    return !lg->local->blocked && total - fr->rd.pos < (part < lag ? part : lag);
+    return total - fr->rd.pos < (part < lag ? part : lag);
 }
 
 static void ps_end(run_t *r)
@@ -459,6 +540,13 @@ static void poll_followers(shard_t *sh, rs_shard_t *rs)
     (void)sh;
 }
 
+/* c has every record of a run still going: nothing for a pump to do. */
+static bool caught_up(rs_log_t *lg, const run_t *c)
+{
+    return c->started && atomic_load_explicit(&lg->log.state, memory_order_relaxed) == RUNLOG_OPEN &&
+           rs_of(c)->rd.next > atomic_load_explicit(&lg->log.last_seq, memory_order_relaxed);
+}
+
 static void rs_turn_end(shard_t *sh)
 {
     rs_shard_t *rs = rs_shard(sh);
@@ -476,8 +564,9 @@ static void rs_turn_end(shard_t *sh)
             rs_log_t *lg = list_item(now.next, rs_log_t, dirty_link);
             list_unlink(&lg->dirty_link);
             lg->dirty = false;
-            if (lg->local && !lg->local->blocked)
-                pump(lg->local);
+            run_t *c = lg->local;
+            if (c && !c->blocked && !caught_up(lg, c))
+                pump(c);
             wake_followers(lg, sh);
         }
         bool more = !list_empty(&rs->dirty);

@@ -140,7 +140,9 @@ int64_t runlog_append(runlog_t *l, uint8_t type, const char *json, size_t len, b
     memcpy(w + RUNLOG_HDR, json, len);
     atomic_store_explicit(&t->pub, used + size, memory_order_release);
     atomic_store_explicit(&l->last_seq, seq, memory_order_release);
-    atomic_fetch_add_explicit(&l->total, size, memory_order_release);
+    /* one writer: a store, not a locked add (readers only compare it) */
+    atomic_store_explicit(&l->total, atomic_load_explicit(&l->total, memory_order_relaxed) + size,
+                          memory_order_release);
     if (grew && over_bound(l))
         drop_front(l);
     if (l->on_append) {

@@ -92,6 +92,16 @@ static inline void runlog_reader_init(runlog_reader_t *rd, uint64_t after)
  * the log, valid until the lock is released. */
 int runlog_peek(runlog_t *l, runlog_reader_t *rd, runlog_rec_t *rec, size_t *size);
 
+/* The writer's thread: rd stands past the last record (it has them all). */
+static inline void runlog_reader_end(const runlog_t *l, runlog_reader_t *rd)
+{
+    rd->ch = l->tail;
+    rd->ch_seq0 = l->tail ? l->tail->seq0 : 0;
+    rd->off = l->tail ? atomic_load_explicit(&l->tail->pub, memory_order_relaxed) : 0;
+    rd->next = atomic_load_explicit(&l->last_seq, memory_order_relaxed) + 1;
+    rd->pos = atomic_load_explicit(&l->total, memory_order_relaxed);
+}
+
 static inline void runlog_advance(runlog_reader_t *rd, size_t size)
 {
     rd->off += size;

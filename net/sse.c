@@ -111,18 +111,52 @@ static void sent_frame(conn_t *c, run_t *r, agui_type_t type, size_t bytes)
     sent_frames(c, r, 1, bytes);
 }
 
-static int sse_event(run_t *r, const agui_event_t *ev)
+/* "id: <runId>:<seq>\n": the event's id, which EventSource sends back as
+ * Last-Event-ID when it reconnects. A run id holding CR or LF, which would
+ * split the frame, never gets here: such a run is not resumable (net/resume.c). */
+static int put_id(buf_t *b, const run_t *r)
+{
+    if (buf_reserve(b, r->ev_id_len + 32))
+        return -1;
+    char *w = b->data + b->len;
+    memcpy(w, "id: ", 4);
+    memcpy(w + 4, r->ev_id, r->ev_id_len);
+    w += 4 + r->ev_id_len;
+    *w++ = ':';
+    w += buf_fmt_u64(w, r->ev_seq);   /* (20 digits at most: reserved) */
+    *w++ = '\n';
+    b->len = (size_t)(w - b->data);
+    return 0;
+}
+
+/* The event (with its id line when it is a resumable run's), and where its
+ * JSON text landed (the sink's event_json op: a resumable run's log copies it
+ * from there rather than render it twice). */
+static int sse_event_json(run_t *r, const agui_event_t *ev, const char **json, size_t *len)
 {
     conn_t *c = sink_conn(r);
     buf_t *b = conn_fill(c);
     conn_body_open(c);
-    size_t start = b->len;
-    if (buf_append_lit(b, "data: ") || agui_write_json(b, ev) || buf_append_lit(b, "\n\n")) {
-        conn_abort(c);   /* releases the run */
-        return -ENOMEM;
-    }
+    size_t start = b->len, at;
+    if ((r->ev_seq && put_id(b, r)) || buf_append_lit(b, "data: "))
+        goto nomem;
+    at = b->len;
+    if (agui_write_json(b, ev) || buf_append_lit(b, "\n\n"))
+        goto nomem;
+    *json = b->data + at;
+    *len = b->len - 2 - at;
     sent_frame(c, r, ev->type, b->len - start);
     return 0;
+nomem:
+    conn_abort(c);   /* releases the run */
+    return -ENOMEM;
+}
+
+static int sse_event(run_t *r, const agui_event_t *ev)
+{
+    const char *json;
+    size_t len;
+    return sse_event_json(r, ev, &json, &len);
 }
 
 /* A stored or shared run's records as frames, in one pass (the sink's
@@ -187,24 +221,6 @@ static int sse_stored(run_t *r, const runrec_plan_t *pl, const char *recs, size_
             metrics_add(&m->events[type], count);
     }
     sent_frames(c, r, pl->n_events, b->len - start);
-    return 0;
-}
-
-/* "id: <runId>:<seq>\n": the event's id, which EventSource sends back as
- * Last-Event-ID when it reconnects. A run id holding CR or LF, which would
- * split the frame, never gets here: such a run is not resumable (net/resume.c). */
-static int put_id(buf_t *b, const run_t *r)
-{
-    if (buf_reserve(b, r->ev_id_len + 32))
-        return -1;
-    char *w = b->data + b->len;
-    memcpy(w, "id: ", 4);
-    memcpy(w + 4, r->ev_id, r->ev_id_len);
-    w += 4 + r->ev_id_len;
-    *w++ = ':';
-    w += buf_fmt_u64(w, r->ev_seq);   /* (20 digits at most: reserved) */
-    *w++ = '\n';
-    b->len = (size_t)(w - b->data);
     return 0;
 }
 
@@ -324,6 +340,7 @@ static void sse_fail(run_t *r, int status, const char *code, const char *msg, ui
 static const run_sink_ops_t sse_sink = {
     .start = sse_start,
     .event = sse_event,
+    .event_json = sse_event_json,
     .raw = sse_raw,
     .frames = sse_frames,
     .records = sse_records,

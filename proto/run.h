@@ -54,6 +54,10 @@ typedef struct run_sink_ops {
      * records, nothing sent, the run still the caller's. */
     int  (*stored)(struct run *r, const struct runrec_plan *pl, const char *recs, size_t recs_len,
                    const struct runrec_subst *s);
+    /* Optional: event(), and where ev's JSON text landed in the sink's output
+     * (valid until its next write), for a resumable run's log to copy
+     * (net/resume.c) rather than render the event twice. */
+    int  (*event_json)(struct run *r, const agui_event_t *ev, const char **json, size_t *len);
     bool (*writable)(struct run *r);                         /* under the buffer bound */
     void (*end)(struct run *r);                              /* last event emitted */
     void (*fail)(struct run *r, int status, const char *code, const char *msg, uint32_t retry_after_s);
