@@ -3,16 +3,20 @@
  * resume: section. The table of logs and their lifetimes is resume_log.c.
  *
  * Ownership and invariants (the log's own: resume_int.h):
- *  - Every client of a resumable run, the first one too, is a follower
- *    reading the log, so there is one way to the client whether it stayed or
- *    came back. The producer waits (writable() false) for one follower on its
- *    own shard (`local`: the first there) that is blocked or behind; others it
- *    does not wait for: the log's bound protects memory, and a follower left
- *    behind the dropped front gets RUN_ERROR resume_log_truncated.
+ *  - Every client of a resumable run, the first one too, is a follower run
+ *    with a reader on the log, so there is one state whether it stayed or came
+ *    back. The run's own client (`local`: the first follower on the owner's
+ *    shard) is written to as each event is logged while it is caught up and
+ *    not blocked (direct_client), its sink's bound asked before each event as
+ *    a plain run's is; behind or blocked, it reads the log like any other.
+ *  - The producer waits (writable() false) only for `local` when it is
+ *    blocked or behind; others it does not wait for: the log's bound protects
+ *    memory, and a follower left behind the dropped front gets RUN_ERROR
+ *    resume_log_truncated.
  *  - Wake-ups: the producer marks its log dirty once per turn; the owner's
- *    turn end pumps `local` itself (no flag, no poll of the shard's other
- *    followers) and wakes the shards whose bit is in `mask` (every other
- *    follower's: pending flag, eventfd), whose turn end pumps their followers. */
+ *    turn end pumps `local` if it is behind (no flag, no poll of the shard's
+ *    other followers) and wakes the shards whose bit is in `mask` (every
+ *    other follower's: pending flag, eventfd), whose turn end pumps theirs. */
 #include "net/resume.h"
 
 #include <errno.h>

@@ -3,7 +3,8 @@
  * For an agent with `resume.enabled`, a run is split in two: the producer (the
  * agent's run: echo, proxy, a cache replay) writes every event to the run's
  * log (net/runlog.h) under a sequence number, and each client is a follower
- * run that reads the log into its own sink (SSE: each event with
+ * run that reads the log into its own sink (the run's own client gets each
+ * event as it is logged, while it keeps up) (SSE: each event with
  * `id: <runId>:<seq>`). A client that goes away only detaches: the producer
  * goes on for `resume.detach_timeout`, then is cancelled unless someone
  * reattached (GET /v1/runs/{runId}/events, from any shard). DELETE
