@@ -18,8 +18,9 @@
 #   auth      an API key and rate limits on vs off (issue 6: within 5 % of off)
 #   fleet_rl  a global rate limit through Redis vs the same limit local-only (issue 26:
 #             within 5 % in runs/s, at most 10 Redis round trips per 1,000 runs)
-#   resume    a resumable echo run (event log in memory, ids) vs a plain one (issue 27:
-#             at most 5 % more CPU per event)
+#   resume    a resumable echo run (event log in memory, ids; and with Redis) vs a plain
+#             one, and a resumable proxy run vs a plain one (issue 27: at most 5 % more
+#             CPU per event in memory, 15 % with Redis)
 #   streams   thousands of slow streams, then idle keep-alive connections, held (figures)
 #   epoll     build/agate on io_uring vs on epoll (engine.backend): echo, proxy and cache
 #             req/s and CPU per response, epoll/io_uring (issue 24: at most 1.25x CPU on

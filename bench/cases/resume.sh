@@ -1,4 +1,5 @@
 # shellcheck shell=bash disable=SC2016,SC2034,SC2154 # check strings are eval'd; globals shared with bench/run.sh
+declare -A RPX_URL
 # bench/cases/resume.sh: a resumable run against a plain one, in memory (issue 27:
 # at most 5 % more CPU per event) and with Redis (at most 15 %).
 #
@@ -29,6 +30,37 @@ resume_setup() {
   echo "  info  agate-resume on the wire $resume_wire bytes (plain: $agate_wire)"
   add_row agate-resume "agate echo, resumable" bench/echo.lua "$resume_url" "$resume_wire"
   resume_redis_setup
+  resume_proxy_setup
+}
+
+# A proxy agent in front of an nginx serving the recorded 44-event stream (as the
+# proxy case's upstream), plain and resumable: the producer is the upstream's
+# stream, and a plain run relays its frames as a block where a resumable one
+# logs and relays each event with its id. Checked: both relay every event, the
+# resumable one with ids from 1.
+resume_proxy_setup() {
+  local saved_up=${UP_PORT:-} up n status
+  nginx_upstream resume-upstream "$body"
+  up="http://127.0.0.1:$UP_PORT/agent"
+  UP_PORT=$saved_up
+  for n in agate-rpx agate-rpx-resume; do
+    printf 'agents:\n  up:\n    type: proxy\n    endpoints: [%s]\n    validation: strict\n    pool: {max_idle: %s}\n' \
+      "$up" "$BENCH_PROXY_POOL" >"$tmp/$n.yaml"
+  done
+  printf '    resume: {enabled: true}\n' >>"$tmp/agate-rpx-resume.yaml"
+  echo "-- resume: agate proxying the recorded stream, plain and resumable"
+  for n in agate-rpx agate-rpx-resume; do
+    start_agate $n /dev/null AGATE_CONFIG="$tmp/$n.yaml"
+    RPX_URL[$n]="http://127.0.0.1:${MAINPORT[$n]}/v1/agents/up/run"
+    status=$(post "${RPX_URL[$n]}" "$tmp/$n.body" "$tmp/$n.headers")
+    check "$n answers 200 text/event-stream ($status) with the upstream's $n_events events" \
+      '[[ $status == "200 text/event-stream"* ]] && [ "$(grep -c "^data: " "$tmp/$n.body")" -eq "$n_events" ]'
+  done
+  check "agate-rpx-resume's events carry ids 1..$n_events" \
+    '[ "$(grep -c "^id: [^:]*:[0-9]*$" "$tmp/agate-rpx-resume.body")" -eq "$n_events" ]'
+  add_row agate-rpx "agate proxy (log off)" bench/echo.lua "${RPX_URL[agate-rpx]}" "$(wire_bytes "${RPX_URL[agate-rpx]}")"
+  add_row agate-rpx-resume "agate proxy, resumable" bench/echo.lua "${RPX_URL[agate-rpx-resume]}" \
+    "$(wire_bytes "${RPX_URL[agate-rpx-resume]}")"
 }
 
 # The same, with redis.address set: each run's events also go to a Redis Stream
@@ -59,9 +91,10 @@ resume_table() {
   local n
   echo "  [resume] the echo run resumable (event log in memory, ids) vs plain"
   header
-  for n in agate agate-resume agate-resume-redis; do has_row $n && row "$1" $n; done
+  for n in agate agate-resume agate-resume-redis agate-rpx agate-rpx-resume; do has_row $n && row "$1" $n; done
   versus_cost "$1" agate-resume agate
   has_row agate-resume-redis && versus_cost "$1" agate-resume-redis agate
+  has_row agate-rpx-resume && versus_cost "$1" agate-rpx-resume agate-rpx
   echo
 }
 
@@ -71,6 +104,7 @@ resume_table() {
 resume_pairs() {
   add_comparison agate agate-resume cpu
   has_row agate-resume-redis && add_comparison agate agate-resume-redis cpu
+  has_row agate-rpx-resume && add_comparison agate-rpx agate-rpx-resume cpu
 }
 
 resume_targets() {
@@ -86,4 +120,7 @@ resume_targets() {
   echo "  info  agate-resume-redis: server CPU per event $per_event (agate's own; redis-server's is the row's 'other' column)"
   echo "  issue 27 target, a resumable run with Redis at most 15 % more CPU per event: $(pctdiff "${USREQ[mean:agate-resume-redis]}" "${USREQ[mean:agate]}") on the mean"
   paired_verdict agate-resume-redis atmost 1.15
+  has_row agate-rpx-resume || return 0
+  echo "  info  agate-rpx-resume: a proxy agent's run resumable against plain (server CPU per response; the same 5 % goal, in memory)"
+  paired_verdict agate-rpx-resume atmost 1.05
 }
