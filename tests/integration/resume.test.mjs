@@ -427,6 +427,68 @@ describe('resume: the process\'s bound (resume.max_bytes), runs under many ids',
   });
 });
 
+describe('resume: backpressure from the run\'s own client', () => {
+  let agate;
+  before(async () => {
+    agate = await startAgate({
+      config: [
+        'stream: {buffer: 64KiB}',
+        'agents:',
+        '  echo:',
+        '    type: echo',
+        '    resume: {enabled: true, max_bytes: 64MiB}',
+      ].join('\n'),
+    });
+  });
+  after(async () => { await stopClean(agate); });
+
+  test('a client that stops reading holds the run; read again, it gets every event once, in order', { timeout: 60000 }, async () => {
+    const n = 100000;   // ~11 MB of events: past the socket buffers and stream.buffer
+    const words = Array.from({ length: n }, (_, i) => `w${i}`).join(' ');
+    const input = runInput(words);
+    const body = JSON.stringify(input);
+    const sock = net.connect(agate.port, '127.0.0.1');
+    await new Promise((r, j) => { sock.once('connect', r); sock.once('error', j); });
+    sock.write(`POST /v1/agents/echo/run HTTP/1.0\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    const chunks = [];
+    let head = '';
+    await new Promise((r) => {   // the head only (its token), then no more reading: paused
+      const more = () => {
+        let c;
+        while (!head.includes('\r\n\r\n') && (c = sock.read()) !== null) {
+          chunks.push(c);
+          head += c.toString('latin1');
+        }
+        if (head.includes('\r\n\r\n')) { sock.off('readable', more); r(); }
+      };
+      sock.on('readable', more);
+    });
+    const token = /x-agate-resume-token: ([0-9a-f]{32})/i.exec(head)[1];
+    // another client follows the same run from its start while the first holds it
+    const second = await reattach(agate.port, input.runId, { headers: { 'x-agate-resume-token': token } });
+    await sleep(1500);
+    assert.equal(second.done, false, 'the run waits for its own client');
+    const held = second.frames.length;
+    assert.ok(held < n + 4, `the follower got ${held} of ${n + 4} events while the client held the run`);
+    await sleep(500);
+    assert.ok(second.frames.length - held < 100, 'and the run stays held');
+    sock.on('data', (c) => chunks.push(c));
+    await new Promise((r) => sock.once('close', r));
+    const all = Buffer.concat(chunks).toString('utf8');   // HTTP/1.0: the body runs to the close, unchunked
+    const at = all.indexOf('\r\n\r\n');
+    assert.match(all.slice(0, at), /^HTTP\/1\.[01] 200 /);
+    const frames = all.slice(at + 4).split('\n\n').filter((f) => f).map((f) => {
+      const [idLine, dataLine] = f.split('\n');
+      return { id: idLine.slice('id: '.length), event: JSON.parse(dataLine.slice('data: '.length)) };
+    });
+    assert.equal(frames.length, n + 4);
+    assertIds(frames, input.runId);
+    assertEchoEvents(frames.map((f) => f.event), { runId: input.runId, text: words });
+    await finished(second, 20000);
+    assert.deepEqual(second.frames, frames, 'the follower got the same events');
+  });
+});
+
 /** A TCP relay to agate that cuts the first /events response once it has
  * carried `after` events (both sockets destroyed, as a lost network would),
  * and relays everything else, reconnections included. */

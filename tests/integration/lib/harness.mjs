@@ -782,8 +782,8 @@ export function assertEchoEvents(events, { threadId, runId, text, deltas: expect
   assert.equal(inner[inner.length - 1].type, 'TEXT_MESSAGE_END', `sequence ${JSON.stringify(types)}`);
   assert.equal(inner[inner.length - 1].messageId, mid);
   const contents = inner.slice(1, -1);
-  for (const c of contents) {
-    assert.equal(c.type, 'TEXT_MESSAGE_CONTENT', `sequence ${JSON.stringify(types)}`);
+  for (const c of contents) {   // (the message only on failure: it is the whole sequence, per event)
+    if (c.type !== 'TEXT_MESSAGE_CONTENT') assert.fail(`sequence ${JSON.stringify(types)}`);
     assert.equal(c.messageId, mid);
     assert.equal(typeof c.delta, 'string');
   }
